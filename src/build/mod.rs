@@ -1,0 +1,1 @@
+//! `kiln build`: executes a plan with the store, layer engine, sandbox and registry.

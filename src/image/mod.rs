@@ -1,0 +1,1 @@
+//! Image assembly (config, manifest, index) and outputs (OCI layout, docker archive).

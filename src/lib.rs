@@ -1,0 +1,24 @@
+//! kiln: a daemonless, rootless container image builder.
+//!
+//! The crate is laid out by pipeline stage; dependencies point one way, down the flow:
+//!
+//! `dockerfile` (parse, expand) → `plan` (stages, scoping, DAG) → `sandbox` (RUN steps) →
+//! `layer` (diff → tar → compressed blob) → `store` / `registry` → `image` (config, manifest,
+//! outputs) → `build` (wires them) → `cli` (the only place that prints).
+//!
+//! Nothing below `cli` prints: it reports through return values and [`progress`] events.
+
+pub mod digest;
+pub mod progress;
+
+pub mod build;
+pub mod cli;
+pub mod dockerfile;
+pub mod image;
+pub mod layer;
+pub mod plan;
+pub mod registry;
+pub mod sandbox;
+pub mod store;
+
+pub use digest::Digest;

@@ -1,0 +1,2 @@
+//! Build planning: stages, ARG/ENV scoping, the stage DAG, `--target`, `.dockerignore`,
+//! validation errors and warnings.

@@ -1,0 +1,1 @@
+//! The local content store: content-addressed blobs, image records, unpacked layer cache, GC.
