@@ -1,2 +1,4 @@
 //! Build planning: stages, ARG/ENV scoping, the stage DAG, `--target`, `.dockerignore`,
 //! validation errors and warnings.
+
+pub mod ignore;

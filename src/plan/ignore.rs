@@ -1,0 +1,1 @@
+//! `.dockerignore`: which context paths a build may see.
