@@ -34,15 +34,22 @@ pub enum ContextError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ContextError + '_ {
-    move |source| ContextError::Io { path: path.to_path_buf(), source }
+    move |source| ContextError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// What an entry of the context is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
-    File { size: u64 },
+    File {
+        size: u64,
+    },
     Dir,
-    Symlink { target: PathBuf },
+    Symlink {
+        target: PathBuf,
+    },
     /// Sockets, fifos and devices: not copyable into images from a context.
     Other,
 }
@@ -69,10 +76,18 @@ pub struct Context {
 impl Context {
     /// Opens a context. `cache_file` is where the stat cache persists between builds (none for
     /// a one-off build: every file is then hashed once).
-    pub fn open(root: &Path, ignore: DockerIgnore, cache_file: Option<PathBuf>) -> Result<Context, ContextError> {
+    pub fn open(
+        root: &Path,
+        ignore: DockerIgnore,
+        cache_file: Option<PathBuf>,
+    ) -> Result<Context, ContextError> {
         let root = fs::canonicalize(root).map_err(io_err(root))?;
         let cache = StatCache::load(cache_file);
-        Ok(Context { root, ignore, cache: Mutex::new(cache) })
+        Ok(Context {
+            root,
+            ignore,
+            cache: Mutex::new(cache),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -81,12 +96,21 @@ impl Context {
 
     /// The absolute host path of a context-relative path.
     pub fn host_path(&self, rel: &str) -> PathBuf {
-        if rel.is_empty() { self.root.clone() } else { self.root.join(rel) }
+        if rel.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(rel)
+        }
     }
 
     /// Every included context path, sorted, for matching COPY wildcards and close-match hints.
     pub fn all_paths(&self) -> Result<Vec<String>, ContextError> {
-        Ok(self.entries("")?.into_iter().map(|e| e.rel).filter(|r| !r.is_empty()).collect())
+        Ok(self
+            .entries("")?
+            .into_iter()
+            .map(|e| e.rel)
+            .filter(|r| !r.is_empty())
+            .collect())
     }
 
     /// The entry at `rel` and, for a directory, everything included below it: sorted by path,
@@ -113,7 +137,10 @@ impl Context {
         let path = self.host_path(rel);
         let meta = fs::symlink_metadata(&path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => ContextError::NotFound(rel.to_string()),
-            _ => ContextError::Io { path: path.clone(), source: e },
+            _ => ContextError::Io {
+                path: path.clone(),
+                source: e,
+            },
         })?;
         let ft = meta.file_type();
         let kind = if ft.is_file() {
@@ -121,11 +148,20 @@ impl Context {
         } else if ft.is_dir() {
             EntryKind::Dir
         } else if ft.is_symlink() {
-            EntryKind::Symlink { target: fs::read_link(&path).map_err(io_err(&path))? }
+            EntryKind::Symlink {
+                target: fs::read_link(&path).map_err(io_err(&path))?,
+            }
         } else {
             EntryKind::Other
         };
-        Ok(Entry { rel: rel.to_string(), kind, mode: meta.mode(), uid: meta.uid(), gid: meta.gid(), stat: StatKey::of(&meta) })
+        Ok(Entry {
+            rel: rel.to_string(),
+            kind,
+            mode: meta.mode(),
+            uid: meta.uid(),
+            gid: meta.gid(),
+            stat: StatKey::of(&meta),
+        })
     }
 
     /// Depth-first, children sorted by name, so the output order is deterministic.
@@ -138,7 +174,11 @@ impl Context {
             .map_err(io_err(&dir))?;
         names.sort_unstable();
         for name in names {
-            let child = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            let child = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
             let excluded = self.ignore.is_excluded(&child);
             if excluded && self.ignore.can_skip_dir(&child) {
                 continue;
@@ -179,12 +219,21 @@ impl Context {
     }
 
     fn file_digest(&self, e: &Entry) -> Result<Digest, ContextError> {
-        if let Some(d) = self.cache.lock().expect("stat cache lock").get(&e.rel, &e.stat) {
+        if let Some(d) = self
+            .cache
+            .lock()
+            .expect("stat cache lock")
+            .get(&e.rel, &e.stat)
+        {
             return Ok(d);
         }
         let path = self.host_path(&e.rel);
-        let (digest, _) = Digest::of_reader(File::open(&path).map_err(io_err(&path))?).map_err(io_err(&path))?;
-        self.cache.lock().expect("stat cache lock").insert(&e.rel, e.stat, digest);
+        let (digest, _) =
+            Digest::of_reader(File::open(&path).map_err(io_err(&path))?).map_err(io_err(&path))?;
+        self.cache
+            .lock()
+            .expect("stat cache lock")
+            .insert(&e.rel, e.stat, digest);
         Ok(digest)
     }
 
@@ -216,9 +265,9 @@ impl StatKey {
         }
     }
 
-    fn is_racy(&self, now_ns: i64) -> bool {
+    fn is_racy(&self, now_ns: i64, window: Duration) -> bool {
         let newest = self.mtime_ns.max(self.ctime_ns);
-        newest > now_ns - RACY_WINDOW.as_nanos() as i64
+        newest > now_ns - window.as_nanos() as i64
     }
 }
 
@@ -232,6 +281,7 @@ struct StatCache {
     file: Option<PathBuf>,
     entries: HashMap<String, (StatKey, Digest)>,
     dirty: bool,
+    racy_window: Duration,
 }
 
 impl StatCache {
@@ -244,28 +294,45 @@ impl StatCache {
             .filter(|c| c.version == CACHE_VERSION)
             .map(|c| c.entries)
             .unwrap_or_default();
-        StatCache { file, entries, dirty: false }
+        StatCache {
+            file,
+            entries,
+            dirty: false,
+            racy_window: RACY_WINDOW,
+        }
     }
 
     fn get(&self, rel: &str, stat: &StatKey) -> Option<Digest> {
-        self.entries.get(rel).filter(|(k, _)| k == stat).map(|(_, d)| *d)
+        self.entries
+            .get(rel)
+            .filter(|(k, _)| k == stat)
+            .map(|(_, d)| *d)
     }
 
     fn insert(&mut self, rel: &str, stat: StatKey, digest: Digest) {
-        let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(i64::MAX);
-        if self.file.is_some() && !stat.is_racy(now_ns) {
+        let now_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(i64::MAX);
+        if self.file.is_some() && !stat.is_racy(now_ns, self.racy_window) {
             self.entries.insert(rel.to_string(), (stat, digest));
             self.dirty = true;
         }
     }
 
     fn save(&mut self) -> io::Result<()> {
-        let Some(file) = self.file.as_deref().filter(|_| self.dirty) else { return Ok(()) };
+        let Some(file) = self.file.as_deref().filter(|_| self.dirty) else {
+            return Ok(());
+        };
         let dir = file.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir)?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        let body = CacheFile { version: CACHE_VERSION, entries: std::mem::take(&mut self.entries) };
-        let result = serde_json::to_writer(io::BufWriter::new(&mut tmp), &body).map_err(io::Error::other);
+        let body = CacheFile {
+            version: CACHE_VERSION,
+            entries: std::mem::take(&mut self.entries),
+        };
+        let result =
+            serde_json::to_writer(io::BufWriter::new(&mut tmp), &body).map_err(io::Error::other);
         self.entries = body.entries;
         result?;
         tmp.persist(file).map_err(|e| e.error)?;
@@ -277,13 +344,6 @@ impl StatCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    fn old(path: &Path) {
-        let t = filetime::FileTime::from_system_time(SystemTime::now() - Duration::from_secs(3600));
-        filetime::set_symlink_file_times(path, t, t).unwrap();
-    }
-
     fn tree() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
         fs::create_dir_all(d.path().join("src/deep")).unwrap();
@@ -305,10 +365,30 @@ mod tests {
         let d = tree();
         let c = ctx(d.path(), "logs\n!logs/keep.log\n", None);
         let rels: Vec<String> = c.entries("").unwrap().into_iter().map(|e| e.rel).collect();
-        assert_eq!(rels, ["", "link", "logs", "logs/keep.log", "src", "src/deep", "src/deep/a.txt", "src/main.rs"]);
-        assert!(matches!(c.entries("logs/x.log"), Err(ContextError::NotFound(_))));
+        assert_eq!(
+            rels,
+            [
+                "",
+                "link",
+                "logs",
+                "logs/keep.log",
+                "src",
+                "src/deep",
+                "src/deep/a.txt",
+                "src/main.rs"
+            ]
+        );
+        assert!(matches!(
+            c.entries("logs/x.log"),
+            Err(ContextError::NotFound(_))
+        ));
         let link = c.entries("link").unwrap().remove(0);
-        assert_eq!(link.kind, EntryKind::Symlink { target: "src/main.rs".into() });
+        assert_eq!(
+            link.kind,
+            EntryKind::Symlink {
+                target: "src/main.rs".into()
+            }
+        );
     }
 
     #[test]
@@ -316,21 +396,29 @@ mod tests {
         let d = tree();
         let cache = d.path().join("stat-cache.json");
         let main = d.path().join("src/main.rs");
-        old(&main);
         let c = ctx(d.path(), "stat-cache.json\n", Some(cache.clone()));
+        // ctime cannot be set back, so accept files changed just now for this test.
+        c.cache.lock().unwrap().racy_window = Duration::ZERO;
         let entries = c.entries("src/main.rs").unwrap();
         let digests = c.file_digests(&entries).unwrap();
         assert_eq!(digests, vec![Some(Digest::of(b"fn main() {}"))]);
         c.save_cache().unwrap();
 
         let reloaded = ctx(d.path(), "stat-cache.json\n", Some(cache.clone()));
-        let hit = reloaded.cache.lock().unwrap().get("src/main.rs", &entries[0].stat);
+        let hit = reloaded
+            .cache
+            .lock()
+            .unwrap()
+            .get("src/main.rs", &entries[0].stat);
         assert_eq!(hit, Some(Digest::of(b"fn main() {}")));
 
         // A changed file has a new stat (ctime at least), so its old digest is never served.
         fs::write(&main, "fn main() { changed() }").unwrap();
         let changed = reloaded.entries("src/main.rs").unwrap();
-        assert_eq!(reloaded.file_digests(&changed).unwrap(), vec![Some(Digest::of(b"fn main() { changed() }"))]);
+        assert_eq!(
+            reloaded.file_digests(&changed).unwrap(),
+            vec![Some(Digest::of(b"fn main() { changed() }"))]
+        );
     }
 
     #[test]
@@ -340,6 +428,9 @@ mod tests {
         let c = ctx(d.path(), "", Some(cache));
         let e = c.entries("src/deep/a.txt").unwrap();
         assert_eq!(c.file_digests(&e).unwrap(), vec![Some(Digest::of(b"a"))]);
-        assert!(c.cache.lock().unwrap().entries.is_empty(), "a file written just now is racy");
+        assert!(
+            c.cache.lock().unwrap().entries.is_empty(),
+            "a file written just now is racy"
+        );
     }
 }
