@@ -168,22 +168,40 @@ copy_with_libs() {
   done
 }
 
-# yarn_modules: the top-level packages under /usr/share/nodejs that yarn loads for --version and
-# an offline `install --production` (traced through require.cache), one per line.
+# yarn_modules: the top-level packages under /usr/share/nodejs that yarn needs, one per line: the
+# closure of yarn's declared dependencies, plus whatever it actually loads (traced through
+# require.cache) for --version and two offline installs (without, then with a lockfile), since
+# Debian's packaging does not always declare every module.
 yarn_modules() {
   local t
   t=$(mktemp -d)
+  cat >"$t/closure.js" <<'EOF'
+const fs = require('fs'), path = require('path');
+const root = '/usr/share/nodejs', seen = new Set(), todo = ['yarn'];
+while (todo.length) {
+  const name = todo.pop();
+  if (seen.has(name) || !fs.existsSync(path.join(root, name, 'package.json'))) continue;
+  seen.add(name);
+  const pj = JSON.parse(fs.readFileSync(path.join(root, name, 'package.json'), 'utf8'));
+  for (const d of Object.keys(Object.assign({}, pj.dependencies, pj.optionalDependencies))) todo.push(d);
+}
+console.log([...seen].join('\n'));
+EOF
   cat >"$t/trace.js" <<'EOF'
 process.on('exit', () => require('fs').appendFileSync(process.env.KILN_TRACE_OUT, Object.keys(require.cache).join('\n') + '\n'));
 EOF
-  echo '{"name":"trace","version":"1.0.0","license":"MIT","dependencies":{"dep":"file:./dep"}}' >"$t/package.json"
-  mkdir "$t/dep" && echo '{"name":"dep","version":"1.0.0","license":"MIT"}' >"$t/dep/package.json"
-  (cd "$t" && export KILN_TRACE_OUT="$t/out" NODE_OPTIONS="--require $t/trace.js" NODE_PATH=/usr/share/nodejs \
+  mkdir -p "$t/app/dep"
+  echo '{"name":"trace","version":"1.0.0","license":"MIT","dependencies":{"dep":"file:./dep"}}' >"$t/app/package.json"
+  echo '{"name":"dep","version":"1.0.0","license":"MIT"}' >"$t/app/dep/package.json"
+  node "$t/closure.js" >"$t/modules" || die "reading yarn's dependencies failed"
+  (cd "$t/app" && export KILN_TRACE_OUT="$t/out" NODE_OPTIONS="--require $t/trace.js" NODE_PATH=/usr/share/nodejs \
      HOME="$t" YARN_CACHE_FOLDER="$t/cache" &&
    node /usr/share/nodejs/yarn/bin/yarn.js --version >/dev/null &&
-   node /usr/share/nodejs/yarn/bin/yarn.js install --production --offline --non-interactive >/dev/null) ||
+   node /usr/share/nodejs/yarn/bin/yarn.js install --production --offline --non-interactive >/dev/null &&
+   node /usr/share/nodejs/yarn/bin/yarn.js install --production --frozen-lockfile --offline --non-interactive >/dev/null) ||
     die "tracing yarn's modules failed (is yarnpkg installed? apt-get install yarnpkg)"
-  grep '^/usr/share/nodejs/' "$t/out" | sed -E 's#^/usr/share/nodejs/((@[^/]+/)?[^/]+).*#\1#' | LC_ALL=C sort -u
+  grep '^/usr/share/nodejs/' "$t/out" | sed -E 's#^/usr/share/nodejs/((@[^/]+/)?[^/]+).*#\1#' >>"$t/modules"
+  LC_ALL=C sort -u "$t/modules"
   rm -rf "$t"
 }
 
@@ -194,7 +212,8 @@ node_layer_rootfs() {
   mkdir -p "$root/usr/share/nodejs"
   for m in $(yarn_modules); do
     mkdir -p "$root/usr/share/nodejs/$(dirname "$m")"
-    cp -a "/usr/share/nodejs/$m" "$root/usr/share/nodejs/$m"
+    # -L: some Debian modules link into /usr/share/javascript, which the image does not have.
+    cp -RL "/usr/share/nodejs/$m" "$root/usr/share/nodejs/$m"
   done
   # Debian's yarn expects Debian's node, which searches /usr/share/nodejs; this node may not
   # (NodeSource's does not), so the wrapper sets NODE_PATH for yarn only.
