@@ -5,8 +5,9 @@
 #
 #   tests/scripts/containers-config.sh [--user NAME] [--check IMAGE]
 #
-#   --user NAME   the unprivileged test user (default $KILN_TEST_USER or "builder"): created if
-#                 missing, with /etc/subuid and /etc/subgid ranges and /run/user/<uid>.
+#   --user NAME   the unprivileged test user (default $KILN_TEST_USER, else "kilntest" as in
+#                 tests/scripts/unprivileged-user.sh): created if missing, with /etc/subuid
+#                 and /etc/subgid ranges and /run/user/<uid>.
 #   --check IMAGE an image reference podman can run (e.g. oci:/tmp/base/busybox:latest): runs
 #                 `echo` in it as root and fails unless it prints.
 #
@@ -15,7 +16,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
-user=${KILN_TEST_USER:-builder}; check=""
+user=${KILN_TEST_USER:-kilntest}; check=""
 while (($#)); do
   case $1 in
     --user) user=$2; shift 2 ;;
@@ -93,7 +94,12 @@ if ! id "$user" >/dev/null 2>&1; then
 fi
 uid=$(id -u "$user")
 for f in /etc/subuid /etc/subgid; do
-  grep -q "^$user:" "$f" 2>/dev/null || echo "$user:$((100000 + (uid % 1000) * 65536)):65536" >>"$f"
+  touch "$f"
+  if ! grep -q "^$user:" "$f"; then
+    # The next free range after every existing one, 65536 ids long.
+    start=$(awk -F: 'BEGIN { next_free = 100000 } $2 + $3 > next_free { next_free = $2 + $3 } END { print next_free }' "$f")
+    echo "$user:$start:65536" >>"$f"
+  fi
 done
 home=$(getent passwd "$user" | cut -d: -f6)
 # [5] rootless storage: overlay, not vfs.
