@@ -19,17 +19,30 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-const EXAMPLES: &[&str] = &["hello", "static-site", "shell-app", "multi-stage", "node-app"];
+const EXAMPLES: &[&str] = &[
+    "hello",
+    "static-site",
+    "shell-app",
+    "multi-stage",
+    "node-app",
+];
 
 /// Why the reference run cannot happen here, if it cannot.
 fn missing_prerequisite() -> Option<String> {
     if !nix::unistd::Uid::effective().is_root() {
         return Some("not root (base images are built as root)".into());
     }
-    ["buildah", "podman", "skopeo", "docker-registry", "jq", "runc"]
-        .iter()
-        .find(|tool| which(tool).is_none())
-        .map(|tool| format!("{tool} is not installed (tests/scripts/install-deps.sh)"))
+    [
+        "buildah",
+        "podman",
+        "skopeo",
+        "docker-registry",
+        "jq",
+        "runc",
+    ]
+    .iter()
+    .find(|tool| which(tool).is_none())
+    .map(|tool| format!("{tool} is not installed (tests/scripts/install-deps.sh)"))
 }
 
 fn which(tool: &str) -> Option<PathBuf> {
@@ -102,7 +115,10 @@ impl Registry {
             sleep(Duration::from_millis(100));
         }
         let log = std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default();
-        panic!("registry on {} did not answer /v2/ within 15 s:\n{log}", self.addr);
+        panic!(
+            "registry on {} did not answer /v2/ within 15 s:\n{log}",
+            self.addr
+        );
     }
 }
 
@@ -155,8 +171,10 @@ impl Storage {
 
     fn podman(&self) -> Command {
         let mut cmd = Command::new("podman");
-        cmd.args(self.global_args())
-            .arg(format!("--tmpdir={}", self.dir.path().join("libpod").display()));
+        cmd.args(self.global_args()).arg(format!(
+            "--tmpdir={}",
+            self.dir.path().join("libpod").display()
+        ));
         cmd
     }
 }
@@ -203,24 +221,26 @@ fn example_dir(name: &str) -> PathBuf {
 /// Builds one example with buildah and saves it as an OCI layout for later comparison.
 fn build(storage: &Storage, registry: &str, name: &str) -> String {
     let image = format!("localhost/kiln-examples/{name}:buildah");
-    run(storage.buildah().args([
-        "bud",
-        "--quiet",
-        "--isolation=chroot",
-        "--tls-verify=false",
-        "--build-arg",
-        &format!("BASE={registry}/kiln-test"),
-        "-t",
-        &image,
-    ])
-    .arg(example_dir(name)));
+    run(storage
+        .buildah()
+        .args([
+            "bud",
+            "--quiet",
+            "--isolation=chroot",
+            "--tls-verify=false",
+            "--build-arg",
+            &format!("BASE={registry}/kiln-test"),
+            "-t",
+            &image,
+        ])
+        .arg(example_dir(name)));
     let layout = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("examples-buildah");
     std::fs::create_dir_all(&layout).unwrap();
     let _ = std::fs::remove_dir_all(layout.join(name));
-    run(storage.buildah().args(["push", "--quiet", &image]).arg(format!(
-        "oci:{}:latest",
-        layout.join(name).display()
-    )));
+    run(storage
+        .buildah()
+        .args(["push", "--quiet", &image])
+        .arg(format!("oci:{}:latest", layout.join(name).display())));
     image
 }
 
@@ -282,24 +302,33 @@ fn examples_build_with_buildah_and_print_their_expected_output() {
         let image = build(&storage, &registry.addr, name);
         let got = output_of(&storage, name, &image, &expected);
         if got != expected {
-            failures.push(format!(
-                "{name}: expected\n{expected}\ngot\n{got}"
-            ));
+            failures.push(format!("{name}: expected\n{expected}\ngot\n{got}"));
         }
         if *name == "hello" {
             check_hello_config(&config_of(&storage, &image));
         }
     }
-    assert!(failures.is_empty(), "examples printed the wrong thing:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "examples printed the wrong thing:\n{}",
+        failures.join("\n")
+    );
 }
 
 /// The metadata steps of `hello` (its Dockerfile has no RUN) land in the config as Docker
 /// defines them; kiln's config is compared with this one.
 fn check_hello_config(config: &serde_json::Value) {
     assert_eq!(config["WorkingDir"], "/srv/hello", "{config}");
-    assert_eq!(config["Cmd"], serde_json::json!(["/usr/local/bin/hello"]), "{config}");
+    assert_eq!(
+        config["Cmd"],
+        serde_json::json!(["/usr/local/bin/hello"]),
+        "{config}"
+    );
     assert!(config["ExposedPorts"].get("8080/tcp").is_some(), "{config}");
-    assert_eq!(config["Labels"]["org.opencontainers.image.title"], "hello", "{config}");
+    assert_eq!(
+        config["Labels"]["org.opencontainers.image.title"], "hello",
+        "{config}"
+    );
     let env: Vec<&str> = config["Env"]
         .as_array()
         .expect("no Env")

@@ -20,6 +20,7 @@
 # chroot check of node).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=tests/scripts/lib.sh
 . "$here/lib.sh"
 
 usage() { echo "usage: $0 OUTDIR [--push REGISTRY] [--debian] [--only busybox|node|debian]..." >&2; exit 2; }
@@ -40,6 +41,9 @@ done
 need jq; need tar; need gzip; need sha256sum coreutils
 mkdir -p "$outdir"
 outdir=$(cd "$outdir" && pwd)
+# Test binaries may run this at the same time for the same OUTDIR: one at a time.
+exec 9>"$outdir/.lock"
+flock 9
 epoch=${SOURCE_DATE_EPOCH:-1704067200}
 created=$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)
 script_sum=$(cat "$0" "$here/lib.sh" | sha256sum | cut -d' ' -f1)
@@ -116,7 +120,7 @@ finish() {
   local name=$1 tmp=$2 inputs=$3
   mkdir -p "$outdir/.stamps"
   rm -f "$outdir/.stamps/$name"
-  rm -rf "$outdir/$name"
+  rm -rf "${outdir:?}/$name"
   mv "$tmp" "$outdir/$name"
   echo "$inputs" >"$outdir/.stamps/$name"
   log "built $name: $(jq -r '.manifests[0].digest' "$outdir/$name/index.json")"
@@ -143,7 +147,8 @@ busybox_rootfs() {
 
 build_busybox() {
   need /bin/busybox busybox-static
-  local inputs="$script_sum busybox-static=$(pkg_version busybox-static)"
+  local inputs
+  inputs="$script_sum busybox-static=$(pkg_version busybox-static)"
   if up_to_date busybox "$inputs"; then log "busybox is up to date"; return; fi
   local tmp="$outdir/.busybox.tmp" work
   new_layout "$tmp"
@@ -235,7 +240,8 @@ build_node() {
   need node nodejs; need ldd libc-bin
   [[ -f /usr/share/nodejs/yarn/bin/yarn.js ]] || die "yarn not found; apt-get install yarnpkg"
   build_busybox
-  local inputs="$script_sum $(cat "$outdir/.stamps/busybox") nodejs=$(pkg_version nodejs) yarnpkg=$(pkg_version yarnpkg)"
+  local inputs
+  inputs="$script_sum $(cat "$outdir/.stamps/busybox") nodejs=$(pkg_version nodejs) yarnpkg=$(pkg_version yarnpkg)"
   if up_to_date node "$inputs"; then log "node is up to date"; return; fi
   local tmp="$outdir/.node.tmp" work bb_layer
   new_layout "$tmp"
@@ -259,7 +265,8 @@ build_node() {
 build_debian() {
   need debootstrap
   local cache="$outdir/.cache/debian-bookworm-minbase"
-  local inputs="$script_sum debootstrap=$(pkg_version debootstrap)"
+  local inputs
+  inputs="$script_sum debootstrap=$(pkg_version debootstrap)"
   if up_to_date debian "$inputs"; then log "debian is up to date"; return; fi
   if [[ ! -f $cache/.complete ]]; then
     log "debootstrap --variant=minbase bookworm (a few minutes)"

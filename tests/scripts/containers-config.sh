@@ -14,6 +14,7 @@
 # Prints `export XDG_RUNTIME_DIR=...` for the user on stdout, so a caller may eval it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=tests/scripts/lib.sh
 . "$here/lib.sh"
 
 user=${KILN_TEST_USER:-kilntest}; check=""

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the test scripts. Source it: `. "$(dirname "$0")/lib.sh"`.
 # Only small, side-effect-free functions live here; each script keeps its own logic.
 
