@@ -139,39 +139,77 @@ fn http_status(addr: &str, path: &str) -> Option<u16> {
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
+/// The unprivileged user rootless runs use (made by `tests/scripts/containers-config.sh`).
+struct TestUser {
+    name: String,
+    uid: u32,
+    gid: u32,
+    home: PathBuf,
+}
+
+impl TestUser {
+    fn lookup() -> TestUser {
+        let name = std::env::var("KILN_TEST_USER").unwrap_or_else(|_| "kilntest".into());
+        let user = nix::unistd::User::from_name(&name)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("user {name} missing after containers-config.sh"));
+        TestUser {
+            name,
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            home: user.dir,
+        }
+    }
+}
+
 /// buildah and podman pointed at one temporary storage, so the test neither reads nor pollutes
-/// the machine's images. Unmounts whatever the storage left mounted when dropped.
+/// the machine's images; run as root, or as an unprivileged user (rootless). Cleans up when
+/// dropped.
 struct Storage {
     dir: tempfile::TempDir,
+    user: Option<TestUser>,
 }
 
 impl Storage {
-    fn new() -> Storage {
-        Storage {
-            dir: tempfile::Builder::new()
-                .prefix("kiln-examples-storage")
-                .tempdir()
-                .unwrap(),
+    fn new(user: Option<TestUser>) -> Storage {
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-examples-storage")
+            .tempdir()
+            .unwrap();
+        if let Some(u) = &user {
+            std::os::unix::fs::chown(dir.path(), Some(u.uid), Some(u.gid)).unwrap();
         }
+        Storage { dir, user }
     }
 
-    fn global_args(&self) -> Vec<String> {
+    /// `program` with the storage options, run as the storage's user.
+    fn command(&self, program: &str) -> Command {
         let d = self.dir.path();
-        vec![
-            format!("--root={}", d.join("root").display()),
-            format!("--runroot={}", d.join("runroot").display()),
-        ]
-    }
-
-    fn buildah(&self) -> Command {
-        let mut cmd = Command::new("buildah");
-        cmd.args(self.global_args());
+        let mut cmd = match &self.user {
+            None => Command::new(program),
+            Some(u) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", &u.name, "--", "env"])
+                    .arg(format!("HOME={}", u.home.display()))
+                    .arg(format!("XDG_RUNTIME_DIR=/run/user/{}", u.uid))
+                    .arg(program);
+                c.current_dir("/tmp");
+                c
+            }
+        };
+        cmd.arg(format!("--root={}", d.join("root").display()))
+            .arg(format!("--runroot={}", d.join("runroot").display()));
         cmd
     }
 
+    fn buildah(&self) -> Command {
+        self.command("buildah")
+    }
+
     fn podman(&self) -> Command {
-        let mut cmd = Command::new("podman");
-        cmd.args(self.global_args()).arg(format!(
+        let mut cmd = self.command("podman");
+        cmd.arg(format!(
             "--tmpdir={}",
             self.dir.path().join("libpod").display()
         ));
@@ -184,8 +222,28 @@ impl Drop for Storage {
         let _ = self.podman().args(["rm", "--all", "--force"]).output();
         let _ = self.buildah().args(["rm", "--all"]).output();
         let _ = self.podman().args(["rmi", "--all", "--force"]).output();
-        // containers/storage keeps its overlay directory bind-mounted; undo it (deepest first) so
-        // the temporary directory can be removed.
+        // Rootless podman keeps a pause process holding its user namespace; its pid file lives
+        // in our --tmpdir, so stop it rather than leave it running.
+        if self.user.is_some() {
+            for entry in walkdir::WalkDir::new(self.dir.path())
+                .into_iter()
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name() == "pause.pid")
+            {
+                if let Some(pid) = std::fs::read_to_string(entry.path())
+                    .ok()
+                    .and_then(|p| p.trim().parse::<i32>().ok())
+                {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        // containers/storage keeps its overlay directory bind-mounted (as root; a rootless
+        // user's mounts die with its namespace); undo it, deepest first, so the temporary
+        // directory can be removed.
         let prefix = self.dir.path().to_string_lossy().into_owned();
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let mut mounts: Vec<&str> = mountinfo
@@ -218,30 +276,28 @@ fn example_dir(name: &str) -> PathBuf {
     common::repo_root().join("testdata/examples").join(name)
 }
 
-/// Builds one example with buildah and saves it as an OCI layout for later comparison.
-fn build(storage: &Storage, registry: &str, name: &str) -> String {
+/// Builds one example with buildah (`isolation`: chroot, oci or rootless) and returns its name.
+fn build(storage: &Storage, registry: &str, name: &str, isolation: &str) -> String {
     let image = format!("localhost/kiln-examples/{name}:buildah");
     run(storage
         .buildah()
-        .args([
-            "bud",
-            "--quiet",
-            "--isolation=chroot",
-            "--tls-verify=false",
-            "--build-arg",
-            &format!("BASE={registry}/kiln-test"),
-            "-t",
-            &image,
-        ])
+        .args(["bud", "--quiet", "--tls-verify=false"])
+        .arg(format!("--isolation={isolation}"))
+        .arg(format!("--build-arg=BASE={registry}/kiln-test"))
+        .args(["-t", &image])
         .arg(example_dir(name)));
+    image
+}
+
+/// Saves a built example as an OCI layout under `$CARGO_TARGET_TMPDIR/examples-buildah`.
+fn save_reference(storage: &Storage, name: &str, image: &str) {
     let layout = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("examples-buildah");
     std::fs::create_dir_all(&layout).unwrap();
     let _ = std::fs::remove_dir_all(layout.join(name));
     run(storage
         .buildah()
-        .args(["push", "--quiet", &image])
+        .args(["push", "--quiet", image])
         .arg(format!("oci:{}:latest", layout.join(name).display())));
-    image
 }
 
 /// What the image prints: its own CMD's output, or for servers the `exec-check` command's output
@@ -281,11 +337,10 @@ fn config_of(storage: &Storage, image: &str) -> serde_json::Value {
     inspect["OCIv1"]["config"].clone()
 }
 
-#[test]
-fn examples_build_with_buildah_and_print_their_expected_output() {
+/// Starts a loopback registry holding the base images, or says why the run must be skipped.
+fn registry_with_base_images() -> Result<(tempfile::TempDir, Registry), String> {
     if let Some(why) = missing_prerequisite() {
-        println!("SKIPPED: {why}");
-        return;
+        return Err(format!("SKIPPED: {why}"));
     }
     let scratch = tempfile::Builder::new()
         .prefix("kiln-examples-registry")
@@ -293,13 +348,26 @@ fn examples_build_with_buildah_and_print_their_expected_output() {
         .unwrap();
     let registry = Registry::start(scratch.path());
     base_images(&registry.addr);
-    let storage = Storage::new();
+    Ok((scratch, registry))
+}
 
+fn expected_output(name: &str) -> String {
+    std::fs::read_to_string(example_dir(name).join("expected-output"))
+        .unwrap_or_else(|e| panic!("testdata/examples/{name}/expected-output: {e}"))
+}
+
+#[test]
+fn examples_build_with_buildah_and_print_their_expected_output() {
+    let (_scratch, registry) = match registry_with_base_images() {
+        Ok(r) => r,
+        Err(skip) => return println!("{skip}"),
+    };
+    let storage = Storage::new(None);
     let mut failures = Vec::new();
     for name in EXAMPLES {
-        let expected = std::fs::read_to_string(example_dir(name).join("expected-output"))
-            .unwrap_or_else(|e| panic!("testdata/examples/{name}/expected-output: {e}"));
-        let image = build(&storage, &registry.addr, name);
+        let expected = expected_output(name);
+        let image = build(&storage, &registry.addr, name, "chroot");
+        save_reference(&storage, name, &image);
         let got = output_of(&storage, name, &image, &expected);
         if got != expected {
             failures.push(format!("{name}: expected\n{expected}\ngot\n{got}"));
@@ -312,6 +380,24 @@ fn examples_build_with_buildah_and_print_their_expected_output() {
         failures.is_empty(),
         "examples printed the wrong thing:\n{}",
         failures.join("\n")
+    );
+}
+
+/// The machine set-up works for an unprivileged user too: buildah's rootless isolation (user
+/// namespace with the sub-id range, runc, slirp4netns, overlay) builds the example with RUN
+/// steps and a `chown` to a non-root uid, and rootless podman runs it.
+#[test]
+fn shell_app_builds_and_runs_rootless() {
+    let (_scratch, registry) = match registry_with_base_images() {
+        Ok(r) => r,
+        Err(skip) => return println!("{skip}"),
+    };
+    let storage = Storage::new(Some(TestUser::lookup()));
+    let image = build(&storage, &registry.addr, "shell-app", "rootless");
+    let out = run(storage.podman().args(["run", "--rm", &image]));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        expected_output("shell-app")
     );
 }
 

@@ -27,6 +27,10 @@ while (($#)); do
 done
 [[ $(id -u) -eq 0 ]] || die "run as root (it writes /etc/containers and creates the test user)"
 need runc; need podman; need newuidmap uidmap
+# Tests may run this at the same time: one at a time.
+mkdir -p /run/lock
+exec 9>/run/lock/kiln-containers-config.lock
+flock 9
 
 marker="# Written by kiln tests/scripts/containers-config.sh; rerun it rather than editing."
 
