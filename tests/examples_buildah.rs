@@ -6,9 +6,13 @@
 //! `$CARGO_TARGET_TMPDIR/examples-buildah/<example>` (tag `latest`), the reference that kiln's own
 //! end-to-end tests can compare configs and file trees with.
 //!
-//! Needs root (the base images are built as root), buildah, podman, skopeo, docker-registry and
-//! jq; without them it prints SKIPPED and returns. Everything else is temporary: its own registry
-//! on a free port, its own container storage.
+//! A second test builds and runs the `shell-app` example rootless, as the unprivileged test user,
+//! to prove the machine set-up (`tests/scripts/containers-config.sh`) works without root too.
+//!
+//! Needs root (the base images are built as root; the rootless run switches user with runuser),
+//! buildah, podman, skopeo, docker-registry, jq and runc; without them it prints SKIPPED and
+//! returns. Everything else is temporary: its own registry on a free port, its own container
+//! storage.
 
 mod common;
 
