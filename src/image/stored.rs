@@ -1,0 +1,124 @@
+//! [`StoredImage`]: an image read back from the store.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::media::{Compression, DOCKER_LIST, ImageFormat, Layer, OCI_INDEX};
+use super::{ImageError, Result};
+use crate::digest::Digest;
+use crate::store::Store;
+
+/// A single-platform image in the store: manifest and config bytes, and its layers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredImage {
+    pub manifest_digest: Digest,
+    pub manifest: Vec<u8>,
+    pub format: ImageFormat,
+    /// The image ID.
+    pub config_digest: Digest,
+    pub config: Vec<u8>,
+    pub layers: Vec<Layer>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Desc {
+    media_type: String,
+    digest: Digest,
+    size: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestIn {
+    media_type: Option<String>,
+    config: Option<Desc>,
+    #[serde(default)]
+    layers: Vec<Desc>,
+    manifests: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct ConfigIn {
+    created: Option<DateTime<Utc>>,
+    rootfs: RootFsIn,
+}
+
+#[derive(Deserialize)]
+struct RootFsIn {
+    #[serde(default)]
+    diff_ids: Vec<Digest>,
+}
+
+impl StoredImage {
+    /// Reads the manifest `digest` and its config from the store.
+    pub fn load(store: &Store, digest: &Digest) -> Result<StoredImage> {
+        let not_image = |reason: String| ImageError::NotAnImage {
+            digest: *digest,
+            reason,
+        };
+        let manifest = store.read_blob(digest)?;
+        let m: ManifestIn =
+            serde_json::from_slice(&manifest).map_err(|e| not_image(e.to_string()))?;
+        let media_type = m.media_type.as_deref();
+        if m.manifests.is_some() || matches!(media_type, Some(OCI_INDEX | DOCKER_LIST)) {
+            return Err(not_image(
+                "it is a multi-platform index; pick one platform's manifest".into(),
+            ));
+        }
+        let format = match media_type {
+            None => ImageFormat::Oci,
+            Some(t) => ImageFormat::of_manifest(t)
+                .ok_or_else(|| not_image(format!("unknown manifest media type {t:?}")))?,
+        };
+        let config_desc = m
+            .config
+            .ok_or_else(|| not_image("it has no config descriptor".into()))?;
+        let config = store.read_blob(&config_desc.digest)?;
+        let parsed: ConfigIn =
+            serde_json::from_slice(&config).map_err(|e| ImageError::BadConfig {
+                digest: config_desc.digest,
+                reason: e.to_string(),
+            })?;
+        let diff_ids = parsed.rootfs.diff_ids;
+        if diff_ids.len() != m.layers.len() {
+            return Err(ImageError::LayerCountMismatch {
+                layers: m.layers.len(),
+                diff_ids: diff_ids.len(),
+            });
+        }
+        let layers = m
+            .layers
+            .iter()
+            .zip(diff_ids)
+            .map(|(d, diff_id)| {
+                Ok(Layer {
+                    digest: d.digest,
+                    size: d.size,
+                    diff_id,
+                    compression: Compression::of_layer(&d.media_type, &d.digest)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(StoredImage {
+            manifest_digest: *digest,
+            manifest,
+            format,
+            config_digest: config_desc.digest,
+            config,
+            layers,
+        })
+    }
+
+    /// Bytes of the config and the (compressed) layer blobs.
+    pub fn size(&self) -> u64 {
+        self.config.len() as u64 + self.layers.iter().map(|l| l.size).sum::<u64>()
+    }
+
+    /// The `created` time in the config, if any.
+    pub fn created(&self) -> Option<DateTime<Utc>> {
+        serde_json::from_slice::<ConfigIn>(&self.config)
+            .ok()
+            .and_then(|c| c.created)
+    }
+}
