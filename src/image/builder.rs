@@ -286,26 +286,7 @@ impl ImageBuilder {
     pub fn finish(&self, format: ImageFormat) -> Result<ImageBlobs> {
         let config = canonical(&self.config_value()?);
         let config_digest = Digest::of(&config);
-        let mut layers = Vec::with_capacity(self.layers.len());
-        for l in &self.layers {
-            layers.push(descriptor(
-                format.layer_media_type(l.compression)?,
-                l.size,
-                &l.digest,
-            ));
-        }
-        let manifest = ImageManifestBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::from(format.manifest_media_type()))
-            .config(descriptor(
-                format.config_media_type(),
-                config.len() as u64,
-                &config_digest,
-            ))
-            .layers(layers)
-            .build()
-            .expect("manifest has every required field");
-        let manifest = canonical(&serde_json::to_value(&manifest).expect("manifest serialises"));
+        let manifest = manifest_json(format, config.len() as u64, &config_digest, &self.layers)?;
         Ok(ImageBlobs {
             format,
             config_digest,
@@ -418,6 +399,37 @@ impl ImageBuilder {
         }
         Ok(value)
     }
+}
+
+/// The manifest for a config and layers, in `format`'s media types.
+pub(super) fn manifest_json(
+    format: ImageFormat,
+    config_size: u64,
+    config_digest: &Digest,
+    layers: &[Layer],
+) -> Result<Vec<u8>> {
+    let mut descs = Vec::with_capacity(layers.len());
+    for l in layers {
+        descs.push(descriptor(
+            format.layer_media_type(l.compression)?,
+            l.size,
+            &l.digest,
+        ));
+    }
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::from(format.manifest_media_type()))
+        .config(descriptor(
+            format.config_media_type(),
+            config_size,
+            config_digest,
+        ))
+        .layers(descs)
+        .build()
+        .expect("manifest has every required field");
+    Ok(canonical(
+        &serde_json::to_value(&manifest).expect("manifest serialises"),
+    ))
 }
 
 /// Compact JSON with object keys sorted (serde_json's map is a BTreeMap here), so equal

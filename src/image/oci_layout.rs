@@ -8,7 +8,7 @@ use oci_spec::image::{ImageIndexBuilder, MediaType};
 
 use super::Result;
 use super::builder::descriptor;
-use super::media::OCI_INDEX;
+use super::media::{ImageFormat, OCI_INDEX, OCI_MANIFEST};
 use super::sink::Sink;
 use super::stored::StoredImage;
 use crate::digest::Digest;
@@ -27,7 +27,8 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// The annotation containerd (`ctr import`) reads the full image name from.
 const CONTAINERD_NAME: &str = "io.containerd.image.name";
 
-/// Writes `image` as an OCI image layout at `dest`. With `name`, the index entry carries its tag
+/// Writes `image` as an OCI image layout at `dest`. A Docker-format image gets an OCI manifest
+/// (same config and layers): OCI tools only look for OCI media types in a layout's index. With `name`, the index entry carries its tag
 /// as `org.opencontainers.image.ref.name` (and the full name for containerd).
 pub fn write_oci_layout(
     store: &Store,
@@ -46,7 +47,6 @@ pub fn write_oci_layout(
     sink.add_dir("blobs/sha256")?;
     let mut blobs: Vec<Digest> = vec![image.config_digest];
     blobs.extend(image.layers.iter().map(|l| l.digest));
-    blobs.push(image.manifest_digest);
     let mut seen = BTreeSet::new();
     for d in blobs.into_iter().filter(|d| seen.insert(*d)) {
         let size = store.blob_size(&d)?;
@@ -56,17 +56,18 @@ pub fn write_oci_layout(
             store.open_blob(&d)?,
         )?;
     }
-    let index = index_json(image, name);
+    let (manifest, manifest_digest) = image.manifest_in(ImageFormat::Oci)?;
+    if seen.insert(manifest_digest) {
+        let path = format!("blobs/sha256/{}", manifest_digest.hex());
+        sink.add_file(&path, manifest.len() as u64, &manifest[..])?;
+    }
+    let index = index_json(&manifest, &manifest_digest, name);
     sink.add_file("index.json", index.len() as u64, &index[..])?;
     sink.finish()
 }
 
-fn index_json(image: &StoredImage, name: Option<&Reference>) -> Vec<u8> {
-    let mut desc = descriptor(
-        image.format.manifest_media_type(),
-        image.manifest.len() as u64,
-        &image.manifest_digest,
-    );
+fn index_json(manifest: &[u8], digest: &Digest, name: Option<&Reference>) -> Vec<u8> {
+    let mut desc = descriptor(OCI_MANIFEST, manifest.len() as u64, digest);
     if let Some(name) = name {
         let mut ann = HashMap::new();
         if let Some(tag) = name.tag() {

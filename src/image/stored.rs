@@ -110,6 +110,22 @@ impl StoredImage {
         })
     }
 
+    /// This image's manifest in `format`: the stored bytes when it already is in that format,
+    /// else a converted manifest (same config and layers, so the same image ID).
+    pub fn manifest_in(&self, format: ImageFormat) -> Result<(Vec<u8>, Digest)> {
+        if format == self.format {
+            return Ok((self.manifest.clone(), self.manifest_digest));
+        }
+        let bytes = super::builder::manifest_json(
+            format,
+            self.config.len() as u64,
+            &self.config_digest,
+            &self.layers,
+        )?;
+        let digest = Digest::of(&bytes);
+        Ok((bytes, digest))
+    }
+
     /// Bytes of the config and the (compressed) layer blobs.
     pub fn size(&self) -> u64 {
         self.config.len() as u64 + self.layers.iter().map(|l| l.size).sum::<u64>()
