@@ -602,3 +602,78 @@ mod tests {
         assert_eq!(inherited.config().cmd, None);
     }
 }
+
+#[cfg(test)]
+mod base_tests {
+    use super::*;
+    use crate::image::Compression;
+
+    fn nginx_like() -> StoredImage {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/store/docker-config.json"
+        );
+        let config = std::fs::read(path).unwrap();
+        let v: Value = serde_json::from_slice(&config).unwrap();
+        let layers = v["rootfs"]["diff_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, d)| Layer {
+                digest: Digest::of(&[i as u8]),
+                size: 100 + i as u64,
+                diff_id: d.as_str().unwrap().parse().unwrap(),
+                compression: Compression::Gzip,
+            })
+            .collect();
+        StoredImage {
+            manifest_digest: Digest::of(b"m"),
+            manifest: b"{}".to_vec(),
+            format: ImageFormat::Docker,
+            config_digest: Digest::of(&config),
+            config,
+            layers,
+        }
+    }
+
+    #[test]
+    fn from_base_keeps_the_base_config_layers_and_history() {
+        let base = nginx_like();
+        let t = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let mut b = ImageBuilder::from_base(&base, t).unwrap();
+        assert_eq!(b.env("NGINX_VERSION"), Some("1.25.3"));
+        assert_eq!(b.config().user, None);
+        assert_eq!(b.config().working_dir, None);
+        assert!(b.config().volumes.is_empty());
+        assert_eq!(b.platform().architecture, "amd64");
+        assert_eq!(b.config().healthcheck.as_ref().unwrap().retries, 3);
+        // ENTRYPOINT drops the inherited CMD.
+        b.set_entrypoint(vec!["/start".into()]);
+        assert_eq!(b.config().cmd, None);
+        b.add_layer(
+            Layer {
+                digest: Digest::of(b"new"),
+                size: 3,
+                diff_id: Digest::of(b"new-tar"),
+                compression: Compression::Gzip,
+            },
+            "COPY site /usr/share/nginx/html",
+        );
+        let blobs = b.finish(ImageFormat::Oci).unwrap();
+        let v: Value = serde_json::from_slice(&blobs.config).unwrap();
+        assert_eq!(v["rootfs"]["diff_ids"].as_array().unwrap().len(), 3);
+        assert_eq!(v["history"].as_array().unwrap().len(), 4);
+        assert_eq!(v["history"][1]["empty_layer"], true);
+        assert_eq!(
+            v["config"]["ExposedPorts"],
+            serde_json::json!({"80/tcp": {}})
+        );
+        assert_eq!(v["config"]["StopSignal"], "SIGQUIT");
+        assert_eq!(v["config"]["Healthcheck"]["Interval"], 30_000_000_000i64);
+        assert!(v["config"].get("Cmd").is_none());
+        let m: Value = serde_json::from_slice(&blobs.manifest).unwrap();
+        assert_eq!(m["layers"].as_array().unwrap().len(), 3);
+        assert_eq!(m["layers"][0]["size"], 100);
+    }
+}

@@ -138,3 +138,70 @@ impl StoredImage {
             .and_then(|c| c.created)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put_json(store: &Store, v: serde_json::Value) -> Digest {
+        store.put_blob(&serde_json::to_vec(&v).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn load_reads_docker_manifests_and_refuses_indexes_and_mismatches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let diff = Digest::of(b"tar");
+        let config = put_json(
+            &store,
+            serde_json::json!({"created": "2024-01-02T03:04:05Z", "rootfs": {"type": "layers", "diff_ids": [diff]}}),
+        );
+        let layer = Digest::of(b"gz");
+        let manifest = |layers: serde_json::Value| {
+            serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": config, "size": 10},
+                "layers": layers,
+            })
+        };
+        let good = put_json(
+            &store,
+            manifest(
+                serde_json::json!([{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": layer, "size": 2}]),
+            ),
+        );
+        let img = StoredImage::load(&store, &good).unwrap();
+        assert_eq!(img.format, ImageFormat::Docker);
+        assert_eq!(img.layers[0].diff_id, diff);
+        assert_eq!(img.layers[0].compression, Compression::Gzip);
+        assert_eq!(
+            img.created().unwrap().to_rfc3339(),
+            "2024-01-02T03:04:05+00:00"
+        );
+        // Converting to OCI keeps the config, so the image ID.
+        let (oci, oci_digest) = img.manifest_in(ImageFormat::Oci).unwrap();
+        assert_ne!(oci_digest, good);
+        let v: serde_json::Value = serde_json::from_slice(&oci).unwrap();
+        assert_eq!(v["config"]["digest"], config.to_string());
+        assert_eq!(
+            v["layers"][0]["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+
+        let two = put_json(&store, manifest(serde_json::json!([])));
+        assert!(matches!(
+            StoredImage::load(&store, &two),
+            Err(ImageError::LayerCountMismatch {
+                layers: 0,
+                diff_ids: 1
+            })
+        ));
+        let index = put_json(
+            &store,
+            serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}),
+        );
+        let err = StoredImage::load(&store, &index).unwrap_err();
+        assert!(err.to_string().contains("multi-platform"), "{err}");
+    }
+}
