@@ -76,7 +76,9 @@ fn build(format: ImageFormat) -> Built {
     b.set_cmd(vec!["/app/bin/run".into()]);
     b.add_empty_step("CMD [\"/app/bin/run\"]");
     let name: Reference = "example.com/kiln/test:1".parse().unwrap();
-    let blobs = b.commit(&store, format, std::slice::from_ref(&name)).unwrap();
+    let blobs = b
+        .commit(&store, format, std::slice::from_ref(&name))
+        .unwrap();
     let image = StoredImage::load(&store, &blobs.manifest_digest).unwrap();
     Built {
         _tmp: tmp,
@@ -271,7 +273,13 @@ fn same_input_gives_the_same_digests_and_bytes() {
             LayoutKind::Tar,
         )
         .unwrap();
-        write_docker_archive(&built.store, &built.image, std::slice::from_ref(&built.name), &docker).unwrap();
+        write_docker_archive(
+            &built.store,
+            &built.image,
+            std::slice::from_ref(&built.name),
+            &docker,
+        )
+        .unwrap();
         files.push((fs::read(oci).unwrap(), fs::read(docker).unwrap()));
     }
     assert!(files[0].0 == files[1].0, "OCI archives differ");

@@ -9,7 +9,8 @@
 //!   starting point for `FROM`, `save`, `inspect` and `push`.
 //! - Outputs: [`write_oci_layout`] (directory or tar, [`LayoutKind`]) and
 //!   [`write_docker_archive`] (what `docker load` / `podman load` accept). Blobs stream from
-//!   the store; nothing half-written is left at the destination.
+//!   the store; nothing half-written is left at the destination. [`Output`] parses and writes
+//!   `--output type=oci|docker,dest=…`.
 //! - [`ImageFormat`] (OCI by default, Docker v2 schema 2 as buildah's `--format docker`),
 //!   [`Compression`], [`Layer`], [`Platform`], [`Healthcheck`].
 //!
@@ -19,6 +20,7 @@ mod builder;
 mod docker_archive;
 mod media;
 mod oci_layout;
+mod output;
 mod sink;
 mod stored;
 
@@ -31,6 +33,7 @@ pub use builder::{Healthcheck, ImageBlobs, ImageBuilder, RunConfig};
 pub use docker_archive::write_docker_archive;
 pub use media::{Compression, ImageFormat, Layer, Platform};
 pub use oci_layout::{LayoutKind, write_oci_layout};
+pub use output::{Output, OutputSpecError};
 pub use stored::StoredImage;
 
 /// What can go wrong assembling or exporting an image.

@@ -3,6 +3,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use tempfile::{NamedTempFile, TempDir};
@@ -115,6 +116,10 @@ impl Sink {
                     fs::remove_dir(&dest).ctx("replace empty directory", &dest)?;
                 }
                 let path = tmp.keep();
+                // tempdir() makes it 0700; an exported layout is meant to be shared.
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+                    .ctx("chmod", &path)?;
                 fs::rename(&path, &dest).or_else(|e| {
                     let _ = fs::remove_dir_all(&path);
                     Err(e).ctx("rename output to", &dest)
@@ -127,6 +132,10 @@ impl Sink {
                     .into_inner()
                     .map_err(|e| e.into_error())
                     .ctx("write", &dest)?;
+                // Temp files are 0600; an archive is meant to be shared, like `docker save -o`.
+                file.as_file()
+                    .set_permissions(fs::Permissions::from_mode(0o644))
+                    .ctx("chmod", &dest)?;
                 file.as_file().sync_all().ctx("sync", &dest)?;
                 file.persist(&dest)
                     .map_err(|e| e.error)
