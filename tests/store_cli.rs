@@ -86,6 +86,20 @@ fn images_lists_names_ids_and_sizes() {
     assert_eq!(json[0]["id"], id.to_string());
     assert!(json[0]["size"].as_u64().unwrap() > 0);
     assert_eq!(json[0]["created"], "2020-09-13T12:26:40Z");
+
+    // An index (multi-platform) record does not break the listing.
+    let index = store
+        .put_blob(br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#)
+        .unwrap();
+    store.tag(&"multi:1".parse().unwrap(), &index).unwrap();
+    kiln(dir.path())
+        .arg("images")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("multi "))
+        .stderr(
+            predicate::str::contains("multi:1").and(predicate::str::contains("multi-platform")),
+        );
 }
 
 #[test]

@@ -47,25 +47,32 @@ struct ImageRow {
     size: u64,
 }
 
+/// One row per name. An image that cannot be read (a multi-platform index, a missing blob)
+/// still gets its row, with what is known, and a warning: the listing must not fail on it.
 fn rows(store: &Store) -> anyhow::Result<Vec<ImageRow>> {
     let mut rows = Vec::new();
     for record in store.list_images()? {
-        let image = StoredImage::load(store, &record.manifest)
-            .with_context(|| format!("reading image {}", record.name.familiar()))?;
         let familiar = record.name.familiar();
         let tag = record.name.tag().unwrap_or("<none>").to_string();
         let repository = familiar
             .strip_suffix(&format!(":{tag}"))
             .unwrap_or(&familiar)
             .to_string();
+        let (id, created, size) = match StoredImage::load(store, &record.manifest) {
+            Ok(image) => (image.config_digest, image.created(), image.size()),
+            Err(e) => {
+                eprintln!("warning: {familiar}: {e}");
+                (record.manifest, None, 0)
+            }
+        };
         rows.push(ImageRow {
             name: record.name.to_string(),
             repository,
             tag,
-            id: image.config_digest.to_string(),
+            id: id.to_string(),
             digest: record.manifest.to_string(),
-            created: image.created(),
-            size: image.size(),
+            created,
+            size,
         });
     }
     Ok(rows)
