@@ -42,8 +42,7 @@ impl Store {
         if self.is_unpacked(diff_id) {
             return Ok(dir);
         }
-        let _lease = self.lease()?;
-        let _lock = self.lock_digest(diff_id)?;
+        let _lock = self.lock_layer(diff_id)?;
         if self.is_unpacked(diff_id) {
             return Ok(dir);
         }

@@ -11,10 +11,12 @@ use fs4::fs_std::FileExt;
 use super::{IoContext, Result, Store, StoreError};
 use crate::digest::Digest;
 
-/// An exclusive lock on one digest; released on drop.
+/// An exclusive lock on one digest; released on drop. It holds a [`Lease`] too, since `prune`
+/// removes lock files and must not do so while anyone uses one.
 #[derive(Debug)]
 pub struct DigestLock {
     _file: File,
+    _lease: Lease,
 }
 
 /// A shared hold on the store: while any lease is alive, `prune` refuses to run, so content
@@ -34,17 +36,37 @@ fn open_lock_file(path: &Path) -> Result<File> {
 }
 
 impl Store {
-    /// Waits for and takes the exclusive lock on `digest` (blob writes, layer unpacking).
-    /// Take it before expensive work (a download, an unpack) and re-check whether the
-    /// content appeared meanwhile: that is how two processes avoid doing the work twice.
+    /// Waits for and takes the exclusive lock on `digest`, for coordinating work on a blob.
+    /// Take it before expensive work (a download) and re-check whether the content appeared
+    /// meanwhile: that is how two processes avoid doing the work twice.
+    ///
+    /// Blob writes do not take this lock themselves (their rename is atomic and idempotent), so
+    /// holding it across [`BlobWriter::commit`](super::BlobWriter::commit) is fine. Do not take
+    /// it twice for one digest in one process: flock would wait for itself.
     pub fn lock_digest(&self, digest: &Digest) -> Result<DigestLock> {
-        let path = self
-            .root
-            .join("locks")
-            .join(format!("{}.lock", digest.hex()));
+        self.lock_named(&format!("blob-{}", digest.hex()))
+    }
+
+    /// The lock [`Store::ensure_unpacked`] takes for a diffID; a separate name space from
+    /// blob locks, so an unpack callback may lock and write the blob it unpacks.
+    pub(super) fn lock_layer(&self, diff_id: &Digest) -> Result<DigestLock> {
+        self.lock_named(&format!("layer-{}", diff_id.hex()))
+    }
+
+    /// The lock serialising image record updates.
+    pub(super) fn lock_records(&self) -> Result<DigestLock> {
+        self.lock_named("images")
+    }
+
+    fn lock_named(&self, name: &str) -> Result<DigestLock> {
+        let lease = self.lease()?;
+        let path = self.root.join("locks").join(format!("{name}.lock"));
         let file = open_lock_file(&path)?;
         FileExt::lock_exclusive(&file).ctx("lock", &path)?;
-        Ok(DigestLock { _file: file })
+        Ok(DigestLock {
+            _file: file,
+            _lease: lease,
+        })
     }
 
     /// A shared lease that keeps `prune` away; hold it for the length of a build or pull.

@@ -2,11 +2,10 @@
 //! (write temp, fsync, rename) under an exclusive lock.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
 use std::path::PathBuf;
 
-use fs4::fs_std::FileExt;
 use serde::{Deserialize, Serialize};
 
 use super::gc::manifest_refs;
@@ -49,14 +48,8 @@ impl Store {
 
     /// Applies `change` to the records under the records lock and replaces the file atomically.
     fn update_records<T>(&self, change: impl FnOnce(&mut RecordFile) -> T) -> Result<T> {
-        let lock_path = self.root.join("locks/images.lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .ctx("open lock file", &lock_path)?;
-        FileExt::lock_exclusive(&lock).ctx("lock", &lock_path)?;
+        // The lock's lease also keeps prune from computing what is live while a name changes.
+        let _lock = self.lock_records()?;
         let mut records = self.read_records()?;
         let out = change(&mut records);
         let dir = self.tmp_dir();
