@@ -98,7 +98,8 @@ fn images_lists_names_ids_and_sizes() {
         .success()
         .stdout(predicate::str::contains("multi "))
         .stderr(
-            predicate::str::contains("multi:1").and(predicate::str::contains("multi-platform")),
+            predicate::str::contains("multi:1")
+                .and(predicate::str::contains("the index has no manifest for")),
         );
 }
 

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::GlobalArgs;
 use crate::Reference;
-use crate::image::{LayoutKind, StoredImage, write_docker_archive, write_oci_layout};
+use crate::image::{LayoutKind, Platform, StoredImage, write_docker_archive, write_oci_layout};
 use crate::store::Store;
 
 /// Opens the store named by `--root`/`$KILN_ROOT`, else the default location.
@@ -58,13 +58,14 @@ fn rows(store: &Store) -> anyhow::Result<Vec<ImageRow>> {
             .strip_suffix(&format!(":{tag}"))
             .unwrap_or(&familiar)
             .to_string();
-        let (id, created, size) = match StoredImage::load(store, &record.manifest) {
-            Ok(image) => (image.config_digest, image.created(), image.size()),
-            Err(e) => {
-                eprintln!("warning: {familiar}: {e}");
-                (record.manifest, None, 0)
-            }
-        };
+        let (id, created, size) =
+            match StoredImage::load_for(store, &record.manifest, &Platform::host()) {
+                Ok(image) => (image.config_digest, image.created(), image.size()),
+                Err(e) => {
+                    eprintln!("warning: {familiar}: {e}");
+                    (record.manifest, None, 0)
+                }
+            };
         rows.push(ImageRow {
             name: record.name.to_string(),
             repository,
@@ -183,7 +184,7 @@ pub struct InspectArgs {
 pub fn inspect(g: &GlobalArgs, a: InspectArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(g)?;
     let digest = store.resolve(&a.image)?;
-    let image = StoredImage::load(&store, &digest)?;
+    let image = StoredImage::load_for(&store, &digest, &Platform::host())?;
     let names: Vec<String> = store
         .list_images()?
         .into_iter()
@@ -309,7 +310,7 @@ pub struct SaveArgs {
 pub fn save(g: &GlobalArgs, a: SaveArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(g)?;
     let digest = store.resolve(&a.image)?;
-    let image = StoredImage::load(&store, &digest)?;
+    let image = StoredImage::load_for(&store, &digest, &Platform::host())?;
     // Saved by name: that name; by ID: every name the image has.
     let records = store.list_images()?;
     let by_name = a

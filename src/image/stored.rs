@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::media::{Compression, DOCKER_LIST, ImageFormat, Layer, OCI_INDEX};
+use super::media::{Compression, DOCKER_LIST, ImageFormat, Layer, OCI_INDEX, Platform};
 use super::{ImageError, Result};
 use crate::digest::Digest;
 use crate::store::Store;
@@ -50,7 +50,72 @@ struct RootFsIn {
     diff_ids: Vec<Digest>,
 }
 
+#[derive(Deserialize)]
+struct IndexIn {
+    manifests: Vec<IndexEntry>,
+}
+
+#[derive(Deserialize)]
+struct IndexEntry {
+    digest: Digest,
+    platform: Option<PlatformIn>,
+}
+
+#[derive(Deserialize)]
+struct PlatformIn {
+    os: String,
+    architecture: String,
+    variant: Option<String>,
+}
+
 impl StoredImage {
+    /// Like [`StoredImage::load`], but when `digest` is a multi-platform index, loads the
+    /// manifest for `platform` from it (the child must be in the store).
+    pub fn load_for(store: &Store, digest: &Digest, platform: &Platform) -> Result<StoredImage> {
+        let bytes = store.read_blob(digest)?;
+        let Ok(index) = serde_json::from_slice::<IndexIn>(&bytes) else {
+            return StoredImage::load(store, digest);
+        };
+        let matches = |p: &PlatformIn| {
+            p.os == platform.os
+                && p.architecture == platform.architecture
+                && (p.variant.is_none()
+                    || platform.variant.is_none()
+                    || p.variant == platform.variant)
+        };
+        match index
+            .manifests
+            .iter()
+            .find(|m| m.platform.as_ref().is_some_and(matches))
+        {
+            Some(m) => StoredImage::load(store, &m.digest),
+            None => {
+                let have: Vec<String> = index
+                    .manifests
+                    .iter()
+                    .filter_map(|m| m.platform.as_ref())
+                    .map(|p| match &p.variant {
+                        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                        None => format!("{}/{}", p.os, p.architecture),
+                    })
+                    .collect();
+                Err(ImageError::NotAnImage {
+                    digest: *digest,
+                    reason: format!(
+                        "the index has no manifest for {}/{} (it has: {})",
+                        platform.os,
+                        platform.architecture,
+                        if have.is_empty() {
+                            "none".to_string()
+                        } else {
+                            have.join(", ")
+                        }
+                    ),
+                })
+            }
+        }
+    }
+
     /// Reads the manifest `digest` and its config from the store.
     pub fn load(store: &Store, digest: &Digest) -> Result<StoredImage> {
         let not_image = |reason: String| ImageError::NotAnImage {
@@ -203,5 +268,43 @@ mod tests {
         );
         let err = StoredImage::load(&store, &index).unwrap_err();
         assert!(err.to_string().contains("multi-platform"), "{err}");
+
+        // load_for picks the platform's manifest from an index, or says what there is.
+        let index = put_json(
+            &store,
+            serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": two, "size": 1,
+                 "platform": {"os": "linux", "architecture": "s390x"}},
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": good, "size": 1,
+                 "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}}
+            ]}),
+        );
+        let arm = Platform {
+            os: "linux".into(),
+            architecture: "arm64".into(),
+            variant: None,
+        };
+        assert_eq!(
+            StoredImage::load_for(&store, &index, &arm)
+                .unwrap()
+                .manifest_digest,
+            good
+        );
+        let riscv = Platform {
+            os: "linux".into(),
+            architecture: "riscv64".into(),
+            variant: None,
+        };
+        let err = StoredImage::load_for(&store, &index, &riscv).unwrap_err();
+        assert!(
+            err.to_string().contains("linux/s390x, linux/arm64/v8"),
+            "{err}"
+        );
+        assert_eq!(
+            StoredImage::load_for(&store, &good, &riscv)
+                .unwrap()
+                .manifest_digest,
+            good
+        );
     }
 }
