@@ -6,7 +6,9 @@
 //! tar → sha256 (the diffID) → compressor → sha256 (the digest) → `out`, in a single pass with
 //! flat memory. It returns a [`LayerBlob`] (diffID, digest, compressed size, compression).
 //!
-//! - The tar is deterministic: entries in path order (parents first, siblings by byte order),
+//! - The tar is deterministic: entries in path order (parents first, siblings by the byte
+//!   order of their source names; a whiteout sits where the deleted name sorts, as in
+//!   docker's and containerd's differs; an opaque marker right after its directory),
 //!   numeric uid/gid without names, no atime/ctime, PAX records for long names, big sizes/ids
 //!   and xattrs, hardlinks written as links to the first occurrence, and mtimes clamped to
 //!   [`LayerOptions::source_date_epoch`].
@@ -35,7 +37,7 @@ use std::path::PathBuf;
 
 pub use crate::digest::Digest;
 pub use idmap::{IdMap, IdRange};
-//pub use unpack::unpack_layer;
+pub use unpack::unpack_layer;
 pub use write::write_layer;
 
 /// How a layer blob is compressed.
