@@ -237,8 +237,11 @@ impl Unpacker<'_> {
             EntryType::Block => (SFlag::S_IFBLK, 'b'),
             _ => (SFlag::S_IFIFO, 'p'),
         };
-        let major = h.device_major()?.unwrap_or(0);
-        let minor = h.device_minor()?.unwrap_or(0);
+        let (major, minor) = if kind == SFlag::S_IFIFO {
+            (0, 0)
+        } else {
+            (h.device_major()?.unwrap_or(0), h.device_minor()?.unwrap_or(0))
+        };
         remove_any(target)?;
         let dev = nix::sys::stat::makedev(major.into(), minor.into());
         let mode = Mode::from_bits_truncate((meta.mode & 0o777) as libc::mode_t);

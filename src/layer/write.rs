@@ -151,7 +151,10 @@ impl<W: Write> TarState<'_, W> {
                 EntryType::Fifo
             };
             let rdev = meta.rdev();
-            let device = (!ft.is_fifo()).then(|| {
+            // fifos get 0/0 too: readers parse the fields of every entry with a ustar magic.
+            let device = Some(if ft.is_fifo() {
+                (0, 0)
+            } else {
                 (nix::sys::stat::major(rdev) as u32, nix::sys::stat::minor(rdev) as u32)
             });
             self.append(path, &EntryHeader { kind, device, ..base }, io::empty())
