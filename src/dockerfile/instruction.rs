@@ -426,7 +426,12 @@ impl Req<'_> {
             expression.push_str(&doc.content);
             expression.push_str(&doc.name);
         }
-        let trigger = Req { node: child, args: child.args() }.command()?;
+        // The heredoc bodies were read for the ONBUILD line; they belong to its trigger.
+        let child = Node {
+            heredocs: self.node.heredocs.clone(),
+            ..(**child).clone()
+        };
+        let trigger = Req { node: &child, args: child.args() }.command()?;
         Ok(Onbuild {
             expression,
             trigger: Box::new(trigger),
