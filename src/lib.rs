@@ -10,6 +10,7 @@
 
 pub mod digest;
 pub mod progress;
+pub mod reference;
 
 pub mod build;
 pub mod cli;
@@ -22,3 +23,4 @@ pub mod sandbox;
 pub mod store;
 
 pub use digest::Digest;
+pub use reference::Reference;
