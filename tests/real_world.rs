@@ -41,3 +41,23 @@ fn every_real_world_file_parses_dumps_and_types() {
     }
     assert!(failures.is_empty(), "{} of {} files failed:\n{}", failures.len(), files.len(), failures.join("\n"));
 }
+
+#[test]
+fn every_real_world_file_plans() {
+    let Some(files) = real_world_files() else { return };
+    let mut failures = Vec::new();
+    let mut stages = 0;
+    for file in &files {
+        let source = String::from_utf8_lossy(&std::fs::read(file).unwrap()).into_owned();
+        match kiln::plan::plan(&source, &kiln::plan::PlanOptions::default()) {
+            Ok(plan) => {
+                assert!(!plan.order.is_empty());
+                assert_eq!(*plan.order.last().unwrap(), plan.target);
+                stages += plan.stages.len();
+            }
+            Err(e) => failures.push(e.render(&file.display().to_string(), &source)),
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} files failed to plan:\n{}", failures.len(), files.len(), failures.join("\n"));
+    assert!(stages >= files.len());
+}

@@ -161,7 +161,7 @@ fn finish(mut m: Mount) -> Result<Mount, String> {
                 m.target = "/run/buildkit/ssh_agent.0".into();
             }
         }
-        _ if m.target.is_empty() => return Err("mount needs a target (target=/path)".into()),
+        // An empty or relative target is resolved against WORKDIR by the planner.
         MountKind::Cache => {
             m.id.get_or_insert_with(|| m.target.clone());
         }
@@ -192,7 +192,7 @@ mod tests {
     #[test]
     fn rejects_bad_mounts() {
         assert!(parse_mount("type=nfs,target=/x").unwrap_err().contains("unsupported mount type"));
-        assert!(parse_mount("type=cache").unwrap_err().contains("needs a target"));
+        assert!(parse_mount("type=cache,target").unwrap_err().contains("target needs a value"));
         assert!(parse_mount("target=/x,colour=red").unwrap_err().contains("unexpected key"));
         assert!(parse_mount("type=cache,target=/x,sharing=no").unwrap_err().contains("sharing"));
         assert!(parse_mount("type=tmpfs,target=/x,from=a").unwrap_err().contains("from="));

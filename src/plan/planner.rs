@@ -42,6 +42,15 @@ pub fn plan(source: &str, opts: &PlanOptions) -> Result<Plan, PlanError> {
     let order = build_order(&planner.stages, target)?;
     for &i in &order {
         planner.stages[i].needed = true;
+        if let Some(Some(err)) = planner.deferred.get_mut(i).map(Option::take) {
+            return Err(err);
+        }
+    }
+    for (i, err) in planner.deferred.iter().enumerate() {
+        if let Some(PlanError::At { span, kind }) = err {
+            let message = format!("stage {i} is skipped, but would fail: {kind}");
+            planner.lints.warn("UnknownStage", message, Some(*span));
+        }
     }
     planner.unused_build_args(&order);
     let Planner { stages, globals, .. } = planner;
@@ -118,6 +127,8 @@ struct Planner<'a> {
     /// `--build-arg` names consumed, per stage (index `stages.len()` slot unused) and global.
     consumed: Vec<BTreeSet<String>>,
     consumed_global: BTreeSet<String>,
+    /// Errors that count only if their stage is needed, by stage index.
+    deferred: Vec<Option<PlanError>>,
 }
 
 /// Expansion of the words of one instruction, recording which variables it used.
@@ -197,6 +208,7 @@ impl<'a> Planner<'a> {
             end_scopes: Vec::new(),
             consumed: Vec::new(),
             consumed_global: BTreeSet::new(),
+            deferred: Vec::new(),
         }
     }
 
@@ -342,8 +354,9 @@ impl<'a> Planner<'a> {
         Ok((base, platform.map(|p| p.value)))
     }
 
-    /// Resolves a `--from` / `from=` value to a stage or an image.
-    fn source_stage(&self, index: usize, flag: &str, name: &str, span: Span) -> Result<CopyFrom, PlanError> {
+    /// Resolves a `--from` / `from=` value to a stage or an image. An unknown bare name is
+    /// an error only if the stage is built (BuildKit resolves skipped stages lazily too).
+    fn source_stage(&mut self, index: usize, flag: &str, name: &str, span: Span) -> Result<CopyFrom, PlanError> {
         if let Ok(n) = name.parse::<usize>() {
             let count = self.names.len().max(index + 1);
             if n >= index {
@@ -365,7 +378,10 @@ impl<'a> Planner<'a> {
                 name: name.into(),
                 stages: self.stage_list(),
             };
-            return Err(PlanError::at(span, kind));
+            if self.deferred.len() <= index {
+                self.deferred.resize(index + 1, None);
+            }
+            self.deferred[index].get_or_insert(PlanError::at(span, kind));
         }
         Ok(CopyFrom::Image(name.to_string()))
     }
@@ -515,7 +531,9 @@ impl<'a> Planner<'a> {
         let mut mounts = Vec::new();
         for raw in &run.mounts {
             let spec = x.word(raw)?;
-            let mount = parse_mount(&spec).map_err(|m| bad_flag(ins.span, "--mount", &spec, m))?;
+            let mut mount = parse_mount(&spec).map_err(|m| bad_flag(ins.span, "--mount", &spec, m))?;
+            // BuildKit mounts an empty or relative target relative to WORKDIR.
+            mount.target = join_path(&scope.workdir, &mount.target);
             if let Some(from) = &mount.from
                 && let CopyFrom::Stage(s) = self.source_stage(index, "--mount=from", from, ins.span)?
             {
