@@ -1,5 +1,5 @@
-//! Property test: no input makes the parser (or the typing of instructions, or the dumper)
-//! panic, and every case finishes in well under a second. Run longer with PROPTEST_CASES.
+//! Property test: no input makes the parser (or the typing of instructions, the dumper, the
+//! planner and its shell-word expansion) panic, and every case finishes in well under a second. Run longer with PROPTEST_CASES.
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,11 @@ fn fragment() -> impl Strategy<Value = String> {
         Just("ENV ".to_string()),
         Just("HEALTHCHECK ".to_string()),
         Just("ARG ".to_string()),
+        Just("$".to_string()),
+        Just("${a:-".to_string()),
+        Just("}".to_string()),
+        Just("AS b\n".to_string()),
+        Just("--mount=".to_string()),
         Just("# escape=`\n".to_string()),
         Just("\\\n".to_string()),
         Just("`\n".to_string()),
@@ -37,6 +42,8 @@ fn fragment() -> impl Strategy<Value = String> {
 
 fn check(src: &str) {
     let start = Instant::now();
+    // The planner runs the parser and the shell lexer on every expandable word.
+    let _ = kiln::plan::plan(src, &kiln::plan::PlanOptions::default()).map_err(|e| e.render("Dockerfile", src));
     if let Ok(ast) = parse(src) {
         let _ = ast.dump();
         if let Err(e) = parse_instructions(&ast) {

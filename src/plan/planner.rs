@@ -121,6 +121,7 @@ struct Planner<'a> {
     globals: Globals,
     platform_args: BTreeMap<String, String>,
     names: BTreeMap<String, usize>,
+    stage_count: usize,
     stages: Vec<Stage>,
     /// Scope at the end of each planned stage (children based on it inherit it).
     end_scopes: Vec<Scope>,
@@ -204,6 +205,7 @@ impl<'a> Planner<'a> {
             },
             platform_args,
             names: BTreeMap::new(),
+            stage_count: 0,
             stages: Vec::new(),
             end_scopes: Vec::new(),
             consumed: Vec::new(),
@@ -244,6 +246,7 @@ impl<'a> Planner<'a> {
     }
 
     fn name_stages(&mut self, groups: &[&[Instruction]]) -> Result<(), PlanError> {
+        self.stage_count = groups.len();
         for (i, g) in groups.iter().enumerate() {
             if let Command::From(from) = &g[0].command
                 && let Some(name) = &from.name
@@ -255,17 +258,13 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
+    /// Every stage, by name where it has one, else by index: for error messages.
     fn stage_list(&self) -> String {
-        let names: Vec<String> = (0..self.end_scopes.len().max(self.names.len()))
-            .map(|i| i.to_string())
-            .collect();
-        let mut named: Vec<&String> = self.names.keys().collect();
-        named.sort_by_key(|n| self.names[*n]);
-        if named.is_empty() {
-            names.join(", ")
-        } else {
-            named.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        let mut by_index: Vec<String> = (0..self.stage_count).map(|i| i.to_string()).collect();
+        for (name, &i) in &self.names {
+            by_index[i] = name.clone();
         }
+        by_index.join(", ")
     }
 
     fn stage(&mut self, index: usize, group: &[Instruction]) -> Result<Stage, PlanError> {
@@ -358,7 +357,7 @@ impl<'a> Planner<'a> {
     /// an error only if the stage is built (BuildKit resolves skipped stages lazily too).
     fn source_stage(&mut self, index: usize, flag: &str, name: &str, span: Span) -> Result<CopyFrom, PlanError> {
         if let Ok(n) = name.parse::<usize>() {
-            let count = self.names.len().max(index + 1);
+            let count = self.stage_count;
             if n >= index {
                 let kind = PlanErrorKind::StageIndex { flag: flag.into(), index: n, count };
                 return Err(PlanError::at(span, kind));
@@ -442,8 +441,8 @@ impl<'a> Planner<'a> {
         Ok(match &ins.command {
             Command::From(_) => unreachable!("FROM starts a stage"),
             Command::Run(run) => self.run(index, ins, run, x, scope, deps)?,
-            Command::Copy(c) => self.copy(index, ins, c, x, deps)?,
-            Command::Add(a) => self.add(ins, a, x)?,
+            Command::Copy(c) => self.copy(index, ins, c, &scope.workdir, x, deps)?,
+            Command::Add(a) => self.add(ins, a, &scope.workdir, x)?,
             Command::Env(kvs) => {
                 let vars = kvs
                     .iter()
@@ -578,8 +577,15 @@ impl<'a> Planner<'a> {
             })
     }
 
-    fn dest(&self, ins: &Instruction, dest: &str, count: usize, x: &mut Expander) -> Result<String, PlanError> {
-        let dest = x.word(dest)?;
+    /// The destination, expanded and made absolute against WORKDIR; a trailing `/` (or `.`)
+    /// is kept because it means "into this directory".
+    fn dest(&self, ins: &Instruction, dest: &str, count: usize, workdir: &str, x: &mut Expander) -> Result<String, PlanError> {
+        let written = x.word(dest)?;
+        let mut dest = join_path(workdir, &written);
+        let dir = written.ends_with('/') || written == "." || written.ends_with("/.");
+        if dir && !dest.ends_with('/') {
+            dest.push('/');
+        }
         if count > 1 && !dest.ends_with('/') {
             let kind = PlanErrorKind::MultiSourceDest(ins.keyword.to_ascii_uppercase());
             return Err(PlanError::at(ins.span, kind));
@@ -592,6 +598,7 @@ impl<'a> Planner<'a> {
         index: usize,
         ins: &Instruction,
         c: &dockerfile::Copy,
+        workdir: &str,
         x: &mut Expander,
         deps: &mut Vec<usize>,
     ) -> Result<StepKind, PlanError> {
@@ -603,7 +610,7 @@ impl<'a> Planner<'a> {
             deps.push(s);
         }
         let sources = self.sources(ins, &c.sources, x)?;
-        let dest = self.dest(ins, &c.dest, sources.len(), x)?;
+        let dest = self.dest(ins, &c.dest, sources.len(), workdir, x)?;
         let chmod = x.opt(c.chmod.as_ref())?;
         check_chmod(ins.span, chmod.as_deref())?;
         Ok(StepKind::Copy {
@@ -618,9 +625,9 @@ impl<'a> Planner<'a> {
         })
     }
 
-    fn add(&mut self, ins: &Instruction, a: &dockerfile::Add, x: &mut Expander) -> Result<StepKind, PlanError> {
+    fn add(&mut self, ins: &Instruction, a: &dockerfile::Add, workdir: &str, x: &mut Expander) -> Result<StepKind, PlanError> {
         let sources = self.sources(ins, &a.sources, x)?;
-        let dest = self.dest(ins, &a.dest, sources.len(), x)?;
+        let dest = self.dest(ins, &a.dest, sources.len(), workdir, x)?;
         let chmod = x.opt(a.chmod.as_ref())?;
         check_chmod(ins.span, chmod.as_deref())?;
         let checksum = x.opt(a.checksum.as_ref())?;
