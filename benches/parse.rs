@@ -26,7 +26,9 @@ fn generated_dockerfile() -> String {
 fn bench(c: &mut Criterion) {
     let src = generated_dockerfile();
     let lines = src.lines().count();
-    c.bench_function(&format!("parse {lines} lines"), |b| b.iter(|| parse(black_box(&src)).unwrap()));
+    c.bench_function(&format!("parse {lines} lines"), |b| {
+        b.iter(|| parse(black_box(&src)).unwrap())
+    });
     c.bench_function(&format!("parse + type {lines} lines"), |b| {
         b.iter(|| parse_instructions(&parse(black_box(&src)).unwrap()).unwrap())
     });

@@ -19,10 +19,15 @@ fn every_buildkit_testfile_dumps_identically() {
         .map(|e| e.unwrap().path())
         .collect();
     cases.sort();
-    assert!(cases.len() >= 30, "expected BuildKit's ~33 cases, found {}", cases.len());
+    assert!(
+        cases.len() >= 30,
+        "expected BuildKit's ~33 cases, found {}",
+        cases.len()
+    );
     let mut failures = Vec::new();
     for case in &cases {
-        let source = String::from_utf8_lossy(&std::fs::read(case.join("Dockerfile")).unwrap()).into_owned();
+        let source =
+            String::from_utf8_lossy(&std::fs::read(case.join("Dockerfile")).unwrap()).into_owned();
         let expected = std::fs::read_to_string(case.join("result")).unwrap();
         match dockerfile::parse(&source) {
             Ok(ast) if ast.dump() == expected => {}
@@ -31,10 +36,20 @@ fn every_buildkit_testfile_dumps_identically() {
                 case.display(),
                 ast.dump()
             )),
-            Err(e) => failures.push(format!("{}: {}", case.display(), e.render("Dockerfile", &source))),
+            Err(e) => failures.push(format!(
+                "{}: {}",
+                case.display(),
+                e.render("Dockerfile", &source)
+            )),
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -48,7 +63,11 @@ fn testfile_line_numbers_match_buildkit() {
     };
     let source = std::fs::read_to_string(dir.join("Dockerfile")).unwrap();
     let ast = dockerfile::parse(&source).unwrap();
-    let lines: Vec<(usize, usize)> = ast.nodes.iter().map(|n| (n.span.line, n.span.end_line)).collect();
+    let lines: Vec<(usize, usize)> = ast
+        .nodes
+        .iter()
+        .map(|n| (n.span.line, n.span.end_line))
+        .collect();
     // The start/end lines BuildKit's TestParseLineInformation expects for this file.
     assert_eq!(lines, vec![(5, 5), (11, 12), (17, 31)]);
 }

@@ -14,8 +14,12 @@ fn dumps_a_file() {
         .arg(&file)
         .assert()
         .success()
-        .stdout(predicate::str::starts_with("(from \"alpine\")\n(run \"<<EOF\")\n"))
-        .stdout(predicate::str::contains("(onbuild (run \"<<X\"))\n(cmd \"done\")\n"));
+        .stdout(predicate::str::starts_with(
+            "(from \"alpine\")\n(run \"<<EOF\")\n",
+        ))
+        .stdout(predicate::str::contains(
+            "(onbuild (run \"<<X\"))\n(cmd \"done\")\n",
+        ));
 }
 
 #[test]

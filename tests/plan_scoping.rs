@@ -6,7 +6,10 @@ use kiln::plan::{Base, Plan, PlanOptions, Platform, StepKind, plan};
 
 fn opts(build_args: &[(&str, &str)]) -> PlanOptions {
     PlanOptions {
-        build_args: build_args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        build_args: build_args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         build_platform: Platform::parse("linux/amd64").unwrap(),
         target_platform: Platform::parse("linux/arm64/v8").unwrap(),
         ..PlanOptions::default()
@@ -18,11 +21,20 @@ fn planned(src: &str, build_args: &[(&str, &str)]) -> Plan {
 }
 
 fn kinds(p: &Plan, stage: usize) -> Vec<StepKind> {
-    p.stages[stage].steps.iter().map(|s| s.kind.clone()).collect()
+    p.stages[stage]
+        .steps
+        .iter()
+        .map(|s| s.kind.clone())
+        .collect()
 }
 
 fn env(k: &[(&str, &str)]) -> StepKind {
-    StepKind::Env { vars: k.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect() }
+    StepKind::Env {
+        vars: k
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect(),
+    }
 }
 
 #[test]
@@ -32,7 +44,10 @@ fn global_args_reach_from_only_unless_redeclared() {
     assert_eq!(p.stages[0].base, Base::Image("alpine:3.20".into()));
     assert_eq!(kinds(&p, 0)[0], env(&[("A", "[]")]));
     assert_eq!(kinds(&p, 0)[2], env(&[("B", "[3.20]")]));
-    assert_eq!(p.global_args, vec![("TAG".to_string(), Some("3.20".to_string()))]);
+    assert_eq!(
+        p.global_args,
+        vec![("TAG".to_string(), Some("3.20".to_string()))]
+    );
 }
 
 #[test]
@@ -59,8 +74,18 @@ fn env_uses_old_values_for_the_whole_instruction_and_beats_arg() {
 fn arg_takes_effect_from_its_line() {
     let src = "FROM scratch\nUSER ${username:-some_user}\nARG username=what_user\nUSER $username\n";
     let k = kinds(&planned(src, &[]), 0);
-    assert_eq!(k[0], StepKind::User { user: "some_user".into() });
-    assert_eq!(k[2], StepKind::User { user: "what_user".into() });
+    assert_eq!(
+        k[0],
+        StepKind::User {
+            user: "some_user".into()
+        }
+    );
+    assert_eq!(
+        k[2],
+        StepKind::User {
+            user: "what_user".into()
+        }
+    );
 }
 
 #[test]
@@ -83,38 +108,68 @@ fn stage_args_and_env_are_inherited_by_child_stages_only() {
 fn args_used_for_cache_keys() {
     let src = "FROM scratch\nARG A=1\nARG B=2\nENV B=env\nRUN true\nWORKDIR /$A\nUSER $B\n";
     let p = planned(src, &[("HTTP_PROXY", "http://p")]);
-    let used: Vec<BTreeMap<String, String>> = p.stages[0].steps.iter().map(|s| s.args_used.clone()).collect();
+    let used: Vec<BTreeMap<String, String>> = p.stages[0]
+        .steps
+        .iter()
+        .map(|s| s.args_used.clone())
+        .collect();
     let one = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
     // RUN uses every ARG in scope that ENV does not override; proxies are not cache keys.
     assert_eq!(used[3], one("A", "1"));
     assert_eq!(used[4], one("A", "1"));
     assert_eq!(used[5], BTreeMap::new());
-    // An undeclared proxy build-arg is predefined: no "not consumed" warning.
+    // An undeclared proxy build-arg is predefined: no "not consumed" warning; RUN gets it.
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    let run = serde_json::to_value(&p.stages[0].steps[3].kind).unwrap();
+    assert_eq!(
+        run["proxy_env"],
+        serde_json::json!([["HTTP_PROXY", "http://p"]])
+    );
 }
 
 #[test]
 fn heredocs_expand_unless_quoted_and_run_programs() {
     let src = "FROM scratch\nARG N=world\nCOPY <<a <<'b' /d/\nhi $N\na\nhi $N\nb\nRUN <<EOF\necho $N\nEOF\nRUN <<EOF\n#!/usr/bin/env python3\nprint(1)\nEOF\nRUN cat <<X > f\nbody\nX\nSHELL [\"/bin/bash\", \"-c\"]\nRUN echo ok\n";
     let k = kinds(&planned(src, &[]), 0);
-    let StepKind::Copy { sources, .. } = &k[1] else { panic!("{:?}", k[1]) };
+    let StepKind::Copy { sources, .. } = &k[1] else {
+        panic!("{:?}", k[1])
+    };
     let json = serde_json::to_value(sources).unwrap();
     assert_eq!(json[0]["content"], "hi world\n");
     assert_eq!(json[1]["content"], "hi $N\n");
     let argv = |k: &StepKind| serde_json::to_value(k).unwrap()["program"].clone();
     // A sole heredoc runs its body with the shell; the shell expands it, not the builder.
-    assert_eq!(argv(&k[2])["argv"], serde_json::json!(["/bin/sh", "-c", "echo $N\n"]));
+    assert_eq!(
+        argv(&k[2])["argv"],
+        serde_json::json!(["/bin/sh", "-c", "echo $N\n"])
+    );
     assert_eq!(argv(&k[3])["kind"], "script");
-    assert_eq!(argv(&k[4])["argv"], serde_json::json!(["/bin/sh", "-c", "cat <<X > f\nbody\nX"]));
-    assert_eq!(argv(&k[6])["argv"], serde_json::json!(["/bin/bash", "-c", "echo ok"]));
+    assert_eq!(
+        argv(&k[4])["argv"],
+        serde_json::json!(["/bin/sh", "-c", "cat <<X > f\nbody\nX"])
+    );
+    assert_eq!(
+        argv(&k[6])["argv"],
+        serde_json::json!(["/bin/bash", "-c", "echo ok"])
+    );
 }
 
 #[test]
 fn workdir_is_relative_to_the_previous_one() {
     let src = "FROM scratch\nWORKDIR /a\nWORKDIR b\nWORKDIR c\nENV D=dir\nWORKDIR $D\nRUN --mount=type=bind,target=m true\n";
     let k = kinds(&planned(src, &[]), 0);
-    assert_eq!(k[2], StepKind::Workdir { path: "/a/b/c".into() });
-    assert_eq!(k[4], StepKind::Workdir { path: "/a/b/c/dir".into() });
+    assert_eq!(
+        k[2],
+        StepKind::Workdir {
+            path: "/a/b/c".into()
+        }
+    );
+    assert_eq!(
+        k[4],
+        StepKind::Workdir {
+            path: "/a/b/c/dir".into()
+        }
+    );
     let json = serde_json::to_value(&k[5]).unwrap();
     assert_eq!(json["mounts"][0]["target"], "/a/b/c/dir/m");
 }
@@ -124,7 +179,11 @@ fn copy_destinations_resolve_against_workdir() {
     let src = "FROM scratch\nWORKDIR /app\nCOPY a b .\nCOPY c d/\nCOPY e f\nADD g /abs\n";
     let dests: Vec<String> = kinds(&planned(src, &[]), 0)
         .iter()
-        .filter_map(|k| serde_json::to_value(k).unwrap()["dest"].as_str().map(String::from))
+        .filter_map(|k| {
+            serde_json::to_value(k).unwrap()["dest"]
+                .as_str()
+                .map(String::from)
+        })
         .collect();
     assert_eq!(dests, vec!["/app/", "/app/d/", "/app/f", "/abs"]);
 }

@@ -27,7 +27,9 @@ fn real_world_files() -> Option<Vec<std::path::PathBuf>> {
 
 #[test]
 fn every_real_world_file_parses_dumps_and_types() {
-    let Some(files) = real_world_files() else { return };
+    let Some(files) = real_world_files() else {
+        return;
+    };
     let mut failures = Vec::new();
     for file in &files {
         let source = String::from_utf8_lossy(&std::fs::read(file).unwrap()).into_owned();
@@ -39,12 +41,20 @@ fn every_real_world_file_parses_dumps_and_types() {
             failures.push(e.render(&file.display().to_string(), &source));
         }
     }
-    assert!(failures.is_empty(), "{} of {} files failed:\n{}", failures.len(), files.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} files failed:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn every_real_world_file_plans() {
-    let Some(files) = real_world_files() else { return };
+    let Some(files) = real_world_files() else {
+        return;
+    };
     let mut failures = Vec::new();
     let mut stages = 0;
     for file in &files {
@@ -58,6 +68,12 @@ fn every_real_world_file_plans() {
             Err(e) => failures.push(e.render(&file.display().to_string(), &source)),
         }
     }
-    assert!(failures.is_empty(), "{} of {} files failed to plan:\n{}", failures.len(), files.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} files failed to plan:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
     assert!(stages >= files.len());
 }

@@ -43,7 +43,10 @@ pub(crate) fn read_dockerfile(file: &Path) -> anyhow::Result<(String, String)> {
         std::io::stdin()
             .read_to_end(&mut bytes)
             .context("reading the Dockerfile from standard input")?;
-        return Ok(("<stdin>".into(), String::from_utf8_lossy(&bytes).into_owned()));
+        return Ok((
+            "<stdin>".into(),
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ));
     }
     bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     Ok((

@@ -37,10 +37,15 @@ pub fn run(_g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     let (name, source) = read_dockerfile(&file)?;
     let build_args = plan::parse_build_args(&a.build_args, |k| std::env::var(k).ok())
         .map_err(|w| anyhow::anyhow!("invalid --build-arg {w:?}: use NAME=VALUE"))?;
-    let mut opts = PlanOptions { build_args, target: a.target.clone(), ..PlanOptions::default() };
+    let mut opts = PlanOptions {
+        build_args,
+        target: a.target.clone(),
+        ..PlanOptions::default()
+    };
     if let Some(p) = &a.platform {
-        opts.target_platform = Platform::parse(p)
-            .with_context(|| format!("invalid --platform {p:?}: use os/arch[/variant], e.g. linux/arm64"))?;
+        opts.target_platform = Platform::parse(p).with_context(|| {
+            format!("invalid --platform {p:?}: use os/arch[/variant], e.g. linux/arm64")
+        })?;
     }
     let plan = match plan::plan(&source, &opts) {
         Ok(p) => p,

@@ -6,7 +6,10 @@ use super::ast::{Ast, Body, Node};
 impl Ast {
     /// The whole tree, one `(instruction ...)` per line, each line ending in `\n`.
     pub fn dump(&self) -> String {
-        self.nodes.iter().map(|n| format!("({})\n", n.dump())).collect()
+        self.nodes
+            .iter()
+            .map(|n| format!("({})\n", n.dump()))
+            .collect()
     }
 }
 

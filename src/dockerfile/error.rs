@@ -66,7 +66,9 @@ pub enum ParseErrorKind {
     BadHeredoc { instruction: String, what: String },
     #[error("FROM requires either one or three arguments (FROM image [AS name])")]
     FromArguments,
-    #[error("invalid name for build stage: {0:?}, name can't start with a number or contain symbols")]
+    #[error(
+        "invalid name for build stage: {0:?}, name can't start with a number or contain symbols"
+    )]
     InvalidStageName(String),
     #[error("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")]
     OnbuildChain,

@@ -44,7 +44,11 @@ impl Flags {
                 let allowed = if accepted.is_empty() {
                     "no flags".to_string()
                 } else {
-                    accepted.iter().map(|(n, _)| format!("--{n}")).collect::<Vec<_>>().join(", ")
+                    accepted
+                        .iter()
+                        .map(|(n, _)| format!("--{n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 };
                 return fail(ParseErrorKind::UnknownFlag {
                     instruction: instruction.to_string(),
@@ -95,7 +99,11 @@ impl Flags {
 mod tests {
     use super::*;
 
-    const COPY: &[(&str, FlagKind)] = &[("from", FlagKind::Str), ("link", FlagKind::Bool), ("exclude", FlagKind::List)];
+    const COPY: &[(&str, FlagKind)] = &[
+        ("from", FlagKind::Str),
+        ("link", FlagKind::Bool),
+        ("exclude", FlagKind::List),
+    ];
 
     fn words(w: &[&str]) -> Vec<String> {
         w.iter().map(|s| s.to_string()).collect()
@@ -103,7 +111,12 @@ mod tests {
 
     #[test]
     fn accepts_and_types_values() {
-        let f = Flags::parse("COPY", &words(&["--from=a", "--link", "--exclude=x", "--exclude=y"]), COPY).unwrap();
+        let f = Flags::parse(
+            "COPY",
+            &words(&["--from=a", "--link", "--exclude=x", "--exclude=y"]),
+            COPY,
+        )
+        .unwrap();
         assert_eq!(f.string("from").as_deref(), Some("a"));
         assert_eq!(f.bool("link"), Some(true));
         assert_eq!(f.list("exclude"), vec!["x", "y"]);
@@ -111,11 +124,25 @@ mod tests {
 
     #[test]
     fn rejects_bad_flags() {
-        let err = |w: &[&str]| Flags::parse("COPY", &words(w), COPY).unwrap_err().0.to_string();
-        assert_eq!(err(&["--chmod=1"]), "unknown flag: --chmod (COPY accepts --from, --link, --exclude)");
-        assert_eq!(err(&["--from=a", "--from=b"]), "duplicate flag specified: --from");
+        let err = |w: &[&str]| {
+            Flags::parse("COPY", &words(w), COPY)
+                .unwrap_err()
+                .0
+                .to_string()
+        };
+        assert_eq!(
+            err(&["--chmod=1"]),
+            "unknown flag: --chmod (COPY accepts --from, --link, --exclude)"
+        );
+        assert_eq!(
+            err(&["--from=a", "--from=b"]),
+            "duplicate flag specified: --from"
+        );
         assert_eq!(err(&["--from"]), "missing a value on flag: --from");
-        assert_eq!(err(&["--link=yes"]), "expecting boolean value for flag --link, not: yes");
+        assert_eq!(
+            err(&["--link=yes"]),
+            "expecting boolean value for flag --link, not: yes"
+        );
         assert_eq!(err(&["--link="]), "missing a value on flag: --link");
     }
 }

@@ -167,7 +167,10 @@ impl Instruction {
 }
 
 fn command_from_node(node: &Node) -> Result<Command, ParseError> {
-    let r = Req { node, args: node.args() };
+    let r = Req {
+        node,
+        args: node.args(),
+    };
     r.command().map_err(|(kind, flag)| {
         let column = flag
             .and_then(|f| node.original.find(&f))
@@ -251,7 +254,11 @@ impl Req<'_> {
             "onbuild" => Command::Onbuild(self.onbuild()?),
             "healthcheck" => Command::Healthcheck(self.healthcheck()?),
             "shell" => Command::Shell(self.shell()?),
-            _ => return fail(ParseErrorKind::UnknownInstruction(self.node.keyword.clone())),
+            _ => {
+                return fail(ParseErrorKind::UnknownInstruction(
+                    self.node.keyword.clone(),
+                ));
+            }
         })
     }
 
@@ -416,7 +423,9 @@ impl Req<'_> {
         match child.command().as_str() {
             "onbuild" => return fail(ParseErrorKind::OnbuildChain),
             "from" | "maintainer" => {
-                return fail(ParseErrorKind::OnbuildForbidden(child.keyword.to_ascii_uppercase()));
+                return fail(ParseErrorKind::OnbuildForbidden(
+                    child.keyword.to_ascii_uppercase(),
+                ));
             }
             _ => {}
         }
@@ -431,7 +440,11 @@ impl Req<'_> {
             heredocs: self.node.heredocs.clone(),
             ..(**child).clone()
         };
-        let trigger = Req { node: &child, args: child.args() }.command()?;
+        let trigger = Req {
+            node: &child,
+            args: child.args(),
+        }
+        .command()?;
         Ok(Onbuild {
             expression,
             trigger: Box::new(trigger),
@@ -472,7 +485,10 @@ impl Req<'_> {
         let retries = match flags.string("retries") {
             None => None,
             Some(v) => Some(v.parse::<u32>().map_err(|_| {
-                (ParseErrorKind::BadRetries(v.clone()), Some("--retries".to_string()))
+                (
+                    ParseErrorKind::BadRetries(v.clone()),
+                    Some("--retries".to_string()),
+                )
             })?),
         };
         Ok(Healthcheck::Cmd {
@@ -537,10 +553,14 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
     }
     let mut total = 0f64;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let number: f64 = rest[..num_len].parse().ok()?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let nanos = match &rest[..unit_len] {
             "ns" => 1.0,
             "us" | "µs" | "μs" => 1e3,

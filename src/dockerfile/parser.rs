@@ -265,7 +265,10 @@ fn can_contain_heredoc(node: &Node) -> bool {
 pub(crate) fn node_from_line(line: &str, escape: char) -> Result<Node, ParseErrorKind> {
     let trimmed = line.trim();
     let (keyword, rest) = match trimmed.find(is_token_space) {
-        Some(i) => (&trimmed[..i], trimmed[i..].trim_start_matches(is_token_space)),
+        Some(i) => (
+            &trimmed[..i],
+            trimmed[i..].trim_start_matches(is_token_space),
+        ),
         None => (trimmed, ""),
     };
     let (args, flags) = extract_flags(rest);
@@ -280,7 +283,10 @@ pub(crate) fn node_from_line(line: &str, escape: char) -> Result<Node, ParseErro
         "healthcheck" => health_config(args)?,
         "maintainer" | "stopsignal" | "user" | "workdir" => (single(args), false),
         "onbuild" if args.is_empty() => (Body::Words(Vec::new()), false),
-        "onbuild" => (Body::Trigger(Box::new(node_from_line(args, escape)?)), false),
+        "onbuild" => (
+            Body::Trigger(Box::new(node_from_line(args, escape)?)),
+            false,
+        ),
         // Unknown instructions parse (the typed layer rejects them), like BuildKit.
         _ => (Body::Words(vec![String::new()]), false),
     };
@@ -303,11 +309,20 @@ fn whitespace_list(args: &str) -> Body {
     if args.is_empty() {
         return Body::Words(Vec::new());
     }
-    Body::Words(args.split(is_token_space).filter(|s| !s.is_empty()).map(String::from).collect())
+    Body::Words(
+        args.split(is_token_space)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+    )
 }
 
 fn single(args: &str) -> Body {
-    Body::Words(if args.is_empty() { Vec::new() } else { vec![args.to_string()] })
+    Body::Words(if args.is_empty() {
+        Vec::new()
+    } else {
+        vec![args.to_string()]
+    })
 }
 
 /// A JSON array of strings; `None` when the text is not a JSON array (so it is shell form).
@@ -374,7 +389,11 @@ fn name_values(args: &str, keyword: &str, escape: char) -> Result<Body, ParseErr
 
 /// HEALTHCHECK: a type word (`CMD`, `NONE`, ...) then a command like CMD's.
 fn health_config(args: &str) -> Result<(Body, bool), ParseErrorKind> {
-    let Some(typ) = args.split(char::is_whitespace).next().filter(|t| !t.is_empty()) else {
+    let Some(typ) = args
+        .split(char::is_whitespace)
+        .next()
+        .filter(|t| !t.is_empty())
+    else {
         return Ok((Body::Words(Vec::new()), false));
     };
     let rest = args[typ.len()..].trim_start();
@@ -403,7 +422,10 @@ mod tests {
     #[test]
     fn directive_syntax() {
         assert_eq!(match_directive("# escape = `"), Some(("escape", "`")));
-        assert_eq!(match_directive("#syntax=docker/dockerfile:1 "), Some(("syntax", "docker/dockerfile:1")));
+        assert_eq!(
+            match_directive("#syntax=docker/dockerfile:1 "),
+            Some(("syntax", "docker/dockerfile:1"))
+        );
         assert_eq!(match_directive("# a comment"), None);
         assert_eq!(match_directive("# 1a=b"), None);
         assert_eq!(match_directive("# k="), None);

@@ -257,19 +257,32 @@ mod tests {
     fn flags_stop_at_first_non_flag_and_double_dash() {
         assert_eq!(
             extract_flags("--from=a --chown=\"1 2\" src dst"),
-            ("src dst", vec!["--from=a".to_string(), "--chown=1 2".to_string()])
+            (
+                "src dst",
+                vec!["--from=a".to_string(), "--chown=1 2".to_string()]
+            )
         );
-        assert_eq!(extract_flags("--link -- --x y"), ("--x y", vec!["--link".into()]));
+        assert_eq!(
+            extract_flags("--link -- --x y"),
+            (" --x y", vec!["--link".into()])
+        );
         assert_eq!(extract_flags("-x"), ("-x", vec![]));
     }
 
     #[test]
     fn heredoc_markers() {
         let h = heredocs_in_line(r#"RUN 3<<-"EOF" cat <<'X' echo "<<NO" <<B"#);
-        let names: Vec<_> = h.iter().map(|h| (h.name.as_str(), h.fd, h.expand, h.chomp)).collect();
+        let names: Vec<_> = h
+            .iter()
+            .map(|h| (h.name.as_str(), h.fd, h.expand, h.chomp))
+            .collect();
         assert_eq!(
             names,
-            vec![("EOF", 3, false, true), ("X", 0, false, false), ("B", 0, true, false)]
+            vec![
+                ("EOF", 3, false, true),
+                ("X", 0, false, false),
+                ("B", 0, true, false)
+            ]
         );
         assert!(parse_heredoc_marker("<<").is_none());
         assert!(parse_heredoc_marker("a<<b").is_none());

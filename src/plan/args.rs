@@ -37,11 +37,13 @@ impl Platform {
                 arch: arch.to_string(),
                 variant: None,
             }),
-            [os, arch, v] if !os.is_empty() && !arch.is_empty() && !v.is_empty() => Some(Platform {
-                os: os.to_string(),
-                arch: arch.to_string(),
-                variant: Some(v.to_string()),
-            }),
+            [os, arch, v] if !os.is_empty() && !arch.is_empty() && !v.is_empty() => {
+                Some(Platform {
+                    os: os.to_string(),
+                    arch: arch.to_string(),
+                    variant: Some(v.to_string()),
+                })
+            }
             _ => None,
         }
     }
@@ -59,8 +61,16 @@ impl std::fmt::Display for Platform {
 
 /// The proxy ARGs BuildKit passes to RUN without a declaration (kept out of cache keys).
 pub const PROXY_ARGS: &[&str] = &[
-    "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
-    "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
 ];
 
 /// The automatic platform ARGs for a build/target platform pair.
@@ -70,7 +80,10 @@ pub fn platform_args(build: &Platform, target: &Platform) -> BTreeMap<String, St
         m.insert(format!("{prefix}PLATFORM"), p.to_string());
         m.insert(format!("{prefix}OS"), p.os.clone());
         m.insert(format!("{prefix}ARCH"), p.arch.clone());
-        m.insert(format!("{prefix}VARIANT"), p.variant.clone().unwrap_or_default());
+        m.insert(
+            format!("{prefix}VARIANT"),
+            p.variant.clone().unwrap_or_default(),
+        );
     }
     m
 }
@@ -81,7 +94,9 @@ pub fn is_predefined(name: &str) -> bool {
         || name.starts_with("BUILDKIT_")
         || name == "SOURCE_DATE_EPOCH"
         || ["BUILD", "TARGET"].iter().any(|p| {
-            ["PLATFORM", "OS", "ARCH", "VARIANT"].iter().any(|s| name == format!("{p}{s}"))
+            ["PLATFORM", "OS", "ARCH", "VARIANT"]
+                .iter()
+                .any(|s| name == format!("{p}{s}"))
         })
 }
 
@@ -127,8 +142,19 @@ mod tests {
     #[test]
     fn build_arg_words() {
         let env = |k: &str| (k == "HOME_X").then(|| "/h".to_string());
-        let m = parse_build_args(&["A=1".into(), "B=".into(), "HOME_X".into(), "NOPE".into()], env).unwrap();
-        assert_eq!(m.into_iter().collect::<Vec<_>>(), vec![("A".into(), "1".into()), ("B".into(), "".into()), ("HOME_X".into(), "/h".into())]);
+        let m = parse_build_args(
+            &["A=1".into(), "B=".into(), "HOME_X".into(), "NOPE".into()],
+            env,
+        )
+        .unwrap();
+        assert_eq!(
+            m.into_iter().collect::<Vec<_>>(),
+            vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "".into()),
+                ("HOME_X".into(), "/h".into())
+            ]
+        );
         assert!(parse_build_args(&["=x".into()], env).is_err());
     }
 }

@@ -47,22 +47,38 @@ pub enum PlanErrorKind {
     BeforeFrom(String),
     #[error("duplicate stage name {0:?}: give each stage its own name")]
     DuplicateStage(String),
-    #[error("{flag}={name}: no stage named {name:?} (stages: {stages}); to use an image, write a full reference such as docker.io/library/{name}:latest")]
-    UnknownStage { flag: String, name: String, stages: String },
+    #[error(
+        "{flag}={name}: no stage named {name:?} (stages: {stages}); to use an image, write a full reference such as docker.io/library/{name}:latest"
+    )]
+    UnknownStage {
+        flag: String,
+        name: String,
+        stages: String,
+    },
     #[error("{flag}={index}: stage index out of range (the Dockerfile has {count} stages)")]
-    StageIndex { flag: String, index: usize, count: usize },
+    StageIndex {
+        flag: String,
+        index: usize,
+        count: usize,
+    },
     #[error("target stage {target:?} could not be found (stages: {stages})")]
     TargetNotFound { target: String, stages: String },
     #[error("circular dependency between stages: {0}")]
     Cycle(String),
-    #[error("When using {0} with more than one source file, the destination must be a directory and end with a /")]
+    #[error(
+        "When using {0} with more than one source file, the destination must be a directory and end with a /"
+    )]
     MultiSourceDest(String),
     #[error("{0}")]
     Expand(ExpandError),
     #[error("FROM expands to an empty image name (is an ARG missing a value? pass --build-arg)")]
     EmptyBase,
     #[error("invalid {flag} value {value:?}: {message}")]
-    BadFlagValue { flag: String, value: String, message: String },
+    BadFlagValue {
+        flag: String,
+        value: String,
+        message: String,
+    },
     #[error("invalid --build-arg {0:?}: use NAME=VALUE")]
     BadBuildArg(String),
     #[error("{rule}: {message} (fatal because of `# check=error=true`)")]

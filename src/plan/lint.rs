@@ -17,7 +17,12 @@ pub(crate) struct Lints {
 impl Lints {
     /// Reads a `# check=` directive value: `skip=Rule1,Rule2` or `skip=all`, `error=true`.
     pub(crate) fn new(check: Option<&str>) -> Lints {
-        let mut lints = Lints { skip: BTreeSet::new(), skip_all: false, fatal: false, warnings: Vec::new() };
+        let mut lints = Lints {
+            skip: BTreeSet::new(),
+            skip_all: false,
+            fatal: false,
+            warnings: Vec::new(),
+        };
         for part in check.unwrap_or_default().split(';') {
             match part.trim().split_once('=') {
                 Some(("skip", rules)) => {
@@ -40,7 +45,11 @@ impl Lints {
         if self.skip_all || self.skip.contains(rule) {
             return;
         }
-        let w = Warning { rule, message, span };
+        let w = Warning {
+            rule,
+            message,
+            span,
+        };
         if !self.warnings.contains(&w) {
             self.warnings.push(w);
         }
@@ -57,14 +66,19 @@ impl Lints {
             if (upper(&from.keyword) && lower(kw)) || (lower(&from.keyword) && upper(kw)) {
                 self.warn(
                     "FromAsCasing",
-                    format!("'{kw}' and '{}' keywords' casing do not match", from.keyword),
+                    format!(
+                        "'{kw}' and '{}' keywords' casing do not match",
+                        from.keyword
+                    ),
                     Some(from.span),
                 );
             }
         }
         for name in ["CMD", "ENTRYPOINT", "HEALTHCHECK"] {
-            let all: Vec<&Instruction> =
-                group.iter().filter(|i| i.keyword.eq_ignore_ascii_case(name)).collect();
+            let all: Vec<&Instruction> = group
+                .iter()
+                .filter(|i| i.keyword.eq_ignore_ascii_case(name))
+                .collect();
             for ins in all.iter().rev().skip(1) {
                 self.warn(
                     "MultipleInstructionsDisallowed",
@@ -109,8 +123,13 @@ impl Lints {
     pub(crate) fn finish(&self) -> Result<(), PlanError> {
         match self.warnings.first() {
             Some(w) if self.fatal => {
-                let kind = PlanErrorKind::CheckFailed { rule: w.rule.to_string(), message: w.message.clone() };
-                Err(w.span.map_or(PlanError::Global(kind.clone()), |s| PlanError::at(s, kind)))
+                let kind = PlanErrorKind::CheckFailed {
+                    rule: w.rule.to_string(),
+                    message: w.message.clone(),
+                };
+                Err(w
+                    .span
+                    .map_or(PlanError::Global(kind.clone()), |s| PlanError::at(s, kind)))
             }
             _ => Ok(()),
         }

@@ -112,6 +112,8 @@ pub enum StepKind {
         network: Network,
         /// `--security=insecure`.
         insecure: bool,
+        /// Undeclared proxy `--build-arg`s (HTTP_PROXY, ...): RUN environment, not cache key.
+        proxy_env: Vec<(String, String)>,
     },
     Copy {
         sources: Vec<SourceSpec>,

@@ -45,7 +45,11 @@ pub enum Sharing {
 
 /// Parses one `--mount` value (already expanded). The error is a message for the user.
 pub fn parse_mount(spec: &str) -> Result<Mount, String> {
-    let fields: Vec<&str> = spec.split(',').map(str::trim).filter(|f| !f.is_empty()).collect();
+    let fields: Vec<&str> = spec
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .collect();
     let kind = match fields.iter().find_map(|f| f.strip_prefix("type=")) {
         None | Some("bind") => MountKind::Bind,
         Some("cache") => MountKind::Cache,
@@ -84,7 +88,11 @@ pub fn parse_mount(spec: &str) -> Result<Mount, String> {
 }
 
 fn apply_field(m: &mut Mount, key: &str, value: Option<&str>, field: &str) -> Result<(), String> {
-    let need = || value.map(str::to_string).ok_or_else(|| format!("{key} needs a value in {field:?}"));
+    let need = || {
+        value
+            .map(str::to_string)
+            .ok_or_else(|| format!("{key} needs a value in {field:?}"))
+    };
     match key {
         "type" => {}
         "target" | "dst" | "destination" => m.target = need()?,
@@ -100,17 +108,30 @@ fn apply_field(m: &mut Mount, key: &str, value: Option<&str>, field: &str) -> Re
                 "shared" => Sharing::Shared,
                 "private" => Sharing::Private,
                 "locked" => Sharing::Locked,
-                v => return Err(format!("unsupported sharing value {v:?} (shared, private or locked)")),
+                v => {
+                    return Err(format!(
+                        "unsupported sharing value {v:?} (shared, private or locked)"
+                    ));
+                }
             }
         }
         "mode" => {
             let v = need()?;
-            m.mode = Some(u32::from_str_radix(&v, 8).map_err(|_| format!("invalid mode {v:?} (octal, e.g. 0755)"))?);
+            m.mode = Some(
+                u32::from_str_radix(&v, 8)
+                    .map_err(|_| format!("invalid mode {v:?} (octal, e.g. 0755)"))?,
+            );
         }
         "uid" | "gid" => {
             let v = need()?;
-            let n = v.parse().map_err(|_| format!("invalid {key} {v:?} (a number)"))?;
-            if key == "uid" { m.uid = Some(n) } else { m.gid = Some(n) }
+            let n = v
+                .parse()
+                .map_err(|_| format!("invalid {key} {v:?} (a number)"))?;
+            if key == "uid" {
+                m.uid = Some(n)
+            } else {
+                m.gid = Some(n)
+            }
         }
         "size" => {
             let v = need()?;
@@ -146,7 +167,13 @@ fn parse_size(v: &str) -> Option<u64> {
 fn finish(mut m: Mount) -> Result<Mount, String> {
     match m.kind {
         MountKind::Secret => {
-            let id = m.id.clone().or_else(|| m.target.rsplit('/').next().filter(|s| !s.is_empty()).map(String::from));
+            let id = m.id.clone().or_else(|| {
+                m.target
+                    .rsplit('/')
+                    .next()
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+            });
             let Some(id) = id else {
                 return Err("secret mount needs id= or target=".into());
             };
@@ -180,9 +207,20 @@ mod tests {
     #[test]
     fn parses_common_mounts() {
         let m = parse_mount("type=cache,target=/root/.cache,sharing=locked,mode=0700").unwrap();
-        assert_eq!((m.kind, m.sharing, m.mode, m.id.as_deref()), (MountKind::Cache, Sharing::Locked, Some(0o700), Some("/root/.cache")));
+        assert_eq!(
+            (m.kind, m.sharing, m.mode, m.id.as_deref()),
+            (
+                MountKind::Cache,
+                Sharing::Locked,
+                Some(0o700),
+                Some("/root/.cache")
+            )
+        );
         let m = parse_mount("from=build,source=/out,target=/in").unwrap();
-        assert_eq!((m.kind, m.readonly, m.from.as_deref()), (MountKind::Bind, true, Some("build")));
+        assert_eq!(
+            (m.kind, m.readonly, m.from.as_deref()),
+            (MountKind::Bind, true, Some("build"))
+        );
         let m = parse_mount("type=secret,id=tok").unwrap();
         assert_eq!(m.target, "/run/secrets/tok");
         let m = parse_mount("type=tmpfs,target=/t,size=64m").unwrap();
@@ -191,10 +229,30 @@ mod tests {
 
     #[test]
     fn rejects_bad_mounts() {
-        assert!(parse_mount("type=nfs,target=/x").unwrap_err().contains("unsupported mount type"));
-        assert!(parse_mount("type=cache,target").unwrap_err().contains("target needs a value"));
-        assert!(parse_mount("target=/x,colour=red").unwrap_err().contains("unexpected key"));
-        assert!(parse_mount("type=cache,target=/x,sharing=no").unwrap_err().contains("sharing"));
-        assert!(parse_mount("type=tmpfs,target=/x,from=a").unwrap_err().contains("from="));
+        assert!(
+            parse_mount("type=nfs,target=/x")
+                .unwrap_err()
+                .contains("unsupported mount type")
+        );
+        assert!(
+            parse_mount("type=cache,target")
+                .unwrap_err()
+                .contains("target needs a value")
+        );
+        assert!(
+            parse_mount("target=/x,colour=red")
+                .unwrap_err()
+                .contains("unexpected key")
+        );
+        assert!(
+            parse_mount("type=cache,target=/x,sharing=no")
+                .unwrap_err()
+                .contains("sharing")
+        );
+        assert!(
+            parse_mount("type=tmpfs,target=/x,from=a")
+                .unwrap_err()
+                .contains("from=")
+        );
     }
 }

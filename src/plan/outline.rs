@@ -18,7 +18,10 @@ impl Plan {
         if !self.global_args.is_empty() {
             out.push_str("global args:\n");
             for (name, value) in &self.global_args {
-                out.push_str(&format!("  {name}={}\n", value.as_deref().unwrap_or("<unset>")));
+                out.push_str(&format!(
+                    "  {name}={}\n",
+                    value.as_deref().unwrap_or("<unset>")
+                ));
             }
         }
         for &i in &self.order {
@@ -28,24 +31,50 @@ impl Plan {
                 Base::Scratch => "scratch".into(),
                 Base::Stage(p) => format!("stage {}", label(*p)),
             };
-            let platform = s.platform.as_ref().map(|p| format!(" --platform={p}")).unwrap_or_default();
-            out.push_str(&format!("\nstage {}: FROM{platform} {base}  [{file_name}:{}]\n", label(i), s.span.line));
+            let platform = s
+                .platform
+                .as_ref()
+                .map(|p| format!(" --platform={p}"))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "\nstage {}: FROM{platform} {base}  [{file_name}:{}]\n",
+                label(i),
+                s.span.line
+            ));
             for (n, step) in s.steps.iter().enumerate() {
-                out.push_str(&format!("  {:>2}. {}  [{file_name}:{}]\n", n + 1, describe(&step.kind, &label), step.span.line));
+                out.push_str(&format!(
+                    "  {:>2}. {}  [{file_name}:{}]\n",
+                    n + 1,
+                    describe(&step.kind, &label),
+                    step.span.line
+                ));
                 if !step.args_used.is_empty() {
-                    let args: Vec<String> = step.args_used.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let args: Vec<String> = step
+                        .args_used
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
                     out.push_str(&format!("      args: {}\n", args.join(" ")));
                 }
             }
         }
-        let skipped: Vec<String> = (0..self.stages.len()).filter(|&i| !self.stages[i].needed).map(label).collect();
+        let skipped: Vec<String> = (0..self.stages.len())
+            .filter(|&i| !self.stages[i].needed)
+            .map(label)
+            .collect();
         if !skipped.is_empty() {
-            out.push_str(&format!("\nskipped stages (not needed for the target): {}\n", skipped.join(", ")));
+            out.push_str(&format!(
+                "\nskipped stages (not needed for the target): {}\n",
+                skipped.join(", ")
+            ));
         }
         if !self.warnings.is_empty() {
             out.push_str("\nwarnings:\n");
             for w in &self.warnings {
-                let place = w.span.map(|s| format!("{file_name}:{}: ", s)).unwrap_or_default();
+                let place = w
+                    .span
+                    .map(|s| format!("{file_name}:{}: ", s))
+                    .unwrap_or_default();
                 out.push_str(&format!("  {place}{}: {}\n", w.rule, w.message));
             }
         }
@@ -61,7 +90,10 @@ fn command_line(c: &CommandLine) -> String {
 }
 
 fn pairs(v: &[(String, String)]) -> String {
-    v.iter().map(|(k, v)| format!("{k}={v:?}")).collect::<Vec<_>>().join(" ")
+    v.iter()
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn sources(v: &[SourceSpec]) -> String {
@@ -76,10 +108,20 @@ fn sources(v: &[SourceSpec]) -> String {
 
 fn describe(kind: &StepKind, label: &dyn Fn(usize) -> String) -> String {
     match kind {
-        StepKind::Run { program, mounts, network, insecure, .. } => {
+        StepKind::Run {
+            program,
+            mounts,
+            network,
+            insecure,
+            ..
+        } => {
             let mut s = String::from("RUN");
             for m in mounts {
-                let from = m.from.as_ref().map(|f| format!(",from={f}")).unwrap_or_default();
+                let from = m
+                    .from
+                    .as_ref()
+                    .map(|f| format!(",from={f}"))
+                    .unwrap_or_default();
                 let kind = format!("{:?}", m.kind).to_lowercase();
                 s.push_str(&format!(" --mount=type={kind},target={}{from}", m.target));
                 if m.kind == MountKind::Secret {
@@ -87,20 +129,33 @@ fn describe(kind: &StepKind, label: &dyn Fn(usize) -> String) -> String {
                 }
             }
             if *network != Network::Default {
-                s.push_str(&format!(" --network={}", format!("{network:?}").to_lowercase()));
+                s.push_str(&format!(
+                    " --network={}",
+                    format!("{network:?}").to_lowercase()
+                ));
             }
             if *insecure {
                 s.push_str(" --security=insecure");
             }
             match program {
                 RunProgram::Argv { argv } => s.push_str(&format!(" {argv:?}")),
-                RunProgram::Script { name, content } => {
-                    s.push_str(&format!(" script <<{name} ({})", content.lines().next().unwrap_or_default()))
-                }
+                RunProgram::Script { name, content } => s.push_str(&format!(
+                    " script <<{name} ({})",
+                    content.lines().next().unwrap_or_default()
+                )),
             }
             s
         }
-        StepKind::Copy { sources: src, dest, from, chown, chmod, link, parents, exclude } => {
+        StepKind::Copy {
+            sources: src,
+            dest,
+            from,
+            chown,
+            chmod,
+            link,
+            parents,
+            exclude,
+        } => {
             let mut s = String::from("COPY");
             match from {
                 CopyFrom::Context => {}
@@ -113,7 +168,17 @@ fn describe(kind: &StepKind, label: &dyn Fn(usize) -> String) -> String {
             }
             format!("{s} {} -> {dest}", sources(src))
         }
-        StepKind::Add { sources: src, dest, chown, chmod, link, keep_git_dir, checksum, unpack, exclude } => {
+        StepKind::Add {
+            sources: src,
+            dest,
+            chown,
+            chmod,
+            link,
+            keep_git_dir,
+            checksum,
+            unpack,
+            exclude,
+        } => {
             let mut s = String::from("ADD");
             push_common(&mut s, chown, chmod, *link, exclude);
             if *keep_git_dir {
@@ -132,7 +197,10 @@ fn describe(kind: &StepKind, label: &dyn Fn(usize) -> String) -> String {
         StepKind::Arg { args } => {
             let a: Vec<String> = args
                 .iter()
-                .map(|(k, v)| v.as_ref().map_or(format!("{k} (unset)"), |v| format!("{k}={v:?}")))
+                .map(|(k, v)| {
+                    v.as_ref()
+                        .map_or(format!("{k} (unset)"), |v| format!("{k}={v:?}"))
+                })
                 .collect();
             format!("ARG {}", a.join(" "))
         }
@@ -144,14 +212,26 @@ fn describe(kind: &StepKind, label: &dyn Fn(usize) -> String) -> String {
         StepKind::Entrypoint { command } => format!("ENTRYPOINT {}", command_line(command)),
         StepKind::Shell { shell } => format!("SHELL {shell:?}"),
         StepKind::Stopsignal { signal } => format!("STOPSIGNAL {signal}"),
-        StepKind::Healthcheck { health: Healthcheck::None } => "HEALTHCHECK NONE".into(),
-        StepKind::Healthcheck { health: Healthcheck::Cmd { test, .. } } => format!("HEALTHCHECK CMD {}", command_line(test)),
-        StepKind::Onbuild { expression } => format!("ONBUILD {}", expression.lines().next().unwrap_or_default()),
+        StepKind::Healthcheck {
+            health: Healthcheck::None,
+        } => "HEALTHCHECK NONE".into(),
+        StepKind::Healthcheck {
+            health: Healthcheck::Cmd { test, .. },
+        } => format!("HEALTHCHECK CMD {}", command_line(test)),
+        StepKind::Onbuild { expression } => {
+            format!("ONBUILD {}", expression.lines().next().unwrap_or_default())
+        }
         StepKind::Maintainer { name } => format!("MAINTAINER {name}"),
     }
 }
 
-fn push_common(s: &mut String, chown: &Option<String>, chmod: &Option<String>, link: bool, exclude: &[String]) {
+fn push_common(
+    s: &mut String,
+    chown: &Option<String>,
+    chmod: &Option<String>,
+    link: bool,
+    exclude: &[String],
+) {
     if let Some(c) = chown {
         s.push_str(&format!(" --chown={c}"));
     }

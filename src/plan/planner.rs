@@ -23,11 +23,15 @@ pub fn plan(source: &str, opts: &PlanOptions) -> Result<Plan, PlanError> {
     for w in &ast.warnings {
         lints.warn(w.rule, w.message.clone(), Some(w.span));
     }
-    let first_from = instructions.iter().position(|i| matches!(i.command, Command::From(_)));
+    let first_from = instructions
+        .iter()
+        .position(|i| matches!(i.command, Command::From(_)));
     let Some(first_from) = first_from else {
         let span = instructions.first().map(|i| i.span);
         let kind = PlanErrorKind::NoFrom;
-        return Err(span.map_or(PlanError::Global(PlanErrorKind::NoFrom), |s| PlanError::at(s, kind)));
+        return Err(span.map_or(PlanError::Global(PlanErrorKind::NoFrom), |s| {
+            PlanError::at(s, kind)
+        }));
     };
     let lex = ShellLex::new(ast.directives.escape);
     let mut planner = Planner::new(opts, lex, &mut lints);
@@ -53,7 +57,9 @@ pub fn plan(source: &str, opts: &PlanOptions) -> Result<Plan, PlanError> {
         }
     }
     planner.unused_build_args(&order);
-    let Planner { stages, globals, .. } = planner;
+    let Planner {
+        stages, globals, ..
+    } = planner;
     lints.finish()?;
     Ok(Plan {
         stages,
@@ -73,7 +79,10 @@ fn split_stages(instructions: &[Instruction]) -> Vec<&[Instruction]> {
         .map(|(n, _)| n)
         .collect();
     starts.push(instructions.len());
-    starts.windows(2).map(|w| &instructions[w[0]..w[1]]).collect()
+    starts
+        .windows(2)
+        .map(|w| &instructions[w[0]..w[1]])
+        .collect()
 }
 
 /// ARGs before the first FROM: visible to FROM lines only (unless re-declared in a stage).
@@ -99,8 +108,11 @@ struct Scope {
 impl Scope {
     /// Values in force: ARGs with values, overridden by ENV of the same name.
     fn vars(&self) -> BTreeMap<String, String> {
-        let mut vars: BTreeMap<String, String> =
-            self.args.iter().filter_map(|(k, v)| Some((k.clone(), v.clone()?))).collect();
+        let mut vars: BTreeMap<String, String> = self
+            .args
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+            .collect();
         vars.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         vars
     }
@@ -144,14 +156,20 @@ struct Expander<'s> {
 
 impl Expander<'_> {
     fn word(&mut self, w: &str) -> Result<String, PlanError> {
-        let e = self.lex.process_word(w, &self.vars).map_err(|e| self.fail(e))?;
+        let e = self
+            .lex
+            .process_word(w, &self.vars)
+            .map_err(|e| self.fail(e))?;
         self.matched.extend(e.matched);
         self.unmatched.extend(e.unmatched);
         Ok(e.value)
     }
 
     fn words(&mut self, w: &str) -> Result<Vec<String>, PlanError> {
-        let (words, e) = self.lex.process_words_with_matches(w, &self.vars).map_err(|e| self.fail(e))?;
+        let (words, e) = self
+            .lex
+            .process_words_with_matches(w, &self.vars)
+            .map_err(|e| self.fail(e))?;
         self.matched.extend(e.matched);
         self.unmatched.extend(e.unmatched);
         Ok(words)
@@ -162,7 +180,10 @@ impl Expander<'_> {
     }
 
     fn heredoc(&mut self, body: &str) -> Result<String, PlanError> {
-        let e = self.lex.process_heredoc(body, &self.vars).map_err(|e| self.fail(e))?;
+        let e = self
+            .lex
+            .process_heredoc(body, &self.vars)
+            .map_err(|e| self.fail(e))?;
         self.matched.extend(e.matched);
         self.unmatched.extend(e.unmatched);
         Ok(e.value)
@@ -252,7 +273,10 @@ impl<'a> Planner<'a> {
                 && let Some(name) = &from.name
                 && self.names.insert(name.clone(), i).is_some()
             {
-                return Err(PlanError::at(g[0].span, PlanErrorKind::DuplicateStage(name.clone())));
+                return Err(PlanError::at(
+                    g[0].span,
+                    PlanErrorKind::DuplicateStage(name.clone()),
+                ));
             }
         }
         Ok(())
@@ -280,7 +304,14 @@ impl<'a> Planner<'a> {
                 ..Scope::default()
             },
             Base::Image(image) => Scope {
-                env: self.opts.base_env.get(image).cloned().unwrap_or_default().into_iter().collect(),
+                env: self
+                    .opts
+                    .base_env
+                    .get(image)
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
                 env_known: self.opts.base_env.contains_key(image),
                 ..Scope::default()
             },
@@ -327,14 +358,22 @@ impl<'a> Planner<'a> {
         };
         let image = expand(&from.image)?;
         let platform = from.platform.as_deref().map(expand).transpose()?;
-        for name in image.unmatched.iter().chain(platform.iter().flat_map(|p| p.unmatched.iter())) {
+        for name in image
+            .unmatched
+            .iter()
+            .chain(platform.iter().flat_map(|p| p.unmatched.iter()))
+        {
             self.lints.warn(
                 "UndefinedArgInFrom",
                 format!("FROM argument '{name}' is not declared"),
                 Some(ins.span),
             );
         }
-        if from.platform.as_deref().is_some_and(|p| p.contains("TARGETPLATFORM")) {
+        if from
+            .platform
+            .as_deref()
+            .is_some_and(|p| p.contains("TARGETPLATFORM"))
+        {
             self.lints.warn(
                 "RedundantTargetPlatform",
                 "Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the default behavior".into(),
@@ -355,18 +394,31 @@ impl<'a> Planner<'a> {
 
     /// Resolves a `--from` / `from=` value to a stage or an image. An unknown bare name is
     /// an error only if the stage is built (BuildKit resolves skipped stages lazily too).
-    fn source_stage(&mut self, index: usize, flag: &str, name: &str, span: Span) -> Result<CopyFrom, PlanError> {
+    fn source_stage(
+        &mut self,
+        index: usize,
+        flag: &str,
+        name: &str,
+        span: Span,
+    ) -> Result<CopyFrom, PlanError> {
         if let Ok(n) = name.parse::<usize>() {
             let count = self.stage_count;
             if n >= index {
-                let kind = PlanErrorKind::StageIndex { flag: flag.into(), index: n, count };
+                let kind = PlanErrorKind::StageIndex {
+                    flag: flag.into(),
+                    index: n,
+                    count,
+                };
                 return Err(PlanError::at(span, kind));
             }
             return Ok(CopyFrom::Stage(n));
         }
         if let Some(&i) = self.names.get(&name.to_ascii_lowercase()) {
             if i == index {
-                return Err(PlanError::at(span, PlanErrorKind::Cycle(format!("{name} -> {name}"))));
+                return Err(PlanError::at(
+                    span,
+                    PlanErrorKind::Cycle(format!("{name} -> {name}")),
+                ));
             }
             return Ok(CopyFrom::Stage(i));
         }
@@ -405,8 +457,8 @@ impl<'a> Planner<'a> {
         let args_used = match kind {
             StepKind::Run { .. } => snapshot
                 .args
-                .iter()
-                .filter_map(|(k, _)| Some((k.clone(), snapshot.arg_value(k)?.to_string())))
+                .keys()
+                .filter_map(|k| Some((k.clone(), snapshot.arg_value(k)?.to_string())))
                 .filter(|(k, _)| !PROXY_ARGS.contains(&k.as_str()) || snapshot.args.contains_key(k))
                 .collect(),
             _ => x.args_used(),
@@ -457,7 +509,9 @@ impl<'a> Planner<'a> {
                     .map(|kv| Ok((x.word(&kv.key)?, x.word(&kv.value)?)))
                     .collect::<Result<_, PlanError>>()?,
             },
-            Command::Arg(decls) => StepKind::Arg { args: self.stage_args(index, decls, x, scope)? },
+            Command::Arg(decls) => StepKind::Arg {
+                args: self.stage_args(index, decls, x, scope)?,
+            },
             Command::Workdir(p) => {
                 let p = x.word(p)?;
                 let path = join_path(&scope.workdir, &p);
@@ -474,7 +528,11 @@ impl<'a> Planner<'a> {
             }
             Command::User(u) => StepKind::User { user: x.word(u)? },
             Command::Expose(ports) => StepKind::Expose {
-                ports: ports.iter().map(|p| x.words(p)).collect::<Result<Vec<_>, _>>()?.concat(),
+                ports: ports
+                    .iter()
+                    .map(|p| x.words(p))
+                    .collect::<Result<Vec<_>, _>>()?
+                    .concat(),
             },
             Command::Volume(paths) => StepKind::Volume {
                 paths: paths.iter().map(|p| x.word(p)).collect::<Result<_, _>>()?,
@@ -487,7 +545,9 @@ impl<'a> Planner<'a> {
                 StepKind::Shell { shell: s.clone() }
             }
             Command::Healthcheck(h) => StepKind::Healthcheck { health: h.clone() },
-            Command::Onbuild(o) => StepKind::Onbuild { expression: o.expression.clone() },
+            Command::Onbuild(o) => StepKind::Onbuild {
+                expression: o.expression.clone(),
+            },
             Command::Maintainer(m) => StepKind::Maintainer { name: m.clone() },
         })
     }
@@ -507,7 +567,13 @@ impl<'a> Planner<'a> {
             } else if let Some(d) = &decl.default {
                 // Like every instruction, ARG expands with the values in force before it.
                 Some(x.word(d)?)
-            } else if let Some((_, v)) = self.globals.declared.iter().rev().find(|(n, _)| *n == decl.name) {
+            } else if let Some((_, v)) = self
+                .globals
+                .declared
+                .iter()
+                .rev()
+                .find(|(n, _)| *n == decl.name)
+            {
                 v.clone()
             } else {
                 self.platform_args.get(&decl.name).cloned()
@@ -530,32 +596,73 @@ impl<'a> Planner<'a> {
         let mut mounts = Vec::new();
         for raw in &run.mounts {
             let spec = x.word(raw)?;
-            let mut mount = parse_mount(&spec).map_err(|m| bad_flag(ins.span, "--mount", &spec, m))?;
+            let mut mount =
+                parse_mount(&spec).map_err(|m| bad_flag(ins.span, "--mount", &spec, m))?;
             // BuildKit mounts an empty or relative target relative to WORKDIR.
             mount.target = join_path(&scope.workdir, &mount.target);
             if let Some(from) = &mount.from
-                && let CopyFrom::Stage(s) = self.source_stage(index, "--mount=from", from, ins.span)?
+                && let CopyFrom::Stage(s) =
+                    self.source_stage(index, "--mount=from", from, ins.span)?
             {
                 deps.push(s);
             }
             mounts.push(mount);
         }
-        let network = match run.network.as_deref().map(|n| x.word(n)).transpose()?.as_deref() {
+        let network = match run
+            .network
+            .as_deref()
+            .map(|n| x.word(n))
+            .transpose()?
+            .as_deref()
+        {
             None | Some("default") => Network::Default,
             Some("none") => Network::None,
             Some("host") => Network::Host,
-            Some(other) => return Err(bad_flag(ins.span, "--network", other, "use default, none or host")),
+            Some(other) => {
+                return Err(bad_flag(
+                    ins.span,
+                    "--network",
+                    other,
+                    "use default, none or host",
+                ));
+            }
         };
         let insecure = match run.security.as_deref() {
             None | Some("sandbox") => false,
             Some("insecure") => true,
-            Some(other) => return Err(bad_flag(ins.span, "--security", other, "use sandbox or insecure")),
+            Some(other) => {
+                return Err(bad_flag(
+                    ins.span,
+                    "--security",
+                    other,
+                    "use sandbox or insecure",
+                ));
+            }
         };
         let (program, shell_form) = run_program(&run.command, &run.heredocs, &scope.shell);
-        Ok(StepKind::Run { program, shell_form, mounts, network, insecure })
+        // BuildKit hands proxy build-args to RUN without a declaration (and keeps them out
+        // of the cache key); declared ones are ordinary ARGs.
+        let proxy_env = PROXY_ARGS
+            .iter()
+            .filter(|p| !scope.args.contains_key(**p))
+            .filter_map(|p| Some((p.to_string(), self.opts.build_args.get(*p)?.clone())))
+            .collect();
+        Ok(StepKind::Run {
+            program,
+            shell_form,
+            mounts,
+            network,
+            insecure,
+            proxy_env,
+        })
     }
 
-    fn sources(&self, ins: &Instruction, sources: &[Source], x: &mut Expander) -> Result<Vec<SourceSpec>, PlanError> {
+    fn sources(
+        &self,
+        ins: &Instruction,
+        sources: &[Source],
+        x: &mut Expander,
+    ) -> Result<Vec<SourceSpec>, PlanError> {
         sources
             .iter()
             .map(|s| {
@@ -564,14 +671,20 @@ impl<'a> Planner<'a> {
                     Source::Heredoc(h) => {
                         let body = h.body();
                         let content = if h.expand { x.heredoc(&body)? } else { body };
-                        SourceSpec::Inline { name: h.name.clone(), content }
+                        SourceSpec::Inline {
+                            name: h.name.clone(),
+                            content,
+                        }
                     }
                 })
             })
             .collect::<Result<Vec<_>, PlanError>>()
             .and_then(|v| {
                 if v.is_empty() {
-                    return Err(PlanError::at(ins.span, PlanErrorKind::MultiSourceDest(ins.keyword.to_ascii_uppercase())));
+                    return Err(PlanError::at(
+                        ins.span,
+                        PlanErrorKind::MultiSourceDest(ins.keyword.to_ascii_uppercase()),
+                    ));
                 }
                 Ok(v)
             })
@@ -579,7 +692,14 @@ impl<'a> Planner<'a> {
 
     /// The destination, expanded and made absolute against WORKDIR; a trailing `/` (or `.`)
     /// is kept because it means "into this directory".
-    fn dest(&self, ins: &Instruction, dest: &str, count: usize, workdir: &str, x: &mut Expander) -> Result<String, PlanError> {
+    fn dest(
+        &self,
+        ins: &Instruction,
+        dest: &str,
+        count: usize,
+        workdir: &str,
+        x: &mut Expander,
+    ) -> Result<String, PlanError> {
         let written = x.word(dest)?;
         let mut dest = join_path(workdir, &written);
         let dir = written.ends_with('/') || written == "." || written.ends_with("/.");
@@ -621,11 +741,21 @@ impl<'a> Planner<'a> {
             chmod,
             link: c.link,
             parents: c.parents,
-            exclude: c.exclude.iter().map(|e| x.word(e)).collect::<Result<_, _>>()?,
+            exclude: c
+                .exclude
+                .iter()
+                .map(|e| x.word(e))
+                .collect::<Result<_, _>>()?,
         })
     }
 
-    fn add(&mut self, ins: &Instruction, a: &dockerfile::Add, workdir: &str, x: &mut Expander) -> Result<StepKind, PlanError> {
+    fn add(
+        &mut self,
+        ins: &Instruction,
+        a: &dockerfile::Add,
+        workdir: &str,
+        x: &mut Expander,
+    ) -> Result<StepKind, PlanError> {
         let sources = self.sources(ins, &a.sources, x)?;
         let dest = self.dest(ins, &a.dest, sources.len(), workdir, x)?;
         let chmod = x.opt(a.chmod.as_ref())?;
@@ -633,10 +763,17 @@ impl<'a> Planner<'a> {
         let checksum = x.opt(a.checksum.as_ref())?;
         if let Some(c) = &checksum {
             let ok = c.split_once(':').is_some_and(|(alg, hex)| {
-                matches!(alg, "sha256" | "sha384" | "sha512") && !hex.is_empty() && hex.chars().all(|h| h.is_ascii_hexdigit())
+                matches!(alg, "sha256" | "sha384" | "sha512")
+                    && !hex.is_empty()
+                    && hex.chars().all(|h| h.is_ascii_hexdigit())
             });
             if !ok {
-                return Err(bad_flag(ins.span, "--checksum", c, "use sha256:<hex> (or sha384:/sha512:)"));
+                return Err(bad_flag(
+                    ins.span,
+                    "--checksum",
+                    c,
+                    "use sha256:<hex> (or sha384:/sha512:)",
+                ));
             }
         }
         Ok(StepKind::Add {
@@ -648,19 +785,27 @@ impl<'a> Planner<'a> {
             keep_git_dir: a.keep_git_dir,
             checksum,
             unpack: a.unpack,
-            exclude: a.exclude.iter().map(|e| x.word(e)).collect::<Result<_, _>>()?,
+            exclude: a
+                .exclude
+                .iter()
+                .map(|e| x.word(e))
+                .collect::<Result<_, _>>()?,
         })
     }
 
     fn target(&self) -> Result<usize, PlanError> {
         match &self.opts.target {
             None => Ok(self.stages.len() - 1),
-            Some(t) => self.names.get(&t.to_ascii_lowercase()).copied().ok_or_else(|| {
-                PlanError::Global(PlanErrorKind::TargetNotFound {
-                    target: t.clone(),
-                    stages: self.stage_list(),
-                })
-            }),
+            Some(t) => self
+                .names
+                .get(&t.to_ascii_lowercase())
+                .copied()
+                .ok_or_else(|| {
+                    PlanError::Global(PlanErrorKind::TargetNotFound {
+                        target: t.clone(),
+                        stages: self.stage_list(),
+                    })
+                }),
         }
     }
 
@@ -679,7 +824,10 @@ impl<'a> Planner<'a> {
             let names: Vec<&str> = unused.iter().map(|s| s.as_str()).collect();
             self.lints.warn(
                 "UnusedBuildArg",
-                format!("One or more build-args [{}] were not consumed", names.join(" ")),
+                format!(
+                    "One or more build-args [{}] were not consumed",
+                    names.join(" ")
+                ),
                 None,
             );
         }
@@ -687,7 +835,11 @@ impl<'a> Planner<'a> {
 }
 
 /// What RUN executes, following BuildKit's handling of heredocs.
-fn run_program(cmd: &CommandLine, heredocs: &[dockerfile::Heredoc], shell: &[String]) -> (RunProgram, bool) {
+fn run_program(
+    cmd: &CommandLine,
+    heredocs: &[dockerfile::Heredoc],
+    shell: &[String],
+) -> (RunProgram, bool) {
     let with_shell = |text: String| {
         let mut argv = shell.to_vec();
         argv.push(text);
@@ -702,7 +854,13 @@ fn run_program(cmd: &CommandLine, heredocs: &[dockerfile::Heredoc], shell: &[Str
                 let doc = &heredocs[0];
                 let body = doc.body();
                 if body.starts_with("#!") {
-                    return (RunProgram::Script { name: doc.name.clone(), content: body }, true);
+                    return (
+                        RunProgram::Script {
+                            name: doc.name.clone(),
+                            content: body,
+                        },
+                        true,
+                    );
                 }
                 return (with_shell(body), true);
             }
@@ -733,12 +891,21 @@ fn check_chmod(span: Span, chmod: Option<&str>) -> Result<(), PlanError> {
     if octal || symbolic {
         return Ok(());
     }
-    Err(bad_flag(span, "--chmod", m, "use an octal mode such as 644 or a symbolic one such as u=rwX,go=rX"))
+    Err(bad_flag(
+        span,
+        "--chmod",
+        m,
+        "use an octal mode such as 644 or a symbolic one such as u=rwX,go=rX",
+    ))
 }
 
 /// `base` joined with `p` (absolute `p` wins), cleaned of `.`, `..` and double slashes.
 fn join_path(base: &str, p: &str) -> String {
-    let joined = if p.starts_with('/') { p.to_string() } else { format!("{base}/{p}") };
+    let joined = if p.starts_with('/') {
+        p.to_string()
+    } else {
+        format!("{base}/{p}")
+    };
     let mut parts: Vec<&str> = Vec::new();
     for part in joined.split('/') {
         match part {
@@ -760,14 +927,24 @@ fn build_order(stages: &[Stage], target: usize) -> Result<Vec<usize>, PlanError>
         Active,
         Done,
     }
-    fn visit(stages: &[Stage], i: usize, marks: &mut [Mark], path: &mut Vec<usize>, order: &mut Vec<usize>) -> Result<(), PlanError> {
+    fn visit(
+        stages: &[Stage],
+        i: usize,
+        marks: &mut [Mark],
+        path: &mut Vec<usize>,
+        order: &mut Vec<usize>,
+    ) -> Result<(), PlanError> {
         match marks[i] {
             Mark::Done => return Ok(()),
             Mark::Active => {
                 let start = path.iter().position(|&p| p == i).unwrap_or(0);
                 let name = |s: usize| stages[s].name.clone().unwrap_or_else(|| s.to_string());
-                let cycle: Vec<String> = path[start..].iter().chain([&i]).map(|&s| name(s)).collect();
-                return Err(PlanError::at(stages[i].span, PlanErrorKind::Cycle(cycle.join(" -> "))));
+                let cycle: Vec<String> =
+                    path[start..].iter().chain([&i]).map(|&s| name(s)).collect();
+                return Err(PlanError::at(
+                    stages[i].span,
+                    PlanErrorKind::Cycle(cycle.join(" -> ")),
+                ));
             }
             Mark::New => {}
         }
