@@ -1,5 +1,6 @@
-//! Shell-word expansion throughput: typical instruction words, every operator, word
-//! splitting of a long ENV line, and a 200-line heredoc body.
+//! Shell-word expansion throughput: typical instruction words, every operator (wildcard
+//! patterns compiled once and cached, and on first use), word splitting of a long ENV line,
+//! and a 200-line heredoc body.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -41,6 +42,18 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(operators.len() as u64));
     group.bench_function("process_word/operators", |b| {
         b.iter(|| lex.process_word(black_box(operators), &env).unwrap())
+    });
+
+    // 100 distinct wildcard patterns cycle through the 64-entry regex cache: every call
+    // compiles its regular expression, the cost of a pattern's first use.
+    let uncached: Vec<String> = (0..100).map(|i| format!("${{URL##*{i}/}}")).collect();
+    let mut next = 0;
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("process_word/wildcard_pattern_first_use", |b| {
+        b.iter(|| {
+            next = (next + 1) % uncached.len();
+            lex.process_word(black_box(&uncached[next]), &env).unwrap()
+        })
     });
 
     let env_line: String = (0..50)

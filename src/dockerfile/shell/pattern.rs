@@ -3,6 +3,9 @@
 //! in BuildKit; the `regex` crate guarantees linear-time matching, so no pattern can hang a
 //! build. Errors are plain strings: the caller wraps them with the pattern and position.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use regex::Regex;
 
 use super::lex::{is_digit, is_letter};
@@ -20,10 +23,30 @@ fn compile(pattern: &str, greedy: bool, anchored: bool) -> Result<Glob, String> 
     let (source, literal) = regex_source(pattern, greedy, anchored)?;
     match literal {
         Some(literal) => Ok(Glob::Literal(literal)),
-        None => Regex::new(&source)
-            .map(Glob::Regex)
-            .map_err(|err| err.to_string()),
+        None => cached_regex(&source).map(Glob::Regex),
     }
+}
+
+/// Compiling a regular expression costs far more than matching one (hundreds of
+/// microseconds), and a Dockerfile tends to repeat the same few patterns, so compiled ones are
+/// kept per thread. The cache is small and simply emptied when full.
+fn cached_regex(source: &str) -> Result<Regex, String> {
+    const CAPACITY: usize = 64;
+    thread_local! {
+        static CACHE: RefCell<HashMap<String, Regex>> = RefCell::new(HashMap::new());
+    }
+    CACHE.with(|cache| {
+        if let Some(re) = cache.borrow().get(source) {
+            return Ok(re.clone());
+        }
+        let re = Regex::new(source).map_err(|err| err.to_string())?;
+        let mut cache = cache.borrow_mut();
+        if cache.len() >= CAPACITY {
+            cache.clear();
+        }
+        cache.insert(source.to_string(), re.clone());
+        Ok(re)
+    })
 }
 
 /// The regular expression for a pattern, and the plain string it stands for when it has no
