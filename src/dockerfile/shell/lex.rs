@@ -123,6 +123,15 @@ impl Lexer<'_> {
                     result.push_str(&value);
                     words.add_raw_str(&value);
                 }
+                _ if !words.enabled && ch != self.escape => {
+                    // Nothing to split: copy the run of ordinary characters in one go.
+                    let rest = &self.src[self.pos..];
+                    let len = rest
+                        .find(|c: char| self.is_special(c, stop))
+                        .unwrap_or(rest.len());
+                    result.push_str(&rest[..len]);
+                    self.pos += len;
+                }
                 _ => {
                     self.next();
                     if ch != self.escape {
@@ -146,6 +155,14 @@ impl Lexer<'_> {
             Some(_) => Err((ExpandErrorKind::MissingBrace, self.pos)),
             None => Ok((result, words.finish())),
         }
+    }
+
+    /// Characters that end a run of ordinary text in `process_until`.
+    fn is_special(&self, ch: char, stop: Option<char>) -> bool {
+        ch == '$'
+            || ch == self.escape
+            || Some(ch) == stop
+            || (self.process_quotes && (ch == '\'' || ch == '"'))
     }
 
     /// `'...'`: everything literal, no escapes.
