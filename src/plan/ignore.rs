@@ -165,8 +165,8 @@ impl DockerIgnore {
     }
 
     /// Whether a walk may skip `rel_dir` entirely: it is excluded and no exception could
-    /// re-include anything below it. Conservative: an exception with wildcards or escapes keeps every
-    /// excluded directory walkable (as BuildKit's fsutil does).
+    /// re-include anything below it. Conservative: an exception with wildcards or escapes
+    /// keeps every excluded directory walkable (BuildKit's fsutil does so for wildcards).
     pub fn can_skip_dir(&self, rel_dir: &str) -> bool {
         if !self.is_excluded(rel_dir) {
             return false;
