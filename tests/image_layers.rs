@@ -199,3 +199,64 @@ fn a_layer_whose_tar_does_not_match_its_diff_id_is_not_cached() {
     assert!(!store.is_unpacked(&layer.diff_id));
     assert!(!store.layer_dir(&layer.diff_id).exists());
 }
+
+#[test]
+fn podman_runs_an_image_saved_as_docker_archive() {
+    let busybox = Path::new("/bin/busybox");
+    if !is_root() || !busybox.exists() {
+        eprintln!("SKIPPED: needs root and busybox-static (/bin/busybox)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("input");
+    fs::create_dir_all(input.join("bin")).unwrap();
+    fs::copy(busybox, input.join("bin/busybox")).unwrap();
+    symlink("busybox", input.join("bin/sh")).unwrap();
+    let store = Store::open(tmp.path().join("store")).unwrap();
+    let layer = commit_layer(
+        &store,
+        &input,
+        DiffKind::Directory,
+        &LayerOptions::default(),
+    )
+    .unwrap();
+    let mut b = ImageBuilder::new(Platform::host(), DateTime::from_timestamp(0, 0).unwrap());
+    b.add_layer(layer, "COPY busybox /bin/");
+    b.set_env("GREETING", "hello from kiln");
+    b.set_entrypoint(vec!["/bin/sh".into(), "-c".into()]);
+    b.set_cmd(vec!["echo $GREETING".into()]);
+    let name: Reference = "localhost/kiln-run-test:1".parse().unwrap();
+    let blobs = b
+        .commit(&store, ImageFormat::Oci, std::slice::from_ref(&name))
+        .unwrap();
+    let image = StoredImage::load(&store, &blobs.manifest_digest).unwrap();
+    let archive = tmp.path().join("img.tar");
+    kiln::image::write_docker_archive(&store, &image, std::slice::from_ref(&name), &archive)
+        .unwrap();
+    let podman = |args: &[&str]| {
+        let out = Command::new("podman")
+            .arg("--root")
+            .arg(tmp.path().join("podman"))
+            .arg("--runroot")
+            .arg(tmp.path().join("podman-run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    podman(&["load", "-i", archive.to_str().unwrap()]);
+    let out = podman(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "localhost/kiln-run-test:1",
+    ]);
+    assert_eq!(out, "hello from kiln\n");
+}
