@@ -201,7 +201,7 @@ fn a_layer_whose_tar_does_not_match_its_diff_id_is_not_cached() {
 }
 
 #[test]
-fn podman_runs_an_image_saved_as_docker_archive() {
+fn podman_runs_the_image_from_both_archives() {
     let busybox = Path::new("/bin/busybox");
     if !is_root() || !busybox.exists() {
         eprintln!("SKIPPED: needs root and busybox-static (/bin/busybox)");
