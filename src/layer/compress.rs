@@ -258,9 +258,15 @@ mod tests {
         let data = sample(5 * GZIP_BLOCK / 2);
         let a = compress_all(Codec::Gzip(6), &data, 1000);
         let b = compress_all(Codec::Gzip(6), &data, 1 << 20);
-        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
         let c = one.install(|| compress_all(Codec::Gzip(6), &data, 4096));
-        let three = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let three = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
         let d = three.install(|| compress_all(Codec::Gzip(6), &data, 4096));
         assert_eq!(a, b);
         assert_eq!(a, c);

@@ -26,6 +26,7 @@
 //! skipped with a warning in the [`UnpackReport`], and ownership follows [`Ownership`].
 
 mod compress;
+mod entries;
 mod idmap;
 mod resolve;
 mod tarball;
@@ -36,6 +37,7 @@ mod write;
 use std::path::PathBuf;
 
 pub use crate::digest::Digest;
+pub use entries::{EntrySource, LayerEntry, write_entries};
 pub use idmap::{IdMap, IdRange};
 pub use unpack::unpack_layer;
 pub use write::write_layer;
