@@ -29,6 +29,16 @@ pub(crate) enum CopyError {
     Context(#[from] ContextError),
 }
 
+/// The metadata of a directory that already exists in the image (kept when COPY writes it
+/// again as a parent, so `COPY x /tmp/` does not turn /tmp's 1777 into 0755).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DirMeta {
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub mtime: u64,
+}
+
 /// How copied entries are owned and stamped.
 pub(crate) struct CopyOptions<'a> {
     pub uid: u64,
@@ -39,8 +49,8 @@ pub(crate) struct CopyOptions<'a> {
     pub exclude: Option<DockerIgnore>,
     /// mtime for heredoc files and created parents.
     pub now: u64,
-    /// Metadata (mode, uid, gid, mtime) of a directory that already exists in the image.
-    pub existing_dir: &'a dyn Fn(&str) -> Option<(u32, u64, u64, u64)>,
+    /// The directory at an image path, if the image already has one.
+    pub existing_dir: &'a dyn Fn(&str) -> Option<DirMeta>,
     /// What to call the tree in errors (`build context`, `stage builder`).
     pub from: &'a str,
 }
@@ -219,14 +229,19 @@ fn add_parents(out: &mut Vec<LayerEntry>, opts: &CopyOptions) {
         }
     }
     for p in parents {
-        let (mode, uid, gid, mtime) = (opts.existing_dir)(&p).unwrap_or((0o755, 0, 0, opts.now));
+        let m = (opts.existing_dir)(&p).unwrap_or(DirMeta {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: opts.now,
+        });
         out.push(LayerEntry {
             path: p,
             source: EntrySource::Dir,
-            mode,
-            uid,
-            gid,
-            mtime,
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            mtime: m.mtime,
         });
     }
 }
@@ -280,18 +295,16 @@ fn close_matches(tree: &Context, missing: &str) -> String {
     }
 }
 
-/// The host directory of an image layer tree, for `existing_dir` lookups across layers.
-pub(crate) fn dir_meta_in(lowers: &[PathBuf], path: &str) -> Option<(u32, u64, u64, u64)> {
+/// The top-most unpacked layer directory that has a directory at `path`, for `existing_dir`.
+pub(crate) fn dir_meta_in(lowers: &[PathBuf], path: &str) -> Option<DirMeta> {
     use std::os::unix::fs::MetadataExt;
     lowers.iter().find_map(|l| {
         let m = std::fs::symlink_metadata(Path::new(l).join(path)).ok()?;
-        m.is_dir().then(|| {
-            (
-                m.mode() & 0o7777,
-                u64::from(m.uid()),
-                u64::from(m.gid()),
-                m.mtime().max(0) as u64,
-            )
+        m.is_dir().then(|| DirMeta {
+            mode: m.mode() & 0o7777,
+            uid: u64::from(m.uid()),
+            gid: u64::from(m.gid()),
+            mtime: m.mtime().max(0) as u64,
         })
     })
 }
@@ -400,7 +413,14 @@ mod tests {
     #[test]
     fn chown_chmod_and_existing_parents_are_applied() {
         let (_d, c) = ctx(&[("run.sh", "#!/bin/sh")]);
-        let existing = |p: &str| (p == "tmp").then_some((0o1777, 0, 0, 5));
+        let existing = |p: &str| {
+            (p == "tmp").then_some(DirMeta {
+                mode: 0o1777,
+                uid: 0,
+                gid: 0,
+                mtime: 5,
+            })
+        };
         let opts = CopyOptions {
             uid: 1000,
             gid: 100,

@@ -372,20 +372,7 @@ impl<'a> Runner<'a> {
         let mut w = self.store.begin_blob()?;
         let blob = layer::write_entries(entries, &opts, &mut w)?;
         w.commit(Some(&blob.digest))?;
-        let compression = match blob.compression {
-            layer::Compression::Gzip { .. } => image::Compression::Gzip,
-            layer::Compression::Zstd { .. } => image::Compression::Zstd,
-            layer::Compression::None => image::Compression::None,
-        };
-        img.add_layer(
-            Layer {
-                digest: blob.digest,
-                size: blob.size,
-                diff_id: blob.diff_id,
-                compression,
-            },
-            created_by,
-        );
+        img.add_layer(Layer::from(blob), created_by);
         self.layers_built += 1;
         Ok(())
     }
