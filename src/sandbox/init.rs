@@ -147,7 +147,7 @@ fn pid1(spec: &InitSpec, status: &mut StatusPipe) -> Result<i32, String> {
     })?;
     let creds = credentials(spec)?;
     let workdir = super::rootfs::resolve_in_root(Path::new("/"), &spec.workdir)?;
-    std::fs::create_dir_all(&workdir)
+    create_workdir(&workdir, &creds)
         .map_err(|e| format!("WORKDIR {}: {e}", spec.workdir.display()))?;
     let exec = Exec::prepare(spec, &creds)?;
     status.send(&Status::Running);
@@ -156,6 +156,20 @@ fn pid1(spec: &InitSpec, status: &mut StatusPipe) -> Result<i32, String> {
         ForkResult::Child => exec.run(&creds, &workdir),
         ForkResult::Parent { child } => Ok(reap_until(child)),
     }
+}
+
+/// Creates the missing parts of the working directory, owned by the step's user (as
+/// BuildKit does) so `USER app` + `WORKDIR /app` can write there.
+fn create_workdir(dir: &Path, creds: &user::Credentials) -> std::io::Result<()> {
+    let mut path = PathBuf::from("/");
+    for part in dir.components().skip(1) {
+        path.push(part);
+        if std::fs::symlink_metadata(&path).is_err() {
+            std::fs::create_dir(&path)?;
+            std::os::unix::fs::chown(&path, Some(creds.uid), Some(creds.gid))?;
+        }
+    }
+    Ok(())
 }
 
 fn credentials(spec: &InitSpec) -> Result<user::Credentials, String> {
