@@ -20,7 +20,7 @@ fn changes_land_in_the_upper_dir_and_nothing_else_does() {
     let script = "echo new > /etc/motd && rm /etc/gone && mkdir -p /srv/app && echo hi > /srv/app/created \
                   && ln /data/orig /data/link && chown 1000:1000 /srv/app/created \
                   && echo $(hostname) $(id -u) && cat /etc/hosts";
-    let mut spec = spec("changes", dir.path(), &lower, script);
+    let mut spec = runner.spec("changes", dir.path(), &lower, script);
     spec.hostname = Some("builder".into());
     let (outcome, events) = runner.run(&spec, dir.path());
     let out = output_lines(&events);
@@ -96,7 +96,7 @@ fn a_failing_command_reports_its_exit_code_and_last_lines() {
     let dir = runner.tempdir();
     let lower = busybox_rootfs(dir.path());
     runner.give(dir.path());
-    let spec = spec(
+    let spec = runner.spec(
         "fails",
         dir.path(),
         &lower,
@@ -138,10 +138,7 @@ fn spec_in(
     id: &str,
     script: &str,
 ) -> kiln::sandbox::StepSpec {
-    let runner = runner();
-    let s = spec(id, dir.path(), lower, script);
-    runner.give(&s.upper_dir);
-    s
+    runner().spec(id, dir.path(), lower, script)
 }
 
 #[test]
@@ -150,7 +147,7 @@ fn user_workdir_and_env_resolve_through_the_rootfs() {
     let dir = runner.tempdir();
     let lower = busybox_rootfs(dir.path());
     runner.give(dir.path());
-    let mut spec = spec(
+    let mut spec = runner.spec(
         "user",
         dir.path(),
         &lower,
@@ -174,7 +171,7 @@ fn network_none_has_only_loopback_and_host_keeps_the_hosts_interfaces() {
     let dir = runner.tempdir();
     let lower = busybox_rootfs(dir.path());
     runner.give(dir.path());
-    let mut spec = spec(
+    let mut spec = runner.spec(
         "netnone",
         dir.path(),
         &lower,
@@ -199,7 +196,7 @@ fn sigint_kills_the_whole_step_and_leaves_nothing_mounted() {
     runner.give(dir.path());
     let marker = "987654"; // sleep's argument identifies the step's processes in /proc
     let script = format!("(sleep {marker}) & sleep {marker} & echo ready; wait");
-    let spec = spec("interrupt", dir.path(), &lower, &script);
+    let spec = runner.spec("interrupt", dir.path(), &lower, &script);
     let mut child = runner
         .command(&spec, dir.path())
         .stdin(Stdio::null())
@@ -250,7 +247,7 @@ fn a_secret_is_readable_but_never_lands_in_the_upper_dir_or_the_output() {
     let lower = busybox_rootfs(dir.path());
     runner.give(dir.path());
     let secret = b"s3cr3t-value-0xC0FFEE";
-    let mut spec = spec(
+    let mut spec = runner.spec(
         "secret",
         dir.path(),
         &lower,
@@ -299,13 +296,11 @@ fn a_cache_mount_persists_between_two_runs_and_stays_out_of_the_diff() {
     };
     let script =
         "cat /var/cache/pkgs/count 2>/dev/null || echo none; echo run >> /var/cache/pkgs/count";
-    let mut first = spec("cache1", dir.path(), &lower, script);
+    let mut first = runner.spec("cache1", dir.path(), &lower, script);
     first.mounts.push(mount.clone());
-    runner.give(&first.upper_dir);
     let (o1, e1) = runner.run(&first, dir.path());
-    let mut second = spec("cache2", dir.path(), &lower, script);
+    let mut second = runner.spec("cache2", dir.path(), &lower, script);
     second.mounts.push(mount);
-    runner.give(&second.upper_dir);
     let (o2, e2) = runner.run(&second, dir.path());
     assert_eq!((o1.exit_code, o2.exit_code), (0, 0));
     assert_eq!(output_lines(&e1), ["none"]);
@@ -327,7 +322,7 @@ fn bind_and_tmpfs_mounts_leave_no_trace() {
     std::fs::write(ctx.join("src.txt"), "from context\n").unwrap();
     runner.give(dir.path());
     let script = "cat /ctx/src.txt; echo changed > /rw/src.txt && cat /rw/src.txt; echo t > /scratch/t && ls /scratch; echo no 2>/dev/null > /ctx/x || echo ro";
-    let mut spec = spec("binds", dir.path(), &lower, script);
+    let mut spec = runner.spec("binds", dir.path(), &lower, script);
     spec.mounts = vec![
         MountSpec::Bind {
             source: ctx.clone(),
@@ -368,7 +363,7 @@ fn bad_specs_are_refused_with_the_reason() {
     let dir = runner.tempdir();
     let lower = busybox_rootfs(dir.path());
     runner.give(dir.path());
-    let mut spec = spec("bad", dir.path(), &lower, "true");
+    let mut spec = runner.spec("bad", dir.path(), &lower, "true");
     std::fs::write(spec.upper_dir.join("junk"), "").unwrap();
     runner.give(dir.path());
     let out = runner.command(&spec, dir.path()).output().unwrap();

@@ -63,6 +63,13 @@ impl Runner {
         dir
     }
 
+    /// [`spec`] with the upper dir owned by the step's user.
+    pub fn spec(&self, id: &str, dir: &Path, lower: &Path, script: &str) -> StepSpec {
+        let s = spec(id, dir, lower, script);
+        self.give(&s.upper_dir);
+        s
+    }
+
     /// Makes `path` (recursively) belong to the step's user.
     pub fn give(&self, path: &Path) {
         if let Some((_, uid, gid)) = &self.user {
@@ -185,11 +192,10 @@ pub fn busybox_rootfs(dir: &Path) -> PathBuf {
     root
 }
 
-/// A spec with the usual defaults; `dir/upper-<id>` is created empty, owned by the step's user.
+/// A spec with the usual defaults; `dir/upper-<id>` is created empty.
 pub fn spec(id: &str, dir: &Path, lower: &Path, script: &str) -> StepSpec {
     let upper = dir.join(format!("upper-{id}"));
     std::fs::create_dir(&upper).unwrap();
-    runner().give(&upper);
     StepSpec {
         id: id.into(),
         lower_dirs: vec![lower.to_path_buf()],
