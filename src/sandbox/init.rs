@@ -96,7 +96,15 @@ fn outer(stdin: &mut impl BufRead, status: &mut StatusPipe) -> Result<ExitCode, 
     if spec.network == Network::None {
         flags |= CloneFlags::CLONE_NEWNET;
     }
-    unshare(flags).map_err(|e| format!("unshare({flags:?}): {e}"))?;
+    unshare(flags).map_err(|e| {
+        let hint = if spec.user_namespace {
+            "user namespaces are forbidden here; run kiln as root for chroot isolation"
+        } else {
+            "this container forbids namespaces (no CAP_SYS_ADMIN); the plain-chroot fallback \
+             is not implemented yet"
+        };
+        format!("unshare({flags:?}): {e} ({hint})")
+    })?;
     status.send(&Status::Unshared);
     line.clear();
     stdin

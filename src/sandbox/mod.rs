@@ -23,7 +23,16 @@
 //! `shm`, `/sys` read-only, generated `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname` bound
 //! over the image's (never in the diff; mountpoints the sandbox had to create are removed from
 //! the upper dir afterwards), umask 022, no_new_privs, only fds 0-2 open (stdin is /dev/null),
-//! `USER` resolved through the rootfs `/etc/passwd` and `/etc/group`, `WORKDIR` created.
+//! `USER` resolved through the rootfs `/etc/passwd` and `/etc/group`, missing `WORKDIR`
+//! components created owned by that user (as BuildKit does).
+//!
+//! # The upper dir afterwards
+//! Overlay's own format: whiteouts are 0/0 character devices, opaque directories carry
+//! `user.overlay.opaque` (rootless) or `trusted.overlay.opaque` (chroot). In rootless mode the
+//! files carry *host* ids of the map (container uid 1000 is host `subuid_start + 999`):
+//! the layer writer turns them back with [`IdMap::container_uid`]/[`IdMap::container_gid`].
+//! Files the step made unreadable to others (mode 0600, owned by a sub-uid) cannot be read
+//! by the unprivileged host user outside the namespace.
 //!
 //! # Modes
 //! `Rootless`: a user namespace; with a `/etc/subuid`+`/etc/subgid` range and

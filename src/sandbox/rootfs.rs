@@ -57,6 +57,15 @@ fn mount_overlay(spec: &InitSpec) -> Res<()> {
     if spec.user_namespace {
         data.push_str(",userxattr");
     }
+    // mount(2) takes at most one page of options.
+    if data.len() >= 4096 {
+        return Err(format!(
+            "the overlay options for {} lower dirs are {} bytes, over the kernel's 4 KiB limit: \
+             use a shorter store path or fewer layers",
+            lowers.len(),
+            data.len()
+        ));
+    }
     mnt(
         Some("overlay"),
         &spec.merged,
