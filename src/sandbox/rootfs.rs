@@ -33,7 +33,7 @@ pub(crate) fn prepare(spec: &InitSpec, created: &mut dyn FnMut(&Path)) -> Res<()
     mount_dev(root, created)?;
     mount_sys(root, created);
     for (source, name) in &spec.etc_files {
-        let target = ensure(root, &format!("/etc/{name}"), Kind::File, created)?;
+        let target = ensure(root, format!("/etc/{name}"), Kind::File, created)?;
         bind(source, &target, true)?;
     }
     for (i, m) in spec.mounts.iter().enumerate() {
