@@ -94,8 +94,8 @@ impl Runner {
                     format!("--reuid={uid}"),
                     format!("--regid={gid}"),
                     "--clear-groups".into(),
-                    KILN.into(),
                 ]);
+                c.arg(kiln_for(*uid, *gid));
                 c
             }
         };
@@ -128,6 +128,33 @@ impl Runner {
         });
         (outcome, events)
     }
+}
+
+/// The kiln binary as the step's user can execute it: the build's own when its directories
+/// are open to that user, else a copy in /tmp (a checkout under /root is not).
+fn kiln_for(uid: u32, gid: u32) -> PathBuf {
+    static COPY: OnceLock<PathBuf> = OnceLock::new();
+    COPY.get_or_init(|| {
+        let probe = Command::new("setpriv")
+            .args([
+                format!("--reuid={uid}"),
+                format!("--regid={gid}"),
+                "--clear-groups".into(),
+            ])
+            .args(["test", "-x", KILN])
+            .status()
+            .unwrap();
+        if probe.success() {
+            return PathBuf::from(KILN);
+        }
+        let dir = PathBuf::from(format!("/tmp/kiln-sandbox-test-bin-{uid}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = dir.join(format!("kiln.{}", std::process::id()));
+        std::fs::copy(KILN, &tmp).unwrap();
+        std::fs::rename(&tmp, dir.join("kiln")).unwrap();
+        dir.join("kiln")
+    })
+    .clone()
 }
 
 /// The JSON progress events on a runner's stderr.
