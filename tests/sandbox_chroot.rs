@@ -223,3 +223,33 @@ fn rootless_without_a_subuid_range_maps_one_id_and_warns_once() {
         "{events:?}"
     );
 }
+
+#[test]
+fn setup_errors_name_the_cause_and_leave_no_scratch_behind() {
+    if !root_or_skip("setup_errors_name_the_cause_and_leave_no_scratch_behind") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lower = busybox_rootfs(dir.path());
+    let sandbox = Sandbox::new(KILN, Isolation::Chroot);
+    let mut ghost = spec("ghost", dir.path(), &lower, "true");
+    ghost.user = Some("ghost".into());
+    let err = sandbox
+        .run_step(&ghost, &Progress::none())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("step ghost")
+            && err.contains("\"ghost\" not found in the image's /etc/passwd"),
+        "{err}"
+    );
+    let mut missing = spec("missing", dir.path(), &lower, "true");
+    missing.argv = vec!["nope".into()];
+    let err = sandbox
+        .run_step(&missing, &Progress::none())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nope: command not found in PATH"), "{err}");
+    assert!(leftover_state_dirs(dir.path()).is_empty());
+    assert!(mounts_mentioning(dir.path()).is_empty());
+}

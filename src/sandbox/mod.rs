@@ -55,7 +55,6 @@ mod user;
 use std::fmt;
 use std::path::PathBuf;
 
-pub use cache::CacheLock;
 pub use error::SandboxError;
 pub use idmap::{IdMap, IdRange};
 pub use probe::Probe;
@@ -234,7 +233,9 @@ impl Sandbox {
         self.cancel.clone()
     }
 
-    /// Runs one step; see the module documentation.
+    /// Runs one step; see the module documentation. On `Err` the upper dir's content is
+    /// undefined (the step may have half run): the caller discards it. The scratch dir beside
+    /// it is always removed.
     pub fn run_step(
         &self,
         spec: &StepSpec,
