@@ -51,7 +51,11 @@ impl Raw {
         u.name[..name.len()].copy_from_slice(name.as_bytes());
         u.linkname[..link.len()].copy_from_slice(link.as_bytes());
         h.set_entry_type(kind);
-        h.set_mode(if kind == tar::EntryType::Directory { 0o777 } else { 0o666 });
+        h.set_mode(if kind == tar::EntryType::Directory {
+            0o777
+        } else {
+            0o666
+        });
         h.set_size(data.len() as u64);
         h.set_mtime(1);
         h.set_uid(0);
@@ -75,7 +79,12 @@ impl Raw {
         self.entry(tar::EntryType::Link, name, to, b"")
     }
     fn bytes(&mut self) -> Vec<u8> {
-        self.0.get_mut().clone().into_iter().chain([0u8; 1024]).collect()
+        self.0
+            .get_mut()
+            .clone()
+            .into_iter()
+            .chain([0u8; 1024])
+            .collect()
     }
 }
 
@@ -97,7 +106,9 @@ fn writer_output_round_trips_through_the_unpacker_for_every_compression() {
         };
         let mut blob = Vec::new();
         let written = write_layer(&src, DiffKind::Directory, &opts, &mut blob).unwrap();
-        let dest = t.path().join(format!("out-{}", compression.media_type_suffix()));
+        let dest = t
+            .path()
+            .join(format!("out-{}", compression.media_type_suffix()));
         fs::create_dir(&dest).unwrap();
         let report = unpack(&blob, &dest).unwrap();
         assert_eq!(report.diff_id, written.diff_id, "{compression:?}");
@@ -121,7 +132,14 @@ fn whiteouts_delete_lower_files_and_opaque_markers_keep_only_this_layer() {
     for d in ["gone-dir/sub", "opq/old-dir", "opq2", "keep"] {
         fs::create_dir_all(dest.join(d)).unwrap();
     }
-    for f in ["gone", "gone-dir/sub/f", "opq/old", "opq/old-dir/f", "opq2/old", "keep/f"] {
+    for f in [
+        "gone",
+        "gone-dir/sub/f",
+        "opq/old",
+        "opq/old-dir/f",
+        "opq2/old",
+        "keep/f",
+    ] {
         fs::write(dest.join(f), b"lower").unwrap();
     }
     let tar = Raw::new()
@@ -142,10 +160,20 @@ fn whiteouts_delete_lower_files_and_opaque_markers_keep_only_this_layer() {
         .min_depth(1)
         .sort_by_file_name()
         .into_iter()
-        .map(|e| e.unwrap().path().strip_prefix(&dest).unwrap().display().to_string())
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .strip_prefix(&dest)
+                .unwrap()
+                .display()
+                .to_string()
+        })
         .collect();
     left.sort();
-    assert_eq!(left, ["keep", "keep/f", "opq", "opq/new", "opq2", "opq2/-new"]);
+    assert_eq!(
+        left,
+        ["keep", "keep/f", "opq", "opq/new", "opq2", "opq2/-new"]
+    );
 }
 
 /// Lower dir + real overlay changes → upper dir → layer → unpacked onto a copy of the lower
@@ -165,7 +193,12 @@ fn a_real_overlay_diff_applied_to_its_lower_dir_gives_the_merged_view() {
     fs::create_dir(&lower).unwrap();
     fx::build(&lower);
     let copy = |from: &Path, to: &Path| {
-        let ok = Command::new("cp").arg("-a").arg(format!("{}/.", from.display())).arg(to).status().unwrap();
+        let ok = Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", from.display()))
+            .arg(to)
+            .status()
+            .unwrap();
         assert!(ok.success());
     };
     copy(&lower, &p("applied"));
@@ -175,7 +208,11 @@ fn a_real_overlay_diff_applied_to_its_lower_dir_gives_the_merged_view() {
         p("upper").display(),
         p("work").display()
     );
-    let ok = Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(p("merged")).status().unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &opts])
+        .arg(p("merged"))
+        .status()
+        .unwrap();
     if !ok.success() {
         println!("SKIPPED: overlay mount refused here");
         return;
@@ -195,7 +232,13 @@ fn a_real_overlay_diff_applied_to_its_lower_dir_gives_the_merged_view() {
     changed.unwrap();
 
     let mut blob = Vec::new();
-    write_layer(&p("upper"), DiffKind::OverlayUpper, &LayerOptions::default(), &mut blob).unwrap();
+    write_layer(
+        &p("upper"),
+        DiffKind::OverlayUpper,
+        &LayerOptions::default(),
+        &mut blob,
+    )
+    .unwrap();
     let report = unpack(&blob, &p("applied")).unwrap();
     assert!(report.whiteouts >= 3, "{report:?}");
     let mut got = fx::snapshot(&p("applied"));
@@ -215,7 +258,11 @@ fn outside_state(base: &Path) -> Vec<(String, Option<fx::Desc>)> {
         .map(|e| (e.unwrap().file_name().to_string_lossy().into_owned(), None))
         .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
-    v.extend(fx::snapshot(&base.join("outside")).into_iter().map(|(k, d)| (k, Some(d))));
+    v.extend(
+        fx::snapshot(&base.join("outside"))
+            .into_iter()
+            .map(|(k, d)| (k, Some(d))),
+    );
     v
 }
 
@@ -293,14 +340,22 @@ fn hardlinks_cannot_reach_files_outside_the_root() {
     let report = unpack(&tar, &root).unwrap();
     assert_eq!(outside_state(t.path()), before);
     assert_eq!(fs::read(root.join("h1")).unwrap(), b"overwritten");
-    let skipped = report.warnings.iter().filter(|w| w.contains("skipped hardlink")).count();
+    let skipped = report
+        .warnings
+        .iter()
+        .filter(|w| w.contains("skipped hardlink"))
+        .count();
     assert_eq!(skipped, 3, "{:?}", report.warnings);
 }
 
 #[test]
 fn symlink_loops_are_refused_with_the_entry_named() {
     let (_t, root, _) = malicious_setup();
-    let tar = Raw::new().symlink("l1", "l2").symlink("l2", "l1").file("l1/x", b"x").bytes();
+    let tar = Raw::new()
+        .symlink("l1", "l2")
+        .symlink("l2", "l1")
+        .file("l1/x", b"x")
+        .bytes();
     let err = unpack(&tar, &root).unwrap_err().to_string();
     assert!(err.contains("\"l1/x\""), "{err}");
 }
@@ -330,14 +385,23 @@ fn device_nodes_are_skipped_with_a_warning_when_unprivileged() {
             std::os::unix::fs::lchown(p, nobody, nobody).unwrap();
         }
         let out = Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
             .arg(std::env::current_exe().unwrap())
             .args(["--exact", "unprivileged_child", "--ignored", "--nocapture"])
             .env(CHILD_ENV, &tar_path)
             .output()
             .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success() && text.contains("1 passed"), "child failed:\n{text}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "child failed:\n{text}"
+        );
         assert!(text.contains("CHILD CHECKED"), "{text}");
     } else {
         check_device_skip(&tar_path);
@@ -355,13 +419,35 @@ fn unprivileged_child() {
 fn check_device_skip(tar_path: &Path) {
     assert!(!nix::unistd::geteuid().is_root());
     let dest = tar_path.parent().unwrap().join("root");
-    let report = unpack_layer(fs::File::open(tar_path).unwrap(), &dest, &UnpackOptions::default()).unwrap();
-    let warned: Vec<&String> = report.warnings.iter().filter(|w| w.contains("skipped device node")).collect();
+    let report = unpack_layer(
+        fs::File::open(tar_path).unwrap(),
+        &dest,
+        &UnpackOptions::default(),
+    )
+    .unwrap();
+    let warned: Vec<&String> = report
+        .warnings
+        .iter()
+        .filter(|w| w.contains("skipped device node"))
+        .collect();
     assert_eq!(warned.len(), 2, "{:?}", report.warnings);
-    assert!(warned[0].contains("dev/null") && warned[0].contains("c 1:3"), "{warned:?}");
+    assert!(
+        warned[0].contains("dev/null") && warned[0].contains("c 1:3"),
+        "{warned:?}"
+    );
     assert!(!dest.join("dev/null").exists() && !dest.join("dev/sda").exists());
-    assert!(fs::symlink_metadata(dest.join("dev/wh")).unwrap().file_type().is_char_device());
+    assert!(
+        fs::symlink_metadata(dest.join("dev/wh"))
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
     use std::os::unix::fs::FileTypeExt;
-    assert!(fs::symlink_metadata(dest.join("dev/fifo")).unwrap().file_type().is_fifo());
+    assert!(
+        fs::symlink_metadata(dest.join("dev/fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
     assert_eq!(fs::read(dest.join("after")).unwrap(), b"still unpacked");
 }

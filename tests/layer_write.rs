@@ -42,7 +42,13 @@ fn gnu_tar_lists_the_entries_with_numeric_ids_links_and_xattrs() {
     assert_eq!(blob.size, fs::metadata(&tar_path).unwrap().len());
 
     let (list, stderr) = run(Command::new("tar")
-        .args(["-tvv", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-f"])
+        .args([
+            "-tvv",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--numeric-owner",
+            "-f",
+        ])
         .arg(&tar_path));
     assert!(stderr.is_empty(), "GNU tar complained: {stderr}");
     let line = |name: &str| {
@@ -58,15 +64,32 @@ fn gnu_tar_lists_the_entries_with_numeric_ids_links_and_xattrs() {
         .filter_map(|l| l.split_whitespace().nth(5))
         .collect();
     let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
-    let order = ["bin/", "bin/tool", "data/", "data/big.bin", "empty", "etc/", "etc/conf"];
+    let order = [
+        "bin/",
+        "bin/tool",
+        "data/",
+        "data/big.bin",
+        "empty",
+        "etc/",
+        "etc/conf",
+    ];
     assert!(order.windows(2).all(|w| pos(w[0]) < pos(w[1])), "{list}");
     assert!(line("hard2").contains("hard2 link to hard1"), "{list}");
-    assert!(line("etc/link-abs").contains("etc/link-abs -> /etc/conf"), "{list}");
+    assert!(
+        line("etc/link-abs").contains("etc/link-abs -> /etc/conf"),
+        "{list}"
+    );
     assert!(line("setuid").starts_with("-rwsr-xr-x"), "{list}");
     assert!(line("readonly/").starts_with("dr-xr-xr-x"), "{list}");
     assert!(line("fifo").starts_with("p"), "{list}");
-    assert!(list.contains(&fx::long_file()), "PAX long path missing:\n{list}");
-    assert!(list.contains(&format!("long/far-link -> /{}", fx::long_file())), "{list}");
+    assert!(
+        list.contains(&fx::long_file()),
+        "PAX long path missing:\n{list}"
+    );
+    assert!(
+        list.contains(&format!("long/far-link -> /{}", fx::long_file())),
+        "{list}"
+    );
     assert!(list.contains("user.comment"), "xattr not listed:\n{list}");
     if fx::is_root() {
         assert!(line("etc/conf").contains(" 1234/5678 "), "{list}");
@@ -112,11 +135,23 @@ fn gzip_and_zstd_blobs_decompress_with_the_system_tools_to_the_diff_id() {
         let blob = write_to(&src, DiffKind::Directory, &opts, &path);
         assert_eq!(blob.diff_id, tar_blob.diff_id, "{tool}: same tar inside");
         let (digest, size) = kiln::Digest::of_reader(fs::File::open(&path).unwrap()).unwrap();
-        assert_eq!((blob.digest, blob.size), (digest, size), "{tool}: digest of the file");
+        assert_eq!(
+            (blob.digest, blob.size),
+            (digest, size),
+            "{tool}: digest of the file"
+        );
         assert!(blob.size < tar_blob.size / 2, "{tool}: {} bytes", blob.size);
         let out = Command::new(tool).arg("-dc").arg(&path).output().unwrap();
-        assert!(out.status.success(), "{tool} -d: {}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(kiln::Digest::of(&out.stdout), tar_blob.diff_id, "{tool} -d output");
+        assert!(
+            out.status.success(),
+            "{tool} -d: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            kiln::Digest::of(&out.stdout),
+            tar_blob.diff_id,
+            "{tool} -d output"
+        );
     }
 }
 
@@ -133,22 +168,32 @@ fn same_input_gives_the_same_bytes_across_runs_trees_and_thread_counts() {
         fs::write(root.join("data/huge.bin"), fx::data(9 * 1024 * 1024, 7)).unwrap();
         fx::set_mtimes(root, fx::MTIME);
     }
-    for compression in [Compression::Gzip { level: 6 }, Compression::Zstd { level: 3 }] {
+    for compression in [
+        Compression::Gzip { level: 6 },
+        Compression::Zstd { level: 3 },
+    ] {
         let opts = LayerOptions {
             compression,
             ..LayerOptions::default()
         };
         let mut seen = Vec::new();
         for threads in [1, 2, 3] {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
             for root in [&a, &b] {
                 let mut out = Vec::new();
-                let blob = pool.install(|| write_layer(root, DiffKind::Directory, &opts, &mut out).unwrap());
+                let blob = pool
+                    .install(|| write_layer(root, DiffKind::Directory, &opts, &mut out).unwrap());
                 assert_eq!(blob.digest, kiln::Digest::of(&out));
                 seen.push(blob);
             }
         }
-        assert!(seen.windows(2).all(|w| w[0] == w[1]), "{compression:?}: {seen:#?}");
+        assert!(
+            seen.windows(2).all(|w| w[0] == w[1]),
+            "{compression:?}: {seen:#?}"
+        );
     }
 }
 
@@ -173,7 +218,11 @@ fn source_date_epoch_clamps_only_later_mtimes() {
         let mtime = e.header().mtime().unwrap() as i64;
         let want = if path == "future" { epoch } else { fx::MTIME };
         assert_eq!(mtime, want, "{path}");
-        assert_eq!(e.header().as_ustar().unwrap().uname, [0u8; 32], "{path}: no user names");
+        assert_eq!(
+            e.header().as_ustar().unwrap().uname,
+            [0u8; 32],
+            "{path}: no user names"
+        );
         checked += 1;
     }
     assert!(checked > 15);
@@ -203,7 +252,10 @@ fn an_id_map_turns_host_ids_into_image_ids_and_refuses_unmapped_ones() {
     write_layer(&src, DiffKind::Directory, &opts, &mut out).unwrap();
     let mut archive = tar::Archive::new(&out[..]);
     let e = archive.entries().unwrap().next().unwrap().unwrap();
-    assert_eq!((e.header().uid().unwrap(), e.header().gid().unwrap()), (34, 45));
+    assert_eq!(
+        (e.header().uid().unwrap(), e.header().gid().unwrap()),
+        (34, 45)
+    );
 
     std::os::unix::fs::lchown(src.join("f"), Some(5), None).unwrap();
     let err = write_layer(&src, DiffKind::Directory, &opts, std::io::sink()).unwrap_err();
@@ -266,13 +318,19 @@ fn a_real_overlay_upper_dir_becomes_oci_whiteouts() {
         let mut e = e.unwrap();
         let name = e.path().unwrap().to_string_lossy().into_owned();
         assert!(
-            matches!(e.header().entry_type(), tar::EntryType::Regular | tar::EntryType::Directory),
+            matches!(
+                e.header().entry_type(),
+                tar::EntryType::Regular | tar::EntryType::Directory
+            ),
             "{name}: whiteouts must not stay devices"
         );
         if let Some(pax) = e.pax_extensions().unwrap() {
             for r in pax {
                 let key = r.unwrap().key().unwrap().to_string();
-                assert!(!key.contains("overlay."), "{name}: overlay xattr {key} leaked");
+                assert!(
+                    !key.contains("overlay."),
+                    "{name}: overlay xattr {key} leaked"
+                );
             }
         }
         names.push(name);

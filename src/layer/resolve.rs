@@ -115,7 +115,13 @@ mod tests {
         assert_eq!(r(&[b"abs", b"etc"]).unwrap(), root.join("etc"));
         assert_eq!(r(&[b"real", b"up", b"x"]).unwrap(), root.join("x"));
         assert_eq!(r(&[b"rel", b"new"]).unwrap(), root.join("real/sub/new"));
-        assert_eq!(r(&[b"loop1"]).unwrap_err().raw_os_error(), Some(libc::ELOOP));
-        assert_eq!(r(&[b"file", b"x"]).unwrap_err().raw_os_error(), Some(libc::ENOTDIR));
+        assert_eq!(
+            r(&[b"loop1"]).unwrap_err().raw_os_error(),
+            Some(libc::ELOOP)
+        );
+        assert_eq!(
+            r(&[b"file", b"x"]).unwrap_err().raw_os_error(),
+            Some(libc::ENOTDIR)
+        );
     }
 }

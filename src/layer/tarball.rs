@@ -130,7 +130,9 @@ impl<R: Read> Read for Exact<R> {
         if self.left == 0 {
             return Ok(0);
         }
-        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self
             .inner
             .read(&mut buf[..want])
@@ -182,7 +184,10 @@ mod tests {
         }
     }
 
-    fn read_back(tar_bytes: &[u8]) -> Vec<(Vec<u8>, u64, u32, Vec<(String, Vec<u8>)>)> {
+    /// (path, uid, mode, PAX records) of each entry.
+    type Listed = (Vec<u8>, u64, u32, Vec<(String, Vec<u8>)>);
+
+    fn read_back(tar_bytes: &[u8]) -> Vec<Listed> {
         let mut a = tar::Archive::new(tar_bytes);
         let mut out = Vec::new();
         for e in a.entries().unwrap() {
@@ -217,7 +222,11 @@ mod tests {
         assert_eq!(got[0].0, long.as_bytes());
         assert_eq!(got[0].1, 3_000_000);
         assert_eq!(got[0].2, 0o4755);
-        assert!(got[0].3.contains(&("SCHILY.xattr.security.capability".into(), vec![1, 0, 0, 2])));
+        assert!(
+            got[0]
+                .3
+                .contains(&("SCHILY.xattr.security.capability".into(), vec![1, 0, 0, 2]))
+        );
         // 150 + 90 fits the ustar prefix/name split: no PAX path record needed.
         assert_eq!(got[1].0, mid.as_bytes());
         assert!(!got[1].3.iter().any(|(k, _)| k == "path"));

@@ -109,8 +109,9 @@ impl Unpacker<'_> {
         let shown = String::from_utf8_lossy(&name).into_owned();
         let Some((parents, last)) = split_entry(&name) else {
             if e.header().entry_type() != EntryType::Directory {
-                self.warnings
-                    .push(format!("skipped entry {shown:?}: it names no file inside the layer"));
+                self.warnings.push(format!(
+                    "skipped entry {shown:?}: it names no file inside the layer"
+                ));
             }
             return Ok(());
         };
@@ -128,7 +129,8 @@ impl Unpacker<'_> {
         if let Some(victim) = last.strip_prefix(WHITEOUT_PREFIX) {
             self.whiteouts += 1;
             if victim.is_empty() || victim == b"." || victim == b".." {
-                self.warnings.push(format!("skipped malformed whiteout {shown:?}"));
+                self.warnings
+                    .push(format!("skipped malformed whiteout {shown:?}"));
                 return Ok(());
             }
             let target = parent.join(OsStr::from_bytes(victim));
@@ -138,7 +140,9 @@ impl Unpacker<'_> {
         fs::create_dir_all(&parent).map_err(|err| io_err(&parent, err))?;
         let target = parent.join(OsStr::from_bytes(last));
         let meta = read_meta(&mut e).map_err(LayerError::Input)?;
-        let created = self.create(&mut e, &target, &meta, &shown).map_err(|err| io_err(&target, err))?;
+        let created = self
+            .create(&mut e, &target, &meta, &shown)
+            .map_err(|err| io_err(&target, err))?;
         if created {
             self.entries += 1;
             self.mark_written(&target);
@@ -163,10 +167,12 @@ impl Unpacker<'_> {
                 }
                 self.own(target, meta)?;
                 self.set_xattrs(target, meta, shown);
-                self.dirs.push((target.to_path_buf(), meta.mode, meta.mtime));
+                self.dirs
+                    .push((target.to_path_buf(), meta.mode, meta.mtime));
                 return Ok(true);
             }
-            EntryType::Regular | EntryType::Continuous => {
+            // The tar crate expands GNU sparse entries to their full contents on read.
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 remove_any(target)?;
                 let mut f = OpenOptions::new()
                     .write(true)
@@ -188,7 +194,9 @@ impl Unpacker<'_> {
                 }
             }
             other => {
-                self.warnings.push(format!("skipped entry {shown:?}: unsupported tar type {other:?}"));
+                self.warnings.push(format!(
+                    "skipped entry {shown:?}: unsupported tar type {other:?}"
+                ));
                 return Ok(false);
             }
         }
@@ -204,10 +212,16 @@ impl Unpacker<'_> {
     }
 
     /// A hardlink: its target is resolved inside the root too, and must be a non-directory.
-    fn hardlink<R: Read>(&mut self, e: &tar::Entry<'_, R>, target: &Path, shown: &str) -> io::Result<bool> {
+    fn hardlink<R: Read>(
+        &mut self,
+        e: &tar::Entry<'_, R>,
+        target: &Path,
+        shown: &str,
+    ) -> io::Result<bool> {
         let link = e.link_name_bytes().unwrap_or_default().into_owned();
         let Some((parents, last)) = split_entry(&link) else {
-            self.warnings.push(format!("skipped hardlink {shown:?}: empty link target"));
+            self.warnings
+                .push(format!("skipped hardlink {shown:?}: empty link target"));
             return Ok(false);
         };
         let source = resolve_dir(&self.root, &parents)?.join(OsStr::from_bytes(last));
@@ -230,7 +244,13 @@ impl Unpacker<'_> {
     }
 
     /// Device nodes and fifos; devices the process may not create are skipped with a warning.
-    fn node<R: Read>(&mut self, e: &tar::Entry<'_, R>, target: &Path, meta: &Meta, shown: &str) -> io::Result<bool> {
+    fn node<R: Read>(
+        &mut self,
+        e: &tar::Entry<'_, R>,
+        target: &Path,
+        meta: &Meta,
+        shown: &str,
+    ) -> io::Result<bool> {
         let h = e.header();
         let (kind, letter) = match h.entry_type() {
             EntryType::Char => (SFlag::S_IFCHR, 'c'),
@@ -240,7 +260,10 @@ impl Unpacker<'_> {
         let (major, minor) = if kind == SFlag::S_IFIFO {
             (0, 0)
         } else {
-            (h.device_major()?.unwrap_or(0), h.device_minor()?.unwrap_or(0))
+            (
+                h.device_major()?.unwrap_or(0),
+                h.device_minor()?.unwrap_or(0),
+            )
         };
         remove_any(target)?;
         let dev = nix::sys::stat::makedev(major.into(), minor.into());
@@ -265,12 +288,19 @@ impl Unpacker<'_> {
                 let unmapped = |kind, id| {
                     io::Error::other(format!("image {kind} {id} has no host id in the id map"))
                 };
-                let uid = m.uids.image_to_host(meta.uid).ok_or_else(|| unmapped("uid", meta.uid))?;
-                let gid = m.gids.image_to_host(meta.gid).ok_or_else(|| unmapped("gid", meta.gid))?;
+                let uid = m
+                    .uids
+                    .image_to_host(meta.uid)
+                    .ok_or_else(|| unmapped("uid", meta.uid))?;
+                let gid = m
+                    .gids
+                    .image_to_host(meta.gid)
+                    .ok_or_else(|| unmapped("gid", meta.gid))?;
                 (uid, gid)
             }
         };
-        let id = |v: u64| u32::try_from(v).map_err(|_| io::Error::other(format!("id {v} out of range")));
+        let id =
+            |v: u64| u32::try_from(v).map_err(|_| io::Error::other(format!("id {v} out of range")));
         std::os::unix::fs::lchown(target, Some(id(uid)?), Some(id(gid)?))
     }
 
@@ -285,7 +315,8 @@ impl Unpacker<'_> {
                 continue;
             }
             if let Err(err) = xattr::set(target, name, value) {
-                self.warnings.push(format!("xattr {name} not restored on {shown:?}: {err}"));
+                self.warnings
+                    .push(format!("xattr {name} not restored on {shown:?}: {err}"));
             }
         }
     }
@@ -318,7 +349,11 @@ impl Unpacker<'_> {
         self.dirs.sort_by(|a, b| b.0.cmp(&a.0));
         for (dir, mode, mtime) in &self.dirs {
             let fail = |source| LayerError::Unpack {
-                entry: dir.strip_prefix(&self.root).unwrap_or(dir).display().to_string(),
+                entry: dir
+                    .strip_prefix(&self.root)
+                    .unwrap_or(dir)
+                    .display()
+                    .to_string(),
                 dest: dir.clone(),
                 source,
             };
@@ -343,13 +378,18 @@ fn read_meta<R: Read>(e: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
         for rec in pax {
             let rec = rec?;
             let Ok(key) = rec.key() else { continue };
-            let num = || std::str::from_utf8(rec.value_bytes()).ok().and_then(|v| v.parse::<u64>().ok());
+            let num = || {
+                std::str::from_utf8(rec.value_bytes())
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
             match key {
                 "uid" => m.uid = num().unwrap_or(m.uid),
                 "gid" => m.gid = num().unwrap_or(m.gid),
                 _ => {
                     if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
-                        m.xattrs.push((name.to_string(), rec.value_bytes().to_vec()));
+                        m.xattrs
+                            .push((name.to_string(), rec.value_bytes().to_vec()));
                     }
                 }
             }

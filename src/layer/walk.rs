@@ -62,7 +62,10 @@ pub(crate) fn is_opaque(meta: &Metadata, xattrs: &[(String, Vec<u8>)]) -> bool {
 
 /// The xattrs that go into the layer.
 pub(crate) fn kept(xattrs: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
-    xattrs.into_iter().filter(|(k, _)| !is_host_only(k)).collect()
+    xattrs
+        .into_iter()
+        .filter(|(k, _)| !is_host_only(k))
+        .collect()
 }
 
 #[cfg(test)]

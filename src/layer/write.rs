@@ -42,12 +42,15 @@ pub fn write_layer(
         None => {
             let tar_w = HashingWriter::new(BufWriter::with_capacity(1 << 16, blob_w));
             let (buf, diff_id, _) = write_tar(root, kind, opts, tar_w)?.finish();
-            let blob_w = buf.into_inner().map_err(|e| LayerError::Output(e.into_error()))?;
+            let blob_w = buf
+                .into_inner()
+                .map_err(|e| LayerError::Output(e.into_error()))?;
             (diff_id, blob_w)
         }
         Some(codec) => {
             let comp = BlockCompressor::new(blob_w, codec).map_err(LayerError::Output)?;
-            let (comp, diff_id, _) = write_tar(root, kind, opts, HashingWriter::new(comp))?.finish();
+            let (comp, diff_id, _) =
+                write_tar(root, kind, opts, HashingWriter::new(comp))?.finish();
             (diff_id, comp.finish().map_err(LayerError::Output)?)
         }
     };
@@ -100,7 +103,10 @@ fn write_tar<W: Write>(
             path: e.path().unwrap_or(root).to_path_buf(),
             source: e.into(),
         })?;
-        let rel = item.path().strip_prefix(root).expect("walkdir yields paths under root");
+        let rel = item
+            .path()
+            .strip_prefix(root)
+            .expect("walkdir yields paths under root");
         st.node(item.path(), rel.as_os_str().as_bytes())?;
     }
     st.b.into_inner().map_err(LayerError::Output)
@@ -128,10 +134,22 @@ impl<W: Write> TarState<'_, W> {
         let base = self.header(path, &meta, rel, &kept)?;
         let ft = meta.file_type();
         if ft.is_dir() {
-            self.append(path, &EntryHeader { kind: EntryType::Directory, ..base.clone() }, io::empty())?;
+            self.append(
+                path,
+                &EntryHeader {
+                    kind: EntryType::Directory,
+                    ..base.clone()
+                },
+                io::empty(),
+            )?;
             if opaque {
                 let name = whiteout_name(rel, Some(b".wh..wh..opq"));
-                let e = EntryHeader { path: &name, mode: base.mode & 0o777, xattrs: &[], ..base };
+                let e = EntryHeader {
+                    path: &name,
+                    mode: base.mode & 0o777,
+                    xattrs: &[],
+                    ..base
+                };
                 self.append(path, &e, io::empty())?;
             }
             Ok(())
@@ -140,7 +158,11 @@ impl<W: Write> TarState<'_, W> {
         } else if ft.is_symlink() {
             let target = std::fs::read_link(path).map_err(source)?;
             let link = target.as_os_str().as_bytes();
-            let e = EntryHeader { kind: EntryType::Symlink, link: Some(link), ..base };
+            let e = EntryHeader {
+                kind: EntryType::Symlink,
+                link: Some(link),
+                ..base
+            };
             self.append(path, &e, io::empty())
         } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
             let kind = if ft.is_char_device() {
@@ -155,20 +177,41 @@ impl<W: Write> TarState<'_, W> {
             let device = Some(if ft.is_fifo() {
                 (0, 0)
             } else {
-                (nix::sys::stat::major(rdev) as u32, nix::sys::stat::minor(rdev) as u32)
+                (
+                    nix::sys::stat::major(rdev) as u32,
+                    nix::sys::stat::minor(rdev) as u32,
+                )
             });
-            self.append(path, &EntryHeader { kind, device, ..base }, io::empty())
+            self.append(
+                path,
+                &EntryHeader {
+                    kind,
+                    device,
+                    ..base
+                },
+                io::empty(),
+            )
         } else {
             // Sockets have no tar representation; like docker and buildah, leave them out.
             Ok(())
         }
     }
 
-    fn file(&mut self, path: &Path, meta: &Metadata, base: EntryHeader<'_>) -> Result<(), LayerError> {
+    fn file(
+        &mut self,
+        path: &Path,
+        meta: &Metadata,
+        base: EntryHeader<'_>,
+    ) -> Result<(), LayerError> {
         if meta.nlink() > 1 {
             let key = (meta.dev(), meta.ino());
             if let Some(first) = self.first_link.get(&key).cloned() {
-                let e = EntryHeader { kind: EntryType::Link, link: Some(&first), xattrs: &[], ..base };
+                let e = EntryHeader {
+                    kind: EntryType::Link,
+                    link: Some(&first),
+                    xattrs: &[],
+                    ..base
+                };
                 return self.append(path, &e, io::empty());
             }
             self.first_link.insert(key, base.path.to_vec());
@@ -179,7 +222,9 @@ impl<W: Write> TarState<'_, W> {
         })?;
         let size = meta.len();
         // Small files get small buffers: 50,000 files must not mean 50,000 big allocations.
-        let cap = usize::try_from(size).unwrap_or(usize::MAX).clamp(512, 256 * 1024);
+        let cap = usize::try_from(size)
+            .unwrap_or(usize::MAX)
+            .clamp(512, 256 * 1024);
         let data = BufReader::with_capacity(cap, Exact::new(file, size));
         self.append(path, &EntryHeader { size, ..base }, data)
     }
@@ -226,7 +271,12 @@ impl<W: Write> TarState<'_, W> {
         })
     }
 
-    fn append(&mut self, path: &Path, e: &EntryHeader<'_>, data: impl io::Read) -> Result<(), LayerError> {
+    fn append(
+        &mut self,
+        path: &Path,
+        e: &EntryHeader<'_>,
+        data: impl io::Read,
+    ) -> Result<(), LayerError> {
         tarball::append(&mut self.b, e, data).map_err(|err| {
             if tarball::is_source_error(&err) {
                 LayerError::Source {
@@ -263,13 +313,22 @@ mod tests {
     fn whiteout_names() {
         assert_eq!(whiteout_name(b"a/b/c", None), b"a/b/.wh.c");
         assert_eq!(whiteout_name(b"c", None), b".wh.c");
-        assert_eq!(whiteout_name(b"a/d", Some(b".wh..wh..opq")), b"a/d/.wh..wh..opq");
+        assert_eq!(
+            whiteout_name(b"a/d", Some(b".wh..wh..opq")),
+            b"a/d/.wh..wh..opq"
+        );
     }
 
     #[test]
     fn bad_levels_are_refused() {
-        assert!(matches!(codec(Compression::Gzip { level: 10 }), Err(LayerError::Level(10))));
-        assert!(matches!(codec(Compression::Zstd { level: 0 }), Err(LayerError::Level(0))));
+        assert!(matches!(
+            codec(Compression::Gzip { level: 10 }),
+            Err(LayerError::Level(10))
+        ));
+        assert!(matches!(
+            codec(Compression::Zstd { level: 0 }),
+            Err(LayerError::Level(0))
+        ));
         assert!(matches!(codec(Compression::None), Ok(None)));
     }
 }

@@ -69,10 +69,18 @@ pub fn build(root: &Path) {
     file(root, "readonly/f", b"ro\n", 0o444);
     file(root, &long_file(), b"long name\n", 0o644);
     symlink(format!("/{}", long_file()), root.join("long/far-link")).unwrap();
-    file(root, "data/big.bin", &data(3 * 1024 * 1024 + 777, 42), 0o644);
+    file(
+        root,
+        "data/big.bin",
+        &data(3 * 1024 * 1024 + 777, 42),
+        0o644,
+    );
     file(root, "future", b"from the future\n", 0o644);
-    nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644))
-        .unwrap();
+    nix::unistd::mkfifo(
+        &root.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
     xattr::set(root.join("etc/conf"), "user.comment", b"hello").unwrap();
     if is_root() {
         std::os::unix::fs::lchown(root.join("etc/conf"), Some(1234), Some(5678)).unwrap();
@@ -99,7 +107,10 @@ pub fn build(root: &Path) {
 /// Sets every mtime under `root` (not `root` itself) to `secs`, symlinks included.
 pub fn set_mtimes(root: &Path, secs: i64) {
     let t = FileTime::from_unix_time(secs, 0);
-    for e in walkdir::WalkDir::new(root).min_depth(1).contents_first(true) {
+    for e in walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .contents_first(true)
+    {
         let e = e.unwrap();
         filetime::set_symlink_file_times(e.path(), t, t).unwrap();
     }
@@ -127,19 +138,37 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, Desc> {
     let mut out = BTreeMap::new();
     for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
         let e = e.unwrap();
-        let rel = e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         let m = fs::symlink_metadata(e.path()).unwrap();
         let ft = m.file_type();
         use std::os::unix::fs::FileTypeExt;
         let (kind, content) = if ft.is_dir() {
             ("dir", String::new())
         } else if ft.is_symlink() {
-            ("symlink", fs::read_link(e.path()).unwrap().to_string_lossy().into_owned())
+            (
+                "symlink",
+                fs::read_link(e.path())
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            )
         } else if ft.is_file() {
             let bytes = fs::read(e.path()).unwrap();
             ("file", kiln::Digest::of(&bytes).to_string())
         } else if ft.is_char_device() {
-            ("char", format!("{}:{}", nix::sys::stat::major(m.rdev()), nix::sys::stat::minor(m.rdev())))
+            (
+                "char",
+                format!(
+                    "{}:{}",
+                    nix::sys::stat::major(m.rdev()),
+                    nix::sys::stat::minor(m.rdev())
+                ),
+            )
         } else if ft.is_fifo() {
             ("fifo", String::new())
         } else {
