@@ -243,7 +243,7 @@ fn main() {
     let (mb, count) = if full {
         (env("KILN_BENCH_MB", 1024), env("KILN_BENCH_FILES", 50_000))
     } else {
-        (32, 2_000)
+        (8, 500)
     };
     let tmp = tempfile::tempdir().unwrap();
     let big = tmp.path().join("big");
