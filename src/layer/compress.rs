@@ -20,6 +20,8 @@ use flate2::{Compress, Crc, FlushCompress, Status};
 const GZIP_BLOCK: usize = 1 << 20;
 /// Input bytes per zstd frame: zstd's window benefits from larger blocks.
 const ZSTD_BLOCK: usize = 4 << 20;
+/// Upper bound on the input bytes queued or being compressed at once.
+const IN_FLIGHT_BYTES: usize = 32 << 20;
 /// Deflate's window: how much of the previous block primes the next one.
 const DEFLATE_DICT: usize = 32 * 1024;
 
@@ -69,8 +71,11 @@ impl<W: Write> BlockCompressor<W> {
             dict: Vec::new(),
             crc: Crc::new(),
             pending: VecDeque::new(),
-            // Memory bound: each block in flight holds its input and its output.
-            max_in_flight: 2 * rayon::current_num_threads() + 1,
+            // Enough blocks to keep every thread busy, but never more than IN_FLIGHT_BYTES
+            // of input (plus as much output) whatever the core count: memory stays flat.
+            max_in_flight: (2 * rayon::current_num_threads() + 1)
+                .min(IN_FLIGHT_BYTES / codec.block_size())
+                .max(1),
             blocks_sent: 0,
         })
     }

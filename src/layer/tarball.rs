@@ -184,7 +184,10 @@ mod tests {
         }
     }
 
-    fn read_back(tar_bytes: &[u8]) -> Vec<(Vec<u8>, u64, u32, Vec<(String, Vec<u8>)>)> {
+    /// (path, uid, mode, PAX records) of each entry.
+    type Listed = (Vec<u8>, u64, u32, Vec<(String, Vec<u8>)>);
+
+    fn read_back(tar_bytes: &[u8]) -> Vec<Listed> {
         let mut a = tar::Archive::new(tar_bytes);
         let mut out = Vec::new();
         for e in a.entries().unwrap() {

@@ -171,7 +171,8 @@ impl Unpacker<'_> {
                     .push((target.to_path_buf(), meta.mode, meta.mtime));
                 return Ok(true);
             }
-            EntryType::Regular | EntryType::Continuous => {
+            // The tar crate expands GNU sparse entries to their full contents on read.
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 remove_any(target)?;
                 let mut f = OpenOptions::new()
                     .write(true)
