@@ -58,6 +58,9 @@ pub struct Registry {
     base: tokio::sync::OnceCell<Url>,
     challenge: std::sync::Mutex<Option<Challenge>>,
     tokens: TokenCache,
+    /// Held while a token is fetched, so parallel transfers wait for one token request
+    /// instead of each asking for the same scopes.
+    token_fetch: tokio::sync::Mutex<()>,
     pub(crate) config: ClientConfig,
 }
 
@@ -113,6 +116,7 @@ impl Registry {
             base: tokio::sync::OnceCell::new(),
             challenge: std::sync::Mutex::new(None),
             tokens: TokenCache::default(),
+            token_fetch: tokio::sync::Mutex::new(()),
             config,
         })
     }
@@ -287,6 +291,10 @@ impl Registry {
                 service,
                 scope,
             }) => {
+                if let Some(t) = self.tokens.get(scopes) {
+                    return Ok(Some(format!("Bearer {t}")));
+                }
+                let _single = self.token_fetch.lock().await;
                 if let Some(t) = self.tokens.get(scopes) {
                     return Ok(Some(format!("Bearer {t}")));
                 }
