@@ -133,13 +133,16 @@ impl Registry {
 
     async fn probe(&self) -> Result<Url, RegistryError> {
         let https = self.url_for("https")?;
-        let err = match self.ping(&https).await {
+        // A host that may fall back to HTTP gets a short TLS attempt: some plain servers never
+        // answer a ClientHello, and the full connect timeout would stall every first request.
+        let tls_wait = if self.allow_http { 5 } else { 30 };
+        let err = match self.ping(&https, Duration::from_secs(tls_wait)).await {
             Ok(()) => return Ok(https),
             Err(e) => e,
         };
         if self.allow_http {
             let http = self.url_for("http")?;
-            if self.ping(&http).await.is_ok() {
+            if self.ping(&http, Duration::from_secs(30)).await.is_ok() {
                 return Ok(http);
             }
         }
@@ -155,9 +158,9 @@ impl Registry {
     }
 
     /// Ok when something answering like a registry (200 or 401) is there.
-    async fn ping(&self, base: &Url) -> Result<(), reqwest::Error> {
+    async fn ping(&self, base: &Url, wait: Duration) -> Result<(), reqwest::Error> {
         let url = base.join("v2/").expect("static path");
-        let resp = self.http.get(url).send().await?;
+        let resp = self.http.get(url).timeout(wait).send().await?;
         if resp.status().as_u16() == 401 {
             self.learn_challenge(&resp);
         }

@@ -20,7 +20,7 @@ pub enum Fault {
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub method: &'static str,
-    pub path_contains: &'static str,
+    pub path_contains: String,
     pub times: usize,
     pub fault: Fault,
 }
@@ -80,7 +80,8 @@ async fn read_head(s: &mut TcpStream) -> std::io::Result<Option<(String, Vec<u8>
             return Ok(Some((head, buf[pos + 4..].to_vec())));
         }
         let n = s.read(&mut tmp).await?;
-        if n == 0 {
+        // A TLS ClientHello (0x16) is not HTTP: close, as a plain HTTP server would answer it.
+        if n == 0 || (buf.is_empty() && tmp[0] == 0x16) {
             return Ok(None);
         }
         buf.extend_from_slice(&tmp[..n]);
@@ -131,7 +132,7 @@ async fn handle(
         let mut rules = rules.lock().unwrap();
         rules
             .iter_mut()
-            .find(|r| r.times > 0 && r.method == method && path.contains(r.path_contains))
+            .find(|r| r.times > 0 && r.method == method && path.contains(r.path_contains.as_str()))
             .map(|r| {
                 r.times -= 1;
                 r.fault.clone()
