@@ -22,6 +22,8 @@ pub struct ClientConfig {
     pub insecure_registries: Vec<String>,
     /// Directories holding `HOST[:PORT]/*.crt` CA files.
     pub cert_dirs: Vec<PathBuf>,
+    /// A directory whose `*.crt` files are trusted for every host (skopeo's `--cert-dir`).
+    pub cert_dir: Option<PathBuf>,
     /// Retries after the first attempt, for transient failures.
     pub retries: u32,
     /// The first backoff; each retry doubles it (plus jitter).
@@ -41,6 +43,7 @@ impl Default for ClientConfig {
                 PathBuf::from("/etc/containers/certs.d"),
                 PathBuf::from("/etc/docker/certs.d"),
             ],
+            cert_dir: None,
             retries: 5,
             backoff: Duration::from_millis(500),
             concurrency: 4,
@@ -97,7 +100,11 @@ impl Registry {
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(Duration::from_secs(120))
             .danger_accept_invalid_certs(insecure);
-        for pem in ca_files(&config.cert_dirs, host)? {
+        let mut cas = ca_files(&config.cert_dirs, host)?;
+        if let Some(dir) = &config.cert_dir {
+            cas.extend(ca_files(std::slice::from_ref(dir), "")?);
+        }
+        for pem in cas {
             let cert = reqwest::Certificate::from_pem(&pem.1).map_err(|e| {
                 RegistryError::Credentials(format!("CA file {}: {e}", pem.0.display()))
             })?;
@@ -123,6 +130,20 @@ impl Registry {
 
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// Checks that the credentials are accepted (`GET /v2/` with auth), for `kiln login`.
+    pub async fn check_login(&self) -> Result<(), RegistryError> {
+        let what = "GET /v2/ (checking credentials)";
+        let resp = self
+            .send(what, &Scopes::none(), true, |http, base| {
+                http.get(base.join("v2/").expect("static path"))
+            })
+            .await?;
+        match resp.status().as_u16() {
+            200 => Ok(()),
+            _ => Err(self.status_error(what, resp).await),
+        }
     }
 
     /// The base URL (`https://host/` or, for insecure and loopback hosts that do not speak TLS,
