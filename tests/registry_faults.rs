@@ -208,3 +208,58 @@ async fn pull_never_stores_a_blob_whose_digest_does_not_match() {
         .unwrap_err();
     assert!(matches!(err, RegistryError::DigestMismatch { .. }), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blob_redirects_are_followed_without_the_registry_authorization() {
+    let reg = TestRegistry::start("token");
+    let src_dir = tempfile::tempdir().unwrap();
+    let src = Layout::new(src_dir.path());
+    let image = make_image(&src, 14, &[40_000], "amd64");
+    reg.client(creds())
+        .push_image(
+            "kiln/redir",
+            &["t".into()],
+            &image,
+            &src,
+            None,
+            &Progress::none(),
+        )
+        .await
+        .unwrap();
+    let Parsed::Image { layers, .. } = image.parse().unwrap() else {
+        unreachable!()
+    };
+    // "Blob storage" on another port serves the layer; the registry answers 307 to it.
+    let (storage, heads) = Proxy::serve_static(src.read(&layers[0].digest)).await;
+    let proxy = Proxy::start(
+        &reg.addr,
+        vec![rule(
+            "GET",
+            layers[0].digest.to_string(),
+            usize::MAX,
+            Fault::Redirect(format!("http://{storage}/bucket/blob")),
+        )],
+    )
+    .await;
+    let client = kiln::registry::Registry::new(&proxy.addr, test_config(), creds()).unwrap();
+    let dst_dir = tempfile::tempdir().unwrap();
+    let dst = Layout::new(dst_dir.path());
+    let r: Reference = format!("{}/kiln/redir:t", proxy.addr).parse().unwrap();
+    client
+        .pull_image(&r, &"linux/amd64".parse().unwrap(), &dst, &Progress::none())
+        .await
+        .unwrap();
+    assert_eq!(dst.read(&layers[0].digest), src.read(&layers[0].digest));
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(
+        !heads[0].to_ascii_lowercase().contains("authorization"),
+        "credentials leaked to blob storage: {}",
+        heads[0]
+    );
+    let to_registry = proxy.requests();
+    assert!(
+        to_registry.iter().any(|l| l.contains("Redirect")),
+        "{to_registry:?}"
+    );
+}

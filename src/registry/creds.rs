@@ -34,11 +34,16 @@ fn podman_auth_files() -> Vec<PathBuf> {
 /// Finds stored credentials for `auth_key` (see [`crate::Reference::auth_key`]); `None` means
 /// anonymous. A broken helper or file is an error, not silently anonymous.
 pub fn lookup(auth_key: &str) -> Result<Option<Credential>, RegistryError> {
-    let files = podman_auth_files()
+    let files: Vec<PathBuf> = podman_auth_files()
         .into_iter()
         .chain(docker_config_path())
-        .filter(|p| p.is_file());
-    for path in files {
+        .collect();
+    lookup_in(&files, auth_key)
+}
+
+/// The first of `files` (missing ones skipped) that has credentials for `auth_key` wins.
+fn lookup_in(files: &[PathBuf], auth_key: &str) -> Result<Option<Credential>, RegistryError> {
+    for path in files.iter().filter(|p| p.is_file()) {
         let file = std::fs::File::open(&path).map_err(|source| RegistryError::Io {
             what: format!("reading {}", path.display()),
             source,
@@ -142,6 +147,34 @@ fn write_config(path: &Path, config: &serde_json::Value) -> Result<(), RegistryE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lookup_takes_the_first_file_with_an_entry_and_reports_broken_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, missing) = (
+            dir.path().join("auth.json"),
+            dir.path().join("config.json"),
+            dir.path().join("nope.json"),
+        );
+        // "YTph" = a:a, "Yjpi" = b:b
+        std::fs::write(&a, r#"{"auths":{"only-a.io":{"auth":"YTph"}}}"#).unwrap();
+        std::fs::write(
+            &b,
+            r#"{"auths":{"only-a.io":{"auth":"Yjpi"},"r.io":{"auth":"Yjpi"}}}"#,
+        )
+        .unwrap();
+        let files = [missing, a.clone(), b.clone()];
+        let user = |c: Option<Credential>| match c {
+            Some(Credential::Basic { username, .. }) => username,
+            other => format!("{other:?}"),
+        };
+        assert_eq!(user(lookup_in(&files, "only-a.io").unwrap()), "a");
+        assert_eq!(user(lookup_in(&files, "r.io").unwrap()), "b");
+        assert_eq!(lookup_in(&files, "none.io").unwrap(), None);
+        std::fs::write(&a, r#"{"auths":{"r.io":{"auth":"!!notbase64"}}}"#).unwrap();
+        let err = lookup_in(&files, "r.io").unwrap_err().to_string();
+        assert!(err.contains("auth.json") && err.contains("r.io"), "{err}");
+    }
 
     #[test]
     fn store_then_read_back_then_erase_keeps_other_entries() {

@@ -15,6 +15,8 @@ pub enum Fault {
     ResetAfter(usize),
     /// Forward, but flip one byte of the response body.
     Corrupt,
+    /// Answer `307 Temporary Redirect` to this URL (blob storage elsewhere).
+    Redirect(String),
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +65,33 @@ impl Proxy {
             log,
             task,
         }
+    }
+
+    /// A one-shot-per-connection HTTP server answering every GET with `body`; it records each
+    /// request head so a test can check what headers reached it.
+    pub async fn serve_static(body: Vec<u8>) -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let (h, body) = (heads.clone(), Arc::new(body));
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let (h, body) = (h.clone(), body.clone());
+                tokio::spawn(async move {
+                    if let Ok(Some((head, _))) = read_head(&mut conn).await {
+                        h.lock().unwrap().push(head);
+                        let msg = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = conn.write_all(msg.as_bytes()).await;
+                        let _ = conn.write_all(&body).await;
+                        let _ = conn.shutdown().await;
+                    }
+                });
+            }
+        });
+        (addr, heads)
     }
 
     pub fn requests(&self) -> Vec<String> {
@@ -142,6 +171,13 @@ async fn handle(
         .unwrap()
         .push(format!("{method} {path} -> {fault:?}"));
     let len = content_length(&head);
+    if let Some(Fault::Redirect(to)) = &fault {
+        let msg = format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        client.write_all(msg.as_bytes()).await?;
+        return Ok(());
+    }
     if let Some(Fault::Status(code, after)) = &fault {
         // Drain the body so the client sees the answer, not a broken pipe.
         while body.len() < len {
