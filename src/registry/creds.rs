@@ -44,7 +44,7 @@ pub fn lookup(auth_key: &str) -> Result<Option<Credential>, RegistryError> {
 /// The first of `files` (missing ones skipped) that has credentials for `auth_key` wins.
 fn lookup_in(files: &[PathBuf], auth_key: &str) -> Result<Option<Credential>, RegistryError> {
     for path in files.iter().filter(|p| p.is_file()) {
-        let file = std::fs::File::open(&path).map_err(|source| RegistryError::Io {
+        let file = std::fs::File::open(path).map_err(|source| RegistryError::Io {
             what: format!("reading {}", path.display()),
             source,
         })?;
