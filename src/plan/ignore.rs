@@ -1,1 +1,533 @@
 //! `.dockerignore`: which context paths a build may see.
+//!
+//! Public API: [`DockerIgnore::parse`] / [`DockerIgnore::load`], then
+//! [`DockerIgnore::is_excluded`] for a context-relative path and [`DockerIgnore::can_skip_dir`]
+//! to prune a walk. Errors are [`IgnoreError`].
+//!
+//! Semantics follow moby/patternmatcher (`ignorefile.ReadAll` + `MatchesOrParentMatches`):
+//! - a line starting with `#` is a comment (only in the first column); blank lines are skipped;
+//!   surrounding whitespace is trimmed; a UTF-8 BOM and CR line ends are accepted;
+//! - patterns are cleaned like Go's `filepath.Clean` and a leading `/` is dropped, so `/a`,
+//!   `./a` and `a/` all mean `a`; they are anchored at the context root (not gitignore-like:
+//!   `foo` does not match `sub/foo`; write `**/foo` for that);
+//! - Go `filepath.Match` syntax: `*` and `?` (never matching `/`), `[a-z]`, `[^a-z]`, `\`
+//!   escapes; `**` matches any number of directories;
+//! - a pattern matches a path or any of its parent directories;
+//! - `!pattern` re-includes; the last matching pattern wins.
+//!
+//! Checked against buildah 1.28 (`testdata/dockerignore/`, `tests/dockerignore.rs`). Where
+//! buildah differs from BuildKit we follow BuildKit: `<Dockerfile>.dockerignore` (buildah 1.28
+//! ignores it) and patterns with `..` (BuildKit's `filepath.Clean` keeps a leading `../`, which
+//! then never matches, and turns `/../a` into `a`; buildah does otherwise).
+
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+
+/// A `.dockerignore` file that could not be read or has a bad pattern.
+#[derive(Debug, thiserror::Error)]
+pub enum IgnoreError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}: bad pattern {pattern:?}: {reason}")]
+    BadPattern {
+        /// The ignore file (".dockerignore" when parsed from text).
+        file: String,
+        /// 1-based line number.
+        line: usize,
+        pattern: String,
+        reason: String,
+    },
+}
+
+/// The parsed exclusion rules of a build context.
+#[derive(Debug, Clone, Default)]
+pub struct DockerIgnore {
+    patterns: Vec<Pattern>,
+}
+
+#[derive(Debug, Clone)]
+struct Pattern {
+    /// `!pattern`: re-includes what earlier patterns excluded.
+    exception: bool,
+    /// The cleaned pattern text, without the `!`.
+    text: String,
+    matcher: Matcher,
+}
+
+/// How a pattern matches, as moby/patternmatcher classifies it.
+#[derive(Debug, Clone)]
+enum Matcher {
+    /// No wildcards: the path must be equal.
+    Exact,
+    /// `literal**`: any path starting with `literal`.
+    Prefix(String),
+    /// `**literal`: any path ending with `literal` (and `**/x` also matches `x`).
+    Suffix(String),
+    Regex(Regex),
+}
+
+impl DockerIgnore {
+    /// Parses the text of a `.dockerignore` file.
+    pub fn parse(text: &str) -> Result<Self, IgnoreError> {
+        Self::parse_named(text, ".dockerignore")
+    }
+
+    /// Reads the ignore file for a build: `<Dockerfile-name>.dockerignore` beside the
+    /// Dockerfile if there is one, else `<context>/.dockerignore`, else nothing is excluded.
+    pub fn load(context: &Path, dockerfile: Option<&Path>) -> Result<Self, IgnoreError> {
+        let specific = dockerfile.and_then(|df| {
+            let name = df.file_name()?;
+            let mut ignore_name = name.to_os_string();
+            ignore_name.push(".dockerignore");
+            Some(df.with_file_name(ignore_name))
+        });
+        for path in specific.into_iter().chain([context.join(".dockerignore")]) {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => return Self::parse_named(&text, &path.display().to_string()),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(IgnoreError::Read { path, source }),
+            }
+        }
+        Ok(Self::default())
+    }
+
+    fn parse_named(text: &str, file: &str) -> Result<Self, IgnoreError> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut patterns = Vec::new();
+        for (index, raw) in text.lines().enumerate() {
+            let bad = |reason: String| IgnoreError::BadPattern {
+                file: file.to_string(),
+                line: index + 1,
+                pattern: raw.trim().to_string(),
+                reason,
+            };
+            if raw.starts_with('#') {
+                continue;
+            }
+            let line = raw.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let (exception, body) = match line.strip_prefix('!') {
+                Some(rest) => (true, rest.trim()),
+                None => (false, line),
+            };
+            if exception && body.is_empty() {
+                return Err(bad("a lone \"!\" excludes nothing; remove the line".into()));
+            }
+            let mut text = clean(body);
+            if text.len() > 1 && text.starts_with('/') {
+                text.remove(0);
+            }
+            let matcher = compile(&text).map_err(bad)?;
+            patterns.push(Pattern {
+                exception,
+                text,
+                matcher,
+            });
+        }
+        Ok(DockerIgnore { patterns })
+    }
+
+    /// Whether `rel_path` (context-relative, `/`-separated) is excluded from the context.
+    /// The context root itself is never excluded.
+    pub fn is_excluded(&self, rel_path: &str) -> bool {
+        let path = clean(rel_path);
+        let path = path.strip_prefix('/').unwrap_or(&path);
+        if path.is_empty() || path == "." {
+            return false;
+        }
+        let parents: Vec<&str> = match path.rfind('/') {
+            Some(end) => path[..end]
+                .match_indices('/')
+                .map(|(i, _)| &path[..i])
+                .chain([&path[..end]])
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut excluded = false;
+        for pattern in &self.patterns {
+            // Only a pattern that could change the verdict needs evaluating.
+            if pattern.exception != excluded {
+                continue;
+            }
+            let hit = pattern.matches(path) || parents.iter().any(|dir| pattern.matches(dir));
+            if hit {
+                excluded = !pattern.exception;
+            }
+        }
+        excluded
+    }
+
+    /// Whether a walk may skip `rel_dir` entirely: it is excluded and no exception could
+    /// re-include anything below it. Conservative: an exception with wildcards keeps every
+    /// excluded directory walkable (as BuildKit's fsutil does).
+    pub fn can_skip_dir(&self, rel_dir: &str) -> bool {
+        if !self.is_excluded(rel_dir) {
+            return false;
+        }
+        let dir = clean(rel_dir);
+        let dir_slash = format!("{}/", dir.trim_start_matches('/'));
+        self.patterns
+            .iter()
+            .filter(|p| p.exception)
+            .all(|p| !has_wildcards(&p.text) && !format!("{}/", p.text).starts_with(&dir_slash))
+    }
+
+    /// True when there are no patterns at all (nothing is ever excluded).
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+}
+
+impl Pattern {
+    fn matches(&self, path: &str) -> bool {
+        match &self.matcher {
+            Matcher::Exact => path == self.text,
+            Matcher::Prefix(prefix) => path.starts_with(prefix.as_str()),
+            Matcher::Suffix(suffix) => {
+                path.ends_with(suffix.as_str())
+                    || suffix.strip_prefix('/').is_some_and(|rest| path == rest)
+            }
+            Matcher::Regex(re) => re.is_match(path),
+        }
+    }
+}
+
+/// Whether a pattern uses `*`, `?` or `[` (escaped ones do not count).
+fn has_wildcards(pattern: &str) -> bool {
+    let mut chars = pattern.chars();
+    while let Some(ch) = chars.next() {
+        match ch {
+            '\\' => {
+                chars.next();
+            }
+            '*' | '?' | '[' => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Go's `path.Clean` for `/`-separated paths: drops empty and `.` elements, resolves `..`
+/// lexically (never above the root), removes the trailing `/`; empty becomes `.`.
+fn clean(path: &str) -> String {
+    let rooted = path.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => match parts.last() {
+                Some(&last) if last != ".." => {
+                    parts.pop();
+                }
+                _ if rooted => {}
+                _ => parts.push(".."),
+            },
+            _ => parts.push(part),
+        }
+    }
+    let joined = parts.join("/");
+    match (rooted, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".to_string(),
+        (false, false) => joined,
+    }
+}
+
+/// Classifies and compiles one cleaned pattern the way moby/patternmatcher does: literal
+/// patterns compare as strings, `lit**` and `**lit` as prefix/suffix, anything else becomes
+/// an anchored regular expression. Syntax follows Go's `filepath.Match` and is checked first.
+fn compile(pattern: &str) -> Result<Matcher, String> {
+    let mut regex = String::from("^");
+    let mut kind = Kind::Exact;
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut i = 0;
+    let mut first = true;
+    while i < chars.len() {
+        let ch = chars[i];
+        i += 1;
+        match ch {
+            '*' if chars.get(i) == Some(&'*') => {
+                i += 1;
+                // `**/` is the same as `**`.
+                if chars.get(i) == Some(&'/') {
+                    i += 1;
+                }
+                if i == chars.len() {
+                    if kind == Kind::Exact {
+                        kind = Kind::Prefix;
+                    } else {
+                        regex.push_str(".*");
+                        kind = Kind::Regex;
+                    }
+                } else {
+                    regex.push_str("(?:.*/)?");
+                    kind = Kind::Regex;
+                }
+                if first {
+                    kind = Kind::Suffix;
+                }
+            }
+            '*' => {
+                regex.push_str("[^/]*");
+                kind = Kind::Regex;
+            }
+            '?' => {
+                regex.push_str("[^/]");
+                kind = Kind::Regex;
+            }
+            '\\' => {
+                let escaped = chars.get(i).ok_or("a trailing \\ escapes nothing")?;
+                i += 1;
+                regex.push_str(&regex::escape(&escaped.to_string()));
+                kind = Kind::Regex;
+            }
+            '[' => {
+                i = class(&chars, i, &mut regex)?;
+                kind = Kind::Regex;
+            }
+            _ => regex.push_str(&regex::escape(&ch.to_string())),
+        }
+        first = false;
+    }
+    Ok(match kind {
+        Kind::Exact => Matcher::Exact,
+        Kind::Prefix => Matcher::Prefix(pattern[..pattern.len() - 2].to_string()),
+        Kind::Suffix => Matcher::Suffix(pattern[2..].to_string()),
+        Kind::Regex => {
+            regex.push('$');
+            Matcher::Regex(Regex::new(&regex).map_err(|e| e.to_string())?)
+        }
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Exact,
+    Prefix,
+    Suffix,
+    Regex,
+}
+
+/// Parses a `filepath.Match` character class starting after its `[`, appends the equivalent
+/// regex class and returns the index after the closing `]`.
+fn class(chars: &[char], mut i: usize, regex: &mut String) -> Result<usize, String> {
+    regex.push('[');
+    if chars.get(i) == Some(&'^') {
+        regex.push('^');
+        i += 1;
+    }
+    let mut ranges = 0;
+    loop {
+        match chars.get(i) {
+            None => return Err("unclosed character class '['".into()),
+            Some(']') if ranges > 0 => {
+                regex.push(']');
+                return Ok(i + 1);
+            }
+            Some(_) => {}
+        }
+        let lo = class_char(chars, &mut i)?;
+        let mut hi = lo;
+        if chars.get(i) == Some(&'-') {
+            i += 1;
+            hi = class_char(chars, &mut i)?;
+            if hi < lo {
+                return Err(format!("character range {lo}-{hi} is out of order"));
+            }
+        }
+        regex.push_str(&format!("\\x{{{:x}}}-\\x{{{:x}}}", lo as u32, hi as u32));
+        ranges += 1;
+    }
+}
+
+/// One (possibly escaped) character inside a class; `-` and `]` must be escaped there.
+fn class_char(chars: &[char], i: &mut usize) -> Result<char, String> {
+    let ch = match chars.get(*i) {
+        None => return Err("unclosed character class '['".into()),
+        Some('-' | ']') => return Err("'-' or ']' must be escaped inside a character class".into()),
+        Some('\\') => {
+            *i += 1;
+            *chars.get(*i).ok_or("unclosed character class '['")?
+        }
+        Some(&ch) => ch,
+    };
+    *i += 1;
+    Ok(ch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ignore(text: &str) -> DockerIgnore {
+        DockerIgnore::parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}"))
+    }
+
+    #[test]
+    fn cleans_like_go() {
+        for (input, want) in [
+            ("", "."),
+            ("a/", "a"),
+            ("./a//b/./c/", "a/b/c"),
+            ("a/../../b", "../b"),
+            ("/../a", "/a"),
+            ("/", "/"),
+            ("a/b/..", "a"),
+        ] {
+            assert_eq!(clean(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn patterns_are_anchored_at_the_root_and_cover_children() {
+        let ig = ignore("foo\n/bar/\n./baz/qux\n");
+        assert!(ig.is_excluded("foo"));
+        assert!(ig.is_excluded("foo/deep/file"));
+        assert!(!ig.is_excluded("sub/foo"));
+        assert!(!ig.is_excluded("foobar"));
+        assert!(ig.is_excluded("bar/x"));
+        assert!(ig.is_excluded("baz/qux/y"));
+        assert!(!ig.is_excluded("baz/other"));
+        assert!(!ig.is_excluded("."));
+        assert!(!ig.is_excluded(""));
+        assert!(ig.is_excluded("./foo"));
+        // BuildKit cleans `/../a` to `a` and keeps `../a`, which can never match.
+        let ig = ignore("/../a\n../b\n");
+        assert!(ig.is_excluded("a"));
+        assert!(!ig.is_excluded("b"));
+    }
+
+    #[test]
+    fn single_star_and_question_stay_within_a_segment() {
+        let ig = ignore("*.md\na?c\n");
+        assert!(ig.is_excluded("README.md"));
+        assert!(!ig.is_excluded("docs/README.md"));
+        assert!(ig.is_excluded("abc"));
+        assert!(!ig.is_excluded("a/c"));
+        let ig = ignore("*/*.md");
+        assert!(ig.is_excluded("docs/a.md"));
+        assert!(!ig.is_excluded("a.md"));
+        assert!(!ig.is_excluded("x/docs/a.md"));
+    }
+
+    #[test]
+    fn double_star_matches_any_depth() {
+        let ig = ignore("**/*.log\n");
+        assert!(ig.is_excluded("a.log"));
+        assert!(ig.is_excluded("x/y/a.log"));
+        assert!(!ig.is_excluded("x/y/a.txt"));
+        let ig = ignore("**/node_modules");
+        assert!(ig.is_excluded("node_modules/x"));
+        assert!(ig.is_excluded("a/node_modules"));
+        let ig = ignore("a/**/b");
+        assert!(ig.is_excluded("a/b"));
+        assert!(ig.is_excluded("a/x/y/b"));
+        assert!(!ig.is_excluded("b"));
+        let ig = ignore("build/**");
+        assert!(ig.is_excluded("build/x"));
+        assert!(!ig.is_excluded("build"));
+        let ig = ignore("**");
+        assert!(ig.is_excluded("anything/at/all"));
+    }
+
+    #[test]
+    fn exceptions_with_last_match_winning() {
+        let ig = ignore("*.md\n!README.md\n");
+        assert!(ig.is_excluded("CHANGES.md"));
+        assert!(!ig.is_excluded("README.md"));
+        let ig = ignore("!README.md\n*.md\n");
+        assert!(ig.is_excluded("README.md"));
+        let ig = ignore("docs\n!docs/keep\ndocs/keep/secret\n");
+        assert!(ig.is_excluded("docs/a"));
+        assert!(!ig.is_excluded("docs/keep/b"));
+        assert!(ig.is_excluded("docs/keep/secret/c"));
+        let ig = ignore("!  spaced\n");
+        assert!(!ig.is_excluded("spaced"));
+    }
+
+    #[test]
+    fn classes_and_escapes() {
+        let ig = ignore("file[0-9].txt\nx[^ab]y\nlit\\*star\n[\\]]\n");
+        assert!(ig.is_excluded("file7.txt"));
+        assert!(!ig.is_excluded("filea.txt"));
+        assert!(ig.is_excluded("xcy"));
+        assert!(!ig.is_excluded("xay"));
+        assert!(ig.is_excluded("lit*star"));
+        assert!(!ig.is_excluded("litXstar"));
+        assert!(ig.is_excluded("]"));
+        let ig = ignore("a.b+c(d)|e{f}$g");
+        assert!(ig.is_excluded("a.b+c(d)|e{f}$g"));
+        assert!(!ig.is_excluded("aXb+c(d)|e{f}$g"));
+        let ig = ignore("*.b+c");
+        assert!(ig.is_excluded("x.b+c"));
+        assert!(!ig.is_excluded("x.bbc"));
+    }
+
+    #[test]
+    fn comments_blank_lines_bom_and_crlf() {
+        let ig = ignore("\u{feff}# comment\r\n\r\n  \nsecret\r\n #notacomment\n");
+        assert!(ig.is_excluded("secret"));
+        assert!(ig.is_excluded("#notacomment"));
+        assert!(!ig.is_excluded("# comment"));
+        assert_eq!(ig.patterns.len(), 2);
+    }
+
+    #[test]
+    fn bad_patterns_name_the_line() {
+        for (text, line, reason) in [
+            ("ok\n!\n", 2, "lone"),
+            ("a\nb\n[abc\n", 3, "unclosed"),
+            ("x[]\n", 1, "escaped"),
+            ("x[a-]\n", 1, "escaped"),
+            ("x\\\n", 1, "trailing"),
+            ("[z-a]\n", 1, "out of order"),
+        ] {
+            let err = DockerIgnore::parse(text).expect_err(text);
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with(&format!(".dockerignore:{line}: bad pattern")),
+                "{msg}"
+            );
+            assert!(msg.contains(reason), "{msg}");
+        }
+    }
+
+    #[test]
+    fn can_skip_dir_only_when_no_exception_reaches_inside() {
+        let ig = ignore("node_modules\nbuild\n!build/keep.txt\n");
+        assert!(ig.can_skip_dir("node_modules"));
+        assert!(!ig.can_skip_dir("build"));
+        assert!(!ig.can_skip_dir("src"));
+        let ig = ignore("vendor\n!**/*.go\n");
+        assert!(!ig.can_skip_dir("vendor"));
+        let ig = ignore("a\n!b\n");
+        assert!(ig.can_skip_dir("a"));
+        assert!(ig.can_skip_dir("a/deeper"));
+    }
+
+    #[test]
+    fn load_prefers_the_dockerfile_specific_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path().join("ctx");
+        std::fs::create_dir(&ctx).unwrap();
+        assert!(DockerIgnore::load(&ctx, None).unwrap().is_empty());
+        std::fs::write(ctx.join(".dockerignore"), "general\n").unwrap();
+        let df = dir.path().join("app.Dockerfile");
+        let ig = DockerIgnore::load(&ctx, Some(&df)).unwrap();
+        assert!(ig.is_excluded("general"));
+        std::fs::write(dir.path().join("app.Dockerfile.dockerignore"), "specific\n").unwrap();
+        let ig = DockerIgnore::load(&ctx, Some(&df)).unwrap();
+        assert!(ig.is_excluded("specific"));
+        assert!(!ig.is_excluded("general"));
+        std::fs::write(ctx.join(".dockerignore"), "[\n").unwrap();
+        let err = DockerIgnore::load(&ctx, None).unwrap_err().to_string();
+        assert!(err.contains("ctx/.dockerignore:1: bad pattern"), "{err}");
+    }
+}

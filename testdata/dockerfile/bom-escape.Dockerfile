@@ -1,0 +1,5 @@
+﻿# ESCAPE = `
+FROM alpine
+RUN dir c:\
+COPY a `
+  b c:\
