@@ -263,3 +263,42 @@ async fn blob_redirects_are_followed_without_the_registry_authorization() {
         "{to_registry:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_too_large_switches_to_chunked_upload() {
+    let reg = TestRegistry::start("plain");
+    let src_dir = tempfile::tempdir().unwrap();
+    let src = Layout::new(src_dir.path());
+    let image = make_image(&src, 15, &[9_000_000], "amd64");
+    let Parsed::Image { layers, .. } = image.parse().unwrap() else {
+        unreachable!()
+    };
+    // The monolithic PUT of the 9 MB layer is refused once (its URL ends in digest=…<hex>).
+    let proxy = Proxy::start(
+        &reg.addr,
+        vec![rule(
+            "PUT",
+            layers[0].digest.hex(),
+            1,
+            Fault::Status(413, None),
+        )],
+    )
+    .await;
+    let (progress, events) = kiln::progress::Progress::channel();
+    Registry_for(&proxy)
+        .push_image("kiln/big", &["t".into()], &image, &src, None, &progress)
+        .await
+        .unwrap();
+    drop(progress);
+    let warned = events.iter().any(
+        |e| matches!(e, kiln::progress::Event::Warning { message } if message.contains("chunks")),
+    );
+    assert!(warned, "the fallback is reported");
+    let patches = proxy
+        .requests()
+        .iter()
+        .filter(|l| l.starts_with("PATCH"))
+        .count();
+    assert!(patches >= 2, "uploaded in chunks: {:#?}", proxy.requests());
+    assert!(tag_exists(&reg, "kiln/big", "t").await);
+}

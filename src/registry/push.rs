@@ -50,6 +50,8 @@ pub struct PushSummary {
 }
 
 const READ_CHUNK: usize = 256 * 1024;
+/// Chunk size when a registry refuses a monolithic upload (GHCR rejects PATCHes over ~4 MiB).
+const FALLBACK_CHUNK: u64 = 4 << 20;
 
 impl Registry {
     /// `Some(size)` when the repository has the blob.
@@ -92,12 +94,22 @@ impl Registry {
             return Ok(BlobPushed::Present);
         }
         let mut attempt = 0;
+        let mut chunk = self.config.chunk_size;
         loop {
             match self
-                .upload_once(repo, digest, size, source, mount_from, progress)
+                .upload_once(repo, digest, size, chunk, source, mount_from, progress)
                 .await
             {
                 Ok(done) => return Ok(done),
+                // A registry or proxy that caps request bodies: switch to chunks, new session.
+                Err(RegistryError::Status { status: 413, .. }) if chunk.is_none() => {
+                    progress.warn(format!(
+                        "{}: blob {digest} too large for one request; uploading in {} MiB chunks",
+                        self.host(),
+                        FALLBACK_CHUNK >> 20
+                    ));
+                    chunk = Some(FALLBACK_CHUNK);
+                }
                 Err(e) if e.is_transient() && attempt < self.config.retries => {
                     progress.warn(format!("{e}; restarting the upload"));
                     tokio::time::sleep(self.backoff(attempt, None)).await;
@@ -108,11 +120,13 @@ impl Registry {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn upload_once(
         &self,
         repo: &str,
         digest: &Digest,
         size: u64,
+        chunk: Option<u64>,
         source: &dyn BlobSource,
         mount_from: Option<&str>,
         progress: &Progress,
@@ -136,7 +150,7 @@ impl Registry {
         }
         let location = self.location(&resp, &what)?;
         drop(resp);
-        match self.config.chunk_size {
+        match chunk {
             Some(chunk) => {
                 self.upload_chunked(location, repo, digest, size, chunk, source, progress)
                     .await
