@@ -107,7 +107,14 @@ stop() {
   local dir=$1
   for f in registry token-server; do
     if [[ -f "$dir/$f.pid" ]]; then
-      kill "$(cat "$dir/$f.pid")" 2>/dev/null || true
+      local pid
+      pid=$(cat "$dir/$f.pid")
+      kill "$pid" 2>/dev/null || true
+      # Wait (up to 5 s) so the caller can delete DIR without racing the process's last writes.
+      for _ in $(seq 1 50); do
+        [[ -e /proc/$pid && $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]] || break
+        sleep 0.1
+      done
       rm -f "$dir/$f.pid"
     fi
   done
