@@ -208,6 +208,9 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     drop(progress);
     let _ = renderer.join();
     let pulled = result.with_context(|| format!("pulling {reference}"))?;
+    if pulled.index.is_none() {
+        warn_if_other_platform(&store, &pulled.config, &platform);
+    }
     store
         .tag(&reference, &pulled.manifest.digest)
         .with_context(|| format!("naming {reference} in the store"))?;
@@ -221,4 +224,31 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
         pulled.blobs_skipped,
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A single-platform image is used whatever it was built for (as Docker does), but say so when
+/// it is not the platform asked for.
+fn warn_if_other_platform(store: &Store, config: &Digest, wanted: &Platform) {
+    #[derive(serde::Deserialize)]
+    struct Cfg {
+        os: String,
+        architecture: String,
+        #[serde(default)]
+        variant: Option<String>,
+    }
+    let Ok(cfg) = store
+        .read_blob(config)
+        .map_err(|_| ())
+        .and_then(|b| serde_json::from_slice::<Cfg>(&b).map_err(|_| ()))
+    else {
+        return;
+    };
+    let got = Platform {
+        os: cfg.os,
+        architecture: cfg.architecture,
+        variant: cfg.variant,
+    };
+    if !wanted.matches(&got) {
+        eprintln!("warning: the image is for {got}, not {wanted}; it may not run here");
+    }
 }
