@@ -5,7 +5,7 @@ mod registry_support;
 
 use kiln::Reference;
 use kiln::progress::Progress;
-use kiln::registry::{BlobPushed, Platform, RegistryError};
+use kiln::registry::{BlobPushed, Parsed, Platform, RegistryError};
 use registry_support::*;
 
 fn reference(addr: &str, rest: &str) -> Reference {
@@ -43,6 +43,41 @@ async fn push_then_pull_round_trips_and_second_transfers_cost_only_heads() {
         assert_eq!(v["Digest"], image.digest.to_string());
         assert_eq!(v["Layers"].as_array().unwrap().len(), 3);
     }
+
+    // podman pulls it too (its own storage in a temp dir) and reports the same image ID.
+    let podman_root = tempfile::tempdir().unwrap();
+    let podman = |args: &[&str]| {
+        let root = podman_root.path().join("root");
+        let run = podman_root.path().join("run");
+        let out = std::process::Command::new("podman")
+            .args([
+                "--root",
+                root.to_str().unwrap(),
+                "--runroot",
+                run.to_str().unwrap(),
+            ])
+            .args(["--storage-driver", "vfs"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    podman(&[
+        "pull",
+        "-q",
+        "--tls-verify=false",
+        &format!("{}/kiln/app:v1", reg.addr),
+    ]);
+    let Parsed::Image { config, .. } = image.parse().unwrap() else {
+        unreachable!()
+    };
+    let ids = podman(&["images", "--no-trunc", "--format", "{{.ID}}"]);
+    assert!(ids.contains(&config.digest.hex()), "{ids}");
 
     let again = client
         .push_image("kiln/app", &tags, &image, &src, None, &Progress::none())
