@@ -444,3 +444,67 @@ async fn multi_platform_index_pushed_by_skopeo_is_pulled_per_platform() {
     ]);
     assert!(Layout::new(back.path()).has_blob_named(&arm.digest));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn podman_runs_what_kiln_pushed() {
+    if std::env::consts::ARCH != "x86_64" {
+        println!("SKIPPED: the test image is amd64");
+        return;
+    }
+    let reg = TestRegistry::start("plain");
+    let src_dir = tempfile::tempdir().unwrap();
+    let src = Layout::new(src_dir.path());
+    let image = make_busybox_image(&src, "echo pushed-by-kiln-runs");
+    reg.client(None)
+        .push_image(
+            "kiln/runnable",
+            &["1".into()],
+            &image,
+            &src,
+            None,
+            &Progress::none(),
+        )
+        .await
+        .unwrap();
+    // runc + cgroupfs and ulimits within the hard limits: see docs machine-quirks 1 and 2.
+    let hard = |flag: &str| {
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("ulimit -H{flag}")])
+            .output()
+            .unwrap();
+        let v = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        if v == "unlimited" {
+            "65536".to_string()
+        } else {
+            v
+        }
+    };
+    let nproc = hard("u").parse::<u64>().unwrap_or(32768).min(32768);
+    let root = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("podman")
+        .args(["--root", root.path().join("root").to_str().unwrap()])
+        .args(["--runroot", root.path().join("run").to_str().unwrap()])
+        .args([
+            "--storage-driver",
+            "vfs",
+            "--runtime",
+            "runc",
+            "--cgroup-manager",
+            "cgroupfs",
+        ])
+        .args(["run", "--rm", "--tls-verify=false", "--network", "none"])
+        .args(["--ulimit", &format!("nofile={0}:{0}", hard("n"))])
+        .args(["--ulimit", &format!("nproc={nproc}:{nproc}")])
+        .arg(format!("{}/kiln/runnable:1", reg.addr))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "podman run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "pushed-by-kiln-runs"
+    );
+}

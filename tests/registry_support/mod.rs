@@ -274,3 +274,47 @@ pub fn skopeo(args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// A runnable image: Debian's static busybox as /bin/busybox and /bin/sh, running `script`.
+pub fn make_busybox_image(layout: &Layout, script: &str) -> Manifest {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o755);
+    dir.set_size(0);
+    dir.set_cksum();
+    tar.append_data(&mut dir, "bin/", std::io::empty()).unwrap();
+    let busybox = std::fs::read("/bin/busybox").expect("busybox-static is installed");
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o755);
+    h.set_size(busybox.len() as u64);
+    h.set_cksum();
+    tar.append_data(&mut h, "bin/busybox", &busybox[..])
+        .unwrap();
+    let mut l = tar::Header::new_gnu();
+    l.set_entry_type(tar::EntryType::Symlink);
+    l.set_mode(0o777);
+    l.set_size(0);
+    tar.append_link(&mut l, "bin/sh", "busybox").unwrap();
+    let tar = tar.into_inner().unwrap();
+    let diff_id = Digest::of(&tar);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    let blob = gz.finish().unwrap();
+    let layer = layout.put(&blob);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["/bin/sh", "-c", script], "Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]},
+    }))
+    .unwrap();
+    let cd = layout.put(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": kiln::registry::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer.to_string(), "size": blob.len()}],
+    }))
+    .unwrap();
+    layout.put(&manifest);
+    Manifest::from_bytes(manifest, Some(kiln::registry::OCI_MANIFEST))
+}
