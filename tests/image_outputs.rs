@@ -1,6 +1,5 @@
 //! Images assembled with the library, exported, and checked with real tools: umoci, skopeo,
-//! podman. Test layers are made with the `tar` crate here (the layer writer is tested in its
-//! own files).
+//! podman.
 
 use std::fs;
 use std::io::Write;
@@ -10,29 +9,22 @@ use std::process::Command;
 
 use chrono::DateTime;
 use kiln::Digest;
-use kiln::digest::HashingWriter;
 use kiln::image::{
-    Compression, ImageBuilder, ImageError, ImageFormat, Layer, LayoutKind, Platform, StoredImage,
+    ImageBuilder, ImageError, ImageFormat, Layer, LayoutKind, Platform, StoredImage, commit_layer,
     write_docker_archive, write_oci_layout,
 };
+use kiln::layer::{DiffKind, LayerOptions};
 use kiln::reference::Reference;
 use kiln::store::Store;
 
-/// A gzip layer of `dir`'s contents, written into the store.
+/// A gzip layer of `dir`'s contents, written into the store by the layer engine. mtimes are
+/// clamped so two trees made a second apart still give the same bytes.
 fn layer_from_dir(store: &Store, dir: &Path) -> Layer {
-    let blob = store.begin_blob().unwrap();
-    let gz = flate2::write::GzEncoder::new(blob, flate2::Compression::fast());
-    let mut tar = tar::Builder::new(HashingWriter::new(gz));
-    tar.follow_symlinks(false);
-    tar.append_dir_all(".", dir).unwrap();
-    let (gz, diff_id, _) = tar.into_inner().unwrap().finish();
-    let (digest, size) = gz.finish().unwrap().commit(None).unwrap();
-    Layer {
-        digest,
-        size,
-        diff_id,
-        compression: Compression::Gzip,
-    }
+    let opts = LayerOptions {
+        source_date_epoch: Some(1_700_000_000),
+        ..Default::default()
+    };
+    commit_layer(store, dir, DiffKind::Directory, &opts).unwrap()
 }
 
 /// A small tree with the things that are easy to get wrong.

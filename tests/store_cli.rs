@@ -228,3 +228,20 @@ fn save_writes_archives_skopeo_reads() {
     assert!(!missing.exists());
     assert!(fs::metadata(&docker).unwrap().len() > 0);
 }
+
+#[test]
+fn kiln_root_env_selects_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    image(&store, "from-env:1", "e");
+    let out = Command::cargo_bin("kiln")
+        .unwrap()
+        .env("KILN_ROOT", dir.path())
+        .args(["images", "--quiet"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(String::from_utf8(out).unwrap().lines().count(), 1);
+}

@@ -131,7 +131,8 @@ pub fn images(g: &GlobalArgs, a: ImagesArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Sizes the way `docker images` prints them (decimal units, three significant digits).
+/// Sizes the way `docker images` prints them: decimal units, four significant digits
+/// (Go's `%.4g`), trailing zeros dropped.
 fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
     let mut v = bytes as f64;
@@ -140,13 +141,15 @@ fn human_size(bytes: u64) -> String {
         v /= 1000.0;
         unit += 1;
     }
-    if unit == 0 {
-        format!("{bytes}B")
+    let int_digits = (v.max(1.0).log10().floor() as usize) + 1;
+    let decimals = 4usize.saturating_sub(int_digits);
+    let s = format!("{v:.decimals$}");
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
     } else {
-        let s = format!("{v:.3}");
-        let s = s[..4.min(s.len())].trim_end_matches('.');
-        format!("{s}{}", UNITS[unit])
-    }
+        &s
+    };
+    format!("{s}{}", UNITS[unit])
 }
 
 /// `5 minutes ago`, `3 days ago`, as `docker images` shows the age.
@@ -343,8 +346,9 @@ mod tests {
     #[test]
     fn sizes_and_ages_read_like_docker() {
         assert_eq!(human_size(512), "512B");
-        assert_eq!(human_size(7_812_345), "7.81MB");
-        assert_eq!(human_size(123_456_789), "123MB");
+        assert_eq!(human_size(7_812_345), "7.812MB");
+        assert_eq!(human_size(123_456_789), "123.5MB");
+        assert_eq!(human_size(5_000_000_000), "5GB");
         assert_eq!(human_size(1_000), "1kB");
         let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         let ago = |s| human_age(now - chrono::Duration::seconds(s), now);

@@ -284,7 +284,7 @@ impl ImageBuilder {
 
     /// Serialises config and manifest in `format`.
     pub fn finish(&self, format: ImageFormat) -> Result<ImageBlobs> {
-        let config = canonical(&self.config_value()?);
+        let config = canonical(&self.config_value());
         let config_digest = Digest::of(&config);
         let manifest = manifest_json(format, config.len() as u64, &config_digest, &self.layers)?;
         Ok(ImageBlobs {
@@ -319,7 +319,8 @@ impl ImageBuilder {
         Ok(blobs)
     }
 
-    fn config_value(&self) -> Result<Value> {
+    /// The OCI part of the runtime config.
+    fn oci_run_config(&self) -> oci_spec::image::Config {
         let c = &self.config;
         let mut run = ConfigBuilder::default();
         if let Some(u) = &c.user {
@@ -354,7 +355,12 @@ impl ImageBuilder {
         if let Some(s) = &c.stop_signal {
             run = run.stop_signal(s.clone());
         }
-        let run = run.build().expect("config has no required fields");
+        run.build().expect("config has no required fields")
+    }
+
+    fn config_value(&self) -> Value {
+        let c = &self.config;
+        let run = self.oci_run_config();
         let mut image = ImageConfigurationBuilder::default()
             .created(rfc3339(&self.created))
             .architecture(Arch::from(self.platform.architecture.as_str()))
@@ -397,7 +403,7 @@ impl ImageBuilder {
         if let Some(shell) = &c.shell {
             run.insert("Shell".into(), shell.clone().into());
         }
-        Ok(value)
+        value
     }
 }
 

@@ -11,6 +11,8 @@
 //!   [`write_docker_archive`] (what `docker load` / `podman load` accept). Blobs stream from
 //!   the store; nothing half-written is left at the destination. [`Output`] parses and writes
 //!   `--output type=oci|docker,dest=…`.
+//! - Layer glue: [`commit_layer`] (directory → layer blob in the store, compression cache
+//!   recorded) and [`unpacked_layer`] (stored layer → cached overlay lower dir).
 //! - [`ImageFormat`] (OCI by default, Docker v2 schema 2 as buildah's `--format docker`),
 //!   [`Compression`], [`Layer`], [`Platform`], [`Healthcheck`].
 //!
@@ -18,6 +20,7 @@
 
 mod builder;
 mod docker_archive;
+mod layer_glue;
 mod media;
 mod oci_layout;
 mod output;
@@ -31,6 +34,7 @@ use crate::store::StoreError;
 
 pub use builder::{Healthcheck, ImageBlobs, ImageBuilder, RunConfig};
 pub use docker_archive::write_docker_archive;
+pub use layer_glue::{commit_layer, unpacked_layer};
 pub use media::{Compression, ImageFormat, Layer, Platform};
 pub use oci_layout::{LayoutKind, write_oci_layout};
 pub use output::{Output, OutputSpecError};
@@ -41,6 +45,8 @@ pub use stored::StoredImage;
 pub enum ImageError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Layer(#[from] crate::layer::LayerError),
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,

@@ -175,22 +175,32 @@ impl Store {
         let _gc = self.gc_lock()?;
         let (live_blobs, live_diffs) = self.live_set()?;
         let mut report = PruneReport::default();
+        self.prune_blobs(&live_blobs, &mut report)?;
+        self.prune_layer_dirs(&live_diffs, &mut report)?;
+        self.prune_compressed_cache(&live_blobs, &mut report)?;
+        self.prune_leftovers(&mut report)?;
+        Ok(report)
+    }
 
+    fn prune_blobs(&self, live: &BTreeSet<Digest>, report: &mut PruneReport) -> Result<()> {
         let blob_dir = self.root.join("blobs/sha256");
         for (path, digest) in digest_named_entries(&blob_dir, "")? {
-            if !live_blobs.contains(&digest) {
+            if !live.contains(&digest) {
                 report.bytes += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                 fs::remove_file(&path).ctx("remove", &path)?;
                 report.blobs += 1;
             }
         }
+        Ok(())
+    }
 
+    fn prune_layer_dirs(&self, live: &BTreeSet<Digest>, report: &mut PruneReport) -> Result<()> {
         let layer_dir = self.root.join("layers");
         for (path, digest) in digest_named_entries(&layer_dir, "")? {
-            if !live_diffs.contains(&digest) {
+            if !live.contains(&digest) {
                 report.bytes += tree_size(&path);
                 // Marker first: a dir without marker is treated as incomplete, never used.
-                let marker = self.layer_marker_path(&digest);
+                let marker = self.layer_marker(&digest);
                 match fs::remove_file(&marker) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => {
                         return Err(e).ctx("remove", &marker);
@@ -202,33 +212,44 @@ impl Store {
             }
         }
         for (path, digest) in digest_named_entries(&layer_dir, ".complete")? {
-            if !live_diffs.contains(&digest) || !self.layer_dir(&digest).is_dir() {
+            if !live.contains(&digest) || !self.layer_dir(&digest).is_dir() {
                 fs::remove_file(&path).ctx("remove", &path)?;
             }
         }
+        Ok(())
+    }
 
+    /// Compression cache entries are derived data: they go with the blob they name.
+    fn prune_compressed_cache(
+        &self,
+        live: &BTreeSet<Digest>,
+        report: &mut PruneReport,
+    ) -> Result<()> {
         let cache_dir = self.root.join("cache/compressed");
         for entry in fs::read_dir(&cache_dir).ctx("list", &cache_dir)? {
             let path = entry.ctx("list", &cache_dir)?.path();
             let target = fs::read_to_string(&path)
                 .ok()
                 .and_then(|t| t.trim().parse::<Digest>().ok());
-            if !target.is_some_and(|d| live_blobs.contains(&d)) {
+            if !target.is_some_and(|d| live.contains(&d)) {
                 fs::remove_file(&path).ctx("remove", &path)?;
                 report.cache_entries += 1;
             }
         }
+        Ok(())
+    }
 
-        // Nobody holds a lease, so whatever is in tmp/ was left by an interrupted process,
-        // and no lock file is in use.
-        for dir in ["tmp", "locks"] {
+    /// Nobody holds a lease (every lock holder does), so whatever is in tmp/ was left by an
+    /// interrupted process, and no lock file is in use.
+    fn prune_leftovers(&self, report: &mut PruneReport) -> Result<()> {
+        for (dir, counted) in [("tmp", true), ("locks", false)] {
             let dir = self.root.join(dir);
             for entry in fs::read_dir(&dir).ctx("list", &dir)? {
                 let path = entry.ctx("list", &dir)?.path();
                 if path.file_name().is_some_and(|n| n == "gc.lock") {
                     continue;
                 }
-                if path.parent().is_some_and(|p| p.ends_with("tmp")) {
+                if counted {
                     report.bytes += tree_size(&path);
                     report.temp_files += 1;
                 }
@@ -239,13 +260,7 @@ impl Store {
                 }
             }
         }
-        Ok(report)
-    }
-
-    fn layer_marker_path(&self, diff_id: &Digest) -> std::path::PathBuf {
-        self.root
-            .join("layers")
-            .join(format!("{}.complete", diff_id.hex()))
+        Ok(())
     }
 }
 

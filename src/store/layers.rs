@@ -15,7 +15,7 @@ impl Store {
         self.root.join("layers").join(diff_id.hex())
     }
 
-    fn layer_marker(&self, diff_id: &Digest) -> PathBuf {
+    pub(super) fn layer_marker(&self, diff_id: &Digest) -> PathBuf {
         self.root
             .join("layers")
             .join(format!("{}.complete", diff_id.hex()))
