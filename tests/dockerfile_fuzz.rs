@@ -46,7 +46,8 @@ fn fragment() -> impl Strategy<Value = String> {
 /// processes on a busy machine take the core away from us.
 fn thread_cpu() -> Duration {
     let usage = getrusage(UsageWho::RUSAGE_THREAD).expect("getrusage");
-    let tv = |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
+    let tv =
+        |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
     tv(usage.user_time()) + tv(usage.system_time())
 }
 
@@ -64,7 +65,10 @@ fn check(src: &str) {
         let _ = e.render("Dockerfile", src);
     }
     let used = thread_cpu() - start;
-    assert!(used < Duration::from_secs(1), "took {used:?} of CPU on {src:?}");
+    assert!(
+        used < Duration::from_secs(1),
+        "took {used:?} of CPU on {src:?}"
+    );
 }
 
 proptest! {
