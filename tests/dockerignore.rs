@@ -102,3 +102,42 @@ fn dockerfile_specific_ignore_file_wins() {
     let fallback = DockerIgnore::load(&context, Some(&dir.path().join("Dockerfile"))).unwrap();
     assert!(fallback.is_excluded("general"));
 }
+
+mod properties {
+    use kiln::plan::ignore::DockerIgnore;
+    use proptest::prelude::*;
+
+    fn line() -> impl Strategy<Value = String> {
+        "!?/?(\\.\\./)?[ab*?/.\\[\\]^\\\\-]{0,8}"
+    }
+
+    fn path() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop::sample::select(vec!["a", "b", "ab", "ba", "a.b", "*", "["]),
+            1..5,
+        )
+        .prop_map(|parts| parts.join("/"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Random ignore files never panic, and pruning is sound: a directory that may be
+        /// skipped has nothing below it that would be copied.
+        #[test]
+        fn skipping_a_dir_never_loses_a_copied_path(
+            lines in prop::collection::vec(line(), 0..6),
+            dir in path(),
+            below in prop::collection::vec(path(), 1..6),
+        ) {
+            let Ok(ignore) = DockerIgnore::parse(&lines.join("\n")) else { return Ok(()) };
+            if ignore.can_skip_dir(&dir) {
+                prop_assert!(ignore.is_excluded(&dir));
+                for rest in below {
+                    let child = format!("{dir}/{rest}");
+                    prop_assert!(ignore.is_excluded(&child), "{child} would be copied");
+                }
+            }
+        }
+    }
+}

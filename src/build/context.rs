@@ -66,6 +66,13 @@ pub struct Entry {
     stat: StatKey,
 }
 
+impl Entry {
+    /// Modification time in whole seconds (what a tar header holds).
+    pub fn mtime(&self) -> u64 {
+        u64::try_from(self.stat.mtime_ns.div_euclid(1_000_000_000)).unwrap_or(0)
+    }
+}
+
 /// The build context directory with its ignore rules and stat cache.
 pub struct Context {
     root: PathBuf,

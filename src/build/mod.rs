@@ -1,2 +1,173 @@
 //! `kiln build`: executes a plan with the store, layer engine, sandbox and registry.
+//!
+//! Public API:
+//! - [`build`]`(store, &BuildRequest, &Progress)` plans the Dockerfile, builds the stages the
+//!   target needs in dependency order, commits the target image to the store under the
+//!   requested names and returns it as a [`BuildOutcome`].
+//! - [`BuildError::render`] names the Dockerfile line (`Dockerfile:12:5: ...`) with a caret.
+//! - [`context`] reads the build context (`.dockerignore`, stat cache).
+//!
+//! What runs today: FROM scratch / an image in the store / an earlier stage; COPY (context,
+//! heredoc, `--from` a stage or stored image); ADD of local non-archive files; every metadata
+//! instruction. RUN needs the sandbox wiring and is refused with a clear error until then.
+
 pub mod context;
+mod copy;
+mod stage;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use chrono::{DateTime, TimeZone, Timelike, Utc};
+
+use crate::digest::Digest;
+use crate::dockerfile::{Span, render_at};
+use crate::image::{ImageFormat, StoredImage};
+use crate::layer::Compression;
+use crate::plan::{self, PlanOptions, ignore::DockerIgnore};
+use crate::progress::Progress;
+use crate::reference::Reference;
+use crate::store::Store;
+
+/// Everything a build needs besides the store.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// The Dockerfile's text.
+    pub dockerfile: String,
+    /// The name errors use for the Dockerfile (`Dockerfile`, a path, or `-`).
+    pub dockerfile_name: String,
+    /// The Dockerfile's path, for a `<name>.dockerignore` beside it.
+    pub dockerfile_path: Option<PathBuf>,
+    /// The context directory; `None` for a Dockerfile with no context (`kiln build -`).
+    pub context: Option<PathBuf>,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    /// Names the image gets in the store.
+    pub tags: Vec<Reference>,
+    /// `--label` values, applied to the final image.
+    pub labels: Vec<(String, String)>,
+    pub compression: Compression,
+    pub format: ImageFormat,
+    /// `SOURCE_DATE_EPOCH`: clamps created times and file mtimes for reproducible images.
+    pub source_date_epoch: Option<i64>,
+}
+
+/// The result of a successful build.
+#[derive(Debug)]
+pub struct BuildOutcome {
+    pub image: StoredImage,
+    /// Layers written by this build (cache hits and base layers not counted).
+    pub layers_built: usize,
+}
+
+/// Why a build failed. Each variant knows where in the Dockerfile it happened, if anywhere.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Parse and plan errors, already rendered with the Dockerfile's name and a caret.
+    #[error("{0}")]
+    Plan(String),
+    /// A step failed; `message` says what to do.
+    #[error("{message}")]
+    Step { span: Span, message: String },
+    #[error(transparent)]
+    Ignore(#[from] plan::ignore::IgnoreError),
+    #[error(transparent)]
+    Context(#[from] context::ContextError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    #[error(transparent)]
+    Layer(#[from] crate::layer::LayerError),
+    #[error("{action}: {source}")]
+    Io {
+        action: &'static str,
+        source: std::io::Error,
+    },
+}
+
+impl BuildError {
+    /// The error as the user sees it: step errors point at their Dockerfile line.
+    pub fn render(&self, req: &BuildRequest) -> String {
+        match self {
+            BuildError::Step { span, message } => {
+                render_at(&req.dockerfile_name, &req.dockerfile, *span, message)
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Builds the image `req` describes into `store`.
+pub fn build(
+    store: &Store,
+    req: &BuildRequest,
+    progress: &Progress,
+) -> Result<BuildOutcome, BuildError> {
+    let opts = PlanOptions {
+        build_args: req.build_args.clone(),
+        target: req.target.clone(),
+        ..PlanOptions::default()
+    };
+    let plan = plan::plan(&req.dockerfile, &opts)
+        .map_err(|e| BuildError::Plan(e.render(&req.dockerfile_name, &req.dockerfile)))?;
+    for w in &plan.warnings {
+        let message = format!("{} ({})", w.message, w.rule);
+        progress.warn(match w.span {
+            Some(span) => render_at(&req.dockerfile_name, &req.dockerfile, span, &message),
+            None => format!("{}: {message}", req.dockerfile_name),
+        });
+    }
+    let context = match &req.context {
+        Some(dir) => {
+            let ignore = DockerIgnore::load(dir, req.dockerfile_path.as_deref())?;
+            Some(context::Context::open(
+                dir,
+                ignore,
+                Some(stat_cache_file(store, dir)),
+            )?)
+        }
+        None => None,
+    };
+    // Held for the whole build so a concurrent `kiln prune` leaves fresh, unnamed blobs alone.
+    let _lease = store.lease()?;
+    let mut runner = stage::Runner::new(store, req, context.as_ref(), progress, created_time(req));
+    for &index in &plan.order {
+        runner.run(&plan.stages[index])?;
+    }
+    let mut image = runner.take(plan.target);
+    for (k, v) in &req.labels {
+        image.set_label(k, v);
+    }
+    let blobs = image.commit(store, req.format, &req.tags)?;
+    if let Some(ctx) = &context {
+        if let Err(e) = ctx.save_cache() {
+            progress.warn(format!(
+                "could not save the context stat cache (the next build re-reads files): {e}"
+            ));
+        }
+    }
+    Ok(BuildOutcome {
+        image: StoredImage::load(store, &blobs.manifest_digest)?,
+        layers_built: runner.layers_built(),
+    })
+}
+
+/// One stat cache per context directory, kept in the store.
+fn stat_cache_file(store: &Store, context: &std::path::Path) -> PathBuf {
+    let key = std::fs::canonicalize(context).unwrap_or_else(|_| context.to_path_buf());
+    let key = Digest::of(key.as_os_str().as_encoded_bytes());
+    store
+        .root()
+        .join("cache/context")
+        .join(format!("{}.json", key.hex()))
+}
+
+/// `SOURCE_DATE_EPOCH` when set, else now in whole seconds (sub-second created times only
+/// make digests differ for no one's benefit).
+fn created_time(req: &BuildRequest) -> DateTime<Utc> {
+    let now = Utc::now();
+    req.source_date_epoch
+        .and_then(|s| Utc.timestamp_opt(s, 0).single())
+        .unwrap_or_else(|| now.with_nanosecond(0).unwrap_or(now))
+}

@@ -1,7 +1,15 @@
 //! `kiln build`: the flags users know from `docker build`, `buildah bud` and kaniko.
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+use crate::build::BuildRequest;
+use crate::image::{ImageFormat, Output};
+use crate::layer::Compression;
+use crate::progress::{Event, Progress};
+use crate::reference::Reference;
+use anyhow::Context as _;
 
 use super::GlobalArgs;
 
@@ -81,6 +89,190 @@ pub struct Args {
     pub context: PathBuf,
 }
 
-pub fn run(_g: &GlobalArgs, _a: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
+    reject_unwired(&a)?;
+    let req = request(&a)?;
+    let outputs = a
+        .outputs
+        .iter()
+        .map(|o| o.parse::<Output>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let store = super::images::open_store(g)?;
+    let (progress, events) = Progress::channel();
+    let mode = a.progress.clone();
+    let quiet = a.quiet;
+    let renderer = std::thread::spawn(move || render(events, &mode, quiet));
+    let t0 = std::time::Instant::now();
+    let result = crate::build::build(&store, &req, &progress);
+    drop(progress);
+    let _ = renderer.join();
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e) => anyhow::bail!("{}", e.render(&req)),
+    };
+    let image = &outcome.image;
+    for o in &outputs {
+        o.write(&store, image, &req.tags)
+            .with_context(|| format!("writing the image to {}", o.dest().display()))?;
+    }
+    if let Some(f) = &a.iidfile {
+        std::fs::write(f, image.config_digest.to_string())
+            .with_context(|| format!("writing {}", f.display()))?;
+    }
+    if quiet {
+        println!("{}", image.config_digest);
+    } else {
+        eprintln!(
+            "built {} in {:.1}s: {} layer(s) written, {} in all",
+            req.tags
+                .first()
+                .map(|t| t.familiar())
+                .unwrap_or_else(|| "image".into()),
+            t0.elapsed().as_secs_f64(),
+            outcome.layers_built,
+            image.layers.len()
+        );
+        println!("{}", image.config_digest);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Flags whose machinery is not wired into builds yet: refuse them instead of ignoring them.
+fn reject_unwired(a: &Args) -> anyhow::Result<()> {
+    let unwired = [
+        (a.push, "--push"),
+        (!a.cache_from.is_empty(), "--cache-from"),
+        (a.cache_to.is_some(), "--cache-to"),
+        (!a.secrets.is_empty(), "--secret"),
+        (a.platform.is_some(), "--platform"),
+        (a.digest_file.is_some(), "--digest-file"),
+    ];
+    for (set, flag) in unwired {
+        if set {
+            anyhow::bail!("{flag} is not supported by `kiln build` yet");
+        }
+    }
+    Ok(())
+}
+
+fn request(a: &Args) -> anyhow::Result<BuildRequest> {
+    let no_context = a.context.as_os_str() == "-";
+    let (dockerfile, name, path) = read_dockerfile(a, no_context)?;
+    let tags = a
+        .tags
+        .iter()
+        .map(|t| t.parse::<Reference>().with_context(|| format!("-t {t}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let build_args = a
+        .build_args
+        .iter()
+        .map(|kv| split_kv(kv, "--build-arg"))
+        .collect::<anyhow::Result<_>>()?;
+    let labels = a
+        .labels
+        .iter()
+        .map(|kv| split_kv(kv, "--label"))
+        .collect::<anyhow::Result<_>>()?;
+    let compression = match a.compression.as_str() {
+        "zstd" => Compression::Zstd { level: 3 },
+        _ => Compression::default(),
+    };
+    let format = if a.format == "docker" {
+        ImageFormat::Docker
+    } else {
+        ImageFormat::Oci
+    };
+    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => Some(
+            v.parse()
+                .with_context(|| format!("SOURCE_DATE_EPOCH={v} is not a number of seconds"))?,
+        ),
+        _ => None,
+    };
+    Ok(BuildRequest {
+        dockerfile,
+        dockerfile_name: name,
+        dockerfile_path: path,
+        context: (!no_context).then(|| a.context.clone()),
+        build_args,
+        target: a.target.clone(),
+        tags,
+        labels,
+        compression,
+        format,
+        source_date_epoch,
+    })
+}
+
+/// The Dockerfile text, the name errors use for it, and its path (for `<name>.dockerignore`).
+fn read_dockerfile(
+    a: &Args,
+    no_context: bool,
+) -> anyhow::Result<(String, String, Option<PathBuf>)> {
+    let from_stdin = no_context || a.file.as_deref().is_some_and(|f| f.as_os_str() == "-");
+    if from_stdin {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the Dockerfile from stdin")?;
+        return Ok((text, "Dockerfile".into(), None));
+    }
+    let path = match &a.file {
+        Some(f) => f.clone(),
+        None => ["Dockerfile", "Containerfile"]
+            .iter()
+            .map(|n| a.context.join(n))
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no Dockerfile or Containerfile in {}; name one with -f",
+                    a.context.display()
+                )
+            })?,
+    };
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let name = if a.file.is_some() {
+        path.display().to_string()
+    } else {
+        path.file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
+    };
+    Ok((text, name, Some(path)))
+}
+
+fn split_kv(kv: &str, flag: &str) -> anyhow::Result<(String, String)> {
+    match kv.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        // `--build-arg NAME` takes the value from the environment, as docker does.
+        None if flag == "--build-arg" && !kv.is_empty() => {
+            Ok((kv.to_string(), std::env::var(kv).unwrap_or_default()))
+        }
+        _ => anyhow::bail!("{flag} {kv:?}: expected KEY=VALUE"),
+    }
+}
+
+/// Prints progress events: plain lines for logs and terminals, or JSON lines for tools.
+fn render(events: std::sync::mpsc::Receiver<Event>, mode: &str, quiet: bool) {
+    for e in events {
+        if mode == "json" {
+            if let Ok(line) = serde_json::to_string(&e) {
+                eprintln!("{line}");
+            }
+            continue;
+        }
+        match e {
+            Event::Warning { message } => eprintln!("warning: {message}"),
+            _ if quiet => {}
+            Event::StepStarted { name, .. } => eprintln!("{name}"),
+            Event::StepOutput { line, .. } => eprintln!("  {line}"),
+            Event::StepDone { cached: true, .. } => eprintln!("  CACHED"),
+            Event::StepDone { millis, .. } => eprintln!("  done {:.1}s", millis as f64 / 1000.0),
+            Event::CacheMiss { reason, .. } => eprintln!("  {reason}"),
+            Event::Info { message } => eprintln!("{message}"),
+            Event::Bytes { .. } => {}
+        }
+    }
 }

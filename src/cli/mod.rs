@@ -38,7 +38,7 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image from a Dockerfile.
-    Build(build::Args),
+    Build(Box<build::Args>),
     /// Show the build plan: stages and steps in run order, resolved arguments, warnings.
     Plan(plan::Args),
     /// List images in the local store.
@@ -82,7 +82,7 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
     match cli.command {
-        Command::Build(a) => build::run(g, a),
+        Command::Build(a) => build::run(g, *a),
         Command::Plan(a) => plan::run(g, a),
         Command::Images(a) => images::images(g, a),
         Command::Inspect(a) => images::inspect(g, a),

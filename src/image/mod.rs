@@ -1,1 +1,98 @@
 //! Image assembly (config, manifest, index) and outputs (OCI layout, docker archive).
+//!
+//! Public API:
+//! - [`ImageBuilder`]: the config state a build fills instruction by instruction (Docker
+//!   semantics for ENV, CMD/ENTRYPOINT, …), plus layers and history; [`ImageBuilder::finish`]
+//!   gives the config and manifest bytes ([`ImageBlobs`]), [`ImageBuilder::commit`] writes them
+//!   to a [`Store`](crate::store::Store) and names the image.
+//! - [`StoredImage::load`]: an image already in the store (manifest, config, layer list), the
+//!   starting point for `FROM`, `save`, `inspect` and `push`.
+//! - Outputs: [`write_oci_layout`] (directory or tar, [`LayoutKind`]) and
+//!   [`write_docker_archive`] (what `docker load` / `podman load` accept). Blobs stream from
+//!   the store; nothing half-written is left at the destination. [`Output`] parses and writes
+//!   `--output type=oci|docker,dest=…`.
+//! - Layer glue: [`commit_layer`] (directory → layer blob in the store, compression cache
+//!   recorded) and [`unpacked_layer`] (stored layer → cached overlay lower dir).
+//! - [`ImageFormat`] (OCI by default, Docker v2 schema 2 as buildah's `--format docker`),
+//!   [`Compression`], [`Layer`], [`Platform`], [`Healthcheck`].
+//!
+//! Config JSON is canonical (keys sorted, compact) so the same input gives the same digest.
+
+mod builder;
+mod docker_archive;
+mod layer_glue;
+mod media;
+mod oci_layout;
+mod output;
+mod sink;
+mod stored;
+
+use std::path::PathBuf;
+
+use crate::digest::Digest;
+use crate::store::StoreError;
+
+pub use builder::{Healthcheck, ImageBlobs, ImageBuilder, RunConfig};
+pub use docker_archive::write_docker_archive;
+pub use layer_glue::{commit_layer, unpacked_layer};
+pub use media::{Compression, ImageFormat, Layer, Platform};
+pub use oci_layout::{LayoutKind, write_oci_layout};
+pub use output::{Output, OutputSpecError};
+pub use stored::StoredImage;
+
+/// What can go wrong assembling or exporting an image.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Layer(#[from] crate::layer::LayerError),
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{digest} is not a single-platform image manifest: {reason}")]
+    NotAnImage { digest: Digest, reason: String },
+    #[error("layer {digest} has media type {media_type:?}, which kiln cannot read")]
+    UnsupportedMediaType { digest: Digest, media_type: String },
+    #[error(
+        "zstd layers cannot be written in Docker format (v2 schema 2 has no zstd media type); \
+         use --format oci or --compression gzip"
+    )]
+    ZstdInDockerFormat,
+    #[error("image config {digest} cannot be read: {reason}")]
+    BadConfig { digest: Digest, reason: String },
+    #[error(
+        "layer {digest} does not match its diffID: config says {expected}, content is {actual}"
+    )]
+    DiffIdMismatch {
+        digest: Digest,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error("the image has {layers} layers but its config lists {diff_ids} diffIDs")]
+    LayerCountMismatch { layers: usize, diff_ids: usize },
+    #[error(
+        "{0} already exists and is not an empty directory; remove it or pick another destination"
+    )]
+    DestinationExists(PathBuf),
+}
+
+pub type Result<T, E = ImageError> = std::result::Result<T, E>;
+
+trait IoContext<T> {
+    fn ctx(self, action: &'static str, path: &std::path::Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, action: &'static str, path: &std::path::Path) -> Result<T> {
+        self.map_err(|source| ImageError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}

@@ -1,2 +1,191 @@
 //! Layers: a directory diff becomes a deterministic tar, hashed and compressed in one stream;
 //! and the safe unpacker that turns a layer back into a directory.
+//!
+//! # Writing
+//! [`write_layer`]`(root, kind, &opts, out)` walks `root` and streams one layer blob into `out`:
+//! tar → sha256 (the diffID) → compressor → sha256 (the digest) → `out`, in a single pass with
+//! flat memory. It returns a [`LayerBlob`] (diffID, digest, compressed size, compression).
+//!
+//! - The tar is deterministic: entries in path order (parents first, siblings by the byte
+//!   order of their source names; a whiteout sits where the deleted name sorts, as in
+//!   docker's and containerd's differs; an opaque marker right after its directory),
+//!   numeric uid/gid without names, no atime/ctime, PAX records for long names, big sizes/ids
+//!   and xattrs, hardlinks written as links to the first occurrence, and mtimes clamped to
+//!   [`LayerOptions::source_date_epoch`].
+//! - [`DiffKind::OverlayUpper`] translates overlayfs whiteouts (0/0 char devices or
+//!   `*.overlay.whiteout` xattrs) into `.wh.<name>` and opaque directories into `.wh..wh..opq`.
+//!   Overlay xattrs (`trusted.overlay.*`, `user.overlay.*`) are never written.
+//! - [`Compression::Gzip`] and [`Compression::Zstd`] compress fixed 1 MiB blocks in parallel on
+//!   the rayon pool; the bytes never depend on the number of threads.
+//!
+//! # Unpacking
+//! [`unpack_layer`]`(blob, dest, &opts)` detects gzip/zstd/plain by magic number and extracts
+//! into `dest` so that nothing outside `dest` is ever touched: every path is resolved inside the
+//! root the way `openat2(RESOLVE_IN_ROOT)` does it (absolute paths, `..` and symlinks cannot
+//! leave the root), OCI whiteouts are applied, device nodes the process may not create are
+//! skipped with a warning in the [`UnpackReport`], and ownership follows [`Ownership`].
+
+mod compress;
+mod entries;
+mod idmap;
+mod resolve;
+mod tarball;
+mod unpack;
+mod walk;
+mod write;
+
+use std::path::PathBuf;
+
+pub use crate::digest::Digest;
+pub use entries::{EntrySource, LayerEntry, write_entries};
+pub use idmap::{IdMap, IdRange};
+pub use unpack::unpack_layer;
+pub use write::write_layer;
+
+/// How a layer blob is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Compression {
+    /// gzip (deflate), level 0..=9; `Compression::default()` is gzip level 6.
+    Gzip { level: u32 },
+    /// zstd, level 1..=22.
+    Zstd { level: i32 },
+    /// A plain tar.
+    None,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Gzip { level: 6 }
+    }
+}
+
+impl Compression {
+    /// The suffix of the OCI layer media type (`application/vnd.oci.image.layer.v1.tar` + this).
+    pub fn media_type_suffix(&self) -> &'static str {
+        match self {
+            Compression::Gzip { .. } => "+gzip",
+            Compression::Zstd { .. } => "+zstd",
+            Compression::None => "",
+        }
+    }
+
+    /// The OCI layer media type for this compression.
+    pub fn oci_media_type(&self) -> String {
+        format!(
+            "application/vnd.oci.image.layer.v1.tar{}",
+            self.media_type_suffix()
+        )
+    }
+}
+
+/// What the directory given to [`write_layer`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiffKind {
+    /// A plain directory: every file is content (COPY, `FROM scratch`).
+    Directory,
+    /// An overlayfs upper directory: whiteouts and opaque markers are translated to OCI form.
+    OverlayUpper,
+}
+
+/// Options for [`write_layer`].
+#[derive(Debug, Clone, Default)]
+pub struct LayerOptions {
+    pub compression: Compression,
+    /// `SOURCE_DATE_EPOCH`: no mtime in the layer is later than this (seconds since the epoch).
+    pub source_date_epoch: Option<i64>,
+    /// Maps host uid/gid (as seen on the upper dir of a rootless build) to image uid/gid.
+    /// `None` writes the host ids unchanged.
+    pub id_map: Option<LayerIdMap>,
+}
+
+/// Separate uid and gid maps, in `/proc/<pid>/uid_map` form (image id, host id, count).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LayerIdMap {
+    pub uids: IdMap,
+    pub gids: IdMap,
+}
+
+/// The result of [`write_layer`]: what the image manifest and config need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerBlob {
+    /// sha256 of the uncompressed tar (goes into `rootfs.diff_ids`).
+    pub diff_id: Digest,
+    /// sha256 of the blob as written to `out` (the manifest descriptor digest).
+    pub digest: Digest,
+    /// Size in bytes of the blob as written to `out`.
+    pub size: u64,
+    pub compression: Compression,
+}
+
+/// How [`unpack_layer`] treats the uid/gid recorded in the layer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Ownership {
+    /// chown to the recorded ids (needs root or a user namespace that maps them).
+    Preserve,
+    /// Leave files owned by the unpacking process.
+    #[default]
+    Ignore,
+    /// Map image ids to host ids through the maps (image id → host id), then chown.
+    Map(LayerIdMap),
+}
+
+/// Options for [`unpack_layer`].
+#[derive(Debug, Clone, Default)]
+pub struct UnpackOptions {
+    pub ownership: Ownership,
+    /// Restore xattrs from the layer where the kernel permits (failures become warnings).
+    pub xattrs: bool,
+}
+
+/// What [`unpack_layer`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnpackReport {
+    /// sha256 of the uncompressed tar: the caller checks it against the expected diffID.
+    pub diff_id: Digest,
+    /// Entries written (files, dirs, links, nodes).
+    pub entries: u64,
+    /// Whiteouts applied (`.wh.<name>` and opaque markers).
+    pub whiteouts: u64,
+    /// Things skipped or neutralised, one sentence each (the caller turns them into
+    /// `Progress` warnings).
+    pub warnings: Vec<String>,
+}
+
+/// Everything that can go wrong writing or unpacking a layer.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("layer source {}: {source}", path.display())]
+    Source {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{}: host {kind} {id} is not mapped into the image (check the id map / subuid range)",
+        path.display()
+    )]
+    UnmappedId {
+        path: PathBuf,
+        kind: &'static str,
+        id: u64,
+    },
+    #[error("{}: path is not valid for a tar entry: {reason}", path.display())]
+    BadPath { path: PathBuf, reason: String },
+    #[error("writing the layer blob: {0}")]
+    Output(#[source] std::io::Error),
+    #[error("reading the layer blob: {0}")]
+    Input(#[source] std::io::Error),
+    #[error("layer entry {entry:?}: {reason}")]
+    BadEntry { entry: String, reason: String },
+    #[error("unpacking layer entry {entry:?} to {}: {source}", dest.display())]
+    Unpack {
+        entry: String,
+        dest: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unpack destination {}: {reason}", path.display())]
+    Destination { path: PathBuf, reason: String },
+    #[error("invalid compression level {0}: gzip takes 0..=9, zstd 1..=22")]
+    Level(i64),
+}

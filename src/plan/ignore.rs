@@ -165,8 +165,8 @@ impl DockerIgnore {
     }
 
     /// Whether a walk may skip `rel_dir` entirely: it is excluded and no exception could
-    /// re-include anything below it. Conservative: an exception with wildcards keeps every
-    /// excluded directory walkable (as BuildKit's fsutil does).
+    /// re-include anything below it. Conservative: an exception with wildcards or escapes
+    /// keeps every excluded directory walkable (BuildKit's fsutil does so for wildcards).
     pub fn can_skip_dir(&self, rel_dir: &str) -> bool {
         if !self.is_excluded(rel_dir) {
             return false;
@@ -199,19 +199,10 @@ impl Pattern {
     }
 }
 
-/// Whether a pattern uses `*`, `?` or `[` (escaped ones do not count).
+/// Whether a pattern's text may differ from the paths it matches: wildcards (`*`, `?`, `[`)
+/// and escapes (`\x` matches `x`), which defeat the prefix test of `can_skip_dir`.
 fn has_wildcards(pattern: &str) -> bool {
-    let mut chars = pattern.chars();
-    while let Some(ch) = chars.next() {
-        match ch {
-            '\\' => {
-                chars.next();
-            }
-            '*' | '?' | '[' => return true,
-            _ => {}
-        }
-    }
-    false
+    pattern.contains(['*', '?', '[', '\\'])
 }
 
 /// Go's `path.Clean` for `/`-separated paths: drops empty and `.` elements, resolves `..`
@@ -507,6 +498,12 @@ mod tests {
         assert!(!ig.can_skip_dir("src"));
         let ig = ignore("vendor\n!**/*.go\n");
         assert!(!ig.can_skip_dir("vendor"));
+        let ig = ignore("x\n!\\x/y\n");
+        assert!(
+            !ig.can_skip_dir("x"),
+            "the escaped exception re-includes x/y"
+        );
+        assert!(!ig.is_excluded("x/y"));
         let ig = ignore("a\n!b\n");
         assert!(ig.can_skip_dir("a"));
         assert!(ig.can_skip_dir("a/deeper"));

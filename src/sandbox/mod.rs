@@ -1,2 +1,247 @@
 //! The rootless sandbox that runs one RUN step and leaves its diff in an overlay upper dir.
+//!
 //! The only module allowed `unsafe` code; each block carries a `// SAFETY:` line.
+//!
+//! # Public API
+//! - [`Sandbox::new`]`(kiln_exe, `[`Isolation`]`)`: the kiln executable is re-executed as the
+//!   step's init (never fork-and-mount from the multi-threaded caller). Integration tests pass
+//!   `env!("CARGO_BIN_EXE_kiln")`, the CLI `std::env::current_exe()`.
+//! - [`Sandbox::probe`] says which mode [`Isolation::Auto`] takes and why ([`Probe`]).
+//! - [`Sandbox::run_step`]`(&`[`StepSpec`]`, &Progress)` runs one step: overlay of
+//!   `lower_dirs` (top first) with `upper_dir` as the diff; returns [`StepOutcome`] (exit code,
+//!   last output lines, the [`IdMap`] the upper dir's host ids were written through). Output is
+//!   streamed as `Event::StepOutput`. A non-zero exit is an outcome, not an error.
+//! - [`Cancel`]: a handle (from [`Sandbox::cancel_handle`]) that kills every running step's
+//!   whole process tree (Ctrl-C/SIGTERM in the CLI). Mounts live only in the step's mount
+//!   namespace, so nothing stays mounted; the step's temporary dirs are removed.
+//! - [`init::enter_if_requested`]: the hook `main` calls first; it runs the hidden re-exec
+//!   entries (`__sandbox-init`, `__sandbox-probe`, `__sandbox-run <spec.json>`).
+//!
+//! # What a step sees
+//! Namespaces mount/pid/ipc/uts (+net for `Network::None`, with `lo` up), a fresh `/proc`,
+//! a tmpfs `/dev` with host `null zero full random urandom tty` bound in plus its own `pts` and
+//! `shm`, `/sys` read-only, generated `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname` bound
+//! over the image's (never in the diff; mountpoints the sandbox had to create are removed from
+//! the upper dir afterwards), umask 022, no_new_privs, only fds 0-2 open (stdin is /dev/null),
+//! `USER` resolved through the rootfs `/etc/passwd` and `/etc/group`, missing `WORKDIR`
+//! components created owned by that user (as BuildKit does).
+//!
+//! # The upper dir afterwards
+//! Overlay's own format: whiteouts are 0/0 character devices, opaque directories carry
+//! `user.overlay.opaque` (rootless) or `trusted.overlay.opaque` (chroot). In rootless mode the
+//! files carry *host* ids of the map (container uid 1000 is host `subuid_start + 999`):
+//! the layer writer turns them back with [`IdMap::container_uid`]/[`IdMap::container_gid`].
+//! Files the step made unreadable to others (mode 0600, owned by a sub-uid) cannot be read
+//! by the unprivileged host user outside the namespace.
+//!
+//! # Modes
+//! `Rootless`: a user namespace; with a `/etc/subuid`+`/etc/subgid` range and
+//! `newuidmap`/`newgidmap` the map is `0 → user, 1..=N → range`, else `0 → user` only (one
+//! warning). Overlay is mounted with `userxattr`. `Chroot`: for root, no user namespace, same
+//! mount/pid/ipc/uts namespaces. A kernel that cannot mount overlay is reported as
+//! [`SandboxError::Setup`]; the copy + snapshot-diff fallback is not implemented yet.
+
+mod cache;
+mod entry;
+mod error;
+mod idmap;
+pub mod init;
+mod probe;
+mod protocol;
+mod rootfs;
+mod runner;
+mod user;
+
+use std::fmt;
+use std::path::PathBuf;
+
+pub use error::SandboxError;
+pub use idmap::{IdMap, IdRange};
+pub use probe::Probe;
+pub use runner::Cancel;
+
+/// How strongly a step is isolated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// Probe the kernel and pick the strongest mode that works.
+    Auto,
+    /// A user namespace in which the caller is root.
+    Rootless,
+    /// No user namespace (for root, or where `CLONE_NEWUSER` is forbidden).
+    Chroot,
+}
+
+/// The network a step sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// The host's network namespace (the default, like buildah rootless and kaniko).
+    #[default]
+    Host,
+    /// A fresh network namespace with only loopback.
+    None,
+}
+
+/// How concurrent steps share one cache mount (`RUN --mount=type=cache,sharing=…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheSharing {
+    /// Every step uses the same directory at once.
+    #[default]
+    Shared,
+    /// A step that finds the directory busy gets a fresh empty one instead.
+    Private,
+    /// A step waits until nobody else uses the directory.
+    Locked,
+}
+
+/// Secret bytes; never printed (the `Debug` impl redacts them).
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct SecretBytes(pub Vec<u8>);
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretBytes(<{} bytes redacted>)", self.0.len())
+    }
+}
+
+/// One `RUN --mount`. Targets are absolute paths inside the step's root.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum MountSpec {
+    /// A persistent directory per `id` under `cache_root` (given by the caller, in the store).
+    Cache {
+        id: String,
+        target: PathBuf,
+        cache_root: PathBuf,
+        #[serde(default)]
+        sharing: CacheSharing,
+        #[serde(default)]
+        readonly: bool,
+    },
+    /// A secret file on a tmpfs at `target` (usually `/run/secrets/<id>`); never in the diff.
+    Secret {
+        target: PathBuf,
+        data: SecretBytes,
+        #[serde(default = "secret_mode")]
+        mode: u32,
+        #[serde(default)]
+        uid: u32,
+        #[serde(default)]
+        gid: u32,
+    },
+    /// A host path (from the context or another stage); writes go to a throwaway overlay
+    /// unless `readonly`.
+    Bind {
+        source: PathBuf,
+        target: PathBuf,
+        #[serde(default = "yes")]
+        readonly: bool,
+    },
+    /// An empty tmpfs.
+    Tmpfs {
+        target: PathBuf,
+        #[serde(default)]
+        size_bytes: Option<u64>,
+    },
+}
+
+fn secret_mode() -> u32 {
+    0o400
+}
+fn yes() -> bool {
+    true
+}
+
+/// Everything one RUN step needs. The caller resolves Dockerfile semantics (SHELL wrapping,
+/// ARG/ENV scoping); the sandbox only runs what it is given.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StepSpec {
+    /// Step id for progress events.
+    pub id: String,
+    /// Read-only layer directories, top first. May be empty (`FROM scratch`).
+    pub lower_dirs: Vec<PathBuf>,
+    /// An empty directory that receives the step's diff (overlay upper dir).
+    pub upper_dir: PathBuf,
+    /// The command, already shell-wrapped by the caller for shell form.
+    pub argv: Vec<String>,
+    /// `KEY=VALUE` pairs. `PATH` defaults to the usual one and `HOME` to the user's.
+    pub env: Vec<String>,
+    /// `name|uid[:group|gid]`; `None` is root.
+    pub user: Option<String>,
+    /// Absolute working directory; created if missing. `None` is `/`.
+    pub workdir: Option<PathBuf>,
+    #[serde(default)]
+    pub network: Network,
+    /// Hostname inside the step (default `kiln`).
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub mounts: Vec<MountSpec>,
+}
+
+/// How a step ended (a non-zero exit is an outcome; setup failures are errors).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StepOutcome {
+    /// The command's exit code; 128+N when killed by signal N.
+    pub exit_code: i32,
+    /// The last lines of output (stdout and stderr interleaved), for error messages.
+    pub tail: Vec<String>,
+    /// The mode the step ran in.
+    pub isolation: Isolation,
+    /// How container ids map to the host ids the upper dir's files carry.
+    pub id_map: IdMap,
+}
+
+impl StepOutcome {
+    pub fn success(&self) -> bool {
+        self.exit_code == 0
+    }
+}
+
+/// Runs RUN steps. Cheap to create; probes the kernel once, on first use.
+#[derive(Debug)]
+pub struct Sandbox {
+    kiln_exe: PathBuf,
+    isolation: Isolation,
+    probed: std::sync::OnceLock<Result<Probe, SandboxError>>,
+    cancel: Cancel,
+    warned_single_map: std::sync::atomic::AtomicBool,
+}
+
+impl Sandbox {
+    /// A sandbox that re-executes `kiln_exe` as each step's init.
+    pub fn new(kiln_exe: impl Into<PathBuf>, isolation: Isolation) -> Sandbox {
+        Sandbox {
+            kiln_exe: kiln_exe.into(),
+            isolation,
+            probed: std::sync::OnceLock::new(),
+            cancel: Cancel::default(),
+            warned_single_map: Default::default(),
+        }
+    }
+
+    /// Which mode steps run in, and why a stronger one was not taken.
+    pub fn probe(&self) -> Result<Probe, SandboxError> {
+        self.probed
+            .get_or_init(|| probe::probe(&self.kiln_exe, self.isolation))
+            .clone()
+    }
+
+    /// A handle that kills the running steps (for Ctrl-C / SIGTERM handlers).
+    pub fn cancel_handle(&self) -> Cancel {
+        self.cancel.clone()
+    }
+
+    /// Runs one step; see the module documentation. On `Err` the upper dir's content is
+    /// undefined (the step may have half run): the caller discards it. The scratch dir beside
+    /// it is always removed.
+    pub fn run_step(
+        &self,
+        spec: &StepSpec,
+        progress: &crate::progress::Progress,
+    ) -> Result<StepOutcome, SandboxError> {
+        let probe = self.probe()?;
+        runner::run_step(self, &probe, spec, progress)
+    }
+}

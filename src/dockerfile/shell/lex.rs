@@ -23,6 +23,7 @@ pub(super) fn run(
     env: &dyn Env,
     escape: char,
     process_quotes: bool,
+    split: bool,
 ) -> Result<(Expansion, Vec<String>), ExpandError> {
     let mut lexer = Lexer {
         src: word,
@@ -36,7 +37,7 @@ pub(super) fn run(
         matched: BTreeSet::new(),
         unmatched: BTreeSet::new(),
     };
-    match lexer.process_until(None, false) {
+    match lexer.process_until(None, false, split) {
         Ok((value, words)) => Ok((
             Expansion {
                 value,
@@ -85,16 +86,21 @@ impl Lexer<'_> {
         &mut self,
         stop: Option<char>,
         raw_escapes: bool,
+        split: bool,
     ) -> Result<(String, Vec<String>), Fail> {
         let saved = std::mem::replace(&mut self.raw_escapes, raw_escapes);
-        let result = self.process_until_inner(stop);
+        let result = self.process_until_inner(stop, split);
         self.raw_escapes = saved;
         result
     }
 
-    fn process_until_inner(&mut self, stop: Option<char>) -> Result<(String, Vec<String>), Fail> {
+    fn process_until_inner(
+        &mut self,
+        stop: Option<char>,
+        split: bool,
+    ) -> Result<(String, Vec<String>), Fail> {
         let mut result = String::new();
-        let mut words = Words::default();
+        let mut words = Words::new(split);
         while let Some(ch) = self.peek() {
             if Some(ch) == stop {
                 self.next();
@@ -116,6 +122,15 @@ impl Lexer<'_> {
                     let value = self.double_quoted()?;
                     result.push_str(&value);
                     words.add_raw_str(&value);
+                }
+                _ if !words.enabled && ch != self.escape => {
+                    // Nothing to split: copy the run of ordinary characters in one go.
+                    let rest = &self.src[self.pos..];
+                    let len = rest
+                        .find(|c: char| self.is_special(c, stop))
+                        .unwrap_or(rest.len());
+                    result.push_str(&rest[..len]);
+                    self.pos += len;
                 }
                 _ => {
                     self.next();
@@ -140,6 +155,14 @@ impl Lexer<'_> {
             Some(_) => Err((ExpandErrorKind::MissingBrace, self.pos)),
             None => Ok((result, words.finish())),
         }
+    }
+
+    /// Characters that end a run of ordinary text in `process_until`.
+    fn is_special(&self, ch: char, stop: Option<char>) -> bool {
+        ch == '$'
+            || ch == self.escape
+            || Some(ch) == stop
+            || (self.process_quotes && (ch == '\'' || ch == '"'))
     }
 
     /// `'...'`: everything literal, no escapes.
@@ -316,7 +339,7 @@ impl Lexer<'_> {
         at_end: ExpandErrorKind,
         start: usize,
     ) -> Result<String, Fail> {
-        match self.process_until(stop, raw_escapes) {
+        match self.process_until(stop, raw_escapes, false) {
             Ok((word, _)) => Ok(word),
             Err(_) if self.peek().is_none() => Err((at_end, start)),
             Err(err) => Err(err),
@@ -400,16 +423,29 @@ pub(super) fn is_digit(ch: char) -> bool {
 }
 
 /// Word splitting as BuildKit does it: `add_char` splits on whitespace, the `raw` variants
-/// (quoted text, escaped characters) never split.
-#[derive(Default)]
+/// (quoted text, escaped characters) never split. Disabled (a no-op) when nobody wants the
+/// words: nested words and single-word expansion.
 struct Words {
+    enabled: bool,
     current: String,
     words: Vec<String>,
     in_word: bool,
 }
 
 impl Words {
+    fn new(enabled: bool) -> Self {
+        Words {
+            enabled,
+            current: String::new(),
+            words: Vec::new(),
+            in_word: false,
+        }
+    }
+
     fn add_char(&mut self, ch: char) {
+        if !self.enabled {
+            return;
+        }
         if !ch.is_whitespace() {
             self.add_raw_char(ch);
         } else if self.in_word && !self.current.is_empty() {
@@ -419,15 +455,24 @@ impl Words {
     }
 
     fn add_raw_char(&mut self, ch: char) {
+        if !self.enabled {
+            return;
+        }
         self.current.push(ch);
         self.in_word = true;
     }
 
     fn add_str(&mut self, s: &str) {
+        if !self.enabled {
+            return;
+        }
         s.chars().for_each(|ch| self.add_char(ch));
     }
 
     fn add_raw_str(&mut self, s: &str) {
+        if !self.enabled {
+            return;
+        }
         self.current.push_str(s);
         self.in_word = true;
     }

@@ -110,7 +110,7 @@ impl ShellLex {
 
     /// Expands `word` as a single word: quotes and escapes are removed, spaces kept.
     pub fn process_word(&self, word: &str, env: &dyn Env) -> Result<Expansion, ExpandError> {
-        lex::run(word, env, self.escape, true).map(|(expansion, _)| expansion)
+        lex::run(word, env, self.escape, true, false).map(|(expansion, _)| expansion)
     }
 
     /// Expands `word` and splits it into words on unquoted whitespace. Whitespace coming from
@@ -127,7 +127,7 @@ impl ShellLex {
         word: &str,
         env: &dyn Env,
     ) -> Result<(Vec<String>, Expansion), ExpandError> {
-        lex::run(word, env, self.escape, true).map(|(expansion, words)| (words, expansion))
+        lex::run(word, env, self.escape, true, true).map(|(expansion, words)| (words, expansion))
     }
 
     /// Expands `$` variables in a heredoc body (unquoted delimiter), keeping quotes literal.
@@ -136,7 +136,7 @@ impl ShellLex {
     /// whatever the Dockerfile's `# escape=` is, and an escape before any character is removed
     /// (`\$HOME` gives `$HOME`, `\n` gives `n`).
     pub fn process_heredoc(&self, body: &str, env: &dyn Env) -> Result<Expansion, ExpandError> {
-        lex::run(body, env, '\\', false).map(|(expansion, _)| expansion)
+        lex::run(body, env, '\\', false, false).map(|(expansion, _)| expansion)
     }
 }
 

@@ -3,14 +3,62 @@
 //! in BuildKit; the `regex` crate guarantees linear-time matching, so no pattern can hang a
 //! build. Errors are plain strings: the caller wraps them with the pattern and position.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use regex::Regex;
 
 use super::lex::{is_digit, is_letter};
 
+/// A compiled shell pattern. Patterns without wildcards are plain strings, which spares
+/// compiling a regular expression for the common `${v#v}`, `${v%.tar.gz}`, `${v//:/ }`.
+enum Glob {
+    Literal(String),
+    Regex(Regex),
+}
+
 /// Compiles a shell pattern. `greedy` picks whether `*` takes the longest or the shortest
 /// string; `anchored` ties the match to the start of the value.
-fn to_regex(pattern: &str, greedy: bool, anchored: bool) -> Result<Regex, String> {
+fn compile(pattern: &str, greedy: bool, anchored: bool) -> Result<Glob, String> {
+    let (source, literal) = regex_source(pattern, greedy, anchored)?;
+    match literal {
+        Some(literal) => Ok(Glob::Literal(literal)),
+        None => cached_regex(&source).map(Glob::Regex),
+    }
+}
+
+/// Compiling a regular expression costs far more than matching one (hundreds of
+/// microseconds), and a Dockerfile tends to repeat the same few patterns, so compiled ones are
+/// kept per thread. The cache is small and simply emptied when full.
+fn cached_regex(source: &str) -> Result<Regex, String> {
+    const CAPACITY: usize = 64;
+    thread_local! {
+        static CACHE: RefCell<HashMap<String, Regex>> = RefCell::new(HashMap::new());
+    }
+    CACHE.with(|cache| {
+        if let Some(re) = cache.borrow().get(source) {
+            return Ok(re.clone());
+        }
+        let re = Regex::new(source).map_err(|err| err.to_string())?;
+        let mut cache = cache.borrow_mut();
+        if cache.len() >= CAPACITY {
+            cache.clear();
+        }
+        cache.insert(source.to_string(), re.clone());
+        Ok(re)
+    })
+}
+
+/// The regular expression for a pattern, and the plain string it stands for when it has no
+/// wildcards.
+fn regex_source(
+    pattern: &str,
+    greedy: bool,
+    anchored: bool,
+) -> Result<(String, Option<String>), String> {
     let mut out = String::with_capacity(pattern.len() + 4);
+    let mut literal = String::with_capacity(pattern.len());
+    let mut wildcards = false;
     if anchored {
         out.push('^');
     }
@@ -22,8 +70,14 @@ fn to_regex(pattern: &str, greedy: bool, anchored: bool) -> Result<Regex, String
         .peekable();
     while let Some(ch) = chars.next() {
         match ch {
-            '*' => out.push_str(star),
-            '?' => out.push('.'),
+            '*' => {
+                out.push_str(star);
+                wildcards = true;
+            }
+            '?' => {
+                out.push('.');
+                wildcards = true;
+            }
             '\\' => {
                 // `\}` and `\/` only protect the delimiters of `${...}`; the escape is not
                 // part of the pattern.
@@ -34,6 +88,7 @@ fn to_regex(pattern: &str, greedy: bool, anchored: bool) -> Result<Regex, String
                     Some(escaped @ ('*' | '?' | '\\')) => {
                         out.push('\\');
                         out.push(escaped);
+                        literal.push(escaped);
                     }
                     Some(other) => return Err(format!("invalid escape '\\{other}'")),
                     None => return Err("invalid escape '\\' at the end".to_string()),
@@ -42,20 +97,24 @@ fn to_regex(pattern: &str, greedy: bool, anchored: bool) -> Result<Regex, String
             '[' | ']' | '{' | '}' | '.' | '+' | '(' | ')' | '|' | '^' | '$' => {
                 out.push('\\');
                 out.push(ch);
+                literal.push(ch);
             }
-            _ => out.push(ch),
+            _ => {
+                out.push(ch);
+                literal.push(ch);
+            }
         }
     }
-    Regex::new(&out).map_err(|err| err.to_string())
+    Ok((out, (!wildcards).then_some(literal)))
 }
 
 /// `${v#p}` / `${v##p}`: removes the shortest (longest when `greedy`) matching prefix.
 pub(super) fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> Result<String, String> {
-    let re = to_regex(pattern, greedy, true)?;
-    Ok(match re.find(value) {
-        Some(m) => value[m.end()..].to_string(),
-        None => value.to_string(),
-    })
+    let rest = match compile(pattern, greedy, true)? {
+        Glob::Literal(literal) => value.strip_prefix(literal.as_str()).unwrap_or(value),
+        Glob::Regex(re) => re.find(value).map_or(value, |m| &value[m.end()..]),
+    };
+    Ok(rest.to_string())
 }
 
 /// `${v%p}` / `${v%%p}`: removes the shortest (longest) matching suffix. Regular expressions
@@ -90,15 +149,34 @@ pub(super) fn replace(
     replacement: &str,
     all: bool,
 ) -> Result<String, String> {
-    let re = to_regex(pattern, true, false)?;
+    let glob = compile(pattern, true, false)?;
     if !all {
         // The first match is replaced literally (BuildKit splices, it does not expand `$`).
-        return Ok(match re.find(value) {
-            Some(m) => format!("{}{replacement}{}", &value[..m.start()], &value[m.end()..]),
+        let found = match &glob {
+            Glob::Literal(literal) => value.find(literal.as_str()).map(|i| (i, i + literal.len())),
+            Glob::Regex(re) => re.find(value).map(|m| (m.start(), m.end())),
+        };
+        return Ok(match found {
+            Some((start, end)) => format!("{}{replacement}{}", &value[..start], &value[end..]),
             None => value.to_string(),
         });
     }
-    Ok(replace_all(&re, value, replacement))
+    Ok(match glob {
+        Glob::Literal(literal) if !literal.is_empty() => {
+            let mut out = String::with_capacity(value.len());
+            let mut last = 0;
+            for (i, matched) in value.match_indices(literal.as_str()) {
+                out.push_str(&value[last..i]);
+                expand_template(&mut out, replacement, matched);
+                last = i + matched.len();
+            }
+            out.push_str(&value[last..]);
+            out
+        }
+        // An empty pattern matches between every character: the general rules apply.
+        Glob::Literal(_) => replace_all(&Regex::new("").expect("valid"), value, replacement),
+        Glob::Regex(re) => replace_all(&re, value, replacement),
+    })
 }
 
 /// Go's `Regexp.ReplaceAllString`: an empty match right after a match is not replaced, and
@@ -182,7 +260,7 @@ mod tests {
 
     #[test]
     fn converts_patterns_like_buildkit() {
-        let re = |p: &str| to_regex(p, true, true).map(|r| r.as_str().to_string());
+        let re = |p: &str| regex_source(p, true, true).map(|(source, _)| source);
         assert_eq!(re("*").unwrap(), "^.*");
         assert_eq!(re("?").unwrap(), "^.");
         assert_eq!(re("\\*").unwrap(), "^\\*");
@@ -190,13 +268,17 @@ mod tests {
             re("(()[]{\\}^$.\\*\\?|\\\\").unwrap(),
             "^\\(\\(\\)\\[\\]\\{\\}\\^\\$\\.\\*\\?\\|\\\\"
         );
-        assert_eq!(to_regex("a*", false, false).unwrap().as_str(), "a.*?");
+        assert_eq!(regex_source("a*", false, false).unwrap().0, "a.*?");
         for bad in ["\\", "\\x", "\\\\\\"] {
             assert!(
-                to_regex(bad, true, true).is_err(),
+                regex_source(bad, true, true).is_err(),
                 "{bad:?} must be rejected"
             );
         }
+        // Patterns without wildcards are plain strings.
+        let literal = regex_source("a\\*.{", true, true).unwrap().1;
+        assert_eq!(literal.as_deref(), Some("a*.{"));
+        assert_eq!(regex_source("a?", true, true).unwrap().1, None);
     }
 
     #[test]
@@ -207,6 +289,38 @@ mod tests {
         assert_eq!(reverse_pattern("👽\\🚀🖖"), "🖖\\🚀👽");
         assert_eq!(reverse_pattern("\\\\b"), "b\\\\");
         assert_eq!(reverse_pattern(""), "");
+    }
+
+    #[test]
+    fn literal_fast_path_agrees_with_the_regex_path() {
+        let value = "a.b$c.b$c\nb$";
+        for pattern in ["b$", ".", "", "\\\\", "x", "\\*", "b$c.b$c\nb$"] {
+            let (source, literal) = regex_source(pattern, true, false).unwrap();
+            assert!(literal.is_some(), "{pattern:?}");
+            let re = Regex::new(&source).unwrap();
+            for template in ["-", "[$0]", "$$", "$x"] {
+                let want = replace_all(&re, value, template);
+                assert_eq!(
+                    replace(pattern, value, template, true).unwrap(),
+                    want,
+                    "{pattern:?}"
+                );
+            }
+            let first = re
+                .find(value)
+                .map(|m| format!("{}R{}", &value[..m.start()], &value[m.end()..]));
+            assert_eq!(
+                replace(pattern, value, "R", false).unwrap(),
+                first.unwrap_or(value.into())
+            );
+            let anchored = Regex::new(&format!("^{source}")).unwrap();
+            let trimmed = anchored.find(value).map_or(value, |m| &value[m.end()..]);
+            assert_eq!(
+                trim_prefix(pattern, value, false).unwrap(),
+                trimmed,
+                "{pattern:?}"
+            );
+        }
     }
 
     #[test]
@@ -231,5 +345,25 @@ mod tests {
         assert_eq!(replace_all(&re, "abc", "$"), "a$c");
         assert_eq!(replace_all(&re, "abc", "${x"), "a${xc");
         assert_eq!(replace_all(&re, "abc", "$-"), "a$-c");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn literal_fast_path_matches_regex_semantics(
+            pattern in "[ab$.\\n]{0,4}",
+            value in "[ab$.\\n]{0,12}",
+            template in "[a$0{}]{0,4}",
+        ) {
+            let (source, literal) = regex_source(&pattern, true, false).unwrap();
+            proptest::prop_assume!(literal.is_some());
+            let re = Regex::new(&source).unwrap();
+            proptest::prop_assert_eq!(
+                replace(&pattern, &value, &template, true).unwrap(),
+                replace_all(&re, &value, &template)
+            );
+            let anchored = Regex::new(&format!("^{source}")).unwrap();
+            let trimmed = anchored.find(&value).map_or(value.as_str(), |m| &value[m.end()..]);
+            proptest::prop_assert_eq!(trim_prefix(&pattern, &value, true).unwrap(), trimmed);
+        }
     }
 }

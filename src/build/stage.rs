@@ -1,0 +1,525 @@
+//! Runs one stage: its base, then each step in order, into an [`ImageBuilder`].
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+
+use super::context::Context;
+use super::copy::{self, CopyOptions};
+use super::{BuildError, BuildRequest};
+use crate::dockerfile::{CommandLine, Healthcheck, Span};
+use crate::image::{self, ImageBuilder, Layer, StoredImage};
+use crate::layer::{self, LayerEntry, LayerOptions, Ownership, UnpackOptions};
+use crate::plan::ignore::DockerIgnore;
+use crate::plan::{Base, CopyFrom, SourceSpec, Stage, Step, StepKind};
+use crate::progress::{Event, Progress};
+use crate::reference::Reference;
+use crate::store::Store;
+
+const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Builds stages one after another, keeping each finished stage for later `FROM`/`--from`.
+pub(crate) struct Runner<'a> {
+    store: &'a Store,
+    req: &'a BuildRequest,
+    context: Option<&'a Context>,
+    progress: &'a Progress,
+    created: DateTime<Utc>,
+    platform: image::Platform,
+    done: HashMap<usize, ImageBuilder>,
+    layers_built: usize,
+}
+
+fn step_err(span: Span, message: impl Into<String>) -> BuildError {
+    BuildError::Step {
+        span,
+        message: message.into(),
+    }
+}
+
+impl<'a> Runner<'a> {
+    pub(crate) fn new(
+        store: &'a Store,
+        req: &'a BuildRequest,
+        context: Option<&'a Context>,
+        progress: &'a Progress,
+        created: DateTime<Utc>,
+    ) -> Self {
+        let platform = image::Platform::host();
+        Runner {
+            store,
+            req,
+            context,
+            progress,
+            created,
+            platform,
+            done: HashMap::new(),
+            layers_built: 0,
+        }
+    }
+
+    pub(crate) fn layers_built(&self) -> usize {
+        self.layers_built
+    }
+
+    /// The finished image of stage `index` (which must have been run).
+    pub(crate) fn take(&mut self, index: usize) -> ImageBuilder {
+        self.done
+            .remove(&index)
+            .expect("the target stage was built")
+    }
+
+    pub(crate) fn run(&mut self, stage: &Stage) -> Result<(), BuildError> {
+        let mut img = self.base(stage)?;
+        let label = stage
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{}", stage.index));
+        for (i, step) in stage.steps.iter().enumerate() {
+            let id = format!("{}.{}", stage.index, i + 1);
+            let name = format!(
+                "[{label} {}/{}] {}",
+                i + 1,
+                stage.steps.len(),
+                step.original.trim()
+            );
+            self.progress.send(Event::StepStarted {
+                id: id.clone(),
+                name,
+            });
+            let t0 = Instant::now();
+            self.step(&mut img, step)?;
+            self.progress.send(Event::StepDone {
+                id,
+                cached: false,
+                millis: t0.elapsed().as_millis() as u64,
+            });
+        }
+        self.done.insert(stage.index, img);
+        Ok(())
+    }
+
+    fn base(&self, stage: &Stage) -> Result<ImageBuilder, BuildError> {
+        let mut img = self.base_image(stage)?;
+        // Docker, BuildKit and buildah give every Linux image a PATH when its base has none.
+        if img.env("PATH").is_none() {
+            img.set_env("PATH", DEFAULT_PATH);
+        }
+        Ok(img)
+    }
+
+    fn base_image(&self, stage: &Stage) -> Result<ImageBuilder, BuildError> {
+        match &stage.base {
+            Base::Scratch => Ok(ImageBuilder::new(self.platform.clone(), self.created)),
+            Base::Stage(i) => Ok(self
+                .done
+                .get(i)
+                .expect("plan orders dependencies first")
+                .clone()),
+            Base::Image(name) => {
+                let stored = self
+                    .stored_image(name)
+                    .map_err(|m| step_err(stage.span, m))?;
+                Ok(ImageBuilder::from_base(&stored, self.created)?)
+            }
+        }
+    }
+
+    /// An image from the store by the name a Dockerfile gives it.
+    fn stored_image(&self, name: &str) -> Result<StoredImage, String> {
+        let reference: Reference = name.parse().map_err(|e| format!("{e}"))?;
+        let digest = self.store.resolve(&reference.to_string()).map_err(|_| {
+            format!(
+                "image {reference} is not in the local store: pull it first (`kiln pull {name}`)"
+            )
+        })?;
+        StoredImage::load_for(self.store, &digest, &self.platform).map_err(|e| e.to_string())
+    }
+
+    fn step(&mut self, img: &mut ImageBuilder, step: &Step) -> Result<(), BuildError> {
+        let created_by = step.original.trim().to_string();
+        match &step.kind {
+            StepKind::Env { vars } => vars.iter().for_each(|(k, v)| img.set_env(k, v)),
+            StepKind::Label { labels } => labels.iter().for_each(|(k, v)| img.set_label(k, v)),
+            // ARG values live in the plan; Docker records no history for them.
+            StepKind::Arg { .. } => return Ok(()),
+            StepKind::Workdir { path } => img.set_working_dir(path),
+            StepKind::User { user } => img.set_user(user),
+            StepKind::Expose { ports } => ports.iter().for_each(|p| img.expose(p)),
+            StepKind::Volume { paths } => paths.iter().for_each(|p| img.add_volume(p)),
+            StepKind::Cmd { command } => img.set_cmd(argv(img, command)),
+            StepKind::Entrypoint { command } => img.set_entrypoint(argv(img, command)),
+            StepKind::Shell { shell } => img.set_shell(shell.clone()),
+            StepKind::Stopsignal { signal } => img.set_stop_signal(signal),
+            StepKind::Healthcheck { health } => img.set_healthcheck(healthcheck(health)),
+            StepKind::Onbuild { expression } => img.add_on_build(expression),
+            StepKind::Maintainer { .. } => {}
+            StepKind::Copy {
+                sources,
+                dest,
+                from,
+                chown,
+                chmod,
+                parents,
+                exclude,
+                ..
+            } => {
+                if *parents {
+                    return Err(step_err(
+                        step.span,
+                        "COPY --parents is not supported by kiln yet",
+                    ));
+                }
+                let spec = CopySpec {
+                    sources,
+                    dest,
+                    from,
+                    chown: chown.as_deref(),
+                    chmod: chmod.as_deref(),
+                    exclude,
+                };
+                return self.copy(img, step.span, &spec, &created_by);
+            }
+            StepKind::Add {
+                sources,
+                dest,
+                chown,
+                chmod,
+                exclude,
+                ..
+            } => {
+                self.check_add_sources(sources, step.span)?;
+                let spec = CopySpec {
+                    sources,
+                    dest,
+                    from: &CopyFrom::Context,
+                    chown: chown.as_deref(),
+                    chmod: chmod.as_deref(),
+                    exclude,
+                };
+                return self.copy(img, step.span, &spec, &created_by);
+            }
+            StepKind::Run { .. } => {
+                return Err(step_err(
+                    step.span,
+                    "RUN is not supported by `kiln build` yet: the sandbox is not wired into builds in this version",
+                ));
+            }
+        }
+        img.add_empty_step(&created_by);
+        Ok(())
+    }
+
+    /// ADD differs from COPY for URLs and local archives, which kiln does not handle yet;
+    /// refuse them rather than silently copying an archive unextracted.
+    fn check_add_sources(&self, sources: &[SourceSpec], span: Span) -> Result<(), BuildError> {
+        for s in sources {
+            let SourceSpec::Path { path } = s else {
+                continue;
+            };
+            if path.contains("://") || path.starts_with("git@") {
+                return Err(step_err(
+                    span,
+                    format!(
+                        "ADD from a URL ({path}) is not supported by kiln yet; download it in a RUN step"
+                    ),
+                ));
+            }
+            if let Some(ctx) = self.context {
+                let host = ctx.host_path(path.trim_start_matches('/'));
+                if host.is_file() && is_archive(&host) {
+                    return Err(step_err(
+                        span,
+                        format!(
+                            "ADD of the archive {path} (auto-extraction) is not supported by kiln yet"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn copy(
+        &mut self,
+        img: &mut ImageBuilder,
+        span: Span,
+        spec: &CopySpec,
+        created_by: &str,
+    ) -> Result<(), BuildError> {
+        let lowers = self.unpacked_layers(img.layers())?;
+        let (uid, gid) = match spec.chown {
+            Some(c) => resolve_owner(c, &lowers).map_err(|m| step_err(span, m))?,
+            None => (0, 0),
+        };
+        let chmod = spec
+            .chmod
+            .map(parse_chmod)
+            .transpose()
+            .map_err(|m| step_err(span, m))?;
+        let exclude = if spec.exclude.is_empty() {
+            None
+        } else {
+            Some(
+                DockerIgnore::parse(&spec.exclude.join("\n"))
+                    .map_err(|e| step_err(span, e.to_string()))?,
+            )
+        };
+        let existing = |p: &str| copy::dir_meta_in(&lowers, p);
+        let now = u64::try_from(self.created.timestamp()).unwrap_or(0);
+        let (tree_holder, from) = self.source_tree(spec.from, span)?;
+        let tree: &Context = match &tree_holder {
+            SourceTree::Context(c) => c,
+            SourceTree::Rootfs { tree, .. } => tree,
+        };
+        let opts = CopyOptions {
+            uid,
+            gid,
+            chmod,
+            exclude,
+            now,
+            existing_dir: &existing,
+            from: &from,
+        };
+        let entries = copy::entries(tree, spec.sources, spec.dest, &opts)
+            .map_err(|e| step_err(span, e.to_string()))?;
+        self.add_layer(img, entries, created_by)
+    }
+
+    fn source_tree(
+        &self,
+        from: &CopyFrom,
+        span: Span,
+    ) -> Result<(SourceTree<'a>, String), BuildError> {
+        match from {
+            CopyFrom::Context => {
+                let ctx = self.context.ok_or_else(|| step_err(span, "COPY needs a build context, but the Dockerfile came from stdin without one"))?;
+                Ok((SourceTree::Context(ctx), "the build context".into()))
+            }
+            CopyFrom::Stage(i) => {
+                let layers = self
+                    .done
+                    .get(i)
+                    .expect("plan orders dependencies first")
+                    .layers()
+                    .to_vec();
+                Ok((self.rootfs(&layers)?, format!("stage {i}")))
+            }
+            CopyFrom::Image(name) => {
+                let stored = self.stored_image(name).map_err(|m| step_err(span, m))?;
+                Ok((self.rootfs(&stored.layers)?, format!("image {name}")))
+            }
+        }
+    }
+
+    /// The merged file tree of `layers`, unpacked into a temp dir (whiteouts applied).
+    fn rootfs(&self, layers: &[Layer]) -> Result<SourceTree<'a>, BuildError> {
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-rootfs-")
+            .tempdir()
+            .map_err(|source| BuildError::Io {
+                action: "creating a temp dir for COPY --from",
+                source,
+            })?;
+        for l in layers {
+            let blob = self.store.open_blob(&l.digest)?;
+            layer::unpack_layer(blob, dir.path(), &unpack_options())?;
+        }
+        let ctx = Context::open(
+            dir.path(),
+            DockerIgnore::parse("").expect("empty ignore"),
+            None,
+        )?;
+        Ok(SourceTree::Rootfs {
+            tree: ctx,
+            _dir: dir,
+        })
+    }
+
+    /// Each layer of the image unpacked in the store, top layer first (for metadata lookups).
+    fn unpacked_layers(&self, layers: &[Layer]) -> Result<Vec<PathBuf>, BuildError> {
+        let mut dirs = Vec::with_capacity(layers.len());
+        for l in layers.iter().rev() {
+            let digest = l.digest;
+            let dir = self.store.ensure_unpacked(&l.diff_id, |tmp| {
+                let blob = self
+                    .store
+                    .open_blob(&digest)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                layer::unpack_layer(blob, tmp, &unpack_options())
+                    .map(|_| ())
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+            })?;
+            dirs.push(dir);
+        }
+        Ok(dirs)
+    }
+
+    fn add_layer(
+        &mut self,
+        img: &mut ImageBuilder,
+        entries: Vec<LayerEntry>,
+        created_by: &str,
+    ) -> Result<(), BuildError> {
+        let opts = LayerOptions {
+            compression: self.req.compression,
+            source_date_epoch: self.req.source_date_epoch,
+            id_map: None,
+        };
+        let mut w = self.store.begin_blob()?;
+        let blob = layer::write_entries(entries, &opts, &mut w)?;
+        w.commit(Some(&blob.digest))?;
+        img.add_layer(Layer::from(blob), created_by);
+        self.layers_built += 1;
+        Ok(())
+    }
+}
+
+/// The arguments of a COPY/ADD step the runner needs.
+struct CopySpec<'s> {
+    sources: &'s [SourceSpec],
+    dest: &'s str,
+    from: &'s CopyFrom,
+    chown: Option<&'s str>,
+    chmod: Option<&'s str>,
+    exclude: &'s [String],
+}
+
+/// Where COPY reads from: the context, or a stage/image rootfs unpacked into a temp dir that
+/// lives as long as this value.
+enum SourceTree<'a> {
+    Context(&'a Context),
+    Rootfs {
+        tree: Context,
+        _dir: tempfile::TempDir,
+    },
+}
+
+fn unpack_options() -> UnpackOptions {
+    // Root keeps the layers' owners; an unprivileged user cannot chown and keeps its own.
+    let ownership = if nix::unistd::geteuid().is_root() {
+        Ownership::Preserve
+    } else {
+        Ownership::Ignore
+    };
+    UnpackOptions {
+        ownership,
+        xattrs: false,
+    }
+}
+
+/// CMD/ENTRYPOINT in shell form run through the stage's SHELL.
+fn argv(img: &ImageBuilder, command: &CommandLine) -> Vec<String> {
+    match command {
+        CommandLine::Exec(v) => v.clone(),
+        CommandLine::Shell(s) => {
+            let mut v = img
+                .config()
+                .shell
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SHELL.map(String::from).to_vec());
+            v.push(s.clone());
+            v
+        }
+    }
+}
+
+fn healthcheck(h: &Healthcheck) -> image::Healthcheck {
+    let nanos = |d: &Option<std::time::Duration>| d.map_or(0, |d| d.as_nanos() as i64);
+    match h {
+        Healthcheck::None => image::Healthcheck {
+            test: vec!["NONE".into()],
+            ..Default::default()
+        },
+        Healthcheck::Cmd {
+            test,
+            interval,
+            timeout,
+            start_period,
+            start_interval,
+            retries,
+        } => {
+            let test = match test {
+                CommandLine::Exec(v) => std::iter::once("CMD".to_string())
+                    .chain(v.iter().cloned())
+                    .collect(),
+                CommandLine::Shell(s) => vec!["CMD-SHELL".to_string(), s.clone()],
+            };
+            image::Healthcheck {
+                test,
+                interval: nanos(interval),
+                timeout: nanos(timeout),
+                start_period: nanos(start_period),
+                start_interval: nanos(start_interval),
+                retries: retries.map_or(0, i64::from),
+            }
+        }
+    }
+}
+
+/// `--chmod`: octal only for now.
+fn parse_chmod(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("--chmod={s}: kiln supports octal modes (e.g. 0755) only so far"))
+}
+
+/// `--chown=user[:group]`: numeric ids as they are, names through the image's passwd/group.
+fn resolve_owner(spec: &str, lowers: &[PathBuf]) -> Result<(u64, u64), String> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let uid = match user.parse::<u64>() {
+        Ok(n) => n,
+        Err(_) => lookup(lowers, "etc/passwd", user, 2).ok_or_else(|| {
+            format!("--chown={spec}: user {user:?} is not in the image's /etc/passwd")
+        })?,
+    };
+    let gid = match group {
+        None => match user.parse::<u64>() {
+            // A numeric user without a group gets the same number as gid (Docker's rule).
+            Ok(n) => n,
+            Err(_) => lookup(lowers, "etc/passwd", user, 3).unwrap_or(uid),
+        },
+        Some(g) => match g.parse::<u64>() {
+            Ok(n) => n,
+            Err(_) => lookup(lowers, "etc/group", g, 2).ok_or_else(|| {
+                format!("--chown={spec}: group {g:?} is not in the image's /etc/group")
+            })?,
+        },
+    };
+    Ok((uid, gid))
+}
+
+/// Field `field` (0-based) of the line for `name` in the top-most layer that has `file`.
+fn lookup(lowers: &[PathBuf], file: &str, name: &str, field: usize) -> Option<u64> {
+    let text = lowers
+        .iter()
+        .find_map(|l| std::fs::read_to_string(l.join(file)).ok())?;
+    text.lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&name))?
+        .get(field)?
+        .parse()
+        .ok()
+}
+
+/// gzip, bzip2, xz, zstd or a plain tar, by content (ADD auto-extracts those).
+fn is_archive(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 262];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    let h = &head[..n];
+    h.starts_with(&[0x1f, 0x8b])
+        || h.starts_with(b"BZh")
+        || h.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
+        || h.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || (n >= 262 && &h[257..262] == b"ustar")
+}

@@ -1,0 +1,685 @@
+//! [`ImageBuilder`]: the image config a build fills step by step, and its serialisation.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use oci_spec::image::{
+    Arch, ConfigBuilder, Descriptor, HistoryBuilder, ImageConfigurationBuilder,
+    ImageManifestBuilder, MediaType, Os, RootFsBuilder,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::media::{ImageFormat, Layer, Platform};
+use super::stored::StoredImage;
+use super::{ImageError, Result};
+use crate::digest::Digest;
+use crate::reference::Reference;
+use crate::store::Store;
+
+/// Docker's HEALTHCHECK (no OCI equivalent), durations in nanoseconds as Docker stores them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Healthcheck {
+    /// `["NONE"]`, `["CMD", args…]` or `["CMD-SHELL", command]`.
+    #[serde(default)]
+    pub test: Vec<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub interval: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub timeout: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub start_period: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub start_interval: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+/// The runtime part of an image config, as the Dockerfile instructions set it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunConfig {
+    pub user: Option<String>,
+    pub exposed_ports: BTreeSet<String>,
+    pub env: Vec<String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub volumes: BTreeSet<String>,
+    pub working_dir: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub stop_signal: Option<String>,
+    pub healthcheck: Option<Healthcheck>,
+    pub on_build: Vec<String>,
+    pub shell: Option<Vec<String>>,
+}
+
+/// What a config blob says, read tolerantly (Docker writes `null` for empty fields).
+#[derive(Debug, Default, Deserialize)]
+struct ConfigIn {
+    architecture: Option<String>,
+    os: Option<String>,
+    variant: Option<String>,
+    config: Option<RunConfigIn>,
+    history: Option<Vec<oci_spec::image::History>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RunConfigIn {
+    user: Option<String>,
+    exposed_ports: Option<BTreeMap<String, serde::de::IgnoredAny>>,
+    env: Option<Vec<String>>,
+    entrypoint: Option<Vec<String>>,
+    cmd: Option<Vec<String>>,
+    volumes: Option<BTreeMap<String, serde::de::IgnoredAny>>,
+    working_dir: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+    stop_signal: Option<String>,
+    healthcheck: Option<Healthcheck>,
+    on_build: Option<Vec<String>>,
+    shell: Option<Vec<String>>,
+}
+
+impl From<RunConfigIn> for RunConfig {
+    fn from(c: RunConfigIn) -> RunConfig {
+        RunConfig {
+            user: c.user.filter(|u| !u.is_empty()),
+            exposed_ports: c.exposed_ports.unwrap_or_default().into_keys().collect(),
+            env: c.env.unwrap_or_default(),
+            entrypoint: c.entrypoint,
+            cmd: c.cmd,
+            volumes: c.volumes.unwrap_or_default().into_keys().collect(),
+            working_dir: c.working_dir.filter(|w| !w.is_empty()),
+            labels: c.labels.unwrap_or_default(),
+            stop_signal: c.stop_signal.filter(|s| !s.is_empty()),
+            healthcheck: c.healthcheck,
+            on_build: c.on_build.unwrap_or_default(),
+            shell: c.shell,
+        }
+    }
+}
+
+/// The serialised config and manifest of a finished image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageBlobs {
+    pub format: ImageFormat,
+    pub config: Vec<u8>,
+    /// The image ID.
+    pub config_digest: Digest,
+    pub manifest: Vec<u8>,
+    pub manifest_digest: Digest,
+}
+
+/// An image under construction: config state, layers and history.
+#[derive(Debug, Clone)]
+pub struct ImageBuilder {
+    platform: Platform,
+    created: DateTime<Utc>,
+    config: RunConfig,
+    /// Set once CMD runs in this stage, so ENTRYPOINT no longer resets it (Docker's rule).
+    cmd_set: bool,
+    layers: Vec<Layer>,
+    history: Vec<oci_spec::image::History>,
+}
+
+impl ImageBuilder {
+    /// An empty image (`FROM scratch`). `created` is used for the image and every new history
+    /// entry: pass `SOURCE_DATE_EPOCH` when set, for reproducible digests.
+    pub fn new(platform: Platform, created: DateTime<Utc>) -> ImageBuilder {
+        ImageBuilder {
+            platform,
+            created,
+            config: RunConfig::default(),
+            cmd_set: false,
+            layers: Vec::new(),
+            history: Vec::new(),
+        }
+    }
+
+    /// Starts from an image in the store (`FROM image`): its config, layers and history.
+    pub fn from_base(base: &StoredImage, created: DateTime<Utc>) -> Result<ImageBuilder> {
+        let parsed: ConfigIn =
+            serde_json::from_slice(&base.config).map_err(|e| ImageError::BadConfig {
+                digest: base.config_digest,
+                reason: e.to_string(),
+            })?;
+        let host = Platform::host();
+        Ok(ImageBuilder {
+            platform: Platform {
+                os: parsed.os.unwrap_or(host.os),
+                architecture: parsed.architecture.unwrap_or(host.architecture),
+                variant: parsed.variant,
+            },
+            created,
+            config: parsed.config.map(Into::into).unwrap_or_default(),
+            cmd_set: false,
+            layers: base.layers.clone(),
+            history: parsed.history.unwrap_or_default(),
+        })
+    }
+
+    /// The config as it stands (what later steps see: ENV, WORKDIR, USER, SHELL, ONBUILD).
+    pub fn config(&self) -> &RunConfig {
+        &self.config
+    }
+
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    pub fn platform(&self) -> &Platform {
+        &self.platform
+    }
+
+    /// `ENV key=value`: replaces an existing key in place, else appends.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        let entry = format!("{key}={value}");
+        match self
+            .config
+            .env
+            .iter_mut()
+            .find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key)
+        {
+            Some(e) => *e = entry,
+            None => self.config.env.push(entry),
+        }
+    }
+
+    /// The value of an environment variable in the config.
+    pub fn env(&self, key: &str) -> Option<&str> {
+        self.config
+            .env
+            .iter()
+            .find_map(|e| e.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v))
+    }
+
+    pub fn set_user(&mut self, user: &str) {
+        self.config.user = Some(user.to_string()).filter(|u| !u.is_empty());
+    }
+
+    pub fn set_working_dir(&mut self, dir: &str) {
+        self.config.working_dir = Some(dir.to_string());
+    }
+
+    pub fn set_label(&mut self, key: &str, value: &str) {
+        self.config
+            .labels
+            .insert(key.to_string(), value.to_string());
+    }
+
+    /// `EXPOSE 80` / `EXPOSE 53/udp`: the protocol defaults to tcp, as Docker records it.
+    pub fn expose(&mut self, port: &str) {
+        let port = if port.contains('/') {
+            port.to_ascii_lowercase()
+        } else {
+            format!("{port}/tcp")
+        };
+        self.config.exposed_ports.insert(port);
+    }
+
+    pub fn add_volume(&mut self, path: &str) {
+        self.config.volumes.insert(path.to_string());
+    }
+
+    pub fn set_cmd(&mut self, cmd: Vec<String>) {
+        self.config.cmd = Some(cmd);
+        self.cmd_set = true;
+    }
+
+    /// `ENTRYPOINT`: also clears a CMD inherited from the base image (not one set earlier in
+    /// this stage), as Docker and BuildKit do.
+    pub fn set_entrypoint(&mut self, entrypoint: Vec<String>) {
+        self.config.entrypoint = Some(entrypoint);
+        if !self.cmd_set {
+            self.config.cmd = None;
+        }
+    }
+
+    pub fn set_stop_signal(&mut self, signal: &str) {
+        self.config.stop_signal = Some(signal.to_string());
+    }
+
+    pub fn set_healthcheck(&mut self, hc: Healthcheck) {
+        self.config.healthcheck = Some(hc);
+    }
+
+    pub fn add_on_build(&mut self, trigger: &str) {
+        self.config.on_build.push(trigger.to_string());
+    }
+
+    /// Clears the ONBUILD triggers (a child image must not inherit its parent's, once run).
+    pub fn clear_on_build(&mut self) {
+        self.config.on_build.clear();
+    }
+
+    pub fn set_shell(&mut self, shell: Vec<String>) {
+        self.config.shell = Some(shell);
+    }
+
+    /// Appends a layer produced by a step, with its history entry.
+    pub fn add_layer(&mut self, layer: Layer, created_by: &str) {
+        self.layers.push(layer);
+        self.push_history(created_by, false);
+    }
+
+    /// Records a metadata-only step (ENV, CMD, …) in the history with `empty_layer`.
+    pub fn add_empty_step(&mut self, created_by: &str) {
+        self.push_history(created_by, true);
+    }
+
+    fn push_history(&mut self, created_by: &str, empty: bool) {
+        let mut h = HistoryBuilder::default()
+            .created(rfc3339(&self.created))
+            .created_by(created_by.to_string());
+        if empty {
+            h = h.empty_layer(true);
+        }
+        self.history
+            .push(h.build().expect("history has no required fields"));
+    }
+
+    /// Serialises config and manifest in `format`.
+    pub fn finish(&self, format: ImageFormat) -> Result<ImageBlobs> {
+        let config = canonical(&self.config_value());
+        let config_digest = Digest::of(&config);
+        let manifest = manifest_json(format, config.len() as u64, &config_digest, &self.layers)?;
+        Ok(ImageBlobs {
+            format,
+            config_digest,
+            manifest_digest: Digest::of(&manifest),
+            config,
+            manifest,
+        })
+    }
+
+    /// Writes config and manifest to the store and gives the image each of `names`.
+    /// Every layer blob must already be in the store.
+    pub fn commit(
+        &self,
+        store: &Store,
+        format: ImageFormat,
+        names: &[Reference],
+    ) -> Result<ImageBlobs> {
+        let _lease = store.lease()?;
+        for l in &self.layers {
+            if !store.has_blob(&l.digest) {
+                return Err(crate::store::StoreError::BlobNotFound(l.digest).into());
+            }
+        }
+        let blobs = self.finish(format)?;
+        store.put_blob(&blobs.config)?;
+        store.put_blob(&blobs.manifest)?;
+        for name in names {
+            store.tag(name, &blobs.manifest_digest)?;
+        }
+        Ok(blobs)
+    }
+
+    /// The OCI part of the runtime config.
+    fn oci_run_config(&self) -> oci_spec::image::Config {
+        let c = &self.config;
+        let mut run = ConfigBuilder::default();
+        if let Some(u) = &c.user {
+            run = run.user(u.clone());
+        }
+        if !c.exposed_ports.is_empty() {
+            run = run.exposed_ports(c.exposed_ports.iter().cloned().collect::<Vec<_>>());
+        }
+        if !c.env.is_empty() {
+            run = run.env(c.env.clone());
+        }
+        if let Some(e) = &c.entrypoint {
+            run = run.entrypoint(e.clone());
+        }
+        if let Some(cmd) = &c.cmd {
+            run = run.cmd(cmd.clone());
+        }
+        if !c.volumes.is_empty() {
+            run = run.volumes(c.volumes.iter().cloned().collect::<Vec<_>>());
+        }
+        if let Some(w) = &c.working_dir {
+            run = run.working_dir(w.clone());
+        }
+        if !c.labels.is_empty() {
+            run = run.labels(
+                c.labels
+                    .clone()
+                    .into_iter()
+                    .collect::<std::collections::HashMap<_, _>>(),
+            );
+        }
+        if let Some(s) = &c.stop_signal {
+            run = run.stop_signal(s.clone());
+        }
+        run.build().expect("config has no required fields")
+    }
+
+    fn config_value(&self) -> Value {
+        let c = &self.config;
+        let run = self.oci_run_config();
+        let mut image = ImageConfigurationBuilder::default()
+            .created(rfc3339(&self.created))
+            .architecture(Arch::from(self.platform.architecture.as_str()))
+            .os(Os::from(self.platform.os.as_str()))
+            .config(run)
+            .rootfs(
+                RootFsBuilder::default()
+                    .typ("layers")
+                    .diff_ids(
+                        self.layers
+                            .iter()
+                            .map(|l| l.diff_id.to_string())
+                            .collect::<Vec<_>>(),
+                    )
+                    .build()
+                    .expect("rootfs has no required fields"),
+            )
+            .history(self.history.clone());
+        if let Some(v) = &self.platform.variant {
+            image = image.variant(v.clone());
+        }
+        let image = image
+            .build()
+            .expect("image config has every required field");
+        let mut value = serde_json::to_value(&image).expect("config serialises");
+        // Docker-only fields, serialised where and as Docker puts them.
+        let run = value
+            .get_mut("config")
+            .and_then(Value::as_object_mut)
+            .expect("config object present");
+        if let Some(hc) = &c.healthcheck {
+            run.insert(
+                "Healthcheck".into(),
+                serde_json::to_value(hc).expect("serialises"),
+            );
+        }
+        if !c.on_build.is_empty() {
+            run.insert("OnBuild".into(), c.on_build.clone().into());
+        }
+        if let Some(shell) = &c.shell {
+            run.insert("Shell".into(), shell.clone().into());
+        }
+        value
+    }
+}
+
+/// The manifest for a config and layers, in `format`'s media types.
+pub(super) fn manifest_json(
+    format: ImageFormat,
+    config_size: u64,
+    config_digest: &Digest,
+    layers: &[Layer],
+) -> Result<Vec<u8>> {
+    let mut descs = Vec::with_capacity(layers.len());
+    for l in layers {
+        descs.push(descriptor(
+            format.layer_media_type(l.compression)?,
+            l.size,
+            &l.digest,
+        ));
+    }
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::from(format.manifest_media_type()))
+        .config(descriptor(
+            format.config_media_type(),
+            config_size,
+            config_digest,
+        ))
+        .layers(descs)
+        .build()
+        .expect("manifest has every required field");
+    Ok(canonical(
+        &serde_json::to_value(&manifest).expect("manifest serialises"),
+    ))
+}
+
+/// Compact JSON with object keys sorted (serde_json's map is a BTreeMap here), so equal
+/// values always give equal bytes whatever HashMap order oci-spec used.
+fn canonical(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).expect("JSON values serialise")
+}
+
+fn rfc3339(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+pub(super) fn descriptor(media_type: &str, size: u64, digest: &Digest) -> Descriptor {
+    let d: oci_spec::image::Digest = digest
+        .to_string()
+        .parse()
+        .expect("a kiln Digest is a valid OCI digest");
+    Descriptor::new(MediaType::from(media_type), size, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::Compression;
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000, 0).unwrap()
+    }
+
+    fn layer(seed: &[u8]) -> Layer {
+        Layer {
+            digest: Digest::of(seed),
+            size: seed.len() as u64,
+            diff_id: Digest::of(&[seed, b"-tar"].concat()),
+            compression: Compression::Gzip,
+        }
+    }
+
+    fn sample() -> ImageBuilder {
+        let mut b = ImageBuilder::new(Platform::host(), t0());
+        b.set_env("PATH", "/bin");
+        b.set_env("A", "1");
+        b.set_env("PATH", "/usr/bin:/bin");
+        b.expose("80");
+        b.expose("53/udp");
+        b.add_volume("/data");
+        b.set_label("b", "2");
+        b.set_label("a", "1");
+        b.set_working_dir("/app");
+        b.set_user("1000:1000");
+        b.set_cmd(vec!["serve".into()]);
+        b.set_stop_signal("SIGTERM");
+        b.set_shell(vec!["/bin/bash".into(), "-c".into()]);
+        b.add_on_build("RUN echo child");
+        b.set_healthcheck(Healthcheck {
+            test: vec!["CMD-SHELL".into(), "true".into()],
+            interval: 30_000_000_000,
+            retries: 3,
+            ..Default::default()
+        });
+        b.add_layer(layer(b"one"), "COPY . /app");
+        b.add_empty_step("CMD [\"serve\"]");
+        b
+    }
+
+    #[test]
+    fn config_has_every_field_where_docker_and_oci_put_them() {
+        let blobs = sample().finish(ImageFormat::Oci).unwrap();
+        let v: Value = serde_json::from_slice(&blobs.config).unwrap();
+        let c = &v["config"];
+        assert_eq!(c["Env"], serde_json::json!(["PATH=/usr/bin:/bin", "A=1"]));
+        assert_eq!(
+            c["ExposedPorts"],
+            serde_json::json!({"53/udp": {}, "80/tcp": {}})
+        );
+        assert_eq!(c["Volumes"], serde_json::json!({"/data": {}}));
+        assert_eq!(c["Labels"], serde_json::json!({"a": "1", "b": "2"}));
+        assert_eq!(c["WorkingDir"], "/app");
+        assert_eq!(c["User"], "1000:1000");
+        assert_eq!(c["Cmd"], serde_json::json!(["serve"]));
+        assert_eq!(c["StopSignal"], "SIGTERM");
+        assert_eq!(c["Shell"], serde_json::json!(["/bin/bash", "-c"]));
+        assert_eq!(c["OnBuild"], serde_json::json!(["RUN echo child"]));
+        assert_eq!(
+            c["Healthcheck"],
+            serde_json::json!({"Test": ["CMD-SHELL", "true"], "Interval": 30_000_000_000i64, "Retries": 3})
+        );
+        assert_eq!(v["created"], "2023-11-14T22:13:20Z");
+        assert_eq!(v["os"], "linux");
+        assert_eq!(v["rootfs"]["type"], "layers");
+        assert_eq!(
+            v["rootfs"]["diff_ids"][0],
+            layer(b"one").diff_id.to_string()
+        );
+        assert_eq!(v["history"][0]["created_by"], "COPY . /app");
+        assert!(v["history"][0].get("empty_layer").is_none());
+        assert_eq!(v["history"][1]["empty_layer"], true);
+        assert_eq!(blobs.config_digest, Digest::of(&blobs.config));
+    }
+
+    #[test]
+    fn manifest_media_types_follow_the_format() {
+        let oci = sample().finish(ImageFormat::Oci).unwrap();
+        let m: Value = serde_json::from_slice(&oci.manifest).unwrap();
+        assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+        assert_eq!(
+            m["config"]["mediaType"],
+            "application/vnd.oci.image.config.v1+json"
+        );
+        assert_eq!(
+            m["layers"][0]["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+        assert_eq!(m["config"]["digest"], oci.config_digest.to_string());
+        let docker = sample().finish(ImageFormat::Docker).unwrap();
+        let m: Value = serde_json::from_slice(&docker.manifest).unwrap();
+        assert_eq!(m["schemaVersion"], 2);
+        assert_eq!(
+            m["mediaType"],
+            "application/vnd.docker.distribution.manifest.v2+json"
+        );
+        assert_eq!(
+            m["config"]["mediaType"],
+            "application/vnd.docker.container.image.v1+json"
+        );
+        assert_eq!(
+            m["layers"][0]["mediaType"],
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        );
+        // Same config either way: the image ID does not depend on the manifest format.
+        assert_eq!(docker.config_digest, oci.config_digest);
+    }
+
+    #[test]
+    fn same_input_same_bytes() {
+        for _ in 0..5 {
+            assert_eq!(
+                sample().finish(ImageFormat::Oci).unwrap(),
+                sample().finish(ImageFormat::Oci).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn zstd_is_refused_in_docker_format() {
+        let mut b = ImageBuilder::new(Platform::host(), t0());
+        b.add_layer(
+            Layer {
+                compression: Compression::Zstd,
+                ..layer(b"z")
+            },
+            "COPY",
+        );
+        assert!(matches!(
+            b.finish(ImageFormat::Docker),
+            Err(ImageError::ZstdInDockerFormat)
+        ));
+        assert!(b.finish(ImageFormat::Oci).is_ok());
+    }
+
+    #[test]
+    fn entrypoint_resets_only_an_inherited_cmd() {
+        let mut b = ImageBuilder::new(Platform::host(), t0());
+        b.set_cmd(vec!["a".into()]);
+        b.set_entrypoint(vec!["e".into()]);
+        assert_eq!(b.config().cmd, Some(vec!["a".to_string()]));
+        let mut inherited = b.clone();
+        inherited.cmd_set = false; // as after FROM
+        inherited.set_entrypoint(vec!["e2".into()]);
+        assert_eq!(inherited.config().cmd, None);
+    }
+}
+
+#[cfg(test)]
+mod base_tests {
+    use super::*;
+    use crate::image::Compression;
+
+    fn nginx_like() -> StoredImage {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/store/docker-config.json"
+        );
+        let config = std::fs::read(path).unwrap();
+        let v: Value = serde_json::from_slice(&config).unwrap();
+        let layers = v["rootfs"]["diff_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, d)| Layer {
+                digest: Digest::of(&[i as u8]),
+                size: 100 + i as u64,
+                diff_id: d.as_str().unwrap().parse().unwrap(),
+                compression: Compression::Gzip,
+            })
+            .collect();
+        StoredImage {
+            manifest_digest: Digest::of(b"m"),
+            manifest: b"{}".to_vec(),
+            format: ImageFormat::Docker,
+            config_digest: Digest::of(&config),
+            config,
+            layers,
+        }
+    }
+
+    #[test]
+    fn from_base_keeps_the_base_config_layers_and_history() {
+        let base = nginx_like();
+        let t = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let mut b = ImageBuilder::from_base(&base, t).unwrap();
+        assert_eq!(b.env("NGINX_VERSION"), Some("1.25.3"));
+        assert_eq!(b.config().user, None);
+        assert_eq!(b.config().working_dir, None);
+        assert!(b.config().volumes.is_empty());
+        assert_eq!(b.platform().architecture, "amd64");
+        assert_eq!(b.config().healthcheck.as_ref().unwrap().retries, 3);
+        // ENTRYPOINT drops the inherited CMD.
+        b.set_entrypoint(vec!["/start".into()]);
+        assert_eq!(b.config().cmd, None);
+        b.add_layer(
+            Layer {
+                digest: Digest::of(b"new"),
+                size: 3,
+                diff_id: Digest::of(b"new-tar"),
+                compression: Compression::Gzip,
+            },
+            "COPY site /usr/share/nginx/html",
+        );
+        let blobs = b.finish(ImageFormat::Oci).unwrap();
+        let v: Value = serde_json::from_slice(&blobs.config).unwrap();
+        assert_eq!(v["rootfs"]["diff_ids"].as_array().unwrap().len(), 3);
+        assert_eq!(v["history"].as_array().unwrap().len(), 4);
+        assert_eq!(v["history"][1]["empty_layer"], true);
+        assert_eq!(
+            v["config"]["ExposedPorts"],
+            serde_json::json!({"80/tcp": {}})
+        );
+        assert_eq!(v["config"]["StopSignal"], "SIGQUIT");
+        assert_eq!(v["config"]["Healthcheck"]["Interval"], 30_000_000_000i64);
+        assert!(v["config"].get("Cmd").is_none());
+        let m: Value = serde_json::from_slice(&blobs.manifest).unwrap();
+        assert_eq!(m["layers"].as_array().unwrap().len(), 3);
+        assert_eq!(m["layers"][0]["size"], 100);
+    }
+}

@@ -1,0 +1,286 @@
+//! Block-parallel gzip and zstd writers whose output never depends on the thread count.
+//!
+//! The input is cut into FIXED blocks; each block is compressed on the rayon pool as a pure
+//! function of (block bytes, level, previous block's tail) and written out in order. The
+//! number of threads only changes how many blocks are in flight, never the bytes.
+//!
+//! - gzip (pigz style): one gzip member; every block is raw deflate primed with the last
+//!   32 KiB of the previous block and ended with a sync flush (byte aligned), so blocks
+//!   concatenate into one deflate stream. An empty final block, the CRC-32 (computed on the
+//!   writer thread, in order) and the length close the member. Any gzip reader reads it.
+//! - zstd: every block is an independent frame; frames concatenate (RFC 8878 §3.1).
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::sync::mpsc;
+
+use flate2::{Compress, Crc, FlushCompress, Status};
+
+/// Input bytes per gzip block: big enough that the per-block flush costs < 0.1 % of the ratio.
+const GZIP_BLOCK: usize = 1 << 20;
+/// Input bytes per zstd frame: zstd's window benefits from larger blocks.
+const ZSTD_BLOCK: usize = 4 << 20;
+/// Deflate's window: how much of the previous block primes the next one.
+const DEFLATE_DICT: usize = 32 * 1024;
+
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+/// A final, empty, fixed-Huffman deflate block: ends the deflate stream after sync flushes.
+const DEFLATE_EMPTY_FINAL: [u8; 2] = [0x03, 0x00];
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Codec {
+    Gzip(u32),
+    Zstd(i32),
+}
+
+impl Codec {
+    fn block_size(self) -> usize {
+        match self {
+            Codec::Gzip(_) => GZIP_BLOCK,
+            Codec::Zstd(_) => ZSTD_BLOCK,
+        }
+    }
+}
+
+type Pending = mpsc::Receiver<io::Result<Vec<u8>>>;
+
+/// A `Write` that compresses in parallel fixed blocks into `out`.
+pub(crate) struct BlockCompressor<W: Write> {
+    out: W,
+    codec: Codec,
+    block: Vec<u8>,
+    /// Tail of the previous gzip block, the preset dictionary for the next one.
+    dict: Vec<u8>,
+    crc: Crc,
+    pending: VecDeque<Pending>,
+    max_in_flight: usize,
+    blocks_sent: u64,
+}
+
+impl<W: Write> BlockCompressor<W> {
+    pub(crate) fn new(mut out: W, codec: Codec) -> io::Result<Self> {
+        if let Codec::Gzip(_) = codec {
+            out.write_all(&GZIP_HEADER)?;
+        }
+        Ok(BlockCompressor {
+            out,
+            codec,
+            block: Vec::with_capacity(codec.block_size()),
+            dict: Vec::new(),
+            crc: Crc::new(),
+            pending: VecDeque::new(),
+            // Memory bound: each block in flight holds its input and its output.
+            max_in_flight: 2 * rayon::current_num_threads() + 1,
+            blocks_sent: 0,
+        })
+    }
+
+    fn submit(&mut self) -> io::Result<()> {
+        let data = std::mem::replace(&mut self.block, Vec::with_capacity(self.codec.block_size()));
+        let codec = self.codec;
+        let dict = match codec {
+            Codec::Gzip(_) => {
+                self.crc.update(&data);
+                let tail = data[data.len().saturating_sub(DEFLATE_DICT)..].to_vec();
+                std::mem::replace(&mut self.dict, tail)
+            }
+            Codec::Zstd(_) => Vec::new(),
+        };
+        let (tx, rx) = mpsc::sync_channel(1);
+        rayon::spawn(move || {
+            let _ = tx.send(compress_block(codec, &data, &dict));
+        });
+        self.pending.push_back(rx);
+        self.blocks_sent += 1;
+        while self.pending.len() > self.max_in_flight {
+            self.drain_one()?;
+        }
+        Ok(())
+    }
+
+    fn drain_one(&mut self) -> io::Result<()> {
+        if let Some(rx) = self.pending.pop_front() {
+            let bytes = wait(&rx)?;
+            self.out.write_all(&bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Compresses what is left, writes the trailer and returns the inner writer.
+    pub(crate) fn finish(mut self) -> io::Result<W> {
+        if !self.block.is_empty() || self.blocks_sent == 0 {
+            self.submit()?;
+        }
+        while !self.pending.is_empty() {
+            self.drain_one()?;
+        }
+        if let Codec::Gzip(_) = self.codec {
+            self.out.write_all(&DEFLATE_EMPTY_FINAL)?;
+            self.out.write_all(&self.crc.sum().to_le_bytes())?;
+            self.out.write_all(&self.crc.amount().to_le_bytes())?;
+        }
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+impl<W: Write> Write for BlockCompressor<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = self.codec.block_size() - self.block.len();
+        let n = room.min(buf.len());
+        self.block.extend_from_slice(&buf[..n]);
+        if self.block.len() == self.codec.block_size() {
+            self.submit()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Waits for a block. On a rayon worker (when layers are written in parallel on the pool)
+/// it runs other pool jobs meanwhile: blocking there could starve the pool of the very job
+/// being waited for.
+fn wait(rx: &Pending) -> io::Result<Vec<u8>> {
+    let gone = || io::Error::other("compression worker panicked");
+    if rayon::current_thread_index().is_some() {
+        loop {
+            match rx.try_recv() {
+                Ok(r) => return r,
+                Err(mpsc::TryRecvError::Disconnected) => return Err(gone()),
+                Err(mpsc::TryRecvError::Empty) => {
+                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    rx.recv().map_err(|_| gone())?
+}
+
+fn compress_block(codec: Codec, data: &[u8], dict: &[u8]) -> io::Result<Vec<u8>> {
+    match codec {
+        Codec::Gzip(level) => deflate_block(level, data, dict),
+        Codec::Zstd(level) => zstd::bulk::compress(data, level),
+    }
+}
+
+/// Raw deflate of one block, primed with `dict`, ended by a sync flush (not final).
+fn deflate_block(level: u32, data: &[u8], dict: &[u8]) -> io::Result<Vec<u8>> {
+    let mut c = Compress::new(flate2::Compression::new(level), false);
+    if !dict.is_empty() {
+        c.set_dictionary(dict).map_err(io::Error::other)?;
+    }
+    let mut out = Vec::with_capacity(data.len() / 2 + 4096);
+    loop {
+        if out.capacity() - out.len() < 16 * 1024 {
+            out.reserve(64 * 1024);
+        }
+        let done = c.total_in() as usize;
+        let status = c
+            .compress_vec(&data[done..], &mut out, FlushCompress::Sync)
+            .map_err(io::Error::other)?;
+        let input_done = c.total_in() as usize == data.len();
+        // The flush is complete once all input is taken and the output was not filled up.
+        if input_done && out.len() < out.capacity() {
+            return Ok(out);
+        }
+        if status == Status::StreamEnd {
+            return Ok(out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn sample(len: usize) -> Vec<u8> {
+        // Mixed: compressible text and pseudo-random bytes.
+        let mut v = Vec::with_capacity(len);
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        while v.len() < len {
+            if (v.len() / 70_000) % 2 == 0 {
+                v.extend_from_slice(b"the quick brown fox jumps over the lazy dog\n");
+            } else {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                v.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        v.truncate(len);
+        v
+    }
+
+    fn compress_all(codec: Codec, data: &[u8], piece: usize) -> Vec<u8> {
+        let mut w = BlockCompressor::new(Vec::new(), codec).unwrap();
+        for chunk in data.chunks(piece) {
+            w.write_all(chunk).unwrap();
+        }
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn gzip_blocks_decode_with_single_and_multi_member_readers() {
+        for len in [0, 1, GZIP_BLOCK - 1, GZIP_BLOCK, 3 * GZIP_BLOCK + 12345] {
+            let data = sample(len);
+            let gz = compress_all(Codec::Gzip(6), &data, 7777);
+            let mut back = Vec::new();
+            flate2::read::GzDecoder::new(&gz[..])
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, data, "GzDecoder, len {len}");
+            back.clear();
+            flate2::read::MultiGzDecoder::new(&gz[..])
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, data, "MultiGzDecoder, len {len}");
+        }
+    }
+
+    #[test]
+    fn zstd_frames_decode_as_one_stream() {
+        let data = sample(2 * ZSTD_BLOCK + 99);
+        let z = compress_all(Codec::Zstd(3), &data, 100_000);
+        let back = zstd::stream::decode_all(&z[..]).unwrap();
+        assert_eq!(back, data);
+        let empty = compress_all(Codec::Zstd(3), &[], 1);
+        assert!(zstd::stream::decode_all(&empty[..]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn output_does_not_depend_on_write_sizes_or_thread_count() {
+        let data = sample(5 * GZIP_BLOCK / 2);
+        let a = compress_all(Codec::Gzip(6), &data, 1000);
+        let b = compress_all(Codec::Gzip(6), &data, 1 << 20);
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let c = one.install(|| compress_all(Codec::Gzip(6), &data, 4096));
+        let three = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let d = three.install(|| compress_all(Codec::Gzip(6), &data, 4096));
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+        assert_eq!(a, d);
+        let z1 = one.install(|| compress_all(Codec::Zstd(3), &data, 4096));
+        let z3 = three.install(|| compress_all(Codec::Zstd(3), &data, 4096));
+        assert_eq!(z1, z3);
+    }
+
+    #[test]
+    fn priming_with_the_previous_block_keeps_the_ratio() {
+        // Repetitive data across blocks: the dictionary must let block 2 refer back.
+        let data: Vec<u8> = b"0123456789abcdef".repeat(GZIP_BLOCK / 8);
+        let gz = compress_all(Codec::Gzip(6), &data, 65536);
+        assert!(gz.len() < data.len() / 50, "{} bytes", gz.len());
+    }
+}

@@ -1,0 +1,408 @@
+//! `unpack_layer`: safe extraction of a (gzip/zstd/plain) layer tar into a directory.
+//!
+//! Every entry's parent is resolved inside the root ([`resolve`](super::resolve)); the final
+//! component is never followed, so an existing symlink is replaced, not written through.
+//! Directory modes and mtimes are applied at the end, deepest first, so a read-only
+//! directory in the layer does not stop its own children from being written.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs::{self, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use filetime::FileTime;
+use nix::sys::stat::{Mode, SFlag};
+use tar::EntryType;
+
+use super::resolve::{resolve_dir, split_entry};
+use super::{LayerError, Ownership, UnpackOptions, UnpackReport};
+use crate::digest::HashingReader;
+
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+
+/// Extracts the layer read from `blob` into the existing directory `dest`.
+///
+/// Detects gzip, zstd or a plain tar by magic number. Nothing outside `dest` is created,
+/// changed or removed, whatever the layer contains. On error `dest` holds a partial tree:
+/// unpack into a scratch directory and rename it into place on success.
+pub fn unpack_layer(
+    blob: impl Read,
+    dest: &Path,
+    opts: &UnpackOptions,
+) -> Result<UnpackReport, LayerError> {
+    let bad_dest = |reason: String| LayerError::Destination {
+        path: dest.to_path_buf(),
+        reason,
+    };
+    let root = dest.canonicalize().map_err(|e| bad_dest(e.to_string()))?;
+    if !root.is_dir() {
+        return Err(bad_dest("not a directory".into()));
+    }
+    let hashed = HashingReader::new(decompressor(blob)?);
+    let mut archive = tar::Archive::new(hashed);
+    let mut u = Unpacker {
+        root,
+        opts,
+        written: HashSet::new(),
+        dirs: Vec::new(),
+        entries: 0,
+        whiteouts: 0,
+        warnings: Vec::new(),
+    };
+    for entry in archive.entries().map_err(LayerError::Input)? {
+        u.entry(entry.map_err(LayerError::Input)?)?;
+    }
+    u.finish_dirs()?;
+    // The diffID covers the whole tar, including any padding after the end marker.
+    let mut hashed = archive.into_inner();
+    io::copy(&mut hashed, &mut io::sink()).map_err(LayerError::Input)?;
+    let (_, diff_id, _) = hashed.finish();
+    Ok(UnpackReport {
+        diff_id,
+        entries: u.entries,
+        whiteouts: u.whiteouts,
+        warnings: u.warnings,
+    })
+}
+
+/// Picks the decoder from the first bytes: gzip `1f 8b`, zstd `28 b5 2f fd`, else plain tar.
+fn decompressor<'a>(blob: impl Read + 'a) -> Result<Box<dyn Read + 'a>, LayerError> {
+    let mut r = BufReader::with_capacity(256 * 1024, blob);
+    let head = r.fill_buf().map_err(LayerError::Input)?;
+    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::bufread::MultiGzDecoder::new(r))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(LayerError::Input)?)
+    } else {
+        Box::new(r)
+    })
+}
+
+/// Metadata of one entry, gathered from the header and its PAX records.
+struct Meta {
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: i64,
+    xattrs: Vec<(String, Vec<u8>)>,
+}
+
+struct Unpacker<'a> {
+    root: PathBuf,
+    opts: &'a UnpackOptions,
+    /// Host paths this layer created (and their ancestors): an opaque marker keeps them.
+    written: HashSet<PathBuf>,
+    /// Directories whose mode and mtime are applied at the end.
+    dirs: Vec<(PathBuf, u32, i64)>,
+    entries: u64,
+    whiteouts: u64,
+    warnings: Vec<String>,
+}
+
+impl Unpacker<'_> {
+    fn entry<R: Read>(&mut self, mut e: tar::Entry<'_, R>) -> Result<(), LayerError> {
+        let name = e.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&name).into_owned();
+        let Some((parents, last)) = split_entry(&name) else {
+            if e.header().entry_type() != EntryType::Directory {
+                self.warnings.push(format!(
+                    "skipped entry {shown:?}: it names no file inside the layer"
+                ));
+            }
+            return Ok(());
+        };
+        let io_err = |dest: &Path, source| LayerError::Unpack {
+            entry: shown.clone(),
+            dest: dest.to_path_buf(),
+            source,
+        };
+        let parent = resolve_dir(&self.root, &parents).map_err(|err| io_err(&self.root, err))?;
+
+        if last == OPAQUE_MARKER {
+            self.whiteouts += 1;
+            return self.opaque(&parent).map_err(|err| io_err(&parent, err));
+        }
+        if let Some(victim) = last.strip_prefix(WHITEOUT_PREFIX) {
+            self.whiteouts += 1;
+            if victim.is_empty() || victim == b"." || victim == b".." {
+                self.warnings
+                    .push(format!("skipped malformed whiteout {shown:?}"));
+                return Ok(());
+            }
+            let target = parent.join(OsStr::from_bytes(victim));
+            return remove_any(&target).map_err(|err| io_err(&target, err));
+        }
+
+        fs::create_dir_all(&parent).map_err(|err| io_err(&parent, err))?;
+        let target = parent.join(OsStr::from_bytes(last));
+        let meta = read_meta(&mut e).map_err(LayerError::Input)?;
+        let created = self
+            .create(&mut e, &target, &meta, &shown)
+            .map_err(|err| io_err(&target, err))?;
+        if created {
+            self.entries += 1;
+            self.mark_written(&target);
+        }
+        Ok(())
+    }
+
+    /// Creates the entry at `target` (its parent exists). False when it was skipped.
+    fn create<R: Read>(
+        &mut self,
+        e: &mut tar::Entry<'_, R>,
+        target: &Path,
+        meta: &Meta,
+        shown: &str,
+    ) -> io::Result<bool> {
+        let kind = e.header().entry_type();
+        match kind {
+            EntryType::Directory => {
+                if !fs::symlink_metadata(target).is_ok_and(|m| m.is_dir()) {
+                    remove_any(target)?;
+                    fs::create_dir(target)?;
+                }
+                self.own(target, meta)?;
+                self.set_xattrs(target, meta, shown);
+                self.dirs
+                    .push((target.to_path_buf(), meta.mode, meta.mtime));
+                return Ok(true);
+            }
+            EntryType::Regular | EntryType::Continuous => {
+                remove_any(target)?;
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(target)?;
+                io::copy(e, &mut f)?;
+            }
+            EntryType::Symlink => {
+                let link = e.link_name_bytes().unwrap_or_default().into_owned();
+                remove_any(target)?;
+                std::os::unix::fs::symlink(OsStr::from_bytes(&link), target)?;
+            }
+            EntryType::Link => return self.hardlink(e, target, shown),
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                if !self.node(e, target, meta, shown)? {
+                    return Ok(false);
+                }
+            }
+            other => {
+                self.warnings.push(format!(
+                    "skipped entry {shown:?}: unsupported tar type {other:?}"
+                ));
+                return Ok(false);
+            }
+        }
+        self.own(target, meta)?;
+        if kind != EntryType::Symlink {
+            // After chown: chown clears setuid/setgid bits.
+            fs::set_permissions(target, fs::Permissions::from_mode(meta.mode & 0o7777))?;
+        }
+        self.set_xattrs(target, meta, shown);
+        let t = FileTime::from_unix_time(meta.mtime, 0);
+        filetime::set_symlink_file_times(target, t, t)?;
+        Ok(true)
+    }
+
+    /// A hardlink: its target is resolved inside the root too, and must be a non-directory.
+    fn hardlink<R: Read>(
+        &mut self,
+        e: &tar::Entry<'_, R>,
+        target: &Path,
+        shown: &str,
+    ) -> io::Result<bool> {
+        let link = e.link_name_bytes().unwrap_or_default().into_owned();
+        let Some((parents, last)) = split_entry(&link) else {
+            self.warnings
+                .push(format!("skipped hardlink {shown:?}: empty link target"));
+            return Ok(false);
+        };
+        let source = resolve_dir(&self.root, &parents)?.join(OsStr::from_bytes(last));
+        match fs::symlink_metadata(&source) {
+            Ok(m) if !m.is_dir() => {}
+            _ => {
+                let to = String::from_utf8_lossy(&link);
+                self.warnings.push(format!(
+                    "skipped hardlink {shown:?}: target {to:?} is not an existing file in the layer"
+                ));
+                return Ok(false);
+            }
+        }
+        if source == target {
+            return Ok(true);
+        }
+        remove_any(target)?;
+        fs::hard_link(&source, target)?;
+        Ok(true)
+    }
+
+    /// Device nodes and fifos; devices the process may not create are skipped with a warning.
+    fn node<R: Read>(
+        &mut self,
+        e: &tar::Entry<'_, R>,
+        target: &Path,
+        meta: &Meta,
+        shown: &str,
+    ) -> io::Result<bool> {
+        let h = e.header();
+        let (kind, letter) = match h.entry_type() {
+            EntryType::Char => (SFlag::S_IFCHR, 'c'),
+            EntryType::Block => (SFlag::S_IFBLK, 'b'),
+            _ => (SFlag::S_IFIFO, 'p'),
+        };
+        let (major, minor) = if kind == SFlag::S_IFIFO {
+            (0, 0)
+        } else {
+            (
+                h.device_major()?.unwrap_or(0),
+                h.device_minor()?.unwrap_or(0),
+            )
+        };
+        remove_any(target)?;
+        let dev = nix::sys::stat::makedev(major.into(), minor.into());
+        let mode = Mode::from_bits_truncate((meta.mode & 0o777) as libc::mode_t);
+        match nix::sys::stat::mknod(target, kind, mode, dev) {
+            Ok(()) => Ok(true),
+            Err(nix::errno::Errno::EPERM) => {
+                self.warnings.push(format!(
+                    "skipped device node {shown:?} ({letter} {major}:{minor}): creating devices needs privileges"
+                ));
+                Ok(false)
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    fn own(&self, target: &Path, meta: &Meta) -> io::Result<()> {
+        let (uid, gid) = match &self.opts.ownership {
+            Ownership::Ignore => return Ok(()),
+            Ownership::Preserve => (meta.uid, meta.gid),
+            Ownership::Map(m) => {
+                let unmapped = |kind, id| {
+                    io::Error::other(format!("image {kind} {id} has no host id in the id map"))
+                };
+                let uid = m
+                    .uids
+                    .image_to_host(meta.uid)
+                    .ok_or_else(|| unmapped("uid", meta.uid))?;
+                let gid = m
+                    .gids
+                    .image_to_host(meta.gid)
+                    .ok_or_else(|| unmapped("gid", meta.gid))?;
+                (uid, gid)
+            }
+        };
+        let id =
+            |v: u64| u32::try_from(v).map_err(|_| io::Error::other(format!("id {v} out of range")));
+        std::os::unix::fs::lchown(target, Some(id(uid)?), Some(id(gid)?))
+    }
+
+    /// Restores xattrs where the kernel lets us; overlay's own are never restored (they would
+    /// change how this directory behaves as an overlay lower layer).
+    fn set_xattrs(&mut self, target: &Path, meta: &Meta, shown: &str) {
+        if !self.opts.xattrs {
+            return;
+        }
+        for (name, value) in &meta.xattrs {
+            if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.") {
+                continue;
+            }
+            if let Err(err) = xattr::set(target, name, value) {
+                self.warnings
+                    .push(format!("xattr {name} not restored on {shown:?}: {err}"));
+            }
+        }
+    }
+
+    /// `.wh..wh..opq`: everything in `dir` that this layer did not itself write goes.
+    fn opaque(&self, dir: &Path) -> io::Result<()> {
+        let Ok(list) = fs::read_dir(dir) else {
+            return Ok(());
+        };
+        for child in list {
+            let path = child?.path();
+            if !self.written.contains(&path) {
+                remove_any(&path)?;
+            } else if fs::symlink_metadata(&path)?.is_dir() {
+                self.opaque(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn mark_written(&mut self, target: &Path) {
+        let mut p = target.to_path_buf();
+        while p != self.root && self.written.insert(p.clone()) {
+            p.pop();
+        }
+    }
+
+    fn finish_dirs(&mut self) -> Result<(), LayerError> {
+        // Deepest first: chmod 0555 on a parent must come after its children's mtimes.
+        self.dirs.sort_by(|a, b| b.0.cmp(&a.0));
+        for (dir, mode, mtime) in &self.dirs {
+            let fail = |source| LayerError::Unpack {
+                entry: dir
+                    .strip_prefix(&self.root)
+                    .unwrap_or(dir)
+                    .display()
+                    .to_string(),
+                dest: dir.clone(),
+                source,
+            };
+            fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o7777)).map_err(fail)?;
+            let t = FileTime::from_unix_time(*mtime, 0);
+            filetime::set_symlink_file_times(dir, t, t).map_err(fail)?;
+        }
+        Ok(())
+    }
+}
+
+fn read_meta<R: Read>(e: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
+    let h = e.header();
+    let mut m = Meta {
+        mode: h.mode()?,
+        uid: h.uid()?,
+        gid: h.gid()?,
+        mtime: h.mtime()? as i64,
+        xattrs: Vec::new(),
+    };
+    if let Some(pax) = e.pax_extensions()? {
+        for rec in pax {
+            let rec = rec?;
+            let Ok(key) = rec.key() else { continue };
+            let num = || {
+                std::str::from_utf8(rec.value_bytes())
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
+            match key {
+                "uid" => m.uid = num().unwrap_or(m.uid),
+                "gid" => m.gid = num().unwrap_or(m.gid),
+                _ => {
+                    if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                        m.xattrs
+                            .push((name.to_string(), rec.value_bytes().to_vec()));
+                    }
+                }
+            }
+        }
+    }
+    Ok(m)
+}
+
+/// Removes whatever is at `path` without following a symlink there; absent is fine.
+fn remove_any(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,210 @@
+//! User-namespace id maps: planned from `/etc/subuid`/`/etc/subgid`, written through
+//! `newuidmap`/`newgidmap` (a range) or directly (a single id, after `setgroups deny`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::SandboxError;
+
+/// `count` ids starting at `container` inside map to ids starting at `host` outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdRange {
+    pub container: u32,
+    pub host: u32,
+    pub count: u32,
+}
+
+/// The uid and gid maps a step ran with; identity (empty) in chroot mode.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct IdMap {
+    pub uids: Vec<IdRange>,
+    pub gids: Vec<IdRange>,
+}
+
+impl IdMap {
+    /// No user namespace: ids are the host's.
+    pub fn is_identity(&self) -> bool {
+        self.uids.is_empty() && self.gids.is_empty()
+    }
+
+    /// True when only the caller's own id is mapped (no subordinate range).
+    pub fn is_single(&self) -> bool {
+        self.uids.len() == 1 && self.uids[0].count == 1
+    }
+
+    /// The container uid a host uid (as found in the upper dir) stands for.
+    pub fn container_uid(&self, host: u32) -> Option<u32> {
+        to_container(&self.uids, host)
+    }
+
+    /// The container gid a host gid stands for.
+    pub fn container_gid(&self, host: u32) -> Option<u32> {
+        to_container(&self.gids, host)
+    }
+}
+
+fn to_container(ranges: &[IdRange], host: u32) -> Option<u32> {
+    if ranges.is_empty() {
+        return Some(host);
+    }
+    ranges
+        .iter()
+        .find(|r| host >= r.host && host - r.host < r.count)
+        .map(|r| r.container + (host - r.host))
+}
+
+/// The map for a rootless step and, when only a single id can be mapped, the warning to show.
+pub(crate) fn plan_rootless(uid: u32, gid: u32) -> (IdMap, Option<String>) {
+    let name = user_name(uid);
+    let sub_u = subordinate_range(Path::new("/etc/subuid"), uid, name.as_deref());
+    let sub_g = subordinate_range(Path::new("/etc/subgid"), uid, name.as_deref());
+    let helpers = find_in_path("newuidmap").is_some() && find_in_path("newgidmap").is_some();
+    match (sub_u, sub_g, helpers) {
+        (Some((us, uc)), Some((gs, gc)), true) => (
+            IdMap {
+                uids: vec![one(0, uid, 1), one(1, us, uc)],
+                gids: vec![one(0, gid, 1), one(1, gs, gc)],
+            },
+            None,
+        ),
+        (su, sg, helpers) => {
+            let why = if !helpers {
+                "newuidmap/newgidmap are missing (Debian package `uidmap`)".to_string()
+            } else if su.is_none() {
+                "/etc/subuid has no range for this user".to_string()
+            } else if sg.is_none() {
+                "/etc/subgid has no range for this user".to_string()
+            } else {
+                unreachable!("all present is handled above")
+            };
+            let who = name.unwrap_or_else(|| uid.to_string());
+            let warning = format!(
+                "rootless sandbox maps only uid {uid}/gid {gid} to root: {why}; files owned by \
+                 other ids cannot be created (chown, USER 1000 fail). To fix, as root: \
+                 `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {who}`"
+            );
+            (
+                IdMap {
+                    uids: vec![one(0, uid, 1)],
+                    gids: vec![one(0, gid, 1)],
+                },
+                Some(warning),
+            )
+        }
+    }
+}
+
+fn one(container: u32, host: u32, count: u32) -> IdRange {
+    IdRange {
+        container,
+        host,
+        count,
+    }
+}
+
+/// Writes the maps of the process `pid` (which has just unshared its user namespace).
+pub(crate) fn apply(pid: u32, map: &IdMap) -> Result<(), SandboxError> {
+    if map.is_single() {
+        let proc = PathBuf::from(format!("/proc/{pid}"));
+        write_proc(&proc.join("setgroups"), "deny")?;
+        write_proc(&proc.join("uid_map"), &map_line(&map.uids[0]))?;
+        write_proc(&proc.join("gid_map"), &map_line(&map.gids[0]))?;
+        return Ok(());
+    }
+    run_helper("newuidmap", pid, &map.uids)?;
+    run_helper("newgidmap", pid, &map.gids)
+}
+
+fn map_line(r: &IdRange) -> String {
+    format!("{} {} {}\n", r.container, r.host, r.count)
+}
+
+fn write_proc(path: &Path, text: &str) -> Result<(), SandboxError> {
+    std::fs::write(path, text)
+        .map_err(|e| SandboxError::IdMap(format!("writing {}: {e}", path.display())))
+}
+
+fn run_helper(helper: &str, pid: u32, ranges: &[IdRange]) -> Result<(), SandboxError> {
+    let mut cmd = Command::new(helper);
+    cmd.arg(pid.to_string());
+    for r in ranges {
+        cmd.args([r.container, r.host, r.count].map(|n| n.to_string()));
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| SandboxError::IdMap(format!("running {helper}: {e}")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(SandboxError::IdMap(format!(
+        "{helper} {pid} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
+}
+
+/// The first `start:count` range of `/etc/subuid`-style `file` for this user (by name or uid).
+fn subordinate_range(file: &Path, uid: u32, name: Option<&str>) -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string(file).ok()?;
+    parse_subordinate(&text, uid, name)
+}
+
+fn parse_subordinate(text: &str, uid: u32, name: Option<&str>) -> Option<(u32, u32)> {
+    text.lines().find_map(|line| {
+        let mut parts = line.trim().split(':');
+        let who = parts.next()?;
+        let start: u32 = parts.next()?.parse().ok()?;
+        let count: u32 = parts.next()?.parse().ok()?;
+        let matches = Some(who) == name || who.parse::<u32>().ok() == Some(uid);
+        (matches && count > 0).then_some((start, count))
+    })
+}
+
+/// The login name of `uid` from the host's `/etc/passwd`.
+fn user_name(uid: u32) -> Option<String> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 2 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[0].to_string())
+    })
+}
+
+pub(crate) fn find_in_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subordinate_ranges_match_by_name_or_uid_and_skip_garbage() {
+        let text = "bad line\nalice:100000:65536\n1001:200000:1000\nbob:x:1\n";
+        assert_eq!(
+            parse_subordinate(text, 1000, Some("alice")),
+            Some((100000, 65536))
+        );
+        assert_eq!(
+            parse_subordinate(text, 1001, Some("carol")),
+            Some((200000, 1000))
+        );
+        assert_eq!(parse_subordinate(text, 1002, Some("bob")), None);
+    }
+
+    #[test]
+    fn container_ids_are_found_through_the_ranges() {
+        let map = IdMap {
+            uids: vec![one(0, 1000, 1), one(1, 100000, 65536)],
+            gids: vec![one(0, 1000, 1)],
+        };
+        assert_eq!(map.container_uid(1000), Some(0));
+        assert_eq!(map.container_uid(100999), Some(1000));
+        assert_eq!(map.container_uid(5), None);
+        assert_eq!(map.container_gid(1000), Some(0));
+        assert!(!map.is_single());
+        assert_eq!(IdMap::default().container_uid(7), Some(7));
+    }
+}

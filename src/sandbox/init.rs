@@ -1,0 +1,354 @@
+//! The child side: the kiln binary re-executed as a step's init. `main` calls
+//! [`enter_if_requested`] before parsing its command line.
+//!
+//! Process shape: the re-executed kiln ("outer", single-threaded) unshares the namespaces,
+//! waits for the parent to write its id maps, then forks the step's pid 1. Pid 1 builds the
+//! root (overlay, /proc, /dev…), pivots into it and forks the command; it reaps orphans and
+//! exits with the command's status, which tears the pid namespace (every process of the step)
+//! and the mount namespace (every mount) down.
+
+use std::ffi::{CString, OsString};
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{FromRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
+
+use super::protocol::{GO, InitSpec, STATUS_FD, Status};
+use super::{Network, user};
+
+/// Exit code of the init when the sandbox itself failed (not the command).
+const SETUP_FAILED: u8 = 125;
+
+/// Runs a hidden sandbox entry when argv[1] names one; `None` means "not for us".
+pub fn enter_if_requested() -> Option<ExitCode> {
+    let mut args = std::env::args_os().skip(1);
+    let first = args.next()?;
+    match first.to_str()? {
+        "__sandbox-init" => Some(outer_main()),
+        "__sandbox-probe" => Some(probe_main()),
+        "__sandbox-run" => Some(super::entry::run_main(args.collect::<Vec<OsString>>())),
+        _ => None,
+    }
+}
+
+/// Tries what a rootless step needs first: a user namespace with a mount namespace in it.
+fn probe_main() -> ExitCode {
+    match unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("unshare(CLONE_NEWUSER|CLONE_NEWNS): {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+struct StatusPipe(std::fs::File);
+
+impl StatusPipe {
+    fn send(&mut self, status: &Status) {
+        let mut line = serde_json::to_vec(status).expect("status serializes");
+        line.push(b'\n');
+        // The parent going away is handled by PDEATHSIG; nothing useful to do here.
+        let _ = self.0.write_all(&line);
+    }
+}
+
+fn outer_main() -> ExitCode {
+    // The parent may have had signals blocked for its own handler thread; the mask survives
+    // exec, and the step must see SIGINT/SIGTERM normally.
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    // SAFETY: F_GETFD only asks whether the descriptor is open.
+    if unsafe { libc::fcntl(STATUS_FD, libc::F_GETFD) } < 0 {
+        eprintln!("__sandbox-init is internal to kiln: it needs the status pipe on fd {STATUS_FD}");
+        return ExitCode::from(SETUP_FAILED);
+    }
+    // SAFETY: fd 3 is open (checked above) and was set up by the parent for us alone.
+    let mut status = StatusPipe(unsafe { std::fs::File::from_raw_fd(STATUS_FD as RawFd) });
+    let mut stdin = BufReader::new(std::io::stdin());
+    match outer(&mut stdin, &mut status) {
+        Ok(code) => code,
+        Err(message) => {
+            status.send(&Status::Error(message));
+            ExitCode::from(SETUP_FAILED)
+        }
+    }
+}
+
+fn outer(stdin: &mut impl BufRead, status: &mut StatusPipe) -> Result<ExitCode, String> {
+    let mut line = String::new();
+    stdin
+        .read_line(&mut line)
+        .map_err(|e| format!("reading the step spec: {e}"))?;
+    let spec: InitSpec = serde_json::from_str(&line).map_err(|e| format!("bad step spec: {e}"))?;
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS;
+    if spec.user_namespace {
+        flags |= CloneFlags::CLONE_NEWUSER;
+    }
+    if spec.network == Network::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(flags).map_err(|e| {
+        let hint = if spec.user_namespace {
+            "user namespaces are forbidden here; run kiln as root for chroot isolation"
+        } else {
+            "this container forbids namespaces (no CAP_SYS_ADMIN); the plain-chroot fallback \
+             is not implemented yet"
+        };
+        format!("unshare({flags:?}): {e} ({hint})")
+    })?;
+    status.send(&Status::Unshared);
+    line.clear();
+    stdin
+        .read_line(&mut line)
+        .map_err(|e| format!("waiting for the id maps: {e}"))?;
+    if line.trim() != GO {
+        return Err("the parent did not confirm the id maps".into());
+    }
+    redirect_stdin_to_null()?;
+    // SAFETY: this process is single-threaded (a fresh exec of kiln that started no threads),
+    // so the child may do anything after fork.
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            let code = match pid1(&spec, status) {
+                Ok(code) => code,
+                Err(message) => {
+                    status.send(&Status::Error(message));
+                    SETUP_FAILED as i32
+                }
+            };
+            std::process::exit(code)
+        }
+        ForkResult::Parent { child } => {
+            status.send(&Status::Pid1(child.as_raw()));
+            Ok(ExitCode::from(wait_for(child) as u8))
+        }
+    }
+}
+
+fn redirect_stdin_to_null() -> Result<(), String> {
+    let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    nix::unistd::dup2_stdin(&null).map_err(|e| format!("stdin: {e}"))
+}
+
+/// The step's pid 1: builds the root, runs the command, reaps everything, exits with the
+/// command's status.
+fn pid1(spec: &InitSpec, status: &mut StatusPipe) -> Result<i32, String> {
+    // getppid() is 0 here (the parent is outside the pid namespace), so a parent that died
+    // before this line cannot be detected; the outer process only dies by SIGKILL, and then
+    // the caller kills pid 1 too (Cancel).
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("pdeathsig: {e}"))?;
+    nix::unistd::sethostname(&spec.hostname).map_err(|e| format!("sethostname: {e}"))?;
+    if spec.network == Network::None {
+        loopback_up()?;
+    }
+    super::rootfs::prepare(spec, &mut |p| {
+        status.send(&Status::Created(p.to_path_buf()))
+    })?;
+    let creds = credentials(spec)?;
+    let workdir = super::rootfs::resolve_in_root(Path::new("/"), &spec.workdir)?;
+    create_workdir(&workdir, &creds)
+        .map_err(|e| format!("WORKDIR {}: {e}", spec.workdir.display()))?;
+    let exec = Exec::prepare(spec, &creds)?;
+    status.send(&Status::Running);
+    // SAFETY: pid 1 is single-threaded (forked from the single-threaded outer process).
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => exec.run(&creds, &workdir),
+        ForkResult::Parent { child } => Ok(reap_until(child)),
+    }
+}
+
+/// Creates the missing parts of the working directory, owned by the step's user (as
+/// BuildKit does) so `USER app` + `WORKDIR /app` can write there.
+fn create_workdir(dir: &Path, creds: &user::Credentials) -> std::io::Result<()> {
+    let mut path = PathBuf::from("/");
+    for part in dir.components().skip(1) {
+        path.push(part);
+        if std::fs::symlink_metadata(&path).is_err() {
+            std::fs::create_dir(&path)?;
+            std::os::unix::fs::chown(&path, Some(creds.uid), Some(creds.gid))?;
+        }
+    }
+    Ok(())
+}
+
+fn credentials(spec: &InitSpec) -> Result<user::Credentials, String> {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    user::resolve(
+        spec.user.as_deref(),
+        &read("/etc/passwd"),
+        &read("/etc/group"),
+    )
+}
+
+/// Waits for `child`; 128+N when it was killed by signal N.
+fn wait_for(child: Pid) -> i32 {
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return SETUP_FAILED as i32,
+        }
+    }
+}
+
+/// Reaps every child (pid 1 inherits orphans) until `main` has exited.
+fn reap_until(main: Pid) -> i32 {
+    loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == main => return code,
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == main => return 128 + sig as i32,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return SETUP_FAILED as i32,
+        }
+    }
+}
+
+/// The command, resolved and converted before fork so the child only makes syscalls.
+struct Exec {
+    program: CString,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    single_id: bool,
+}
+
+impl Exec {
+    fn prepare(spec: &InitSpec, creds: &user::Credentials) -> Result<Exec, String> {
+        let cstr = |s: &str| CString::new(s).map_err(|_| format!("NUL byte in {s:?}"));
+        let mut env = spec.env.clone();
+        let has = |env: &[String], k: &str| env.iter().any(|e| e.split('=').next() == Some(k));
+        if !has(&env, "PATH") {
+            env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        }
+        if !has(&env, "HOME") {
+            env.push(format!("HOME={}", creds.home));
+        }
+        if !has(&env, "HOSTNAME") {
+            env.push(format!("HOSTNAME={}", spec.hostname));
+        }
+        let first = spec.argv.first().ok_or("empty command")?;
+        let program = find_program(first, &env)
+            .ok_or_else(|| format!("{first}: command not found in PATH"))?;
+        Ok(Exec {
+            program: cstr(&program.to_string_lossy())?,
+            argv: spec
+                .argv
+                .iter()
+                .map(|a| cstr(a))
+                .collect::<Result<_, _>>()?,
+            env: env.iter().map(|e| cstr(e)).collect::<Result<_, _>>()?,
+            single_id: spec.single_id,
+        })
+    }
+
+    /// In the command's process: drop to the step's user and exec. Never returns.
+    fn run(&self, creds: &user::Credentials, workdir: &Path) -> ! {
+        if let Err(err) = self.drop_privileges(creds, workdir) {
+            let _ = writeln!(std::io::stderr(), "kiln sandbox: {err}");
+            std::process::exit(SETUP_FAILED as i32);
+        }
+        let Err(e) = nix::unistd::execve(&self.program, &self.argv, &self.env);
+        let _ = writeln!(
+            std::io::stderr(),
+            "kiln sandbox: exec {:?}: {e}",
+            self.program
+        );
+        std::process::exit(127)
+    }
+
+    fn drop_privileges(&self, creds: &user::Credentials, workdir: &Path) -> Result<(), String> {
+        // Its own session: a terminal's Ctrl-C reaches kiln, which then kills the step.
+        let _ = nix::unistd::setsid();
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+        if !self.single_id {
+            let groups: Vec<Gid> = creds.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+            nix::unistd::setgroups(&groups)
+                .map_err(|e| format!("setgroups {:?}: {e}", creds.groups))?;
+        }
+        let (uid, gid) = (Uid::from_raw(creds.uid), Gid::from_raw(creds.gid));
+        nix::unistd::setresgid(gid, gid, gid)
+            .map_err(|e| unmapped("gid", creds.gid, e, self.single_id))?;
+        nix::unistd::setresuid(uid, uid, uid)
+            .map_err(|e| unmapped("uid", creds.uid, e, self.single_id))?;
+        nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
+        nix::unistd::chdir(workdir).map_err(|e| format!("chdir {}: {e}", workdir.display()))?;
+        close_inherited_fds();
+        Ok(())
+    }
+}
+
+fn unmapped(what: &str, id: u32, e: nix::errno::Errno, single_id: bool) -> String {
+    let hint = if single_id && id != 0 {
+        " (only root is mapped: give your user a /etc/subuid and /etc/subgid range)"
+    } else {
+        ""
+    };
+    format!("switching to {what} {id}: {e}{hint}")
+}
+
+/// Closes every fd above stderr (the status pipe and anything a caller leaked).
+fn close_inherited_fds() {
+    // SAFETY: close_range only closes descriptors; none of ours is used after this point.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    }
+}
+
+/// `argv[0]` looked up in the step's own PATH, inside the new root.
+fn find_program(name: &str, env: &[String]) -> Option<PathBuf> {
+    if name.contains('/') {
+        return Some(PathBuf::from(name));
+    }
+    let path = env.iter().rev().find_map(|e| e.strip_prefix("PATH="))?;
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(name))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// A fresh network namespace has `lo` down; bring it up so localhost works.
+fn loopback_up() -> Result<(), String> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+    use std::os::fd::AsRawFd;
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| format!("socket: {e}"))?;
+    // SAFETY: ifreq is plain old data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own; the fd is open.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(format!(
+                "reading lo flags: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(format!(
+                "bringing lo up: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
+}

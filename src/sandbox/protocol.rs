@@ -1,0 +1,70 @@
+//! What the parent tells the re-executed init (one JSON line on its stdin, then `go`), and
+//! what the init reports back (JSON lines on fd 3). Host paths are resolved by the parent.
+
+use std::path::PathBuf;
+
+use super::{Network, SecretBytes};
+
+/// The fd the init reports [`Status`] lines on.
+pub(crate) const STATUS_FD: i32 = 3;
+/// The line the parent sends once the id maps are written.
+pub(crate) const GO: &str = "go";
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct InitSpec {
+    pub step: String,
+    pub user_namespace: bool,
+    /// Only one id is mapped: `setgroups` is denied in the namespace.
+    pub single_id: bool,
+    pub lowers: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub merged: PathBuf,
+    /// Scratch dir (host path) for tmpfs staging of secrets and rw binds.
+    pub scratch: PathBuf,
+    /// Generated `hosts`, `resolv.conf`, `hostname` (host paths).
+    pub etc_files: Vec<(PathBuf, String)>,
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
+    pub user: Option<String>,
+    pub workdir: PathBuf,
+    pub network: Network,
+    pub hostname: String,
+    pub mounts: Vec<InitMount>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) enum InitMount {
+    Bind {
+        source: PathBuf,
+        target: PathBuf,
+        readonly: bool,
+    },
+    /// A bind whose writes land in a throwaway tmpfs overlay.
+    Overlay { source: PathBuf, target: PathBuf },
+    Tmpfs {
+        target: PathBuf,
+        size_bytes: Option<u64>,
+    },
+    Secret {
+        target: PathBuf,
+        data: SecretBytes,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+}
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) enum Status {
+    /// Namespaces unshared; the parent may write the id maps.
+    Unshared,
+    /// The host pid of the step's pid 1 (killing it tears the whole namespace down).
+    Pid1(i32),
+    /// A mountpoint the sandbox had to create (path inside the root).
+    Created(PathBuf),
+    /// Setup failed; the command did not run.
+    Error(String),
+    /// The command is starting.
+    Running,
+}

@@ -1,0 +1,418 @@
+//! Builds the step's root inside its own mount namespace (runs in the step's pid 1, before
+//! `pivot_root`): overlay, /proc, /dev, /sys, generated /etc files, RUN --mount, pivot.
+//! Mountpoints are resolved inside the root ([`resolve_in_root`]) so an image symlink such as
+//! `/run -> /host` can never make the sandbox mount over a host path.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sys::statvfs::{FsFlags, statvfs};
+
+use super::protocol::{InitMount, InitSpec};
+
+type Res<T> = Result<T, String>;
+
+/// Mounts everything and pivots into the merged root. `created` hears of each mountpoint
+/// the sandbox had to create, so the parent can take it out of the diff afterwards.
+pub(crate) fn prepare(spec: &InitSpec, created: &mut dyn FnMut(&Path)) -> Res<()> {
+    let root = spec.merged.as_path();
+    mnt(
+        None::<&Path>,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )?;
+    mount_overlay(spec)?;
+    let proc_dir = ensure(root, "/proc", Kind::Dir, created)?;
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mnt(Some("proc"), &proc_dir, Some("proc"), nosuid, None)?;
+    mount_dev(root, created)?;
+    mount_sys(root, created);
+    for (source, name) in &spec.etc_files {
+        let target = ensure(root, format!("/etc/{name}"), Kind::File, created)?;
+        bind(source, &target, true)?;
+    }
+    for (i, m) in spec.mounts.iter().enumerate() {
+        mount_one(spec, i, m, created)?;
+    }
+    pivot(root)
+}
+
+fn mount_overlay(spec: &InitSpec) -> Res<()> {
+    let lowers: Vec<String> = spec
+        .lowers
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let mut data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lowers.join(":"),
+        spec.upper.display(),
+        spec.work.display()
+    );
+    if spec.user_namespace {
+        data.push_str(",userxattr");
+    }
+    // mount(2) takes at most one page of options.
+    if data.len() >= 4096 {
+        return Err(format!(
+            "the overlay options for {} lower dirs are {} bytes, over the kernel's 4 KiB limit: \
+             use a shorter store path or fewer layers",
+            lowers.len(),
+            data.len()
+        ));
+    }
+    mnt(
+        Some("overlay"),
+        &spec.merged,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(&data),
+    )
+    .map_err(|e| {
+        format!("{e} (the copy-and-diff fallback for kernels without overlay is not implemented)")
+    })
+}
+
+fn mount_dev(root: &Path, created: &mut dyn FnMut(&Path)) -> Res<()> {
+    let dev = ensure(root, "/dev", Kind::Dir, created)?;
+    mnt(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID,
+        Some("mode=755,size=65536k"),
+    )?;
+    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = dev.join(name);
+        std::fs::write(&target, b"").map_err(|e| format!("{}: {e}", target.display()))?;
+        bind(&Path::new("/dev").join(name), &target, false)?;
+    }
+    for dir in ["pts", "shm"] {
+        std::fs::create_dir(dev.join(dir)).map_err(|e| format!("/dev/{dir}: {e}"))?;
+    }
+    let pts_flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    mnt(
+        Some("devpts"),
+        &dev.join("pts"),
+        Some("devpts"),
+        pts_flags,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )?;
+    let shm_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mnt(
+        Some("shm"),
+        &dev.join("shm"),
+        Some("tmpfs"),
+        shm_flags,
+        Some("mode=1777,size=65536k"),
+    )?;
+    let links = [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ];
+    for (name, target) in links {
+        std::os::unix::fs::symlink(target, dev.join(name))
+            .map_err(|e| format!("/dev/{name}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// `/sys` read-only where the kernel lets us: a fresh sysfs (root, or a private network
+/// namespace), else a bind of the host's (without its cgroup submounts when allowed). When it
+/// cannot be made read-only it is not mounted at all rather than left writable.
+fn mount_sys(root: &Path, created: &mut dyn FnMut(&Path)) {
+    let Ok(sys) = ensure(root, "/sys", Kind::Dir, created) else {
+        return;
+    };
+    let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if mnt(Some("sysfs"), &sys, Some("sysfs"), ro, None).is_ok() {
+        return;
+    }
+    // In a user namespace a bind of a mount with submounts must be recursive (EINVAL).
+    let bound = mnt(Some("/sys"), &sys, None, MsFlags::MS_BIND, None).or_else(|_| {
+        mnt(
+            Some("/sys"),
+            &sys,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )
+    });
+    if bound.is_ok() && remount_readonly(&sys).is_err() {
+        let _ = umount2(&sys, MntFlags::MNT_DETACH);
+    }
+}
+
+fn mount_one(spec: &InitSpec, i: usize, m: &InitMount, created: &mut dyn FnMut(&Path)) -> Res<()> {
+    let root = spec.merged.as_path();
+    match m {
+        InitMount::Bind {
+            source,
+            target,
+            readonly,
+        } => {
+            let kind = if source.is_dir() {
+                Kind::Dir
+            } else {
+                Kind::File
+            };
+            let target = ensure(root, target, kind, created)?;
+            bind(source, &target, *readonly)
+        }
+        InitMount::Overlay { source, target } => {
+            let target = ensure(root, target, Kind::Dir, created)?;
+            let base = spec.scratch.join(format!("bind-{i}"));
+            std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
+            // The writes of a read-write bind are thrown away: they land on a tmpfs.
+            mnt(
+                Some("tmpfs"),
+                &base,
+                Some("tmpfs"),
+                MsFlags::empty(),
+                Some("mode=700"),
+            )?;
+            for d in ["upper", "work"] {
+                std::fs::create_dir(base.join(d)).map_err(|e| format!("{d}: {e}"))?;
+            }
+            let mut data = format!(
+                "lowerdir={},upperdir={}/upper,workdir={}/work",
+                source.display(),
+                base.display(),
+                base.display()
+            );
+            if spec.user_namespace {
+                data.push_str(",userxattr");
+            }
+            mnt(
+                Some("overlay"),
+                &target,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(&data),
+            )
+        }
+        InitMount::Tmpfs { target, size_bytes } => {
+            let target = ensure(root, target, Kind::Dir, created)?;
+            let data = size_bytes.map(|s| format!("size={s}"));
+            mnt(
+                Some("tmpfs"),
+                &target,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                data.as_deref(),
+            )
+        }
+        InitMount::Secret {
+            target,
+            data,
+            mode,
+            uid,
+            gid,
+        } => {
+            let target = ensure(root, target, Kind::File, created)?;
+            let staging = spec.scratch.join(format!("secret-{i}"));
+            std::fs::create_dir_all(&staging).map_err(|e| format!("{}: {e}", staging.display()))?;
+            // A tmpfs only this mount namespace sees: the secret never touches a disk.
+            mnt(
+                Some("tmpfs"),
+                &staging,
+                Some("tmpfs"),
+                MsFlags::empty(),
+                Some("mode=700,size=4m"),
+            )?;
+            let file = staging.join("secret");
+            std::fs::write(&file, &data.0).map_err(|e| format!("secret: {e}"))?;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*mode))
+                .map_err(|e| format!("secret: {e}"))?;
+            std::os::unix::fs::chown(&file, Some(*uid), Some(*gid))
+                .map_err(|e| format!("secret owner {uid}:{gid}: {e}"))?;
+            bind(&file, &target, true)
+        }
+    }
+}
+
+fn pivot(root: &Path) -> Res<()> {
+    nix::unistd::chdir(root).map_err(|e| format!("chdir {}: {e}", root.display()))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root {}: {e}", root.display()))?;
+    // The old root is stacked under the new one at "/"; detaching it hides every host path.
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the host root: {e}"))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))
+}
+
+fn bind(source: &Path, target: &Path, readonly: bool) -> Res<()> {
+    mnt(
+        Some(source),
+        target,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    if readonly {
+        remount_readonly(target)?;
+    }
+    Ok(())
+}
+
+/// Read-only remount of a bind; in a user namespace the source's nosuid/nodev/noexec are
+/// locked and must be repeated or the kernel refuses.
+fn remount_readonly(target: &Path) -> Res<()> {
+    let st = statvfs(target).map_err(|e| format!("statvfs {}: {e}", target.display()))?;
+    let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+    let locked = [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ];
+    for (st_flag, ms_flag) in locked {
+        if st.flags().contains(st_flag) {
+            flags |= ms_flag;
+        }
+    }
+    mnt(None::<&Path>, target, None, flags, None)
+}
+
+fn mnt<S: AsRef<Path> + ?Sized>(
+    source: Option<&S>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Res<()> {
+    mount(source.map(|s| s.as_ref()), target, fstype, flags, data).map_err(|e| {
+        let what = fstype.unwrap_or("bind");
+        format!("mounting {what} on {}: {e}", target.display())
+    })
+}
+
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Kind {
+    Dir,
+    File,
+}
+
+/// The host path of `inside` (absolute, inside `root`), creating missing parents as
+/// directories and the last component as `kind`; each created path is reported.
+fn ensure(
+    root: &Path,
+    inside: impl AsRef<Path>,
+    kind: Kind,
+    created: &mut dyn FnMut(&Path),
+) -> Res<PathBuf> {
+    let inside = inside.as_ref();
+    let resolved = resolve_in_root(root, inside)?;
+    let rel = resolved
+        .strip_prefix(root)
+        .expect("resolved paths stay in the root");
+    let mut host = root.to_path_buf();
+    let parts: Vec<_> = rel.components().collect();
+    for (n, part) in parts.iter().enumerate() {
+        host.push(part);
+        if std::fs::symlink_metadata(&host).is_ok() {
+            continue;
+        }
+        let last = n + 1 == parts.len();
+        let made = if last && kind == Kind::File {
+            std::fs::write(&host, b"")
+        } else {
+            std::fs::create_dir(&host)
+        };
+        made.map_err(|e| format!("creating mountpoint {}: {e}", inside.display()))?;
+        created(&Path::new("/").join(host.strip_prefix(root).expect("in root")));
+    }
+    Ok(host)
+}
+
+/// `inside` resolved against `root` as if `root` were `/`: symlinks (absolute or relative)
+/// and `..` never leave the root. Missing components are kept as they are.
+pub(crate) fn resolve_in_root(root: &Path, inside: &Path) -> Res<PathBuf> {
+    let mut pending: Vec<PathBuf> = vec![inside.to_path_buf()];
+    let mut current = PathBuf::new(); // relative to root
+    let mut hops = 0;
+    while let Some(path) = pending.pop() {
+        let mut comps: Vec<Component> = path.components().collect();
+        comps.reverse();
+        while let Some(c) = comps.pop() {
+            match c {
+                Component::RootDir => current = PathBuf::new(),
+                Component::CurDir | Component::Prefix(_) => {}
+                Component::ParentDir => {
+                    current.pop();
+                }
+                Component::Normal(name) => {
+                    let host = root.join(&current).join(name);
+                    match std::fs::read_link(&host) {
+                        Ok(target) => {
+                            hops += 1;
+                            if hops > 40 {
+                                return Err(format!("{}: too many symlinks", inside.display()));
+                            }
+                            let rest: PathBuf = comps.iter().rev().collect();
+                            comps.clear();
+                            pending.push(rest);
+                            pending.push(target);
+                        }
+                        Err(_) => current.push(name),
+                    }
+                }
+            }
+        }
+    }
+    Ok(root.join(current))
+}
+
+/// Paths with `,`, `:` or `\` cannot be passed in overlay's option string.
+pub(crate) fn overlay_safe(path: &Path) -> bool {
+    !path
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .any(|b| matches!(b, b',' | b':' | b'\\'))
+        && path != Path::new(OsStr::new(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_resolve_inside_the_root_and_never_escape() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("var/run")).unwrap();
+        std::os::unix::fs::symlink("/var/run", r.join("run")).unwrap();
+        std::os::unix::fs::symlink("../../../../etc", r.join("var/escape")).unwrap();
+        std::os::unix::fs::symlink("loop", r.join("loop")).unwrap();
+        let got = resolve_in_root(r, Path::new("/run/secrets/x")).unwrap();
+        assert_eq!(got, r.join("var/run/secrets/x"));
+        let got = resolve_in_root(r, Path::new("/var/escape/passwd")).unwrap();
+        assert_eq!(got, r.join("etc/passwd"));
+        assert!(resolve_in_root(r, Path::new("/loop/x")).is_err());
+        assert!(!overlay_safe(Path::new("/a,b")) && overlay_safe(Path::new("/a/b")));
+    }
+
+    #[test]
+    fn ensure_creates_missing_parents_and_reports_them() {
+        let root = tempfile::tempdir().unwrap();
+        let mut made = Vec::new();
+        let host = ensure(root.path(), "/run/secrets/token", Kind::File, &mut |p| {
+            made.push(p.to_path_buf())
+        })
+        .unwrap();
+        assert!(host.is_file());
+        assert_eq!(
+            made,
+            ["/run", "/run/secrets", "/run/secrets/token"].map(PathBuf::from)
+        );
+    }
+}

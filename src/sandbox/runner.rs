@@ -1,0 +1,537 @@
+//! The parent side of one step: validates the spec, prepares a state dir beside the upper
+//! dir, re-executes kiln as the step's init, writes its id maps, streams its output as
+//! progress events, and cleans up (mountpoint stubs out of the diff, state dir removed).
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::cache::CacheLock;
+use super::idmap::{self, IdMap};
+use super::protocol::{GO, InitMount, InitSpec, STATUS_FD, Status};
+use super::rootfs::overlay_safe;
+use super::{Isolation, MountSpec, Probe, Sandbox, SandboxError, StepOutcome, StepSpec};
+use crate::progress::{Event, Progress};
+
+/// How many trailing output lines a [`StepOutcome`] keeps.
+const TAIL_LINES: usize = 20;
+
+/// Kills running steps: every process of each step dies (its pid 1 is killed, which ends the
+/// pid namespace) and `run_step` returns [`SandboxError::Interrupted`]. Steps started after
+/// a cancel fail at once.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<Mutex<CancelState>>);
+
+#[derive(Debug, Default)]
+struct CancelState {
+    cancelled: bool,
+    next: u64,
+    running: Vec<(u64, Pid, Option<Pid>)>,
+}
+
+impl Cancel {
+    pub fn cancel(&self) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.cancelled = true;
+        for (_, outer, pid1) in &state.running {
+            if let Some(pid1) = pid1 {
+                let _ = kill(*pid1, Signal::SIGKILL);
+            }
+            let _ = kill(*outer, Signal::SIGKILL);
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).cancelled
+    }
+
+    fn register(&self, outer: Pid) -> u64 {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.next += 1;
+        let token = state.next;
+        state.running.push((token, outer, None));
+        if state.cancelled {
+            let _ = kill(outer, Signal::SIGKILL);
+        }
+        token
+    }
+
+    fn set_pid1(&self, token: u64, pid1: Pid) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let cancelled = state.cancelled;
+        if let Some(entry) = state.running.iter_mut().find(|e| e.0 == token) {
+            entry.2 = Some(pid1);
+            if cancelled {
+                let _ = kill(pid1, Signal::SIGKILL);
+            }
+        }
+    }
+
+    fn unregister(&self, token: u64) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.running.retain(|e| e.0 != token);
+    }
+}
+
+pub(crate) fn run_step(
+    sandbox: &Sandbox,
+    probe: &Probe,
+    spec: &StepSpec,
+    progress: &Progress,
+) -> Result<StepOutcome, SandboxError> {
+    validate(spec)?;
+    let interrupted = || SandboxError::Interrupted {
+        step: spec.id.clone(),
+    };
+    if sandbox.cancel.is_cancelled() {
+        return Err(interrupted());
+    }
+    let id_map = match probe.isolation {
+        Isolation::Rootless => {
+            let (map, warning) = idmap::plan_rootless(
+                nix::unistd::getuid().as_raw(),
+                nix::unistd::getgid().as_raw(),
+            );
+            if let Some(w) = warning
+                && !sandbox.warned_single_map.swap(true, Ordering::Relaxed)
+            {
+                progress.warn(w);
+            }
+            map
+        }
+        _ => IdMap::default(),
+    };
+    let state = StateDir::create(spec)?;
+    let (mounts, _cache_locks) = resolve_mounts(spec)?;
+    let init = state.init_spec(spec, &id_map, probe.isolation, mounts);
+    let result = execute(sandbox, &init, &id_map, spec, progress);
+    let cleanup = state.remove();
+    let (exit_code, tail, created) = result?;
+    remove_stubs(&spec.upper_dir, &created);
+    if let Err(e) = cleanup {
+        progress.warn(format!(
+            "step {}: could not remove its scratch dir: {e}",
+            spec.id
+        ));
+    }
+    if sandbox.cancel.is_cancelled() {
+        return Err(interrupted());
+    }
+    Ok(StepOutcome {
+        exit_code,
+        tail,
+        isolation: probe.isolation,
+        id_map,
+    })
+}
+
+fn validate(spec: &StepSpec) -> Result<(), SandboxError> {
+    let bad = |message: String| SandboxError::InvalidSpec {
+        step: spec.id.clone(),
+        message,
+    };
+    if spec.argv.is_empty() {
+        return Err(bad("empty command".into()));
+    }
+    for dir in spec.lower_dirs.iter().chain([&spec.upper_dir]) {
+        if !dir.is_absolute() || !dir.is_dir() {
+            return Err(bad(format!(
+                "{} must be an existing absolute directory",
+                dir.display()
+            )));
+        }
+        if !overlay_safe(dir) {
+            return Err(bad(format!(
+                "{}: overlay cannot take paths with ',', ':' or '\\'",
+                dir.display()
+            )));
+        }
+    }
+    let mut upper =
+        std::fs::read_dir(&spec.upper_dir).map_err(|e| SandboxError::io(&spec.upper_dir, e))?;
+    if upper.next().is_some() {
+        return Err(bad(format!(
+            "upper dir {} must be empty",
+            spec.upper_dir.display()
+        )));
+    }
+    if spec.workdir.as_ref().is_some_and(|w| !w.is_absolute()) {
+        return Err(bad("WORKDIR must be absolute".into()));
+    }
+    for m in &spec.mounts {
+        let target = match m {
+            MountSpec::Cache { target, .. }
+            | MountSpec::Secret { target, .. }
+            | MountSpec::Bind { target, .. }
+            | MountSpec::Tmpfs { target, .. } => target,
+        };
+        if !target.is_absolute() {
+            return Err(bad(format!(
+                "mount target {} must be absolute",
+                target.display()
+            )));
+        }
+        if let MountSpec::Bind {
+            source,
+            readonly: false,
+            ..
+        } = m
+            && !overlay_safe(source)
+        {
+            return Err(bad(format!(
+                "{}: overlay cannot take paths with ',', ':' or '\\'",
+                source.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn resolve_mounts(spec: &StepSpec) -> Result<(Vec<InitMount>, Vec<CacheLock>), SandboxError> {
+    let mut locks = Vec::new();
+    let mut mounts = Vec::new();
+    for m in &spec.mounts {
+        mounts.push(match m.clone() {
+            MountSpec::Cache {
+                id,
+                target,
+                cache_root,
+                sharing,
+                readonly,
+            } => {
+                let lock = CacheLock::acquire(&cache_root, &id, sharing)?;
+                let source = lock.dir().to_path_buf();
+                locks.push(lock);
+                InitMount::Bind {
+                    source,
+                    target,
+                    readonly,
+                }
+            }
+            MountSpec::Secret {
+                target,
+                data,
+                mode,
+                uid,
+                gid,
+            } => InitMount::Secret {
+                target,
+                data,
+                mode,
+                uid,
+                gid,
+            },
+            MountSpec::Bind {
+                source,
+                target,
+                readonly: true,
+            } => InitMount::Bind {
+                source,
+                target,
+                readonly: true,
+            },
+            MountSpec::Bind {
+                source,
+                target,
+                readonly: false,
+            } => InitMount::Overlay { source, target },
+            MountSpec::Tmpfs { target, size_bytes } => InitMount::Tmpfs { target, size_bytes },
+        });
+    }
+    Ok((mounts, locks))
+}
+
+/// The step's scratch space, beside the upper dir (overlay needs upper and work on one
+/// file system): `work/`, `merged/`, `scratch/`, `empty/`, generated `/etc` files.
+struct StateDir(tempfile::TempDir);
+
+impl StateDir {
+    fn create(spec: &StepSpec) -> Result<StateDir, SandboxError> {
+        let parent = spec.upper_dir.parent().unwrap_or(Path::new("/"));
+        let dir = tempfile::Builder::new()
+            .prefix(".kiln-step-")
+            .tempdir_in(parent)
+            .map_err(|e| SandboxError::io(parent, e))?;
+        let hostname = spec.hostname.clone().unwrap_or_else(|| "kiln".into());
+        let files = [
+            (
+                "hosts",
+                format!(
+                    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+                ),
+            ),
+            ("resolv.conf", host_resolv_conf()),
+            ("hostname", format!("{hostname}\n")),
+        ];
+        for sub in ["work", "merged", "scratch", "empty", "etc"] {
+            let p = dir.path().join(sub);
+            std::fs::create_dir(&p).map_err(|e| SandboxError::io(&p, e))?;
+        }
+        for (name, text) in files {
+            let p = dir.path().join("etc").join(name);
+            std::fs::write(&p, text).map_err(|e| SandboxError::io(&p, e))?;
+        }
+        Ok(StateDir(dir))
+    }
+
+    fn init_spec(
+        &self,
+        spec: &StepSpec,
+        map: &IdMap,
+        isolation: Isolation,
+        mounts: Vec<InitMount>,
+    ) -> InitSpec {
+        let d = self.0.path();
+        let mut lowers = spec.lower_dirs.clone();
+        if lowers.is_empty() {
+            lowers.push(d.join("empty")); // overlay needs at least one lower dir
+        }
+        InitSpec {
+            step: spec.id.clone(),
+            user_namespace: isolation == Isolation::Rootless,
+            single_id: map.is_single(),
+            lowers,
+            upper: spec.upper_dir.clone(),
+            work: d.join("work"),
+            merged: d.join("merged"),
+            scratch: d.join("scratch"),
+            etc_files: ["hosts", "resolv.conf", "hostname"]
+                .map(|n| (d.join("etc").join(n), n.to_string()))
+                .into(),
+            argv: spec.argv.clone(),
+            env: spec.env.clone(),
+            user: spec.user.clone(),
+            workdir: spec.workdir.clone().unwrap_or_else(|| "/".into()),
+            network: spec.network,
+            hostname: spec.hostname.clone().unwrap_or_else(|| "kiln".into()),
+            mounts,
+        }
+    }
+
+    /// Removes the state dir; overlay leaves `work/work` with mode 000.
+    fn remove(self) -> std::io::Result<()> {
+        let work = self.0.path().join("work/work");
+        let _ = std::fs::remove_dir(&work);
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o700));
+        self.0.close()
+    }
+}
+
+/// The host's resolver config, skipping systemd-resolved's stub (unreachable from a netns).
+fn host_resolv_conf() -> String {
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    if text.contains("127.0.0.53")
+        && let Ok(real) = std::fs::read_to_string("/run/systemd/resolve/resolv.conf")
+    {
+        return real;
+    }
+    text
+}
+
+type Executed = (i32, Vec<String>, Vec<PathBuf>);
+
+fn execute(
+    sandbox: &Sandbox,
+    init: &InitSpec,
+    map: &IdMap,
+    spec: &StepSpec,
+    progress: &Progress,
+) -> Result<Executed, SandboxError> {
+    let (mut child, status_file) = spawn_init(&sandbox.kiln_exe)?;
+    let token = sandbox.cancel.register(Pid::from_raw(child.id() as i32));
+    let tail = Arc::new(Mutex::new(VecDeque::new()));
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let talk = std::thread::scope(|s| {
+        for stream in [
+            stdout.map(|o| Box::new(o) as Box<dyn Read + Send>),
+            stderr.map(|e| Box::new(e) as _),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tail = tail.clone();
+            s.spawn(move || stream_lines(stream, &spec.id, progress, &tail));
+        }
+        let talk = converse(&mut child, status_file, init, map, &sandbox.cancel, token);
+        let status = child.wait();
+        (talk, status)
+    });
+    sandbox.cancel.unregister(token);
+    let (talk, status) = talk;
+    let (created, setup_error) = talk?;
+    let status = status.map_err(|e| SandboxError::io(&sandbox.kiln_exe, e))?;
+    let tail: Vec<String> = tail
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+        .collect();
+    if let Some(message) = setup_error {
+        return Err(SandboxError::Setup {
+            step: spec.id.clone(),
+            message,
+        });
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    Ok((code, tail, created))
+}
+
+fn spawn_init(exe: &Path) -> Result<(Child, std::fs::File), SandboxError> {
+    let spawn_err = |e: &dyn std::fmt::Display| SandboxError::Spawn {
+        exe: exe.to_path_buf(),
+        message: e.to_string(),
+    };
+    let (status_r, status_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| spawn_err(&e))?;
+    let w = status_w.as_raw_fd();
+    let mut cmd = Command::new(exe);
+    cmd.arg("__sandbox-init")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
+    // dup2/fcntl on fds that stay open in the parent until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rc = if w == STATUS_FD {
+                libc::fcntl(w, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(w, STATUS_FD)
+            };
+            if rc < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        });
+    }
+    let child = cmd.spawn().map_err(|e| spawn_err(&e))?;
+    // Only the init's processes may hold the write end, so EOF means the step is over.
+    drop(status_w);
+    Ok((child, std::fs::File::from(status_r)))
+}
+
+/// The handshake and status stream: spec, maps, `go`, then status lines until every
+/// process of the step has closed the pipe. Returns the created mountpoints and any setup error.
+fn converse(
+    child: &mut Child,
+    status_file: std::fs::File,
+    init: &InitSpec,
+    map: &IdMap,
+    cancel: &Cancel,
+    token: u64,
+) -> Result<(Vec<PathBuf>, Option<String>), SandboxError> {
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let mut line = serde_json::to_vec(init).expect("init spec serializes");
+    line.push(b'\n');
+    let pid = child.id();
+    let io_err = |e: std::io::Error| SandboxError::io(format!("/proc/{pid}/fd/0"), e);
+    // A dead child (EPIPE) shows up as a setup error or exit status below.
+    let _ = stdin.write_all(&line);
+    let (mut created, mut error) = (Vec::new(), None);
+    for raw in BufReader::new(status_file).lines() {
+        let raw = raw.map_err(io_err)?;
+        match serde_json::from_str::<Status>(&raw) {
+            Ok(Status::Unshared) => {
+                if !map.is_identity()
+                    && let Err(e) = idmap::apply(pid, map)
+                {
+                    let _ = child.kill();
+                    return Err(e);
+                }
+                let _ = writeln!(stdin, "{GO}");
+            }
+            Ok(Status::Pid1(p)) => cancel.set_pid1(token, Pid::from_raw(p)),
+            Ok(Status::Created(p)) => created.push(p),
+            Ok(Status::Error(e)) => error = Some(e),
+            Ok(Status::Running) => {}
+            Err(e) => error = Some(format!("unreadable status from the init ({e}): {raw}")),
+        }
+    }
+    Ok((created, error))
+}
+
+fn stream_lines(
+    stream: Box<dyn Read + Send>,
+    id: &str,
+    progress: &Progress,
+    tail: &Mutex<VecDeque<String>>,
+) {
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    while let Ok(n) = reader.read_until(b'\n', &mut buf) {
+        if n == 0 {
+            break;
+        }
+        let line = String::from_utf8_lossy(&buf)
+            .trim_end_matches(['\n', '\r'])
+            .to_string();
+        buf.clear();
+        {
+            let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
+            if t.len() == TAIL_LINES {
+                t.pop_front();
+            }
+            t.push_back(line.clone());
+        }
+        progress.send(Event::StepOutput {
+            id: id.to_string(),
+            line,
+        });
+    }
+}
+
+/// Takes the mountpoints the sandbox created out of the diff, deepest first, when they are
+/// still what the sandbox made (an empty file or an empty directory). A directory that was
+/// only copied up to hold such a mountpoint (e.g. `/etc` for a missing `/etc/hosts`) goes
+/// too, when it is empty and not opaque: the lower one shows through again.
+fn remove_stubs(upper: &Path, created: &[PathBuf]) {
+    for inside in created.iter().rev() {
+        let Ok(rel) = inside.strip_prefix("/") else {
+            continue;
+        };
+        let path = upper.join(rel);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {
+                let _ = std::fs::remove_dir(&path); // fails (kept) when not empty
+            }
+            Ok(m) if m.is_file() && m.len() == 0 => {
+                let _ = std::fs::remove_file(&path);
+            }
+            _ => {}
+        }
+    }
+    for inside in created {
+        let Some(parent) = inside.parent().and_then(|p| p.strip_prefix("/").ok()) else {
+            continue;
+        };
+        if parent.as_os_str().is_empty()
+            || created
+                .iter()
+                .any(|c| c.strip_prefix("/").ok() == Some(parent))
+        {
+            continue;
+        }
+        let dir = upper.join(parent);
+        if !is_opaque(&dir) {
+            let _ = std::fs::remove_dir(&dir); // fails (kept) when not empty
+        }
+    }
+}
+
+fn is_opaque(dir: &Path) -> bool {
+    ["user.overlay.opaque", "trusted.overlay.opaque"]
+        .iter()
+        .any(|name| matches!(xattr::get(dir, name), Ok(Some(v)) if v == b"y"))
+}

@@ -1,0 +1,225 @@
+//! The unpacked-layer cache (overlay lower dirs, keyed by diffID) and the
+//! (diffID, compression) → blob digest cache that keeps a layer from being compressed twice.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::{IoContext, Result, Store, StoreError, sync_dir};
+use crate::digest::Digest;
+
+impl Store {
+    /// Where the layer with this diffID is (or will be) unpacked. Only use it after
+    /// [`Store::ensure_unpacked`] returned, which guarantees it is complete.
+    pub fn layer_dir(&self, diff_id: &Digest) -> PathBuf {
+        self.root.join("layers").join(diff_id.hex())
+    }
+
+    pub(super) fn layer_marker(&self, diff_id: &Digest) -> PathBuf {
+        self.root
+            .join("layers")
+            .join(format!("{}.complete", diff_id.hex()))
+    }
+
+    /// Whether the layer is unpacked and complete.
+    pub fn is_unpacked(&self, diff_id: &Digest) -> bool {
+        self.layer_marker(diff_id).is_file() && self.layer_dir(diff_id).is_dir()
+    }
+
+    /// Returns the unpacked layer directory, calling `unpack(tmp_dir)` first if it is not there
+    /// yet. `unpack` fills an empty temp directory; it is renamed into place and marked complete
+    /// only when `unpack` succeeds, all under the diffID's lock, so concurrent builds unpack a
+    /// layer once and nobody ever sees a partial directory.
+    pub fn ensure_unpacked<E>(
+        &self,
+        diff_id: &Digest,
+        unpack: impl FnOnce(&Path) -> std::result::Result<(), E>,
+    ) -> Result<PathBuf>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let dir = self.layer_dir(diff_id);
+        if self.is_unpacked(diff_id) {
+            return Ok(dir);
+        }
+        let _lock = self.lock_layer(diff_id)?;
+        if self.is_unpacked(diff_id) {
+            return Ok(dir);
+        }
+        // A directory without its marker is what a crash mid-rename leaves: start over.
+        if dir.exists() {
+            remove_tree(&dir)?;
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix("layer-")
+            .tempdir_in(self.tmp_dir())
+            .ctx("create temp dir in", &self.tmp_dir())?;
+        unpack(tmp.path()).map_err(|e| StoreError::Unpack {
+            diff_id: *diff_id,
+            source: Box::new(e),
+        })?;
+        let tmp_path = tmp.keep();
+        if let Err(e) = fs::rename(&tmp_path, &dir) {
+            let _ = remove_tree(&tmp_path);
+            return Err(e).ctx("rename unpacked layer to", &dir);
+        }
+        let layers = self.root.join("layers");
+        sync_dir(&layers)?;
+        write_atomically(
+            self,
+            &self.layer_marker(diff_id),
+            diff_id.to_string().as_bytes(),
+        )?;
+        Ok(dir)
+    }
+
+    fn compressed_entry(&self, diff_id: &Digest, compression: &str) -> Result<PathBuf> {
+        let valid = !compression.is_empty()
+            && compression
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b));
+        if !valid {
+            return Err(StoreError::InvalidKey(compression.to_string()));
+        }
+        Ok(self
+            .root
+            .join("cache/compressed")
+            .join(format!("{}.{compression}", diff_id.hex())))
+    }
+
+    /// The blob digest this diffID was compressed to with `compression` (e.g. `gzip`, `zstd`),
+    /// if recorded and the blob is still in the store.
+    pub fn cached_compressed(&self, diff_id: &Digest, compression: &str) -> Result<Option<Digest>> {
+        let path = self.compressed_entry(diff_id, compression)?;
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).ctx("read", &path),
+        };
+        let digest: Digest = text.trim().parse().map_err(|e| StoreError::Corrupt {
+            path,
+            reason: format!("{e}"),
+        })?;
+        Ok(self.has_blob(&digest).then_some(digest))
+    }
+
+    /// Records that `diff_id` compressed with `compression` is the blob `digest`.
+    pub fn record_compressed(
+        &self,
+        diff_id: &Digest,
+        compression: &str,
+        digest: &Digest,
+    ) -> Result<()> {
+        let path = self.compressed_entry(diff_id, compression)?;
+        write_atomically(self, &path, digest.to_string().as_bytes())
+    }
+}
+
+/// Small-file write that is never seen half done: temp file, fsync, rename, fsync dir.
+pub(super) fn write_atomically(store: &Store, path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = store.tmp_dir();
+    let mut tmp = tempfile::Builder::new()
+        .prefix("small-")
+        .tempfile_in(&dir)
+        .ctx("create temp file in", &dir)?;
+    tmp.write_all(bytes).ctx("write", tmp.path())?;
+    tmp.as_file().sync_all().ctx("sync", tmp.path())?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .ctx("replace", path)?;
+    sync_dir(path.parent().expect("store files have a parent"))
+}
+
+/// Removes a directory tree, first making read-only directories writable (layers contain
+/// `0555` directories that would otherwise stop an unprivileged remove).
+pub(super) fn remove_tree(path: &Path) -> Result<()> {
+    if fs::remove_dir_all(path).is_ok() || !path.exists() {
+        return Ok(());
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for entry in walkdir::WalkDir::new(path).into_iter().flatten() {
+        if entry.file_type().is_dir() {
+            let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o700));
+        }
+    }
+    fs::remove_dir_all(path).ctx("remove", path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn unpack_runs_once_and_the_result_is_shared() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let diff_id = Digest::of(b"layer");
+        let calls = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    let out = store
+                        .ensure_unpacked(&diff_id, |tmp| {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_millis(50));
+                            fs::write(tmp.join("file"), b"x")
+                        })
+                        .unwrap();
+                    assert_eq!(fs::read(out.join("file")).unwrap(), b"x");
+                });
+            }
+        });
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(store.is_unpacked(&diff_id));
+    }
+
+    #[test]
+    fn failed_unpack_leaves_no_layer_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let diff_id = Digest::of(b"bad");
+        let err = store
+            .ensure_unpacked(&diff_id, |tmp| {
+                fs::write(tmp.join("partial"), b"x")?;
+                Err(io::Error::other("corrupt tar"))
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("corrupt tar"), "{err}");
+        assert!(!store.layer_dir(&diff_id).exists());
+        assert!(!store.is_unpacked(&diff_id));
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_dir_without_marker_is_redone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let diff_id = Digest::of(b"l");
+        fs::create_dir_all(store.layer_dir(&diff_id).join("stale")).unwrap();
+        let out = store
+            .ensure_unpacked(&diff_id, |tmp| fs::write(tmp.join("fresh"), b""))
+            .unwrap();
+        assert!(out.join("fresh").exists());
+        assert!(!out.join("stale").exists());
+    }
+
+    #[test]
+    fn compressed_cache_round_trips_only_while_the_blob_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let diff_id = Digest::of(b"tar");
+        let blob = store.put_blob(b"gz").unwrap();
+        assert_eq!(store.cached_compressed(&diff_id, "gzip").unwrap(), None);
+        store.record_compressed(&diff_id, "gzip", &blob).unwrap();
+        assert_eq!(
+            store.cached_compressed(&diff_id, "gzip").unwrap(),
+            Some(blob)
+        );
+        assert_eq!(store.cached_compressed(&diff_id, "zstd").unwrap(), None);
+        assert!(store.cached_compressed(&diff_id, "../x").is_err());
+        fs::remove_file(store.blob_path(&blob)).unwrap();
+        assert_eq!(store.cached_compressed(&diff_id, "gzip").unwrap(), None);
+    }
+}

@@ -1,0 +1,192 @@
+//! `kiln build` end to end for Dockerfiles without RUN: the hello example through the real
+//! command, checked with skopeo and podman; reproducibility; errors that name the line.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use assert_cmd::cargo::CommandCargoExt;
+
+fn kiln(root: &Path) -> Command {
+    let mut c = Command::cargo_bin("kiln").unwrap();
+    c.env("KILN_ROOT", root).env_remove("SOURCE_DATE_EPOCH");
+    c
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn build(root: &Path, args: &[&str], dir: &Path) -> std::process::Output {
+    kiln(root)
+        .arg("build")
+        .args(args)
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
+fn hello() -> std::path::PathBuf {
+    common::repo_root().join("testdata/examples/hello")
+}
+
+#[test]
+fn hello_example_builds_into_the_store_and_an_oci_layout_that_real_tools_run() {
+    // podman names an `oci:` image after its path, and image names must be lowercase.
+    let t = tempfile::Builder::new()
+        .prefix("kiln-")
+        .rand_bytes(0)
+        .suffix(&format!("{}-hello", std::process::id()))
+        .tempdir()
+        .unwrap();
+    let layout = t.path().join("layout");
+    let dest = format!("type=oci,dest={}", layout.display());
+    let out = build(
+        &t.path().join("root"),
+        &["-t", "example:latest", "-o", &dest],
+        &hello(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(id.starts_with("sha256:"), "{id}");
+
+    let images = kiln(&t.path().join("root")).arg("images").output().unwrap();
+    let listing = String::from_utf8_lossy(&images.stdout);
+    assert!(
+        listing.contains("example") && listing.contains(&id[7..19]),
+        "{listing}"
+    );
+
+    if !have("skopeo") {
+        println!("SKIPPED: skopeo checks (skopeo not installed)");
+        return;
+    }
+    let image = format!("oci:{}:latest", layout.display());
+    let cfg = Command::new("skopeo")
+        .args(["inspect", "--config", &image])
+        .output()
+        .unwrap();
+    assert!(
+        cfg.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cfg.stderr)
+    );
+    let cfg: serde_json::Value = serde_json::from_slice(&cfg.stdout).unwrap();
+    let c = &cfg["config"];
+    // The values buildah 1.28 gives the same Dockerfile (tests/examples_buildah.rs keeps its image).
+    assert_eq!(
+        c["Env"],
+        serde_json::json!([
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "GREETING=Hello from kiln!",
+            "HELLO_EXAMPLE=1"
+        ])
+    );
+    assert_eq!(c["Cmd"], serde_json::json!(["/usr/local/bin/hello"]));
+    assert_eq!(c["WorkingDir"], "/srv/hello");
+    assert_eq!(c["ExposedPorts"], serde_json::json!({"8080/tcp": {}}));
+    assert_eq!(c["Labels"]["org.opencontainers.image.title"], "hello");
+    assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
+
+    if !(have("podman") && nix_is_root()) {
+        println!("SKIPPED: podman run (needs podman and root)");
+        return;
+    }
+    let storage = t.path().join("podman");
+    let run = Command::new("podman")
+        .arg("--root")
+        .arg(storage.join("root"))
+        .arg("--runroot")
+        .arg(storage.join("run"))
+        .args(["run", "--rm", "--network", "none", &image])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let expected = std::fs::read_to_string(hello().join("expected-output")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&run.stdout), expected);
+}
+
+fn nix_is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+#[test]
+fn same_inputs_with_source_date_epoch_give_the_same_image_id_in_fresh_stores() {
+    let t = tempfile::tempdir().unwrap();
+    let id = |root: &str| {
+        let out = kiln(&t.path().join(root))
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["build", "-q", "-t", "repro"])
+            .arg(hello())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(id("a"), id("b"));
+}
+
+fn dockerfile_build(dockerfile: &str, files: &[(&str, &str)]) -> (bool, String) {
+    let t = tempfile::tempdir().unwrap();
+    let ctx = t.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    for (p, body) in files {
+        std::fs::write(ctx.join(p), body).unwrap();
+    }
+    let out = build(&t.path().join("root"), &["-t", "x"], &ctx);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_missing_copy_source_names_the_line_and_suggests_a_close_match() {
+    let (ok, err) = dockerfile_build(
+        "FROM scratch\nCOPY config.yml /etc/\n",
+        &[("config.yaml", "a: 1\n")],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("Dockerfile:2:1: COPY source \"config.yml\" not found in the build context; did you mean config.yaml?"),
+        "{err}"
+    );
+    assert!(err.contains(" 2 | COPY config.yml /etc/"), "{err}");
+}
+
+#[test]
+fn dockerignored_files_are_not_copied_and_run_is_refused_clearly() {
+    let (ok, err) = dockerfile_build(
+        "FROM scratch\nCOPY secret.txt /\n",
+        &[(".dockerignore", "secret.txt\n"), ("secret.txt", "s")],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("Dockerfile:2:1: COPY source \"secret.txt\" not found"),
+        "{err}"
+    );
+
+    let (ok, err) = dockerfile_build("FROM scratch\nCOPY a /a\nRUN true\n", &[("a", "a")]);
+    assert!(!ok);
+    assert!(
+        err.contains("Dockerfile:3:1: RUN is not supported by `kiln build` yet"),
+        "{err}"
+    );
+}
