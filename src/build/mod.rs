@@ -8,11 +8,12 @@
 //! - [`context`] reads the build context (`.dockerignore`, stat cache).
 //!
 //! What runs today: FROM scratch / an image in the store / an earlier stage; COPY (context,
-//! heredoc, `--from` a stage or stored image); ADD of local non-archive files; every metadata
-//! instruction. RUN needs the sandbox wiring and is refused with a clear error until then.
+//! heredoc, `--from` a stage or stored image); ADD of local non-archive files; RUN in the
+//! sandbox (cache, tmpfs and context bind mounts); every metadata instruction.
 
 pub mod context;
 mod copy;
+mod run;
 mod stage;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ use crate::layer::Compression;
 use crate::plan::{self, PlanOptions, ignore::DockerIgnore};
 use crate::progress::Progress;
 use crate::reference::Reference;
+use crate::sandbox::Sandbox;
 use crate::store::Store;
 
 /// Everything a build needs besides the store.
@@ -50,6 +52,8 @@ pub struct BuildRequest {
     pub format: ImageFormat,
     /// `SOURCE_DATE_EPOCH`: clamps created times and file mtimes for reproducible images.
     pub source_date_epoch: Option<i64>,
+    /// The network RUN steps get unless they say otherwise (`--network`).
+    pub network: crate::sandbox::Network,
 }
 
 /// The result of a successful build.
@@ -99,8 +103,11 @@ impl BuildError {
 }
 
 /// Builds the image `req` describes into `store`.
+///
+/// RUN steps run in `sandbox`; the caller keeps its cancel handle for Ctrl-C.
 pub fn build(
     store: &Store,
+    sandbox: &Sandbox,
     req: &BuildRequest,
     progress: &Progress,
 ) -> Result<BuildOutcome, BuildError> {
@@ -131,7 +138,14 @@ pub fn build(
     };
     // Held for the whole build so a concurrent `kiln prune` leaves fresh, unnamed blobs alone.
     let _lease = store.lease()?;
-    let mut runner = stage::Runner::new(store, req, context.as_ref(), progress, created_time(req));
+    let mut runner = stage::Runner::new(
+        store,
+        sandbox,
+        req,
+        context.as_ref(),
+        progress,
+        created_time(req),
+    );
     for &index in &plan.order {
         runner.run(&plan.stages[index])?;
     }

@@ -8,14 +8,16 @@ use chrono::{DateTime, Utc};
 
 use super::context::Context;
 use super::copy::{self, CopyOptions};
+use super::run::{self, RunArgs, RunEnv};
 use super::{BuildError, BuildRequest};
 use crate::dockerfile::{CommandLine, Healthcheck, Span};
 use crate::image::{self, ImageBuilder, Layer, StoredImage};
-use crate::layer::{self, LayerEntry, LayerOptions, Ownership, UnpackOptions};
+use crate::layer::{self, DiffKind, LayerEntry, LayerOptions, Ownership, UnpackOptions};
 use crate::plan::ignore::DockerIgnore;
 use crate::plan::{Base, CopyFrom, SourceSpec, Stage, Step, StepKind};
 use crate::progress::{Event, Progress};
 use crate::reference::Reference;
+use crate::sandbox::Sandbox;
 use crate::store::Store;
 
 const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
@@ -24,6 +26,8 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /// Builds stages one after another, keeping each finished stage for later `FROM`/`--from`.
 pub(crate) struct Runner<'a> {
     store: &'a Store,
+    sandbox: &'a Sandbox,
+    announced_isolation: bool,
     req: &'a BuildRequest,
     context: Option<&'a Context>,
     progress: &'a Progress,
@@ -43,6 +47,7 @@ fn step_err(span: Span, message: impl Into<String>) -> BuildError {
 impl<'a> Runner<'a> {
     pub(crate) fn new(
         store: &'a Store,
+        sandbox: &'a Sandbox,
         req: &'a BuildRequest,
         context: Option<&'a Context>,
         progress: &'a Progress,
@@ -51,6 +56,8 @@ impl<'a> Runner<'a> {
         let platform = image::Platform::host();
         Runner {
             store,
+            sandbox,
+            announced_isolation: false,
             req,
             context,
             progress,
@@ -202,11 +209,20 @@ impl<'a> Runner<'a> {
                 };
                 return self.copy(img, step.span, &spec, &created_by);
             }
-            StepKind::Run { .. } => {
-                return Err(step_err(
-                    step.span,
-                    "RUN is not supported by `kiln build` yet: the sandbox is not wired into builds in this version",
-                ));
+            StepKind::Run {
+                program,
+                mounts,
+                network,
+                proxy_env,
+                ..
+            } => {
+                let args = RunArgs {
+                    program,
+                    mounts,
+                    network: *network,
+                    proxy_env,
+                };
+                return self.run_step(img, step, &args, &created_by);
             }
         }
         img.add_empty_step(&created_by);
@@ -356,6 +372,81 @@ impl<'a> Runner<'a> {
             dirs.push(dir);
         }
         Ok(dirs)
+    }
+
+    fn run_step(
+        &mut self,
+        img: &mut ImageBuilder,
+        step: &Step,
+        args: &RunArgs,
+        created_by: &str,
+    ) -> Result<(), BuildError> {
+        self.announce_isolation(step.span)?;
+        let lower_dirs = self.unpacked_layers(img.layers())?;
+        let scratch = tempfile::Builder::new()
+            .prefix("run-")
+            .tempdir_in(self.store.root())
+            .map_err(|source| BuildError::Io {
+                action: "creating the RUN step's scratch dir in the store",
+                source,
+            })?;
+        let upper_dir = scratch.path().join("upper");
+        std::fs::create_dir(&upper_dir).map_err(|source| BuildError::Io {
+            action: "creating the RUN step's upper dir",
+            source,
+        })?;
+        let cfg = img.config();
+        let env = RunEnv {
+            id: created_by.to_string(),
+            lower_dirs,
+            upper_dir: upper_dir.clone(),
+            scratch: scratch.path(),
+            config_env: &cfg.env,
+            args_used: &step.args_used,
+            user: cfg.user.clone().filter(|u| !u.is_empty()),
+            workdir: cfg.working_dir.clone().filter(|w| !w.is_empty()),
+            default_network: self.req.network,
+            context: self.context.map(|c| c.root()),
+            cache_root: self.store.root().join("cache/mounts"),
+        };
+        let spec = run::spec(args, &env).map_err(|m| step_err(step.span, m))?;
+        let outcome = self
+            .sandbox
+            .run_step(&spec, self.progress)
+            .map_err(|e| step_err(step.span, e.to_string()))?;
+        if !outcome.success() {
+            return Err(step_err(step.span, run::failure(&step.original, &outcome)));
+        }
+        let opts = LayerOptions {
+            compression: self.req.compression,
+            source_date_epoch: self.req.source_date_epoch,
+            id_map: run::layer_id_map(&outcome.id_map),
+        };
+        let mut w = self.store.begin_blob()?;
+        let blob = layer::write_layer(&upper_dir, DiffKind::OverlayUpper, &opts, &mut w)?;
+        w.commit(Some(&blob.digest))?;
+        img.add_layer(Layer::from(blob), created_by);
+        self.layers_built += 1;
+        Ok(())
+    }
+
+    /// Says once, before the first RUN, which isolation steps get and why.
+    fn announce_isolation(&mut self, span: Span) -> Result<(), BuildError> {
+        if !self.announced_isolation {
+            let probe = self
+                .sandbox
+                .probe()
+                .map_err(|e| step_err(span, e.to_string()))?;
+            self.progress.info(
+                format!(
+                    "RUN steps use {:?} isolation: {}",
+                    probe.isolation, probe.reason
+                )
+                .to_lowercase(),
+            );
+            self.announced_isolation = true;
+        }
+        Ok(())
     }
 
     fn add_layer(

@@ -9,6 +9,7 @@ use crate::image::{ImageFormat, Output};
 use crate::layer::Compression;
 use crate::progress::{Event, Progress};
 use crate::reference::Reference;
+use crate::sandbox::{Isolation, Network, Sandbox};
 use anyhow::Context as _;
 
 use super::GlobalArgs;
@@ -103,7 +104,20 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     let quiet = a.quiet;
     let renderer = std::thread::spawn(move || render(events, &mode, quiet));
     let t0 = std::time::Instant::now();
-    let result = crate::build::build(&store, &req, &progress);
+    let isolation = match a.isolation.as_str() {
+        "rootless" => Isolation::Rootless,
+        "chroot" => Isolation::Chroot,
+        _ => Isolation::Auto,
+    };
+    let sandbox = Sandbox::new(
+        std::env::current_exe().context("finding the kiln executable")?,
+        isolation,
+    );
+    // Ctrl-C / SIGTERM: kill the running step's whole process tree; the build then fails with
+    // "interrupted" and cleans up (mounts lived only in the step's namespace).
+    let cancel = sandbox.cancel_handle();
+    let _ = ctrlc::set_handler(move || cancel.cancel());
+    let result = crate::build::build(&store, &sandbox, &req, &progress);
     drop(progress);
     let _ = renderer.join();
     let outcome = match result {
@@ -201,6 +215,11 @@ fn request(a: &Args) -> anyhow::Result<BuildRequest> {
         compression,
         format,
         source_date_epoch,
+        network: if a.network == "none" {
+            Network::None
+        } else {
+            Network::Host
+        },
     })
 }
 
