@@ -56,6 +56,11 @@ pub struct BuildRequest {
     pub network: crate::sandbox::Network,
 }
 
+/// How a build gets a base image that is not in the store: pulls it into the store, names it
+/// there, and returns its manifest (or index) digest; the error is a message for the user.
+/// The CLI passes the registry client; library users may refuse (offline builds).
+pub type PullBase<'a> = dyn Fn(&Reference, &Progress) -> Result<Digest, String> + 'a;
+
 /// The result of a successful build.
 #[derive(Debug)]
 pub struct BuildOutcome {
@@ -108,6 +113,7 @@ impl BuildError {
 pub fn build(
     store: &Store,
     sandbox: &Sandbox,
+    pull: &PullBase,
     req: &BuildRequest,
     progress: &Progress,
 ) -> Result<BuildOutcome, BuildError> {
@@ -141,6 +147,7 @@ pub fn build(
     let mut runner = stage::Runner::new(
         store,
         sandbox,
+        pull,
         req,
         context.as_ref(),
         progress,

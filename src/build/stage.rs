@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use super::context::Context;
 use super::copy::{self, CopyOptions};
 use super::run::{self, RunArgs, RunEnv};
-use super::{BuildError, BuildRequest};
+use super::{BuildError, BuildRequest, PullBase};
 use crate::dockerfile::{CommandLine, Healthcheck, Span};
 use crate::image::{self, ImageBuilder, Layer, StoredImage};
 use crate::layer::{self, DiffKind, LayerEntry, LayerOptions, Ownership, UnpackOptions};
@@ -27,6 +27,7 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 pub(crate) struct Runner<'a> {
     store: &'a Store,
     sandbox: &'a Sandbox,
+    pull: &'a PullBase<'a>,
     announced_isolation: bool,
     req: &'a BuildRequest,
     context: Option<&'a Context>,
@@ -48,6 +49,7 @@ impl<'a> Runner<'a> {
     pub(crate) fn new(
         store: &'a Store,
         sandbox: &'a Sandbox,
+        pull: &'a PullBase<'a>,
         req: &'a BuildRequest,
         context: Option<&'a Context>,
         progress: &'a Progress,
@@ -57,6 +59,7 @@ impl<'a> Runner<'a> {
         Runner {
             store,
             sandbox,
+            pull,
             announced_isolation: false,
             req,
             context,
@@ -138,11 +141,16 @@ impl<'a> Runner<'a> {
     /// An image from the store by the name a Dockerfile gives it.
     fn stored_image(&self, name: &str) -> Result<StoredImage, String> {
         let reference: Reference = name.parse().map_err(|e| format!("{e}"))?;
-        let digest = self.store.resolve(&reference.to_string()).map_err(|_| {
-            format!(
-                "image {reference} is not in the local store: pull it first (`kiln pull {name}`)"
-            )
-        })?;
+        // Like docker and buildah: use the stored image when there is one, else pull it.
+        let digest = match self.store.resolve(&reference.to_string()) {
+            Ok(d) => d,
+            Err(_) => {
+                self.progress
+                    .info(format!("pulling {}", reference.familiar()));
+                (self.pull)(&reference, self.progress)
+                    .map_err(|e| format!("pulling {reference}: {e}"))?
+            }
+        };
         StoredImage::load_for(self.store, &digest, &self.platform).map_err(|e| e.to_string())
     }
 

@@ -4,11 +4,13 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::Digest;
 use crate::build::BuildRequest;
 use crate::image::{ImageFormat, Output};
 use crate::layer::Compression;
 use crate::progress::{Event, Progress};
 use crate::reference::Reference;
+use crate::registry::StoreBlobs;
 use crate::sandbox::{Isolation, Network, Sandbox};
 use anyhow::Context as _;
 
@@ -61,9 +63,6 @@ pub struct Args {
     /// Image format: OCI (default) or Docker v2 schema 2.
     #[arg(long, value_name = "FORMAT", default_value = "oci", value_parser = ["oci", "docker"])]
     pub format: String,
-    /// How many stages to build at once (default: the number of cores).
-    #[arg(short = 'j', long, value_name = "N")]
-    pub jobs: Option<usize>,
     /// Add a label to the image.
     #[arg(long = "label", value_name = "K=V")]
     pub labels: Vec<String>,
@@ -76,12 +75,10 @@ pub struct Args {
     /// Write the pushed manifest digest to this file.
     #[arg(long, value_name = "FILE")]
     pub digest_file: Option<PathBuf>,
-    /// Verify TLS for registries (use --tls-verify=false for self-signed/plain HTTP registries).
-    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
-    pub tls_verify: bool,
-    /// Registry credentials USER:PASSWORD (prefer `kiln login`; this lands in shell history).
-    #[arg(long, value_name = "USER:PASS")]
-    pub creds: Option<String>,
+    #[command(flatten)]
+    pub transport: super::pull::RegistryArgs,
+    #[command(flatten)]
+    pub creds: super::pull::CredsArgs,
     /// Print only the image ID.
     #[arg(short, long)]
     pub quiet: bool,
@@ -117,7 +114,23 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     // "interrupted" and cleans up (mounts lived only in the step's namespace).
     let cancel = sandbox.cancel_handle();
     let _ = ctrlc::set_handler(move || cancel.cancel());
-    let result = crate::build::build(&store, &sandbox, &req, &progress);
+    let rt = super::pull::runtime()?;
+    let pull = |reference: &Reference, progress: &Progress| -> Result<Digest, String> {
+        let cred = a.creds.resolve(reference).map_err(|e| format!("{e:#}"))?;
+        let registry = a
+            .transport
+            .client(reference.api_host(), cred)
+            .map_err(|e| format!("{e:#}"))?;
+        let host = crate::registry::Platform::host();
+        let pulled = rt
+            .block_on(registry.pull_image(reference, &host, &StoreBlobs(&store), progress))
+            .map_err(|e| e.to_string())?;
+        store
+            .tag(reference, &pulled.manifest.digest)
+            .map_err(|e| e.to_string())?;
+        Ok(pulled.manifest.digest)
+    };
+    let result = crate::build::build(&store, &sandbox, &pull, &req, &progress);
     drop(progress);
     let _ = renderer.join();
     let outcome = match result {

@@ -11,7 +11,8 @@ use anyhow::{Context, bail};
 
 use super::GlobalArgs;
 use super::images::open_store;
-use super::pull::{CredsArgs, RegistryArgs, StoreBlobs, mb_per_s, render, runtime};
+use super::pull::{CredsArgs, RegistryArgs, mb_per_s, render, runtime};
+use crate::registry::StoreBlobs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
