@@ -145,3 +145,55 @@ fn a_failing_run_names_the_line_the_exit_code_and_its_last_output() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn build_push_sends_every_tag_and_writes_the_manifest_digest() {
+    if !(have("skopeo") && Path::new("/usr/bin/docker-registry").exists()) {
+        println!("SKIPPED: needs skopeo and docker-registry");
+        return;
+    }
+    let registry = TestRegistry::start("plain");
+    let tmp = tempfile::tempdir().unwrap();
+    let digest_file = tmp.path().join("digest");
+    let (v1, latest) = (
+        format!("{}/test/hello:v1", registry.addr),
+        format!("{}/test/hello:latest", registry.addr),
+    );
+    let out = Command::cargo_bin("kiln")
+        .unwrap()
+        .env("KILN_ROOT", tmp.path().join("store"))
+        .args([
+            "build",
+            "-q",
+            "-t",
+            &v1,
+            "-t",
+            &latest,
+            "--push",
+            "--digest-file",
+        ])
+        .arg(&digest_file)
+        .arg(common::repo_root().join("testdata/examples/hello"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pushed = std::fs::read_to_string(&digest_file).unwrap();
+    for name in [&v1, &latest] {
+        let inspect = Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false"])
+            .arg(format!("docker://{name}"))
+            .output()
+            .unwrap();
+        assert!(
+            inspect.status.success(),
+            "{}",
+            String::from_utf8_lossy(&inspect.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+        assert_eq!(v["Digest"], pushed.as_str(), "{name}");
+    }
+}

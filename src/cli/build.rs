@@ -6,12 +6,14 @@ use std::process::ExitCode;
 
 use crate::Digest;
 use crate::build::BuildRequest;
+use crate::image::StoredImage;
 use crate::image::{ImageFormat, Output};
 use crate::layer::Compression;
 use crate::progress::{Event, Progress};
 use crate::reference::Reference;
-use crate::registry::StoreBlobs;
+use crate::registry::{Manifest, StoreBlobs};
 use crate::sandbox::{Isolation, Network, Sandbox};
+use crate::store::Store;
 use anyhow::Context as _;
 
 use super::GlobalArgs;
@@ -142,6 +144,9 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
         o.write(&store, image, &req.tags)
             .with_context(|| format!("writing the image to {}", o.dest().display()))?;
     }
+    if a.push {
+        push(&a, &store, &rt, image, &req.tags)?;
+    }
     if let Some(f) = &a.iidfile {
         std::fs::write(f, image.config_digest.to_string())
             .with_context(|| format!("writing {}", f.display()))?;
@@ -164,15 +169,73 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--push`: every `-t` name, one push per repository (its tags together), each manifest
+/// only after all its blobs are confirmed (the registry client guarantees that).
+fn push(
+    a: &Args,
+    store: &Store,
+    rt: &tokio::runtime::Runtime,
+    image: &StoredImage,
+    names: &[Reference],
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !names.is_empty(),
+        "--push needs a name to push to: give -t REGISTRY/REPOSITORY:TAG"
+    );
+    let manifest = Manifest::from_bytes(image.manifest.clone(), None);
+    let mut repos: Vec<(String, Vec<&Reference>)> = Vec::new();
+    for r in names {
+        match repos.iter_mut().find(|(n, _)| *n == r.name()) {
+            Some((_, group)) => group.push(r),
+            None => repos.push((r.name(), vec![r])),
+        }
+    }
+    let (progress, renderer) = super::pull::render(a.quiet);
+    let mut pushed = None;
+    for (_, group) in &repos {
+        let dest = group[0];
+        let tags: Vec<String> = group
+            .iter()
+            .filter_map(|r| r.tag())
+            .map(str::to_string)
+            .collect();
+        let cred = a.creds.resolve(dest)?;
+        let registry = a.transport.client(dest.api_host(), cred)?;
+        let sum = rt
+            .block_on(registry.push_image(
+                dest.repository(),
+                &tags,
+                &manifest,
+                &StoreBlobs(store),
+                None,
+                &progress,
+            ))
+            .with_context(|| format!("pushing to {}", dest.name()))?;
+        progress.info(format!(
+            "pushed {}@{} ({} blob(s) uploaded, {} already there)",
+            dest.name(),
+            sum.digest,
+            sum.blobs_uploaded,
+            sum.blobs_present
+        ));
+        pushed = Some(sum.digest);
+    }
+    drop(progress);
+    let _ = renderer.join();
+    if let (Some(f), Some(d)) = (&a.digest_file, pushed) {
+        std::fs::write(f, d.to_string())
+            .with_context(|| format!("writing --digest-file {}", f.display()))?;
+    }
+    Ok(())
+}
+
 /// Flags whose machinery is not wired into builds yet: refuse them instead of ignoring them.
 fn reject_unwired(a: &Args) -> anyhow::Result<()> {
     let unwired = [
-        (a.push, "--push"),
         (!a.cache_from.is_empty(), "--cache-from"),
         (a.cache_to.is_some(), "--cache-to"),
         (!a.secrets.is_empty(), "--secret"),
         (a.platform.is_some(), "--platform"),
-        (a.digest_file.is_some(), "--digest-file"),
     ];
     for (set, flag) in unwired {
         if set {
