@@ -11,6 +11,7 @@
 //! heredoc, `--from` a stage or stored image); ADD of local non-archive files; every metadata
 //! instruction. RUN needs the sandbox wiring and is refused with a clear error until then.
 
+pub(crate) mod cache;
 pub mod context;
 mod copy;
 mod stage;
