@@ -9,6 +9,8 @@
 //! - [`BuildCache::lookup`] / [`BuildCache::record`] a [`CachedStep`] under a key.
 //! - [`BuildCache::explain_miss`] / [`BuildCache::remember`] the [`StepInputs`] of a step "slot"
 //!   (the same step across builds), to say in words why a step missed.
+//! - [`BuildCache::trim`] drops records by age and size for `kiln prune` (then `Store::prune`
+//!   frees what they pinned).
 //! - [`source_digest`] digests COPY/ADD sources from the context: content, mode, symlink
 //!   targets; never mtime (a fresh `git clone` still hits) nor the host's uid/gid (COPY gives
 //!   files root or `--chown` ownership, which is part of the instruction).
@@ -24,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -165,12 +168,18 @@ impl<'s> BuildCache<'s> {
         if self.disabled {
             return None;
         }
-        let bytes = fs::read(self.step_path(key)).ok()?;
+        let path = self.step_path(key);
+        let bytes = fs::read(&path).ok()?;
         let step = serde_json::from_slice::<StepRecord>(&bytes).ok()?.into_step();
-        match &step.layer {
-            Some(layer) if !self.store.has_blob(&layer.digest) => None,
-            _ => Some(step),
+        if let Some(layer) = &step.layer {
+            if !self.store.has_blob(&layer.digest) {
+                return None;
+            }
         }
+        // The record's mtime is its last use, for `trim`; failing to touch it only makes the
+        // entry look older.
+        let _ = filetime::set_file_mtime(&path, filetime::FileTime::now());
+        Some(step)
     }
 
     /// Records what `key` produced. The layer is pinned first so a record never names
@@ -211,6 +220,77 @@ impl<'s> BuildCache<'s> {
         self.write_atomically(&self.slot_path(slot), &bytes)
     }
 
+    /// Drops cache records last used longer ago than `keep_duration`, then the least recently
+    /// used ones until their layers fit in `keep_bytes` (compressed sizes, each layer counted
+    /// once), and unpins their layers; the next `Store::prune` frees the blobs. Slot inputs
+    /// (explanations only) older than `keep_duration` go too. Run it where `prune` runs: with
+    /// no build in progress.
+    pub fn trim(
+        &self,
+        keep_duration: Option<Duration>,
+        keep_bytes: Option<u64>,
+    ) -> Result<TrimReport, CacheError> {
+        let now = SystemTime::now();
+        let too_old = |used: SystemTime| {
+            keep_duration.is_some_and(|keep| now.duration_since(used).unwrap_or_default() > keep)
+        };
+        let mut report = TrimReport::default();
+        let mut records = self.step_records()?;
+        records.sort_by(|a, b| b.used.cmp(&a.used));
+        let mut kept_layers = BTreeSet::new();
+        let mut kept_bytes = 0u64;
+        // Once the budget is spent, everything used less recently goes too (plain LRU).
+        let mut full = false;
+        for r in records {
+            let new_bytes = match r.layer {
+                Some((digest, size)) if !kept_layers.contains(&digest) => size,
+                _ => 0,
+            };
+            full = full || keep_bytes.is_some_and(|max| kept_bytes + new_bytes > max);
+            if too_old(r.used) || full {
+                // Record first: a record must never outlive its pin.
+                remove_file(&r.path)?;
+                self.store.unpin(&r.key.hex())?;
+                report.entries += 1;
+            } else if let Some((digest, _)) = r.layer {
+                kept_layers.insert(digest);
+                kept_bytes += new_bytes;
+            }
+        }
+        report.kept_bytes = kept_bytes;
+        for (path, used) in list_json(&self.dir.join("slots"))? {
+            if too_old(used) {
+                remove_file(&path)?;
+                report.slots += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Every step record with its key, last use and layer (digest, size).
+    fn step_records(&self) -> Result<Vec<RecordInfo>, CacheError> {
+        let mut out = Vec::new();
+        for (path, used) in list_json(&self.dir.join("steps"))? {
+            let key = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| Digest::from_hex(s).ok());
+            let Some(key) = key else { continue };
+            // An unreadable record is worth nothing: trim it like an old one.
+            let layer = fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<StepRecord>(&b).ok())
+                .map(|r| r.layer.map(|l| (l.digest, l.size)));
+            out.push(RecordInfo {
+                path,
+                key,
+                used: if layer.is_some() { used } else { UNIX_EPOCH },
+                layer: layer.flatten(),
+            });
+        }
+        Ok(out)
+    }
+
     fn step_path(&self, key: &Digest) -> PathBuf {
         self.dir.join("steps").join(format!("{}.json", key.hex()))
     }
@@ -244,6 +324,61 @@ impl<'s> BuildCache<'s> {
             .map_err(|e| e.error)
             .map_err(io_err("replace", path))?;
         Ok(())
+    }
+}
+
+/// What [`BuildCache::trim`] removed and kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TrimReport {
+    /// Step records removed (their layers unpinned).
+    pub entries: usize,
+    /// Slot inputs removed.
+    pub slots: usize,
+    /// Compressed bytes of the layers still pinned by the cache.
+    pub kept_bytes: u64,
+}
+
+struct RecordInfo {
+    path: PathBuf,
+    key: Digest,
+    used: SystemTime,
+    layer: Option<(Digest, u64)>,
+}
+
+/// The `.json` files of `dir` with their mtimes; nothing if `dir` does not exist yet.
+fn list_json(dir: &Path) -> Result<Vec<(PathBuf, SystemTime)>, CacheError> {
+    let err = |source| CacheError::Io {
+        action: "list",
+        path: dir.to_path_buf(),
+        source,
+    };
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(err(e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(err)?.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            // A file that vanished meanwhile (another trim) is simply skipped.
+            if let Ok(meta) = fs::metadata(&path) {
+                out.push((path, meta.modified().unwrap_or(UNIX_EPOCH)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn remove_file(path: &Path) -> Result<(), CacheError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(CacheError::Io {
+            action: "remove",
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -732,5 +867,64 @@ mod tests {
         let s = source_digest(&entries, &digests, "src");
         let names: Vec<&str> = s.files.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(names, ["", "lib.rs", "main.rs"]);
+    }
+
+    fn age(path: &Path, secs_ago: i64) {
+        let t = filetime::FileTime::from_unix_time(chrono::Utc::now().timestamp() - secs_ago, 0);
+        filetime::set_file_mtime(path, t).unwrap();
+    }
+
+    #[test]
+    fn trim_drops_old_records_and_their_pins_and_keeps_recent_ones() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Store::open(store_dir.path()).unwrap();
+        let cache = BuildCache::open(&store, false);
+        let (old_key, new_key) = (Digest::of(b"old"), Digest::of(b"new"));
+        let old = CachedStep {
+            layer: Some(layer(&store, "old layer")),
+            created_by: "RUN old".to_string(),
+        };
+        let new = CachedStep {
+            layer: Some(layer(&store, "new layer")),
+            created_by: "RUN new".to_string(),
+        };
+        cache.record(&old_key, &old).unwrap();
+        cache.record(&new_key, &new).unwrap();
+        cache.remember("old slot", &StepInputs::new(&base(), &steps(COPY, &[])[0], None)).unwrap();
+        age(&cache.step_path(&old_key), 3 * 86400);
+        age(&cache.slot_path("old slot"), 3 * 86400);
+
+        let report = cache.trim(Some(Duration::from_secs(86400)), None).unwrap();
+        assert_eq!((report.entries, report.slots), (1, 1));
+        assert_eq!(report.kept_bytes, "new layer".len() as u64);
+        store.prune().unwrap();
+        let old_blob = old.layer.unwrap().digest;
+        assert!(!store.has_blob(&old_blob), "unpinned, so pruned");
+        assert_eq!(cache.lookup(&old_key), None);
+        assert_eq!(cache.lookup(&new_key), Some(new));
+    }
+
+    #[test]
+    fn trim_to_a_size_keeps_the_most_recently_used() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Store::open(store_dir.path()).unwrap();
+        let cache = BuildCache::open(&store, false);
+        let keys: Vec<Digest> = (0..3).map(|i| Digest::of(&[i])).collect();
+        for (i, key) in keys.iter().enumerate() {
+            let step = CachedStep {
+                layer: Some(layer(&store, &"x".repeat(10 * (i + 1)))),
+                created_by: format!("RUN {i}"),
+            };
+            cache.record(key, &step).unwrap();
+            age(&cache.step_path(key), 1000 - 100 * i as i64);
+        }
+        // A hit makes the oldest, smallest record the most recently used.
+        assert!(cache.lookup(&keys[0]).is_some());
+        let report = cache.trim(None, Some(45)).unwrap();
+        assert_eq!(report.kept_bytes, 10 + 30);
+        assert_eq!(report.entries, 1);
+        assert!(cache.lookup(&keys[0]).is_some());
+        assert!(cache.lookup(&keys[1]).is_none());
+        assert!(cache.lookup(&keys[2]).is_some());
     }
 }
