@@ -11,7 +11,7 @@
 //!   (the same step across builds), to say in words why a step missed.
 //! - [`BuildCache::trim`] drops records by age and size for `kiln prune` (then `Store::prune`
 //!   frees what they pinned).
-//! - [`source_digest`] digests COPY/ADD sources from the context: content, mode, symlink
+//! - [`context_sources`] (the usual entry point) or [`source_digest`] digests COPY/ADD sources from the context: content, mode, symlink
 //!   targets; never mtime (a fresh `git clone` still hits) nor the host's uid/gid (COPY gives
 //!   files root or `--chown` ownership, which is part of the instruction).
 //!
@@ -33,7 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::context::{Entry, EntryKind};
+use super::context::{Context, ContextError, Entry, EntryKind};
 use crate::digest::Digest;
 use crate::image::{Compression, Layer};
 use crate::plan::Step;
@@ -457,6 +457,21 @@ pub(crate) fn source_digest(
     }
 }
 
+/// The [`SourceDigest`] of COPY/ADD sources in `tree`: `paths` are context-relative source
+/// roots with wildcards already expanded (each a file, symlink or directory, walked). File
+/// digests come from the context's stat cache, so a no-change rebuild reads no file.
+pub(crate) fn context_sources(
+    tree: &Context,
+    paths: &[String],
+) -> Result<SourceDigest, ContextError> {
+    let mut entries = Vec::new();
+    for path in paths {
+        entries.extend(tree.entries(path)?);
+    }
+    let digests = tree.file_digests(&entries)?;
+    Ok(source_digest(&entries, &digests, ""))
+}
+
 fn relative_to(rel: &str, base: &str) -> String {
     if base.is_empty() {
         return rel.to_string();
@@ -569,7 +584,6 @@ fn name_list(names: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::context::Context;
     use crate::plan::{self, PlanOptions, ignore::DockerIgnore};
 
     /// The steps of a one-stage Dockerfile, planned for real.
@@ -951,5 +965,26 @@ mod tests {
         assert!(cache.lookup(&keys[0]).is_some());
         assert!(cache.lookup(&keys[1]).is_none());
         assert!(cache.lookup(&keys[2]).is_some());
+    }
+
+    #[test]
+    fn context_sources_cover_several_paths_and_see_only_their_files() {
+        let d = project();
+        let ctx = Context::open(d.path(), DockerIgnore::parse("").unwrap(), None).unwrap();
+        let both = context_sources(&ctx, &["src".into(), "README".into()]).unwrap();
+        let names: Vec<&str> = both.files.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(names, ["README", "src", "src/lib.rs", "src/main.rs"]);
+        let src_only = context_sources(&ctx, &["src".into()]).unwrap();
+        fs::write(d.path().join("README"), "changed").unwrap();
+        let ctx = Context::open(d.path(), DockerIgnore::parse("").unwrap(), None).unwrap();
+        assert_eq!(context_sources(&ctx, &["src".into()]).unwrap(), src_only);
+        assert_ne!(
+            context_sources(&ctx, &["src".into(), "README".into()]).unwrap(),
+            both
+        );
+        assert!(matches!(
+            context_sources(&ctx, &["missing".into()]),
+            Err(ContextError::NotFound(_))
+        ));
     }
 }
