@@ -11,8 +11,8 @@
 //!   (the same step across builds), to say in words why a step missed.
 //! - [`BuildCache::trim`] drops records by age and size for `kiln prune` (then `Store::prune`
 //!   frees what they pinned).
-//! - [`context_sources`] (the usual entry point) or [`source_digest`] digests COPY/ADD sources from the context: content, mode, symlink
-//!   targets; never mtime (a fresh `git clone` still hits) nor the host's uid/gid (COPY gives
+//! - [`context_sources`] (the usual entry point) or [`source_digest`] digests COPY/ADD
+//!   sources from the context: content, mode, symlink targets; never mtime (a fresh `git clone` still hits) nor the host's uid/gid (COPY gives
 //!   files root or `--chown` ownership, which is part of the instruction).
 //!
 //! Layout under the store root:
@@ -207,7 +207,7 @@ impl<'s> BuildCache<'s> {
     /// `instruction changed`, `parent changed`, `not built before`.
     pub fn explain_miss(&self, slot: &str, now: &StepInputs) -> String {
         if self.disabled {
-            return "--no-cache".to_string();
+            return "cache disabled (--no-cache)".to_string();
         }
         let before = fs::read(self.slot_path(slot))
             .ok()
@@ -876,7 +876,10 @@ mod tests {
             args: BTreeMap::new(),
             files: Vec::new(),
         };
-        assert_eq!(disabled.explain_miss("s", &inputs), "--no-cache");
+        assert_eq!(
+            disabled.explain_miss("s", &inputs),
+            "cache disabled (--no-cache)"
+        );
         assert_eq!(BuildCache::open(&store, false).lookup(&key), Some(step));
     }
 
