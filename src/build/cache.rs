@@ -23,7 +23,6 @@
 //! ```
 
 // Until stage.rs calls it (the lead wires it): remove this line then.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

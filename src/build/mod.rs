@@ -53,6 +53,8 @@ pub struct BuildRequest {
     pub format: ImageFormat,
     /// `SOURCE_DATE_EPOCH`: clamps created times and file mtimes for reproducible images.
     pub source_date_epoch: Option<i64>,
+    /// `--no-cache`: build every step (results are still recorded for the next build).
+    pub no_cache: bool,
     /// The network RUN steps get unless they say otherwise (`--network`).
     pub network: crate::sandbox::Network,
 }
@@ -173,6 +175,17 @@ pub fn build(
         image: StoredImage::load(store, &blobs.manifest_digest)?,
         layers_built: runner.layers_built(),
     })
+}
+
+/// Trims the build cache (`kiln prune --keep-duration/--keep-bytes`): records unused for
+/// longer than `keep_duration`, then the least recently used beyond `keep_bytes`, are dropped
+/// and their layers unpinned, so the store's prune that follows can free them.
+pub(crate) fn trim_cache(
+    store: &Store,
+    keep_duration: Option<std::time::Duration>,
+    keep_bytes: Option<u64>,
+) -> Result<cache::TrimReport, cache::CacheError> {
+    cache::BuildCache::open(store, false).trim(keep_duration, keep_bytes)
 }
 
 /// One stat cache per context directory, kept in the store.

@@ -291,6 +291,7 @@ fn request(a: &Args) -> anyhow::Result<BuildRequest> {
         compression,
         format,
         source_date_epoch,
+        no_cache: a.no_cache,
         network: if a.network == "none" {
             Network::None
         } else {

@@ -47,7 +47,7 @@ pub struct Args {
 }
 
 /// `4194304`, `4MiB`, `4M`, `512KiB`, `5MB`.
-fn parse_size(s: &str) -> Result<u64, String> {
+pub(super) fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
