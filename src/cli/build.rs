@@ -1,6 +1,5 @@
 //! `kiln build`: the flags users know from `docker build`, `buildah bud` and kaniko.
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -247,21 +246,18 @@ fn reject_unwired(a: &Args) -> anyhow::Result<()> {
 
 fn request(a: &Args) -> anyhow::Result<BuildRequest> {
     let no_context = a.context.as_os_str() == "-";
-    let (dockerfile, name, path) = read_dockerfile(a, no_context)?;
+    let (dockerfile, name, path) = dockerfile(a, no_context)?;
     let tags = a
         .tags
         .iter()
         .map(|t| t.parse::<Reference>().with_context(|| format!("-t {t}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let build_args = a
-        .build_args
-        .iter()
-        .map(|kv| split_kv(kv, "--build-arg"))
-        .collect::<anyhow::Result<_>>()?;
+    let build_args = crate::plan::parse_build_args(&a.build_args, |k| std::env::var(k).ok())
+        .map_err(|w| anyhow::anyhow!("invalid --build-arg {w:?}: use NAME=VALUE"))?;
     let labels = a
         .labels
         .iter()
-        .map(|kv| split_kv(kv, "--label"))
+        .map(|kv| label(kv))
         .collect::<anyhow::Result<_>>()?;
     let compression = match a.compression.as_str() {
         "zstd" => Compression::Zstd { level: 3 },
@@ -301,52 +297,22 @@ fn request(a: &Args) -> anyhow::Result<BuildRequest> {
 }
 
 /// The Dockerfile text, the name errors use for it, and its path (for `<name>.dockerignore`).
-fn read_dockerfile(
-    a: &Args,
-    no_context: bool,
-) -> anyhow::Result<(String, String, Option<PathBuf>)> {
-    let from_stdin = no_context || a.file.as_deref().is_some_and(|f| f.as_os_str() == "-");
-    if from_stdin {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("reading the Dockerfile from stdin")?;
-        return Ok((text, "Dockerfile".into(), None));
-    }
-    let path = match &a.file {
-        Some(f) => f.clone(),
-        None => ["Dockerfile", "Containerfile"]
-            .iter()
-            .map(|n| a.context.join(n))
-            .find(|p| p.is_file())
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "no Dockerfile or Containerfile in {}; name one with -f",
-                    a.context.display()
-                )
-            })?,
-    };
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let name = if a.file.is_some() {
-        path.display().to_string()
+fn dockerfile(a: &Args, no_context: bool) -> anyhow::Result<(String, String, Option<PathBuf>)> {
+    let stdin = std::path::Path::new("-");
+    let path = if no_context {
+        stdin.to_path_buf()
     } else {
-        path.file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned()
+        super::plan::dockerfile_path(&a.context, a.file.as_deref())?
     };
-    Ok((text, name, Some(path)))
+    let (name, text) = super::debug::read_dockerfile(&path)?;
+    Ok((text, name, (path != stdin).then_some(path)))
 }
 
-fn split_kv(kv: &str, flag: &str) -> anyhow::Result<(String, String)> {
+/// `--label KEY=VALUE`.
+fn label(kv: &str) -> anyhow::Result<(String, String)> {
     match kv.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        // `--build-arg NAME` takes the value from the environment, as docker does.
-        None if flag == "--build-arg" && !kv.is_empty() => {
-            Ok((kv.to_string(), std::env::var(kv).unwrap_or_default()))
-        }
-        _ => anyhow::bail!("{flag} {kv:?}: expected KEY=VALUE"),
+        _ => anyhow::bail!("--label {kv:?}: expected KEY=VALUE"),
     }
 }
 
