@@ -197,21 +197,25 @@ fn a_rebuild_hits_the_cache_and_a_changed_file_is_named_in_the_miss() {
     std::fs::write(ctx.join("a.txt"), "a").unwrap();
     std::fs::write(ctx.join("src/b.txt"), "b").unwrap();
     let root = t.path().join("root");
-    let run = || {
+    let run_with_id = || {
         let out = build(&root, &["-t", "cached"], &ctx);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
     };
-    let first = run();
+    let run = || run_with_id().1;
+    let (first_id, first) = run_with_id();
     assert!(
         first.contains("COPY a.txt /a.txt: cache miss, not built before"),
         "{first}"
     );
-    let again = run();
+    // A second must pass so that a created time of "now" would differ.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (again_id, again) = run_with_id();
+    assert_eq!(
+        again_id, first_id,
+        "an unchanged rebuild from cache gives the same image ID"
+    );
     assert_eq!(again.matches("CACHED").count(), 2, "{again}");
     assert!(again.contains("0 layer(s) written"), "{again}");
     std::fs::write(ctx.join("src/b.txt"), "changed").unwrap();

@@ -64,6 +64,9 @@ pub(crate) struct CachedStep {
     pub layer: Option<Layer>,
     /// The history entry's `created_by`.
     pub created_by: String,
+    /// When the step was built (seconds since the epoch): a rebuild served wholly from the
+    /// cache stamps the image with it, so it gets the same digest as the first build.
+    pub created: i64,
 }
 
 /// The content digest of a COPY/ADD's sources, with per-file digests for explanations.
@@ -392,6 +395,8 @@ fn remove_file(path: &Path) -> Result<(), CacheError> {
 struct StepRecord {
     layer: Option<LayerRecord>,
     created_by: String,
+    #[serde(default)]
+    created: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -412,6 +417,7 @@ impl StepRecord {
                 compression: l.compression,
             }),
             created_by: step.created_by.clone(),
+            created: step.created,
         }
     }
 
@@ -424,6 +430,7 @@ impl StepRecord {
                 compression: l.compression,
             }),
             created_by: self.created_by,
+            created: self.created,
         }
     }
 }
@@ -823,6 +830,7 @@ mod tests {
         let store = Store::open(store_dir.path()).unwrap();
         let cache = BuildCache::open(&store, false);
         let step = CachedStep {
+            created: 0,
             layer: Some(layer(&store, "layer one")),
             created_by: "COPY . /app # buildkit".to_string(),
         };
@@ -845,6 +853,7 @@ mod tests {
         let store = Store::open(store_dir.path()).unwrap();
         let cache = BuildCache::open(&store, false);
         let step = CachedStep {
+            created: 0,
             layer: None,
             created_by: "ENV A=1".to_string(),
         };
@@ -862,6 +871,7 @@ mod tests {
         let store_dir = tempfile::tempdir().unwrap();
         let store = Store::open(store_dir.path()).unwrap();
         let step = CachedStep {
+            created: 0,
             layer: Some(layer(&store, "l")),
             created_by: "RUN make".to_string(),
         };
@@ -917,10 +927,12 @@ mod tests {
         let cache = BuildCache::open(&store, false);
         let (old_key, new_key) = (Digest::of(b"old"), Digest::of(b"new"));
         let old = CachedStep {
+            created: 0,
             layer: Some(layer(&store, "old layer")),
             created_by: "RUN old".to_string(),
         };
         let new = CachedStep {
+            created: 0,
             layer: Some(layer(&store, "new layer")),
             created_by: "RUN new".to_string(),
         };
@@ -953,6 +965,7 @@ mod tests {
         let keys: Vec<Digest> = (0..3).map(|i| Digest::of(&[i])).collect();
         for (i, key) in keys.iter().enumerate() {
             let step = CachedStep {
+                created: 0,
                 layer: Some(layer(&store, &"x".repeat(10 * (i + 1)))),
                 created_by: format!("RUN {i}"),
             };

@@ -43,6 +43,8 @@ pub(crate) struct Runner<'a> {
     platform: image::Platform,
     done: HashMap<usize, ImageBuilder>,
     layers_built: usize,
+    /// The latest build time among the cache hits (see [`Runner::take`]).
+    newest_hit: Option<i64>,
 }
 
 fn step_err(span: Span, message: impl Into<String>) -> BuildError {
@@ -77,6 +79,7 @@ impl<'a> Runner<'a> {
                 req.dockerfile_name
             ),
             announced_isolation: false,
+            newest_hit: None,
             req,
             context,
             progress,
@@ -91,11 +94,25 @@ impl<'a> Runner<'a> {
         self.layers_built
     }
 
-    /// The finished image of stage `index` (which must have been run).
+    /// The finished image of stage `index` (which must have been run). When no layer was
+    /// written, every layer came from the cache: the image is stamped with the time those
+    /// layers were built, so an unchanged rebuild reproduces the first build's digest
+    /// (`SOURCE_DATE_EPOCH`, when set, already fixes all times).
     pub(crate) fn take(&mut self, index: usize) -> ImageBuilder {
-        self.done
+        let mut img = self
+            .done
             .remove(&index)
-            .expect("the target stage was built")
+            .expect("the target stage was built");
+        if let (0, None, Some(t)) = (
+            self.layers_built,
+            self.req.source_date_epoch,
+            self.newest_hit,
+        ) {
+            if let Some(t) = DateTime::from_timestamp(t, 0) {
+                img.restamp(t);
+            }
+        }
+        img
     }
 
     pub(crate) fn run(&mut self, stage: &Stage) -> Result<(), BuildError> {
@@ -159,6 +176,7 @@ impl<'a> Runner<'a> {
         id: &str,
     ) -> Result<bool, BuildError> {
         if let Some(hit) = self.cache.lookup(key) {
+            self.newest_hit = self.newest_hit.max(Some(hit.created));
             match hit.layer {
                 Some(layer) => img.add_layer(layer, &hit.created_by),
                 None => img.add_empty_step(&hit.created_by),
@@ -175,6 +193,7 @@ impl<'a> Runner<'a> {
         let layer = (img.layers().len() > layers_before)
             .then(|| *img.layers().last().expect("a layer was added"));
         let record = CachedStep {
+            created: self.created.timestamp(),
             layer,
             created_by: step.original.trim().to_string(),
         };

@@ -124,6 +124,8 @@ pub struct ImageBuilder {
     cmd_set: bool,
     layers: Vec<Layer>,
     history: Vec<oci_spec::image::History>,
+    /// Where the entries this build adds start (the base image's own come first).
+    fresh_history: usize,
 }
 
 impl ImageBuilder {
@@ -137,6 +139,7 @@ impl ImageBuilder {
             cmd_set: false,
             layers: Vec::new(),
             history: Vec::new(),
+            fresh_history: 0,
         }
     }
 
@@ -158,6 +161,7 @@ impl ImageBuilder {
             config: parsed.config.map(Into::into).unwrap_or_default(),
             cmd_set: false,
             layers: base.layers.clone(),
+            fresh_history: parsed.history.as_ref().map_or(0, Vec::len),
             history: parsed.history.unwrap_or_default(),
         })
     }
@@ -258,6 +262,17 @@ impl ImageBuilder {
 
     pub fn set_shell(&mut self, shell: Vec<String>) {
         self.config.shell = Some(shell);
+    }
+
+    /// Sets the image's created time and that of every history entry this build added (the
+    /// base image's entries keep theirs). A build served wholly from the cache uses it to
+    /// reproduce the first build's config, and so its digest.
+    pub fn restamp(&mut self, created: DateTime<Utc>) {
+        self.created = created;
+        let t = rfc3339(&created);
+        for h in &mut self.history[self.fresh_history..] {
+            h.set_created(Some(t.clone()));
+        }
     }
 
     /// Appends a layer produced by a step, with its history entry.
