@@ -96,7 +96,12 @@ fn copy_entry(
         };
         mknod(dst, kind, Mode::from_bits_truncate(0o600), meta.rdev()).map_err(|e| err(dst, e))?;
     }
-    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid())).map_err(|e| err(dst, e))?;
+    match std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid())) {
+        // An owner outside the user namespace's map (shown as the overflow id) cannot be
+        // given; the copy keeps ours, as overlay would show "nobody" instead.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+        other => other.map_err(|e| err(dst, e))?,
+    }
     if !ft.is_symlink() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dst, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
@@ -308,29 +313,37 @@ impl Diff<'_> {
     fn whiteout(&mut self, rel: &Path) -> Res<()> {
         self.parents(rel)?;
         let dst = self.upper.join(rel);
-        match self.markers {
-            Markers::Trusted => mknod(&dst, SFlag::S_IFCHR, Mode::empty(), 0)
-                .map_err(|e| err(&dst, format!("creating a whiteout: {e}"))),
-            Markers::User => {
-                std::fs::File::create(&dst).map_err(|e| err(&dst, e))?;
-                self.mark(&dst, "whiteout", b"")?;
-                // A userxattr overlay only looks for xattr whiteouts in dirs marked "x".
-                let parent = dst.parent().expect("below the upper dir");
-                if parent != self.upper && !has_overlay_attr(parent, "opaque", b"y") {
-                    self.mark(parent, "opaque", b"x")?;
-                }
-                Ok(())
-            }
+        // An upper dir that is itself on overlayfs refuses 0/0 devices: the xattr form then.
+        if self.markers == Markers::Trusted
+            && mknod(&dst, SFlag::S_IFCHR, Mode::empty(), 0).is_ok()
+        {
+            return Ok(());
         }
+        std::fs::File::create(&dst).map_err(|e| err(&dst, e))?;
+        self.mark(&dst, "whiteout", b"")?;
+        // An overlay reads xattr whiteouts only in directories marked "x".
+        let parent = dst.parent().expect("below the upper dir");
+        if parent != self.upper && !has_overlay_attr(parent, "opaque", b"y") {
+            self.mark(parent, "opaque", b"x")?;
+        }
+        Ok(())
     }
 
+    /// Sets `overlay.<attr>`, `trusted.` first for real root; `user.` where `trusted.` is
+    /// refused (a user namespace, an upper dir on overlayfs).
     fn mark(&self, path: &Path, attr: &str, value: &[u8]) -> Res<()> {
-        let prefix = match self.markers {
-            Markers::Trusted => "trusted.overlay.",
-            Markers::User => "user.overlay.",
+        let prefixes: &[&str] = match self.markers {
+            Markers::Trusted => &["trusted.overlay.", "user.overlay."],
+            Markers::User => &["user.overlay."],
         };
-        xattr::set(path, format!("{prefix}{attr}"), value)
-            .map_err(|e| err(path, format!("setting {prefix}{attr}: {e}")))
+        let mut last = None;
+        for prefix in prefixes {
+            match xattr::set(path, format!("{prefix}{attr}"), value) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(format!("setting {prefix}{attr}: {e}")),
+            }
+        }
+        Err(err(path, last.expect("at least one prefix")))
     }
 
     fn finish(self) -> Res<()> {
