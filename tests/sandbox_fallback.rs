@@ -142,7 +142,10 @@ fn assert_expected_changes(upper: &Path) {
     }
     assert!(!d.iter().any(|l| l.starts_with("data/hidden")), "{d:#?}");
     let link = d.iter().find(|l| l.starts_with("data/link")).unwrap();
-    assert!(link.ends_with(" data/link") || link.ends_with(" data/orig"), "{d:#?}");
+    assert!(
+        link.ends_with(" data/link") || link.ends_with(" data/orig"),
+        "{d:#?}"
+    );
 }
 
 #[test]
@@ -177,7 +180,11 @@ fn copy_fallback_writes_the_same_upper_dir_as_overlay_in_chroot_mode() {
     let (outcome, events) = run(&sandbox, &quiet);
     assert_eq!(outcome.exit_code, 0, "{:?}", output_of(&events));
     assert!(warnings(&events).is_empty());
-    assert!(tree(&quiet.upper_dir).is_empty(), "{:?}", tree(&quiet.upper_dir));
+    assert!(
+        tree(&quiet.upper_dir).is_empty(),
+        "{:?}",
+        tree(&quiet.upper_dir)
+    );
 }
 
 #[test]
@@ -192,7 +199,12 @@ fn a_real_overlay_refusal_falls_back_to_the_copy_and_says_so() {
     let ro = dir.path().join("on-overlay");
     std::fs::create_dir(&ro).unwrap();
     let upper = ro.join("upper-ro");
-    let mut spec = spec("ro", dir.path(), &lower, "echo new > /etc/motd; rm /etc/gone");
+    let mut spec = spec(
+        "ro",
+        dir.path(),
+        &lower,
+        "echo new > /etc/motd; rm /etc/gone",
+    );
     std::fs::remove_dir(&spec.upper_dir).unwrap();
     spec.upper_dir = upper.clone();
     let (l, u, w) = (
@@ -259,7 +271,12 @@ fn plain_chroot_without_a_mount_namespace_runs_and_diffs_like_overlay() {
         "{}",
         probe.reason
     );
-    assert!(Sandbox::new(KILN, Isolation::Chroot).probe().unwrap().mount_namespace);
+    assert!(
+        Sandbox::new(KILN, Isolation::Chroot)
+            .probe()
+            .unwrap()
+            .mount_namespace
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let lowers = two_layers(dir.path());
@@ -297,10 +314,7 @@ fn plain_chroot_without_a_mount_namespace_runs_and_diffs_like_overlay() {
         .run_step(&mounting, &Progress::none())
         .unwrap_err()
         .to_string();
-    assert!(
-        err.contains("RUN --mount needs a mount namespace"),
-        "{err}"
-    );
+    assert!(err.contains("RUN --mount needs a mount namespace"), "{err}");
 }
 
 #[test]
@@ -371,7 +385,11 @@ fn rootless_copy_fallback_writes_the_same_upper_dir_as_overlay() {
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let outcome: StepOutcome = serde_json::from_slice(&out.stdout).unwrap();
     let events = sandbox_support::events(&out);
     assert_eq!(outcome.exit_code, 0, "{:?}", output_lines(&events));
@@ -382,7 +400,11 @@ fn rootless_copy_fallback_writes_the_same_upper_dir_as_overlay() {
     );
     let (a, b) = (describe(&copy.upper_dir), describe(&overlay.upper_dir));
     assert_eq!(a, b);
-    for needle in ["etc/gone whiteout", "data dir opaque=true", "srv/app/created"] {
+    for needle in [
+        "etc/gone whiteout",
+        "data dir opaque=true",
+        "srv/app/created",
+    ] {
         assert!(a.iter().any(|l| l.contains(needle)), "{needle}: {a:#?}");
     }
     assert!(leftover_state_dirs(dir.path()).is_empty());

@@ -4,7 +4,7 @@
 //!
 //! Runs in the step's outer process, i.e. as root of the user namespace in rootless mode, so
 //! files of any mapped id can be copied and compared. Content is read only for entries whose
-//! (size, mtime ns, mode, uid, gid, inode, ctime ns) changed.
+//! (size, mtime ns, mode, uid, gid, inode, ctime ns, birth time) changed.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::Metadata;
@@ -33,7 +33,10 @@ fn apply_layer(layer: &Path, dest: &Path) -> Res<()> {
     let mut dirs = Vec::new();
     for entry in walkdir::WalkDir::new(layer).min_depth(1) {
         let entry = entry.map_err(|e| err(layer, e))?;
-        let rel = entry.path().strip_prefix(layer).expect("walk stays in layer");
+        let rel = entry
+            .path()
+            .strip_prefix(layer)
+            .expect("walk stays in layer");
         let meta = entry.metadata().map_err(|e| err(entry.path(), e))?;
         let target = dest.join(rel);
         if is_whiteout(entry.path(), &meta) {
@@ -165,6 +168,9 @@ struct Stat {
     uid: u32,
     gid: u32,
     ino: u64,
+    /// Birth time (statx), where the file system keeps one: a deleted entry's inode number
+    /// is often reused at once (`rm -r d; mkdir d`), its birth time is not.
+    born: Option<std::time::SystemTime>,
 }
 
 impl Stat {
@@ -177,11 +183,15 @@ impl Stat {
             uid: m.uid(),
             gid: m.gid(),
             ino: m.ino(),
+            born: m.created().ok(),
         }
     }
 
-    fn kind(&self) -> u32 {
-        self.mode & libc::S_IFMT
+    /// Another inode now lives at the path (deleted and made again).
+    fn replaced_by(&self, now: &Stat) -> bool {
+        self.mode & libc::S_IFMT != now.mode & libc::S_IFMT
+            || self.ino != now.ino
+            || self.born != now.born
     }
 }
 
@@ -228,12 +238,16 @@ pub(crate) fn write_diff(before: Snapshot, root: &Path, upper: &Path, markers: M
     let mut walk = walkdir::WalkDir::new(root).min_depth(1).into_iter();
     while let Some(entry) = walk.next() {
         let entry = entry.map_err(|e| err(root, e))?;
-        let rel = entry.path().strip_prefix(root).expect("in root").to_path_buf();
+        let rel = entry
+            .path()
+            .strip_prefix(root)
+            .expect("in root")
+            .to_path_buf();
         let meta = entry.metadata().map_err(|e| err(entry.path(), e))?;
         let now = Stat::of(&meta);
         let old = before.remove(&rel);
         let under_fresh = rel.parent().is_some_and(|p| fresh.contains(p));
-        let replaced = old.is_some_and(|o| o.kind() != now.kind() || o.ino != now.ino);
+        let replaced = old.is_some_and(|o| o.replaced_by(&now));
         if under_fresh || old.is_none() || replaced {
             let opaque = replaced && meta.is_dir();
             diff.copy(&rel, &meta, opaque)?;
@@ -314,8 +328,7 @@ impl Diff<'_> {
         self.parents(rel)?;
         let dst = self.upper.join(rel);
         // An upper dir that is itself on overlayfs refuses 0/0 devices: the xattr form then.
-        if self.markers == Markers::Trusted
-            && mknod(&dst, SFlag::S_IFCHR, Mode::empty(), 0).is_ok()
+        if self.markers == Markers::Trusted && mknod(&dst, SFlag::S_IFCHR, Mode::empty(), 0).is_ok()
         {
             return Ok(());
         }
@@ -416,12 +429,20 @@ mod tests {
         write_diff(before, &root, &upper, Markers::User).unwrap();
         assert_eq!(
             tree(&upper),
-            ["etc", "etc/edit", "etc/gone", "new", "new/file", "swap", "swap/new", "tree"]
+            [
+                "etc", "etc/edit", "etc/gone", "new", "new/file", "swap", "swap/new", "tree"
+            ]
         );
-        assert_eq!(std::fs::read_to_string(upper.join("etc/edit")).unwrap(), "after");
+        assert_eq!(
+            std::fs::read_to_string(upper.join("etc/edit")).unwrap(),
+            "after"
+        );
         for w in ["etc/gone", "tree"] {
             let p = upper.join(w);
-            assert!(is_whiteout(&p, &std::fs::symlink_metadata(&p).unwrap()), "{w}");
+            assert!(
+                is_whiteout(&p, &std::fs::symlink_metadata(&p).unwrap()),
+                "{w}"
+            );
         }
         assert!(has_overlay_attr(&upper.join("swap"), "opaque", b"y"));
         assert!(has_overlay_attr(&upper.join("etc"), "opaque", b"x"));
