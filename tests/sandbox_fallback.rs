@@ -409,3 +409,66 @@ fn rootless_copy_fallback_writes_the_same_upper_dir_as_overlay() {
     }
     assert!(leftover_state_dirs(dir.path()).is_empty());
 }
+
+#[test]
+fn a_read_write_bind_without_overlay_writes_to_a_throwaway_copy() {
+    if !root_or_skip("a_read_write_bind_without_overlay_writes_to_a_throwaway_copy") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lower = busybox_rootfs(dir.path());
+    let source = dir.path().join("context");
+    std::fs::create_dir(&source).unwrap();
+    std::fs::write(source.join("in"), "ctx\n").unwrap();
+    let mut spec = spec(
+        "rwbind",
+        dir.path(),
+        &lower,
+        "cat /src/in && echo scribble > /src/in && echo more > /src/new && cat /src/in",
+    );
+    spec.mounts.push(MountSpec::Bind {
+        source: source.clone(),
+        target: "/src".into(),
+        readonly: false,
+    });
+    let sandbox = Sandbox::new(KILN, Isolation::Chroot).forcing(NO_OVERLAY);
+    let (outcome, events) = run(&sandbox, &spec);
+    assert_eq!(outcome.exit_code, 0, "{:?}", output_of(&events));
+    assert_eq!(output_of(&events), ["ctx", "scribble"]);
+    assert_eq!(std::fs::read_to_string(source.join("in")).unwrap(), "ctx\n");
+    assert!(!source.join("new").exists());
+    assert!(
+        tree(&spec.upper_dir).is_empty(),
+        "{:?}",
+        tree(&spec.upper_dir)
+    );
+}
+
+#[test]
+fn plain_chroot_kills_what_the_step_left_running() {
+    if !root_or_skip("plain_chroot_kills_what_the_step_left_running") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lower = busybox_rootfs(dir.path());
+    let marker = "654321";
+    let spec = spec(
+        "bg",
+        dir.path(),
+        &lower,
+        &format!("sleep {marker} >/dev/null 2>&1 & echo started"),
+    );
+    let sandbox = Sandbox::new(KILN, Isolation::Chroot).forcing(NO_MOUNTNS);
+    let (outcome, events) = run(&sandbox, &spec);
+    assert_eq!(outcome.exit_code, 0, "{:?}", output_of(&events));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_with(&format!("sleep {marker}")).is_empty() {
+        assert!(Instant::now() < deadline, "a background process survived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        tree(&spec.upper_dir).is_empty(),
+        "{:?}",
+        tree(&spec.upper_dir)
+    );
+}

@@ -226,6 +226,11 @@ fn pid1(spec: &InitSpec, status: &mut StatusPipe) -> Result<i32, String> {
                 // No pid namespace to tear down: the caller cancels by killing the command's
                 // process group (it calls setsid) instead.
                 status.send(&Status::Pid1(child.as_raw()));
+                let code = reap_until(child);
+                // What it left running in its group must not outlive the step (and write
+                // into the copy while it is diffed).
+                let _ = nix::sys::signal::kill(Pid::from_raw(-child.as_raw()), Signal::SIGKILL);
+                return Ok(code);
             }
             Ok(reap_until(child))
         }

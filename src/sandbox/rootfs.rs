@@ -213,6 +213,13 @@ fn mount_one(spec: &InitSpec, i: usize, m: &InitMount, created: &mut dyn FnMut(&
                 MsFlags::empty(),
                 Some("mode=700"),
             )?;
+            if spec.copy {
+                // No overlay here: the writes go to a throwaway copy on that tmpfs.
+                let copy = base.join("copy");
+                std::fs::create_dir(&copy).map_err(|e| format!("{}: {e}", copy.display()))?;
+                super::snapshot::populate(std::slice::from_ref(source), &copy)?;
+                return bind(&copy, &target, false);
+            }
             for d in ["upper", "work"] {
                 std::fs::create_dir(base.join(d)).map_err(|e| format!("{d}: {e}"))?;
             }

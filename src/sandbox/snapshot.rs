@@ -45,9 +45,9 @@ fn apply_layer(layer: &Path, dest: &Path) -> Res<()> {
         }
         let existing = std::fs::symlink_metadata(&target).ok();
         let keep_dir = meta.is_dir() && existing.as_ref().is_some_and(|m| m.is_dir());
-        if keep_dir && has_overlay_attr(entry.path(), "opaque", b"y") {
-            remove_any(&target)?;
-        } else if !keep_dir && existing.is_some() {
+        // An opaque directory hides what lower layers put below it: start it afresh.
+        let opaque = keep_dir && has_overlay_attr(entry.path(), "opaque", b"y");
+        if opaque || (!keep_dir && existing.is_some()) {
             remove_any(&target)?;
         }
         copy_entry(entry.path(), &meta, &target, &mut links)?;
@@ -145,17 +145,22 @@ fn remove_any(path: &Path) -> Res<()> {
     }
 }
 
-fn has_overlay_attr(path: &Path, attr: &str, value: &[u8]) -> bool {
-    ["trusted.overlay.", "user.overlay."].iter().any(|p| {
-        matches!(xattr::get(path, format!("{p}{attr}")), Ok(Some(v)) if v == value
-            || (attr == "whiteout"))
-    })
+/// The value of `trusted.overlay.<attr>` or `user.overlay.<attr>`.
+fn overlay_attr(path: &Path, attr: &str) -> Option<Vec<u8>> {
+    ["trusted.overlay.", "user.overlay."]
+        .iter()
+        .find_map(|p| xattr::get(path, format!("{p}{attr}")).ok().flatten())
 }
 
+fn has_overlay_attr(path: &Path, attr: &str, value: &[u8]) -> bool {
+    overlay_attr(path, attr).is_some_and(|v| v == value)
+}
+
+/// Both forms the layer writer accepts (see `layer::walk::is_whiteout`).
 fn is_whiteout(path: &Path, meta: &Metadata) -> bool {
     let ft = meta.file_type();
     (ft.is_char_device() && meta.rdev() == 0)
-        || (ft.is_file() && meta.len() == 0 && has_overlay_attr(path, "whiteout", b""))
+        || (ft.is_file() && meta.len() == 0 && overlay_attr(path, "whiteout").is_some())
 }
 
 /// What is compared to find a changed entry (content is read only when these differ).
@@ -235,8 +240,7 @@ pub(crate) fn write_diff(before: Snapshot, root: &Path, upper: &Path, markers: M
         dirs: Vec::new(),
     };
     let mut fresh: HashSet<PathBuf> = HashSet::new(); // replaced dirs: all below is new
-    let mut walk = walkdir::WalkDir::new(root).min_depth(1).into_iter();
-    while let Some(entry) = walk.next() {
+    for entry in walkdir::WalkDir::new(root).min_depth(1) {
         let entry = entry.map_err(|e| err(root, e))?;
         let rel = entry
             .path()
