@@ -120,25 +120,46 @@ pub(crate) fn run_step(
         refuse_without_mounts(spec)?;
     }
     let (mounts, _cache_locks) = resolve_mounts(spec)?;
+    let (exit_code, tail, created) = attempt(sandbox, probe, spec, &id_map, mounts, progress)?;
+    remove_stubs(&spec.upper_dir, &created);
+    if sandbox.cancel.is_cancelled() {
+        return Err(interrupted());
+    }
+    Ok(StepOutcome {
+        exit_code,
+        tail,
+        isolation: probe.isolation,
+        id_map,
+    })
+}
+
+/// Runs the step on overlay, or on a copy when overlay is off or refuses to mount (then the
+/// command had not started: it is run again on a copy, and later steps go there directly).
+fn attempt(
+    sandbox: &Sandbox,
+    probe: &Probe,
+    spec: &StepSpec,
+    id_map: &IdMap,
+    mounts: Vec<InitMount>,
+    progress: &Progress,
+) -> Result<Executed, SandboxError> {
     let mut copy = !probe.mount_namespace || sandbox.no_overlay.load(Ordering::Relaxed);
-    let (exit_code, tail, created) = loop {
+    loop {
         if copy && !sandbox.warned_copy.swap(true, Ordering::Relaxed) {
             progress.warn(copy_warning(probe, sandbox.force));
         }
         let state = StateDir::create(spec)?;
-        let mut init = state.init_spec(spec, &id_map, probe.isolation, mounts.clone());
+        let mut init = state.init_spec(spec, id_map, probe.isolation, mounts.clone());
         init.mount_namespace = probe.mount_namespace;
         init.copy = copy;
-        let result = execute(sandbox, &init, &id_map, spec, progress);
-        let cleanup = state.remove();
-        if let Err(e) = cleanup {
+        let result = execute(sandbox, &init, id_map, spec, progress);
+        if let Err(e) = state.remove() {
             progress.warn(format!(
                 "step {}: could not remove its scratch dir: {e}",
                 spec.id
             ));
         }
         match result {
-            // Overlay refused before the command ran: retry on a copy, and remember.
             Err(SandboxError::Setup { message, .. })
                 if !copy && message.contains(OVERLAY_FAILED) =>
             {
@@ -150,19 +171,9 @@ pub(crate) fn run_step(
                 ));
                 copy = true;
             }
-            other => break other?,
+            other => return other,
         }
-    };
-    remove_stubs(&spec.upper_dir, &created);
-    if sandbox.cancel.is_cancelled() {
-        return Err(interrupted());
     }
-    Ok(StepOutcome {
-        exit_code,
-        tail,
-        isolation: probe.isolation,
-        id_map,
-    })
 }
 
 fn copy_warning(probe: &Probe, force: Force) -> String {
