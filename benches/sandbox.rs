@@ -12,7 +12,7 @@ use std::process::Command;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use kiln::progress::Progress;
-use kiln::sandbox::{Isolation, Sandbox, StepSpec};
+use kiln::sandbox::{Force, Isolation, Sandbox, StepSpec};
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 const FILES: usize = 50_000;
@@ -117,6 +117,34 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    group.finish();
+    if root {
+        copy_fallback(c, dir.path(), &lower, &mut n);
+    }
+}
+
+/// The overlay-less fallback for comparison: copying the 50,000-file base, snapshotting it,
+/// running, diffing and removing the copy, per step.
+fn copy_fallback(c: &mut Criterion, dir: &Path, lower: &Path, n: &mut usize) {
+    let mut group = c.benchmark_group("sandbox_run_true_50k_files_no_overlay");
+    group.sample_size(10);
+    let force = Force {
+        no_overlay: true,
+        ..Force::default()
+    };
+    let sandbox = Sandbox::new(KILN, Isolation::Chroot).forcing(force);
+    sandbox.probe().unwrap();
+    group.bench_function("chroot_copy", |b| {
+        b.iter(|| {
+            *n += 1;
+            let spec = spec(dir, lower, *n);
+            let outcome = sandbox.run_step(&spec, &Progress::none()).unwrap();
+            assert_eq!(outcome.exit_code, 0);
+            let entries = walk_diff(&spec.upper_dir);
+            std::fs::remove_dir_all(&spec.upper_dir).unwrap();
+            entries
+        })
+    });
     group.finish();
 }
 

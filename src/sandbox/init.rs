@@ -19,7 +19,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
 
 use super::protocol::{GO, InitSpec, STATUS_FD, Status};
-use super::{Network, user};
+use super::{Network, snapshot, user};
 
 /// Exit code of the init when the sandbox itself failed (not the command).
 const SETUP_FAILED: u8 = 125;
@@ -37,11 +37,17 @@ pub fn enter_if_requested() -> Option<ExitCode> {
 }
 
 /// Tries what a rootless step needs first: a user namespace with a mount namespace in it.
+/// With the argument `mountns` (chroot mode, root): a mount namespace alone.
 fn probe_main() -> ExitCode {
-    match unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS) {
+    let flags = if std::env::args().nth(2).as_deref() == Some("mountns") {
+        CloneFlags::CLONE_NEWNS
+    } else {
+        CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS
+    };
+    match unshare(flags) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("unshare(CLONE_NEWUSER|CLONE_NEWNS): {e}");
+            eprintln!("unshare({flags:?}): {e}");
             ExitCode::from(1)
         }
     }
@@ -96,12 +102,16 @@ fn outer(stdin: &mut impl BufRead, status: &mut StatusPipe) -> Result<ExitCode, 
     if spec.network == Network::None {
         flags |= CloneFlags::CLONE_NEWNET;
     }
+    if !spec.mount_namespace {
+        // Plain chroot: no namespace at all (the container forbids them).
+        flags = CloneFlags::empty();
+    }
     unshare(flags).map_err(|e| {
         let hint = if spec.user_namespace {
             "user namespaces are forbidden here; run kiln as root for chroot isolation"
         } else {
-            "this container forbids namespaces (no CAP_SYS_ADMIN); the plain-chroot fallback \
-             is not implemented yet"
+            "this container forbids namespaces (no CAP_SYS_ADMIN); the probe should have \
+             chosen plain chroot"
         };
         format!("unshare({flags:?}): {e} ({hint})")
     })?;
@@ -114,6 +124,14 @@ fn outer(stdin: &mut impl BufRead, status: &mut StatusPipe) -> Result<ExitCode, 
         return Err("the parent did not confirm the id maps".into());
     }
     redirect_stdin_to_null()?;
+    let before = if spec.copy {
+        let merged = &spec.merged;
+        snapshot::populate(&spec.lowers, merged)
+            .map_err(|e| format!("copying the lower dirs (overlay fallback): {e}"))?;
+        Some(snapshot::Snapshot::take(merged).map_err(|e| format!("snapshot: {e}"))?)
+    } else {
+        None
+    };
     // SAFETY: this process is single-threaded (a fresh exec of kiln that started no threads),
     // so the child may do anything after fork.
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
@@ -129,9 +147,40 @@ fn outer(stdin: &mut impl BufRead, status: &mut StatusPipe) -> Result<ExitCode, 
         }
         ForkResult::Parent { child } => {
             status.send(&Status::Pid1(child.as_raw()));
-            Ok(ExitCode::from(wait_for(child) as u8))
+            let code = wait_for(child);
+            if let Some(before) = before {
+                finish_copy(&spec, before, code)?;
+            }
+            Ok(ExitCode::from(code as u8))
         }
     }
+}
+
+/// Copy fallback, after the step: its diff into the upper dir (only when the setup
+/// succeeded), then the copy removed here, where every mapped id is ours to delete.
+fn finish_copy(spec: &InitSpec, before: snapshot::Snapshot, code: i32) -> Result<(), String> {
+    let markers = if spec.user_namespace {
+        snapshot::Markers::User
+    } else {
+        snapshot::Markers::Trusted
+    };
+    let diff = if code == SETUP_FAILED as i32 {
+        Ok(())
+    } else {
+        snapshot::write_diff(before, &spec.merged, &spec.upper, markers)
+            .map_err(|e| format!("writing the step's diff (overlay fallback): {e}"))
+    };
+    if let Ok(entries) = std::fs::read_dir(&spec.merged) {
+        for entry in entries.flatten() {
+            let p = entry.path();
+            let _ = if p.is_dir() && !p.is_symlink() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+        }
+    }
+    diff
 }
 
 fn redirect_stdin_to_null() -> Result<(), String> {
@@ -146,13 +195,23 @@ fn pid1(spec: &InitSpec, status: &mut StatusPipe) -> Result<i32, String> {
     // before this line cannot be detected; the outer process only dies by SIGKILL, and then
     // the caller kills pid 1 too (Cancel).
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("pdeathsig: {e}"))?;
-    nix::unistd::sethostname(&spec.hostname).map_err(|e| format!("sethostname: {e}"))?;
+    if spec.mount_namespace {
+        nix::unistd::sethostname(&spec.hostname).map_err(|e| format!("sethostname: {e}"))?;
+    }
     if spec.network == Network::None {
         loopback_up()?;
     }
-    super::rootfs::prepare(spec, &mut |p| {
-        status.send(&Status::Created(p.to_path_buf()))
-    })?;
+    let mut created = |p: &Path| status.send(&Status::Created(p.to_path_buf()));
+    if !spec.mount_namespace {
+        super::rootfs::plain_chroot(spec, &mut created)?;
+    } else if spec.copy {
+        // The outer process walks the copy afterwards: pid 1's pivot_root must not move its
+        // root too, so pid 1 gets a mount namespace of its own.
+        unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))?;
+        super::rootfs::prepare(spec, &mut created)?;
+    } else {
+        super::rootfs::prepare(spec, &mut created)?;
+    }
     let creds = credentials(spec)?;
     let workdir = super::rootfs::resolve_in_root(Path::new("/"), &spec.workdir)?;
     create_workdir(&workdir, &creds)
@@ -162,7 +221,19 @@ fn pid1(spec: &InitSpec, status: &mut StatusPipe) -> Result<i32, String> {
     // SAFETY: pid 1 is single-threaded (forked from the single-threaded outer process).
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => exec.run(&creds, &workdir),
-        ForkResult::Parent { child } => Ok(reap_until(child)),
+        ForkResult::Parent { child } => {
+            if !spec.mount_namespace {
+                // No pid namespace to tear down: the caller cancels by killing the command's
+                // process group (it calls setsid) instead.
+                status.send(&Status::Pid1(child.as_raw()));
+                let code = reap_until(child);
+                // What it left running in its group must not outlive the step (and write
+                // into the copy while it is diffed).
+                let _ = nix::sys::signal::kill(Pid::from_raw(-child.as_raw()), Signal::SIGKILL);
+                return Ok(code);
+            }
+            Ok(reap_until(child))
+        }
     }
 }
 

@@ -38,8 +38,19 @@
 //! `Rootless`: a user namespace; with a `/etc/subuid`+`/etc/subgid` range and
 //! `newuidmap`/`newgidmap` the map is `0 → user, 1..=N → range`, else `0 → user` only (one
 //! warning). Overlay is mounted with `userxattr`. `Chroot`: for root, no user namespace, same
-//! mount/pid/ipc/uts namespaces. A kernel that cannot mount overlay is reported as
-//! [`SandboxError::Setup`]; the copy + snapshot-diff fallback is not implemented yet.
+//! mount/pid/ipc/uts namespaces.
+//!
+//! # Fallbacks ([`Force`] forces them)
+//! - Overlay cannot be mounted (old kernel, some containers): the step is retried (it had not
+//!   run) on one writable copy of the merged lower dirs, and its diff is written into the upper
+//!   dir afterwards by comparing (size, mtime ns, mode, uid, gid, inode, ctime) before and
+//!   after. Same overlay form; in a user namespace whiteouts are empty files with
+//!   `user.overlay.whiteout` (mknod is refused there). A progress warning says so, once.
+//! - Chroot mode where mount namespaces are forbidden (kaniko-like containers): plain
+//!   chroot(2) into that copy, no namespaces at all, no fresh `/proc`, basic `/dev` nodes
+//!   created (and kept out of the diff), the image's own `/etc/hosts`; `RUN --mount` and
+//!   `--network none` are refused. [`Probe::mount_namespace`] is `false` and its reason says
+//!   why. Cancel kills the command's process group (no pid namespace to tear down).
 
 mod cache;
 mod entry;
@@ -50,6 +61,7 @@ mod probe;
 mod protocol;
 mod rootfs;
 mod runner;
+mod snapshot;
 mod user;
 
 use std::fmt;
@@ -199,14 +211,29 @@ impl StepOutcome {
     }
 }
 
+/// Weaker modes forced on purpose (tests, or a user who knows the kernel lies), as if the
+/// surrounding container imposed them. `KILN_SANDBOX_FORCE=no-overlay,no-mountns` sets them
+/// for the hidden `__sandbox-run` entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Force {
+    /// Use the copy + snapshot-diff fallback instead of overlay.
+    pub no_overlay: bool,
+    /// Chroot mode: act as if `unshare(CLONE_NEWNS)` were forbidden (plain chroot).
+    pub no_mount_namespace: bool,
+}
+
 /// Runs RUN steps. Cheap to create; probes the kernel once, on first use.
 #[derive(Debug)]
 pub struct Sandbox {
     kiln_exe: PathBuf,
     isolation: Isolation,
+    force: Force,
     probed: std::sync::OnceLock<Result<Probe, SandboxError>>,
     cancel: Cancel,
     warned_single_map: std::sync::atomic::AtomicBool,
+    /// Overlay failed once (or is forced off): later steps go straight to the copy.
+    no_overlay: std::sync::atomic::AtomicBool,
+    warned_copy: std::sync::atomic::AtomicBool,
 }
 
 impl Sandbox {
@@ -215,16 +242,26 @@ impl Sandbox {
         Sandbox {
             kiln_exe: kiln_exe.into(),
             isolation,
+            force: Force::default(),
             probed: std::sync::OnceLock::new(),
             cancel: Cancel::default(),
             warned_single_map: Default::default(),
+            no_overlay: Default::default(),
+            warned_copy: Default::default(),
         }
+    }
+
+    /// The same sandbox with weaker modes forced (see [`Force`]).
+    pub fn forcing(mut self, force: Force) -> Sandbox {
+        self.force = force;
+        self.no_overlay = force.no_overlay.into();
+        self
     }
 
     /// Which mode steps run in, and why a stronger one was not taken.
     pub fn probe(&self) -> Result<Probe, SandboxError> {
         self.probed
-            .get_or_init(|| probe::probe(&self.kiln_exe, self.isolation))
+            .get_or_init(|| probe::probe(&self.kiln_exe, self.isolation, self.force))
             .clone()
     }
 

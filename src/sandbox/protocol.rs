@@ -9,6 +9,9 @@ use super::{Network, SecretBytes};
 pub(crate) const STATUS_FD: i32 = 3;
 /// The line the parent sends once the id maps are written.
 pub(crate) const GO: &str = "go";
+/// How a setup error that means "overlay cannot be mounted here" starts; the parent then
+/// retries the step with the copy fallback (the command has not run).
+pub(crate) const OVERLAY_FAILED: &str = "overlay cannot be mounted: ";
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct InitSpec {
@@ -16,6 +19,11 @@ pub(crate) struct InitSpec {
     pub user_namespace: bool,
     /// Only one id is mapped: `setgroups` is denied in the namespace.
     pub single_id: bool,
+    /// The step may create a mount namespace; `false` is plain chroot(2) (implies `copy`).
+    pub mount_namespace: bool,
+    /// No overlay: `merged` is filled with a copy of the lowers and the diff is computed
+    /// into `upper` after the step.
+    pub copy: bool,
     pub lowers: Vec<PathBuf>,
     pub upper: PathBuf,
     pub work: PathBuf,
@@ -33,7 +41,7 @@ pub(crate) struct InitSpec {
     pub mounts: Vec<InitMount>,
 }
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) enum InitMount {
     Bind {
         source: PathBuf,

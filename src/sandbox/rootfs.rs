@@ -11,7 +11,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::statvfs::{FsFlags, statvfs};
 
-use super::protocol::{InitMount, InitSpec};
+use super::protocol::{InitMount, InitSpec, OVERLAY_FAILED};
 
 type Res<T> = Result<T, String>;
 
@@ -43,6 +43,10 @@ pub(crate) fn prepare(spec: &InitSpec, created: &mut dyn FnMut(&Path)) -> Res<()
 }
 
 fn mount_overlay(spec: &InitSpec) -> Res<()> {
+    if spec.copy {
+        // The root is a plain copy; pivot_root needs it to be a mount point.
+        return bind(&spec.merged, &spec.merged, false);
+    }
     let lowers: Vec<String> = spec
         .lowers
         .iter()
@@ -73,9 +77,39 @@ fn mount_overlay(spec: &InitSpec) -> Res<()> {
         MsFlags::empty(),
         Some(&data),
     )
-    .map_err(|e| {
-        format!("{e} (the copy-and-diff fallback for kernels without overlay is not implemented)")
-    })
+    .map_err(|e| format!("{OVERLAY_FAILED}{e}"))
+}
+
+/// Plain chroot(2) into the copy, for containers that forbid mount namespaces: no mounts at
+/// all (no fresh /proc, the image's own /etc files). Missing basic devices are created as
+/// nodes (reported, so they leave the diff again).
+pub(crate) fn plain_chroot(spec: &InitSpec, created: &mut dyn FnMut(&Path)) -> Res<()> {
+    let root = spec.merged.as_path();
+    let dev = ensure(root, "/dev", Kind::Dir, created)?;
+    let nodes = [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ];
+    for (name, major, minor) in nodes {
+        let path = dev.join(name);
+        if std::fs::symlink_metadata(&path).is_ok() {
+            continue;
+        }
+        let mode = nix::sys::stat::Mode::from_bits_truncate(0o666);
+        let devno = nix::sys::stat::makedev(major, minor);
+        nix::sys::stat::mknod(&path, nix::sys::stat::SFlag::S_IFCHR, mode, devno)
+            .map_err(|e| format!("creating /dev/{name}: {e}"))?;
+        // mknod honours the umask; the nodes must be usable by every user.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))
+            .map_err(|e| format!("/dev/{name}: {e}"))?;
+        created(&Path::new("/dev").join(name));
+    }
+    nix::unistd::chroot(root).map_err(|e| format!("chroot {}: {e}", root.display()))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))
 }
 
 fn mount_dev(root: &Path, created: &mut dyn FnMut(&Path)) -> Res<()> {
@@ -179,6 +213,13 @@ fn mount_one(spec: &InitSpec, i: usize, m: &InitMount, created: &mut dyn FnMut(&
                 MsFlags::empty(),
                 Some("mode=700"),
             )?;
+            if spec.copy {
+                // No overlay here: the writes go to a throwaway copy on that tmpfs.
+                let copy = base.join("copy");
+                std::fs::create_dir(&copy).map_err(|e| format!("{}: {e}", copy.display()))?;
+                super::snapshot::populate(std::slice::from_ref(source), &copy)?;
+                return bind(&copy, &target, false);
+            }
             for d in ["upper", "work"] {
                 std::fs::create_dir(base.join(d)).map_err(|e| format!("{d}: {e}"))?;
             }

@@ -16,9 +16,9 @@ use nix::unistd::Pid;
 
 use super::cache::CacheLock;
 use super::idmap::{self, IdMap};
-use super::protocol::{GO, InitMount, InitSpec, STATUS_FD, Status};
+use super::protocol::{GO, InitMount, InitSpec, OVERLAY_FAILED, STATUS_FD, Status};
 use super::rootfs::overlay_safe;
-use super::{Isolation, MountSpec, Probe, Sandbox, SandboxError, StepOutcome, StepSpec};
+use super::{Force, Isolation, MountSpec, Probe, Sandbox, SandboxError, StepOutcome, StepSpec};
 use crate::progress::{Event, Progress};
 
 /// How many trailing output lines a [`StepOutcome`] keeps.
@@ -43,7 +43,7 @@ impl Cancel {
         state.cancelled = true;
         for (_, outer, pid1) in &state.running {
             if let Some(pid1) = pid1 {
-                let _ = kill(*pid1, Signal::SIGKILL);
+                kill_tree(*pid1);
             }
             let _ = kill(*outer, Signal::SIGKILL);
         }
@@ -70,7 +70,7 @@ impl Cancel {
         if let Some(entry) = state.running.iter_mut().find(|e| e.0 == token) {
             entry.2 = Some(pid1);
             if cancelled {
-                let _ = kill(pid1, Signal::SIGKILL);
+                kill_tree(pid1);
             }
         }
     }
@@ -79,6 +79,13 @@ impl Cancel {
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
         state.running.retain(|e| e.0 != token);
     }
+}
+
+/// Kills a step's pid 1 (with a pid namespace that is the whole tree) and, for plain chroot
+/// where it is the command itself, its process group.
+fn kill_tree(pid: Pid) {
+    let _ = kill(pid, Signal::SIGKILL);
+    let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
 }
 
 pub(crate) fn run_step(
@@ -109,19 +116,12 @@ pub(crate) fn run_step(
         }
         _ => IdMap::default(),
     };
-    let state = StateDir::create(spec)?;
-    let (mounts, _cache_locks) = resolve_mounts(spec)?;
-    let init = state.init_spec(spec, &id_map, probe.isolation, mounts);
-    let result = execute(sandbox, &init, &id_map, spec, progress);
-    let cleanup = state.remove();
-    let (exit_code, tail, created) = result?;
-    remove_stubs(&spec.upper_dir, &created);
-    if let Err(e) = cleanup {
-        progress.warn(format!(
-            "step {}: could not remove its scratch dir: {e}",
-            spec.id
-        ));
+    if !probe.mount_namespace {
+        refuse_without_mounts(spec)?;
     }
+    let (mounts, _cache_locks) = resolve_mounts(spec)?;
+    let (exit_code, tail, created) = attempt(sandbox, probe, spec, &id_map, mounts, progress)?;
+    remove_stubs(&spec.upper_dir, &created);
     if sandbox.cancel.is_cancelled() {
         return Err(interrupted());
     }
@@ -130,6 +130,81 @@ pub(crate) fn run_step(
         tail,
         isolation: probe.isolation,
         id_map,
+    })
+}
+
+/// Runs the step on overlay, or on a copy when overlay is off or refuses to mount (then the
+/// command had not started: it is run again on a copy, and later steps go there directly).
+fn attempt(
+    sandbox: &Sandbox,
+    probe: &Probe,
+    spec: &StepSpec,
+    id_map: &IdMap,
+    mounts: Vec<InitMount>,
+    progress: &Progress,
+) -> Result<Executed, SandboxError> {
+    let mut copy = !probe.mount_namespace || sandbox.no_overlay.load(Ordering::Relaxed);
+    loop {
+        if copy && !sandbox.warned_copy.swap(true, Ordering::Relaxed) {
+            progress.warn(copy_warning(probe, sandbox.force));
+        }
+        let state = StateDir::create(spec)?;
+        let mut init = state.init_spec(spec, id_map, probe.isolation, mounts.clone());
+        init.mount_namespace = probe.mount_namespace;
+        init.copy = copy;
+        let result = execute(sandbox, &init, id_map, spec, progress);
+        if let Err(e) = state.remove() {
+            progress.warn(format!(
+                "step {}: could not remove its scratch dir: {e}",
+                spec.id
+            ));
+        }
+        match result {
+            Err(SandboxError::Setup { message, .. })
+                if !copy && message.contains(OVERLAY_FAILED) =>
+            {
+                sandbox.no_overlay.store(true, Ordering::Relaxed);
+                sandbox.warned_copy.store(true, Ordering::Relaxed);
+                progress.warn(format!(
+                    "{message}; falling back to a copy of the root and a snapshot diff \
+                     (slower: every step copies its base)"
+                ));
+                copy = true;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn copy_warning(probe: &Probe, force: Force) -> String {
+    if !probe.mount_namespace {
+        format!(
+            "no mount namespace: steps run by plain chroot into a copy of their root, \
+             without a fresh /proc ({})",
+            probe.reason
+        )
+    } else if force.no_overlay {
+        "overlay disabled: steps run in a copy of their root, diffed by a snapshot walk".into()
+    } else {
+        "overlay could not be mounted before: steps run in a copy of their root".into()
+    }
+}
+
+/// Plain chroot cannot mount anything nor create a network namespace.
+fn refuse_without_mounts(spec: &StepSpec) -> Result<(), SandboxError> {
+    let what = if !spec.mounts.is_empty() {
+        "RUN --mount"
+    } else if spec.network == super::Network::None {
+        "--network=none"
+    } else {
+        return Ok(());
+    };
+    Err(SandboxError::InvalidSpec {
+        step: spec.id.clone(),
+        message: format!(
+            "{what} needs a mount namespace, which this container forbids (plain chroot mode); \
+             run kiln where unshare(CLONE_NEWNS) is allowed (e.g. a privileged container)"
+        ),
     })
 }
 
@@ -297,6 +372,8 @@ impl StateDir {
         InitSpec {
             step: spec.id.clone(),
             user_namespace: isolation == Isolation::Rootless,
+            mount_namespace: true,
+            copy: false,
             single_id: map.is_single(),
             lowers,
             upper: spec.upper_dir.clone(),
@@ -497,6 +574,7 @@ fn stream_lines(
 /// only copied up to hold such a mountpoint (e.g. `/etc` for a missing `/etc/hosts`) goes
 /// too, when it is empty and not opaque: the lower one shows through again.
 fn remove_stubs(upper: &Path, created: &[PathBuf]) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     for inside in created.iter().rev() {
         let Ok(rel) = inside.strip_prefix("/") else {
             continue;
@@ -507,6 +585,10 @@ fn remove_stubs(upper: &Path, created: &[PathBuf]) {
                 let _ = std::fs::remove_dir(&path); // fails (kept) when not empty
             }
             Ok(m) if m.is_file() && m.len() == 0 => {
+                let _ = std::fs::remove_file(&path);
+            }
+            // A /dev node plain chroot made (never a 0/0 whiteout).
+            Ok(m) if m.file_type().is_char_device() && m.rdev() != 0 => {
                 let _ = std::fs::remove_file(&path);
             }
             _ => {}

@@ -255,10 +255,19 @@ pub fn tree(upper: &Path) -> Vec<String> {
     paths
 }
 
-/// True for an overlay whiteout: a 0/0 character device.
+/// True for an overlay whiteout: a 0/0 character device, or an empty file with an
+/// `overlay.whiteout` xattr (the form the copy fallback writes in a user namespace).
 pub fn is_whiteout(path: &Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
-    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0)
+    let Ok(m) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    let xattr_form = m.is_file()
+        && m.len() == 0
+        && ["user.overlay.whiteout", "trusted.overlay.whiteout"]
+            .iter()
+            .any(|n| xattr::get(path, n).is_ok_and(|v| v.is_some()));
+    (m.file_type().is_char_device() && m.rdev() == 0) || xattr_form
 }
 
 /// Lines of this process's mountinfo that mention `needle`.
