@@ -154,6 +154,7 @@ else
   export KILN=$repo/target/release/kiln
 fi
 echo "== generating workloads in $WL (KILN_BENCH_SCALE=$KILN_BENCH_SCALE)" >&2
+# shellcheck disable=SC2086 # a list of names, split on purpose
 "$here/workloads/generate.sh" "$WL" $workloads
 echo "== starting a loopback registry and pushing the busybox base" >&2
 export REG
