@@ -172,7 +172,7 @@ fn a_missing_copy_source_names_the_line_and_suggests_a_close_match() {
 }
 
 #[test]
-fn dockerignored_files_are_not_copied_and_run_is_refused_clearly() {
+fn dockerignored_files_are_not_in_the_context() {
     let (ok, err) = dockerfile_build(
         "FROM scratch\nCOPY secret.txt /\n",
         &[(".dockerignore", "secret.txt\n"), ("secret.txt", "s")],
@@ -182,11 +182,49 @@ fn dockerignored_files_are_not_copied_and_run_is_refused_clearly() {
         err.contains("Dockerfile:2:1: COPY source \"secret.txt\" not found"),
         "{err}"
     );
+}
 
-    let (ok, err) = dockerfile_build("FROM scratch\nCOPY a /a\nRUN true\n", &[("a", "a")]);
-    assert!(!ok);
+#[test]
+fn a_rebuild_hits_the_cache_and_a_changed_file_is_named_in_the_miss() {
+    let t = tempfile::tempdir().unwrap();
+    let ctx = t.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("src")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY a.txt /a.txt\nCOPY src/ /src/\nENV X=1\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.join("a.txt"), "a").unwrap();
+    std::fs::write(ctx.join("src/b.txt"), "b").unwrap();
+    let root = t.path().join("root");
+    let run = || {
+        let out = build(&root, &["-t", "cached"], &ctx);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let first = run();
     assert!(
-        err.contains("Dockerfile:3:1: RUN is not supported by `kiln build` yet"),
-        "{err}"
+        first.contains("COPY a.txt /a.txt: cache miss, not built before"),
+        "{first}"
+    );
+    let again = run();
+    assert_eq!(again.matches("CACHED").count(), 2, "{again}");
+    assert!(again.contains("0 layer(s) written"), "{again}");
+    std::fs::write(ctx.join("src/b.txt"), "changed").unwrap();
+    let edited = run();
+    assert!(
+        edited.contains("COPY src/ /src/: cache miss, 1 file changed (src/b.txt)"),
+        "{edited}"
+    );
+    assert_eq!(edited.matches("CACHED").count(), 1, "{edited}");
+    let forced = build(&root, &["-t", "cached", "--no-cache"], &ctx);
+    let forced = String::from_utf8_lossy(&forced.stderr);
+    assert!(
+        forced.contains("cache miss, cache disabled (--no-cache)"),
+        "{forced}"
     );
 }

@@ -6,6 +6,6 @@ cd "$(dirname "$0")/.."
 bash tests/scripts/install-deps.sh
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
-# Benches are compiled by clippy above and run by benches/compare.sh, not here: some
-# generate gigabytes of input.
+# Benches are compiled by clippy above and run with `cargo bench`, not here: some generate
+# gigabytes of input.
 cargo test --locked

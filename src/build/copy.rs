@@ -96,7 +96,7 @@ pub(crate) fn entries(
 }
 
 /// Context-relative paths a source names: itself, or every top-most match of a wildcard.
-fn matches(tree: &Context, path: &str) -> Result<Vec<String>, CopyError> {
+pub(crate) fn matches(tree: &Context, path: &str) -> Result<Vec<String>, CopyError> {
     let clean = clean(path);
     if !clean.contains(['*', '?', '[']) {
         return Ok(vec![clean]);

@@ -8,11 +8,13 @@
 //! - [`context`] reads the build context (`.dockerignore`, stat cache).
 //!
 //! What runs today: FROM scratch / an image in the store / an earlier stage; COPY (context,
-//! heredoc, `--from` a stage or stored image); ADD of local non-archive files; every metadata
-//! instruction. RUN needs the sandbox wiring and is refused with a clear error until then.
+//! heredoc, `--from` a stage or stored image); ADD of local non-archive files; RUN in the
+//! sandbox (cache, tmpfs and context bind mounts); every metadata instruction.
 
+pub(crate) mod cache;
 pub mod context;
 mod copy;
+mod run;
 mod stage;
 
 use std::collections::BTreeMap;
@@ -27,6 +29,7 @@ use crate::layer::Compression;
 use crate::plan::{self, PlanOptions, ignore::DockerIgnore};
 use crate::progress::Progress;
 use crate::reference::Reference;
+use crate::sandbox::Sandbox;
 use crate::store::Store;
 
 /// Everything a build needs besides the store.
@@ -50,7 +53,16 @@ pub struct BuildRequest {
     pub format: ImageFormat,
     /// `SOURCE_DATE_EPOCH`: clamps created times and file mtimes for reproducible images.
     pub source_date_epoch: Option<i64>,
+    /// `--no-cache`: build every step (results are still recorded for the next build).
+    pub no_cache: bool,
+    /// The network RUN steps get unless they say otherwise (`--network`).
+    pub network: crate::sandbox::Network,
 }
+
+/// How a build gets a base image that is not in the store: pulls it into the store, names it
+/// there, and returns its manifest (or index) digest; the error is a message for the user.
+/// The CLI passes the registry client; library users may refuse (offline builds).
+pub type PullBase<'a> = dyn Fn(&Reference, &Progress) -> Result<Digest, String> + 'a;
 
 /// The result of a successful build.
 #[derive(Debug)]
@@ -99,8 +111,12 @@ impl BuildError {
 }
 
 /// Builds the image `req` describes into `store`.
+///
+/// RUN steps run in `sandbox`; the caller keeps its cancel handle for Ctrl-C.
 pub fn build(
     store: &Store,
+    sandbox: &Sandbox,
+    pull: &PullBase,
     req: &BuildRequest,
     progress: &Progress,
 ) -> Result<BuildOutcome, BuildError> {
@@ -131,7 +147,15 @@ pub fn build(
     };
     // Held for the whole build so a concurrent `kiln prune` leaves fresh, unnamed blobs alone.
     let _lease = store.lease()?;
-    let mut runner = stage::Runner::new(store, req, context.as_ref(), progress, created_time(req));
+    let mut runner = stage::Runner::new(
+        store,
+        sandbox,
+        pull,
+        req,
+        context.as_ref(),
+        progress,
+        created_time(req),
+    );
     for &index in &plan.order {
         runner.run(&plan.stages[index])?;
     }
@@ -151,6 +175,17 @@ pub fn build(
         image: StoredImage::load(store, &blobs.manifest_digest)?,
         layers_built: runner.layers_built(),
     })
+}
+
+/// Trims the build cache (`kiln prune --keep-duration/--keep-bytes`): records unused for
+/// longer than `keep_duration`, then the least recently used beyond `keep_bytes`, are dropped
+/// and their layers unpinned, so the store's prune that follows can free them.
+pub(crate) fn trim_cache(
+    store: &Store,
+    keep_duration: Option<std::time::Duration>,
+    keep_bytes: Option<u64>,
+) -> Result<cache::TrimReport, cache::CacheError> {
+    cache::BuildCache::open(store, false).trim(keep_duration, keep_bytes)
 }
 
 /// One stat cache per context directory, kept in the store.

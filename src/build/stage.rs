@@ -6,16 +6,20 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
+use super::cache::{self, BuildCache, CachedStep, SourceDigest, StepInputs};
 use super::context::Context;
 use super::copy::{self, CopyOptions};
-use super::{BuildError, BuildRequest};
+use super::run::{self, RunArgs, RunEnv};
+use super::{BuildError, BuildRequest, PullBase};
+use crate::Digest;
 use crate::dockerfile::{CommandLine, Healthcheck, Span};
 use crate::image::{self, ImageBuilder, Layer, StoredImage};
-use crate::layer::{self, LayerEntry, LayerOptions, Ownership, UnpackOptions};
+use crate::layer::{self, DiffKind, LayerEntry, LayerOptions, Ownership, UnpackOptions};
 use crate::plan::ignore::DockerIgnore;
 use crate::plan::{Base, CopyFrom, SourceSpec, Stage, Step, StepKind};
 use crate::progress::{Event, Progress};
 use crate::reference::Reference;
+use crate::sandbox::Sandbox;
 use crate::store::Store;
 
 const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
@@ -24,6 +28,14 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /// Builds stages one after another, keeping each finished stage for later `FROM`/`--from`.
 pub(crate) struct Runner<'a> {
     store: &'a Store,
+    sandbox: &'a Sandbox,
+    pull: &'a PullBase<'a>,
+    cache: BuildCache<'a>,
+    /// The last cache key of each finished stage (`FROM stage` and `COPY --from` build on it).
+    stage_keys: HashMap<usize, Digest>,
+    /// Identifies this Dockerfile in this context, for explaining cache misses.
+    slot_prefix: String,
+    announced_isolation: bool,
     req: &'a BuildRequest,
     context: Option<&'a Context>,
     progress: &'a Progress,
@@ -43,6 +55,8 @@ fn step_err(span: Span, message: impl Into<String>) -> BuildError {
 impl<'a> Runner<'a> {
     pub(crate) fn new(
         store: &'a Store,
+        sandbox: &'a Sandbox,
+        pull: &'a PullBase<'a>,
         req: &'a BuildRequest,
         context: Option<&'a Context>,
         progress: &'a Progress,
@@ -51,6 +65,18 @@ impl<'a> Runner<'a> {
         let platform = image::Platform::host();
         Runner {
             store,
+            sandbox,
+            pull,
+            cache: BuildCache::open(store, req.no_cache),
+            stage_keys: HashMap::new(),
+            slot_prefix: format!(
+                "{}:{}",
+                context
+                    .map(|c| c.root().display().to_string())
+                    .unwrap_or_default(),
+                req.dockerfile_name
+            ),
+            announced_isolation: false,
             req,
             context,
             progress,
@@ -73,7 +99,12 @@ impl<'a> Runner<'a> {
     }
 
     pub(crate) fn run(&mut self, stage: &Stage) -> Result<(), BuildError> {
-        let mut img = self.base(stage)?;
+        let (mut img, base) = self.base(stage)?;
+        let mut parent = BuildCache::stage_root(
+            base.as_ref(),
+            self.req.compression.into(),
+            self.req.source_date_epoch,
+        );
         let label = stage
             .name
             .clone()
@@ -91,39 +122,141 @@ impl<'a> Runner<'a> {
                 name,
             });
             let t0 = Instant::now();
-            self.step(&mut img, step)?;
-            self.progress.send(Event::StepDone {
-                id,
-                cached: false,
-                millis: t0.elapsed().as_millis() as u64,
-            });
+            let sources = self.sources(step)?;
+            let key = BuildCache::key(&parent, step, sources.as_ref());
+            let cached = if writes_layer(step) {
+                let slot = format!("{}:{}:{}", self.slot_prefix, stage.index, i);
+                self.cached_step(
+                    &mut img,
+                    step,
+                    &key,
+                    &slot,
+                    StepInputs::new(&parent, step, sources.as_ref()),
+                    &id,
+                )?
+            } else {
+                self.step(&mut img, step)?;
+                false
+            };
+            parent = key;
+            let millis = t0.elapsed().as_millis() as u64;
+            self.progress.send(Event::StepDone { id, cached, millis });
         }
+        self.stage_keys.insert(stage.index, parent);
         self.done.insert(stage.index, img);
         Ok(())
     }
 
-    fn base(&self, stage: &Stage) -> Result<ImageBuilder, BuildError> {
-        let mut img = self.base_image(stage)?;
+    /// A layer-writing step through the cache: reuse a recorded layer, or say why there is
+    /// none, run the step and record it. Returns whether it was a hit.
+    fn cached_step(
+        &mut self,
+        img: &mut ImageBuilder,
+        step: &Step,
+        key: &Digest,
+        slot: &str,
+        inputs: StepInputs,
+        id: &str,
+    ) -> Result<bool, BuildError> {
+        if let Some(hit) = self.cache.lookup(key) {
+            match hit.layer {
+                Some(layer) => img.add_layer(layer, &hit.created_by),
+                None => img.add_empty_step(&hit.created_by),
+            }
+            return Ok(true);
+        }
+        let reason = self.cache.explain_miss(slot, &inputs);
+        self.progress.send(Event::CacheMiss {
+            id: id.to_string(),
+            reason: format!("{}: cache miss, {reason}", step.original.trim()),
+        });
+        let layers_before = img.layers().len();
+        self.step(img, step)?;
+        let layer = (img.layers().len() > layers_before)
+            .then(|| *img.layers().last().expect("a layer was added"));
+        let record = CachedStep {
+            layer,
+            created_by: step.original.trim().to_string(),
+        };
+        // A cache that cannot be written only costs time on the next build.
+        if let Err(e) = self
+            .cache
+            .record(key, &record)
+            .and_then(|()| self.cache.remember(slot, &inputs))
+        {
+            self.progress
+                .warn(format!("could not record the build cache: {e}"));
+        }
+        Ok(false)
+    }
+
+    /// The content identity of what a COPY/ADD reads (None for other steps): per-file digests
+    /// for the context (served by the stat cache), the source stage's key or image manifest
+    /// for `--from`.
+    fn sources(&self, step: &Step) -> Result<Option<SourceDigest>, BuildError> {
+        let (sources, from) = match &step.kind {
+            StepKind::Copy { sources, from, .. } => (sources, from),
+            StepKind::Add { sources, .. } => (sources, &CopyFrom::Context),
+            _ => return Ok(None),
+        };
+        match from {
+            CopyFrom::Stage(i) => Ok(self.stage_keys.get(i).copied().map(SourceDigest::opaque)),
+            CopyFrom::Image(name) => {
+                let stored = self
+                    .stored_image(name)
+                    .map_err(|m| step_err(step.span, m))?;
+                Ok(Some(SourceDigest::opaque(stored.manifest_digest)))
+            }
+            CopyFrom::Context => {
+                let Some(ctx) = self.context else {
+                    return Ok(None);
+                };
+                let mut paths = Vec::new();
+                for s in sources {
+                    if let SourceSpec::Path { path } = s {
+                        // A missing source is reported by the COPY itself, with hints.
+                        paths.extend(copy::matches(ctx, path).unwrap_or_default());
+                    }
+                }
+                let found: Vec<String> = paths
+                    .into_iter()
+                    .filter(|p| ctx.entries(p).is_ok())
+                    .collect();
+                Ok(Some(cache::context_sources(ctx, &found)?))
+            }
+        }
+    }
+
+    /// The stage's starting image and what identifies it for the cache (the base manifest,
+    /// the earlier stage's last key, or nothing for scratch).
+    fn base(&self, stage: &Stage) -> Result<(ImageBuilder, Option<Digest>), BuildError> {
+        let (mut img, identity) = self.base_image(stage)?;
         // Docker, BuildKit and buildah give every Linux image a PATH when its base has none.
         if img.env("PATH").is_none() {
             img.set_env("PATH", DEFAULT_PATH);
         }
-        Ok(img)
+        Ok((img, identity))
     }
 
-    fn base_image(&self, stage: &Stage) -> Result<ImageBuilder, BuildError> {
+    fn base_image(&self, stage: &Stage) -> Result<(ImageBuilder, Option<Digest>), BuildError> {
         match &stage.base {
-            Base::Scratch => Ok(ImageBuilder::new(self.platform.clone(), self.created)),
-            Base::Stage(i) => Ok(self
-                .done
-                .get(i)
-                .expect("plan orders dependencies first")
-                .clone()),
+            Base::Scratch => Ok((ImageBuilder::new(self.platform.clone(), self.created), None)),
+            Base::Stage(i) => {
+                let img = self
+                    .done
+                    .get(i)
+                    .expect("plan orders dependencies first")
+                    .clone();
+                Ok((img, self.stage_keys.get(i).copied()))
+            }
             Base::Image(name) => {
                 let stored = self
                     .stored_image(name)
                     .map_err(|m| step_err(stage.span, m))?;
-                Ok(ImageBuilder::from_base(&stored, self.created)?)
+                Ok((
+                    ImageBuilder::from_base(&stored, self.created)?,
+                    Some(stored.manifest_digest),
+                ))
             }
         }
     }
@@ -131,11 +264,16 @@ impl<'a> Runner<'a> {
     /// An image from the store by the name a Dockerfile gives it.
     fn stored_image(&self, name: &str) -> Result<StoredImage, String> {
         let reference: Reference = name.parse().map_err(|e| format!("{e}"))?;
-        let digest = self.store.resolve(&reference.to_string()).map_err(|_| {
-            format!(
-                "image {reference} is not in the local store: pull it first (`kiln pull {name}`)"
-            )
-        })?;
+        // Like docker and buildah: use the stored image when there is one, else pull it.
+        let digest = match self.store.resolve(&reference.to_string()) {
+            Ok(d) => d,
+            Err(_) => {
+                self.progress
+                    .info(format!("pulling {}", reference.familiar()));
+                (self.pull)(&reference, self.progress)
+                    .map_err(|e| format!("pulling {reference}: {e}"))?
+            }
+        };
         StoredImage::load_for(self.store, &digest, &self.platform).map_err(|e| e.to_string())
     }
 
@@ -202,11 +340,20 @@ impl<'a> Runner<'a> {
                 };
                 return self.copy(img, step.span, &spec, &created_by);
             }
-            StepKind::Run { .. } => {
-                return Err(step_err(
-                    step.span,
-                    "RUN is not supported by `kiln build` yet: the sandbox is not wired into builds in this version",
-                ));
+            StepKind::Run {
+                program,
+                mounts,
+                network,
+                proxy_env,
+                ..
+            } => {
+                let args = RunArgs {
+                    program,
+                    mounts,
+                    network: *network,
+                    proxy_env,
+                };
+                return self.run_step(img, step, &args, &created_by);
             }
         }
         img.add_empty_step(&created_by);
@@ -356,6 +503,81 @@ impl<'a> Runner<'a> {
             dirs.push(dir);
         }
         Ok(dirs)
+    }
+
+    fn run_step(
+        &mut self,
+        img: &mut ImageBuilder,
+        step: &Step,
+        args: &RunArgs,
+        created_by: &str,
+    ) -> Result<(), BuildError> {
+        self.announce_isolation(step.span)?;
+        let lower_dirs = self.unpacked_layers(img.layers())?;
+        let scratch = tempfile::Builder::new()
+            .prefix("run-")
+            .tempdir_in(self.store.root())
+            .map_err(|source| BuildError::Io {
+                action: "creating the RUN step's scratch dir in the store",
+                source,
+            })?;
+        let upper_dir = scratch.path().join("upper");
+        std::fs::create_dir(&upper_dir).map_err(|source| BuildError::Io {
+            action: "creating the RUN step's upper dir",
+            source,
+        })?;
+        let cfg = img.config();
+        let env = RunEnv {
+            id: created_by.to_string(),
+            lower_dirs,
+            upper_dir: upper_dir.clone(),
+            scratch: scratch.path(),
+            config_env: &cfg.env,
+            args_used: &step.args_used,
+            user: cfg.user.clone().filter(|u| !u.is_empty()),
+            workdir: cfg.working_dir.clone().filter(|w| !w.is_empty()),
+            default_network: self.req.network,
+            context: self.context.map(|c| c.root()),
+            cache_root: self.store.root().join("cache/mounts"),
+        };
+        let spec = run::spec(args, &env).map_err(|m| step_err(step.span, m))?;
+        let outcome = self
+            .sandbox
+            .run_step(&spec, self.progress)
+            .map_err(|e| step_err(step.span, e.to_string()))?;
+        if !outcome.success() {
+            return Err(step_err(step.span, run::failure(&step.original, &outcome)));
+        }
+        let opts = LayerOptions {
+            compression: self.req.compression,
+            source_date_epoch: self.req.source_date_epoch,
+            id_map: run::layer_id_map(&outcome.id_map),
+        };
+        let mut w = self.store.begin_blob()?;
+        let blob = layer::write_layer(&upper_dir, DiffKind::OverlayUpper, &opts, &mut w)?;
+        w.commit(Some(&blob.digest))?;
+        img.add_layer(Layer::from(blob), created_by);
+        self.layers_built += 1;
+        Ok(())
+    }
+
+    /// Says once, before the first RUN, which isolation steps get and why.
+    fn announce_isolation(&mut self, span: Span) -> Result<(), BuildError> {
+        if !self.announced_isolation {
+            let probe = self
+                .sandbox
+                .probe()
+                .map_err(|e| step_err(span, e.to_string()))?;
+            self.progress.info(
+                format!(
+                    "RUN steps use {:?} isolation: {}",
+                    probe.isolation, probe.reason
+                )
+                .to_lowercase(),
+            );
+            self.announced_isolation = true;
+        }
+        Ok(())
     }
 
     fn add_layer(
@@ -522,4 +744,12 @@ fn is_archive(path: &std::path::Path) -> bool {
         || h.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
         || h.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
         || (n >= 262 && &h[257..262] == b"ustar")
+}
+
+/// Steps that write a layer go through the cache; metadata steps are cheaper to redo.
+fn writes_layer(step: &Step) -> bool {
+    matches!(
+        step.kind,
+        StepKind::Copy { .. } | StepKind::Add { .. } | StepKind::Run { .. }
+    )
 }

@@ -4,11 +4,16 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::Digest;
 use crate::build::BuildRequest;
+use crate::image::StoredImage;
 use crate::image::{ImageFormat, Output};
 use crate::layer::Compression;
 use crate::progress::{Event, Progress};
 use crate::reference::Reference;
+use crate::registry::{Manifest, StoreBlobs};
+use crate::sandbox::{Isolation, Network, Sandbox};
+use crate::store::Store;
 use anyhow::Context as _;
 
 use super::GlobalArgs;
@@ -60,9 +65,6 @@ pub struct Args {
     /// Image format: OCI (default) or Docker v2 schema 2.
     #[arg(long, value_name = "FORMAT", default_value = "oci", value_parser = ["oci", "docker"])]
     pub format: String,
-    /// How many stages to build at once (default: the number of cores).
-    #[arg(short = 'j', long, value_name = "N")]
-    pub jobs: Option<usize>,
     /// Add a label to the image.
     #[arg(long = "label", value_name = "K=V")]
     pub labels: Vec<String>,
@@ -75,12 +77,10 @@ pub struct Args {
     /// Write the pushed manifest digest to this file.
     #[arg(long, value_name = "FILE")]
     pub digest_file: Option<PathBuf>,
-    /// Verify TLS for registries (use --tls-verify=false for self-signed/plain HTTP registries).
-    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
-    pub tls_verify: bool,
-    /// Registry credentials USER:PASSWORD (prefer `kiln login`; this lands in shell history).
-    #[arg(long, value_name = "USER:PASS")]
-    pub creds: Option<String>,
+    #[command(flatten)]
+    pub transport: super::pull::RegistryArgs,
+    #[command(flatten)]
+    pub creds: super::pull::CredsArgs,
     /// Print only the image ID.
     #[arg(short, long)]
     pub quiet: bool,
@@ -103,7 +103,36 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     let quiet = a.quiet;
     let renderer = std::thread::spawn(move || render(events, &mode, quiet));
     let t0 = std::time::Instant::now();
-    let result = crate::build::build(&store, &req, &progress);
+    let isolation = match a.isolation.as_str() {
+        "rootless" => Isolation::Rootless,
+        "chroot" => Isolation::Chroot,
+        _ => Isolation::Auto,
+    };
+    let sandbox = Sandbox::new(
+        std::env::current_exe().context("finding the kiln executable")?,
+        isolation,
+    );
+    // Ctrl-C / SIGTERM: kill the running step's whole process tree; the build then fails with
+    // "interrupted" and cleans up (mounts lived only in the step's namespace).
+    let cancel = sandbox.cancel_handle();
+    let _ = ctrlc::set_handler(move || cancel.cancel());
+    let rt = super::pull::runtime()?;
+    let pull = |reference: &Reference, progress: &Progress| -> Result<Digest, String> {
+        let cred = a.creds.resolve(reference).map_err(|e| format!("{e:#}"))?;
+        let registry = a
+            .transport
+            .client(reference.api_host(), cred)
+            .map_err(|e| format!("{e:#}"))?;
+        let host = crate::registry::Platform::host();
+        let pulled = rt
+            .block_on(registry.pull_image(reference, &host, &StoreBlobs(&store), progress))
+            .map_err(|e| e.to_string())?;
+        store
+            .tag(reference, &pulled.manifest.digest)
+            .map_err(|e| e.to_string())?;
+        Ok(pulled.manifest.digest)
+    };
+    let result = crate::build::build(&store, &sandbox, &pull, &req, &progress);
     drop(progress);
     let _ = renderer.join();
     let outcome = match result {
@@ -114,6 +143,9 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     for o in &outputs {
         o.write(&store, image, &req.tags)
             .with_context(|| format!("writing the image to {}", o.dest().display()))?;
+    }
+    if a.push {
+        push(&a, &store, &rt, image, &req.tags)?;
     }
     if let Some(f) = &a.iidfile {
         std::fs::write(f, image.config_digest.to_string())
@@ -137,15 +169,73 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--push`: every `-t` name, one push per repository (its tags together), each manifest
+/// only after all its blobs are confirmed (the registry client guarantees that).
+fn push(
+    a: &Args,
+    store: &Store,
+    rt: &tokio::runtime::Runtime,
+    image: &StoredImage,
+    names: &[Reference],
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !names.is_empty(),
+        "--push needs a name to push to: give -t REGISTRY/REPOSITORY:TAG"
+    );
+    let manifest = Manifest::from_bytes(image.manifest.clone(), None);
+    let mut repos: Vec<(String, Vec<&Reference>)> = Vec::new();
+    for r in names {
+        match repos.iter_mut().find(|(n, _)| *n == r.name()) {
+            Some((_, group)) => group.push(r),
+            None => repos.push((r.name(), vec![r])),
+        }
+    }
+    let (progress, renderer) = super::pull::render(a.quiet);
+    let mut pushed = None;
+    for (_, group) in &repos {
+        let dest = group[0];
+        let tags: Vec<String> = group
+            .iter()
+            .filter_map(|r| r.tag())
+            .map(str::to_string)
+            .collect();
+        let cred = a.creds.resolve(dest)?;
+        let registry = a.transport.client(dest.api_host(), cred)?;
+        let sum = rt
+            .block_on(registry.push_image(
+                dest.repository(),
+                &tags,
+                &manifest,
+                &StoreBlobs(store),
+                None,
+                &progress,
+            ))
+            .with_context(|| format!("pushing to {}", dest.name()))?;
+        progress.info(format!(
+            "pushed {}@{} ({} blob(s) uploaded, {} already there)",
+            dest.name(),
+            sum.digest,
+            sum.blobs_uploaded,
+            sum.blobs_present
+        ));
+        pushed = Some(sum.digest);
+    }
+    drop(progress);
+    let _ = renderer.join();
+    if let (Some(f), Some(d)) = (&a.digest_file, pushed) {
+        std::fs::write(f, d.to_string())
+            .with_context(|| format!("writing --digest-file {}", f.display()))?;
+    }
+    Ok(())
+}
+
 /// Flags whose machinery is not wired into builds yet: refuse them instead of ignoring them.
 fn reject_unwired(a: &Args) -> anyhow::Result<()> {
     let unwired = [
-        (a.push, "--push"),
         (!a.cache_from.is_empty(), "--cache-from"),
         (a.cache_to.is_some(), "--cache-to"),
         (!a.secrets.is_empty(), "--secret"),
         (a.platform.is_some(), "--platform"),
-        (a.digest_file.is_some(), "--digest-file"),
     ];
     for (set, flag) in unwired {
         if set {
@@ -201,6 +291,12 @@ fn request(a: &Args) -> anyhow::Result<BuildRequest> {
         compression,
         format,
         source_date_epoch,
+        no_cache: a.no_cache,
+        network: if a.network == "none" {
+            Network::None
+        } else {
+            Network::Host
+        },
     })
 }
 

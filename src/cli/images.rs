@@ -277,10 +277,26 @@ fn untag_all(store: &Store, input: &str) -> anyhow::Result<Vec<Reference>> {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct PruneArgs {}
+pub struct PruneArgs {
+    /// Also drop build-cache entries not used for this long (e.g. 36h, 7d, 90m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub keep_duration: Option<std::time::Duration>,
+    /// Also trim the build cache, least recently used first, to this many bytes of layers
+    /// (e.g. 10GB, 512MiB).
+    #[arg(long, value_name = "BYTES", value_parser = super::push::parse_size)]
+    pub keep_bytes: Option<u64>,
+}
 
-pub fn prune(g: &GlobalArgs, _a: PruneArgs) -> anyhow::Result<ExitCode> {
+pub fn prune(g: &GlobalArgs, a: PruneArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(g)?;
+    if a.keep_duration.is_some() || a.keep_bytes.is_some() {
+        let t = crate::build::trim_cache(&store, a.keep_duration, a.keep_bytes)?;
+        println!(
+            "Dropped {} build-cache entries; {} of cached layers kept",
+            t.entries,
+            human_size(t.kept_bytes)
+        );
+    }
     let r = store.prune()?;
     println!(
         "Deleted {} blobs, {} unpacked layers, {} cache entries, {} leftover temp files",
@@ -288,6 +304,24 @@ pub fn prune(g: &GlobalArgs, _a: PruneArgs) -> anyhow::Result<ExitCode> {
     );
     println!("Total reclaimed space: {}", human_size(r.bytes));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `90s`, `30m`, `36h`, `7d` (a bare number is seconds).
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 36h or 7d"))?;
+    let secs = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+    };
+    Ok(std::time::Duration::from_secs(n * secs))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -342,6 +376,24 @@ pub fn save(g: &GlobalArgs, a: SaveArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_take_s_m_h_d() {
+        assert_eq!(
+            super::parse_duration("90"),
+            Ok(std::time::Duration::from_secs(90))
+        );
+        assert_eq!(
+            super::parse_duration("36h"),
+            Ok(std::time::Duration::from_secs(36 * 3600))
+        );
+        assert_eq!(
+            super::parse_duration("7d"),
+            Ok(std::time::Duration::from_secs(7 * 86_400))
+        );
+        assert!(super::parse_duration("7w").is_err());
+        assert!(super::parse_duration("h").is_err());
+    }
 
     #[test]
     fn sizes_and_ages_read_like_docker() {

@@ -9,8 +9,8 @@ use std::time::Instant;
 use crate::Reference;
 use crate::digest::Digest;
 use crate::progress::{Event, Progress};
-use crate::registry::{BlobSink, BlobSource, ClientConfig, Credential, Platform, Registry, creds};
-use crate::store::{BlobWriter, Store};
+use crate::registry::{ClientConfig, Credential, Platform, Registry, creds};
+use crate::store::Store;
 use anyhow::Context;
 
 use super::GlobalArgs;
@@ -118,32 +118,6 @@ pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// Pull into the store: a blob is committed only once the registry client verified it, and
-/// the store checks the digest again on commit.
-pub(super) struct StoreBlobs<'a>(pub &'a Store);
-
-impl BlobSink for StoreBlobs<'_> {
-    type Writer = BlobWriter;
-    fn has_blob(&self, digest: &Digest) -> bool {
-        self.0.has_blob(digest)
-    }
-    fn begin(&self) -> std::io::Result<BlobWriter> {
-        self.0.begin_blob().map_err(std::io::Error::other)
-    }
-    fn commit(&self, w: BlobWriter, digest: &Digest) -> std::io::Result<()> {
-        w.commit(Some(digest))
-            .map(drop)
-            .map_err(std::io::Error::other)
-    }
-}
-
-impl BlobSource for StoreBlobs<'_> {
-    fn open_blob(&self, digest: &Digest) -> std::io::Result<Box<dyn std::io::Read + Send>> {
-        let f = self.0.open_blob(digest).map_err(std::io::Error::other)?;
-        Ok(Box::new(f))
-    }
-}
-
 /// Shows progress events on stderr: one bar per blob on a terminal, warnings always.
 pub(super) fn render(quiet: bool) -> (Progress, std::thread::JoinHandle<()>) {
     let (progress, rx) = Progress::channel();
@@ -202,7 +176,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     let result = runtime()?.block_on(registry.pull_image(
         &reference,
         &platform,
-        &StoreBlobs(&store),
+        &crate::registry::StoreBlobs(&store),
         &progress,
     ));
     drop(progress);

@@ -11,7 +11,8 @@ use anyhow::{Context, bail};
 
 use super::GlobalArgs;
 use super::images::open_store;
-use super::pull::{CredsArgs, RegistryArgs, StoreBlobs, mb_per_s, render, runtime};
+use super::pull::{CredsArgs, RegistryArgs, mb_per_s, render, runtime};
+use crate::registry::StoreBlobs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -46,7 +47,7 @@ pub struct Args {
 }
 
 /// `4194304`, `4MiB`, `4M`, `512KiB`, `5MB`.
-fn parse_size(s: &str) -> Result<u64, String> {
+pub(super) fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);

@@ -19,6 +19,7 @@ mod error;
 mod manifest;
 mod pull;
 mod push;
+mod store_blobs;
 
 pub use auth::{Challenge, Credential, Scopes};
 pub use client::{ClientConfig, Registry, is_loopback};
@@ -29,3 +30,4 @@ pub use manifest::{
 };
 pub use pull::{BlobSink, Pulled};
 pub use push::{BlobPushed, BlobSource, PushSummary};
+pub use store_blobs::StoreBlobs;

@@ -1,0 +1,228 @@
+//! RUN: the step's command in the sandbox, its upper dir turned into a layer.
+
+use std::path::{Path, PathBuf};
+
+use crate::layer::{IdMap as LayerIds, IdRange as LayerRange, LayerIdMap};
+use crate::plan::{self, Mount, MountKind, RunProgram, Sharing};
+use crate::sandbox::{self, CacheSharing, MountSpec, StepOutcome, StepSpec};
+
+/// Where heredoc scripts (`RUN <<EOF` with a shebang) appear inside the step.
+const SCRIPT_DIR: &str = "/.kiln-run";
+
+/// A RUN step's arguments, as the plan typed them.
+pub(crate) struct RunArgs<'a> {
+    pub program: &'a RunProgram,
+    pub mounts: &'a [Mount],
+    pub network: plan::Network,
+    pub proxy_env: &'a [(String, String)],
+}
+
+/// What the runner needs to know to turn RUN arguments into a sandbox spec.
+pub(crate) struct RunEnv<'a> {
+    pub id: String,
+    pub lower_dirs: Vec<PathBuf>,
+    pub upper_dir: PathBuf,
+    /// A scratch dir that outlives the step (heredoc scripts are written here).
+    pub scratch: &'a Path,
+    pub config_env: &'a [String],
+    pub args_used: &'a std::collections::BTreeMap<String, String>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    pub default_network: sandbox::Network,
+    pub context: Option<&'a Path>,
+    pub cache_root: PathBuf,
+}
+
+/// The sandbox spec for a RUN step, or a message saying what kiln cannot do yet.
+pub(crate) fn spec(args: &RunArgs, env: &RunEnv) -> Result<StepSpec, String> {
+    let mut mounts = args
+        .mounts
+        .iter()
+        .map(|m| mount(m, env))
+        .collect::<Result<Vec<_>, _>>()?;
+    let argv = match args.program {
+        RunProgram::Argv { argv } => argv.clone(),
+        RunProgram::Script { name, content } => {
+            let host = env.scratch.join(name);
+            std::fs::write(&host, content)
+                .map_err(|e| format!("writing the heredoc script {name}: {e}"))?;
+            set_mode(&host, 0o755)?;
+            let target = PathBuf::from(SCRIPT_DIR).join(name);
+            mounts.push(MountSpec::Bind {
+                source: host,
+                target: target.clone(),
+                readonly: true,
+            });
+            vec![target.to_string_lossy().into_owned()]
+        }
+    };
+    // ARG values are environment for RUN (not persisted); ENV wins over an ARG of the same name,
+    // so ARGs come first and the image's ENV is appended after them.
+    let mut step_env: Vec<String> = env
+        .args_used
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    step_env.extend(args.proxy_env.iter().map(|(k, v)| format!("{k}={v}")));
+    step_env.extend(env.config_env.iter().cloned());
+    let network = match args.network {
+        plan::Network::Default => env.default_network,
+        plan::Network::None => sandbox::Network::None,
+        plan::Network::Host => sandbox::Network::Host,
+    };
+    Ok(StepSpec {
+        id: env.id.clone(),
+        lower_dirs: env.lower_dirs.clone(),
+        upper_dir: env.upper_dir.clone(),
+        argv,
+        env: dedup_env(step_env),
+        user: env.user.clone(),
+        workdir: env.workdir.clone().map(PathBuf::from),
+        network,
+        hostname: None,
+        mounts,
+    })
+}
+
+/// Later `KEY=` entries win, each key once, in first-seen order.
+fn dedup_env(env: Vec<String>) -> Vec<String> {
+    let key = |kv: &String| {
+        kv.split_once('=')
+            .map_or(kv.clone(), |(k, _)| k.to_string())
+    };
+    let mut out: Vec<String> = Vec::with_capacity(env.len());
+    for kv in env {
+        match out.iter().position(|o| key(o) == key(&kv)) {
+            Some(i) => out[i] = kv,
+            None => out.push(kv),
+        }
+    }
+    out
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod {}: {e}", path.display()))
+}
+
+fn mount(m: &Mount, env: &RunEnv) -> Result<MountSpec, String> {
+    let target = PathBuf::from(&m.target);
+    match m.kind {
+        MountKind::Cache if m.from.is_none() => Ok(MountSpec::Cache {
+            id: m.id.clone().unwrap_or_else(|| m.target.clone()),
+            target,
+            cache_root: env.cache_root.clone(),
+            sharing: match m.sharing {
+                Sharing::Shared => CacheSharing::Shared,
+                Sharing::Private => CacheSharing::Private,
+                Sharing::Locked => CacheSharing::Locked,
+            },
+            readonly: m.readonly,
+        }),
+        MountKind::Tmpfs => Ok(MountSpec::Tmpfs {
+            target,
+            size_bytes: m.size,
+        }),
+        MountKind::Bind if m.from.is_none() => {
+            let ctx = env
+                .context
+                .ok_or("RUN --mount=type=bind needs a build context")?;
+            let rel = m.source.as_deref().unwrap_or("").trim_start_matches('/');
+            let source = ctx.join(rel);
+            if !source.exists() {
+                return Err(format!(
+                    "RUN --mount=type=bind: {rel:?} is not in the build context"
+                ));
+            }
+            Ok(MountSpec::Bind {
+                source,
+                target,
+                readonly: m.readonly,
+            })
+        }
+        MountKind::Secret => Err(
+            "RUN --mount=type=secret needs --secret, which `kiln build` does not support yet"
+                .into(),
+        ),
+        MountKind::Ssh => Err("RUN --mount=type=ssh is not supported by kiln yet".into()),
+        _ => Err("RUN --mount with from= is not supported by kiln yet".into()),
+    }
+}
+
+/// The failure message for a step that exited non-zero, with the last lines of its output.
+pub(crate) fn failure(original: &str, outcome: &StepOutcome) -> String {
+    let mut msg = format!("{} exited with code {}", original.trim(), outcome.exit_code);
+    if !outcome.tail.is_empty() {
+        msg.push_str("; last output:\n");
+        msg.push_str(
+            &outcome
+                .tail
+                .iter()
+                .map(|l| format!("    {l}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+    }
+    msg
+}
+
+/// The layer writer's view of the map the step's upper dir was written through.
+pub(crate) fn layer_id_map(m: &sandbox::IdMap) -> Option<LayerIdMap> {
+    if m.is_identity() {
+        return None;
+    }
+    let conv = |r: &[sandbox::IdRange]| {
+        LayerIds::new(
+            r.iter()
+                .map(|r| LayerRange {
+                    image: r.container,
+                    host: r.host,
+                    count: r.count,
+                })
+                .collect(),
+        )
+    };
+    Some(LayerIdMap {
+        uids: conv(&m.uids),
+        gids: conv(&m.gids),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_entries_are_deduplicated_with_the_last_value_winning() {
+        let env = vec!["A=arg".to_string(), "B=1".into(), "A=env".into()];
+        assert_eq!(dedup_env(env), ["A=env", "B=1"]);
+    }
+
+    #[test]
+    fn id_maps_convert_range_for_range() {
+        let m = sandbox::IdMap {
+            uids: vec![
+                sandbox::IdRange {
+                    container: 0,
+                    host: 1000,
+                    count: 1,
+                },
+                sandbox::IdRange {
+                    container: 1,
+                    host: 100000,
+                    count: 65536,
+                },
+            ],
+            gids: vec![sandbox::IdRange {
+                container: 0,
+                host: 1000,
+                count: 1,
+            }],
+        };
+        let l = layer_id_map(&m).unwrap();
+        assert_eq!(l.uids.host_to_image(100999), Some(1000));
+        assert_eq!(l.gids.host_to_image(1000), Some(0));
+        assert!(layer_id_map(&sandbox::IdMap::default()).is_none());
+    }
+}
