@@ -85,7 +85,14 @@ step() { # tool scenario workload
   local tool=$1 sc=$2 w=$3
   case $sc in
     cold | nochange | edit) build "$tool" "$w" ;;
-    coldpush) build "$tool" "$w" && push "$tool" "$w" ;;
+    coldpush)
+      if [[ $tool == kiln ]]; then
+        kiln_ build --push --progress plain -t "$(repo_name kiln "$w")" \
+          --build-arg "BASE=$REG/kiln-test" "$WL/$w"
+      else
+        build "$tool" "$w" && push "$tool" "$w"
+      fi
+      ;;
     push) push "$tool" "$w" ;;
   esac
 }
