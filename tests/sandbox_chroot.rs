@@ -4,8 +4,6 @@
 mod sandbox_support;
 
 use std::os::unix::fs::MetadataExt;
-use std::sync::mpsc::RecvTimeoutError;
-use std::time::{Duration, Instant};
 
 use kiln::progress::{Event, Progress};
 use kiln::sandbox::{Isolation, MountSpec, Sandbox, SandboxError, SecretBytes};
@@ -83,7 +81,6 @@ fn cancel_kills_the_step_tree_and_cleans_up() {
     let dir = tempfile::tempdir().unwrap();
     let lower = busybox_rootfs(dir.path());
     let sandbox = Sandbox::new(KILN, Isolation::Chroot);
-    let cancel = sandbox.cancel_handle();
     let marker = "876543";
     let spec = spec(
         "cancel",
@@ -91,35 +88,7 @@ fn cancel_kills_the_step_tree_and_cleans_up() {
         &lower,
         &format!("sh -c 'sleep {marker}' & sleep {marker} & echo ready; wait"),
     );
-    let (progress, rx) = Progress::channel();
-    let result = std::thread::scope(|s| {
-        let step = s.spawn(|| sandbox.run_step(&spec, &progress));
-        loop {
-            match rx.recv_timeout(Duration::from_secs(20)) {
-                Ok(Event::StepOutput { line, .. }) if line == "ready" => break,
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => panic!("the step never got ready"),
-                Err(RecvTimeoutError::Disconnected) => {
-                    panic!("step ended early: {:?}", step.join())
-                }
-            }
-        }
-        assert!(processes_with(&format!("sleep {marker}")).len() >= 2);
-        cancel.cancel();
-        step.join().unwrap()
-    });
-    assert!(
-        matches!(result, Err(SandboxError::Interrupted { .. })),
-        "{result:?}"
-    );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !processes_with(&format!("sleep {marker}")).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "step processes survived the cancel"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    cancel_after_ready(&sandbox, &spec, marker);
     assert!(mounts_mentioning(dir.path()).is_empty());
     assert!(leftover_state_dirs(dir.path()).is_empty());
     let later = sandbox.run_step(&spec, &Progress::none());

@@ -6,11 +6,10 @@ mod sandbox_support;
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
-use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use kiln::progress::{Event, Progress};
-use kiln::sandbox::{Force, Isolation, MountSpec, Sandbox, SandboxError, StepOutcome, StepSpec};
+use kiln::sandbox::{Force, Isolation, MountSpec, Sandbox, StepOutcome, StepSpec};
 use sandbox_support::*;
 
 fn root_or_skip(test: &str) -> bool {
@@ -325,7 +324,6 @@ fn cancel_kills_a_plain_chroot_step_tree() {
     let dir = tempfile::tempdir().unwrap();
     let lower = busybox_rootfs(dir.path());
     let sandbox = Sandbox::new(KILN, Isolation::Chroot).forcing(NO_MOUNTNS);
-    let cancel = sandbox.cancel_handle();
     let marker = "765432";
     let spec = spec(
         "cancel",
@@ -333,35 +331,7 @@ fn cancel_kills_a_plain_chroot_step_tree() {
         &lower,
         &format!("sh -c 'sleep {marker}' & sleep {marker} & echo ready; wait"),
     );
-    let (progress, rx) = Progress::channel();
-    let result = std::thread::scope(|s| {
-        let step = s.spawn(|| sandbox.run_step(&spec, &progress));
-        loop {
-            match rx.recv_timeout(Duration::from_secs(20)) {
-                Ok(Event::StepOutput { line, .. }) if line == "ready" => break,
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => panic!("the step never got ready"),
-                Err(RecvTimeoutError::Disconnected) => {
-                    panic!("step ended early: {:?}", step.join())
-                }
-            }
-        }
-        assert!(processes_with(&format!("sleep {marker}")).len() >= 2);
-        cancel.cancel();
-        step.join().unwrap()
-    });
-    assert!(
-        matches!(result, Err(SandboxError::Interrupted { .. })),
-        "{result:?}"
-    );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !processes_with(&format!("sleep {marker}")).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "step processes survived the cancel"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    cancel_after_ready(&sandbox, &spec, marker);
     assert!(leftover_state_dirs(dir.path()).is_empty());
 }
 

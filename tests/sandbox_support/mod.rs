@@ -318,3 +318,41 @@ pub fn leftover_state_dirs(dir: &Path) -> Vec<PathBuf> {
         .map(|e| e.path())
         .collect()
 }
+
+/// Runs `spec` (which prints `ready` once its `sleep MARKER` processes run), cancels it from
+/// another thread, and checks that the step returns `Interrupted` and that every `sleep MARKER`
+/// process is gone within 5 s.
+pub fn cancel_after_ready(sandbox: &kiln::sandbox::Sandbox, spec: &StepSpec, marker: &str) {
+    use std::sync::mpsc::RecvTimeoutError;
+    use std::time::{Duration, Instant};
+    let cancel = sandbox.cancel_handle();
+    let (progress, rx) = kiln::progress::Progress::channel();
+    let result = std::thread::scope(|s| {
+        let step = s.spawn(|| sandbox.run_step(spec, &progress));
+        loop {
+            match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(Event::StepOutput { line, .. }) if line == "ready" => break,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => panic!("the step never got ready"),
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("step ended early: {:?}", step.join())
+                }
+            }
+        }
+        assert!(processes_with(&format!("sleep {marker}")).len() >= 2);
+        cancel.cancel();
+        step.join().unwrap()
+    });
+    assert!(
+        matches!(result, Err(kiln::sandbox::SandboxError::Interrupted { .. })),
+        "{result:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_with(&format!("sleep {marker}")).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "step processes survived the cancel"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
