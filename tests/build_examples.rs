@@ -64,7 +64,7 @@ fn kiln_build(root: &Path, registry: &str, example: &Path, layout: &Path) -> std
 }
 
 fn podman_run(tmp: &Path, layout: &Path) -> String {
-    let out = Command::new("podman")
+    let out = common::podman()
         .arg("--root")
         .arg(tmp.join("podman-root"))
         .arg("--runroot")

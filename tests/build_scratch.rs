@@ -101,7 +101,7 @@ fn hello_example_builds_into_the_store_and_an_oci_layout_that_real_tools_run() {
         return;
     }
     let storage = t.path().join("podman");
-    let run = Command::new("podman")
+    let run = common::podman()
         .arg("--root")
         .arg(storage.join("root"))
         .arg("--runroot")

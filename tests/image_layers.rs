@@ -2,6 +2,8 @@
 //! out of `umoci unpack` and out of the store's unpacked-layer cache, bit for bit, including
 //! ownership, modes, symlinks, hard links and xattrs.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
@@ -234,7 +236,7 @@ fn podman_runs_the_image_from_both_archives() {
     kiln::image::write_docker_archive(&store, &image, std::slice::from_ref(&name), &archive)
         .unwrap();
     let podman = |args: &[&str]| {
-        let out = Command::new("podman")
+        let out = common::podman()
             .arg("--root")
             .arg(tmp.path().join("podman"))
             .arg("--runroot")

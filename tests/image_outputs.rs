@@ -1,6 +1,8 @@
 //! Images assembled with the library, exported, and checked with real tools: umoci, skopeo,
 //! podman.
 
+mod common;
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
@@ -196,7 +198,7 @@ fn skopeo_accepts_oci_dir_oci_archive_and_docker_archive() {
 }
 
 fn podman(root: &Path) -> Command {
-    let mut c = Command::new("podman");
+    let mut c = common::podman();
     c.arg("--root")
         .arg(root.join("storage"))
         .arg("--runroot")

@@ -1,6 +1,7 @@
 //! Pull and push against real loopback registries (Debian's docker-registry): plain HTTP,
 //! htpasswd behind TLS, and token auth; interop with skopeo both ways.
 
+mod common;
 mod registry_support;
 
 use kiln::Reference;
@@ -49,7 +50,7 @@ async fn push_then_pull_round_trips_and_second_transfers_cost_only_heads() {
     let podman = |args: &[&str]| {
         let root = podman_root.path().join("root");
         let run = podman_root.path().join("run");
-        let out = std::process::Command::new("podman")
+        let out = common::podman()
             .args([
                 "--root",
                 root.to_str().unwrap(),
@@ -481,7 +482,7 @@ async fn podman_runs_what_kiln_pushed() {
     };
     let nproc = hard("u").parse::<u64>().unwrap_or(32768).min(32768);
     let root = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new("podman")
+    let out = common::podman()
         .args(["--root", root.path().join("root").to_str().unwrap()])
         .args(["--runroot", root.path().join("run").to_str().unwrap()])
         .args([

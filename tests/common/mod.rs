@@ -24,3 +24,23 @@ pub fn conformance_dir() -> Result<PathBuf, String> {
         ))
     }
 }
+
+/// A `podman` command on a machine made ready for it: the first call in a test binary runs
+/// `tests/scripts/containers-config.sh` (runc with cgroupfs, ulimits within the hard limits,
+/// overlay storage, device modes; see that script), which a fresh machine needs before podman
+/// can run a container. Needs root, like every test that runs podman.
+pub fn podman() -> std::process::Command {
+    static READY: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    READY.get_or_init(|| {
+        let status = std::process::Command::new("bash")
+            .arg(repo_root().join("tests/scripts/containers-config.sh"))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run tests/scripts/containers-config.sh");
+        assert!(
+            status.success(),
+            "tests/scripts/containers-config.sh failed"
+        );
+    });
+    std::process::Command::new("podman")
+}
