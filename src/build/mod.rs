@@ -14,6 +14,7 @@
 pub(crate) mod cache;
 pub mod context;
 mod copy;
+mod copy_step;
 mod run;
 mod stage;
 
@@ -63,6 +64,14 @@ pub struct BuildRequest {
 /// there, and returns its manifest (or index) digest; the error is a message for the user.
 /// The CLI passes the registry client; library users may refuse (offline builds).
 pub type PullBase<'a> = dyn Fn(&Reference, &Progress) -> Result<Digest, String> + 'a;
+
+/// What a build asks of the world outside the store, supplied by the caller (the CLI wires
+/// the registry client in). One field per service, so the library stays free of network and
+/// credential policy.
+pub struct Hooks<'a> {
+    /// Gets a base image that is not in the store.
+    pub pull: &'a PullBase<'a>,
+}
 
 /// The result of a successful build.
 #[derive(Debug)]
@@ -116,7 +125,7 @@ impl BuildError {
 pub fn build(
     store: &Store,
     sandbox: &Sandbox,
-    pull: &PullBase,
+    hooks: &Hooks,
     req: &BuildRequest,
     progress: &Progress,
 ) -> Result<BuildOutcome, BuildError> {
@@ -150,7 +159,7 @@ pub fn build(
     let mut runner = stage::Runner::new(
         store,
         sandbox,
-        pull,
+        hooks,
         req,
         context.as_ref(),
         progress,

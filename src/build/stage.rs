@@ -8,14 +8,14 @@ use chrono::{DateTime, Utc};
 
 use super::cache::{self, BuildCache, CachedStep, SourceDigest, StepInputs};
 use super::context::Context;
-use super::copy::{self, CopyOptions};
+use super::copy;
+use super::copy_step::CopySpec;
 use super::run::{self, RunArgs, RunEnv};
-use super::{BuildError, BuildRequest, PullBase};
+use super::{BuildError, BuildRequest, Hooks};
 use crate::Digest;
 use crate::dockerfile::{CommandLine, Healthcheck, Span};
 use crate::image::{self, ImageBuilder, Layer, StoredImage};
 use crate::layer::{self, DiffKind, LayerEntry, LayerOptions, Ownership, UnpackOptions};
-use crate::plan::ignore::DockerIgnore;
 use crate::plan::{Base, CopyFrom, SourceSpec, Stage, Step, StepKind};
 use crate::progress::{Event, Progress};
 use crate::reference::Reference;
@@ -27,27 +27,27 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 
 /// Builds stages one after another, keeping each finished stage for later `FROM`/`--from`.
 pub(crate) struct Runner<'a> {
-    store: &'a Store,
-    sandbox: &'a Sandbox,
-    pull: &'a PullBase<'a>,
-    cache: BuildCache<'a>,
+    pub(super) store: &'a Store,
+    pub(super) sandbox: &'a Sandbox,
+    pub(super) hooks: &'a Hooks<'a>,
+    pub(super) cache: BuildCache<'a>,
     /// The last cache key of each finished stage (`FROM stage` and `COPY --from` build on it).
-    stage_keys: HashMap<usize, Digest>,
+    pub(super) stage_keys: HashMap<usize, Digest>,
     /// Identifies this Dockerfile in this context, for explaining cache misses.
-    slot_prefix: String,
-    announced_isolation: bool,
-    req: &'a BuildRequest,
-    context: Option<&'a Context>,
-    progress: &'a Progress,
-    created: DateTime<Utc>,
-    platform: image::Platform,
-    done: HashMap<usize, ImageBuilder>,
-    layers_built: usize,
+    pub(super) slot_prefix: String,
+    pub(super) announced_isolation: bool,
+    pub(super) req: &'a BuildRequest,
+    pub(super) context: Option<&'a Context>,
+    pub(super) progress: &'a Progress,
+    pub(super) created: DateTime<Utc>,
+    pub(super) platform: image::Platform,
+    pub(super) done: HashMap<usize, ImageBuilder>,
+    pub(super) layers_built: usize,
     /// The latest build time among the cache hits (see [`Runner::take`]).
-    newest_hit: Option<i64>,
+    pub(super) newest_hit: Option<i64>,
 }
 
-fn step_err(span: Span, message: impl Into<String>) -> BuildError {
+pub(super) fn step_err(span: Span, message: impl Into<String>) -> BuildError {
     BuildError::Step {
         span,
         message: message.into(),
@@ -58,7 +58,7 @@ impl<'a> Runner<'a> {
     pub(crate) fn new(
         store: &'a Store,
         sandbox: &'a Sandbox,
-        pull: &'a PullBase<'a>,
+        hooks: &'a Hooks<'a>,
         req: &'a BuildRequest,
         context: Option<&'a Context>,
         progress: &'a Progress,
@@ -68,7 +68,7 @@ impl<'a> Runner<'a> {
         Runner {
             store,
             sandbox,
-            pull,
+            hooks,
             cache: BuildCache::open(store, req.no_cache),
             stage_keys: HashMap::new(),
             slot_prefix: format!(
@@ -281,7 +281,7 @@ impl<'a> Runner<'a> {
     }
 
     /// An image from the store by the name a Dockerfile gives it.
-    fn stored_image(&self, name: &str) -> Result<StoredImage, String> {
+    pub(super) fn stored_image(&self, name: &str) -> Result<StoredImage, String> {
         let reference: Reference = name.parse().map_err(|e| format!("{e}"))?;
         // Like docker and buildah: use the stored image when there is one, else pull it.
         let digest = match self.store.resolve(&reference.to_string()) {
@@ -289,7 +289,7 @@ impl<'a> Runner<'a> {
             Err(_) => {
                 self.progress
                     .info(format!("pulling {}", reference.familiar()));
-                (self.pull)(&reference, self.progress)
+                (self.hooks.pull)(&reference, self.progress)
                     .map_err(|e| format!("pulling {reference}: {e}"))?
             }
         };
@@ -379,134 +379,8 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    /// ADD differs from COPY for URLs and local archives, which kiln does not handle yet;
-    /// refuse them rather than silently copying an archive unextracted.
-    fn check_add_sources(&self, sources: &[SourceSpec], span: Span) -> Result<(), BuildError> {
-        for s in sources {
-            let SourceSpec::Path { path } = s else {
-                continue;
-            };
-            if path.contains("://") || path.starts_with("git@") {
-                return Err(step_err(
-                    span,
-                    format!(
-                        "ADD from a URL ({path}) is not supported by kiln yet; download it in a RUN step"
-                    ),
-                ));
-            }
-            if let Some(ctx) = self.context {
-                let host = ctx.host_path(path.trim_start_matches('/'));
-                if host.is_file() && is_archive(&host) {
-                    return Err(step_err(
-                        span,
-                        format!(
-                            "ADD of the archive {path} (auto-extraction) is not supported by kiln yet"
-                        ),
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn copy(
-        &mut self,
-        img: &mut ImageBuilder,
-        span: Span,
-        spec: &CopySpec,
-        created_by: &str,
-    ) -> Result<(), BuildError> {
-        let lowers = self.unpacked_layers(img.layers())?;
-        let (uid, gid) = match spec.chown {
-            Some(c) => resolve_owner(c, &lowers).map_err(|m| step_err(span, m))?,
-            None => (0, 0),
-        };
-        let chmod = spec
-            .chmod
-            .map(parse_chmod)
-            .transpose()
-            .map_err(|m| step_err(span, m))?;
-        let exclude = if spec.exclude.is_empty() {
-            None
-        } else {
-            Some(
-                DockerIgnore::parse(&spec.exclude.join("\n"))
-                    .map_err(|e| step_err(span, e.to_string()))?,
-            )
-        };
-        let existing = |p: &str| copy::dir_meta_in(&lowers, p);
-        let now = u64::try_from(self.created.timestamp()).unwrap_or(0);
-        let (tree_holder, from) = self.source_tree(spec.from, span)?;
-        let tree: &Context = match &tree_holder {
-            SourceTree::Context(c) => c,
-            SourceTree::Rootfs { tree, .. } => tree,
-        };
-        let opts = CopyOptions {
-            uid,
-            gid,
-            chmod,
-            exclude,
-            now,
-            existing_dir: &existing,
-            from: &from,
-        };
-        let entries = copy::entries(tree, spec.sources, spec.dest, &opts)
-            .map_err(|e| step_err(span, e.to_string()))?;
-        self.add_layer(img, entries, created_by)
-    }
-
-    fn source_tree(
-        &self,
-        from: &CopyFrom,
-        span: Span,
-    ) -> Result<(SourceTree<'a>, String), BuildError> {
-        match from {
-            CopyFrom::Context => {
-                let ctx = self.context.ok_or_else(|| step_err(span, "COPY needs a build context, but the Dockerfile came from stdin without one"))?;
-                Ok((SourceTree::Context(ctx), "the build context".into()))
-            }
-            CopyFrom::Stage(i) => {
-                let layers = self
-                    .done
-                    .get(i)
-                    .expect("plan orders dependencies first")
-                    .layers()
-                    .to_vec();
-                Ok((self.rootfs(&layers)?, format!("stage {i}")))
-            }
-            CopyFrom::Image(name) => {
-                let stored = self.stored_image(name).map_err(|m| step_err(span, m))?;
-                Ok((self.rootfs(&stored.layers)?, format!("image {name}")))
-            }
-        }
-    }
-
-    /// The merged file tree of `layers`, unpacked into a temp dir (whiteouts applied).
-    fn rootfs(&self, layers: &[Layer]) -> Result<SourceTree<'a>, BuildError> {
-        let dir = tempfile::Builder::new()
-            .prefix("kiln-rootfs-")
-            .tempdir()
-            .map_err(|source| BuildError::Io {
-                action: "creating a temp dir for COPY --from",
-                source,
-            })?;
-        for l in layers {
-            let blob = self.store.open_blob(&l.digest)?;
-            layer::unpack_layer(blob, dir.path(), &unpack_options())?;
-        }
-        let ctx = Context::open(
-            dir.path(),
-            DockerIgnore::parse("").expect("empty ignore"),
-            None,
-        )?;
-        Ok(SourceTree::Rootfs {
-            tree: ctx,
-            _dir: dir,
-        })
-    }
-
     /// Each layer of the image unpacked in the store, top layer first (for metadata lookups).
-    fn unpacked_layers(&self, layers: &[Layer]) -> Result<Vec<PathBuf>, BuildError> {
+    pub(super) fn unpacked_layers(&self, layers: &[Layer]) -> Result<Vec<PathBuf>, BuildError> {
         let mut dirs = Vec::with_capacity(layers.len());
         for l in layers.iter().rev() {
             let digest = l.digest;
@@ -599,7 +473,7 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    fn add_layer(
+    pub(super) fn add_layer(
         &mut self,
         img: &mut ImageBuilder,
         entries: Vec<LayerEntry>,
@@ -619,27 +493,7 @@ impl<'a> Runner<'a> {
     }
 }
 
-/// The arguments of a COPY/ADD step the runner needs.
-struct CopySpec<'s> {
-    sources: &'s [SourceSpec],
-    dest: &'s str,
-    from: &'s CopyFrom,
-    chown: Option<&'s str>,
-    chmod: Option<&'s str>,
-    exclude: &'s [String],
-}
-
-/// Where COPY reads from: the context, or a stage/image rootfs unpacked into a temp dir that
-/// lives as long as this value.
-enum SourceTree<'a> {
-    Context(&'a Context),
-    Rootfs {
-        tree: Context,
-        _dir: tempfile::TempDir,
-    },
-}
-
-fn unpack_options() -> UnpackOptions {
+pub(super) fn unpack_options() -> UnpackOptions {
     // Root keeps the layers' owners; an unprivileged user cannot chown and keeps its own.
     let ownership = if nix::unistd::geteuid().is_root() {
         Ownership::Preserve
@@ -699,70 +553,6 @@ fn healthcheck(h: &Healthcheck) -> image::Healthcheck {
             }
         }
     }
-}
-
-/// `--chmod`: octal only for now.
-fn parse_chmod(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s, 8)
-        .ok()
-        .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| format!("--chmod={s}: kiln supports octal modes (e.g. 0755) only so far"))
-}
-
-/// `--chown=user[:group]`: numeric ids as they are, names through the image's passwd/group.
-fn resolve_owner(spec: &str, lowers: &[PathBuf]) -> Result<(u64, u64), String> {
-    let (user, group) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (spec, None),
-    };
-    let uid = match user.parse::<u64>() {
-        Ok(n) => n,
-        Err(_) => lookup(lowers, "etc/passwd", user, 2).ok_or_else(|| {
-            format!("--chown={spec}: user {user:?} is not in the image's /etc/passwd")
-        })?,
-    };
-    let gid = match group {
-        None => match user.parse::<u64>() {
-            // A numeric user without a group gets the same number as gid (Docker's rule).
-            Ok(n) => n,
-            Err(_) => lookup(lowers, "etc/passwd", user, 3).unwrap_or(uid),
-        },
-        Some(g) => match g.parse::<u64>() {
-            Ok(n) => n,
-            Err(_) => lookup(lowers, "etc/group", g, 2).ok_or_else(|| {
-                format!("--chown={spec}: group {g:?} is not in the image's /etc/group")
-            })?,
-        },
-    };
-    Ok((uid, gid))
-}
-
-/// Field `field` (0-based) of the line for `name` in the top-most layer that has `file`.
-fn lookup(lowers: &[PathBuf], file: &str, name: &str, field: usize) -> Option<u64> {
-    let text = lowers
-        .iter()
-        .find_map(|l| std::fs::read_to_string(l.join(file)).ok())?;
-    text.lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.first() == Some(&name))?
-        .get(field)?
-        .parse()
-        .ok()
-}
-
-/// gzip, bzip2, xz, zstd or a plain tar, by content (ADD auto-extracts those).
-fn is_archive(path: &std::path::Path) -> bool {
-    use std::io::Read;
-    let mut head = [0u8; 262];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| f.read(&mut head))
-        .unwrap_or(0);
-    let h = &head[..n];
-    h.starts_with(&[0x1f, 0x8b])
-        || h.starts_with(b"BZh")
-        || h.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
-        || h.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        || (n >= 262 && &h[257..262] == b"ustar")
 }
 
 /// Steps that write a layer go through the cache; metadata steps are cheaper to redo.

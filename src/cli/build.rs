@@ -131,7 +131,13 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
             .map_err(|e| e.to_string())?;
         Ok(pulled.manifest.digest)
     };
-    let result = crate::build::build(&store, &sandbox, &pull, &req, &progress);
+    let result = crate::build::build(
+        &store,
+        &sandbox,
+        &crate::build::Hooks { pull: &pull },
+        &req,
+        &progress,
+    );
     drop(progress);
     let _ = renderer.join();
     let outcome = match result {
