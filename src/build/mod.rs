@@ -79,6 +79,8 @@ pub struct BuildOutcome {
     pub image: StoredImage,
     /// Layers written by this build (cache hits and base layers not counted).
     pub layers_built: usize,
+    /// Layers taken from the build cache instead of being built.
+    pub layers_reused: usize,
 }
 
 /// Why a build failed. Each variant knows where in the Dockerfile it happened, if anywhere.
@@ -183,6 +185,7 @@ pub fn build(
     Ok(BuildOutcome {
         image: StoredImage::load(store, &blobs.manifest_digest)?,
         layers_built: runner.layers_built(),
+        layers_reused: runner.layers_reused,
     })
 }
 

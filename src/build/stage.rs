@@ -43,6 +43,7 @@ pub(crate) struct Runner<'a> {
     pub(super) platform: image::Platform,
     pub(super) done: HashMap<usize, ImageBuilder>,
     pub(super) layers_built: usize,
+    pub(super) layers_reused: usize,
     /// The latest build time among the cache hits (see [`Runner::take`]).
     pub(super) newest_hit: Option<i64>,
 }
@@ -87,6 +88,7 @@ impl<'a> Runner<'a> {
             platform,
             done: HashMap::new(),
             layers_built: 0,
+            layers_reused: 0,
         }
     }
 
@@ -178,7 +180,10 @@ impl<'a> Runner<'a> {
         if let Some(hit) = self.cache.lookup(key) {
             self.newest_hit = self.newest_hit.max(Some(hit.created));
             match hit.layer {
-                Some(layer) => img.add_layer(layer, &hit.created_by),
+                Some(layer) => {
+                    img.add_layer(layer, &hit.created_by);
+                    self.layers_reused += 1;
+                }
                 None => img.add_empty_step(&hit.created_by),
             }
             return Ok(true);

@@ -8,7 +8,7 @@ use crate::build::BuildRequest;
 use crate::image::StoredImage;
 use crate::image::{ImageFormat, Output};
 use crate::layer::Compression;
-use crate::progress::{Event, Progress};
+use crate::progress::Progress;
 use crate::reference::Reference;
 use crate::registry::{Manifest, StoreBlobs};
 use crate::sandbox::{Isolation, Network, Sandbox};
@@ -97,10 +97,8 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
         .map(|o| o.parse::<Output>())
         .collect::<Result<Vec<_>, _>>()?;
     let store = super::images::open_store(g)?;
-    let (progress, events) = Progress::channel();
-    let mode = a.progress.clone();
-    let quiet = a.quiet;
-    let renderer = std::thread::spawn(move || render(events, &mode, quiet));
+    let mode = super::progress::Mode::choose(&a.progress, a.quiet);
+    let (progress, renderer) = super::progress::start(mode);
     let t0 = std::time::Instant::now();
     let isolation = match a.isolation.as_str() {
         "rootless" => Isolation::Rootless,
@@ -139,7 +137,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
         &progress,
     );
     drop(progress);
-    let _ = renderer.join();
+    renderer.finish();
     let outcome = match result {
         Ok(o) => o,
         Err(e) => anyhow::bail!("{}", e.render(&req)),
@@ -149,28 +147,29 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
         o.write(&store, image, &req.tags)
             .with_context(|| format!("writing the image to {}", o.dest().display()))?;
     }
-    if a.push {
-        push(&a, &store, &rt, image, &req.tags)?;
-    }
+    let pushed = if a.push {
+        push(&a, mode, &store, &rt, image, &req.tags)?
+    } else {
+        Vec::new()
+    };
     if let Some(f) = &a.iidfile {
         std::fs::write(f, image.config_digest.to_string())
             .with_context(|| format!("writing {}", f.display()))?;
     }
-    if quiet {
-        println!("{}", image.config_digest);
-    } else {
-        eprintln!(
-            "built {} in {:.1}s: {} layer(s) written, {} in all",
-            req.tags
-                .first()
-                .map(|t| t.familiar())
-                .unwrap_or_else(|| "image".into()),
-            t0.elapsed().as_secs_f64(),
-            outcome.layers_built,
-            image.layers.len()
-        );
-        println!("{}", image.config_digest);
+    if mode.summary() {
+        let summary = super::progress::Summary {
+            image,
+            layers_built: outcome.layers_built,
+            layers_reused: outcome.layers_reused,
+            elapsed: t0.elapsed(),
+            names: req.tags.iter().map(|t| t.to_string()).collect(),
+            pushed,
+        };
+        for line in super::progress::summary_lines(&summary) {
+            eprintln!("{line}");
+        }
     }
+    println!("{}", image.config_digest);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -178,11 +177,12 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
 /// only after all its blobs are confirmed (the registry client guarantees that).
 fn push(
     a: &Args,
+    mode: super::progress::Mode,
     store: &Store,
     rt: &tokio::runtime::Runtime,
     image: &StoredImage,
     names: &[Reference],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<String>> {
     anyhow::ensure!(
         !names.is_empty(),
         "--push needs a name to push to: give -t REGISTRY/REPOSITORY:TAG"
@@ -195,8 +195,8 @@ fn push(
             None => repos.push((r.name(), vec![r])),
         }
     }
-    let (progress, renderer) = super::pull::render(a.quiet);
-    let mut pushed = None;
+    let (progress, renderer) = super::progress::start(mode);
+    let mut pushed = Vec::new();
     for (_, group) in &repos {
         let dest = group[0];
         let tags: Vec<String> = group
@@ -223,15 +223,15 @@ fn push(
             sum.blobs_uploaded,
             sum.blobs_present
         ));
-        pushed = Some(sum.digest);
+        pushed.push((dest.name(), sum.digest));
     }
     drop(progress);
-    let _ = renderer.join();
-    if let (Some(f), Some(d)) = (&a.digest_file, pushed) {
+    renderer.finish();
+    if let (Some(f), Some((_, d))) = (&a.digest_file, pushed.last()) {
         std::fs::write(f, d.to_string())
             .with_context(|| format!("writing --digest-file {}", f.display()))?;
     }
-    Ok(())
+    Ok(pushed.into_iter().map(|(n, d)| format!("{n}@{d}")).collect())
 }
 
 /// Flags whose machinery is not wired into builds yet: refuse them instead of ignoring them.
@@ -319,28 +319,5 @@ fn label(kv: &str) -> anyhow::Result<(String, String)> {
     match kv.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => anyhow::bail!("--label {kv:?}: expected KEY=VALUE"),
-    }
-}
-
-/// Prints progress events: plain lines for logs and terminals, or JSON lines for tools.
-fn render(events: std::sync::mpsc::Receiver<Event>, mode: &str, quiet: bool) {
-    for e in events {
-        if mode == "json" {
-            if let Ok(line) = serde_json::to_string(&e) {
-                eprintln!("{line}");
-            }
-            continue;
-        }
-        match e {
-            Event::Warning { message } => eprintln!("warning: {message}"),
-            _ if quiet => {}
-            Event::StepStarted { name, .. } => eprintln!("{name}"),
-            Event::StepOutput { line, .. } => eprintln!("  {line}"),
-            Event::StepDone { cached: true, .. } => eprintln!("  CACHED"),
-            Event::StepDone { millis, .. } => eprintln!("  done {:.1}s", millis as f64 / 1000.0),
-            Event::CacheMiss { reason, .. } => eprintln!("  {reason}"),
-            Event::Info { message } => eprintln!("{message}"),
-            Event::Bytes { .. } => {}
-        }
     }
 }

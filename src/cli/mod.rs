@@ -10,6 +10,7 @@ mod debug;
 mod images;
 mod login;
 mod plan;
+mod progress;
 mod pull;
 mod push;
 

@@ -1,20 +1,19 @@
 //! `kiln pull REF`: resolve, pick the platform, download verified blobs into the store and name
 //! the image. Also home of the registry flags shared by `push` and `login`.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use crate::Reference;
 use crate::digest::Digest;
-use crate::progress::{Event, Progress};
 use crate::registry::{ClientConfig, Credential, Platform, Registry, creds};
 use crate::store::Store;
 use anyhow::Context;
 
 use super::GlobalArgs;
 use super::images::open_store;
+use super::progress::Mode;
 
 /// How to reach registries (shared by pull, push and login).
 #[derive(Debug, clap::Args)]
@@ -118,46 +117,6 @@ pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// Shows progress events on stderr: one bar per blob on a terminal, warnings always.
-pub(super) fn render(quiet: bool) -> (Progress, std::thread::JoinHandle<()>) {
-    let (progress, rx) = Progress::channel();
-    let bars = !quiet && std::io::stderr().is_terminal();
-    let handle = std::thread::spawn(move || {
-        let multi = indicatif::MultiProgress::new();
-        let style = indicatif::ProgressStyle::with_template(
-            "{prefix:.dim} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> ");
-        let mut map = std::collections::HashMap::new();
-        for event in rx {
-            match event {
-                Event::Bytes { id, done, total } if bars => {
-                    let bar = map.entry(id.clone()).or_insert_with(|| {
-                        let b = multi.add(indicatif::ProgressBar::new(total.unwrap_or(0)));
-                        b.set_style(style.clone());
-                        b.set_prefix(id.chars().take(19).collect::<String>());
-                        b
-                    });
-                    bar.set_position(done);
-                }
-                Event::Warning { message } => {
-                    let _ = multi.println(format!("warning: {message}"));
-                    if !bars {
-                        eprintln!("warning: {message}");
-                    }
-                }
-                Event::Info { message } if !quiet => eprintln!("{message}"),
-                _ => {}
-            }
-        }
-        for b in map.values() {
-            b.finish_and_clear();
-        }
-    });
-    (progress, handle)
-}
-
 pub(super) fn mb_per_s(bytes: u64, start: Instant) -> f64 {
     bytes as f64 / 1e6 / start.elapsed().as_secs_f64().max(1e-6)
 }
@@ -171,7 +130,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     let store = open_store(g)?;
     let cred = a.creds.resolve(&reference)?;
     let registry = a.transport.client(reference.api_host(), cred)?;
-    let (progress, renderer) = render(a.quiet);
+    let (progress, renderer) = super::progress::start(Mode::choose("auto", a.quiet));
     let started = Instant::now();
     let result = runtime()?.block_on(registry.pull_image(
         &reference,
@@ -180,7 +139,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
         &progress,
     ));
     drop(progress);
-    let _ = renderer.join();
+    renderer.finish();
     let pulled = result.with_context(|| format!("pulling {reference}"))?;
     if pulled.index.is_none() {
         warn_if_other_platform(&store, &pulled.config, &platform);

@@ -11,7 +11,8 @@ use anyhow::{Context, bail};
 
 use super::GlobalArgs;
 use super::images::open_store;
-use super::pull::{CredsArgs, RegistryArgs, mb_per_s, render, runtime};
+use super::progress::{Mode, start};
+use super::pull::{CredsArgs, RegistryArgs, mb_per_s, runtime};
 use crate::registry::StoreBlobs;
 
 #[derive(Debug, clap::Args)]
@@ -107,7 +108,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     config.chunk_size = a.chunk_size;
     let cred = a.creds.resolve(&dest)?;
     let registry = crate::registry::Registry::new(dest.api_host(), config, cred)?;
-    let (progress, renderer) = render(a.quiet);
+    let (progress, renderer) = start(Mode::choose("auto", a.quiet));
     let started = Instant::now();
     let result = runtime()?.block_on(registry.push_image(
         dest.repository(),
@@ -118,7 +119,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
         &progress,
     ));
     drop(progress);
-    let _ = renderer.join();
+    renderer.finish();
     let sum = result.with_context(|| format!("pushing {} to {dest}", a.source))?;
     if let Some(f) = &a.digest_file {
         std::fs::write(f, sum.digest.to_string())
