@@ -44,6 +44,8 @@ pub(crate) struct Runner<'a> {
     pub(super) done: HashMap<usize, ImageBuilder>,
     pub(super) layers_built: usize,
     pub(super) layers_reused: usize,
+    /// The progress id of the step running now (RUN output is reported under it).
+    pub(super) step_id: String,
     /// The latest build time among the cache hits (see [`Runner::take`]).
     pub(super) newest_hit: Option<i64>,
 }
@@ -89,6 +91,7 @@ impl<'a> Runner<'a> {
             done: HashMap::new(),
             layers_built: 0,
             layers_reused: 0,
+            step_id: String::new(),
         }
     }
 
@@ -141,6 +144,7 @@ impl<'a> Runner<'a> {
                 name,
             });
             let t0 = Instant::now();
+            self.step_id.clone_from(&id);
             let sources = self.sources(step)?;
             let key = BuildCache::key(&parent, step, sources.as_ref());
             let cached = if writes_layer(step) {
@@ -426,7 +430,7 @@ impl<'a> Runner<'a> {
         })?;
         let cfg = img.config();
         let env = RunEnv {
-            id: created_by.to_string(),
+            id: self.step_id.clone(),
             lower_dirs,
             upper_dir: upper_dir.clone(),
             scratch: scratch.path(),
