@@ -181,14 +181,19 @@ fn build_arg_values_never_appear_in_progress_output() {
     }
 }
 
-/// Runs `kiln build` under a pseudo-terminal (util-linux `script`) of 100 columns.
+/// Runs `kiln build` under a pseudo-terminal.
 fn build_in_pty(t: &Path, extra: &str) -> (bool, String) {
+    let args = format!("build {extra} {}", t.join("ctx").display());
+    kiln_in_pty(t, &args)
+}
+
+/// Runs `kiln ARGS` under a pseudo-terminal (util-linux `script`) of 100 columns.
+fn kiln_in_pty(t: &Path, args: &str) -> (bool, String) {
     let kiln = PathBuf::from(env!("CARGO_BIN_EXE_kiln"));
     let cmd = format!(
-        "stty cols 100 rows 30; env -u SOURCE_DATE_EPOCH KILN_ROOT={} {} build {extra} {}",
+        "stty cols 100 rows 30; env -u SOURCE_DATE_EPOCH KILN_ROOT={} {} {args}",
         t.join("root").display(),
         kiln.display(),
-        t.join("ctx").display()
     );
     let out = Command::new("script")
         .args(["-qfec", &cmd, "/dev/null"])
@@ -282,7 +287,8 @@ fn run_output_pulls_and_failures_in_plain_and_tty() {
         registry.addr
     );
     let t = project(&[("Dockerfile", &dockerfile)]);
-    let err = text(&build(t.path(), &["-t", "r", "--progress", "plain"]).stderr);
+    let dest = format!("{}/progress/r:1", registry.addr);
+    let err = text(&build(t.path(), &["-t", &dest, "--push", "--progress", "plain"]).stderr);
     for re in [
         r"(?m)^#\d+ sha256:[0-9a-f]{12} .* done$",
         r"(?m)^#\d+ \[stage-0 1/2\] RUN echo one && echo two >&2$",
@@ -291,6 +297,20 @@ fn run_output_pulls_and_failures_in_plain_and_tty() {
         r"(?m)^built in \d+\.\ds: 2 layer\(s\) written, 0 reused$",
     ] {
         assert!(Regex::new(re).unwrap().is_match(&err), "{re} in:\n{err}");
+    }
+    let pushed = format!("  pushed     {}/progress/r@sha256:", registry.addr);
+    assert!(err.contains(&pushed), "{err}");
+
+    if have_script() {
+        // Pull bars under a terminal: each blob ends as a `done` line, no bar left drawn.
+        let fresh = tempfile::tempdir().unwrap();
+        let (ok, screen) = kiln_in_pty(fresh.path(), &format!("pull {dest}"));
+        assert!(ok, "{screen}");
+        let done = Regex::new(r"=> sha256:[0-9a-f]{12} [\d.]+ \w+ done  \d+\.\ds").unwrap();
+        // The config, busybox's layer and the RUN layers (both RUNs may leave the same diff).
+        assert!(done.find_iter(&screen).count() >= 3, "{screen:?}");
+        let tail = after(&screen, "progress/r:1: sha256:");
+        assert!(!tail.contains('\x1b'), "{tail:?}");
     }
 
     // A failing step: plain marks it ERROR; the live display shows it again with all of its

@@ -594,6 +594,43 @@ mod tests {
     }
 
     #[test]
+    fn the_summary_names_digests_size_counts_and_names() {
+        let layer = |n: u8, size| crate::image::Layer {
+            digest: crate::Digest::of(&[n]),
+            size,
+            diff_id: crate::Digest::of(&[n, n]),
+            compression: crate::image::Compression::Gzip,
+        };
+        let image = StoredImage {
+            manifest_digest: crate::Digest::of(b"m"),
+            manifest: Vec::new(),
+            format: crate::image::ImageFormat::Oci,
+            config_digest: crate::Digest::of(b"c"),
+            config: Vec::new(),
+            layers: vec![layer(1, 1000), layer(2, 2048)],
+        };
+        let lines = summary_lines(&Summary {
+            image: &image,
+            layers_built: 1,
+            layers_reused: 1,
+            elapsed: Duration::from_millis(2345),
+            names: vec!["docker.io/library/app:1".into()],
+            pushed: vec![format!("reg:5000/app@{}", image.manifest_digest)],
+        });
+        assert_eq!(
+            lines,
+            [
+                "built in 2.3s: 1 layer(s) written, 1 reused".to_string(),
+                format!("  image id   {}", image.config_digest),
+                format!("  manifest   {}", image.manifest_digest),
+                "  size       2.98 KiB compressed in 2 layer(s)".to_string(),
+                "  stored as  docker.io/library/app:1".to_string(),
+                format!("  pushed     reg:5000/app@{}", image.manifest_digest),
+            ]
+        );
+    }
+
+    #[test]
     fn control_characters_are_not_drawn_raw() {
         assert_eq!(printable("\x1b[31mred\r"), " [31mred ");
         assert_eq!(short_id("sha256:0123456789abcdef"), "sha256:0123456789ab");
