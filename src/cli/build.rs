@@ -67,7 +67,8 @@ pub struct Args {
     /// Add a label to the image.
     #[arg(long = "label", value_name = "K=V")]
     pub labels: Vec<String>,
-    /// Progress output.
+    /// Progress output: tty (live display), plain (line by line, for CI logs), json (one event
+    /// per line, for tools); auto is tty on a terminal, else plain.
     #[arg(long, value_name = "MODE", default_value = "auto", value_parser = ["auto", "tty", "plain", "json"])]
     pub progress: String,
     /// Write the image ID to this file.

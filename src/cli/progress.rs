@@ -258,6 +258,8 @@ struct LiveStep {
     tail: Vec<ProgressBar>,
     lines: VecDeque<String>,
     dropped: usize,
+    /// Why the cache missed, shown under the step's final line.
+    miss: Option<String>,
 }
 
 /// The live display.
@@ -309,6 +311,7 @@ impl Tty {
                     tail: Vec::new(),
                     lines: VecDeque::new(),
                     dropped: 0,
+                    miss: None,
                 };
                 if let Some(old) = self.steps.insert(id, step) {
                     self.clear(&old);
@@ -323,9 +326,15 @@ impl Tty {
                     } else {
                         format!("=> {}  {:.1}s", step.name, millis as f64 / 1000.0)
                     });
+                    if let Some(why) = step.miss {
+                        self.println(format!("   {why}"));
+                    }
                 }
             }
-            Event::CacheMiss { reason, .. } => self.println(format!("   {reason}")),
+            Event::CacheMiss { id, reason } => match self.steps.get_mut(&id) {
+                Some(step) => step.miss = Some(reason),
+                None => self.println(format!("   {reason}")),
+            },
             Event::Bytes { id, done, total } => self.bytes(id, done, total),
             Event::Warning { message } => self.println(format!("warning: {message}")),
             Event::Info { message } => self.println(message),
@@ -402,6 +411,9 @@ impl Tty {
                 step.name,
                 step.started.elapsed().as_secs_f64()
             ));
+            if let Some(why) = &step.miss {
+                self.println(format!("   {why}"));
+            }
             if step.dropped > 0 {
                 self.println(format!("   … {} earlier line(s)", step.dropped));
             }
