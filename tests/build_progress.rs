@@ -91,7 +91,11 @@ fn plain_progress_has_buildkit_structure_and_a_rebuild_is_all_cached() {
     }
     assert_eq!(summary_field(&err, "image id"), id);
     let manifest = summary_field(&err, "manifest");
-    assert!(Regex::new("^sha256:[0-9a-f]{64}$").unwrap().is_match(&manifest));
+    assert!(
+        Regex::new("^sha256:[0-9a-f]{64}$")
+            .unwrap()
+            .is_match(&manifest)
+    );
     assert_ne!(manifest, id);
     // Steps appear in order, each number once as a header.
     let headers: Vec<&str> = err.lines().filter(|l| l.contains("] ")).collect();
@@ -99,7 +103,11 @@ fn plain_progress_has_buildkit_structure_and_a_rebuild_is_all_cached() {
 
     let again = build(t.path(), &["-t", "progress/app:1", "--progress", "plain"]);
     let err = text(&again.stderr);
-    assert_eq!(text(&again.stdout).trim(), id, "an unchanged rebuild is the same image");
+    assert_eq!(
+        text(&again.stdout).trim(),
+        id,
+        "an unchanged rebuild is the same image"
+    );
     for re in [
         r"(?m)^#1 CACHED$",
         r"(?m)^#3 CACHED$",
@@ -128,7 +136,10 @@ fn json_progress_is_one_event_per_line_with_time() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
         .collect();
-    let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
     assert_eq!(
         kinds,
         [
@@ -146,7 +157,10 @@ fn json_progress_is_one_event_per_line_with_time() {
     assert_eq!(events[0]["id"], "0.1");
     assert_eq!(events[0]["name"], "[stage-0 1/3] COPY a.txt /a.txt");
     assert_eq!(events[2]["cached"], false);
-    let times: Vec<u64> = events.iter().map(|e| e["time_ms"].as_u64().unwrap()).collect();
+    let times: Vec<u64> = events
+        .iter()
+        .map(|e| e["time_ms"].as_u64().unwrap())
+        .collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
     assert!(!err.contains("built in"), "no summary for tools: {err}");
     assert!(text(&out.stdout).trim().starts_with("sha256:"));
@@ -158,7 +172,9 @@ fn quiet_prints_only_the_image_id() {
     let out = build(t.path(), &["-q", "-t", "q"]);
     let stdout = text(&out.stdout);
     assert!(
-        Regex::new("^sha256:[0-9a-f]{64}\n$").unwrap().is_match(&stdout),
+        Regex::new("^sha256:[0-9a-f]{64}\n$")
+            .unwrap()
+            .is_match(&stdout),
         "{stdout:?}"
     );
     assert_eq!(text(&out.stderr), "");
@@ -232,20 +248,34 @@ fn tty_progress_shows_steps_and_ends_with_the_summary_and_no_bars() {
         "[stage-0 2/3] ENV MODE=prod",
         "[stage-0 3/3] COPY src/ /src/",
     ] {
-        assert!(screen.contains(&format!("=> {step}  ")), "{step}: {screen:?}");
+        assert!(
+            screen.contains(&format!("=> {step}  ")),
+            "{step}: {screen:?}"
+        );
     }
     let tail = after(&screen, "built in ");
-    assert!(!tail.contains('\x1b'), "drawing after the summary: {tail:?}");
+    assert!(
+        !tail.contains('\x1b'),
+        "drawing after the summary: {tail:?}"
+    );
     assert!(tail.contains("2 layer(s) written, 0 reused"), "{tail:?}");
     assert!(
-        Regex::new(r"sha256:[0-9a-f]{64}\s*$").unwrap().is_match(tail),
+        Regex::new(r"sha256:[0-9a-f]{64}\s*$")
+            .unwrap()
+            .is_match(tail),
         "ends with the image ID: {tail:?}"
     );
 
     let (ok, screen) = build_in_pty(t.path(), "-t tty:1");
     assert!(ok, "{screen}");
-    assert!(screen.contains("=> CACHED [stage-0 1/3] COPY a.txt /a.txt"), "{screen:?}");
-    assert!(screen.contains("=> CACHED [stage-0 3/3] COPY src/ /src/"), "{screen:?}");
+    assert!(
+        screen.contains("=> CACHED [stage-0 1/3] COPY a.txt /a.txt"),
+        "{screen:?}"
+    );
+    assert!(
+        screen.contains("=> CACHED [stage-0 3/3] COPY src/ /src/"),
+        "{screen:?}"
+    );
     assert!(
         after(&screen, "built in ").contains("0 layer(s) written, 2 reused"),
         "{screen:?}"
@@ -328,7 +358,9 @@ fn run_output_pulls_and_failures_in_plain_and_tty() {
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(
-        Regex::new(r"(?m)^#\d+ ERROR after \d+\.\ds$").unwrap().is_match(&err),
+        Regex::new(r"(?m)^#\d+ ERROR after \d+\.\ds$")
+            .unwrap()
+            .is_match(&err),
         "{err}"
     );
     if !have_script() {

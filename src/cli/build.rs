@@ -232,7 +232,10 @@ fn push(
         std::fs::write(f, d.to_string())
             .with_context(|| format!("writing --digest-file {}", f.display()))?;
     }
-    Ok(pushed.into_iter().map(|(n, d)| format!("{n}@{d}")).collect())
+    Ok(pushed
+        .into_iter()
+        .map(|(n, d)| format!("{n}@{d}"))
+        .collect())
 }
 
 /// Flags whose machinery is not wired into builds yet: refuse them instead of ignoring them.

@@ -230,7 +230,11 @@ impl Plain {
         };
         let secs = now.duration_since(b.started).as_secs_f64();
         let state = if complete { " done" } else { "" };
-        vec![format!("#{} {} {size} {secs:.1}s{state}", b.num, short_id(id))]
+        vec![format!(
+            "#{} {} {size} {secs:.1}s{state}",
+            b.num,
+            short_id(id)
+        )]
     }
 
     /// Steps that never finished: the build failed (or was interrupted) in them.
@@ -284,8 +288,7 @@ impl Tty {
     fn new() -> Tty {
         Tty {
             multi: MultiProgress::new(),
-            step_style: style("{spinner:.cyan} {wide_msg} {secs:.dim}")
-                .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ "),
+            step_style: style("{spinner:.cyan} {wide_msg} {secs:.dim}").tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ "),
             tail_style: style("   {wide_msg:.dim}"),
             steps: HashMap::new(),
             blobs: HashMap::new(),
@@ -564,12 +567,21 @@ mod tests {
         };
         let first = p.event(&bytes(100), t0);
         assert_eq!(first, ["#1 sha256:abababababab 100 B / 2.00 KiB 0.0s"]);
-        assert!(p.event(&bytes(200), t0 + Duration::from_millis(10)).is_empty());
+        assert!(
+            p.event(&bytes(200), t0 + Duration::from_millis(10))
+                .is_empty()
+        );
         let later = p.event(&bytes(1024), t0 + Duration::from_millis(1100));
         assert_eq!(later.len(), 1, "{later:?}");
         let done = p.event(&bytes(2048), t0 + Duration::from_millis(1200));
-        assert_eq!(done, ["#1 sha256:abababababab 2.00 KiB / 2.00 KiB 1.2s done"]);
-        assert!(p.event(&bytes(2048), t0 + Duration::from_secs(5)).is_empty());
+        assert_eq!(
+            done,
+            ["#1 sha256:abababababab 2.00 KiB / 2.00 KiB 1.2s done"]
+        );
+        assert!(
+            p.event(&bytes(2048), t0 + Duration::from_secs(5))
+                .is_empty()
+        );
         assert_eq!(p.event(&started("0.1", "s"), t0), ["#2 s"]);
     }
 
@@ -578,11 +590,21 @@ mod tests {
         let mut p = Plain::new();
         let now = Instant::now();
         assert_eq!(
-            p.event(&Event::Warning { message: "w".into() }, now),
+            p.event(
+                &Event::Warning {
+                    message: "w".into()
+                },
+                now
+            ),
             ["warning: w"]
         );
         assert_eq!(
-            p.event(&Event::Info { message: "pulling x".into() }, now),
+            p.event(
+                &Event::Info {
+                    message: "pulling x".into()
+                },
+                now
+            ),
             ["pulling x"]
         );
     }
