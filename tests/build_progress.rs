@@ -234,6 +234,18 @@ fn after<'a>(screen: &'a str, marker: &str) -> &'a str {
     &screen[at..]
 }
 
+/// The last live line drawn (a spinner) before the summary was erased again (`ESC[2K`).
+fn assert_live_lines_cleared(before_summary: &str) {
+    const SPINNER: &[char] = &['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+    if let Some(at) = before_summary.rfind(SPINNER) {
+        assert!(
+            before_summary[at..].contains("\x1b[2K"),
+            "a live line is left drawn: {:?}",
+            &before_summary[at..]
+        );
+    }
+}
+
 #[test]
 fn tty_progress_shows_steps_and_ends_with_the_summary_and_no_bars() {
     if !have_script() {
@@ -258,6 +270,7 @@ fn tty_progress_shows_steps_and_ends_with_the_summary_and_no_bars() {
         !tail.contains('\x1b'),
         "drawing after the summary: {tail:?}"
     );
+    assert_live_lines_cleared(&screen[..screen.len() - tail.len()]);
     assert!(tail.contains("2 layer(s) written, 0 reused"), "{tail:?}");
     assert!(
         Regex::new(r"sha256:[0-9a-f]{64}\s*$")
@@ -369,6 +382,7 @@ fn run_output_pulls_and_failures_in_plain_and_tty() {
     let (ok, screen) = build_in_pty(t.path(), "");
     assert!(!ok, "{screen}");
     let failed = after(&screen, "=> ERROR [stage-0 1/1] RUN for i in");
+    assert_live_lines_cleared(&screen[..screen.len() - failed.len()]);
     let tail = after(failed, "line1");
     assert!(!tail.contains('\x1b'), "{tail:?}");
     for i in 1..=9 {
