@@ -131,13 +131,12 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
             .map_err(|e| e.to_string())?;
         Ok(pulled.manifest.digest)
     };
-    let result = crate::build::build(
-        &store,
-        &sandbox,
-        &crate::build::Hooks { pull: &pull },
-        &req,
-        &progress,
-    );
+    let cache_clients = super::build_cache::CacheClients::new(&a, &rt)?;
+    let hooks = crate::build::Hooks {
+        pull: &pull,
+        remote_cache: cache_clients.as_ref().map(|c| c.hook(&a)),
+    };
+    let result = crate::build::build(&store, &sandbox, &hooks, &req, &progress);
     drop(progress);
     let _ = renderer.join();
     let outcome = match result {
@@ -237,8 +236,6 @@ fn push(
 /// Flags whose machinery is not wired into builds yet: refuse them instead of ignoring them.
 fn reject_unwired(a: &Args) -> anyhow::Result<()> {
     let unwired = [
-        (!a.cache_from.is_empty(), "--cache-from"),
-        (a.cache_to.is_some(), "--cache-to"),
         (!a.secrets.is_empty(), "--secret"),
         (a.platform.is_some(), "--platform"),
     ];
