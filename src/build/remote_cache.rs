@@ -21,7 +21,7 @@
 //! the manifest apart there. An export replaces the tag with this build's records only: the
 //! REF stays bounded by one build's size, whatever the number of builds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Mutex;
 
@@ -201,8 +201,8 @@ pub(crate) struct Session<'a> {
     store: &'a Store,
     /// Imported records by key, with the index of the REF they came from.
     imported: HashMap<Digest, (usize, RemoteRecord)>,
-    /// What this build used or produced, by key (for `--cache-to`).
-    used: Mutex<BTreeMap<Digest, RemoteRecord>>,
+    /// What this build used or produced, in step order, each key once (for `--cache-to`).
+    used: Mutex<Vec<RemoteRecord>>,
 }
 
 impl<'a> Session<'a> {
@@ -239,7 +239,7 @@ impl<'a> Session<'a> {
             remote,
             store,
             imported,
-            used: Mutex::new(BTreeMap::new()),
+            used: Mutex::new(Vec::new()),
         }
     }
 
@@ -283,7 +283,10 @@ impl<'a> Session<'a> {
     pub fn note(&self, key: &Digest, step: &CachedStep) {
         if self.remote.is_some_and(|r| r.to.is_some()) {
             let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-            used.insert(*key, RemoteRecord::from_step(*key, step));
+            // A stage built twice over (`FROM stage` reuses keys) is exported once.
+            if !used.iter().any(|r| r.key == *key) {
+                used.push(RemoteRecord::from_step(*key, step));
+            }
         }
     }
 
@@ -298,9 +301,7 @@ impl<'a> Session<'a> {
             .used
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+            .clone();
         let (manifest, config) = encode(&records);
         let pushed = self
             .store
