@@ -253,6 +253,9 @@ impl<'a> Session<'a> {
         step_name: &str,
         progress: &Progress,
     ) -> Option<CachedStep> {
+        if cache.is_disabled() {
+            return None;
+        }
         let (remote, (from, record)) = (self.remote?, self.imported.get(key)?);
         let cache_ref = &remote.from[*from];
         let step = record.to_step()?;
@@ -275,7 +278,7 @@ impl<'a> Session<'a> {
         if let Err(e) = cache.record(key, &step) {
             progress.warn(format!("could not record the build cache: {e}"));
         }
-        progress.info(format!("  CACHED (from {cache_ref})"));
+        progress.info(format!("  found in the cache at {cache_ref}"));
         Some(step)
     }
 
@@ -297,11 +300,8 @@ impl<'a> Session<'a> {
         else {
             return;
         };
-        let records: Vec<RemoteRecord> = self
-            .used
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let records: Vec<RemoteRecord> =
+            self.used.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let (manifest, config) = encode(&records);
         let pushed = self
             .store
@@ -495,6 +495,12 @@ mod tests {
             session.fetch(&key, &cache, "RUN x", &progress),
             Some(step.clone())
         );
+        let no_cache = BuildCache::open(&second, true);
+        assert_eq!(
+            session.fetch(&key, &no_cache, "RUN x", &progress),
+            None,
+            "--no-cache"
+        );
         assert!(second.has_blob(&step.layer.unwrap().digest));
         assert_eq!(cache.lookup(&key), Some(step), "recorded locally");
         drop(progress);
@@ -504,7 +510,10 @@ mod tests {
             .collect();
         let text = lines.join("\n");
         assert!(text.contains("no cache at reg/cache:missing"), "{text}");
-        assert!(text.contains("CACHED (from reg/cache:main)"), "{text}");
+        assert!(
+            text.contains("found in the cache at reg/cache:main"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -43,10 +43,10 @@ pub struct Args {
     /// Do not use the build cache.
     #[arg(long)]
     pub no_cache: bool,
-    /// Import build cache from a registry reference.
+    /// Reuse the build cache exported to this registry tag (repeatable; searched in order).
     #[arg(long = "cache-from", value_name = "REF")]
     pub cache_from: Vec<String>,
-    /// Export build cache to a registry reference.
+    /// After a successful build, export its step cache to this registry tag (one manifest, replaced each time).
     #[arg(long = "cache-to", value_name = "REF")]
     pub cache_to: Option<String>,
     /// Secret for RUN --mount=type=secret: id=NAME,src=FILE or id=NAME,env=VAR.
