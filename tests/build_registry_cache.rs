@@ -276,3 +276,128 @@ fn a_cache_export_that_fails_is_a_warning_and_the_build_succeeds() {
         built.stderr
     );
 }
+
+/// `kiln build` of `ctx` with a fresh store in `tmp/name`, returning (success, stderr, summary).
+fn build_raw(tmp: &Path, name: &str, ctx: &Path, flags: &[String]) -> (bool, String) {
+    let out = Command::cargo_bin("kiln")
+        .unwrap()
+        .env("KILN_ROOT", tmp.join(name).join("store"))
+        .env("HOME", tmp.join("home"))
+        .env("REGISTRY_AUTH_FILE", tmp.join("home/no-auth.json"))
+        .args(["build", "--progress", "plain", "-t", "app"])
+        .args(flags)
+        .arg(ctx)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// No RUN and no base image: runs as any user. The cache goes through an authenticating TLS
+/// registry, exported to one repository and imported (and re-exported) into another.
+#[test]
+fn the_cache_uses_the_registry_flags_and_credentials_and_bad_credentials_only_warn() {
+    if !(have("skopeo") && Path::new("/usr/bin/docker-registry").exists()) {
+        println!("SKIPPED: needs skopeo and docker-registry");
+        return;
+    }
+    let registry = TestRegistry::start("tls");
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY a.txt /a\nCOPY b.txt /b\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.join("a.txt"), "alpha\n").unwrap();
+    std::fs::write(ctx.join("b.txt"), "beta\n").unwrap();
+    let cert_dir = registry.cert_dir().join(&registry.addr);
+    let tls = |creds: &str| {
+        vec![
+            format!("--cert-dir={}", cert_dir.display()),
+            format!("--creds={creds}"),
+        ]
+    };
+    let good = format!("{}:{}", registry_support::USER, registry_support::PASS);
+    let first_ref = format!("{}/team/app-cache:main", registry.addr);
+    let second_ref = format!("{}/other/cache:branch", registry.addr);
+
+    let mut flags = tls(&good);
+    flags.push(format!("--cache-to={first_ref}"));
+    let (ok, stderr) = build_raw(tmp.path(), "first", &ctx, &flags);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("2 layer(s) written"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("exported the build cache to {first_ref}")),
+        "{stderr}"
+    );
+
+    // Import from one repository, export to another of the same registry (blobs mounted).
+    let mut flags = tls(&good);
+    flags.push(format!("--cache-from={first_ref}"));
+    flags.push(format!("--cache-to={second_ref}"));
+    let (ok, stderr) = build_raw(tmp.path(), "second", &ctx, &flags);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("0 layer(s) written"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "exported the build cache to {second_ref}: 2 step record(s)"
+        )),
+        "{stderr}"
+    );
+    let mut flags = tls(&good);
+    flags.push(format!("--cache-from={second_ref}"));
+    let (ok, stderr) = build_raw(tmp.path(), "third", &ctx, &flags);
+    assert!(ok && stderr.contains("0 layer(s) written"), "{stderr}");
+
+    // Wrong password: the build goes on without the cache and says why, never the password.
+    let mut flags = tls("kiln:wrong-password-xyz");
+    flags.push(format!("--cache-from={first_ref}"));
+    flags.push(format!("--cache-to={first_ref}"));
+    let (ok, stderr) = build_raw(tmp.path(), "bad", &ctx, &flags);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("2 layer(s) written"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("warning: cannot use the cache at {first_ref}"))
+            && stderr.contains(&format!(
+                "warning: could not export the build cache to {first_ref}"
+            ))
+            && stderr.contains("401"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("wrong-password-xyz"), "{stderr}");
+}
+
+/// mode=max: the cache holds every stage, so a fresh store rebuilds a multi-stage image (its
+/// `COPY --from` keyed on the earlier stage's key, not on anything local) without running a step.
+#[test]
+fn a_multi_stage_build_is_served_wholly_from_the_registry_cache() {
+    if let Some(why) = skip_reason() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let registry = TestRegistry::start("plain");
+    push_busybox(&registry.addr);
+    let tmp = tempfile::tempdir().unwrap();
+    let example = common::repo_root().join("testdata/examples/multi-stage");
+    let cache_ref = format!("{}/cache/multi:main", registry.addr);
+    let base = format!("--build-arg=BASE={}/kiln-test", registry.addr);
+    let first = build(
+        tmp.path(),
+        "first",
+        &example,
+        &[base.clone(), format!("--cache-to={cache_ref}")],
+    );
+    assert!(first.layers_written() > 0, "{}", first.stderr);
+    let second = build(
+        tmp.path(),
+        "second",
+        &example,
+        &[base, format!("--cache-from={cache_ref}")],
+    );
+    assert_eq!(second.layers_written(), 0, "{}", second.stderr);
+    assert_eq!(second.manifest, first.manifest);
+}
