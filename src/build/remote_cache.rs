@@ -260,19 +260,13 @@ impl<'a> Session<'a> {
         let cache_ref = &remote.from[*from];
         let step = record.to_step()?;
         if let Some(layer) = &step.layer {
-            if !self.store.has_blob(&layer.digest) {
-                if let Err(e) =
-                    remote
-                        .registry
-                        .pull_blob(cache_ref, &layer.digest, layer.size, self.store)
-                {
-                    progress.warn(format!(
-                        "{step_name}: cannot fetch layer {} from the cache at {cache_ref}, \
-                         building the step instead: {e}",
-                        layer.digest
-                    ));
-                    return None;
-                }
+            if let Err(e) = self.fetch_layer(remote.registry, cache_ref, layer) {
+                progress.warn(format!(
+                    "{step_name}: cannot use layer {} from the cache at {cache_ref}, \
+                     building the step instead: {e}",
+                    layer.digest
+                ));
+                return None;
             }
         }
         if let Err(e) = cache.record(key, &step) {
@@ -280,6 +274,34 @@ impl<'a> Session<'a> {
         }
         progress.info(format!("  found in the cache at {cache_ref}"));
         Some(step)
+    }
+
+    /// Puts `layer` in the store unless it is there, and checks the diffID the record claims
+    /// (the registry verified only the compressed digest): a wrong diffID would give an image
+    /// whose config does not match its layers.
+    fn fetch_layer(
+        &self,
+        registry: &dyn CacheRegistry,
+        cache_ref: &str,
+        layer: &Layer,
+    ) -> Result<(), String> {
+        if !self.store.has_blob(&layer.digest) {
+            registry.pull_blob(cache_ref, &layer.digest, layer.size, self.store)?;
+        }
+        let blob = self
+            .store
+            .open_blob(&layer.digest)
+            .map_err(|e| e.to_string())?;
+        let actual = crate::layer::diff_id(std::io::BufReader::new(blob))
+            .map_err(|e| format!("reading the layer: {e}"))?;
+        if actual != layer.diff_id {
+            return Err(format!(
+                "its tar has diffID {actual}, not the {} the cache records; \
+                 the cache at {cache_ref} is damaged: export it again",
+                layer.diff_id
+            ));
+        }
+        Ok(())
     }
 
     /// Remembers a step record this build used or produced, for [`Session::export`].
@@ -356,13 +378,18 @@ fn import(
 mod tests {
     use super::*;
 
+    /// A step whose "layer" is `seed` gzipped (its diffID is the digest of `seed`).
     fn record(store: &Store, seed: &str) -> (Digest, CachedStep) {
-        let digest = store.put_blob(seed.as_bytes()).unwrap();
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(seed.as_bytes()).unwrap();
+        let blob = gz.finish().unwrap();
+        let digest = store.put_blob(&blob).unwrap();
         let step = CachedStep {
             layer: Some(Layer {
                 digest,
-                size: seed.len() as u64,
-                diff_id: Digest::of(format!("tar {seed}").as_bytes()),
+                size: blob.len() as u64,
+                diff_id: Digest::of(seed.as_bytes()),
                 compression: Compression::Gzip,
             }),
             created_by: format!("RUN {seed}"),
@@ -548,7 +575,42 @@ mod tests {
         drop(progress);
         assert!(events.iter().any(|e| matches!(
             e,
-            crate::progress::Event::Warning { message } if message.contains("RUN gone: cannot fetch layer")
+            crate::progress::Event::Warning { message } if message.contains("RUN gone: cannot use layer")
+        )));
+    }
+
+    #[test]
+    fn a_record_whose_diff_id_does_not_match_its_layer_is_a_warned_miss() {
+        let registry = FakeRegistry::default();
+        let first_dir = tempfile::tempdir().unwrap();
+        let first = Store::open(first_dir.path()).unwrap();
+        let (key, mut step) = record(&first, "layer");
+        step.layer.as_mut().unwrap().diff_id = Digest::of(b"a lie");
+        let to = RemoteCache {
+            registry: &registry,
+            from: vec![],
+            to: Some("r".into()),
+        };
+        let session = Session::open(Some(&to), &first, &Progress::none());
+        session.note(&key, &step);
+        session.export(&Progress::none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let from = RemoteCache {
+            registry: &registry,
+            from: vec!["r".into()],
+            to: None,
+        };
+        let (progress, events) = Progress::channel();
+        let session = Session::open(Some(&from), &store, &progress);
+        let cache = BuildCache::open(&store, false);
+        assert_eq!(session.fetch(&key, &cache, "RUN x", &progress), None);
+        assert_eq!(cache.lookup(&key), None, "nothing recorded");
+        drop(progress);
+        assert!(events.iter().any(|e| matches!(
+            e,
+            crate::progress::Event::Warning { message } if message.contains("the cache at r is damaged")
         )));
     }
 
