@@ -138,6 +138,11 @@ impl<'s> BuildCache<'s> {
         }
     }
 
+    /// Whether lookups always miss (`--no-cache`): the registry cache must miss then too.
+    pub fn is_disabled(&self) -> bool {
+        self.disabled
+    }
+
     /// The parent key of a stage's first step: the base image's manifest digest (`None` for
     /// `scratch`; an earlier stage's last key for `FROM stage`) and the build-wide settings
     /// that change the bytes of every layer the stage writes.

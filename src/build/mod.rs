@@ -15,6 +15,7 @@ pub(crate) mod cache;
 pub mod context;
 mod copy;
 mod copy_step;
+pub mod remote_cache;
 mod run;
 mod stage;
 
@@ -71,6 +72,8 @@ pub type PullBase<'a> = dyn Fn(&Reference, &Progress) -> Result<Digest, String> 
 pub struct Hooks<'a> {
     /// Gets a base image that is not in the store.
     pub pull: &'a PullBase<'a>,
+    /// The registry cache (`--cache-from` / `--cache-to`), if any.
+    pub remote_cache: Option<remote_cache::RemoteCache<'a>>,
 }
 
 /// The result of a successful build.
@@ -175,6 +178,7 @@ pub fn build(
         image.set_label(k, v);
     }
     let blobs = image.commit(store, req.format, &req.tags)?;
+    runner.remote.export(progress);
     if let Some(ctx) = &context {
         if let Err(e) = ctx.save_cache() {
             progress.warn(format!(

@@ -10,6 +10,7 @@ use super::cache::{self, BuildCache, CachedStep, SourceDigest, StepInputs};
 use super::context::Context;
 use super::copy;
 use super::copy_step::CopySpec;
+use super::remote_cache;
 use super::run::{self, RunArgs, RunEnv};
 use super::{BuildError, BuildRequest, Hooks};
 use crate::Digest;
@@ -48,6 +49,8 @@ pub(crate) struct Runner<'a> {
     pub(super) step_id: String,
     /// The latest build time among the cache hits (see [`Runner::take`]).
     pub(super) newest_hit: Option<i64>,
+    /// The registry cache (`--cache-from`/`--cache-to`); inert without one.
+    pub(super) remote: remote_cache::Session<'a>,
 }
 
 pub(super) fn step_err(span: Span, message: impl Into<String>) -> BuildError {
@@ -83,6 +86,7 @@ impl<'a> Runner<'a> {
             ),
             announced_isolation: false,
             newest_hit: None,
+            remote: remote_cache::Session::open(hooks.remote_cache.as_ref(), store, progress),
             req,
             context,
             progress,
@@ -181,7 +185,10 @@ impl<'a> Runner<'a> {
         inputs: StepInputs,
         id: &str,
     ) -> Result<bool, BuildError> {
-        if let Some(hit) = self.cache.lookup(key) {
+        let hit = (self.cache.lookup(key))
+            .or_else(|| (self.remote).fetch(key, &self.cache, step.original.trim(), self.progress));
+        if let Some(hit) = hit {
+            self.remote.note(key, &hit);
             self.newest_hit = self.newest_hit.max(Some(hit.created));
             match hit.layer {
                 Some(layer) => {
@@ -206,6 +213,7 @@ impl<'a> Runner<'a> {
             layer,
             created_by: step.original.trim().to_string(),
         };
+        self.remote.note(key, &record);
         // A cache that cannot be written only costs time on the next build.
         if let Err(e) = self
             .cache

@@ -43,10 +43,10 @@ pub struct Args {
     /// Do not use the build cache.
     #[arg(long)]
     pub no_cache: bool,
-    /// Import build cache from a registry reference.
+    /// Reuse the build cache exported to this registry tag (repeatable; searched in order).
     #[arg(long = "cache-from", value_name = "REF")]
     pub cache_from: Vec<String>,
-    /// Export build cache to a registry reference.
+    /// After a successful build, export its step cache to this registry tag (one manifest, replaced each time).
     #[arg(long = "cache-to", value_name = "REF")]
     pub cache_to: Option<String>,
     /// Secret for RUN --mount=type=secret: id=NAME,src=FILE or id=NAME,env=VAR.
@@ -130,13 +130,12 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
             .map_err(|e| e.to_string())?;
         Ok(pulled.manifest.digest)
     };
-    let result = crate::build::build(
-        &store,
-        &sandbox,
-        &crate::build::Hooks { pull: &pull },
-        &req,
-        &progress,
-    );
+    let cache_clients = super::build_cache::CacheClients::new(&a, &rt)?;
+    let hooks = crate::build::Hooks {
+        pull: &pull,
+        remote_cache: cache_clients.as_ref().map(|c| c.hook(&a)),
+    };
+    let result = crate::build::build(&store, &sandbox, &hooks, &req, &progress);
     drop(progress);
     renderer.finish();
     let outcome = match result {
@@ -241,8 +240,6 @@ fn push(
 /// Flags whose machinery is not wired into builds yet: refuse them instead of ignoring them.
 fn reject_unwired(a: &Args) -> anyhow::Result<()> {
     let unwired = [
-        (!a.cache_from.is_empty(), "--cache-from"),
-        (a.cache_to.is_some(), "--cache-to"),
         (!a.secrets.is_empty(), "--secret"),
         (a.platform.is_some(), "--platform"),
     ];

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod build;
+mod build_cache;
 mod debug;
 mod images;
 mod login;

@@ -39,7 +39,7 @@ use std::path::PathBuf;
 pub use crate::digest::Digest;
 pub use entries::{EntrySource, LayerEntry, write_entries};
 pub use idmap::{IdMap, IdRange};
-pub use unpack::unpack_layer;
+pub use unpack::{diff_id, unpack_layer};
 pub use write::write_layer;
 
 /// How a layer blob is compressed.

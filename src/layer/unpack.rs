@@ -19,7 +19,7 @@ use tar::EntryType;
 
 use super::resolve::{resolve_dir, split_entry};
 use super::{LayerError, Ownership, UnpackOptions, UnpackReport};
-use crate::digest::HashingReader;
+use crate::digest::{Digest, HashingReader};
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
@@ -67,6 +67,15 @@ pub fn unpack_layer(
         whiteouts: u.whiteouts,
         warnings: u.warnings,
     })
+}
+
+/// The diffID of the layer read from `blob` (gzip, zstd or plain tar): the digest of the
+/// uncompressed stream, computed while streaming, for checking a diffID someone else claims
+/// without unpacking the layer.
+pub fn diff_id(blob: impl Read) -> Result<Digest, LayerError> {
+    let mut hashed = HashingReader::new(decompressor(blob)?);
+    io::copy(&mut hashed, &mut io::sink()).map_err(LayerError::Input)?;
+    Ok(hashed.finish().1)
 }
 
 /// Picks the decoder from the first bytes: gzip `1f 8b`, zstd `28 b5 2f fd`, else plain tar.
@@ -405,5 +414,28 @@ fn remove_any(path: &Path) -> io::Result<()> {
         Ok(_) => fs::remove_file(path),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn diff_id_is_the_digest_of_the_uncompressed_stream_whatever_the_compression() {
+        let tar = b"not really a tar, but any byte stream has a diffID".repeat(100);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::encode_all(&tar[..], 3).unwrap();
+        let want = Digest::of(&tar);
+        assert_eq!(diff_id(&tar[..]).unwrap(), want);
+        assert_eq!(diff_id(&gz[..]).unwrap(), want);
+        assert_eq!(diff_id(&zst[..]).unwrap(), want);
+        assert!(
+            diff_id(&gz[..gz.len() / 2]).is_err(),
+            "a truncated gzip stream"
+        );
     }
 }
