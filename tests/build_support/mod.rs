@@ -649,3 +649,75 @@ pub fn tree_diff(a: &BTreeMap<String, Node>, b: &BTreeMap<String, Node>) -> Vec<
     }
     out
 }
+
+/// The content of the regular file at `path` (no leading `/`) in the image, or None when the
+/// image has no regular file there.
+pub fn file_content(image: &LayoutImage, path: &str) -> Option<Vec<u8>> {
+    if file_tree(image).get(path)?.kind != "file" {
+        return None;
+    }
+    // The topmost layer holding the path has the content the tree shows.
+    image.layers.iter().rev().find_map(|layer| {
+        let mut archive = tar::Archive::new(decompress(layer));
+        let entries = archive.entries().unwrap();
+        for entry in entries {
+            let mut entry = entry.unwrap();
+            if normalize(&entry.path().unwrap().to_string_lossy()) == path {
+                let mut body = Vec::new();
+                entry.read_to_end(&mut body).unwrap();
+                return Some(body);
+            }
+        }
+        None
+    })
+}
+
+/// Copies a directory tree (an example project) to `dest`, keeping modes and symlinks.
+pub fn copy_tree(src: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    run_ok(Command::new("cp").arg("-a").arg(src).arg(dest));
+}
+
+// ---- progress output ---------------------------------------------------------------------------
+
+/// A step as the plain progress output shows it: its header (`[stage-0 3/12] RUN …`, without
+/// the bracket part) and the lines printed under it.
+#[derive(Debug)]
+pub struct StepLog {
+    /// `stage-0 3/12`, `build 1/4`.
+    pub position: String,
+    pub instruction: String,
+    pub lines: Vec<String>,
+}
+
+impl StepLog {
+    pub fn cached(&self) -> bool {
+        self.lines.iter().any(|l| l.trim() == "CACHED")
+    }
+
+    /// The cache-miss line (`<instruction>: cache miss, <reason>`), if any.
+    pub fn miss(&self) -> Option<&str> {
+        self.lines
+            .iter()
+            .map(|l| l.trim())
+            .find(|l| l.contains(": cache miss, "))
+    }
+}
+
+/// The steps in a build's plain progress output, in order.
+pub fn steps(stderr: &str) -> Vec<StepLog> {
+    let header = regex::Regex::new(r"^\[([^\]]+ [0-9]+/[0-9]+)\] (.*)$").unwrap();
+    let mut steps: Vec<StepLog> = Vec::new();
+    for line in stderr.lines() {
+        if let Some(c) = header.captures(line) {
+            steps.push(StepLog {
+                position: c[1].to_string(),
+                instruction: c[2].to_string(),
+                lines: Vec::new(),
+            });
+        } else if let Some(s) = steps.last_mut() {
+            s.lines.push(line.to_string());
+        }
+    }
+    steps
+}
