@@ -263,3 +263,83 @@ fn build_push_sends_every_tag_and_writes_the_manifest_digest() {
         assert_eq!(v["Digest"], pushed.as_str(), "{name}");
     }
 }
+
+/// The metadata instructions the examples do not use, against buildah: STOPSIGNAL, HEALTHCHECK
+/// (only in Docker's format: buildah drops it from OCI images, with a warning), USER with a
+/// group, several EXPOSE/VOLUME values, and ENTRYPOINT resetting the base image's CMD.
+#[test]
+fn metadata_instructions_give_buildahs_config() {
+    if let Some(skip) = build_support::missing(&["skopeo", "docker-registry", "jq", "buildah"]) {
+        return println!("{skip}");
+    }
+    let bases = build_support::bases();
+    let dockerfile = format!(
+        "FROM {}\n\
+         ENV A=1 B=\"two words\"\n\
+         LABEL maintainer=\"kiln\" version=\"1.0\"\n\
+         USER 1000:1000\n\
+         WORKDIR /data\n\
+         EXPOSE 80/udp 443\n\
+         VOLUME /data /cache\n\
+         STOPSIGNAL SIGQUIT\n\
+         HEALTHCHECK --interval=5s --timeout=2s --retries=4 CMD wget -q -O- http://localhost/ || exit 1\n\
+         ENTRYPOINT [\"/bin/sh\", \"-c\"]\n",
+        bases.busybox()
+    );
+    let ctx = build_support::context(&[("Dockerfile", &dockerfile)]);
+    let storage = Storage::new(None);
+    let mut buildah = |format: &str| {
+        let image = format!("localhost/kiln-e2e/metadata:{format}");
+        build_support::run_ok(
+            storage
+                .buildah()
+                .args(["bud", "--quiet", "--tls-verify=false", "--isolation=chroot"])
+                .arg(format!("--format={format}"))
+                .args(["-t", &image])
+                .arg(ctx.path()),
+        );
+        let out = build_support::run_ok(storage.buildah().args(["inspect", "--type=image", &image]));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let key = if format == "oci" { "OCIv1" } else { "Docker" };
+        v[key].clone()
+    };
+    let (buildah_oci, mut buildah_docker) = (buildah("oci"), buildah("docker"));
+    // buildah's Docker format writes the CMD that ENTRYPOINT reset as `[]`; Docker writes
+    // `null`, as buildah's OCI format and kiln (both formats) do.
+    if buildah_docker["config"]["Cmd"] == serde_json::json!([]) {
+        buildah_docker["config"]["Cmd"] = serde_json::Value::Null;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let kiln = |format: &str| {
+        let layout = tmp.path().join(format);
+        let out = build_support::kiln_build(
+            &tmp.path().join("store"),
+            &[
+                "-t",
+                "metadata",
+                &format!("--format={format}"),
+                &format!("--output=type=oci,dest={}", layout.display()),
+            ],
+            ctx.path(),
+        );
+        build_support::succeeded(&out);
+        build_support::read_layout(&layout, "latest").config
+    };
+    let (kiln_oci, kiln_docker) = (kiln("oci"), kiln("docker"));
+    assert_eq!(config_fields(&kiln_oci), config_fields(&buildah_oci), "OCI");
+    assert_eq!(
+        config_fields(&kiln_docker),
+        config_fields(&buildah_docker),
+        "Docker format"
+    );
+    assert_eq!(kiln_oci["config"]["Cmd"], serde_json::Value::Null, "ENTRYPOINT resets CMD");
+    assert_eq!(
+        kiln_docker["config"]["Healthcheck"],
+        buildah_docker["config"]["Healthcheck"],
+        "Docker format Healthcheck"
+    );
+    assert!(
+        kiln_docker["config"]["Healthcheck"]["Test"].is_array(),
+        "{kiln_docker}"
+    );
+}
