@@ -44,7 +44,10 @@ fn target_builds_that_stage_and_only_the_stages_it_needs() {
     let (image, stderr) = build(tmp.path(), ctx.path(), &["--target", "build"]);
     assert_eq!(text(&image, "base").as_deref(), Some("base\n"));
     assert_eq!(text(&image, "built").as_deref(), Some("built\n"));
-    assert!(text(&image, "final").is_none(), "the image is the target stage");
+    assert!(
+        text(&image, "final").is_none(),
+        "the image is the target stage"
+    );
     let positions: Vec<String> = build_support::steps(&stderr)
         .into_iter()
         .map(|s| s.position)
@@ -198,7 +201,9 @@ fn a_dockerfile_on_stdin_builds_run_steps_and_refuses_copy_clearly() {
     let layout = tmp.path().join("out");
     let ok = build_from_stdin(
         &tmp.path().join("store"),
-        &format!("FROM {busybox}\nRUN echo from stdin > /stdin.txt\nCMD [\"cat\", \"/stdin.txt\"]\n"),
+        &format!(
+            "FROM {busybox}\nRUN echo from stdin > /stdin.txt\nCMD [\"cat\", \"/stdin.txt\"]\n"
+        ),
         &layout,
     );
     succeeded(&ok);

@@ -56,7 +56,10 @@ fn kiln_build_and_push(tmp: &Path, name: &str) -> std::path::PathBuf {
             "{name}: the base should have been pulled: {stderr}"
         );
     }
-    assert!(stderr.contains(&format!("pushed {}/e2e/{name}@sha256:", bases.addr())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("pushed {}/e2e/{name}@sha256:", bases.addr())),
+        "{stderr}"
+    );
     layout
 }
 
@@ -218,7 +221,10 @@ fn a_failing_run_names_the_line_the_exit_code_and_its_last_output() {
         .filter(|n| n.starts_with("run-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    let images = build_support::kiln(store.path()).arg("images").output().unwrap();
+    let images = build_support::kiln(store.path())
+        .arg("images")
+        .output()
+        .unwrap();
     assert!(
         !String::from_utf8_lossy(&images.stdout).contains("failing"),
         "a failed build must not tag an image"
@@ -288,7 +294,7 @@ fn metadata_instructions_give_buildahs_config() {
     );
     let ctx = build_support::context(&[("Dockerfile", &dockerfile)]);
     let storage = Storage::new(None);
-    let mut buildah = |format: &str| {
+    let buildah = |format: &str| {
         let image = format!("localhost/kiln-e2e/metadata:{format}");
         build_support::run_ok(
             storage
@@ -298,7 +304,8 @@ fn metadata_instructions_give_buildahs_config() {
                 .args(["-t", &image])
                 .arg(ctx.path()),
         );
-        let out = build_support::run_ok(storage.buildah().args(["inspect", "--type=image", &image]));
+        let out =
+            build_support::run_ok(storage.buildah().args(["inspect", "--type=image", &image]));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let key = if format == "oci" { "OCIv1" } else { "Docker" };
         v[key].clone()
@@ -332,10 +339,13 @@ fn metadata_instructions_give_buildahs_config() {
         config_fields(&buildah_docker),
         "Docker format"
     );
-    assert_eq!(kiln_oci["config"]["Cmd"], serde_json::Value::Null, "ENTRYPOINT resets CMD");
     assert_eq!(
-        kiln_docker["config"]["Healthcheck"],
-        buildah_docker["config"]["Healthcheck"],
+        kiln_oci["config"]["Cmd"],
+        serde_json::Value::Null,
+        "ENTRYPOINT resets CMD"
+    );
+    assert_eq!(
+        kiln_docker["config"]["Healthcheck"], buildah_docker["config"]["Healthcheck"],
         "Docker format Healthcheck"
     );
     assert!(

@@ -137,7 +137,11 @@ fn interrupt_a_run_step(signal: Signal) {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(processes_with(&marker), "", "step processes left running");
     assert_eq!(mounts_naming(&store), Vec::<String>::new(), "mounts left");
-    assert_eq!(mounts_naming(tmp.path()), Vec::<String>::new(), "mounts left");
+    assert_eq!(
+        mounts_naming(tmp.path()),
+        Vec::<String>::new(),
+        "mounts left"
+    );
     let scratch: Vec<_> = std::fs::read_dir(&store)
         .unwrap()
         .filter_map(Result::ok)

@@ -60,7 +60,9 @@ fn a_no_change_rebuild_with_run_steps_is_all_hits_with_the_same_digest() {
     let steps = build_support::steps(&first);
     for s in SHELL_APP_LAYER_STEPS {
         assert_eq!(
-            step(&steps, s).miss().map(|m| m.ends_with("cache miss, not built before")),
+            step(&steps, s)
+                .miss()
+                .map(|m| m.ends_with("cache miss, not built before")),
             Some(true),
             "{first}"
         );
@@ -73,7 +75,10 @@ fn a_no_change_rebuild_with_run_steps_is_all_hits_with_the_same_digest() {
         assert!(step(&steps, s).cached(), "{s} should be CACHED:\n{again}");
     }
     assert!(!again.contains("cache miss"), "{again}");
-    assert!(!again.contains("run steps use"), "nothing may run:\n{again}");
+    assert!(
+        !again.contains("run steps use"),
+        "nothing may run:\n{again}"
+    );
     assert!(again.contains(": 0 layer(s) written, 6 in all"), "{again}");
     assert_eq!(id1, id2, "image ID");
     assert_eq!(manifest1, manifest2, "manifest digest");
@@ -92,7 +97,10 @@ fn a_one_file_change_rebuilds_from_the_affected_step_and_names_the_file() {
     let (id2, edited, _) = build(&store, &ctx, &tmp.path().join("out2"), &[]);
     check_rebuilt_from_greetings(&edited);
     assert_ne!(id1, id2);
-    assert!(edited.contains(": 2 layer(s) written, 6 in all"), "{edited}");
+    assert!(
+        edited.contains(": 2 layer(s) written, 6 in all"),
+        "{edited}"
+    );
 }
 
 /// The steps before `COPY greetings/` hit; it misses naming the file; the RUN after it misses
@@ -109,7 +117,8 @@ fn check_rebuilt_from_greetings(stderr: &str) {
     );
     let run = step(&steps, "RUN chmod");
     assert!(
-        run.miss().is_some_and(|m| m.ends_with(": cache miss, parent changed")),
+        run.miss()
+            .is_some_and(|m| m.ends_with(": cache miss, parent changed")),
         "{stderr}"
     );
 }
@@ -149,14 +158,21 @@ fn a_build_arg_changes_the_result_and_the_cache_key() {
             .unwrap()
     };
     assert_eq!(info(&out("o1")), "version 1.2.0, 3 greetings\n");
-    let (v2_id, v2, _) = build(&store, &ctx, &out("o2"), &["--build-arg", "APP_VERSION=2.0"]);
+    let (v2_id, v2, _) = build(
+        &store,
+        &ctx,
+        &out("o2"),
+        &["--build-arg", "APP_VERSION=2.0"],
+    );
     assert_ne!(default_id, v2_id);
     assert_eq!(info(&out("o2")), "version 2.0, 3 greetings\n");
     let steps = build_support::steps(&v2);
     // `ENV APP_VERSION=${APP_VERSION}` comes before the first RUN, so every layer step's
     // parent changed.
     assert_eq!(
-        step(&steps, "RUN echo").miss().map(|m| m.rsplit_once(": ").unwrap().1),
+        step(&steps, "RUN echo")
+            .miss()
+            .map(|m| m.rsplit_once(": ").unwrap().1),
         Some("cache miss, parent changed"),
         "{v2}"
     );
@@ -167,11 +183,19 @@ fn a_build_arg_changes_the_result_and_the_cache_key() {
     );
     let env = &build_support::read_layout(&out("o2"), "latest").config["config"]["Env"];
     assert!(
-        env.as_array().unwrap().iter().any(|e| e == "APP_VERSION=2.0"),
+        env.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "APP_VERSION=2.0"),
         "{env}"
     );
     // The same value again is a hit all through.
-    let (again_id, again, _) = build(&store, &ctx, &out("o3"), &["--build-arg", "APP_VERSION=2.0"]);
+    let (again_id, again, _) = build(
+        &store,
+        &ctx,
+        &out("o3"),
+        &["--build-arg", "APP_VERSION=2.0"],
+    );
     assert!(!again.contains("cache miss"), "{again}");
     assert_eq!(again_id, v2_id);
 }

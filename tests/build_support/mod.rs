@@ -34,9 +34,8 @@ pub const EXAMPLES: &[&str] = &[
 
 /// Whether `tool` is on PATH.
 pub fn have(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
 }
 
 pub fn is_root() -> bool {
@@ -162,18 +161,17 @@ pub fn bases() -> &'static Bases {
 /// its directory) once this test binary has exited, however it exits.
 fn stop_when_this_process_exits(dir: &Path) {
     let script = common::repo_root().join("tests/scripts/registry.sh");
-    Command::new("bash")
-        .arg("-c")
-        .arg(r#"tail --pid="$1" -f /dev/null; bash "$2" stop "$3"; rm -rf "$3""#)
-        .arg("watch-registry")
-        .arg(std::process::id().to_string())
-        .arg(script)
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the registry watcher");
+    // The outer shell only puts the watcher in the background and exits, so nothing is left
+    // for this process to wait on.
+    run_ok(
+        Command::new("bash")
+            .arg("-c")
+            .arg(r#"(tail --pid="$1" -f /dev/null; bash "$2" stop "$3"; rm -rf "$3") </dev/null >/dev/null 2>&1 &"#)
+            .arg("watch-registry")
+            .arg(std::process::id().to_string())
+            .arg(script)
+            .arg(dir),
+    );
 }
 
 /// The shared registry with the busybox and node bases (node is made once per machine and
@@ -335,7 +333,10 @@ impl Storage {
         }
         let expected = expected_output(name);
         let script = std::fs::read_to_string(check).unwrap();
-        let cid = run_ok(self.podman().args(["run", "-d", "--network", "none", image]));
+        let cid = run_ok(
+            self.podman()
+                .args(["run", "-d", "--network", "none", image]),
+        );
         let cid = String::from_utf8_lossy(&cid.stdout).trim().to_string();
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut last = String::new();
@@ -415,7 +416,7 @@ pub fn buildah_reference(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     // Several test binaries may ask at once: one builds, the others wait and reuse.
     let lock = std::fs::File::create(dir.join(".lock")).unwrap();
-    lock.lock().unwrap();
+    fs4::fs_std::FileExt::lock_exclusive(&lock).unwrap();
     let layout = dir.join(name);
     let stamp_file = dir.join(format!("{name}.stamp"));
     let stamp = reference_stamp(name);
@@ -444,12 +445,21 @@ fn reference_stamp(name: &str) -> String {
     let version = run_ok(Command::new("buildah").arg("--version")).stdout;
     h.update(&version);
     for base in ["busybox", "node"] {
-        h.update(std::fs::read(base_images_dir().join(base).join("index.json")).unwrap_or_default());
+        h.update(
+            std::fs::read(base_images_dir().join(base).join("index.json")).unwrap_or_default(),
+        );
     }
     let root = example_dir(name);
     for entry in walkdir::WalkDir::new(&root).sort_by_file_name() {
         let entry = entry.unwrap();
-        h.update(entry.path().strip_prefix(&root).unwrap().as_os_str().as_encoded_bytes());
+        h.update(
+            entry
+                .path()
+                .strip_prefix(&root)
+                .unwrap()
+                .as_os_str()
+                .as_encoded_bytes(),
+        );
         h.update([0]);
         if entry.file_type().is_file() {
             h.update(std::fs::read(entry.path()).unwrap());
@@ -480,7 +490,9 @@ fn read_json(path: &Path) -> serde_json::Value {
 /// The image an OCI layout's index names `tag` (or its only image).
 pub fn read_layout(layout: &Path, tag: &str) -> LayoutImage {
     let index = read_json(&layout.join("index.json"));
-    let manifests = index["manifests"].as_array().expect("index.json: manifests");
+    let manifests = index["manifests"]
+        .as_array()
+        .expect("index.json: manifests");
     let desc = manifests
         .iter()
         .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
@@ -488,7 +500,10 @@ pub fn read_layout(layout: &Path, tag: &str) -> LayoutImage {
         .unwrap_or_else(|| panic!("{}: no image tagged {tag}", layout.display()));
     let digest = desc["digest"].as_str().unwrap().to_string();
     let manifest = read_json(&blob(layout, &digest));
-    let config = read_json(&blob(layout, manifest["config"]["digest"].as_str().unwrap()));
+    let config = read_json(&blob(
+        layout,
+        manifest["config"]["digest"].as_str().unwrap(),
+    ));
     let layers = manifest["layers"]
         .as_array()
         .unwrap()
