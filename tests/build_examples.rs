@@ -1,132 +1,209 @@
-//! `kiln build` of the example projects with RUN steps, FROM a base image that kiln pulls from a
-//! loopback registry; the images run under podman and print what buildah's builds print
-//! (`testdata/examples/*/expected-output`, recorded with buildah + podman).
+//! Every project in `testdata/examples/` built by `kiln build` FROM the base images in a loopback
+//! registry, pushed there, pulled and run by podman: it prints the example's `expected-output`
+//! (recorded with buildah + podman). Its config and its unpacked file tree equal those of
+//! buildah's image of the same Dockerfile (`build_support::buildah_reference`), apart from
+//! buildah's additions ([`BUILDAH_ONLY_LABELS`], [`drop_buildah_mount_stubs`]) and the random
+//! names yarn picks ([`mask_yarn_randomness`]).
+//!
+//! Also: a failing RUN, and `--push` of several tags.
 
+mod build_support;
 mod common;
 mod registry_support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::collections::BTreeMap;
+use std::path::Path;
 
-use assert_cmd::cargo::CommandCargoExt;
-use registry_support::TestRegistry;
+use build_support::{Node, Storage};
 
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+/// The config fields Docker's builder sets from the Dockerfile; kiln's must equal buildah's.
+const CONFIG_FIELDS: &[&str] = &[
+    "Env",
+    "Cmd",
+    "Entrypoint",
+    "WorkingDir",
+    "User",
+    "ExposedPorts",
+    "Volumes",
+    "Labels",
+    "StopSignal",
+];
 
-/// Root runs steps in chroot isolation; podman and the base-image script need root too.
-fn skip_reason() -> Option<&'static str> {
-    if !nix::unistd::geteuid().is_root() {
-        Some("needs root (base-images.sh, podman)")
-    } else if !(have("podman") && have("skopeo")) {
-        Some("needs podman and skopeo")
-    } else {
-        None
-    }
-}
+/// buildah stamps its own version into every image it builds; Docker and kiln do not.
+const BUILDAH_ONLY_LABELS: &[&str] = &["io.buildah.version"];
 
-/// The busybox base pushed to `registry` as `<registry>/kiln-test/busybox:latest`.
-fn push_bases(registry: &str) {
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("base-images");
-    let status = Command::new("bash")
-        .arg(common::repo_root().join("tests/scripts/base-images.sh"))
-        .arg(&out)
-        .args(["--only", "busybox", "--push", registry])
-        .status()
-        .unwrap();
-    assert!(status.success(), "base-images.sh failed");
-}
-
-/// A lowercase scratch dir: podman names `oci:` images after their path.
-fn lowercase_tempdir(name: &str) -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("kiln-")
-        .rand_bytes(0)
-        .suffix(&format!("{}-{name}", std::process::id()))
-        .tempdir()
-        .unwrap()
-}
-
-fn kiln_build(root: &Path, registry: &str, example: &Path, layout: &Path) -> std::process::Output {
-    Command::cargo_bin("kiln")
-        .unwrap()
-        .env("KILN_ROOT", root)
-        .args(["build", "-t", "example"])
-        .arg(format!("--build-arg=BASE={registry}/kiln-test"))
-        .arg(format!("--output=type=oci,dest={}", layout.display()))
-        .arg(example)
-        .output()
-        .unwrap()
-}
-
-fn podman_run(tmp: &Path, layout: &Path) -> String {
-    let out = common::podman()
-        .arg("--root")
-        .arg(tmp.join("podman-root"))
-        .arg("--runroot")
-        .arg(tmp.join("podman-run"))
-        .args(["run", "--rm", "--network", "none"])
-        .arg(format!("oci:{}:latest", layout.display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "podman run: {}",
-        String::from_utf8_lossy(&out.stderr)
+/// Builds example `name` with kiln, pushes it as `<registry>/e2e/<name>:latest` and also writes
+/// it as an OCI layout under `tmp`; returns the layout.
+fn kiln_build_and_push(tmp: &Path, name: &str) -> std::path::PathBuf {
+    let bases = build_support::bases_with_node();
+    let layout = tmp.join("layout");
+    let pushed = format!("{}/e2e/{name}:latest", bases.addr());
+    let out = build_support::kiln_build(
+        &tmp.join("store"),
+        &[
+            "-t",
+            &pushed,
+            &bases.base_arg(),
+            "--push",
+            &format!("--output=type=oci,dest={}", layout.display()),
+        ],
+        &build_support::example_dir(name),
     );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-#[test]
-fn examples_with_run_steps_build_from_a_pulled_base_and_run_like_buildahs() {
-    if let Some(why) = skip_reason() {
-        println!("SKIPPED: {why}");
-        return;
-    }
-    let registry = TestRegistry::start("plain");
-    push_bases(&registry.addr);
-    for name in ["shell-app", "multi-stage"] {
-        let tmp = lowercase_tempdir(name);
-        let layout = tmp.path().join("layout");
-        let example = common::repo_root().join("testdata/examples").join(name);
-        let out = kiln_build(&tmp.path().join("store"), &registry.addr, &example, &layout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{name}: {stderr}");
+    let stderr = build_support::succeeded(&out);
+    if name != "hello" {
         assert!(
             stderr.contains("pulling "),
             "{name}: the base should have been pulled: {stderr}"
         );
-        let expected = std::fs::read_to_string(example.join("expected-output")).unwrap();
-        assert_eq!(podman_run(tmp.path(), &layout), expected, "{name}");
     }
+    assert!(
+        stderr.contains(&format!("pushed {}/e2e/{name}@sha256:", bases.addr())),
+        "{stderr}"
+    );
+    layout
+}
+
+/// The pushed image, pulled by podman, prints what the example must print.
+fn check_runs(name: &str) {
+    let storage = Storage::new(None);
+    let image = format!("{}/e2e/{name}:latest", build_support::bases().addr());
+    storage.pull(&image);
+    assert_eq!(
+        storage.output_of(name, &image),
+        build_support::expected_output(name),
+        "{name}: podman run of kiln's pushed image"
+    );
+}
+
+fn config_fields(config: &serde_json::Value) -> BTreeMap<&'static str, serde_json::Value> {
+    let mut fields: BTreeMap<_, _> = CONFIG_FIELDS
+        .iter()
+        .map(|f| (*f, config["config"][f].clone()))
+        .collect();
+    if let Some(labels) = fields.get_mut("Labels").and_then(|l| l.as_object_mut()) {
+        for l in BUILDAH_ONLY_LABELS {
+            labels.remove(*l);
+        }
+        if labels.is_empty() {
+            fields.insert("Labels", serde_json::Value::Null);
+        }
+    }
+    fields
+}
+
+/// buildah leaves the mount points of what it bind-mounts into a RUN step in the image: empty
+/// `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf` (mode 0755) and an empty `/run` (for
+/// `/run/.containerenv`). Docker's builder (BuildKit) removes the mount stubs it created, and
+/// so does kiln, so these are dropped from buildah's tree when they are empty stubs that
+/// kiln's image lacks.
+fn drop_buildah_mount_stubs(kiln: &BTreeMap<String, Node>, buildah: &mut BTreeMap<String, Node>) {
+    const EMPTY: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    for file in ["etc/hosts", "etc/hostname", "etc/resolv.conf"] {
+        let stub = buildah
+            .get(file)
+            .is_some_and(|n| n.content.as_deref() == Some(EMPTY));
+        if stub && !kiln.contains_key(file) {
+            buildah.remove(file);
+        }
+    }
+    let empty_run = buildah.get("run").is_some_and(|n| n.kind == "dir")
+        && !buildah.keys().any(|p| p.starts_with("run/"));
+    if empty_run && !kiln.contains_key("run") {
+        buildah.remove("run");
+    }
+}
+
+/// yarn names its cache entry for a `file:` dependency with a random UUID and a timestamp, and
+/// records them in its `.yarn-metadata.json`: output of the RUN step that no builder controls.
+/// The random part becomes `<random>` and that file's content is not compared.
+fn mask_yarn_randomness(tree: BTreeMap<String, Node>) -> BTreeMap<String, Node> {
+    let random = regex::Regex::new(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}-[0-9]+").unwrap();
+    tree.into_iter()
+        .map(|(path, mut node)| {
+            let masked = random.replace_all(&path, "<random>").into_owned();
+            if masked != path && path.ends_with("/.yarn-metadata.json") {
+                node.content = None;
+            }
+            (masked, node)
+        })
+        .collect()
+}
+
+fn check_same_as_buildah(name: &str, kiln_layout: &Path) {
+    let reference = build_support::buildah_reference(name);
+    let ours = build_support::read_layout(kiln_layout, "latest");
+    let theirs = build_support::read_layout(&reference, "latest");
+    assert_eq!(
+        config_fields(&ours.config),
+        config_fields(&theirs.config),
+        "{name}: kiln's config (left) differs from buildah's (right)"
+    );
+    let kiln_tree = mask_yarn_randomness(build_support::file_tree(&ours));
+    let mut buildah_tree = mask_yarn_randomness(build_support::file_tree(&theirs));
+    drop_buildah_mount_stubs(&kiln_tree, &mut buildah_tree);
+    let diff = build_support::tree_diff(&kiln_tree, &buildah_tree);
+    assert!(
+        diff.is_empty(),
+        "{name}: kiln's file tree (-) differs from buildah's (+):\n{}",
+        diff.join("\n")
+    );
+}
+
+fn example(name: &str) {
+    if let Some(skip) = build_support::missing(&[
+        "skopeo",
+        "docker-registry",
+        "jq",
+        "podman",
+        "buildah",
+        "runc",
+    ]) {
+        return println!("{skip}");
+    }
+    let tmp = build_support::lowercase_tempdir(name);
+    let layout = kiln_build_and_push(tmp.path(), name);
+    check_runs(name);
+    check_same_as_buildah(name, &layout);
+}
+
+#[test]
+fn hello_builds_pushes_runs_and_matches_buildah() {
+    example("hello");
+}
+
+#[test]
+fn static_site_builds_pushes_serves_and_matches_buildah() {
+    example("static-site");
+}
+
+#[test]
+fn shell_app_builds_pushes_runs_and_matches_buildah() {
+    example("shell-app");
+}
+
+#[test]
+fn multi_stage_builds_pushes_runs_and_matches_buildah() {
+    example("multi-stage");
+}
+
+#[test]
+fn node_app_builds_pushes_serves_and_matches_buildah() {
+    example("node-app");
 }
 
 #[test]
 fn a_failing_run_names_the_line_the_exit_code_and_its_last_output() {
-    if let Some(why) = skip_reason() {
-        println!("SKIPPED: {why}");
-        return;
+    if let Some(skip) = build_support::missing_for_bases() {
+        return println!("{skip}");
     }
-    let registry = TestRegistry::start("plain");
-    push_bases(&registry.addr);
-    let tmp = tempfile::tempdir().unwrap();
-    let ctx = tmp.path().join("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
+    let bases = build_support::bases();
     let dockerfile = format!(
-        "FROM {}/kiln-test/busybox:latest\nRUN echo first line && echo boom >&2 && exit 3\n",
-        registry.addr
+        "FROM {}\nRUN echo first line && echo boom >&2 && exit 3\n",
+        bases.busybox()
     );
-    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
-    let out = kiln_build(
-        &tmp.path().join("store"),
-        &registry.addr,
-        &ctx,
-        &tmp.path().join("out"),
-    );
+    let ctx = build_support::context(&[("Dockerfile", &dockerfile)]);
+    let store = tempfile::tempdir().unwrap();
+    let out = build_support::kiln_build(store.path(), &["-t", "failing"], ctx.path());
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -137,33 +214,38 @@ fn a_failing_run_names_the_line_the_exit_code_and_its_last_output() {
     );
     assert!(err.contains("    boom"), "{err}");
     // Nothing half-built is named, and no RUN scratch dir is left in the store.
-    let leftovers: Vec<_> = std::fs::read_dir(tmp.path().join("store"))
+    let leftovers: Vec<_> = std::fs::read_dir(store.path())
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("run-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    let images = build_support::kiln(store.path())
+        .arg("images")
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&images.stdout).contains("failing"),
+        "a failed build must not tag an image"
+    );
 }
 
 #[test]
 fn build_push_sends_every_tag_and_writes_the_manifest_digest() {
-    if !(have("skopeo") && Path::new("/usr/bin/docker-registry").exists()) {
-        println!("SKIPPED: needs skopeo and docker-registry");
-        return;
+    if let Some(skip) = build_support::missing_for_bases() {
+        return println!("{skip}");
     }
-    let registry = TestRegistry::start("plain");
+    let addr = build_support::bases().addr();
     let tmp = tempfile::tempdir().unwrap();
     let digest_file = tmp.path().join("digest");
     let (v1, latest) = (
-        format!("{}/test/hello:v1", registry.addr),
-        format!("{}/test/hello:latest", registry.addr),
+        format!("{addr}/test/hello:v1"),
+        format!("{addr}/test/hello:latest"),
     );
-    let out = Command::cargo_bin("kiln")
-        .unwrap()
-        .env("KILN_ROOT", tmp.path().join("store"))
-        .args([
-            "build",
+    let out = build_support::kiln_build(
+        &tmp.path().join("store"),
+        &[
             "-q",
             "-t",
             &v1,
@@ -171,29 +253,103 @@ fn build_push_sends_every_tag_and_writes_the_manifest_digest() {
             &latest,
             "--push",
             "--digest-file",
-        ])
-        .arg(&digest_file)
-        .arg(common::repo_root().join("testdata/examples/hello"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            digest_file.to_str().unwrap(),
+        ],
+        &build_support::example_dir("hello"),
     );
+    build_support::succeeded(&out);
     let pushed = std::fs::read_to_string(&digest_file).unwrap();
     for name in [&v1, &latest] {
-        let inspect = Command::new("skopeo")
-            .args(["inspect", "--tls-verify=false"])
-            .arg(format!("docker://{name}"))
-            .output()
-            .unwrap();
-        assert!(
-            inspect.status.success(),
-            "{}",
-            String::from_utf8_lossy(&inspect.stderr)
+        let inspect = build_support::run_ok(
+            std::process::Command::new("skopeo")
+                .args(["inspect", "--tls-verify=false"])
+                .arg(format!("docker://{name}")),
         );
         let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
         assert_eq!(v["Digest"], pushed.as_str(), "{name}");
     }
+}
+
+/// The metadata instructions the examples do not use, against buildah: STOPSIGNAL, HEALTHCHECK
+/// (only in Docker's format: buildah drops it from OCI images, with a warning), USER with a
+/// group, several EXPOSE/VOLUME values, and ENTRYPOINT resetting the base image's CMD.
+#[test]
+fn metadata_instructions_give_buildahs_config() {
+    if let Some(skip) = build_support::missing(&["skopeo", "docker-registry", "jq", "buildah"]) {
+        return println!("{skip}");
+    }
+    let bases = build_support::bases();
+    let dockerfile = format!(
+        "FROM {}\n\
+         ENV A=1 B=\"two words\"\n\
+         LABEL maintainer=\"kiln\" version=\"1.0\"\n\
+         USER 1000:1000\n\
+         WORKDIR /data\n\
+         EXPOSE 80/udp 443\n\
+         VOLUME /data /cache\n\
+         STOPSIGNAL SIGQUIT\n\
+         HEALTHCHECK --interval=5s --timeout=2s --retries=4 CMD wget -q -O- http://localhost/ || exit 1\n\
+         ENTRYPOINT [\"/bin/sh\", \"-c\"]\n",
+        bases.busybox()
+    );
+    let ctx = build_support::context(&[("Dockerfile", &dockerfile)]);
+    let storage = Storage::new(None);
+    let buildah = |format: &str| {
+        let image = format!("localhost/kiln-e2e/metadata:{format}");
+        build_support::run_ok(
+            storage
+                .buildah()
+                .args(["bud", "--quiet", "--tls-verify=false", "--isolation=chroot"])
+                .arg(format!("--format={format}"))
+                .args(["-t", &image])
+                .arg(ctx.path()),
+        );
+        let out =
+            build_support::run_ok(storage.buildah().args(["inspect", "--type=image", &image]));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let key = if format == "oci" { "OCIv1" } else { "Docker" };
+        v[key].clone()
+    };
+    let (buildah_oci, mut buildah_docker) = (buildah("oci"), buildah("docker"));
+    // buildah's Docker format writes the CMD that ENTRYPOINT reset as `[]`; Docker writes
+    // `null`, as buildah's OCI format and kiln (both formats) do.
+    if buildah_docker["config"]["Cmd"] == serde_json::json!([]) {
+        buildah_docker["config"]["Cmd"] = serde_json::Value::Null;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let kiln = |format: &str| {
+        let layout = tmp.path().join(format);
+        let out = build_support::kiln_build(
+            &tmp.path().join("store"),
+            &[
+                "-t",
+                "metadata",
+                &format!("--format={format}"),
+                &format!("--output=type=oci,dest={}", layout.display()),
+            ],
+            ctx.path(),
+        );
+        build_support::succeeded(&out);
+        build_support::read_layout(&layout, "latest").config
+    };
+    let (kiln_oci, kiln_docker) = (kiln("oci"), kiln("docker"));
+    assert_eq!(config_fields(&kiln_oci), config_fields(&buildah_oci), "OCI");
+    assert_eq!(
+        config_fields(&kiln_docker),
+        config_fields(&buildah_docker),
+        "Docker format"
+    );
+    assert_eq!(
+        kiln_oci["config"]["Cmd"],
+        serde_json::Value::Null,
+        "ENTRYPOINT resets CMD"
+    );
+    assert_eq!(
+        kiln_docker["config"]["Healthcheck"], buildah_docker["config"]["Healthcheck"],
+        "Docker format Healthcheck"
+    );
+    assert!(
+        kiln_docker["config"]["Healthcheck"]["Test"].is_array(),
+        "{kiln_docker}"
+    );
 }

@@ -1,48 +1,21 @@
 //! `kiln build` end to end for Dockerfiles without RUN: the hello example through the real
 //! command, checked with skopeo and podman; reproducibility; errors that name the line.
 
+mod build_support;
 mod common;
+mod registry_support;
 
-use std::path::Path;
 use std::process::Command;
 
-use assert_cmd::cargo::CommandCargoExt;
-
-fn kiln(root: &Path) -> Command {
-    let mut c = Command::cargo_bin("kiln").unwrap();
-    c.env("KILN_ROOT", root).env_remove("SOURCE_DATE_EPOCH");
-    c
-}
-
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-fn build(root: &Path, args: &[&str], dir: &Path) -> std::process::Output {
-    kiln(root)
-        .arg("build")
-        .args(args)
-        .arg(dir)
-        .output()
-        .unwrap()
-}
+use build_support::{have, is_root, kiln, kiln_build as build, lowercase_tempdir};
 
 fn hello() -> std::path::PathBuf {
-    common::repo_root().join("testdata/examples/hello")
+    build_support::example_dir("hello")
 }
 
 #[test]
 fn hello_example_builds_into_the_store_and_an_oci_layout_that_real_tools_run() {
-    // podman names an `oci:` image after its path, and image names must be lowercase.
-    let t = tempfile::Builder::new()
-        .prefix("kiln-")
-        .rand_bytes(0)
-        .suffix(&format!("{}-hello", std::process::id()))
-        .tempdir()
-        .unwrap();
+    let t = lowercase_tempdir("hello");
     let layout = t.path().join("layout");
     let dest = format!("type=oci,dest={}", layout.display());
     let out = build(
@@ -96,30 +69,15 @@ fn hello_example_builds_into_the_store_and_an_oci_layout_that_real_tools_run() {
     assert_eq!(c["Labels"]["org.opencontainers.image.title"], "hello");
     assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
 
-    if !(have("podman") && nix_is_root()) {
+    if !(have("podman") && is_root()) {
         println!("SKIPPED: podman run (needs podman and root)");
         return;
     }
-    let storage = t.path().join("podman");
-    let run = common::podman()
-        .arg("--root")
-        .arg(storage.join("root"))
-        .arg("--runroot")
-        .arg(storage.join("run"))
-        .args(["run", "--rm", "--network", "none", &image])
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    let storage = build_support::Storage::new(None);
+    assert_eq!(
+        storage.output_of("hello", &image),
+        build_support::expected_output("hello")
     );
-    let expected = std::fs::read_to_string(hello().join("expected-output")).unwrap();
-    assert_eq!(String::from_utf8_lossy(&run.stdout), expected);
-}
-
-fn nix_is_root() -> bool {
-    nix::unistd::geteuid().is_root()
 }
 
 #[test]
@@ -143,14 +101,11 @@ fn same_inputs_with_source_date_epoch_give_the_same_image_id_in_fresh_stores() {
 }
 
 fn dockerfile_build(dockerfile: &str, files: &[(&str, &str)]) -> (bool, String) {
-    let t = tempfile::tempdir().unwrap();
-    let ctx = t.path().join("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
-    for (p, body) in files {
-        std::fs::write(ctx.join(p), body).unwrap();
-    }
-    let out = build(&t.path().join("root"), &["-t", "x"], &ctx);
+    let mut files = files.to_vec();
+    files.push(("Dockerfile", dockerfile));
+    let ctx = build_support::context(&files);
+    let store = tempfile::tempdir().unwrap();
+    let out = build(store.path(), &["-t", "x"], ctx.path());
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -190,6 +190,10 @@ impl<'a> Runner<'a> {
         if let Some(hit) = hit {
             self.remote.note(key, &hit);
             self.newest_hit = self.newest_hit.max(Some(hit.created));
+            // A hit is what the slot last saw too: without this, a change after a first build
+            // that hit (a fresh checkout elsewhere) is explained as "not built before".
+            // Best effort, like `remember` after a miss.
+            let _ = self.cache.remember(slot, &inputs);
             match hit.layer {
                 Some(layer) => {
                     img.add_layer(layer, &hit.created_by);

@@ -849,7 +849,13 @@ fn run_program(
         CommandLine::Exec(argv) => (RunProgram::Argv { argv: argv.clone() }, false),
         CommandLine::Shell(text) if heredocs.is_empty() => (with_shell(text.clone()), true),
         CommandLine::Shell(text) => {
-            let sole = parse_heredoc_marker(text.trim()).is_some() && heredocs.len() == 1;
+            // Only a line that is the marker alone runs the body as the script; with a command
+            // around it (`RUN <<EOF sh -c '…'`) the shell gets the whole text (BuildKit's
+            // `ParseHeredoc` wants exactly one word).
+            let marker = text.trim();
+            let sole = heredocs.len() == 1
+                && !marker.contains(char::is_whitespace)
+                && parse_heredoc_marker(marker).is_some();
             if sole {
                 let doc = &heredocs[0];
                 let body = doc.body();
@@ -973,6 +979,29 @@ mod tests {
         assert_eq!(join_path("/a", "b/../c"), "/a/c");
         assert_eq!(join_path("/a", "/x//y/"), "/x/y");
         assert_eq!(join_path("/", ".."), "/");
+    }
+
+    fn run_argv(dockerfile: &str) -> Vec<String> {
+        let p = plan(dockerfile, &PlanOptions::default()).unwrap();
+        match &p.stages[0].steps[0].kind {
+            StepKind::Run {
+                program: RunProgram::Argv { argv },
+                ..
+            } => argv.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_heredoc_alone_is_the_script_and_one_with_a_command_goes_whole_to_the_shell() {
+        assert_eq!(
+            run_argv("FROM scratch\nRUN <<EOF\necho hi\nEOF\n"),
+            ["/bin/sh", "-c", "echo hi\n"]
+        );
+        assert_eq!(
+            run_argv("FROM scratch\nRUN <<EOF sh -c 'cat > /f'\nit's\nEOF\n"),
+            ["/bin/sh", "-c", "<<EOF sh -c 'cat > /f'\nit's\nEOF"]
+        );
     }
 
     #[test]
