@@ -15,6 +15,7 @@ pub(crate) mod cache;
 pub mod context;
 mod copy;
 mod copy_step;
+mod rootless;
 mod run;
 mod stage;
 
