@@ -406,10 +406,12 @@ impl<'a> Runner<'a> {
     ) -> Result<(), BuildError> {
         self.announce_isolation(step.span)?;
         let lower_dirs = self.unpacked_layers(img.layers())?;
-        let scratch = RunScratch::create(self.sandbox, self.store.root()).map_err(|source| BuildError::Io {
+        let scratch = RunScratch::create(self.sandbox, self.store.root()).map_err(|source| {
+            BuildError::Io {
                 action: "creating the RUN step's scratch dir in the store",
                 source,
-            })?;
+            }
+        })?;
         let upper_dir = scratch.path().join("upper");
         std::fs::create_dir(&upper_dir).map_err(|source| BuildError::Io {
             action: "creating the RUN step's upper dir",

@@ -97,7 +97,12 @@ impl MappedFs {
         let epoch = opts
             .source_date_epoch
             .map_or("-".to_string(), |t| t.to_string());
-        let args = [upper.as_os_str(), kind.as_ref(), level.as_ref(), epoch.as_ref()];
+        let args = [
+            upper.as_os_str(),
+            kind.as_ref(),
+            level.as_ref(),
+            epoch.as_ref(),
+        ];
         let mut helper = self.start("write-layer", &args.map(OsString::from))?;
         let copied = std::io::copy(&mut helper.stdout, out);
         let stderr = helper.finish("writing a RUN layer")?;
@@ -194,7 +199,10 @@ impl Helper {
             Err(e) => e,
             Ok(stderr) => SandboxError::Setup {
                 step: "-".into(),
-                message: format!("{action}: the helper stopped early: {}", error_text(&stderr)),
+                message: format!(
+                    "{action}: the helper stopped early: {}",
+                    error_text(&stderr)
+                ),
             },
         }
     }

@@ -282,9 +282,7 @@ impl Sandbox {
                 let rootless = self
                     .probe()
                     .is_ok_and(|p| p.isolation == Isolation::Rootless);
-                rootless
-                    .then(|| MappedFs::detect(&self.kiln_exe))
-                    .flatten()
+                rootless.then(|| MappedFs::detect(&self.kiln_exe)).flatten()
             })
             .clone()
     }
