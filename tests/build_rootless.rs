@@ -390,3 +390,60 @@ fn without_newuidmap_a_user_build_warns_once_and_owns_every_file_as_root() {
         ("-rw-r--r--", "0/0")
     );
 }
+
+#[test]
+fn an_owner_beyond_the_subordinate_range_is_a_clear_error_and_leaves_nothing() {
+    if let Some(why) = skip_reason() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let registry = TestRegistry::start("plain");
+    push_bases(&registry.addr);
+    let tmp = user_tempdir();
+    let ctx = |name: &str, text: String| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("Dockerfile"), text).unwrap();
+        dir
+    };
+    // Root (chroot isolation) can own a file by uid 70000; kilntest's map has 65537 ids.
+    let image = format!("{}/rootless/big-uid:latest", registry.addr);
+    let big = ctx(
+        "big",
+        format!(
+            "FROM {}/kiln-test/busybox:latest\nRUN touch /big && chown 70000:70000 /big\n",
+            registry.addr
+        ),
+    );
+    let root_store = tmp.path().join("root-store");
+    for args in [
+        vec!["build", "-q", "-t", &image, big.to_str().unwrap()],
+        vec!["push", "-q", &image],
+    ] {
+        let out = Command::new(KILN)
+            .args(args)
+            .env("KILN_ROOT", &root_store)
+            .output()
+            .unwrap();
+        ok(&out, "root build/push of the big-uid image");
+    }
+    let user_ctx = ctx("user", format!("FROM {image}\nRUN ls -ln /big\n"));
+    let store = tmp.path().join("store");
+    sandbox_support::runner().give(&user_ctx);
+    let out = kiln_as_user(&store, &["build", user_ctx.to_str().unwrap()], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("beyond the 65537 ids of the rootless map")
+            && stderr.contains("/etc/subuid"),
+        "{stderr}"
+    );
+    let tmp_left: Vec<_> = std::fs::read_dir(store.join("tmp"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(
+        tmp_left.is_empty(),
+        "half-unpacked layer left: {tmp_left:?}"
+    );
+}

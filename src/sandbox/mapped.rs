@@ -148,6 +148,7 @@ impl MappedFs {
             child,
             stdout,
             stderr: Some(stderr),
+            mapped_ids: self.map.uids.iter().map(|r| u64::from(r.count)).sum(),
         };
         let mut line = String::new();
         let _ = helper.stdout.read_line(&mut line);
@@ -171,6 +172,8 @@ struct Helper {
     child: Child,
     stdout: BufReader<ChildStdout>,
     stderr: Option<std::thread::JoinHandle<String>>,
+    /// How many container ids the map has (for the hint on ids beyond it).
+    mapped_ids: u64,
 }
 
 impl Helper {
@@ -182,12 +185,9 @@ impl Helper {
         let stderr = stderr.unwrap_or_default();
         match status {
             Ok(s) if s.success() => Ok(stderr),
-            Ok(s) => Err(SandboxError::Setup {
-                step: "-".into(),
-                message: format!(
-                    "{action} as root of the rootless id map failed ({s}): {}",
-                    error_text(&stderr)
-                ),
+            Ok(s) => Err(SandboxError::Mapped {
+                action: action.into(),
+                message: format!("{} ({s}){}", error_text(&stderr), self.hint(&stderr)),
             }),
             Err(e) => Err(SandboxError::io("kiln __sandbox-mapped", e)),
         }
@@ -197,14 +197,26 @@ impl Helper {
         let _ = self.child.kill();
         match self.finish(action) {
             Err(e) => e,
-            Ok(stderr) => SandboxError::Setup {
-                step: "-".into(),
-                message: format!(
-                    "{action}: the helper stopped early: {}",
-                    error_text(&stderr)
-                ),
+            Ok(stderr) => SandboxError::Mapped {
+                action: action.into(),
+                message: format!("the helper stopped early: {}", error_text(&stderr)),
             },
         }
+    }
+}
+
+impl Helper {
+    /// chown to an id the map lacks fails with EINVAL (buildah fails the same way).
+    fn hint(&self, stderr: &str) -> String {
+        if !stderr.contains("os error 22") {
+            return String::new();
+        }
+        format!(
+            "; an owner id is probably beyond the {} ids of the rootless map (0..={}): give \
+             the user a larger range in /etc/subuid and /etc/subgid",
+            self.mapped_ids,
+            self.mapped_ids.saturating_sub(1)
+        )
     }
 }
 
