@@ -2,7 +2,7 @@
 //! `tests/scripts/unprivileged-user.sh`), end to end: base layers unpacked with their owners
 //! (so `USER app` can write its home), files of sub-uids with modes 0600/0700 written into the
 //! layer with their image owners, the store cleaned by `rmi` + `prune` as that user, and the
-//! same image as a root build. Also the single-id fallback (no `newuidmap`: one warning, files
+//! example projects giving the same images as root builds. Also the single-id fallback (no `newuidmap`: one warning, files
 //! owned by root in the image).
 
 mod common;
@@ -301,51 +301,45 @@ fn a_user_build_keeps_owners_and_modes_runs_under_podman_and_leaves_a_clean_stor
 }
 
 #[test]
-fn the_shell_app_example_built_by_the_user_is_the_root_builds_image() {
+fn the_examples_built_by_the_user_are_the_root_builds_images() {
     if let Some(why) = skip_reason() {
         println!("SKIPPED: {why}");
         return;
     }
     let registry = TestRegistry::start("plain");
     push_bases(&registry.addr);
-    let example = common::repo_root().join("testdata/examples/shell-app");
     let base = format!("--build-arg=BASE={}/kiln-test", registry.addr);
     let tmp = user_tempdir();
-    let build = |who: &str| -> (serde_json::Value, String) {
-        let layout = tmp.path().join(who).join("layout");
-        let store = tmp.path().join(who).join("store");
-        let dest = format!("--output=type=oci,dest={}", layout.display());
-        let args = [
-            "build",
-            "-t",
-            "shell-app",
-            &base,
-            &dest,
-            example.to_str().unwrap(),
-        ];
-        let out = if who == "root" {
-            Command::new(KILN)
-                .args(args)
-                .env("KILN_ROOT", &store)
-                .env("SOURCE_DATE_EPOCH", EPOCH)
-                .output()
-                .unwrap()
-        } else {
-            let dir = tmp.path().join(who);
+    for name in ["shell-app", "multi-stage"] {
+        let example = common::repo_root().join("testdata/examples").join(name);
+        let build = |who: &str| -> (serde_json::Value, String) {
+            let dir = tmp.path().join(format!("{name}-{who}"));
             std::fs::create_dir(&dir).unwrap();
             sandbox_support::runner().give(&dir);
-            kiln_as_user(&store, &args, &[("SOURCE_DATE_EPOCH", EPOCH)])
+            let (layout, store) = (dir.join("layout"), dir.join("store"));
+            let dest = format!("--output=type=oci,dest={}", layout.display());
+            let args = ["build", "-t", name, &base, &dest, example.to_str().unwrap()];
+            let out = if who == "root" {
+                Command::new(KILN)
+                    .args(args)
+                    .env("KILN_ROOT", &store)
+                    .env("SOURCE_DATE_EPOCH", EPOCH)
+                    .output()
+                    .unwrap()
+            } else {
+                kiln_as_user(&store, &args, &[("SOURCE_DATE_EPOCH", EPOCH)])
+            };
+            ok(&out, &format!("{name}: kiln build as {who}"));
+            layout_config(&layout)
         };
-        ok(&out, &format!("kiln build as {who}"));
-        layout_config(&layout)
-    };
-    let (root_config, root_manifest) = build("root");
-    let (user_config, user_manifest) = build("kilntest");
-    assert_eq!(user_config, root_config, "image config");
-    assert_eq!(
-        user_manifest, root_manifest,
-        "same layers (owners, modes, times) as the root build"
-    );
+        let (root_config, root_manifest) = build("root");
+        let (user_config, user_manifest) = build("kilntest");
+        assert_eq!(user_config, root_config, "{name}: image config");
+        assert_eq!(
+            user_manifest, root_manifest,
+            "{name}: same layers (owners, modes, times) as the root build"
+        );
+    }
 }
 
 #[test]
