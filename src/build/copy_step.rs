@@ -74,7 +74,9 @@ impl<'a> Runner<'a> {
                     .map_err(|e| step_err(span, e.to_string()))?,
             )
         };
-        let existing = |p: &str| copy::dir_meta_in(&lowers, p);
+        let existing = |p: &str| {
+            copy::dir_meta_in(&lowers, p).map(|m| super::rootless::image_owner(self.sandbox, m))
+        };
         let now = u64::try_from(self.created.timestamp()).unwrap_or(0);
         let (tree_holder, from) = self.source_tree(spec.from, span)?;
         let tree: &Context = match &tree_holder {

@@ -16,6 +16,7 @@ pub mod context;
 mod copy;
 mod copy_step;
 pub mod remote_cache;
+mod rootless;
 mod run;
 mod stage;
 

@@ -11,12 +11,13 @@ use super::context::Context;
 use super::copy;
 use super::copy_step::CopySpec;
 use super::remote_cache;
+use super::rootless::{self, RunScratch};
 use super::run::{self, RunArgs, RunEnv};
 use super::{BuildError, BuildRequest, Hooks};
 use crate::Digest;
 use crate::dockerfile::{CommandLine, Healthcheck, Span};
 use crate::image::{self, ImageBuilder, Layer, StoredImage};
-use crate::layer::{self, DiffKind, LayerEntry, LayerOptions, Ownership, UnpackOptions};
+use crate::layer::{self, LayerEntry, LayerOptions, Ownership, UnpackOptions};
 use crate::plan::{Base, CopyFrom, SourceSpec, Stage, Step, StepKind};
 use crate::progress::{Event, Progress};
 use crate::reference::Reference;
@@ -410,9 +411,7 @@ impl<'a> Runner<'a> {
                     .store
                     .open_blob(&digest)
                     .map_err(|e| std::io::Error::other(e.to_string()))?;
-                layer::unpack_layer(blob, tmp, &unpack_options())
-                    .map(|_| ())
-                    .map_err(|e| std::io::Error::other(e.to_string()))
+                rootless::unpack(self.sandbox, blob, tmp)
             })?;
             dirs.push(dir);
         }
@@ -428,13 +427,12 @@ impl<'a> Runner<'a> {
     ) -> Result<(), BuildError> {
         self.announce_isolation(step.span)?;
         let lower_dirs = self.unpacked_layers(img.layers())?;
-        let scratch = tempfile::Builder::new()
-            .prefix("run-")
-            .tempdir_in(self.store.root())
-            .map_err(|source| BuildError::Io {
+        let scratch = RunScratch::create(self.sandbox, self.store.root()).map_err(|source| {
+            BuildError::Io {
                 action: "creating the RUN step's scratch dir in the store",
                 source,
-            })?;
+            }
+        })?;
         let upper_dir = scratch.path().join("upper");
         std::fs::create_dir(&upper_dir).map_err(|source| BuildError::Io {
             action: "creating the RUN step's upper dir",
@@ -465,10 +463,11 @@ impl<'a> Runner<'a> {
         let opts = LayerOptions {
             compression: self.req.compression,
             source_date_epoch: self.req.source_date_epoch,
-            id_map: run::layer_id_map(&outcome.id_map),
+            id_map: None,
         };
         let mut w = self.store.begin_blob()?;
-        let blob = layer::write_layer(&upper_dir, DiffKind::OverlayUpper, &opts, &mut w)?;
+        let blob = rootless::write_run_layer(self.sandbox, &upper_dir, &outcome, opts, &mut w)
+            .map_err(|m| step_err(step.span, m))?;
         w.commit(Some(&blob.digest))?;
         img.add_layer(Layer::from(blob), created_by);
         self.layers_built += 1;
@@ -514,6 +513,8 @@ impl<'a> Runner<'a> {
     }
 }
 
+/// How this process unpacks a layer itself (COPY --from trees, and base layers when there is
+/// no subordinate id map: see `rootless::unpack`).
 pub(super) fn unpack_options() -> UnpackOptions {
     // Root keeps the layers' owners; an unprivileged user cannot chown and keeps its own.
     let ownership = if nix::unistd::geteuid().is_root() {

@@ -16,6 +16,8 @@ pub enum SandboxError {
     Unavailable { requested: String, reason: String },
     #[error("step {step}: sandbox setup failed: {message}")]
     Setup { step: String, message: String },
+    #[error("{action} as root of the rootless id map failed: {message}")]
+    Mapped { action: String, message: String },
     #[error("step {step}: interrupted; its processes were killed")]
     Interrupted { step: String },
 }

@@ -78,10 +78,14 @@ pub(crate) fn plan_rootless(uid: u32, gid: u32) -> (IdMap, Option<String>) {
                 unreachable!("all present is handled above")
             };
             let who = name.unwrap_or_else(|| uid.to_string());
+            let fix = if helpers {
+                format!("`usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {who}`")
+            } else {
+                "`apt-get install uidmap` (or your distribution's shadow-utils)".to_string()
+            };
             let warning = format!(
                 "rootless sandbox maps only uid {uid}/gid {gid} to root: {why}; files owned by \
-                 other ids cannot be created (chown, USER 1000 fail). To fix, as root: \
-                 `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {who}`"
+                 other ids cannot be created (chown, USER 1000 fail). To fix, as root: {fix}"
             );
             (
                 IdMap {

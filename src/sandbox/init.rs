@@ -32,6 +32,7 @@ pub fn enter_if_requested() -> Option<ExitCode> {
         "__sandbox-init" => Some(outer_main()),
         "__sandbox-probe" => Some(probe_main()),
         "__sandbox-run" => Some(super::entry::run_main(args.collect::<Vec<OsString>>())),
+        "__sandbox-mapped" => Some(super::mapped::child_main(args.collect::<Vec<OsString>>())),
         _ => None,
     }
 }

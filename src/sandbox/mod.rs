@@ -15,7 +15,8 @@
 //!   whole process tree (Ctrl-C/SIGTERM in the CLI). Mounts live only in the step's mount
 //!   namespace, so nothing stays mounted; the step's temporary dirs are removed.
 //! - [`init::enter_if_requested`]: the hook `main` calls first; it runs the hidden re-exec
-//!   entries (`__sandbox-init`, `__sandbox-probe`, `__sandbox-run <spec.json>`).
+//!   entries (`__sandbox-init`, `__sandbox-probe`, `__sandbox-run <spec.json>`,
+//!   `__sandbox-mapped <op>`).
 //!
 //! # What a step sees
 //! Namespaces mount/pid/ipc/uts (+net for `Network::None`, with `lo` up), a fresh `/proc`,
@@ -32,7 +33,10 @@
 //! files carry *host* ids of the map (container uid 1000 is host `subuid_start + 999`):
 //! the layer writer turns them back with [`IdMap::container_uid`]/[`IdMap::container_gid`].
 //! Files the step made unreadable to others (mode 0600, owned by a sub-uid) cannot be read
-//! by the unprivileged host user outside the namespace.
+//! by the unprivileged host user outside the namespace: [`Sandbox::mapped_fs`] gives a
+//! [`MappedFs`] that unpacks base layers with their owners, writes the layer and removes such
+//! trees as root of the map (a re-exec, `__sandbox-mapped`); [`remove_tree_as_mapped_root`]
+//! does the removal for the store (`rmi`/`prune`).
 //!
 //! # Modes
 //! `Rootless`: a user namespace; with a `/etc/subuid`+`/etc/subgid` range and
@@ -57,6 +61,7 @@ mod entry;
 mod error;
 mod idmap;
 pub mod init;
+mod mapped;
 mod probe;
 mod protocol;
 mod rootfs;
@@ -69,6 +74,7 @@ use std::path::PathBuf;
 
 pub use error::SandboxError;
 pub use idmap::{IdMap, IdRange};
+pub use mapped::{MappedFs, remove_tree_as_mapped_root};
 pub use probe::Probe;
 pub use runner::Cancel;
 
@@ -234,6 +240,7 @@ pub struct Sandbox {
     /// Overlay failed once (or is forced off): later steps go straight to the copy.
     no_overlay: std::sync::atomic::AtomicBool,
     warned_copy: std::sync::atomic::AtomicBool,
+    mapped: std::sync::OnceLock<Option<MappedFs>>,
 }
 
 impl Sandbox {
@@ -248,6 +255,7 @@ impl Sandbox {
             warned_single_map: Default::default(),
             no_overlay: Default::default(),
             warned_copy: Default::default(),
+            mapped: Default::default(),
         }
     }
 
@@ -262,6 +270,20 @@ impl Sandbox {
     pub fn probe(&self) -> Result<Probe, SandboxError> {
         self.probed
             .get_or_init(|| probe::probe(&self.kiln_exe, self.isolation, self.force))
+            .clone()
+    }
+
+    /// File operations as root of the full rootless id map ([`MappedFs`]), for steps that
+    /// run rootless with a subordinate range; `None` for root, chroot mode or a single-id map
+    /// (then the caller's own process does the work, as root or with files owned by the user).
+    pub fn mapped_fs(&self) -> Option<MappedFs> {
+        self.mapped
+            .get_or_init(|| {
+                let rootless = self
+                    .probe()
+                    .is_ok_and(|p| p.isolation == Isolation::Rootless);
+                rootless.then(|| MappedFs::detect(&self.kiln_exe)).flatten()
+            })
             .clone()
     }
 

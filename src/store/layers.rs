@@ -132,7 +132,8 @@ pub(super) fn write_atomically(store: &Store, path: &Path, bytes: &[u8]) -> Resu
 }
 
 /// Removes a directory tree, first making read-only directories writable (layers contain
-/// `0555` directories that would otherwise stop an unprivileged remove).
+/// `0555` directories that would otherwise stop an unprivileged remove), then, for trees
+/// holding files of sub-uids, through the sandbox's id-mapped helper.
 pub(super) fn remove_tree(path: &Path) -> Result<()> {
     if fs::remove_dir_all(path).is_ok() || !path.exists() {
         return Ok(());
@@ -143,7 +144,17 @@ pub(super) fn remove_tree(path: &Path) -> Result<()> {
             let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o700));
         }
     }
-    fs::remove_dir_all(path).ctx("remove", path)
+    match fs::remove_dir_all(path) {
+        // An unprivileged user's rootless builds leave files of its sub-uids (unpacked with
+        // their owners): those go as root of the user's id map.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            match crate::sandbox::remove_tree_as_mapped_root(path) {
+                Ok(true) => Ok(()),
+                _ => Err(e).ctx("remove", path),
+            }
+        }
+        r => r.ctx("remove", path),
+    }
 }
 
 #[cfg(test)]

@@ -132,7 +132,7 @@ impl Runner {
 
 /// The kiln binary as the step's user can execute it: the build's own when its directories
 /// are open to that user, else a copy in /tmp (a checkout under /root is not).
-fn kiln_for(uid: u32, gid: u32) -> PathBuf {
+pub fn kiln_for(uid: u32, gid: u32) -> PathBuf {
     static COPY: OnceLock<PathBuf> = OnceLock::new();
     COPY.get_or_init(|| {
         let probe = Command::new("setpriv")
