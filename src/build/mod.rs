@@ -11,10 +11,12 @@
 //! heredoc, `--from` a stage or stored image); ADD of local non-archive files; RUN in the
 //! sandbox (cache, tmpfs and context bind mounts); every metadata instruction.
 
+mod add;
 pub(crate) mod cache;
 pub mod context;
 mod copy;
 mod copy_step;
+mod image_tree;
 mod run;
 mod stage;
 
@@ -71,7 +73,17 @@ pub type PullBase<'a> = dyn Fn(&Reference, &Progress) -> Result<Digest, String> 
 pub struct Hooks<'a> {
     /// Gets a base image that is not in the store.
     pub pull: &'a PullBase<'a>,
+    /// Downloads an `ADD <url>` source.
+    pub fetch: &'a Fetch<'a>,
 }
+
+/// How a build downloads an `ADD https://…` source: streams the body of `url` into the
+/// writer (never holding it whole) and reports `Last-Modified`; the error is a message for
+/// the user naming the URL and the HTTP status. The CLI implements it with its HTTP client
+/// and TLS settings; library users may refuse (offline builds).
+pub type Fetch<'a> = dyn Fn(&str, &mut dyn std::io::Write) -> Result<FetchInfo, String> + 'a;
+
+pub use add::FetchInfo;
 
 /// The result of a successful build.
 #[derive(Debug)]

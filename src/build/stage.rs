@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use super::cache::{self, BuildCache, CachedStep, SourceDigest, StepInputs};
 use super::context::Context;
 use super::copy;
-use super::copy_step::CopySpec;
+use super::copy_step::{AddSpec, CopySpec};
 use super::run::{self, RunArgs, RunEnv};
 use super::{BuildError, BuildRequest, Hooks};
 use crate::Digest;
@@ -45,6 +45,8 @@ pub(crate) struct Runner<'a> {
     pub(super) layers_built: usize,
     /// The latest build time among the cache hits (see [`Runner::take`]).
     pub(super) newest_hit: Option<i64>,
+    /// ADD downloads made for cache keys, reused by their steps.
+    pub(super) downloads: std::sync::Mutex<super::copy_step::Downloads>,
 }
 
 pub(super) fn step_err(span: Span, message: impl Into<String>) -> BuildError {
@@ -80,6 +82,7 @@ impl<'a> Runner<'a> {
             ),
             announced_isolation: false,
             newest_hit: None,
+            downloads: Default::default(),
             req,
             context,
             progress,
@@ -215,7 +218,9 @@ impl<'a> Runner<'a> {
     fn sources(&self, step: &Step) -> Result<Option<SourceDigest>, BuildError> {
         let (sources, from) = match &step.kind {
             StepKind::Copy { sources, from, .. } => (sources, from),
-            StepKind::Add { sources, .. } => (sources, &CopyFrom::Context),
+            StepKind::Add {
+                sources, checksum, ..
+            } => return self.add_sources(sources, checksum.as_deref(), step.span),
             _ => return Ok(None),
         };
         match from {
@@ -322,14 +327,10 @@ impl<'a> Runner<'a> {
                 chmod,
                 parents,
                 exclude,
-                ..
+                // Accepted: every COPY layer already holds only the copied files, independent
+                // of the base, which is what --link asks for.
+                link: _,
             } => {
-                if *parents {
-                    return Err(step_err(
-                        step.span,
-                        "COPY --parents is not supported by kiln yet",
-                    ));
-                }
                 let spec = CopySpec {
                     sources,
                     dest,
@@ -337,6 +338,8 @@ impl<'a> Runner<'a> {
                     chown: chown.as_deref(),
                     chmod: chmod.as_deref(),
                     exclude,
+                    parents: *parents,
+                    add: None,
                 };
                 return self.copy(img, step.span, &spec, &created_by);
             }
@@ -346,9 +349,11 @@ impl<'a> Runner<'a> {
                 chown,
                 chmod,
                 exclude,
-                ..
+                checksum,
+                unpack,
+                keep_git_dir,
+                link: _,
             } => {
-                self.check_add_sources(sources, step.span)?;
                 let spec = CopySpec {
                     sources,
                     dest,
@@ -356,6 +361,12 @@ impl<'a> Runner<'a> {
                     chown: chown.as_deref(),
                     chmod: chmod.as_deref(),
                     exclude,
+                    parents: false,
+                    add: Some(AddSpec {
+                        checksum: checksum.as_deref(),
+                        unpack: *unpack,
+                        keep_git_dir: *keep_git_dir,
+                    }),
                 };
                 return self.copy(img, step.span, &spec, &created_by);
             }

@@ -32,6 +32,7 @@ mod resolve;
 mod tarball;
 mod unpack;
 mod walk;
+mod whiteouts;
 mod write;
 
 use std::path::PathBuf;
@@ -40,6 +41,7 @@ pub use crate::digest::Digest;
 pub use entries::{EntrySource, LayerEntry, write_entries};
 pub use idmap::{IdMap, IdRange};
 pub use unpack::unpack_layer;
+pub use whiteouts::{Whiteout, layer_whiteouts};
 pub use write::write_layer;
 
 /// How a layer blob is compressed.
