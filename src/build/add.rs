@@ -95,7 +95,12 @@ pub(crate) fn archive_entries(
             h.mtime().map_err(fail)?,
         );
         let kind = h.entry_type();
-        let path = join(dest, &rel);
+        // The archive's root entry (`./`) is the destination directory itself.
+        let path = if rel.is_empty() {
+            dest.to_string()
+        } else {
+            join(dest, &rel)
+        };
         if path.is_empty() {
             continue; // the root of an archive extracted at `/`: the image's root stays
         }
