@@ -6,6 +6,7 @@
 //! prints SKIPPED and returns.
 
 mod common;
+mod registry_support;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -427,4 +428,64 @@ fn chown_to_a_missing_group_or_a_git_source_fails_naming_the_line() {
         err.contains("Dockerfile:2") && err.contains("git"),
         "{err}"
     );
+}
+
+#[test]
+fn paths_deleted_in_an_upper_layer_are_not_seen_by_copy() {
+    if skip() {
+        return;
+    }
+    if !have("skopeo") {
+        println!("SKIPPED: needs skopeo");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let layout = t.path().join("base-layout");
+    let bundle = t.path().join("base-bundle");
+    let image = format!("{}:base", layout.display());
+    let umoci = |args: &[&str]| {
+        let mut c = Command::new("umoci");
+        c.args(args);
+        run(&mut c);
+    };
+    umoci(&["init", "--layout", layout.to_str().unwrap()]);
+    umoci(&["new", "--image", &image]);
+    // Lower layer: /gone (0700, 77:77), /srv and the symlink /app -> /srv.
+    umoci(&["unpack", "--image", &image, bundle.to_str().unwrap()]);
+    let rootfs = bundle.join("rootfs");
+    fs::create_dir(rootfs.join("gone")).unwrap();
+    fs::set_permissions(
+        rootfs.join("gone"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(rootfs.join("gone"), Some(77), Some(77)).unwrap();
+    fs::create_dir(rootfs.join("srv")).unwrap();
+    symlink("/srv", rootfs.join("app")).unwrap();
+    umoci(&["repack", "--image", &image, bundle.to_str().unwrap()]);
+    fs::remove_dir_all(&bundle).unwrap();
+    // Upper layer: both deleted (whiteouts).
+    umoci(&["unpack", "--image", &image, bundle.to_str().unwrap()]);
+    fs::remove_dir(bundle.join("rootfs/gone")).unwrap();
+    fs::remove_file(bundle.join("rootfs/app")).unwrap();
+    umoci(&["repack", "--image", &image, bundle.to_str().unwrap()]);
+
+    let registry = registry_support::TestRegistry::start("plain");
+    let base = format!("{}/kiln-test/whiteouts:latest", registry.addr);
+    run(Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{image}"))
+        .arg(format!("docker://{base}")));
+
+    let ctx = t.path().join("ctx");
+    write(&ctx.join("x"), b"x");
+    write(
+        &ctx.join("Dockerfile"),
+        format!("FROM {base}\nCOPY x /gone/x\nCOPY x /app/\n").as_bytes(),
+    );
+    let list = listing(&build_tree(&t.path().join("kiln"), &ctx));
+    assert_eq!(line(&list, "gone"), "gone 40755 0:0 ", "a fresh parent, not the deleted one");
+    assert_eq!(line(&list, "app"), "app 40755 0:0 ", "the deleted symlink is not followed");
+    assert!(line(&list, "app/x").ends_with("\"x\""));
+    assert!(!list.iter().any(|l| l.starts_with("srv/x")), "{list:#?}");
 }
