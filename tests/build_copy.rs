@@ -50,7 +50,14 @@ fn kiln_build(work: &Path, ctx: &Path, extra: &[&str]) -> Result<Output, String>
         .unwrap()
         .env("KILN_ROOT", work.join("store"))
         .env_remove("SOURCE_DATE_EPOCH")
-        .args(["build", "--progress", "plain", "-t", "copytest:latest", "-o"])
+        .args([
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "copytest:latest",
+            "-o",
+        ])
         .arg(format!("type=oci,dest={}", layout.display()))
         .args(extra)
         .arg(ctx)
@@ -90,7 +97,10 @@ fn listing(root: &Path) -> Vec<String> {
         let what = if m.file_type().is_symlink() {
             format!("-> {}", fs::read_link(e.path()).unwrap().display())
         } else if m.is_file() {
-            format!("{:?}", String::from_utf8_lossy(&fs::read(e.path()).unwrap()))
+            format!(
+                "{:?}",
+                String::from_utf8_lossy(&fs::read(e.path()).unwrap())
+            )
         } else {
             String::new()
         };
@@ -197,14 +207,26 @@ fn destinations_through_image_symlinks_archives_and_owners_match_buildah() {
     assert_eq!(line(&kiln, "app"), "app 120777 0:0 -> srv/app");
     assert_eq!(line(&kiln, "srv/app/x"), "srv/app/x 100644 0:0 \"hi\\n\"");
     assert_eq!(line(&kiln, "srv/abs/x"), "srv/abs/x 100644 0:0 \"hi\\n\"");
-    assert_eq!(line(&kiln, "srv/app/viaup"), "srv/app/viaup 100644 0:0 \"hi\\n\"");
-    assert_eq!(line(&kiln, "srv/app/deep/er/x"), "srv/app/deep/er/x 100644 0:0 \"hi\\n\"");
+    assert_eq!(
+        line(&kiln, "srv/app/viaup"),
+        "srv/app/viaup 100644 0:0 \"hi\\n\""
+    );
+    assert_eq!(
+        line(&kiln, "srv/app/deep/er/x"),
+        "srv/app/deep/er/x 100644 0:0 \"hi\\n\""
+    );
     assert_eq!(line(&kiln, "newp/q"), "newp/q 40755 1000:1000 ");
-    assert_eq!(line(&kiln, "newp/q/r/x"), "newp/q/r/x 100700 1000:1000 \"hi\\n\"");
+    assert_eq!(
+        line(&kiln, "newp/q/r/x"),
+        "newp/q/r/x 100700 1000:1000 \"hi\\n\""
+    );
     assert_eq!(line(&kiln, "nog"), "nog 100644 1001:4242 \"hi\\n\"");
     assert_eq!(line(&kiln, "ext"), "ext 40755 1234:5678 ");
     assert_eq!(line(&kiln, "ext/a"), "ext/a 100640 1234:5678 \"a\\n\"");
-    assert_eq!(line(&kiln, "extc/sub/b"), "extc/sub/b 100644 1234:5678 \"b\\n\"");
+    assert_eq!(
+        line(&kiln, "extc/sub/b"),
+        "extc/sub/b 100644 1234:5678 \"b\\n\""
+    );
     assert_eq!(line(&kiln, "etc/x"), "etc/x 100644 0:0 \"hi\\n\"");
     assert!(!kiln.iter().any(|l| l.starts_with("app/")), "{kiln:#?}");
 
@@ -245,7 +267,10 @@ fn add_extracts_every_archive_format_detected_by_content() {
     write(&ctx.join("gz.bin"), &gzip(&tar));
     write(&ctx.join("bz.bin"), &bzip(&tar));
     write(&ctx.join("xz.bin"), &xz.finish().unwrap());
-    write(&ctx.join("zst.bin"), &zstd::encode_all(&tar[..], 1).unwrap());
+    write(
+        &ctx.join("zst.bin"),
+        &zstd::encode_all(&tar[..], 1).unwrap(),
+    );
     // gzip of something that is not a tar: copied as it is, like Docker does.
     write(&ctx.join("notes.txt.gz"), &gzip(b"just text"));
     write(
@@ -357,7 +382,9 @@ ADD --chmod=0644 http://{addr}/dir/data.txt?x=1 /dl/
     );
     let err = kiln_build(t.path(), &ctx, &[]).unwrap_err();
     assert!(
-        err.contains("Dockerfile:2") && err.contains("checksum mismatch") && err.contains(&sum.to_string()),
+        err.contains("Dockerfile:2")
+            && err.contains("checksum mismatch")
+            && err.contains(&sum.to_string()),
         "{err}"
     );
 
@@ -407,7 +434,10 @@ COPY --link --chmod=u=rwX,go=rX tool /tool/
 fn chown_to_a_missing_group_or_a_git_source_fails_naming_the_line() {
     let t = tempfile::tempdir().unwrap();
     let ctx = t.path().join("ctx");
-    write(&ctx.join("base/etc/passwd"), b"app:x:1000:1000::/:/bin/sh\n");
+    write(
+        &ctx.join("base/etc/passwd"),
+        b"app:x:1000:1000::/:/bin/sh\n",
+    );
     write(&ctx.join("base/etc/group"), b"app:x:1000:\n");
     write(&ctx.join("x"), b"x");
     write(
@@ -424,10 +454,7 @@ fn chown_to_a_missing_group_or_a_git_source_fails_naming_the_line() {
         b"FROM scratch\nADD https://github.com/moby/buildkit.git#v0.10.1 /src\n",
     );
     let err = kiln_build(t.path(), &ctx, &[]).unwrap_err();
-    assert!(
-        err.contains("Dockerfile:2") && err.contains("git"),
-        "{err}"
-    );
+    assert!(err.contains("Dockerfile:2") && err.contains("git"), "{err}");
 }
 
 #[test]
@@ -484,8 +511,16 @@ fn paths_deleted_in_an_upper_layer_are_not_seen_by_copy() {
         format!("FROM {base}\nCOPY x /gone/x\nCOPY x /app/\n").as_bytes(),
     );
     let list = listing(&build_tree(&t.path().join("kiln"), &ctx));
-    assert_eq!(line(&list, "gone"), "gone 40755 0:0 ", "a fresh parent, not the deleted one");
-    assert_eq!(line(&list, "app"), "app 40755 0:0 ", "the deleted symlink is not followed");
+    assert_eq!(
+        line(&list, "gone"),
+        "gone 40755 0:0 ",
+        "a fresh parent, not the deleted one"
+    );
+    assert_eq!(
+        line(&list, "app"),
+        "app 40755 0:0 ",
+        "the deleted symlink is not followed"
+    );
     assert!(line(&list, "app/x").ends_with("\"x\""));
     assert!(!list.iter().any(|l| l.starts_with("srv/x")), "{list:#?}");
 }

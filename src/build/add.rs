@@ -63,7 +63,13 @@ fn is_tar_header(block: &[u8]) -> bool {
     let sum: u32 = block
         .iter()
         .enumerate()
-        .map(|(i, b)| if (148..156).contains(&i) { 32 } else { u32::from(*b) })
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(*b)
+            }
+        })
         .sum();
     sum == stored
 }
@@ -313,8 +319,10 @@ mod tests {
         ]);
         let mut warn = Vec::new();
         let got = archive_entries(&tar[..], "opt/x", d.path(), "t.tar", &mut warn).unwrap();
-        let summary: Vec<(&str, u32, u64)> =
-            got.iter().map(|e| (e.path.as_str(), e.mode, e.uid)).collect();
+        let summary: Vec<(&str, u32, u64)> = got
+            .iter()
+            .map(|e| (e.path.as_str(), e.mode, e.uid))
+            .collect();
         assert_eq!(
             summary,
             [

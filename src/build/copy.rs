@@ -10,6 +10,18 @@
 //! at the root, `..` stops there), so `COPY x /app/` lands in `/srv/app` when the image has
 //! `/app -> /srv/app`, and no symlink can make a copied path leave the image. kiln never
 //! writes through those links itself: the layer names the resolved paths.
+//!
+//! Checked against buildah 1.28 (`tests/build_copy.rs` compares the whole tree):
+//! - `/app -> srv/app`, `COPY x /app/` writes `/srv/app/x`; an absolute link (`/abslink ->
+//!   /srv/abs`) is re-rooted in the image; a link climbing with `..` stops at the root.
+//! - `COPY x /etc` onto an existing directory writes `/etc/x`.
+//! - Parents COPY creates are 0755 and owned by the `--chown` user (`--chmod` is not applied
+//!   to them); existing parents keep the image's metadata.
+//! - `--chown=user` whose group is not in /etc/group takes the gid from /etc/passwd.
+//! - A directory entry that meets a symlink to a directory merges into its target; a file
+//!   entry replaces a symlink at its own path (kiln; not compared with buildah).
+//! - Paths an upper layer deleted (whiteouts, opaque directories) are absent: a deleted
+//!   symlink is not followed and a deleted directory's metadata is not reused.
 
 use std::path::Path;
 
@@ -132,7 +144,9 @@ impl Chmod {
                 .ok_or_else(|| format!("--chmod={s}: not an octal mode (0000 to 7777)"));
         }
         let bad = || {
-            format!("--chmod={s}: not a mode; use octal (0755) or symbolic like chmod(1) (u+x, go-w, a=rX)")
+            format!(
+                "--chmod={s}: not a mode; use octal (0755) or symbolic like chmod(1) (u+x, go-w, a=rX)"
+            )
         };
         let mut clauses = Vec::new();
         for part in s.split(',') {
@@ -235,8 +249,7 @@ pub(crate) struct DirMeta {
 
 /// ADD's archive extraction: given a source file (host path, as the tree names it) and the
 /// image directory it goes to, the entries of the archive, or `None` when it is no archive.
-pub(crate) type Unpack<'a> =
-    dyn Fn(&Path, &str) -> Result<Option<Vec<LayerEntry>>, CopyError> + 'a;
+pub(crate) type Unpack<'a> = dyn Fn(&Path, &str) -> Result<Option<Vec<LayerEntry>>, CopyError> + 'a;
 
 /// How copied entries are owned and stamped.
 pub(crate) struct CopyOptions<'a> {
@@ -801,7 +814,11 @@ mod tests {
         // The existing directories keep their metadata; nothing replaces the symlink.
         assert_eq!(
             placed("x", "/app/"),
-            [("srv".into(), 0o755), ("srv/app".into(), 0o750), ("srv/app/x".into(), 0o644)]
+            [
+                ("srv".into(), 0o755),
+                ("srv/app".into(), 0o750),
+                ("srv/app/x".into(), 0o644)
+            ]
         );
         // An existing directory is a directory destination even without a trailing slash.
         assert_eq!(placed("x", "/abs").last().unwrap().0, "srv/app/x");

@@ -18,22 +18,43 @@ use crate::plan::{CopyFrom, SourceSpec};
 
 impl<'a> Runner<'a> {
     /// Refuses the ADD forms kiln does not implement, naming the line.
-    fn check_add_sources(&self, sources: &[SourceSpec], add: &AddSpec, span: Span) -> Result<(), BuildError> {
+    fn check_add_sources(
+        &self,
+        sources: &[SourceSpec],
+        add: &AddSpec,
+        span: Span,
+    ) -> Result<(), BuildError> {
         if add.keep_git_dir {
-            return Err(step_err(span, "ADD --keep-git-dir: kiln does not fetch git repositories; clone it in a RUN step or COPY a checkout from the context"));
+            return Err(step_err(
+                span,
+                "ADD --keep-git-dir: kiln does not fetch git repositories; clone it in a RUN step or COPY a checkout from the context",
+            ));
         }
         for s in sources {
             let SourceSpec::Path { path } = s else {
                 continue;
             };
             if is_git(path) {
-                return Err(step_err(span, format!("ADD {path}: kiln does not fetch git repositories; clone it in a RUN step or COPY a checkout from the context")));
+                return Err(step_err(
+                    span,
+                    format!(
+                        "ADD {path}: kiln does not fetch git repositories; clone it in a RUN step or COPY a checkout from the context"
+                    ),
+                ));
             }
             if path.contains("://") && !add::is_url(path) {
-                return Err(step_err(span, format!("ADD {path}: only http:// and https:// URLs can be downloaded")));
+                return Err(step_err(
+                    span,
+                    format!("ADD {path}: only http:// and https:// URLs can be downloaded"),
+                ));
             }
             if add.checksum.is_some() && !add::is_url(path) {
-                return Err(step_err(span, format!("ADD --checksum applies to URL sources only, and {path} is a local path")));
+                return Err(step_err(
+                    span,
+                    format!(
+                        "ADD --checksum applies to URL sources only, and {path} is a local path"
+                    ),
+                ));
             }
         }
         Ok(())
@@ -83,14 +104,21 @@ impl<'a> Runner<'a> {
                 source,
             })?;
         let warnings = std::cell::RefCell::new(Vec::new());
-        let extract = |host: &std::path::Path, dest: &str| -> Result<Option<Vec<layer::LayerEntry>>, copy::CopyError> {
-            let shown = host.strip_prefix(tree.root()).unwrap_or(host).display().to_string();
+        let extract = |host: &std::path::Path,
+                       dest: &str|
+         -> Result<Option<Vec<layer::LayerEntry>>, copy::CopyError> {
+            let shown = host
+                .strip_prefix(tree.root())
+                .unwrap_or(host)
+                .display()
+                .to_string();
             let tar = add::open_archive(host)
                 .map_err(|e| copy::CopyError::Add(format!("ADD {shown}: {e}")))?;
             let Some(tar) = tar else { return Ok(None) };
             let dir = tempfile::tempdir_in(scratch.path())
                 .map_err(|e| copy::CopyError::Add(format!("ADD {shown}: scratch dir: {e}")))?;
-            let entries = add::archive_entries(tar, dest, &dir.keep(), &shown, &mut warnings.borrow_mut())?;
+            let entries =
+                add::archive_entries(tar, dest, &dir.keep(), &shown, &mut warnings.borrow_mut())?;
             Ok(Some(entries))
         };
         let unpack_local = spec.add.as_ref().is_some_and(|a| a.unpack != Some(false));
@@ -119,7 +147,6 @@ impl<'a> Runner<'a> {
 
     /// ADD's URL sources, downloaded (or taken from the cache-key pass) and verified; the
     /// rest of the sources are returned for the ordinary copy.
-    #[allow(clippy::too_many_arguments)]
     fn downloads(
         &self,
         spec: &CopySpec,
@@ -138,22 +165,32 @@ impl<'a> Runner<'a> {
         let (dest, dest_is_dir) =
             copy::destination(spec.dest, opts.image).map_err(|e| step_err(span, e.to_string()))?;
         for (i, s) in urls.iter().enumerate() {
-            let SourceSpec::Path { path: url } = s else { continue };
+            let SourceSpec::Path { path: url } = s else {
+                continue;
+            };
             let got = self.fetch_url(url, add.checksum, scratch, i, span)?;
             if add.unpack == Some(true) {
-                if let Some(entries) = extract(&got.path, &dest).map_err(|e| step_err(span, e.to_string()))? {
+                if let Some(entries) =
+                    extract(&got.path, &dest).map_err(|e| step_err(span, e.to_string()))?
+                {
                     out.extend(entries);
                     continue;
                 }
             }
             let path = if dest_is_dir {
-                copy::join(&dest, &add::url_file_name(url).map_err(|m| step_err(span, m))?)
+                copy::join(
+                    &dest,
+                    &add::url_file_name(url).map_err(|m| step_err(span, m))?,
+                )
             } else {
                 dest.clone()
             };
             out.push(layer::LayerEntry {
                 path,
-                source: layer::EntrySource::File { path: got.path, size: got.size },
+                source: layer::EntrySource::File {
+                    path: got.path,
+                    size: got.size,
+                },
                 mode: opts.chmod.as_ref().map_or(0o600, |c| c.apply(0o600, false)),
                 uid: opts.uid,
                 gid: opts.gid,
@@ -182,7 +219,13 @@ impl<'a> Runner<'a> {
         if let Some(want) = checksum {
             let want = add::parse_checksum(want).map_err(|m| step_err(span, m))?;
             if want != got.digest {
-                return Err(step_err(span, format!("ADD {url}: checksum mismatch: --checksum says {want}, the download is {}; fix the checksum or the URL", got.digest)));
+                return Err(step_err(
+                    span,
+                    format!(
+                        "ADD {url}: checksum mismatch: --checksum says {want}, the download is {}; fix the checksum or the URL",
+                        got.digest
+                    ),
+                ));
             }
         }
         Ok(got)
@@ -198,7 +241,9 @@ impl<'a> Runner<'a> {
     ) -> Result<Option<SourceDigest>, BuildError> {
         let mut files = Vec::new();
         for s in sources {
-            let SourceSpec::Path { path } = s else { continue };
+            let SourceSpec::Path { path } = s else {
+                continue;
+            };
             if add::is_url(path) {
                 let digest = match checksum {
                     Some(c) => add::parse_checksum(c).map_err(|m| step_err(span, m))?,
@@ -241,15 +286,23 @@ impl<'a> Runner<'a> {
     fn image_tree(&self, layers: &[Layer], dirs: &[PathBuf]) -> Result<ImageTree, BuildError> {
         let mut views = Vec::with_capacity(dirs.len());
         for (l, dir) in layers.iter().rev().zip(dirs) {
-            let note = self.store.root().join("cache/whiteouts").join(l.diff_id.hex());
-            let whiteouts = match std::fs::read(&note).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+            let note = self
+                .store
+                .root()
+                .join("cache/whiteouts")
+                .join(l.diff_id.hex());
+            let whiteouts = match std::fs::read(&note)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+            {
                 Some(w) => w,
                 None => {
                     let w = layer::layer_whiteouts(self.store.open_blob(&l.digest)?)?;
                     // Only speed is lost if the note cannot be written.
-                    let _ = std::fs::create_dir_all(note.parent().expect("a parent"))
-                        .and_then(|()| {
-                            let mut tmp = tempfile::NamedTempFile::new_in(note.parent().expect("a parent"))?;
+                    let _ =
+                        std::fs::create_dir_all(note.parent().expect("a parent")).and_then(|()| {
+                            let mut tmp =
+                                tempfile::NamedTempFile::new_in(note.parent().expect("a parent"))?;
                             serde_json::to_writer(&mut tmp, &w).map_err(std::io::Error::other)?;
                             tmp.persist(&note).map_err(|e| e.error).map(|_| ())
                         });

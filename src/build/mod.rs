@@ -8,8 +8,9 @@
 //! - [`context`] reads the build context (`.dockerignore`, stat cache).
 //!
 //! What runs today: FROM scratch / an image in the store / an earlier stage; COPY (context,
-//! heredoc, `--from` a stage or stored image); ADD of local non-archive files; RUN in the
-//! sandbox (cache, tmpfs and context bind mounts); every metadata instruction.
+//! heredoc, `--from` a stage or stored image, `--parents`, `--chmod` octal or symbolic);
+//! ADD of local files and archives (extracted) and of http(s) URLs through [`Hooks::fetch`];
+//! RUN in the sandbox (cache, tmpfs and context bind mounts); every metadata instruction.
 
 mod add;
 pub(crate) mod cache;

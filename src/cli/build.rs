@@ -391,8 +391,8 @@ fn fetch_url(
             .map(|t| t.timestamp());
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
-            let chunk =
-                chunk.map_err(|e| format!("download from {host} broke off: {}", e.without_url()))?;
+            let chunk = chunk
+                .map_err(|e| format!("download from {host} broke off: {}", e.without_url()))?;
             out.write_all(&chunk)
                 .map_err(|e| format!("writing the download: {e}"))?;
         }

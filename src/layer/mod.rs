@@ -24,6 +24,8 @@
 //! root the way `openat2(RESOLVE_IN_ROOT)` does it (absolute paths, `..` and symlinks cannot
 //! leave the root), OCI whiteouts are applied, device nodes the process may not create are
 //! skipped with a warning in the [`UnpackReport`], and ownership follows [`Ownership`].
+//! [`layer_whiteouts`]`(blob)` lists a layer's deletions without unpacking it (an unpacked
+//! layer directory no longer shows them).
 
 mod compress;
 mod entries;

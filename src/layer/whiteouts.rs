@@ -59,7 +59,12 @@ mod tests {
     #[test]
     fn lists_whiteouts_and_opaque_markers_of_a_gzip_layer() {
         let mut b = tar::Builder::new(Vec::new());
-        for p in ["etc/.wh.passwd", "var/cache/.wh..wh..opq", "./.wh.tmp", "usr/bin/ls"] {
+        for p in [
+            "etc/.wh.passwd",
+            "var/cache/.wh..wh..opq",
+            "./.wh.tmp",
+            "usr/bin/ls",
+        ] {
             let mut h = tar::Header::new_gnu();
             h.set_size(0);
             h.set_mode(0o644);
