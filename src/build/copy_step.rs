@@ -73,7 +73,7 @@ impl<'a> Runner<'a> {
         let lowers = self.unpacked_layers(img.layers())?;
         let image = self.image_tree(img.layers(), &lowers)?;
         let (uid, gid) = match spec.chown {
-            Some(c) => resolve_owner(c, &lowers).map_err(|m| step_err(span, m))?,
+            Some(c) => resolve_owner(c, &|f| image.read_file(f)).map_err(|m| step_err(span, m))?,
             None => (0, 0),
         };
         let chmod = spec
@@ -441,14 +441,18 @@ pub(super) enum SourceTree<'a> {
 }
 
 /// `--chown=user[:group]`: numeric ids as they are, names through the image's passwd/group.
-pub(super) fn resolve_owner(spec: &str, lowers: &[PathBuf]) -> Result<(u64, u64), String> {
+/// `read` gives the text of an image file (`etc/passwd`), as the merged image has it.
+pub(super) fn resolve_owner(
+    spec: &str,
+    read: &dyn Fn(&str) -> Option<String>,
+) -> Result<(u64, u64), String> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
     let uid = match user.parse::<u64>() {
         Ok(n) => n,
-        Err(_) => lookup(lowers, "etc/passwd", user, 2).ok_or_else(|| {
+        Err(_) => lookup(read, "etc/passwd", user, 2).ok_or_else(|| {
             format!("--chown={spec}: user {user:?} is not in the image's /etc/passwd")
         })?,
     };
@@ -456,11 +460,11 @@ pub(super) fn resolve_owner(spec: &str, lowers: &[PathBuf]) -> Result<(u64, u64)
         None => match user.parse::<u64>() {
             // A numeric user without a group gets the same number as gid (Docker's rule).
             Ok(n) => n,
-            Err(_) => lookup(lowers, "etc/passwd", user, 3).unwrap_or(uid),
+            Err(_) => lookup(read, "etc/passwd", user, 3).unwrap_or(uid),
         },
         Some(g) => match g.parse::<u64>() {
             Ok(n) => n,
-            Err(_) => lookup(lowers, "etc/group", g, 2).ok_or_else(|| {
+            Err(_) => lookup(read, "etc/group", g, 2).ok_or_else(|| {
                 format!("--chown={spec}: group {g:?} is not in the image's /etc/group")
             })?,
         },
@@ -468,15 +472,54 @@ pub(super) fn resolve_owner(spec: &str, lowers: &[PathBuf]) -> Result<(u64, u64)
     Ok((uid, gid))
 }
 
-/// Field `field` (0-based) of the line for `name` in the top-most layer that has `file`.
-fn lookup(lowers: &[PathBuf], file: &str, name: &str, field: usize) -> Option<u64> {
-    let text = lowers
-        .iter()
-        .find_map(|l| std::fs::read_to_string(l.join(file)).ok())?;
+/// Field `field` (0-based) of the line for `name` in the image's `file`.
+fn lookup(
+    read: &dyn Fn(&str) -> Option<String>,
+    file: &str,
+    name: &str,
+    field: usize,
+) -> Option<u64> {
+    let text = read(file)?;
     text.lines()
         .map(|l| l.split(':').collect::<Vec<_>>())
         .find(|f| f.first() == Some(&name))?
         .get(field)?
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chown_resolves_names_through_the_images_passwd_and_group() {
+        let read = |f: &str| match f {
+            "etc/passwd" => Some("app:x:1000:1000::/:/bin/sh\nnog:x:1001:4242::/:/bin/sh\n".into()),
+            "etc/group" => Some("app:x:1000:\nstaff:x:50:\n".into()),
+            _ => None,
+        };
+        assert_eq!(resolve_owner("7", &read), Ok((7, 7)));
+        assert_eq!(resolve_owner("7:8", &read), Ok((7, 8)));
+        assert_eq!(resolve_owner("app", &read), Ok((1000, 1000)));
+        // No group named like the user: the passwd entry's gid.
+        assert_eq!(resolve_owner("nog", &read), Ok((1001, 4242)));
+        assert_eq!(resolve_owner("nog:staff", &read), Ok((1001, 50)));
+        assert_eq!(
+            resolve_owner("app:wheel", &read).unwrap_err(),
+            "--chown=app:wheel: group \"wheel\" is not in the image's /etc/group"
+        );
+        assert_eq!(
+            resolve_owner("ghost", &|_: &str| None).unwrap_err(),
+            "--chown=ghost: user \"ghost\" is not in the image's /etc/passwd"
+        );
+    }
+
+    #[test]
+    fn git_sources_are_recognised() {
+        assert!(is_git("git@github.com:moby/buildkit.git"));
+        assert!(is_git("https://github.com/moby/buildkit.git#v0.10.1"));
+        assert!(is_git("git://host/repo"));
+        assert!(!is_git("https://example.com/file.tar.gz"));
+    }
 }

@@ -97,6 +97,22 @@ impl ImageTree {
     }
 }
 
+impl ImageTree {
+    /// The text of the file the merged image has at `path` (symlinks on the way followed
+    /// inside the image, deleted files absent), e.g. `etc/passwd` for `--chown`.
+    pub fn read_file(&self, path: &str) -> Option<String> {
+        let path = super::copy::resolve_in_image(self, path).ok()?;
+        for l in &self.layers {
+            match l.lookup(&path) {
+                (Some(Node::Other), _) => return std::fs::read_to_string(l.dir.join(&path)).ok(),
+                (Some(_), _) | (None, true) => return None,
+                (None, false) => {}
+            }
+        }
+        None
+    }
+}
+
 impl ImageView for ImageTree {
     fn node(&self, path: &str) -> Option<Node> {
         if path.is_empty() {
@@ -153,5 +169,7 @@ mod tests {
         assert_eq!(tree.node("opq/old"), None);
         assert_eq!(tree.node("file"), Some(Node::Other));
         assert_eq!(tree.node("file/x"), None);
+        assert_eq!(tree.read_file("file").as_deref(), Some(""));
+        assert_eq!(tree.read_file("kept"), None);
     }
 }
