@@ -194,7 +194,8 @@ pub(crate) struct Fetched {
     pub path: PathBuf,
     pub size: u64,
     pub digest: Digest,
-    pub mtime: u64,
+    /// From `Last-Modified`, when the server sent one.
+    pub mtime: Option<u64>,
 }
 
 /// Downloads `url` with `fetch` into a new file in `scratch`, hashing as it streams.
@@ -217,10 +218,7 @@ pub(crate) fn download(
         path,
         size,
         digest,
-        mtime: info
-            .last_modified
-            .and_then(|t| u64::try_from(t).ok())
-            .unwrap_or(0),
+        mtime: info.last_modified.and_then(|t| u64::try_from(t).ok()),
     })
 }
 
@@ -241,8 +239,23 @@ pub(crate) fn url_file_name(url: &str) -> Result<String, String> {
         .filter(|n| !n.is_empty() && *n != "." && *n != "..")
         .map(str::to_string)
         .ok_or_else(|| {
-            format!("ADD {url}: the URL has no file name; give a destination file path (not ending in /)")
+            format!(
+                "ADD {}: the URL has no file name; give a destination file path (not ending in /)",
+                redact(url)
+            )
         })
+}
+
+/// `url` without the credentials it may carry (`https://user:pw@host/…`), for messages.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
 }
 
 /// True for the sources ADD downloads.
@@ -344,5 +357,13 @@ mod tests {
         assert_eq!(url_file_name("http://h:8080/f#frag").unwrap(), "f");
         assert!(url_file_name("https://h/").is_err());
         assert!(url_file_name("https://h").is_err());
+    }
+
+    #[test]
+    fn credentials_in_urls_never_reach_messages() {
+        assert_eq!(redact("https://u:secret@h/a@b"), "https://***@h/a@b");
+        assert_eq!(redact("https://h/p?q=a@b"), "https://h/p?q=a@b");
+        let err = url_file_name("https://u:secret@h/").unwrap_err();
+        assert!(!err.contains("secret"), "{err}");
     }
 }

@@ -194,7 +194,8 @@ impl<'a> Runner<'a> {
                 mode: opts.chmod.as_ref().map_or(0o600, |c| c.apply(0o600, false)),
                 uid: opts.uid,
                 gid: opts.gid,
-                mtime: got.mtime,
+                // No Last-Modified: the build time, like a file made by this step.
+                mtime: got.mtime.unwrap_or(opts.now),
             });
         }
         Ok((local, out))
@@ -210,11 +211,11 @@ impl<'a> Runner<'a> {
         n: usize,
         span: Span,
     ) -> Result<add::Fetched, BuildError> {
-        let earlier = self.downloads.lock().expect("downloads lock").take(url);
+        let earlier = self.downloads.lock().expect("downloads lock").get(url);
         let got = match earlier {
             Some(f) => f,
             None => add::download(self.hooks.fetch, url, scratch, &format!("url-{n}"))
-                .map_err(|m| step_err(span, format!("ADD {url}: {m}")))?,
+                .map_err(|m| step_err(span, format!("ADD {}: {m}", add::redact(url))))?,
         };
         if let Some(want) = checksum {
             let want = add::parse_checksum(want).map_err(|m| step_err(span, m))?;
@@ -222,7 +223,8 @@ impl<'a> Runner<'a> {
                 return Err(step_err(
                     span,
                     format!(
-                        "ADD {url}: checksum mismatch: --checksum says {want}, the download is {}; fix the checksum or the URL",
+                        "ADD {}: checksum mismatch: --checksum says {want}, the download is {}; fix the checksum or the URL",
+                        add::redact(url),
                         got.digest
                     ),
                 ));
@@ -249,7 +251,8 @@ impl<'a> Runner<'a> {
                     Some(c) => add::parse_checksum(c).map_err(|m| step_err(span, m))?,
                     None => self.prefetch(path, span)?,
                 };
-                files.push((path.clone(), digest));
+                // Kept in the cache's explanations on disk: never with credentials.
+                files.push((add::redact(path), digest));
             } else if let Some(ctx) = self.context {
                 // A missing source is reported by the ADD itself, with hints.
                 let paths: Vec<String> = copy::matches(ctx, path)
@@ -277,7 +280,7 @@ impl<'a> Runner<'a> {
         let mut d = self.downloads.lock().expect("downloads lock");
         let got = d
             .fetch(self.hooks.fetch, self.store.root(), url)
-            .map_err(|m| step_err(span, format!("ADD {url}: {m}")))?;
+            .map_err(|m| step_err(span, format!("ADD {}: {m}", add::redact(url))))?;
         Ok(got.digest)
     }
 
@@ -417,7 +420,7 @@ impl Downloads {
     }
 
     /// The download of `url`, if one was made (it stays on disk until the build ends).
-    fn take(&mut self, url: &str) -> Option<add::Fetched> {
+    fn get(&self, url: &str) -> Option<add::Fetched> {
         self.by_url.get(url).cloned()
     }
 }
