@@ -299,9 +299,9 @@ ADD --unpack=false gz.bin /kept/
     assert!(line(&list, "kept/gz.bin").starts_with("kept/gz.bin 100644 0:0"));
 }
 
-/// A one-connection-at-a-time HTTP server for `/dir/data.txt` (with Last-Modified) that
-/// answers 404 to anything else, until the test ends.
-fn serve(body: &'static [u8]) -> String {
+/// A one-connection-at-a-time HTTP server for `files` (path, body; served with a
+/// Last-Modified) that answers 404 to anything else, until the test ends.
+fn serve(files: Vec<(&'static str, Vec<u8>)>) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     std::thread::spawn(move || {
@@ -316,20 +316,19 @@ fn serve(body: &'static [u8]) -> String {
                 }
             }
             let text = String::from_utf8_lossy(&req);
-            let head = if text.starts_with("GET /dir/data.txt ")
-                || text.starts_with("GET /dir/data.txt?")
-            {
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Wed, 21 Oct 2015 07:28:00 GMT\r\nConnection: close\r\n\r\n",
-                    body.len()
-                )
-            } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
+            let target = text.split(' ').nth(1).unwrap_or("");
+            let path = target.split('?').next().unwrap_or("");
+            let _ = match files.iter().find(|(p, _)| *p == path) {
+                Some((_, body)) => conn
+                    .write_all(format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Wed, 21 Oct 2015 07:28:00 GMT\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    ).as_bytes())
+                    .and_then(|()| conn.write_all(body)),
+                None => conn.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                ),
             };
-            let _ = conn.write_all(head.as_bytes());
-            if head.starts_with("HTTP/1.1 200") {
-                let _ = conn.write_all(body);
-            }
         }
     });
     addr
@@ -341,7 +340,10 @@ fn add_url_downloads_with_mode_0600_last_modified_and_a_verified_checksum() {
         return;
     }
     const BODY: &[u8] = b"downloaded content\n";
-    let addr = serve(BODY);
+    let addr = serve(vec![
+        ("/dir/data.txt", BODY.to_vec()),
+        ("/dir/a.tgz", gzip(&owned_tar())),
+    ]);
     let t = tempfile::tempdir().unwrap();
     let ctx = t.path().join("ctx");
     let sum = kiln::Digest::of(BODY);
@@ -352,6 +354,8 @@ fn add_url_downloads_with_mode_0600_last_modified_and_a_verified_checksum() {
 ADD http://{addr}/dir/data.txt /dl/
 ADD --checksum={sum} http://{addr}/dir/data.txt /dl/named
 ADD --chmod=0644 http://{addr}/dir/data.txt?x=1 /dl/
+ADD http://{addr}/dir/a.tgz /remote/
+ADD --unpack=true http://{addr}/dir/a.tgz /unpacked/
 "
         )
         .as_bytes(),
@@ -366,6 +370,12 @@ ADD --chmod=0644 http://{addr}/dir/data.txt?x=1 /dl/
     assert_eq!(
         line(&list, "dl/named"),
         "dl/named 100600 0:0 \"downloaded content\\n\""
+    );
+    // A remote archive is not extracted unless --unpack=true.
+    assert!(line(&list, "remote/a.tgz").starts_with("remote/a.tgz 100600 0:0"));
+    assert_eq!(
+        line(&list, "unpacked/sub/b"),
+        "unpacked/sub/b 100644 1234:5678 \"b\\n\""
     );
     let mtime = fs::metadata(rootfs.join("dl/named")).unwrap().mtime();
     assert_eq!(mtime, 1_445_412_480, "mtime from Last-Modified");

@@ -94,11 +94,12 @@ pub(crate) fn archive_entries(
         let mut entry = entry.map_err(fail)?;
         let rel = clean_entry(&entry.path_bytes());
         let h = entry.header();
+        // Empty numeric fields (some writers leave them blank) read as 0, as Go's tar does.
         let (mode, uid, gid, mtime) = (
-            h.mode().map_err(fail)? & 0o7777,
-            h.uid().map_err(fail)?,
-            h.gid().map_err(fail)?,
-            h.mtime().map_err(fail)?,
+            h.mode().unwrap_or(0) & 0o7777,
+            h.uid().unwrap_or(0),
+            h.gid().unwrap_or(0),
+            h.mtime().unwrap_or(0),
         );
         let kind = h.entry_type();
         // The archive's root entry (`./`) is the destination directory itself.
@@ -349,6 +350,38 @@ mod tests {
         };
         assert_eq!((std::fs::read(path).unwrap(), *size), (b"a".to_vec(), 1));
         assert!(warn.is_empty());
+    }
+
+    #[test]
+    fn hard_links_become_copies_and_devices_are_skipped_with_a_warning() {
+        let d = tempfile::tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(4);
+        h.set_mode(0o755);
+        h.set_cksum();
+        b.append_data(&mut h, "bin/tool", &b"tool"[..]).unwrap();
+        let mut l = tar::Header::new_gnu();
+        l.set_entry_type(tar::EntryType::Link);
+        l.set_size(0);
+        l.set_mode(0o755);
+        b.append_link(&mut l, "bin/alias", "bin/tool").unwrap();
+        let mut f = tar::Header::new_gnu();
+        f.set_entry_type(tar::EntryType::Fifo);
+        f.set_size(0);
+        f.set_cksum();
+        b.append_data(&mut f, "pipe", &[][..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let mut warn = Vec::new();
+        let got = archive_entries(&tar[..], "", d.path(), "t.tar", &mut warn).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].path, "bin/alias");
+        assert_eq!(
+            got[0].source, got[1].source,
+            "the link shares the file's content"
+        );
+        assert_eq!(warn.len(), 1, "{warn:?}");
+        assert!(warn[0].contains("\"pipe\""), "{warn:?}");
     }
 
     #[test]
