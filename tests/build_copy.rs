@@ -168,6 +168,7 @@ fn symlink_context(ctx: &Path) {
     symlink("srv/app", ctx.join("base/app")).unwrap();
     symlink("/srv/abs", ctx.join("base/abslink")).unwrap();
     symlink("../../../../srv/app", ctx.join("base/up")).unwrap();
+    symlink("/etc/group", ctx.join("base/grouplink")).unwrap();
     write(
         &ctx.join("base/etc/passwd"),
         b"root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\nnog:x:1001:4242::/:/bin/sh\n",
@@ -189,6 +190,7 @@ COPY --chown=nog x /nog
 ADD arch.tgz /ext/
 ADD --chown=app arch.tbz /extc
 COPY x /etc
+COPY x /grouplink
 ",
     );
 }
@@ -228,6 +230,12 @@ fn destinations_through_image_symlinks_archives_and_owners_match_buildah() {
         "extc/sub/b 100644 1234:5678 \"b\\n\""
     );
     assert_eq!(line(&kiln, "etc/x"), "etc/x 100644 0:0 \"hi\\n\"");
+    // A file written at a symlink replaces the link; the link's target is untouched.
+    assert_eq!(line(&kiln, "grouplink"), "grouplink 100644 0:0 \"hi\\n\"");
+    assert_eq!(
+        line(&kiln, "etc/group"),
+        "etc/group 100644 0:0 \"root:x:0:\\napp:x:1000:\\n\""
+    );
     assert!(!kiln.iter().any(|l| l.starts_with("app/")), "{kiln:#?}");
 
     if !have("buildah") {
@@ -533,4 +541,29 @@ fn paths_deleted_in_an_upper_layer_are_not_seen_by_copy() {
     );
     assert!(line(&list, "app/x").ends_with("\"x\""));
     assert!(!list.iter().any(|l| l.starts_with("srv/x")), "{list:#?}");
+}
+
+/// Where kiln follows BuildKit rather than buildah 1.28: a copied directory that meets a
+/// symlink to a directory in the image merges into the link's target (BuildKit's copier
+/// stats the destination through the link); buildah replaces the link with a directory,
+/// which on a usr-merged base (`/lib -> usr/lib`) would hide every library.
+#[test]
+fn a_copied_directory_merges_into_the_target_of_an_image_symlink() {
+    if skip() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let ctx = t.path().join("ctx");
+    fs::create_dir_all(ctx.join("base/usr/lib")).unwrap();
+    write(&ctx.join("base/usr/lib/libc.so"), b"libc");
+    symlink("usr/lib", ctx.join("base/lib")).unwrap();
+    write(&ctx.join("tree/lib/foo"), b"foo");
+    write(
+        &ctx.join("Dockerfile"),
+        b"FROM scratch\nCOPY base/ /\nCOPY tree/ /\n",
+    );
+    let list = listing(&build_tree(t.path(), &ctx));
+    assert_eq!(line(&list, "lib"), "lib 120777 0:0 -> usr/lib");
+    assert!(line(&list, "usr/lib/foo").ends_with("\"foo\""));
+    assert!(line(&list, "usr/lib/libc.so").ends_with("\"libc\""));
 }

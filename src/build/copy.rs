@@ -18,8 +18,11 @@
 //! - Parents COPY creates are 0755 and owned by the `--chown` user (`--chmod` is not applied
 //!   to them); existing parents keep the image's metadata.
 //! - `--chown=user` whose group is not in /etc/group takes the gid from /etc/passwd.
-//! - A directory entry that meets a symlink to a directory merges into its target; a file
-//!   entry replaces a symlink at its own path (kiln; not compared with buildah).
+//! - A file written where the image has a symlink replaces the link (the target is untouched).
+//! - Differs from buildah on purpose: a copied directory that meets a symlink to a directory
+//!   merges into the link's target, as BuildKit's copier does (it stats the destination
+//!   through the link); buildah 1.28 replaces the link with a directory, which on a usr-merged
+//!   base (`/lib -> usr/lib`) hides every library. A dangling link's target is created.
 //! - Paths an upper layer deleted (whiteouts, opaque directories) are absent: a deleted
 //!   symlink is not followed and a deleted directory's metadata is not reused.
 
