@@ -74,6 +74,47 @@ fn is_tar_header(block: &[u8]) -> bool {
     sum == stored
 }
 
+/// ADD's archive sources turned into layer entries, each spooled to its own directory.
+pub(crate) struct Extractor<'a> {
+    /// The source tree's root, to name archives relative to it in messages.
+    tree_root: &'a Path,
+    scratch: &'a Path,
+    count: std::cell::Cell<usize>,
+    warnings: std::cell::RefCell<Vec<String>>,
+}
+
+impl<'a> Extractor<'a> {
+    pub fn new(tree_root: &'a Path, scratch: &'a Path) -> Self {
+        Extractor {
+            tree_root,
+            scratch,
+            count: Default::default(),
+            warnings: Default::default(),
+        }
+    }
+
+    /// The entries of the archive at `host` placed under `dest`, or `None` for a file that
+    /// is not a tar archive (ADD then copies it as it is).
+    pub fn extract(&self, host: &Path, dest: &str) -> Result<Option<Vec<LayerEntry>>, CopyError> {
+        let shown = host.strip_prefix(self.tree_root).unwrap_or(host);
+        let shown = shown.display().to_string();
+        let fail = |e: io::Error| CopyError::Add(format!("ADD {shown}: {e}"));
+        let Some(tar) = open_archive(host).map_err(fail)? else {
+            return Ok(None);
+        };
+        let n = self.count.replace(self.count.get() + 1);
+        let dir = self.scratch.join(format!("archive-{n}"));
+        std::fs::create_dir(&dir).map_err(fail)?;
+        let mut warnings = self.warnings.borrow_mut();
+        archive_entries(tar, dest, &dir, &shown, &mut warnings).map(Some)
+    }
+
+    /// What was skipped, one sentence each, for progress warnings.
+    pub fn into_warnings(self) -> Vec<String> {
+        self.warnings.into_inner()
+    }
+}
+
 /// Reads the tar stream `tar` into layer entries under `dest` (image-relative directory),
 /// spooling file contents into `scratch`. `shown` names the archive in errors; warnings
 /// (entries skipped) are pushed to `warnings`.

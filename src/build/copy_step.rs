@@ -103,24 +103,8 @@ impl<'a> Runner<'a> {
                 action: "creating a scratch dir in the store for ADD",
                 source,
             })?;
-        let warnings = std::cell::RefCell::new(Vec::new());
-        let extract = |host: &std::path::Path,
-                       dest: &str|
-         -> Result<Option<Vec<layer::LayerEntry>>, copy::CopyError> {
-            let shown = host
-                .strip_prefix(tree.root())
-                .unwrap_or(host)
-                .display()
-                .to_string();
-            let tar = add::open_archive(host)
-                .map_err(|e| copy::CopyError::Add(format!("ADD {shown}: {e}")))?;
-            let Some(tar) = tar else { return Ok(None) };
-            let dir = tempfile::tempdir_in(scratch.path())
-                .map_err(|e| copy::CopyError::Add(format!("ADD {shown}: scratch dir: {e}")))?;
-            let entries =
-                add::archive_entries(tar, dest, &dir.keep(), &shown, &mut warnings.borrow_mut())?;
-            Ok(Some(entries))
-        };
+        let extractor = add::Extractor::new(tree.root(), scratch.path());
+        let extract = |host: &std::path::Path, dest: &str| extractor.extract(host, dest);
         let unpack_local = spec.add.as_ref().is_some_and(|a| a.unpack != Some(false));
         let opts = CopyOptions {
             uid,
@@ -139,7 +123,7 @@ impl<'a> Runner<'a> {
         };
         let entries = copy::entries(tree, &local, spec.dest, &opts, downloads)
             .map_err(|e| step_err(span, e.to_string()))?;
-        for w in warnings.into_inner() {
+        for w in extractor.into_warnings() {
             self.progress.warn(w);
         }
         self.add_layer(img, entries, created_by)
