@@ -189,6 +189,7 @@ COPY --chown=app --chmod=0700 x /newp/q/r/
 COPY --chown=nog x /nog
 ADD arch.tgz /ext/
 ADD --chown=app arch.tbz /extc
+ADD --chmod=0700 arch.tgz /extm/
 COPY x /etc
 COPY x /grouplink
 ",
@@ -229,6 +230,7 @@ fn destinations_through_image_symlinks_archives_and_owners_match_buildah() {
         line(&kiln, "extc/sub/b"),
         "extc/sub/b 100644 1234:5678 \"b\\n\""
     );
+    assert_eq!(line(&kiln, "extm/a"), "extm/a 100640 1234:5678 \"a\\n\"");
     assert_eq!(line(&kiln, "etc/x"), "etc/x 100644 0:0 \"hi\\n\"");
     // A file written at a symlink replaces the link; the link's target is untouched.
     assert_eq!(line(&kiln, "grouplink"), "grouplink 100644 0:0 \"hi\\n\"");
