@@ -4,8 +4,29 @@
 //! goes to `dest` itself unless `dest` ends in `/`; a top-level symlink source is followed;
 //! symlinks inside a copied directory are kept; files get uid/gid 0 unless `--chown`; missing
 //! parent directories are created 0755 root, existing ones keep the base image's metadata.
+//!
+//! Every destination path is resolved inside the image ([`resolve_in_image`]): symlinks the
+//! image already has are followed as if the image root were `/` (an absolute target restarts
+//! at the root, `..` stops there), so `COPY x /app/` lands in `/srv/app` when the image has
+//! `/app -> /srv/app`, and no symlink can make a copied path leave the image. kiln never
+//! writes through those links itself: the layer names the resolved paths.
+//!
+//! Checked against buildah 1.28 (`tests/build_copy.rs` compares the whole tree):
+//! - `/app -> srv/app`, `COPY x /app/` writes `/srv/app/x`; an absolute link (`/abslink ->
+//!   /srv/abs`) is re-rooted in the image; a link climbing with `..` stops at the root.
+//! - `COPY x /etc` onto an existing directory writes `/etc/x`.
+//! - Parents COPY creates are 0755 and owned by the `--chown` user (`--chmod` is not applied
+//!   to them); existing parents keep the image's metadata.
+//! - `--chown=user` whose group is not in /etc/group takes the gid from /etc/passwd.
+//! - A file written where the image has a symlink replaces the link (the target is untouched).
+//! - Differs from buildah on purpose: a copied directory that meets a symlink to a directory
+//!   merges into the link's target, as BuildKit's copier does (it stats the destination
+//!   through the link); buildah 1.28 replaces the link with a directory, which on a usr-merged
+//!   base (`/lib -> usr/lib`) hides every library. A dangling link's target is created.
+//! - Paths an upper layer deleted (whiteouts, opaque directories) are absent: a deleted
+//!   symlink is not followed and a deleted directory's metadata is not reused.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::context::{Context, ContextError, Entry, EntryKind};
 use crate::layer::{EntrySource, LayerEntry};
@@ -25,8 +46,198 @@ pub(crate) enum CopyError {
     NoMatch(String),
     #[error("COPY source {0:?} is a symlink that leaves the source tree")]
     SymlinkEscape(String),
+    #[error("COPY destination {0:?}: too many levels of symlinks in the image")]
+    SymlinkLoop(String),
+    #[error("COPY destination {path:?}: {blocker:?} is not a directory in the image")]
+    NotDir { path: String, blocker: String },
     #[error("{0}")]
     Context(#[from] ContextError),
+    /// ADD could not read or extract a source (the message names it).
+    #[error("{0}")]
+    Add(String),
+}
+
+/// What the image has at a path (see [`ImageView`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Node {
+    Dir(DirMeta),
+    Symlink(String),
+    /// A file, device or anything else that is not a directory.
+    Other,
+}
+
+/// The image a COPY writes into, as far as placing files needs it.
+pub(crate) trait ImageView {
+    /// What the merged image has at `path` (image-relative, no leading `/`; never follows
+    /// a symlink at `path` itself). `None` when absent or deleted by an upper layer.
+    fn node(&self, path: &str) -> Option<Node>;
+}
+
+/// Linux gives up after 40 symlinks in one resolution (ELOOP); so do we.
+const MAX_SYMLINKS: u32 = 40;
+
+/// Resolves `path` inside the image the way `openat2(RESOLVE_IN_ROOT)` would: every symlink
+/// met (the last component included) is followed with the image root as `/`, `..` never
+/// climbs above the root. Missing components are kept as they are (COPY creates them).
+pub(crate) fn resolve_in_image(view: &dyn ImageView, path: &str) -> Result<String, CopyError> {
+    let mut queue: std::collections::VecDeque<String> =
+        path.split('/').map(str::to_string).collect();
+    let mut here: Vec<String> = Vec::new();
+    let mut links = 0;
+    while let Some(c) = queue.pop_front() {
+        match c.as_str() {
+            "" | "." => continue,
+            ".." => {
+                here.pop();
+                continue;
+            }
+            _ => {}
+        }
+        here.push(c);
+        let sofar = here.join("/");
+        match view.node(&sofar) {
+            Some(Node::Symlink(target)) => {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(CopyError::SymlinkLoop(path.to_string()));
+                }
+                here.pop();
+                if target.starts_with('/') {
+                    here.clear();
+                }
+                for t in target.split('/').rev() {
+                    queue.push_front(t.to_string());
+                }
+            }
+            Some(Node::Other) if !queue.iter().all(|c| c.is_empty() || c == ".") => {
+                return Err(CopyError::NotDir {
+                    path: path.to_string(),
+                    blocker: format!("/{sofar}"),
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(here.join("/"))
+}
+
+/// `--chmod`: octal, or symbolic like chmod(1) (`u+x`, `go-w`, `a=rX`, `u=rwX,go=rX`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Chmod {
+    Octal(u32),
+    Symbolic(Vec<ModeClause>),
+}
+
+/// One `who op perms` clause of a symbolic mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ModeClause {
+    /// The bits of `u`, `g`, `o` the clause touches (0o7777 masks, `a` = all three).
+    who: u32,
+    op: char,
+    perms: String,
+}
+
+impl Chmod {
+    pub fn parse(s: &str) -> Result<Chmod, String> {
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            return u32::from_str_radix(s, 8)
+                .ok()
+                .filter(|m| *m <= 0o7777)
+                .map(Chmod::Octal)
+                .ok_or_else(|| format!("--chmod={s}: not an octal mode (0000 to 7777)"));
+        }
+        let bad = || {
+            format!(
+                "--chmod={s}: not a mode; use octal (0755) or symbolic like chmod(1) (u+x, go-w, a=rX)"
+            )
+        };
+        let mut clauses = Vec::new();
+        for part in s.split(',') {
+            let who_end = part.find(['+', '-', '=']).ok_or_else(bad)?;
+            let mut who = 0;
+            for c in part[..who_end].chars() {
+                who |= match c {
+                    'u' => 0o4700,
+                    'g' => 0o2070,
+                    'o' => 0o1007,
+                    'a' => 0o7777,
+                    _ => return Err(bad()),
+                };
+            }
+            // No `who`: all of them (chmod(1) would also apply the umask; a build has none).
+            if who == 0 {
+                who = 0o7777;
+            }
+            let mut rest = &part[who_end..];
+            while let Some(op) = rest.chars().next().filter(|c| matches!(c, '+' | '-' | '=')) {
+                rest = &rest[1..];
+                let end = rest.find(['+', '-', '=']).unwrap_or(rest.len());
+                let perms = &rest[..end];
+                let ok = perms.chars().all(|c| "rwxXst".contains(c))
+                    || (perms.len() == 1 && "ugo".contains(perms));
+                if !ok {
+                    return Err(bad());
+                }
+                clauses.push(ModeClause {
+                    who,
+                    op,
+                    perms: perms.to_string(),
+                });
+                rest = &rest[end..];
+            }
+            if !rest.is_empty() {
+                return Err(bad());
+            }
+        }
+        Ok(Chmod::Symbolic(clauses))
+    }
+
+    /// The mode a file (or directory) with permission bits `mode` gets.
+    pub fn apply(&self, mode: u32, is_dir: bool) -> u32 {
+        let clauses = match self {
+            Chmod::Octal(m) => return *m,
+            Chmod::Symbolic(c) => c,
+        };
+        let mut mode = mode & 0o7777;
+        for c in clauses {
+            let bits = c.bits(mode, is_dir) & c.who;
+            mode = match c.op {
+                '+' => mode | bits,
+                '-' => mode & !bits,
+                _ => (mode & !c.who) | bits,
+            };
+        }
+        mode
+    }
+}
+
+impl ModeClause {
+    /// The permission bits the clause names, for all three classes (masked by `who` later).
+    fn bits(&self, mode: u32, is_dir: bool) -> u32 {
+        let copy = |shift: u32| {
+            let b = (mode >> shift) & 0o7;
+            b << 6 | b << 3 | b
+        };
+        match self.perms.as_str() {
+            "u" => return copy(6),
+            "g" => return copy(3),
+            "o" => return copy(0),
+            _ => {}
+        }
+        let mut b = 0;
+        for c in self.perms.chars() {
+            b |= match c {
+                'r' => 0o444,
+                'w' => 0o222,
+                'x' => 0o111,
+                'X' if is_dir || mode & 0o111 != 0 => 0o111,
+                's' => 0o6000,
+                't' => 0o1000,
+                _ => 0,
+            };
+        }
+        b
+    }
 }
 
 /// The metadata of a directory that already exists in the image (kept when COPY writes it
@@ -39,33 +250,42 @@ pub(crate) struct DirMeta {
     pub mtime: u64,
 }
 
+/// ADD's archive extraction: given a source file (host path, as the tree names it) and the
+/// image directory it goes to, the entries of the archive, or `None` when it is no archive.
+pub(crate) type Unpack<'a> = dyn Fn(&Path, &str) -> Result<Option<Vec<LayerEntry>>, CopyError> + 'a;
+
 /// How copied entries are owned and stamped.
 pub(crate) struct CopyOptions<'a> {
     pub uid: u64,
     pub gid: u64,
     /// `--chmod` for files and directories alike (Docker applies it to both).
-    pub chmod: Option<u32>,
+    pub chmod: Option<Chmod>,
     /// `--exclude` patterns, matched relative to each source.
     pub exclude: Option<DockerIgnore>,
+    /// `--parents`: keep each source's path (relative to the tree root or to a `/./` pivot).
+    pub parents: bool,
     /// mtime for heredoc files and created parents.
     pub now: u64,
-    /// The directory at an image path, if the image already has one.
-    pub existing_dir: &'a dyn Fn(&str) -> Option<DirMeta>,
+    /// The image the entries go into (existing directories and symlinks).
+    pub image: &'a dyn ImageView,
+    /// ADD: extracts top-level archive sources instead of copying them.
+    pub unpack: Option<&'a Unpack<'a>>,
     /// What to call the tree in errors (`build context`, `stage builder`).
     pub from: &'a str,
 }
 
 /// The entries a COPY of `sources` to `dest` (absolute; a trailing `/` means a directory)
-/// writes, parents included.
+/// writes, after `extra` (ADD's downloads, already placed under `dest`), parents included,
+/// every path resolved inside the image.
 pub(crate) fn entries(
     tree: &Context,
     sources: &[SourceSpec],
     dest: &str,
     opts: &CopyOptions,
+    extra: Vec<LayerEntry>,
 ) -> Result<Vec<LayerEntry>, CopyError> {
-    let dest_is_dir = dest.ends_with('/');
-    let dest = dest.trim_matches('/').to_string();
-    let mut out = Vec::new();
+    let (dest, dest_is_dir) = destination(dest, opts.image)?;
+    let mut out = extra;
     for source in sources {
         match source {
             SourceSpec::Inline { name, content } => {
@@ -74,7 +294,7 @@ pub(crate) fn entries(
                 } else {
                     dest.clone()
                 };
-                let mode = opts.chmod.unwrap_or(0o644);
+                let mode = opts.chmod.as_ref().map_or(0o644, |c| c.apply(0o644, false));
                 out.push(LayerEntry {
                     path,
                     source: EntrySource::Inline(content.clone().into_bytes()),
@@ -85,13 +305,86 @@ pub(crate) fn entries(
                 });
             }
             SourceSpec::Path { path } => {
+                let (pivot, _) = split_pivot(path);
                 for rel in matches(tree, path)? {
-                    copy_one(tree, &rel, &dest, dest_is_dir, opts, &mut out)?;
+                    if opts.parents {
+                        // The source's own path (below the pivot) is kept under dest.
+                        let keep = rel
+                            .strip_prefix(&pivot)
+                            .map(|r| r.trim_start_matches('/'))
+                            .unwrap_or(&rel);
+                        let to = join(&dest, keep);
+                        copy_one(tree, &rel, &to, false, opts, &mut out)?;
+                    } else {
+                        copy_one(tree, &rel, &dest, dest_is_dir, opts, &mut out)?;
+                    }
                 }
             }
         }
     }
+    let mut out = place(out, opts.image)?;
     add_parents(&mut out, opts);
+    Ok(out)
+}
+
+/// The destination resolved inside the image, and whether it is a directory: it ends in
+/// `/`, or the image already has a directory there (`COPY f /etc` writes `/etc/f`).
+pub(crate) fn destination(dest: &str, image: &dyn ImageView) -> Result<(String, bool), CopyError> {
+    let trimmed = dest.trim_matches('/');
+    if trimmed.is_empty() {
+        return Ok((String::new(), true));
+    }
+    let full = resolve_in_image(image, trimmed)?;
+    if dest.ends_with('/') || matches!(image.node(&full), Some(Node::Dir(_))) {
+        return Ok((full, true));
+    }
+    // A file destination replaces whatever is there (a symlink too), in a resolved parent.
+    let (parent, name) = match trimmed.rsplit_once('/') {
+        Some((p, n)) => (resolve_in_image(image, p)?, n),
+        None => (String::new(), trimmed),
+    };
+    Ok((join(&parent, name), false))
+}
+
+/// `--parents` pivot: the cleaned part before a `/./` in a source (empty without one).
+fn split_pivot(path: &str) -> (String, String) {
+    match path.split_once("/./") {
+        Some((before, after)) => (clean(before), clean(after)),
+        None => (String::new(), clean(path)),
+    }
+}
+
+/// Every entry at its path resolved inside the image: parents through the image's symlinks,
+/// and a directory entry that meets a symlink to a directory merges into its target (as
+/// Docker does) instead of replacing the link.
+fn place(entries: Vec<LayerEntry>, image: &dyn ImageView) -> Result<Vec<LayerEntry>, CopyError> {
+    let mut resolved: std::collections::HashMap<String, String> = Default::default();
+    let mut out = Vec::with_capacity(entries.len());
+    for mut e in entries {
+        let (parent, name) = match e.path.rsplit_once('/') {
+            Some((p, n)) => (p.to_string(), n.to_string()),
+            None => (String::new(), e.path.clone()),
+        };
+        let rp = match resolved.get(&parent) {
+            Some(r) => r.clone(),
+            None => {
+                let r = resolve_in_image(image, &parent)?;
+                resolved.insert(parent, r.clone());
+                r
+            }
+        };
+        let mut path = join(&rp, &name);
+        if e.source == EntrySource::Dir {
+            if let Some(Node::Symlink(_)) = image.node(&path) {
+                path = resolve_in_image(image, &path)?;
+            }
+        }
+        if path.is_empty() {
+            continue; // the root itself: its metadata is the image's
+        }
+        e.path = path;
+        out.push(e);
+    }
     Ok(out)
 }
 
@@ -114,6 +407,8 @@ pub(crate) fn matches(tree: &Context, path: &str) -> Result<Vec<String>, CopyErr
     Ok(found)
 }
 
+/// Copies one matched source: a directory's contents into `dest`, a file to `dest` (or
+/// into it when it is a directory), an archive (ADD) extracted into `dest`.
 fn copy_one(
     tree: &Context,
     rel: &str,
@@ -157,6 +452,12 @@ fn copy_one(
             }
         }
         _ => {
+            if let (Some(unpack), EntryKind::File { .. }) = (opts.unpack, &top.kind) {
+                if let Some(extracted) = unpack(&tree.host_path(&top.rel), dest)? {
+                    out.extend(extracted);
+                    return Ok(());
+                }
+            }
             let path = if dest_is_dir || dest.is_empty() {
                 join(dest, &name)
             } else {
@@ -186,9 +487,9 @@ fn entry(e: &Entry, path: String, tree: &Context, opts: &CopyOptions) -> LayerEn
         // Docker refuses sockets and devices in a context; an empty file is the least surprise.
         EntryKind::Other => EntrySource::Inline(Vec::new()),
     };
-    let mode = match (&e.kind, opts.chmod) {
+    let mode = match (&e.kind, &opts.chmod) {
         (EntryKind::Symlink { .. }, _) => 0o777,
-        (_, Some(m)) => m,
+        (kind, Some(m)) => m.apply(e.mode, *kind == EntryKind::Dir),
         (_, None) => e.mode & 0o7777,
     };
     LayerEntry {
@@ -215,8 +516,10 @@ fn follow(tree: &Context, rel: &str) -> Result<String, CopyError> {
     Ok(inside.to_string_lossy().into_owned())
 }
 
-/// Every missing ancestor directory of the entries, with the image's metadata if it exists.
-fn add_parents(out: &mut Vec<LayerEntry>, opts: &CopyOptions) {
+/// Every missing ancestor directory of the entries, with the image's metadata if it exists
+/// (created ones are 0755 whatever `--chmod` says, and owned by the `--chown` user: what
+/// buildah 1.28 does here, and BuildKit too; Docker's legacy builder made them root's).
+pub(crate) fn add_parents(out: &mut Vec<LayerEntry>, opts: &CopyOptions) {
     let have: std::collections::HashSet<String> = out.iter().map(|e| e.path.clone()).collect();
     let mut parents = std::collections::BTreeSet::new();
     for e in out.iter() {
@@ -229,10 +532,14 @@ fn add_parents(out: &mut Vec<LayerEntry>, opts: &CopyOptions) {
         }
     }
     for p in parents {
-        let m = (opts.existing_dir)(&p).unwrap_or(DirMeta {
+        let existing = match opts.image.node(&p) {
+            Some(Node::Dir(m)) => Some(m),
+            _ => None,
+        };
+        let m = existing.unwrap_or(DirMeta {
             mode: 0o755,
-            uid: 0,
-            gid: 0,
+            uid: opts.uid,
+            gid: opts.gid,
             mtime: opts.now,
         });
         out.push(LayerEntry {
@@ -250,7 +557,7 @@ fn parent(p: &str) -> Option<&str> {
     p.rsplit_once('/').map(|(a, _)| a).filter(|a| !a.is_empty())
 }
 
-fn join(dir: &str, name: &str) -> String {
+pub(crate) fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
         name.to_string()
     } else {
@@ -295,24 +602,36 @@ fn close_matches(tree: &Context, missing: &str) -> String {
     }
 }
 
-/// The top-most unpacked layer directory that has a directory at `path`, for `existing_dir`.
-pub(crate) fn dir_meta_in(lowers: &[PathBuf], path: &str) -> Option<DirMeta> {
-    use std::os::unix::fs::MetadataExt;
-    lowers.iter().find_map(|l| {
-        let m = std::fs::symlink_metadata(Path::new(l).join(path)).ok()?;
-        m.is_dir().then(|| DirMeta {
-            mode: m.mode() & 0o7777,
-            uid: u64::from(m.uid()),
-            gid: u64::from(m.gid()),
-            mtime: m.mtime().max(0) as u64,
-        })
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
     use std::fs;
+
+    /// An image given as a map of paths to nodes.
+    #[derive(Default)]
+    struct Fake(HashMap<String, Node>);
+
+    impl Fake {
+        fn dir(&mut self, p: &str, mode: u32) {
+            let m = DirMeta {
+                mode,
+                uid: 0,
+                gid: 0,
+                mtime: 5,
+            };
+            self.0.insert(p.into(), Node::Dir(m));
+        }
+        fn link(&mut self, p: &str, target: &str) {
+            self.0.insert(p.into(), Node::Symlink(target.into()));
+        }
+    }
+
+    impl ImageView for Fake {
+        fn node(&self, path: &str) -> Option<Node> {
+            self.0.get(path).cloned()
+        }
+    }
 
     fn ctx(files: &[(&str, &str)]) -> (tempfile::TempDir, Context) {
         let d = tempfile::tempdir().unwrap();
@@ -332,17 +651,18 @@ mod tests {
                 path: s.to_string(),
             })
             .collect();
-        let none = |_: &str| None;
         let opts = CopyOptions {
             uid: 0,
             gid: 0,
             chmod: None,
             exclude: None,
+            parents: false,
             now: 0,
-            existing_dir: &none,
+            image: &Fake::default(),
+            unpack: None,
             from: "build context",
         };
-        let mut got: Vec<String> = entries(c, &specs, dest, &opts)
+        let mut got: Vec<String> = entries(c, &specs, dest, &opts, Vec::new())
             .unwrap()
             .into_iter()
             .map(|e| e.path)
@@ -372,14 +692,15 @@ mod tests {
     #[test]
     fn a_missing_source_suggests_close_matches() {
         let (_d, c) = ctx(&[("config.yaml", "c")]);
-        let none = |_: &str| None;
         let opts = CopyOptions {
             uid: 0,
             gid: 0,
             chmod: None,
             exclude: None,
+            parents: false,
             now: 0,
-            existing_dir: &none,
+            image: &Fake::default(),
+            unpack: None,
             from: "build context",
         };
         let err = entries(
@@ -389,6 +710,7 @@ mod tests {
             }],
             "/etc/",
             &opts,
+            Vec::new(),
         )
         .unwrap_err();
         assert_eq!(
@@ -402,6 +724,7 @@ mod tests {
             }],
             "/etc/",
             &opts,
+            Vec::new(),
         )
         .unwrap_err();
         assert_eq!(
@@ -413,21 +736,17 @@ mod tests {
     #[test]
     fn chown_chmod_and_existing_parents_are_applied() {
         let (_d, c) = ctx(&[("run.sh", "#!/bin/sh")]);
-        let existing = |p: &str| {
-            (p == "tmp").then_some(DirMeta {
-                mode: 0o1777,
-                uid: 0,
-                gid: 0,
-                mtime: 5,
-            })
-        };
+        let mut image = Fake::default();
+        image.dir("tmp", 0o1777);
         let opts = CopyOptions {
             uid: 1000,
             gid: 100,
-            chmod: Some(0o750),
+            chmod: Some(Chmod::Octal(0o750)),
             exclude: None,
+            parents: false,
             now: 9,
-            existing_dir: &existing,
+            image: &image,
+            unpack: None,
             from: "ctx",
         };
         let mut got = entries(
@@ -437,6 +756,7 @@ mod tests {
             }],
             "/tmp/x/run",
             &opts,
+            Vec::new(),
         )
         .unwrap();
         got.sort_by(|a, b| a.path.cmp(&b.path));
@@ -448,9 +768,111 @@ mod tests {
             summary,
             [
                 ("tmp", 0o1777, 0),
-                ("tmp/x", 0o755, 0),
+                ("tmp/x", 0o755, 1000),
                 ("tmp/x/run", 0o750, 1000)
             ]
         );
+    }
+
+    #[test]
+    fn destinations_resolve_through_image_symlinks_without_leaving_the_root() {
+        let mut img = Fake::default();
+        img.dir("srv", 0o755);
+        img.dir("srv/app", 0o750);
+        img.link("app", "srv/app");
+        img.link("abs", "/srv/app");
+        img.link("up", "../../../srv");
+        img.link("loop", "loop");
+        img.0.insert("file".into(), Node::Other);
+        let r = |p: &str| resolve_in_image(&img, p);
+        assert_eq!(r("app/x").unwrap(), "srv/app/x");
+        assert_eq!(r("abs/x").unwrap(), "srv/app/x");
+        assert_eq!(r("up/app").unwrap(), "srv/app");
+        assert_eq!(r("../../etc").unwrap(), "etc");
+        assert!(matches!(r("loop/x"), Err(CopyError::SymlinkLoop(_))));
+        assert!(matches!(r("file/x"), Err(CopyError::NotDir { .. })));
+
+        let (_d, c) = ctx(&[("x", "x"), ("d/y", "y")]);
+        let opts = CopyOptions {
+            uid: 0,
+            gid: 0,
+            chmod: None,
+            exclude: None,
+            parents: false,
+            now: 0,
+            image: &img,
+            unpack: None,
+            from: "ctx",
+        };
+        let placed = |src: &str, dest: &str| {
+            let spec = [SourceSpec::Path { path: src.into() }];
+            let mut got: Vec<(String, u32)> = entries(&c, &spec, dest, &opts, Vec::new())
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.path, e.mode))
+                .collect();
+            got.sort();
+            got
+        };
+        // The existing directories keep their metadata; nothing replaces the symlink.
+        assert_eq!(
+            placed("x", "/app/"),
+            [
+                ("srv".into(), 0o755),
+                ("srv/app".into(), 0o750),
+                ("srv/app/x".into(), 0o644)
+            ]
+        );
+        // An existing directory is a directory destination even without a trailing slash.
+        assert_eq!(placed("x", "/abs").last().unwrap().0, "srv/app/x");
+        assert_eq!(placed("d", "/up/app/").last().unwrap().0, "srv/app/y");
+    }
+
+    #[test]
+    fn parents_keep_source_paths_below_the_pivot() {
+        let (_d, c) = ctx(&[("a/b/c.txt", "c"), ("a/d/c.txt", "d"), ("x/y/z", "z")]);
+        let opts = CopyOptions {
+            uid: 0,
+            gid: 0,
+            chmod: None,
+            exclude: None,
+            parents: true,
+            now: 0,
+            image: &Fake::default(),
+            unpack: None,
+            from: "ctx",
+        };
+        let files = |src: &str| {
+            let spec = [SourceSpec::Path { path: src.into() }];
+            let mut got: Vec<String> = entries(&c, &spec, "/out/", &opts, Vec::new())
+                .unwrap()
+                .into_iter()
+                .filter(|e| e.source != EntrySource::Dir)
+                .map(|e| e.path)
+                .collect();
+            got.sort();
+            got
+        };
+        assert_eq!(files("a/*/c.txt"), ["out/a/b/c.txt", "out/a/d/c.txt"]);
+        assert_eq!(files("./x/./y"), ["out/y/z"]);
+        assert_eq!(files("x/y"), ["out/x/y/z"]);
+    }
+
+    #[test]
+    fn symbolic_chmod_follows_chmod_1() {
+        let m = |s: &str, mode: u32, dir: bool| Chmod::parse(s).unwrap().apply(mode, dir);
+        assert_eq!(m("755", 0o600, false), 0o755);
+        assert_eq!(m("u+x", 0o644, false), 0o744);
+        assert_eq!(m("go-w", 0o666, false), 0o644);
+        assert_eq!(m("a=rX", 0o640, false), 0o444);
+        assert_eq!(m("a=rX", 0o750, false), 0o555);
+        assert_eq!(m("a=rX", 0o700, true), 0o555);
+        assert_eq!(m("u=rwX,go=rX", 0o600, true), 0o755);
+        assert_eq!(m("+x", 0o644, false), 0o755);
+        assert_eq!(m("g=u", 0o740, false), 0o770);
+        assert_eq!(m("u+s,o+t", 0o755, false), 0o5755);
+        for bad in ["9", "u+q", "x+r", "u", "", "u+x,"] {
+            assert!(Chmod::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -4,10 +4,12 @@
 
 use std::path::PathBuf;
 
-use super::BuildError;
+use super::cache::{self, SourceDigest};
 use super::context::Context;
-use super::copy::{self, CopyOptions};
+use super::copy::{self, Chmod, CopyOptions};
+use super::image_tree::{ImageTree, LayerView};
 use super::stage::{Runner, step_err, unpack_options};
+use super::{BuildError, add};
 use crate::dockerfile::Span;
 use crate::image::{ImageBuilder, Layer};
 use crate::layer;
@@ -15,35 +17,44 @@ use crate::plan::ignore::DockerIgnore;
 use crate::plan::{CopyFrom, SourceSpec};
 
 impl<'a> Runner<'a> {
-    /// ADD differs from COPY for URLs and local archives, which kiln does not handle yet;
-    /// refuse them rather than silently copying an archive unextracted.
-    pub(super) fn check_add_sources(
+    /// Refuses the ADD forms kiln does not implement, naming the line.
+    fn check_add_sources(
         &self,
         sources: &[SourceSpec],
+        add: &AddSpec,
         span: Span,
     ) -> Result<(), BuildError> {
+        if add.keep_git_dir {
+            return Err(step_err(
+                span,
+                "ADD --keep-git-dir: kiln does not fetch git repositories; clone it in a RUN step or COPY a checkout from the context",
+            ));
+        }
         for s in sources {
             let SourceSpec::Path { path } = s else {
                 continue;
             };
-            if path.contains("://") || path.starts_with("git@") {
+            if is_git(path) {
                 return Err(step_err(
                     span,
                     format!(
-                        "ADD from a URL ({path}) is not supported by kiln yet; download it in a RUN step"
+                        "ADD {path}: kiln does not fetch git repositories; clone it in a RUN step or COPY a checkout from the context"
                     ),
                 ));
             }
-            if let Some(ctx) = self.context {
-                let host = ctx.host_path(path.trim_start_matches('/'));
-                if host.is_file() && is_archive(&host) {
-                    return Err(step_err(
-                        span,
-                        format!(
-                            "ADD of the archive {path} (auto-extraction) is not supported by kiln yet"
-                        ),
-                    ));
-                }
+            if path.contains("://") && !add::is_url(path) {
+                return Err(step_err(
+                    span,
+                    format!("ADD {path}: only http:// and https:// URLs can be downloaded"),
+                ));
+            }
+            if add.checksum.is_some() && !add::is_url(path) {
+                return Err(step_err(
+                    span,
+                    format!(
+                        "ADD --checksum applies to URL sources only, and {path} is a local path"
+                    ),
+                ));
             }
         }
         Ok(())
@@ -56,14 +67,18 @@ impl<'a> Runner<'a> {
         spec: &CopySpec,
         created_by: &str,
     ) -> Result<(), BuildError> {
+        if let Some(add) = &spec.add {
+            self.check_add_sources(spec.sources, add, span)?;
+        }
         let lowers = self.unpacked_layers(img.layers())?;
+        let image = self.image_tree(img.layers(), &lowers)?;
         let (uid, gid) = match spec.chown {
-            Some(c) => resolve_owner(c, &lowers).map_err(|m| step_err(span, m))?,
+            Some(c) => resolve_owner(c, &|f| image.read_file(f)).map_err(|m| step_err(span, m))?,
             None => (0, 0),
         };
         let chmod = spec
             .chmod
-            .map(parse_chmod)
+            .map(Chmod::parse)
             .transpose()
             .map_err(|m| step_err(span, m))?;
         let exclude = if spec.exclude.is_empty() {
@@ -74,27 +89,217 @@ impl<'a> Runner<'a> {
                     .map_err(|e| step_err(span, e.to_string()))?,
             )
         };
-        let existing = |p: &str| {
-            copy::dir_meta_in(&lowers, p).map(|m| super::rootless::image_owner(self.sandbox, m))
-        };
         let now = u64::try_from(self.created.timestamp()).unwrap_or(0);
         let (tree_holder, from) = self.source_tree(spec.from, span)?;
         let tree: &Context = match &tree_holder {
             SourceTree::Context(c) => c,
             SourceTree::Rootfs { tree, .. } => tree,
         };
+        // Extracted archives and downloads are spooled here until the layer is written.
+        let scratch = tempfile::Builder::new()
+            .prefix("add-")
+            .tempdir_in(self.store.root())
+            .map_err(|source| BuildError::Io {
+                action: "creating a scratch dir in the store for ADD",
+                source,
+            })?;
+        let extractor = add::Extractor::new(tree.root(), scratch.path());
+        let extract = |host: &std::path::Path, dest: &str| extractor.extract(host, dest);
+        let unpack_local = spec.add.as_ref().is_some_and(|a| a.unpack != Some(false));
         let opts = CopyOptions {
             uid,
             gid,
             chmod,
             exclude,
+            parents: spec.parents,
             now,
-            existing_dir: &existing,
+            image: &image,
+            unpack: if unpack_local { Some(&extract) } else { None },
             from: &from,
         };
-        let entries = copy::entries(tree, spec.sources, spec.dest, &opts)
+        let (local, downloads) = match &spec.add {
+            Some(add) => self.downloads(spec, add, &opts, scratch.path(), &extract, span)?,
+            None => (spec.sources.to_vec(), Vec::new()),
+        };
+        let entries = copy::entries(tree, &local, spec.dest, &opts, downloads)
             .map_err(|e| step_err(span, e.to_string()))?;
+        for w in extractor.into_warnings() {
+            self.progress.warn(w);
+        }
         self.add_layer(img, entries, created_by)
+    }
+
+    /// ADD's URL sources, downloaded (or taken from the cache-key pass) and verified; the
+    /// rest of the sources are returned for the ordinary copy.
+    fn downloads(
+        &self,
+        spec: &CopySpec,
+        add: &AddSpec,
+        opts: &CopyOptions,
+        scratch: &std::path::Path,
+        extract: &copy::Unpack,
+        span: Span,
+    ) -> Result<(Vec<SourceSpec>, Vec<layer::LayerEntry>), BuildError> {
+        let (urls, local): (Vec<SourceSpec>, Vec<SourceSpec>) = spec
+            .sources
+            .iter()
+            .cloned()
+            .partition(|s| matches!(s, SourceSpec::Path { path } if add::is_url(path)));
+        let mut out = Vec::new();
+        let (dest, dest_is_dir) =
+            copy::destination(spec.dest, opts.image).map_err(|e| step_err(span, e.to_string()))?;
+        for (i, s) in urls.iter().enumerate() {
+            let SourceSpec::Path { path: url } = s else {
+                continue;
+            };
+            let got = self.fetch_url(url, add.checksum, scratch, i, span)?;
+            if add.unpack == Some(true) {
+                if let Some(entries) =
+                    extract(&got.path, &dest).map_err(|e| step_err(span, e.to_string()))?
+                {
+                    out.extend(entries);
+                    continue;
+                }
+            }
+            let path = if dest_is_dir {
+                copy::join(
+                    &dest,
+                    &add::url_file_name(url).map_err(|m| step_err(span, m))?,
+                )
+            } else {
+                dest.clone()
+            };
+            out.push(layer::LayerEntry {
+                path,
+                source: layer::EntrySource::File {
+                    path: got.path,
+                    size: got.size,
+                },
+                mode: opts.chmod.as_ref().map_or(0o600, |c| c.apply(0o600, false)),
+                uid: opts.uid,
+                gid: opts.gid,
+                // No Last-Modified: the build time, like a file made by this step.
+                mtime: got.mtime.unwrap_or(opts.now),
+            });
+        }
+        Ok((local, out))
+    }
+
+    /// A URL's content: the download the cache-key pass made, else a new one; checked
+    /// against `--checksum` when given.
+    fn fetch_url(
+        &self,
+        url: &str,
+        checksum: Option<&str>,
+        scratch: &std::path::Path,
+        n: usize,
+        span: Span,
+    ) -> Result<add::Fetched, BuildError> {
+        let earlier = self.downloads.lock().expect("downloads lock").get(url);
+        let got = match earlier {
+            Some(f) => f,
+            None => add::download(self.hooks.fetch, url, scratch, &format!("url-{n}"))
+                .map_err(|m| step_err(span, format!("ADD {}: {m}", add::redact(url))))?,
+        };
+        if let Some(want) = checksum {
+            let want = add::parse_checksum(want).map_err(|m| step_err(span, m))?;
+            if want != got.digest {
+                return Err(step_err(
+                    span,
+                    format!(
+                        "ADD {}: checksum mismatch: --checksum says {want}, the download is {}; fix the checksum or the URL",
+                        add::redact(url),
+                        got.digest
+                    ),
+                ));
+            }
+        }
+        Ok(got)
+    }
+
+    /// The cache identity of an ADD's sources: context files as for COPY, and for each URL
+    /// its `--checksum` or else the digest of a download made now (kept for the step).
+    pub(super) fn add_sources(
+        &self,
+        sources: &[SourceSpec],
+        checksum: Option<&str>,
+        span: Span,
+    ) -> Result<Option<SourceDigest>, BuildError> {
+        let mut files = Vec::new();
+        for s in sources {
+            let SourceSpec::Path { path } = s else {
+                continue;
+            };
+            if add::is_url(path) {
+                let digest = match checksum {
+                    Some(c) => add::parse_checksum(c).map_err(|m| step_err(span, m))?,
+                    None => self.prefetch(path, span)?,
+                };
+                // Kept in the cache's explanations on disk: never with credentials.
+                files.push((add::redact(path), digest));
+            } else if let Some(ctx) = self.context {
+                // A missing source is reported by the ADD itself, with hints.
+                let paths: Vec<String> = copy::matches(ctx, path)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|p| ctx.entries(p).is_ok())
+                    .collect();
+                files.extend(cache::context_sources(ctx, &paths)?.files);
+            }
+        }
+        let mut all = Vec::new();
+        for (p, d) in &files {
+            all.extend_from_slice(&(p.len() as u64).to_le_bytes());
+            all.extend_from_slice(p.as_bytes());
+            all.extend_from_slice(d.as_bytes());
+        }
+        Ok(Some(SourceDigest {
+            digest: crate::Digest::of(&all),
+            files,
+        }))
+    }
+
+    /// Downloads a URL for its digest before the step runs; the step then reuses the file.
+    fn prefetch(&self, url: &str, span: Span) -> Result<crate::Digest, BuildError> {
+        let mut d = self.downloads.lock().expect("downloads lock");
+        let got = d
+            .fetch(self.hooks.fetch, self.store.root(), url)
+            .map_err(|m| step_err(span, format!("ADD {}: {m}", add::redact(url))))?;
+        Ok(got.digest)
+    }
+
+    /// The image's layers as one merged tree for placing COPY/ADD entries; each layer's
+    /// whiteouts are listed once from its blob and kept in the store's cache directory.
+    fn image_tree(&self, layers: &[Layer], dirs: &[PathBuf]) -> Result<ImageTree<'a>, BuildError> {
+        let mut views = Vec::with_capacity(dirs.len());
+        for (l, dir) in layers.iter().rev().zip(dirs) {
+            let note = self
+                .store
+                .root()
+                .join("cache/whiteouts")
+                .join(l.diff_id.hex());
+            let whiteouts = match std::fs::read(&note)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+            {
+                Some(w) => w,
+                None => {
+                    let w = layer::layer_whiteouts(self.store.open_blob(&l.digest)?)?;
+                    // Only speed is lost if the note cannot be written.
+                    let _ =
+                        std::fs::create_dir_all(note.parent().expect("a parent")).and_then(|()| {
+                            let mut tmp =
+                                tempfile::NamedTempFile::new_in(note.parent().expect("a parent"))?;
+                            serde_json::to_writer(&mut tmp, &w).map_err(std::io::Error::other)?;
+                            tmp.persist(&note).map_err(|e| e.error).map(|_| ())
+                        });
+                    w
+                }
+            };
+            views.push(LayerView::new(dir.clone(), whiteouts));
+        }
+        let sandbox = self.sandbox;
+        Ok(ImageTree::new(views).with_owner_map(move |m| super::rootless::image_owner(sandbox, m)))
     }
 
     pub(super) fn source_tree(
@@ -156,6 +361,61 @@ pub(super) struct CopySpec<'s> {
     pub(super) chown: Option<&'s str>,
     pub(super) chmod: Option<&'s str>,
     pub(super) exclude: &'s [String],
+    pub(super) parents: bool,
+    /// Set for ADD.
+    pub(super) add: Option<AddSpec<'s>>,
+}
+
+/// What ADD adds to a COPY.
+pub(super) struct AddSpec<'s> {
+    pub(super) checksum: Option<&'s str>,
+    /// `--unpack`: `None` extracts local archives only (Docker's default).
+    pub(super) unpack: Option<bool>,
+    pub(super) keep_git_dir: bool,
+}
+
+/// Downloads made while computing ADD cache keys, handed to the step that needs them.
+#[derive(Default)]
+pub(crate) struct Downloads {
+    dir: Option<tempfile::TempDir>,
+    by_url: std::collections::HashMap<String, add::Fetched>,
+}
+
+impl Downloads {
+    fn fetch(
+        &mut self,
+        fetch: &super::Fetch,
+        store_root: &std::path::Path,
+        url: &str,
+    ) -> Result<add::Fetched, String> {
+        if let Some(f) = self.by_url.get(url) {
+            return Ok(f.clone());
+        }
+        if self.dir.is_none() {
+            let dir = tempfile::Builder::new()
+                .prefix("fetch-")
+                .tempdir_in(store_root)
+                .map_err(|e| format!("creating a download dir in the store: {e}"))?;
+            self.dir = Some(dir);
+        }
+        let dir = self.dir.as_ref().expect("just made").path();
+        let got = add::download(fetch, url, dir, &format!("{}", self.by_url.len()))?;
+        self.by_url.insert(url.to_string(), got.clone());
+        Ok(got)
+    }
+
+    /// The download of `url`, if one was made (it stays on disk until the build ends).
+    fn get(&self, url: &str) -> Option<add::Fetched> {
+        self.by_url.get(url).cloned()
+    }
+}
+
+/// git sources (`git@host:repo`, `git://`, or an http(s) URL of a `.git` repository).
+fn is_git(path: &str) -> bool {
+    let base = path.split('#').next().unwrap_or(path);
+    path.starts_with("git@")
+        || path.starts_with("git://")
+        || (add::is_url(path) && base.ends_with(".git"))
 }
 
 /// Where COPY reads from: the context, or a stage/image rootfs unpacked into a temp dir that
@@ -168,23 +428,19 @@ pub(super) enum SourceTree<'a> {
     },
 }
 
-/// `--chmod`: octal only for now.
-pub(super) fn parse_chmod(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s, 8)
-        .ok()
-        .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| format!("--chmod={s}: kiln supports octal modes (e.g. 0755) only so far"))
-}
-
 /// `--chown=user[:group]`: numeric ids as they are, names through the image's passwd/group.
-pub(super) fn resolve_owner(spec: &str, lowers: &[PathBuf]) -> Result<(u64, u64), String> {
+/// `read` gives the text of an image file (`etc/passwd`), as the merged image has it.
+pub(super) fn resolve_owner(
+    spec: &str,
+    read: &dyn Fn(&str) -> Option<String>,
+) -> Result<(u64, u64), String> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
     let uid = match user.parse::<u64>() {
         Ok(n) => n,
-        Err(_) => lookup(lowers, "etc/passwd", user, 2).ok_or_else(|| {
+        Err(_) => lookup(read, "etc/passwd", user, 2).ok_or_else(|| {
             format!("--chown={spec}: user {user:?} is not in the image's /etc/passwd")
         })?,
     };
@@ -192,11 +448,11 @@ pub(super) fn resolve_owner(spec: &str, lowers: &[PathBuf]) -> Result<(u64, u64)
         None => match user.parse::<u64>() {
             // A numeric user without a group gets the same number as gid (Docker's rule).
             Ok(n) => n,
-            Err(_) => lookup(lowers, "etc/passwd", user, 3).unwrap_or(uid),
+            Err(_) => lookup(read, "etc/passwd", user, 3).unwrap_or(uid),
         },
         Some(g) => match g.parse::<u64>() {
             Ok(n) => n,
-            Err(_) => lookup(lowers, "etc/group", g, 2).ok_or_else(|| {
+            Err(_) => lookup(read, "etc/group", g, 2).ok_or_else(|| {
                 format!("--chown={spec}: group {g:?} is not in the image's /etc/group")
             })?,
         },
@@ -204,11 +460,14 @@ pub(super) fn resolve_owner(spec: &str, lowers: &[PathBuf]) -> Result<(u64, u64)
     Ok((uid, gid))
 }
 
-/// Field `field` (0-based) of the line for `name` in the top-most layer that has `file`.
-fn lookup(lowers: &[PathBuf], file: &str, name: &str, field: usize) -> Option<u64> {
-    let text = lowers
-        .iter()
-        .find_map(|l| std::fs::read_to_string(l.join(file)).ok())?;
+/// Field `field` (0-based) of the line for `name` in the image's `file`.
+fn lookup(
+    read: &dyn Fn(&str) -> Option<String>,
+    file: &str,
+    name: &str,
+    field: usize,
+) -> Option<u64> {
+    let text = read(file)?;
     text.lines()
         .map(|l| l.split(':').collect::<Vec<_>>())
         .find(|f| f.first() == Some(&name))?
@@ -217,17 +476,38 @@ fn lookup(lowers: &[PathBuf], file: &str, name: &str, field: usize) -> Option<u6
         .ok()
 }
 
-/// gzip, bzip2, xz, zstd or a plain tar, by content (ADD auto-extracts those).
-fn is_archive(path: &std::path::Path) -> bool {
-    use std::io::Read;
-    let mut head = [0u8; 262];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| f.read(&mut head))
-        .unwrap_or(0);
-    let h = &head[..n];
-    h.starts_with(&[0x1f, 0x8b])
-        || h.starts_with(b"BZh")
-        || h.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
-        || h.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        || (n >= 262 && &h[257..262] == b"ustar")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chown_resolves_names_through_the_images_passwd_and_group() {
+        let read = |f: &str| match f {
+            "etc/passwd" => Some("app:x:1000:1000::/:/bin/sh\nnog:x:1001:4242::/:/bin/sh\n".into()),
+            "etc/group" => Some("app:x:1000:\nstaff:x:50:\n".into()),
+            _ => None,
+        };
+        assert_eq!(resolve_owner("7", &read), Ok((7, 7)));
+        assert_eq!(resolve_owner("7:8", &read), Ok((7, 8)));
+        assert_eq!(resolve_owner("app", &read), Ok((1000, 1000)));
+        // No group named like the user: the passwd entry's gid.
+        assert_eq!(resolve_owner("nog", &read), Ok((1001, 4242)));
+        assert_eq!(resolve_owner("nog:staff", &read), Ok((1001, 50)));
+        assert_eq!(
+            resolve_owner("app:wheel", &read).unwrap_err(),
+            "--chown=app:wheel: group \"wheel\" is not in the image's /etc/group"
+        );
+        assert_eq!(
+            resolve_owner("ghost", &|_: &str| None).unwrap_err(),
+            "--chown=ghost: user \"ghost\" is not in the image's /etc/passwd"
+        );
+    }
+
+    #[test]
+    fn git_sources_are_recognised() {
+        assert!(is_git("git@github.com:moby/buildkit.git"));
+        assert!(is_git("https://github.com/moby/buildkit.git#v0.10.1"));
+        assert!(is_git("git://host/repo"));
+        assert!(!is_git("https://example.com/file.tar.gz"));
+    }
 }

@@ -8,13 +8,16 @@
 //! - [`context`] reads the build context (`.dockerignore`, stat cache).
 //!
 //! What runs today: FROM scratch / an image in the store / an earlier stage; COPY (context,
-//! heredoc, `--from` a stage or stored image); ADD of local non-archive files; RUN in the
-//! sandbox (cache, tmpfs and context bind mounts); every metadata instruction.
+//! heredoc, `--from` a stage or stored image, `--parents`, `--chmod` octal or symbolic);
+//! ADD of local files and archives (extracted) and of http(s) URLs through [`Hooks::fetch`];
+//! RUN in the sandbox (cache, tmpfs and context bind mounts); every metadata instruction.
 
+mod add;
 pub(crate) mod cache;
 pub mod context;
 mod copy;
 mod copy_step;
+mod image_tree;
 pub mod remote_cache;
 mod rootless;
 mod run;
@@ -75,7 +78,17 @@ pub struct Hooks<'a> {
     pub pull: &'a PullBase<'a>,
     /// The registry cache (`--cache-from` / `--cache-to`), if any.
     pub remote_cache: Option<remote_cache::RemoteCache<'a>>,
+    /// Downloads an `ADD <url>` source.
+    pub fetch: &'a Fetch<'a>,
 }
+
+/// How a build downloads an `ADD https://…` source: streams the body of `url` into the
+/// writer (never holding it whole) and reports `Last-Modified`; the error is a message for
+/// the user naming the URL and the HTTP status. The CLI implements it with its HTTP client
+/// and TLS settings; library users may refuse (offline builds).
+pub type Fetch<'a> = dyn Fn(&str, &mut dyn std::io::Write) -> Result<FetchInfo, String> + 'a;
+
+pub use add::FetchInfo;
 
 /// The result of a successful build.
 #[derive(Debug)]

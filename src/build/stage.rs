@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use super::cache::{self, BuildCache, CachedStep, SourceDigest, StepInputs};
 use super::context::Context;
 use super::copy;
-use super::copy_step::CopySpec;
+use super::copy_step::{AddSpec, CopySpec};
 use super::remote_cache;
 use super::rootless::{self, RunScratch};
 use super::run::{self, RunArgs, RunEnv};
@@ -52,6 +52,8 @@ pub(crate) struct Runner<'a> {
     pub(super) newest_hit: Option<i64>,
     /// The registry cache (`--cache-from`/`--cache-to`); inert without one.
     pub(super) remote: remote_cache::Session<'a>,
+    /// ADD downloads made for cache keys, reused by their steps.
+    pub(super) downloads: std::sync::Mutex<super::copy_step::Downloads>,
 }
 
 pub(super) fn step_err(span: Span, message: impl Into<String>) -> BuildError {
@@ -88,6 +90,7 @@ impl<'a> Runner<'a> {
             announced_isolation: false,
             newest_hit: None,
             remote: remote_cache::Session::open(hooks.remote_cache.as_ref(), store, progress),
+            downloads: Default::default(),
             req,
             context,
             progress,
@@ -237,7 +240,9 @@ impl<'a> Runner<'a> {
     fn sources(&self, step: &Step) -> Result<Option<SourceDigest>, BuildError> {
         let (sources, from) = match &step.kind {
             StepKind::Copy { sources, from, .. } => (sources, from),
-            StepKind::Add { sources, .. } => (sources, &CopyFrom::Context),
+            StepKind::Add {
+                sources, checksum, ..
+            } => return self.add_sources(sources, checksum.as_deref(), step.span),
             _ => return Ok(None),
         };
         match from {
@@ -344,14 +349,10 @@ impl<'a> Runner<'a> {
                 chmod,
                 parents,
                 exclude,
-                ..
+                // Accepted: every COPY layer already holds only the copied files, independent
+                // of the base, which is what --link asks for.
+                link: _,
             } => {
-                if *parents {
-                    return Err(step_err(
-                        step.span,
-                        "COPY --parents is not supported by kiln yet",
-                    ));
-                }
                 let spec = CopySpec {
                     sources,
                     dest,
@@ -359,6 +360,8 @@ impl<'a> Runner<'a> {
                     chown: chown.as_deref(),
                     chmod: chmod.as_deref(),
                     exclude,
+                    parents: *parents,
+                    add: None,
                 };
                 return self.copy(img, step.span, &spec, &created_by);
             }
@@ -368,9 +371,11 @@ impl<'a> Runner<'a> {
                 chown,
                 chmod,
                 exclude,
-                ..
+                checksum,
+                unpack,
+                keep_git_dir,
+                link: _,
             } => {
-                self.check_add_sources(sources, step.span)?;
                 let spec = CopySpec {
                     sources,
                     dest,
@@ -378,6 +383,12 @@ impl<'a> Runner<'a> {
                     chown: chown.as_deref(),
                     chmod: chmod.as_deref(),
                     exclude,
+                    parents: false,
+                    add: Some(AddSpec {
+                        checksum: checksum.as_deref(),
+                        unpack: *unpack,
+                        keep_git_dir: *keep_git_dir,
+                    }),
                 };
                 return self.copy(img, step.span, &spec, &created_by);
             }

@@ -131,9 +131,12 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
         Ok(pulled.manifest.digest)
     };
     let cache_clients = super::build_cache::CacheClients::new(&a, &rt)?;
+    let http = http_client(a.transport.config().tls_verify)?;
+    let fetch = |url: &str, out: &mut dyn std::io::Write| fetch_url(&rt, &http, url, out);
     let hooks = crate::build::Hooks {
         pull: &pull,
         remote_cache: cache_clients.as_ref().map(|c| c.hook(&a)),
+        fetch: &fetch,
     };
     let result = crate::build::build(&store, &sandbox, &hooks, &req, &progress);
     drop(progress);
@@ -321,4 +324,54 @@ fn label(kv: &str) -> anyhow::Result<(String, String)> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => anyhow::bail!("--label {kv:?}: expected KEY=VALUE"),
     }
+}
+
+/// The HTTP client for `ADD <url>`: rustls with the system's roots; `--tls-verify=false`
+/// accepts any certificate. Redirects are followed (reqwest's default, up to 10).
+fn http_client(tls_verify: bool) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+        .danger_accept_invalid_certs(!tls_verify)
+        .connect_timeout(std::time::Duration::from_secs(30))
+        .build()
+        .context("creating the HTTP client for ADD <url>")
+}
+
+/// Streams the body of `url` into `out` chunk by chunk; the error names the URL's host and
+/// the HTTP status. URLs may carry credentials (`https://user:pw@host/…`): they are never
+/// part of a message.
+fn fetch_url(
+    rt: &tokio::runtime::Runtime,
+    http: &reqwest::Client,
+    url: &str,
+    out: &mut dyn std::io::Write,
+) -> Result<crate::build::FetchInfo, String> {
+    use futures_util::StreamExt;
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a valid URL: {e}"))?;
+    let host = parsed.host_str().unwrap_or("?").to_string();
+    rt.block_on(async {
+        let resp = http
+            .get(parsed)
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {host}: {}", e.without_url()))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(format!("{host} answered HTTP {status}; check the URL"));
+        }
+        let last_modified = resp
+            .headers()
+            .get(reqwest::header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
+            .map(|t| t.timestamp());
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk
+                .map_err(|e| format!("download from {host} broke off: {}", e.without_url()))?;
+            out.write_all(&chunk)
+                .map_err(|e| format!("writing the download: {e}"))?;
+        }
+        Ok(crate::build::FetchInfo { last_modified })
+    })
 }

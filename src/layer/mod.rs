@@ -24,6 +24,8 @@
 //! root the way `openat2(RESOLVE_IN_ROOT)` does it (absolute paths, `..` and symlinks cannot
 //! leave the root), OCI whiteouts are applied, device nodes the process may not create are
 //! skipped with a warning in the [`UnpackReport`], and ownership follows [`Ownership`].
+//! [`layer_whiteouts`]`(blob)` lists a layer's deletions without unpacking it (an unpacked
+//! layer directory no longer shows them).
 
 mod compress;
 mod entries;
@@ -32,6 +34,7 @@ mod resolve;
 mod tarball;
 mod unpack;
 mod walk;
+mod whiteouts;
 mod write;
 
 use std::path::PathBuf;
@@ -40,6 +43,7 @@ pub use crate::digest::Digest;
 pub use entries::{EntrySource, LayerEntry, write_entries};
 pub use idmap::{IdMap, IdRange};
 pub use unpack::{diff_id, unpack_layer};
+pub use whiteouts::{Whiteout, layer_whiteouts};
 pub use write::write_layer;
 
 /// How a layer blob is compressed.

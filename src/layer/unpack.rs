@@ -79,7 +79,7 @@ pub fn diff_id(blob: impl Read) -> Result<Digest, LayerError> {
 }
 
 /// Picks the decoder from the first bytes: gzip `1f 8b`, zstd `28 b5 2f fd`, else plain tar.
-fn decompressor<'a>(blob: impl Read + 'a) -> Result<Box<dyn Read + 'a>, LayerError> {
+pub(super) fn decompressor<'a>(blob: impl Read + 'a) -> Result<Box<dyn Read + 'a>, LayerError> {
     let mut r = BufReader::with_capacity(256 * 1024, blob);
     let head = r.fill_buf().map_err(LayerError::Input)?;
     Ok(if head.starts_with(&[0x1f, 0x8b]) {
