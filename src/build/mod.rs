@@ -15,7 +15,9 @@ pub(crate) mod cache;
 pub mod context;
 mod copy;
 mod copy_step;
+mod onbuild;
 mod run;
+mod schedule;
 mod stage;
 
 use std::collections::BTreeMap;
@@ -30,7 +32,7 @@ use crate::layer::Compression;
 use crate::plan::{self, PlanOptions, ignore::DockerIgnore};
 use crate::progress::Progress;
 use crate::reference::Reference;
-use crate::sandbox::Sandbox;
+use crate::sandbox::{Sandbox, SecretBytes};
 use crate::store::Store;
 
 /// Everything a build needs besides the store.
@@ -58,12 +60,20 @@ pub struct BuildRequest {
     pub no_cache: bool,
     /// The network RUN steps get unless they say otherwise (`--network`).
     pub network: crate::sandbox::Network,
+    /// How many stages may build at once (`--jobs`); at least 1.
+    pub jobs: usize,
+    /// The platform to build for (`--platform`); `None` is this machine's.
+    pub platform: Option<plan::Platform>,
+    /// `--secret` values by id, for `RUN --mount=type=secret` (their `Debug` is redacted).
+    pub secrets: BTreeMap<String, SecretBytes>,
 }
 
-/// How a build gets a base image that is not in the store: pulls it into the store, names it
-/// there, and returns its manifest (or index) digest; the error is a message for the user.
-/// The CLI passes the registry client; library users may refuse (offline builds).
-pub type PullBase<'a> = dyn Fn(&Reference, &Progress) -> Result<Digest, String> + 'a;
+/// How a build gets a base image that is not in the store (or not for the platform): pulls
+/// it for the platform into the store, names it there, and returns its manifest (or index)
+/// digest; the error is a message for the user. The CLI passes the registry client; library
+/// users may refuse (offline builds). Called from several stage threads at once.
+pub type PullBase<'a> =
+    dyn Fn(&Reference, &crate::image::Platform, &Progress) -> Result<Digest, String> + Sync + 'a;
 
 /// What a build asks of the world outside the store, supplied by the caller (the CLI wires
 /// the registry client in). One field per service, so the library stays free of network and
@@ -100,6 +110,9 @@ pub enum BuildError {
     Image(#[from] crate::image::ImageError),
     #[error(transparent)]
     Layer(#[from] crate::layer::LayerError),
+    /// Stopped because another stage failed (never the error a build reports).
+    #[error("stopped because another stage failed")]
+    Cancelled,
     #[error("{action}: {source}")]
     Io {
         action: &'static str,
@@ -129,12 +142,7 @@ pub fn build(
     req: &BuildRequest,
     progress: &Progress,
 ) -> Result<BuildOutcome, BuildError> {
-    let opts = PlanOptions {
-        build_args: req.build_args.clone(),
-        target: req.target.clone(),
-        ..PlanOptions::default()
-    };
-    let plan = plan::plan(&req.dockerfile, &opts)
+    let plan = plan::plan(&req.dockerfile, &plan_options(req))
         .map_err(|e| BuildError::Plan(e.render(&req.dockerfile_name, &req.dockerfile)))?;
     for w in &plan.warnings {
         let message = format!("{} ({})", w.message, w.rule);
@@ -156,7 +164,7 @@ pub fn build(
     };
     // Held for the whole build so a concurrent `kiln prune` leaves fresh, unnamed blobs alone.
     let _lease = store.lease()?;
-    let mut runner = stage::Runner::new(
+    let env = stage::BuildEnv::new(
         store,
         sandbox,
         hooks,
@@ -165,10 +173,14 @@ pub fn build(
         progress,
         created_time(req),
     );
-    for &index in &plan.order {
-        runner.run(&plan.stages[index])?;
-    }
-    let mut image = runner.take(plan.target);
+    let mut finished = schedule::run_stages(&env, &plan, req.jobs)?;
+    let layers_built = finished.values().map(|f| f.layers_built).sum();
+    let newest_hit = finished.values().filter_map(|f| f.newest_hit).max();
+    let mut image = finished
+        .remove(&plan.target)
+        .expect("the target stage was built")
+        .image;
+    stage::restamp_if_all_cached(&mut image, layers_built, newest_hit, req);
     for (k, v) in &req.labels {
         image.set_label(k, v);
     }
@@ -182,8 +194,18 @@ pub fn build(
     }
     Ok(BuildOutcome {
         image: StoredImage::load(store, &blobs.manifest_digest)?,
-        layers_built: runner.layers_built(),
+        layers_built,
     })
+}
+
+/// The plan options a request implies.
+fn plan_options(req: &BuildRequest) -> PlanOptions {
+    PlanOptions {
+        build_args: req.build_args.clone(),
+        target: req.target.clone(),
+        target_platform: req.platform.clone().unwrap_or_else(plan::Platform::host),
+        ..PlanOptions::default()
+    }
 }
 
 /// Trims the build cache (`kiln prune --keep-duration/--keep-bytes`): records unused for

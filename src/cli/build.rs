@@ -76,8 +76,11 @@ pub struct Args {
     /// Write the pushed manifest digest to this file.
     #[arg(long, value_name = "FILE")]
     pub digest_file: Option<PathBuf>,
+    /// Stages built in parallel (default: the number of cores).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
     #[command(flatten)]
-    pub transport: super::pull::RegistryArgs,
+    pub transport: super::pull::ConnectionArgs,
     #[command(flatten)]
     pub creds: super::pull::CredsArgs,
     /// Print only the image ID.
@@ -116,15 +119,22 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     let cancel = sandbox.cancel_handle();
     let _ = ctrlc::set_handler(move || cancel.cancel());
     let rt = super::pull::runtime()?;
-    let pull = |reference: &Reference, progress: &Progress| -> Result<Digest, String> {
+    let pull = |reference: &Reference,
+                platform: &crate::image::Platform,
+                progress: &Progress|
+     -> Result<Digest, String> {
         let cred = a.creds.resolve(reference).map_err(|e| format!("{e:#}"))?;
         let registry = a
             .transport
             .client(reference.api_host(), cred)
             .map_err(|e| format!("{e:#}"))?;
-        let host = crate::registry::Platform::host();
+        let platform = crate::registry::Platform {
+            os: platform.os.clone(),
+            architecture: platform.architecture.clone(),
+            variant: platform.variant.clone(),
+        };
         let pulled = rt
-            .block_on(registry.pull_image(reference, &host, &StoreBlobs(&store), progress))
+            .block_on(registry.pull_image(reference, &platform, &StoreBlobs(&store), progress))
             .map_err(|e| e.to_string())?;
         store
             .tag(reference, &pulled.manifest.digest)
@@ -239,8 +249,6 @@ fn reject_unwired(a: &Args) -> anyhow::Result<()> {
     let unwired = [
         (!a.cache_from.is_empty(), "--cache-from"),
         (a.cache_to.is_some(), "--cache-to"),
-        (!a.secrets.is_empty(), "--secret"),
-        (a.platform.is_some(), "--platform"),
     ];
     for (set, flag) in unwired {
         if set {
@@ -299,6 +307,13 @@ fn request(a: &Args) -> anyhow::Result<BuildRequest> {
         } else {
             Network::Host
         },
+        jobs: match a.jobs {
+            Some(0) => anyhow::bail!("--jobs 0: give at least 1"),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        },
+        platform: a.platform.as_deref().map(platform).transpose()?,
+        secrets: secrets(&a.secrets, |k| std::env::var_os(k))?,
     })
 }
 
@@ -312,6 +327,78 @@ fn dockerfile(a: &Args, no_context: bool) -> anyhow::Result<(String, String, Opt
     };
     let (name, text) = super::debug::read_dockerfile(&path)?;
     Ok((text, name, (path != stdin).then_some(path)))
+}
+
+/// `--platform os/arch[/variant]`.
+fn platform(s: &str) -> anyhow::Result<crate::plan::Platform> {
+    crate::plan::Platform::parse(s).with_context(|| {
+        format!("--platform {s:?}: expected os/arch[/variant], e.g. linux/arm64")
+    })
+}
+
+/// `--secret id=ID[,src=PATH|,env=VAR][,type=file|env]`, as docker and buildah take it: the
+/// bytes are read now (a file that changes mid-build cannot give steps different values).
+/// Errors name the id and the file or variable, never the content.
+fn secrets(
+    specs: &[String],
+    getenv: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> anyhow::Result<std::collections::BTreeMap<String, crate::sandbox::SecretBytes>> {
+    let mut out = std::collections::BTreeMap::new();
+    for spec in specs {
+        let (id, source) = secret_source(spec)?;
+        let data = match source {
+            SecretSource::File(path) => std::fs::read(&path)
+                .with_context(|| format!("--secret id={id}: reading {}", path.display()))?,
+            SecretSource::Env(var) => getenv(&var)
+                .with_context(|| {
+                    format!("--secret id={id}: environment variable {var} is not set")
+                })?
+                .into_encoded_bytes(),
+        };
+        out.insert(id, crate::sandbox::SecretBytes(data));
+    }
+    Ok(out)
+}
+
+#[derive(Debug, PartialEq)]
+enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+/// Parses one `--secret` value into its id and where its bytes come from. Like docker:
+/// `src` (alias `source`) or `env`; with neither, `type=env` reads the variable named `id`
+/// and otherwise the file named `id`.
+fn secret_source(spec: &str) -> anyhow::Result<(String, SecretSource)> {
+    let (mut id, mut src, mut env, mut kind) = (None, None, None, None);
+    for field in spec.split(',') {
+        let (k, v) = field.split_once('=').with_context(|| {
+            format!("--secret {spec:?}: expected key=value fields (id=ID,src=PATH or id=ID,env=VAR)")
+        })?;
+        match k.trim() {
+            "id" => id = Some(v.to_string()),
+            "src" | "source" => src = Some(v.to_string()),
+            "env" => env = Some(v.to_string()),
+            "type" if v == "file" || v == "env" => kind = Some(v.to_string()),
+            "type" => anyhow::bail!("--secret {spec:?}: type must be file or env"),
+            other => anyhow::bail!(
+                "--secret {spec:?}: unknown key {other:?} (id, src, env, type)"
+            ),
+        }
+    }
+    let id = id
+        .filter(|i| !i.is_empty())
+        .with_context(|| format!("--secret {spec:?}: id=ID is required"))?;
+    let source = match (src, env, kind.as_deref()) {
+        (Some(_), Some(_), _) => {
+            anyhow::bail!("--secret id={id}: give src= or env=, not both")
+        }
+        (Some(p), None, Some("env")) | (None, Some(p), _) => SecretSource::Env(p),
+        (Some(p), None, _) => SecretSource::File(PathBuf::from(p)),
+        (None, None, Some("env")) => SecretSource::Env(id.clone()),
+        (None, None, _) => SecretSource::File(PathBuf::from(&id)),
+    };
+    Ok((id, source))
 }
 
 /// `--label KEY=VALUE`.
