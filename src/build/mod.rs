@@ -11,6 +11,7 @@
 //! heredoc, `--from` a stage or stored image); ADD of local non-archive files; RUN in the
 //! sandbox (cache, tmpfs and context bind mounts); every metadata instruction.
 
+mod binfmt;
 pub(crate) mod cache;
 pub mod context;
 mod copy;

@@ -39,8 +39,12 @@ pub(super) fn trigger_steps(
         target: None,
         ..opts.clone()
     };
-    let plan = plan::plan(&source, &opts)
-        .map_err(|e| format!("the base image's ONBUILD triggers do not parse: {}", e.render("ONBUILD", &source)))?;
+    let plan = plan::plan(&source, &opts).map_err(|e| {
+        format!(
+            "the base image's ONBUILD triggers do not parse: {}",
+            e.render("ONBUILD", &source)
+        )
+    })?;
     let mut steps = plan.stages[plan.target].steps.clone();
     steps.drain(..preamble);
     for s in &mut steps {
@@ -67,10 +71,16 @@ fn synthetic_dockerfile(triggers: &[String], base: &RunConfig) -> Result<(String
     }
     for t in triggers {
         let t = t.trim();
-        let keyword = t.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+        let keyword = t
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
         // Docker refuses these as triggers; so do we, naming the trigger.
         if matches!(keyword.as_str(), "FROM" | "ONBUILD" | "MAINTAINER") {
-            return Err(format!("ONBUILD {t}: {keyword} is not allowed as an ONBUILD trigger"));
+            return Err(format!(
+                "ONBUILD {t}: {keyword} is not allowed as an ONBUILD trigger"
+            ));
         }
         text.push_str(t);
         text.push('\n');
@@ -127,8 +137,12 @@ mod tests {
 
     #[test]
     fn no_triggers_no_steps() {
-        let steps =
-            trigger_steps(&[], &config(&[], None), &PlanOptions::default(), Span::new(1, 1, 1));
+        let steps = trigger_steps(
+            &[],
+            &config(&[], None),
+            &PlanOptions::default(),
+            Span::new(1, 1, 1),
+        );
         assert!(steps.unwrap().is_empty());
     }
 }

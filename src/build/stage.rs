@@ -7,11 +7,12 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
+use super::binfmt;
 use super::cache::{self, BuildCache, CachedStep, SourceDigest, StepInputs};
 use super::context::Context;
-use super::onbuild;
 use super::copy;
 use super::copy_step::CopySpec;
+use super::onbuild;
 use super::run::{self, RunArgs, RunEnv};
 use super::{BuildError, BuildRequest, Hooks};
 use crate::Digest;
@@ -269,7 +270,11 @@ impl<'a> Runner<'a> {
     }
 
     /// The base's ONBUILD triggers as steps, consumed from the image (Docker's semantics).
-    fn take_triggers(&self, stage: &Stage, img: &mut ImageBuilder) -> Result<Vec<Step>, BuildError> {
+    fn take_triggers(
+        &self,
+        stage: &Stage,
+        img: &mut ImageBuilder,
+    ) -> Result<Vec<Step>, BuildError> {
         if matches!(stage.base, Base::Scratch) || img.config().on_build.is_empty() {
             return Ok(Vec::new());
         }
@@ -535,6 +540,12 @@ impl<'a> Runner<'a> {
         id: &str,
     ) -> Result<(), BuildError> {
         let created_by = step.original.trim();
+        binfmt::check_can_run(&self.platform).map_err(|m| {
+            step_err(
+                step.span,
+                format!("building for {}: {m}", platform_name(&self.platform)),
+            )
+        })?;
         self.announce_isolation(step.span)?;
         let lower_dirs = self.unpacked_layers(img.layers())?;
         let scratch = tempfile::Builder::new()

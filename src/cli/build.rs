@@ -331,9 +331,8 @@ fn dockerfile(a: &Args, no_context: bool) -> anyhow::Result<(String, String, Opt
 
 /// `--platform os/arch[/variant]`.
 fn platform(s: &str) -> anyhow::Result<crate::plan::Platform> {
-    crate::plan::Platform::parse(s).with_context(|| {
-        format!("--platform {s:?}: expected os/arch[/variant], e.g. linux/arm64")
-    })
+    crate::plan::Platform::parse(s)
+        .with_context(|| format!("--platform {s:?}: expected os/arch[/variant], e.g. linux/arm64"))
 }
 
 /// `--secret id=ID[,src=PATH|,env=VAR][,type=file|env]`, as docker and buildah take it: the
@@ -373,7 +372,9 @@ fn secret_source(spec: &str) -> anyhow::Result<(String, SecretSource)> {
     let (mut id, mut src, mut env, mut kind) = (None, None, None, None);
     for field in spec.split(',') {
         let (k, v) = field.split_once('=').with_context(|| {
-            format!("--secret {spec:?}: expected key=value fields (id=ID,src=PATH or id=ID,env=VAR)")
+            format!(
+                "--secret {spec:?}: expected key=value fields (id=ID,src=PATH or id=ID,env=VAR)"
+            )
         })?;
         match k.trim() {
             "id" => id = Some(v.to_string()),
@@ -381,9 +382,7 @@ fn secret_source(spec: &str) -> anyhow::Result<(String, SecretSource)> {
             "env" => env = Some(v.to_string()),
             "type" if v == "file" || v == "env" => kind = Some(v.to_string()),
             "type" => anyhow::bail!("--secret {spec:?}: type must be file or env"),
-            other => anyhow::bail!(
-                "--secret {spec:?}: unknown key {other:?} (id, src, env, type)"
-            ),
+            other => anyhow::bail!("--secret {spec:?}: unknown key {other:?} (id, src, env, type)"),
         }
     }
     let id = id
