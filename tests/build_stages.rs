@@ -429,6 +429,29 @@ fn platform_picks_the_base_from_an_index_and_sets_the_config() {
         );
         assert_eq!(img.file("f"), Some(&b"x"[..]));
     }
+    // A `--platform=$BUILDPLATFORM` stage takes the base for this machine.
+    if std::env::consts::ARCH == "x86_64" {
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            format!(
+                "FROM --platform=$BUILDPLATFORM {0}/kiln-test/multi:latest AS tools\n\
+                 FROM {0}/kiln-test/multi:latest\nCOPY --from=tools /arch /build-arch\n",
+                reg.addr
+            ),
+        )
+        .unwrap();
+        let layout = t.path().join("layout-cross");
+        let dest = format!("--output=type=oci,dest={}", layout.display());
+        ok(&build(
+            &root,
+            &["--tls-verify=false", "--platform=linux/arm64", &dest],
+            &ctx,
+        ));
+        let img = read_layout(&layout);
+        assert_eq!(img.config["architecture"], "arm64");
+        assert_eq!(img.file("arch"), Some(&b"arm64"[..]));
+        assert_eq!(img.file("build-arch"), Some(&b"amd64"[..]));
+    }
     // RUN for a foreign platform needs an emulator; without one the error says what to install.
     std::fs::write(
         ctx.join("Dockerfile"),

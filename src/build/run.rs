@@ -186,9 +186,12 @@ fn secret_env(
         let (Some(var), Some(data)) = (&m.env, secret(m, secrets)?) else {
             continue;
         };
-        let value = std::str::from_utf8(&data.0).map_err(|_| {
+        let value = std::str::from_utf8(&data.0)
+            .ok()
+            .filter(|v| !v.contains('\0'))
+            .ok_or_else(|| {
             format!(
-                "secret {:?} is not UTF-8 text, so it cannot be the environment variable {var}: mount it as a file",
+                "secret {:?} is not NUL-free UTF-8 text, so it cannot be the environment variable {var}: mount it as a file",
                 m.id.as_deref().unwrap_or("")
             )
         })?;
@@ -254,6 +257,51 @@ pub(crate) fn layer_id_map(m: &sandbox::IdMap) -> Option<LayerIdMap> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn secret_mount_spec(spec: &str) -> Mount {
+        plan::parse_mount(spec).unwrap()
+    }
+
+    #[test]
+    fn secrets_become_files_or_env_and_missing_ones_are_skipped_unless_required() {
+        let secrets = BTreeMap::from([("tok".to_string(), SecretBytes(b"s3cret".to_vec()))]);
+        let file = secret_mount_spec("type=secret,id=tok,mode=0440,uid=5");
+        match secret_mount(&file, &secrets).unwrap() {
+            Some(MountSpec::Secret {
+                target,
+                data,
+                mode,
+                uid,
+                gid,
+            }) => {
+                assert_eq!(target, PathBuf::from("/run/secrets/tok"));
+                assert_eq!(data.0, b"s3cret");
+                assert_eq!((mode, uid, gid), (0o440, 5, 0));
+            }
+            other => panic!("expected a secret mount, got {other:?}"),
+        }
+        let mut env_only = secret_mount_spec("type=secret,id=tok,env=TOK");
+        env_only.target.clear();
+        assert!(secret_mount(&env_only, &secrets).unwrap().is_none());
+        assert_eq!(secret_env(&[env_only], &secrets).unwrap(), ["TOK=s3cret"]);
+        let optional = secret_mount_spec("type=secret,id=other");
+        assert!(secret_mount(&optional, &secrets).unwrap().is_none());
+        let required = secret_mount_spec("type=secret,id=other,required=true");
+        let err = secret_mount(&required, &secrets).unwrap_err();
+        assert!(err.contains("--secret id=other"), "{err}");
+    }
+
+    #[test]
+    fn secret_debug_output_never_shows_the_bytes() {
+        let m = MountSpec::Secret {
+            target: "/run/secrets/x".into(),
+            data: SecretBytes(b"s3cret".to_vec()),
+            mode: 0o400,
+            uid: 0,
+            gid: 0,
+        };
+        assert!(!format!("{m:?}").contains("s3cret"));
+    }
 
     #[test]
     fn env_entries_are_deduplicated_with_the_last_value_winning() {

@@ -31,7 +31,9 @@ pub struct Args {
     /// Build this stage (and what it needs) instead of the last one.
     #[arg(long, value_name = "STAGE")]
     pub target: Option<String>,
-    /// Target platform, os/arch[/variant] (default: this machine's).
+    /// Target platform, os/arch[/variant] (default: this machine's): picks base images from
+    /// multi-platform indexes and sets the image's os/architecture. RUN for another
+    /// architecture needs qemu-user-static + binfmt-support.
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
     /// Push the image to its registry after building it.
@@ -49,7 +51,8 @@ pub struct Args {
     /// Export build cache to a registry reference.
     #[arg(long = "cache-to", value_name = "REF")]
     pub cache_to: Option<String>,
-    /// Secret for RUN --mount=type=secret: id=NAME,src=FILE or id=NAME,env=VAR.
+    /// Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR (type=file|env
+    /// as in docker); never stored in the image, the cache or the logs.
     #[arg(long = "secret", value_name = "SPEC")]
     pub secrets: Vec<String>,
     /// Network for RUN steps.
@@ -76,7 +79,7 @@ pub struct Args {
     /// Write the pushed manifest digest to this file.
     #[arg(long, value_name = "FILE")]
     pub digest_file: Option<PathBuf>,
-    /// Stages built in parallel (default: the number of cores).
+    /// Independent stages built in parallel (default: the number of cores).
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
     #[command(flatten)]
@@ -428,5 +431,50 @@ fn render(events: std::sync::mpsc::Receiver<Event>, mode: &str, quiet: bool) {
             Event::Info { message } => eprintln!("{message}"),
             Event::Bytes { .. } => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_specs_parse_like_docker() {
+        let f = |p: &str| SecretSource::File(PathBuf::from(p));
+        let e = |v: &str| SecretSource::Env(v.to_string());
+        let cases = [
+            ("id=a,src=/x", ("a", f("/x"))),
+            ("id=a,source=/x", ("a", f("/x"))),
+            ("id=a,env=V", ("a", e("V"))),
+            ("id=a,type=env,src=V", ("a", e("V"))),
+            ("id=A,type=env", ("A", e("A"))),
+            ("id=a", ("a", f("a"))),
+        ];
+        for (spec, (id, source)) in cases {
+            assert_eq!(
+                secret_source(spec).unwrap(),
+                (id.to_string(), source),
+                "{spec}"
+            );
+        }
+        for bad in [
+            "src=/x",
+            "id=a,src=/x,env=V",
+            "id=a,type=ssh",
+            "id=a,color=red",
+            "id",
+        ] {
+            assert!(secret_source(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secret_errors_name_the_source_not_the_content() {
+        let err = secrets(&["id=a,env=NOPE".into()], |_| None).unwrap_err();
+        assert!(format!("{err:#}").contains("NOPE"), "{err:#}");
+        let got = secrets(&["id=a,env=V".into()], |_| Some("xyz".into())).unwrap();
+        assert_eq!(got["a"].0, b"xyz");
+        let err = secrets(&["id=a,src=/nonexistent/kiln".into()], |_| None).unwrap_err();
+        assert!(format!("{err:#}").contains("/nonexistent/kiln"), "{err:#}");
     }
 }
