@@ -167,7 +167,7 @@ fn independent_stages_overlap_with_two_jobs_and_not_with_one_and_give_the_same_i
 fn a_failing_stage_stops_the_others_and_leaves_the_store_usable() {
     let t = tempfile::tempdir().unwrap();
     let dockerfile = format!(
-        "{BASE}\nFROM base AS slow\nRUN sleep 2 && echo slow > /slow\nRUN echo next > /next\n\n\
+        "{BASE}\nFROM base AS slow\nRUN sleep 4 && echo slow > /slow\nRUN echo next > /next\n\n\
          FROM base AS bad\nRUN echo going down && exit 3\n\n\
          FROM base\nCOPY --from=slow /slow /slow\nCOPY --from=bad /etc /etc\n"
     );

@@ -11,12 +11,12 @@
 //! heredoc, `--from` a stage or stored image); ADD of local non-archive files; RUN in the
 //! sandbox (cache, tmpfs and context bind mounts); every metadata instruction.
 
-mod binfmt;
 pub(crate) mod cache;
 pub mod context;
 mod copy;
 mod copy_step;
 mod onbuild;
+mod platform;
 mod run;
 mod schedule;
 mod stage;

@@ -7,12 +7,12 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
-use super::binfmt;
 use super::cache::{self, BuildCache, CachedStep, SourceDigest, StepInputs};
 use super::context::Context;
 use super::copy;
 use super::copy_step::CopySpec;
 use super::onbuild;
+use super::platform::{self, image_platform, platform_matches, platform_name};
 use super::run::{self, RunArgs, RunEnv};
 use super::{BuildError, BuildRequest, Hooks};
 use crate::Digest;
@@ -84,40 +84,6 @@ impl<'a> BuildEnv<'a> {
             announced_isolation: AtomicBool::new(false),
         }
     }
-}
-
-/// The plan's platform in the image config's words.
-pub(crate) fn image_platform(p: &crate::plan::Platform) -> image::Platform {
-    image::Platform {
-        os: p.os.clone(),
-        architecture: p.arch.clone(),
-        variant: p.variant.clone(),
-    }
-}
-
-/// `os/arch[/variant]`, as users write it.
-pub(super) fn platform_name(p: &image::Platform) -> String {
-    match &p.variant {
-        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-        None => format!("{}/{}", p.os, p.architecture),
-    }
-}
-
-/// Whether a stored image's config is for `want` (a missing variant matches any; a config
-/// that names no platform is taken as matching, as the registry index already chose it).
-fn platform_matches(img: &StoredImage, want: &image::Platform) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Cfg {
-        os: Option<String>,
-        architecture: Option<String>,
-        variant: Option<String>,
-    }
-    let Ok(c) = serde_json::from_slice::<Cfg>(&img.config) else {
-        return true;
-    };
-    c.os.is_none_or(|os| os == want.os)
-        && c.architecture.is_none_or(|a| a == want.architecture)
-        && (c.variant.is_none() || want.variant.is_none() || c.variant == want.variant)
 }
 
 /// A finished stage: its image and what later stages and the summary need from it.
@@ -540,7 +506,7 @@ impl<'a> Runner<'a> {
         id: &str,
     ) -> Result<(), BuildError> {
         let created_by = step.original.trim();
-        binfmt::check_can_run(&self.platform).map_err(|m| {
+        platform::check_can_run(&self.platform).map_err(|m| {
             step_err(
                 step.span,
                 format!("building for {}: {m}", platform_name(&self.platform)),

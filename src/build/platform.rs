@@ -1,9 +1,44 @@
-//! RUN on a foreign platform: possible only when the kernel's binfmt_misc has an emulator
-//! registered for the platform's machine (qemu-user-static + binfmt-support install them).
+//! Building for a platform: naming and matching platforms, and RUN on a foreign one, which
+//! is possible only when the kernel's binfmt_misc has an emulator registered for the
+//! platform's machine (qemu-user-static + binfmt-support install them).
 
 use std::path::Path;
 
-use crate::image::Platform;
+use crate::image::{Platform, StoredImage};
+
+/// The plan's platform in the image config's words.
+pub(crate) fn image_platform(p: &crate::plan::Platform) -> Platform {
+    Platform {
+        os: p.os.clone(),
+        architecture: p.arch.clone(),
+        variant: p.variant.clone(),
+    }
+}
+
+/// `os/arch[/variant]`, as users write it.
+pub(super) fn platform_name(p: &Platform) -> String {
+    match &p.variant {
+        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+        None => format!("{}/{}", p.os, p.architecture),
+    }
+}
+
+/// Whether a stored image's config is for `want` (a missing variant matches any; a config
+/// that names no platform is taken as matching, as the registry index already chose it).
+pub(super) fn platform_matches(img: &StoredImage, want: &Platform) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Cfg {
+        os: Option<String>,
+        architecture: Option<String>,
+        variant: Option<String>,
+    }
+    let Ok(c) = serde_json::from_slice::<Cfg>(&img.config) else {
+        return true;
+    };
+    c.os.is_none_or(|os| os == want.os)
+        && c.architecture.is_none_or(|a| a == want.architecture)
+        && (c.variant.is_none() || want.variant.is_none() || c.variant == want.variant)
+}
 
 const BINFMT_DIR: &str = "/proc/sys/fs/binfmt_misc";
 
