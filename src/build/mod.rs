@@ -64,7 +64,7 @@ pub struct BuildRequest {
     /// How many stages may build at once (`--jobs`); at least 1.
     pub jobs: usize,
     /// The platform to build for (`--platform`); `None` is this machine's.
-    pub platform: Option<plan::Platform>,
+    pub platform: Option<crate::platform::Platform>,
     /// `--secret` values by id, for `RUN --mount=type=secret` (their `Debug` is redacted).
     pub secrets: BTreeMap<String, SecretBytes>,
 }
@@ -74,7 +74,7 @@ pub struct BuildRequest {
 /// digest; the error is a message for the user. The CLI passes the registry client; library
 /// users may refuse (offline builds). Called from several stage threads at once.
 pub type PullBase<'a> =
-    dyn Fn(&Reference, &crate::image::Platform, &Progress) -> Result<Digest, String> + Sync + 'a;
+    dyn Fn(&Reference, &crate::platform::Platform, &Progress) -> Result<Digest, String> + Sync + 'a;
 
 /// What a build asks of the world outside the store, supplied by the caller (the CLI wires
 /// the registry client in). One field per service, so the library stays free of network and
@@ -201,12 +201,15 @@ pub fn build(
 
 /// The plan options a request implies.
 fn plan_options(req: &BuildRequest) -> PlanOptions {
-    PlanOptions {
+    let mut opts = PlanOptions {
         build_args: req.build_args.clone(),
         target: req.target.clone(),
-        target_platform: req.platform.clone().unwrap_or_else(plan::Platform::host),
         ..PlanOptions::default()
+    };
+    if let Some(p) = &req.platform {
+        opts.target_platform = p.clone();
     }
+    opts
 }
 
 /// Trims the build cache (`kiln prune --keep-duration/--keep-bytes`): records unused for

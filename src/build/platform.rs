@@ -1,27 +1,10 @@
-//! Building for a platform: naming and matching platforms, and RUN on a foreign one, which
+//! Building for a platform: does a stored image fit it, and can RUN execute for it, which
 //! is possible only when the kernel's binfmt_misc has an emulator registered for the
 //! platform's machine (qemu-user-static + binfmt-support install them).
 
 use std::path::Path;
 
 use crate::image::{Platform, StoredImage};
-
-/// The plan's platform in the image config's words.
-pub(crate) fn image_platform(p: &crate::plan::Platform) -> Platform {
-    Platform {
-        os: p.os.clone(),
-        architecture: p.arch.clone(),
-        variant: p.variant.clone(),
-    }
-}
-
-/// `os/arch[/variant]`, as users write it.
-pub(super) fn platform_name(p: &Platform) -> String {
-    match &p.variant {
-        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-        None => format!("{}/{}", p.os, p.architecture),
-    }
-}
 
 /// Whether a stored image's config is for `want` (a missing variant matches any; a config
 /// that names no platform is taken as matching, as the registry index already chose it).

@@ -12,7 +12,7 @@ use super::context::Context;
 use super::copy;
 use super::copy_step::CopySpec;
 use super::onbuild;
-use super::platform::{self, image_platform, platform_matches, platform_name};
+use super::platform::{self, platform_matches};
 use super::run::{self, RunArgs, RunEnv};
 use super::{BuildError, BuildRequest, Hooks};
 use crate::Digest;
@@ -74,10 +74,7 @@ impl<'a> BuildEnv<'a> {
             context,
             progress,
             created,
-            platform: req
-                .platform
-                .as_ref()
-                .map_or_else(image::Platform::host, image_platform),
+            platform: req.platform.clone().unwrap_or_else(image::Platform::host),
             slot_prefix,
             plan_options: super::plan_options(req),
             cancelled: AtomicBool::new(false),
@@ -171,13 +168,8 @@ impl<'a> Runner<'a> {
     pub(crate) fn run(mut self, stage: &Stage) -> Result<Finished, BuildError> {
         if let Some(p) = &stage.platform {
             // `FROM --platform=...`: the stage's base and config are for that platform.
-            let parsed = crate::plan::Platform::parse(p).ok_or_else(|| {
-                step_err(
-                    stage.span,
-                    format!("invalid platform {p:?}: expected os/arch[/variant]"),
-                )
-            })?;
-            self.platform = image_platform(&parsed);
+            self.platform =
+                image::Platform::parse(p).map_err(|e| step_err(stage.span, e.to_string()))?;
         }
         let (mut img, base) = self.base(stage)?;
         let triggers = self.take_triggers(stage, &mut img)?;
@@ -381,7 +373,7 @@ impl<'a> Runner<'a> {
         self.progress.info(format!(
             "pulling {} for {}",
             reference.familiar(),
-            platform_name(&self.platform)
+            self.platform
         ));
         let digest = (self.hooks.pull)(&reference, &self.platform, self.progress)
             .map_err(|e| format!("pulling {reference}: {e}"))?;
@@ -390,7 +382,7 @@ impl<'a> Runner<'a> {
         if !platform_matches(&img, &self.platform) {
             return Err(format!(
                 "{reference} has no image for {}: choose another base or --platform",
-                platform_name(&self.platform)
+                self.platform
             ));
         }
         Ok(img)
@@ -506,12 +498,8 @@ impl<'a> Runner<'a> {
         id: &str,
     ) -> Result<(), BuildError> {
         let created_by = step.original.trim();
-        platform::check_can_run(&self.platform).map_err(|m| {
-            step_err(
-                step.span,
-                format!("building for {}: {m}", platform_name(&self.platform)),
-            )
-        })?;
+        platform::check_can_run(&self.platform)
+            .map_err(|m| step_err(step.span, format!("building for {}: {m}", self.platform)))?;
         self.announce_isolation(step.span)?;
         let lower_dirs = self.unpacked_layers(img.layers())?;
         let scratch = tempfile::Builder::new()

@@ -123,7 +123,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     let _ = ctrlc::set_handler(move || cancel.cancel());
     let rt = super::pull::runtime()?;
     let pull = |reference: &Reference,
-                platform: &crate::image::Platform,
+                platform: &crate::platform::Platform,
                 progress: &Progress|
      -> Result<Digest, String> {
         let cred = a.creds.resolve(reference).map_err(|e| format!("{e:#}"))?;
@@ -131,13 +131,8 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
             .transport
             .client(reference.api_host(), cred)
             .map_err(|e| format!("{e:#}"))?;
-        let platform = crate::registry::Platform {
-            os: platform.os.clone(),
-            architecture: platform.architecture.clone(),
-            variant: platform.variant.clone(),
-        };
         let pulled = rt
-            .block_on(registry.pull_image(reference, &platform, &StoreBlobs(&store), progress))
+            .block_on(registry.pull_image(reference, platform, &StoreBlobs(&store), progress))
             .map_err(|e| e.to_string())?;
         store
             .tag(reference, &pulled.manifest.digest)
@@ -333,9 +328,8 @@ fn dockerfile(a: &Args, no_context: bool) -> anyhow::Result<(String, String, Opt
 }
 
 /// `--platform os/arch[/variant]`.
-fn platform(s: &str) -> anyhow::Result<crate::plan::Platform> {
-    crate::plan::Platform::parse(s)
-        .with_context(|| format!("--platform {s:?}: expected os/arch[/variant], e.g. linux/arm64"))
+fn platform(s: &str) -> anyhow::Result<crate::platform::Platform> {
+    crate::platform::Platform::parse(s).context("--platform")
 }
 
 /// `--secret id=ID[,src=PATH|,env=VAR][,type=file|env]`, as docker and buildah take it: the
