@@ -480,3 +480,35 @@ fn platform_picks_the_base_from_an_index_and_sets_the_config() {
         );
     }
 }
+
+#[test]
+fn a_stored_base_for_another_platform_is_not_used_silently() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    // Nothing listens on port 1: a pull fails at once.
+    let name = "127.0.0.1:1/kiln-test/local:1";
+    let base = context(&t.path().join("base"), "FROM scratch\nCOPY busybox /b\n");
+    ok(&build(&root, &["-t", name], &base));
+    let child = context(
+        &t.path().join("child"),
+        &format!("FROM {name}\nCOPY busybox /c\n"),
+    );
+    ok(&build(&root, &["--retries", "0"], &child));
+    let foreign = if std::env::consts::ARCH == "s390x" {
+        "linux/amd64"
+    } else {
+        "linux/s390x"
+    };
+    let out = build(
+        &root,
+        &["--retries", "0", &format!("--platform={foreign}")],
+        &child,
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Dockerfile:1")
+            && stderr.contains(&format!("in the store is not for {foreign}")),
+        "{stderr}"
+    );
+}

@@ -363,11 +363,14 @@ impl<'a> Runner<'a> {
         let reference: Reference = name.parse().map_err(|e| format!("{e}"))?;
         // Like docker and buildah: use the stored image when there is one for the platform,
         // else pull it.
-        if let Ok(d) = self.store.resolve(&reference.to_string()) {
-            if let Ok(img) = StoredImage::load_for(self.store, &d, &self.platform) {
-                if platform_matches(&img, &self.platform) {
-                    return Ok(img);
-                }
+        let stored = self
+            .store
+            .resolve(&reference.to_string())
+            .ok()
+            .and_then(|d| StoredImage::load_for(self.store, &d, &self.platform).ok());
+        if let Some(img) = &stored {
+            if platform_matches(img, &self.platform) {
+                return Ok(img.clone());
             }
         }
         self.progress.info(format!(
@@ -375,8 +378,16 @@ impl<'a> Runner<'a> {
             reference.familiar(),
             self.platform
         ));
-        let digest = (self.hooks.pull)(&reference, &self.platform, self.progress)
-            .map_err(|e| format!("pulling {reference}: {e}"))?;
+        let digest = (self.hooks.pull)(&reference, &self.platform, self.progress).map_err(|e| {
+            match stored {
+                // Say why a stored image was not enough before the pull's own error.
+                Some(_) => format!(
+                    "{reference} in the store is not for {}, and pulling it for {} failed: {e}",
+                    self.platform, self.platform
+                ),
+                None => format!("pulling {reference}: {e}"),
+            }
+        })?;
         let img = StoredImage::load_for(self.store, &digest, &self.platform)
             .map_err(|e| e.to_string())?;
         if !platform_matches(&img, &self.platform) {
