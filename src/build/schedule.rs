@@ -7,7 +7,7 @@
 //! build reports.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use super::BuildError;
@@ -71,7 +71,7 @@ fn worker(env: &BuildEnv, plan: &Plan, board: &Mutex<Board>, wake: &Condvar) {
                     Err(panic) => {
                         // Let the other workers stop instead of waiting for this stage forever.
                         b.running -= 1;
-                        fail(env, &mut b, BuildError::Cancelled);
+                        fail(&env.cancelled, &mut b, BuildError::Cancelled);
                         drop(b);
                         wake.notify_all();
                         std::panic::resume_unwind(panic);
@@ -82,7 +82,7 @@ fn worker(env: &BuildEnv, plan: &Plan, board: &Mutex<Board>, wake: &Condvar) {
                     Ok(done) => {
                         b.finished.insert(index, done);
                     }
-                    Err(e) => fail(env, &mut b, e),
+                    Err(e) => fail(&env.cancelled, &mut b, e),
                 }
                 wake.notify_all();
             }
@@ -91,8 +91,8 @@ fn worker(env: &BuildEnv, plan: &Plan, board: &Mutex<Board>, wake: &Condvar) {
 }
 
 /// The first real error wins; `Cancelled` from stages stopped because of it is dropped.
-fn fail(env: &BuildEnv, b: &mut Board, e: BuildError) {
-    env.cancelled.store(true, Ordering::SeqCst);
+fn fail(cancelled: &AtomicBool, b: &mut Board, e: BuildError) {
+    cancelled.store(true, Ordering::SeqCst);
     let replace = match &b.error {
         None => true,
         Some(BuildError::Cancelled) => !matches!(e, BuildError::Cancelled),
@@ -142,4 +142,102 @@ fn next(plan: &Plan, b: &mut Board) -> Next {
 
 fn lock(board: &Mutex<Board>) -> MutexGuard<'_, Board> {
     board.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{ImageBuilder, Platform};
+    use crate::plan::{PlanOptions, plan};
+
+    /// Stages a and b are independent; the last needs both.
+    fn diamond() -> Plan {
+        plan(
+            "FROM scratch AS a\nFROM scratch AS b\nFROM a\nCOPY --from=b / /\n",
+            &PlanOptions::default(),
+        )
+        .unwrap()
+    }
+
+    fn finished() -> Finished {
+        Finished {
+            image: ImageBuilder::new(Platform::host(), chrono::Utc::now()),
+            key: crate::Digest::of(b"k"),
+            layers_built: 0,
+            newest_hit: None,
+        }
+    }
+
+    fn started(n: &Next) -> Option<usize> {
+        match n {
+            Next::Run(i, _) => Some(*i),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn independent_stages_start_together_and_the_join_waits_for_both() {
+        let p = diamond();
+        let mut b = Board::default();
+        let first = started(&next(&p, &mut b)).unwrap();
+        let second = started(&next(&p, &mut b)).unwrap();
+        assert_eq!(
+            [first, second].iter().copied().collect::<HashSet<_>>(),
+            HashSet::from([0, 1])
+        );
+        assert!(matches!(next(&p, &mut b), Next::Wait), "stage 2 needs both");
+        b.running -= 1;
+        b.finished.insert(0, finished());
+        assert!(
+            matches!(next(&p, &mut b), Next::Wait),
+            "stage 2 still needs b"
+        );
+        b.running -= 1;
+        b.finished.insert(1, finished());
+        match next(&p, &mut b) {
+            Next::Run(2, deps) => {
+                assert_eq!(
+                    deps.keys().copied().collect::<HashSet<_>>(),
+                    HashSet::from([0, 1])
+                )
+            }
+            _ => panic!("stage 2 should be ready"),
+        }
+        b.running -= 1;
+        b.finished.insert(2, finished());
+        assert!(matches!(next(&p, &mut b), Next::Stop));
+    }
+
+    #[test]
+    fn the_first_real_error_is_the_one_reported() {
+        let cancelled = AtomicBool::new(false);
+        let mut b = Board::default();
+        fail(&cancelled, &mut b, BuildError::Cancelled);
+        assert!(cancelled.load(Ordering::SeqCst));
+        fail(&cancelled, &mut b, BuildError::Plan("first".into()));
+        fail(&cancelled, &mut b, BuildError::Plan("second".into()));
+        fail(&cancelled, &mut b, BuildError::Cancelled);
+        assert!(matches!(&b.error, Some(BuildError::Plan(m)) if m == "first"));
+    }
+
+    #[test]
+    fn an_error_stops_every_worker() {
+        let p = diamond();
+        let mut b = Board::default();
+        next(&p, &mut b);
+        b.error = Some(BuildError::Cancelled);
+        assert!(matches!(next(&p, &mut b), Next::Stop));
+    }
+
+    #[test]
+    fn a_dependency_outside_the_order_fails_instead_of_hanging() {
+        let mut p = diamond();
+        p.order.retain(|&i| i != 1);
+        let mut b = Board::default();
+        assert_eq!(started(&next(&p, &mut b)), Some(0));
+        b.running -= 1;
+        b.finished.insert(0, finished());
+        assert!(matches!(next(&p, &mut b), Next::Stop));
+        assert!(matches!(b.error, Some(BuildError::Plan(_))));
+    }
 }
