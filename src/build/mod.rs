@@ -1,15 +1,20 @@
 //! `kiln build`: executes a plan with the store, layer engine, sandbox and registry.
 //!
 //! Public API:
-//! - [`build`]`(store, &BuildRequest, &Progress)` plans the Dockerfile, builds the stages the
-//!   target needs in dependency order, commits the target image to the store under the
+//! - [`build`]`(store, sandbox, &Hooks, &BuildRequest, &Progress)` plans the Dockerfile, builds
+//!   the stages the target needs (independent ones in parallel, up to `BuildRequest::jobs`;
+//!   the first failure stops the rest), commits the target image to the store under the
 //!   requested names and returns it as a [`BuildOutcome`].
+//! - [`BuildRequest`] also carries the target platform (base images chosen from indexes,
+//!   config os/architecture) and `--secret` values (for `RUN --mount=type=secret`; never in
+//!   a layer, a cache key or an event).
 //! - [`BuildError::render`] names the Dockerfile line (`Dockerfile:12:5: ...`) with a caret.
 //! - [`context`] reads the build context (`.dockerignore`, stat cache).
 //!
 //! What runs today: FROM scratch / an image in the store / an earlier stage; COPY (context,
 //! heredoc, `--from` a stage or stored image); ADD of local non-archive files; RUN in the
-//! sandbox (cache, tmpfs and context bind mounts); every metadata instruction.
+//! sandbox (cache, tmpfs, secret and context bind mounts; foreign platforms through
+//! binfmt_misc); ONBUILD triggers of the base, run first; every metadata instruction.
 
 pub(crate) mod cache;
 pub mod context;
