@@ -9,6 +9,7 @@
 //! Nothing below `cli` prints: it reports through return values and [`progress`] events.
 
 pub mod digest;
+pub mod platform;
 pub mod progress;
 pub mod reference;
 

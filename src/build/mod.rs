@@ -1,16 +1,22 @@
 //! `kiln build`: executes a plan with the store, layer engine, sandbox and registry.
 //!
 //! Public API:
-//! - [`build`]`(store, &BuildRequest, &Progress)` plans the Dockerfile, builds the stages the
-//!   target needs in dependency order, commits the target image to the store under the
+//! - [`build`]`(store, sandbox, &Hooks, &BuildRequest, &Progress)` plans the Dockerfile, builds
+//!   the stages the target needs (independent ones in parallel, up to `BuildRequest::jobs`;
+//!   the first failure stops the rest), commits the target image to the store under the
 //!   requested names and returns it as a [`BuildOutcome`].
+//! - [`BuildRequest`] also carries the target platform (base images chosen from indexes,
+//!   config os/architecture) and `--secret` values (for `RUN --mount=type=secret`; never in
+//!   a layer, a cache key or an event).
 //! - [`BuildError::render`] names the Dockerfile line (`Dockerfile:12:5: ...`) with a caret.
 //! - [`context`] reads the build context (`.dockerignore`, stat cache).
 //!
 //! What runs today: FROM scratch / an image in the store / an earlier stage; COPY (context,
 //! heredoc, `--from` a stage or stored image, `--parents`, `--chmod` octal or symbolic);
 //! ADD of local files and archives (extracted) and of http(s) URLs through [`Hooks::fetch`];
-//! RUN in the sandbox (cache, tmpfs and context bind mounts); every metadata instruction.
+//! RUN in the sandbox (cache, tmpfs, secret and context bind mounts; foreign platforms
+//! through binfmt_misc); ONBUILD triggers of the base, run first; every metadata
+//! instruction; stages in parallel ([`schedule`]); the registry cache ([`remote_cache`]).
 
 mod add;
 pub(crate) mod cache;
@@ -18,9 +24,12 @@ pub mod context;
 mod copy;
 mod copy_step;
 mod image_tree;
+mod onbuild;
+mod platform;
 pub mod remote_cache;
 mod rootless;
 mod run;
+mod schedule;
 mod stage;
 
 use std::collections::BTreeMap;
@@ -35,7 +44,7 @@ use crate::layer::Compression;
 use crate::plan::{self, PlanOptions, ignore::DockerIgnore};
 use crate::progress::Progress;
 use crate::reference::Reference;
-use crate::sandbox::Sandbox;
+use crate::sandbox::{Sandbox, SecretBytes};
 use crate::store::Store;
 
 /// Everything a build needs besides the store.
@@ -63,12 +72,20 @@ pub struct BuildRequest {
     pub no_cache: bool,
     /// The network RUN steps get unless they say otherwise (`--network`).
     pub network: crate::sandbox::Network,
+    /// How many stages may build at once (`--jobs`); at least 1.
+    pub jobs: usize,
+    /// The platform to build for (`--platform`); `None` is this machine's.
+    pub platform: Option<crate::platform::Platform>,
+    /// `--secret` values by id, for `RUN --mount=type=secret` (their `Debug` is redacted).
+    pub secrets: BTreeMap<String, SecretBytes>,
 }
 
-/// How a build gets a base image that is not in the store: pulls it into the store, names it
-/// there, and returns its manifest (or index) digest; the error is a message for the user.
-/// The CLI passes the registry client; library users may refuse (offline builds).
-pub type PullBase<'a> = dyn Fn(&Reference, &Progress) -> Result<Digest, String> + 'a;
+/// How a build gets a base image that is not in the store (or not for the platform): pulls
+/// it for the platform into the store, names it there, and returns its manifest (or index)
+/// digest; the error is a message for the user. The CLI passes the registry client; library
+/// users may refuse (offline builds). Called from several stage threads at once.
+pub type PullBase<'a> =
+    dyn Fn(&Reference, &crate::platform::Platform, &Progress) -> Result<Digest, String> + Sync + 'a;
 
 /// What a build asks of the world outside the store, supplied by the caller (the CLI wires
 /// the registry client in). One field per service, so the library stays free of network and
@@ -86,7 +103,7 @@ pub struct Hooks<'a> {
 /// writer (never holding it whole) and reports `Last-Modified`; the error is a message for
 /// the user naming the URL and the HTTP status. The CLI implements it with its HTTP client
 /// and TLS settings; library users may refuse (offline builds).
-pub type Fetch<'a> = dyn Fn(&str, &mut dyn std::io::Write) -> Result<FetchInfo, String> + 'a;
+pub type Fetch<'a> = dyn Fn(&str, &mut dyn std::io::Write) -> Result<FetchInfo, String> + Sync + 'a;
 
 pub use add::FetchInfo;
 
@@ -119,6 +136,9 @@ pub enum BuildError {
     Image(#[from] crate::image::ImageError),
     #[error(transparent)]
     Layer(#[from] crate::layer::LayerError),
+    /// Stopped because another stage failed (never the error a build reports).
+    #[error("stopped because another stage failed")]
+    Cancelled,
     #[error("{action}: {source}")]
     Io {
         action: &'static str,
@@ -148,12 +168,7 @@ pub fn build(
     req: &BuildRequest,
     progress: &Progress,
 ) -> Result<BuildOutcome, BuildError> {
-    let opts = PlanOptions {
-        build_args: req.build_args.clone(),
-        target: req.target.clone(),
-        ..PlanOptions::default()
-    };
-    let plan = plan::plan(&req.dockerfile, &opts)
+    let plan = plan::plan(&req.dockerfile, &plan_options(req))
         .map_err(|e| BuildError::Plan(e.render(&req.dockerfile_name, &req.dockerfile)))?;
     for w in &plan.warnings {
         let message = format!("{} ({})", w.message, w.rule);
@@ -175,7 +190,7 @@ pub fn build(
     };
     // Held for the whole build so a concurrent `kiln prune` leaves fresh, unnamed blobs alone.
     let _lease = store.lease()?;
-    let mut runner = stage::Runner::new(
+    let env = stage::BuildEnv::new(
         store,
         sandbox,
         hooks,
@@ -184,15 +199,20 @@ pub fn build(
         progress,
         created_time(req),
     );
-    for &index in &plan.order {
-        runner.run(&plan.stages[index])?;
-    }
-    let mut image = runner.take(plan.target);
+    let mut finished = schedule::run_stages(&env, &plan, req.jobs)?;
+    let layers_built = finished.values().map(|f| f.layers_built).sum();
+    let layers_reused = finished.values().map(|f| f.layers_reused).sum();
+    let newest_hit = finished.values().filter_map(|f| f.newest_hit).max();
+    let mut image = finished
+        .remove(&plan.target)
+        .expect("the target stage was built")
+        .image;
+    stage::restamp_if_all_cached(&mut image, layers_built, newest_hit, req);
     for (k, v) in &req.labels {
         image.set_label(k, v);
     }
     let blobs = image.commit(store, req.format, &req.tags)?;
-    runner.remote.export(progress);
+    env.remote.export(progress);
     if let Some(ctx) = &context {
         if let Err(e) = ctx.save_cache() {
             progress.warn(format!(
@@ -202,9 +222,22 @@ pub fn build(
     }
     Ok(BuildOutcome {
         image: StoredImage::load(store, &blobs.manifest_digest)?,
-        layers_built: runner.layers_built(),
-        layers_reused: runner.layers_reused,
+        layers_built,
+        layers_reused,
     })
+}
+
+/// The plan options a request implies.
+fn plan_options(req: &BuildRequest) -> PlanOptions {
+    let mut opts = PlanOptions {
+        build_args: req.build_args.clone(),
+        target: req.target.clone(),
+        ..PlanOptions::default()
+    };
+    if let Some(p) = &req.platform {
+        opts.target_platform = p.clone();
+    }
+    opts
 }
 
 /// Trims the build cache (`kiln prune --keep-duration/--keep-bytes`): records unused for

@@ -1,10 +1,11 @@
 //! RUN: the step's command in the sandbox, its upper dir turned into a layer.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::layer::{IdMap as LayerIds, IdRange as LayerRange, LayerIdMap};
 use crate::plan::{self, Mount, MountKind, RunProgram, Sharing};
-use crate::sandbox::{self, CacheSharing, MountSpec, StepOutcome, StepSpec};
+use crate::sandbox::{self, CacheSharing, MountSpec, SecretBytes, StepOutcome, StepSpec};
 
 /// Where heredoc scripts (`RUN <<EOF` with a shebang) appear inside the step.
 const SCRIPT_DIR: &str = "/.kiln-run";
@@ -25,21 +26,26 @@ pub(crate) struct RunEnv<'a> {
     /// A scratch dir that outlives the step (heredoc scripts are written here).
     pub scratch: &'a Path,
     pub config_env: &'a [String],
-    pub args_used: &'a std::collections::BTreeMap<String, String>,
+    pub args_used: &'a BTreeMap<String, String>,
     pub user: Option<String>,
     pub workdir: Option<String>,
     pub default_network: sandbox::Network,
     pub context: Option<&'a Path>,
     pub cache_root: PathBuf,
+    /// `--secret` values by id.
+    pub secrets: &'a BTreeMap<String, SecretBytes>,
 }
 
 /// The sandbox spec for a RUN step, or a message saying what kiln cannot do yet.
 pub(crate) fn spec(args: &RunArgs, env: &RunEnv) -> Result<StepSpec, String> {
-    let mut mounts = args
-        .mounts
-        .iter()
-        .map(|m| mount(m, env))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut mounts = Vec::new();
+    for m in args.mounts {
+        if m.kind == MountKind::Secret {
+            mounts.extend(secret_mount(m, env.secrets)?);
+        } else {
+            mounts.push(mount(m, env)?);
+        }
+    }
     let argv = match args.program {
         RunProgram::Argv { argv } => argv.clone(),
         RunProgram::Script { name, content } => {
@@ -65,6 +71,8 @@ pub(crate) fn spec(args: &RunArgs, env: &RunEnv) -> Result<StepSpec, String> {
         .collect();
     step_env.extend(args.proxy_env.iter().map(|(k, v)| format!("{k}={v}")));
     step_env.extend(env.config_env.iter().cloned());
+    // `env=` secrets come last: the step asked for them by name.
+    step_env.extend(secret_env(args.mounts, env.secrets)?);
     let network = match args.network {
         plan::Network::Default => env.default_network,
         plan::Network::None => sandbox::Network::None,
@@ -141,12 +149,69 @@ fn mount(m: &Mount, env: &RunEnv) -> Result<MountSpec, String> {
                 readonly: m.readonly,
             })
         }
-        MountKind::Secret => Err(
-            "RUN --mount=type=secret needs --secret, which `kiln build` does not support yet"
-                .into(),
-        ),
+        MountKind::Secret => Err("secret mounts are handled by secret_mount".into()),
         MountKind::Ssh => Err("RUN --mount=type=ssh is not supported by kiln yet".into()),
         _ => Err("RUN --mount with from= is not supported by kiln yet".into()),
+    }
+}
+
+/// A `type=secret` mount's file, or nothing when the secret is exposed only as an
+/// environment variable or is missing and not required (Docker skips those).
+fn secret_mount(
+    m: &Mount,
+    secrets: &BTreeMap<String, SecretBytes>,
+) -> Result<Option<MountSpec>, String> {
+    let Some(data) = secret(m, secrets)? else {
+        return Ok(None);
+    };
+    if m.target.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(MountSpec::Secret {
+        target: PathBuf::from(&m.target),
+        data: data.clone(),
+        mode: m.mode.unwrap_or(0o400),
+        uid: m.uid.unwrap_or(0),
+        gid: m.gid.unwrap_or(0),
+    }))
+}
+
+/// `KEY=VALUE` for each secret mount with `env=`.
+fn secret_env(
+    mounts: &[Mount],
+    secrets: &BTreeMap<String, SecretBytes>,
+) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for m in mounts.iter().filter(|m| m.kind == MountKind::Secret) {
+        let (Some(var), Some(data)) = (&m.env, secret(m, secrets)?) else {
+            continue;
+        };
+        let value = std::str::from_utf8(&data.0)
+            .ok()
+            .filter(|v| !v.contains('\0'))
+            .ok_or_else(|| {
+            format!(
+                "secret {:?} is not NUL-free UTF-8 text, so it cannot be the environment variable {var}: mount it as a file",
+                m.id.as_deref().unwrap_or("")
+            )
+        })?;
+        out.push(format!("{var}={value}"));
+    }
+    Ok(out)
+}
+
+/// The bytes of a secret mount's id; an error when it is missing but `required=true`.
+fn secret<'s>(
+    m: &Mount,
+    secrets: &'s BTreeMap<String, SecretBytes>,
+) -> Result<Option<&'s SecretBytes>, String> {
+    let id = m.id.as_deref().unwrap_or("");
+    match secrets.get(id) {
+        Some(data) => Ok(Some(data)),
+        None if m.required => Err(format!(
+            "secret {id:?} is required but was not given: pass --secret id={id},src=FILE (or env=VAR)"
+        )),
+        None => Ok(None),
     }
 }
 
@@ -192,6 +257,51 @@ pub(crate) fn layer_id_map(m: &sandbox::IdMap) -> Option<LayerIdMap> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn secret_mount_spec(spec: &str) -> Mount {
+        plan::parse_mount(spec).unwrap()
+    }
+
+    #[test]
+    fn secrets_become_files_or_env_and_missing_ones_are_skipped_unless_required() {
+        let secrets = BTreeMap::from([("tok".to_string(), SecretBytes(b"s3cret".to_vec()))]);
+        let file = secret_mount_spec("type=secret,id=tok,mode=0440,uid=5");
+        match secret_mount(&file, &secrets).unwrap() {
+            Some(MountSpec::Secret {
+                target,
+                data,
+                mode,
+                uid,
+                gid,
+            }) => {
+                assert_eq!(target, PathBuf::from("/run/secrets/tok"));
+                assert_eq!(data.0, b"s3cret");
+                assert_eq!((mode, uid, gid), (0o440, 5, 0));
+            }
+            other => panic!("expected a secret mount, got {other:?}"),
+        }
+        let mut env_only = secret_mount_spec("type=secret,id=tok,env=TOK");
+        env_only.target.clear();
+        assert!(secret_mount(&env_only, &secrets).unwrap().is_none());
+        assert_eq!(secret_env(&[env_only], &secrets).unwrap(), ["TOK=s3cret"]);
+        let optional = secret_mount_spec("type=secret,id=other");
+        assert!(secret_mount(&optional, &secrets).unwrap().is_none());
+        let required = secret_mount_spec("type=secret,id=other,required=true");
+        let err = secret_mount(&required, &secrets).unwrap_err();
+        assert!(err.contains("--secret id=other"), "{err}");
+    }
+
+    #[test]
+    fn secret_debug_output_never_shows_the_bytes() {
+        let m = MountSpec::Secret {
+            target: "/run/secrets/x".into(),
+            data: SecretBytes(b"s3cret".to_vec()),
+            mode: 0o400,
+            uid: 0,
+            gid: 0,
+        };
+        assert!(!format!("{m:?}").contains("s3cret"));
+    }
 
     #[test]
     fn env_entries_are_deduplicated_with_the_last_value_winning() {

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -10,7 +11,8 @@ use super::cache::{self, BuildCache, CachedStep, SourceDigest, StepInputs};
 use super::context::Context;
 use super::copy;
 use super::copy_step::{AddSpec, CopySpec};
-use super::remote_cache;
+use super::onbuild;
+use super::platform::{self, platform_matches};
 use super::rootless::{self, RunScratch};
 use super::run::{self, RunArgs, RunEnv};
 use super::{BuildError, BuildRequest, Hooks};
@@ -27,31 +29,110 @@ use crate::store::Store;
 const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Builds stages one after another, keeping each finished stage for later `FROM`/`--from`.
+/// What every stage of one build shares: the build's inputs, read-only, and the little
+/// state stages coordinate through (atomics, so a stage's own work takes no lock).
+pub(crate) struct BuildEnv<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) sandbox: &'a Sandbox,
+    pub(crate) hooks: &'a Hooks<'a>,
+    pub(crate) req: &'a BuildRequest,
+    pub(crate) context: Option<&'a Context>,
+    pub(crate) progress: &'a Progress,
+    pub(crate) created: DateTime<Utc>,
+    /// The platform the image is built for (`--platform`, else this machine's).
+    pub(crate) platform: image::Platform,
+    /// Identifies this Dockerfile in this context, for explaining cache misses.
+    pub(crate) slot_prefix: String,
+    /// What ONBUILD triggers are planned with (build args, platforms).
+    pub(crate) plan_options: crate::plan::PlanOptions,
+    /// The registry cache (`--cache-from`/`--cache-to`), shared by all stages; inert without one.
+    pub(crate) remote: super::remote_cache::Session<'a>,
+    /// Set when a stage failed: the others stop before their next step.
+    pub(crate) cancelled: AtomicBool,
+    announced_isolation: AtomicBool,
+}
+
+impl<'a> BuildEnv<'a> {
+    pub(crate) fn new(
+        store: &'a Store,
+        sandbox: &'a Sandbox,
+        hooks: &'a Hooks<'a>,
+        req: &'a BuildRequest,
+        context: Option<&'a Context>,
+        progress: &'a Progress,
+        created: DateTime<Utc>,
+    ) -> Self {
+        let slot_prefix = format!(
+            "{}:{}",
+            // Canonical, so `ctx` and `/abs/path/ctx` are the same slot.
+            context
+                .map(|c| {
+                    std::fs::canonicalize(c.root())
+                        .unwrap_or_else(|_| c.root().to_path_buf())
+                        .display()
+                        .to_string()
+                })
+                .unwrap_or_default(),
+            req.dockerfile_name
+        );
+        BuildEnv {
+            store,
+            sandbox,
+            hooks,
+            req,
+            context,
+            progress,
+            created,
+            platform: req.platform.clone().unwrap_or_else(image::Platform::host),
+            slot_prefix,
+            plan_options: super::plan_options(req),
+            remote: super::remote_cache::Session::open(
+                hooks.remote_cache.as_ref(),
+                store,
+                progress,
+            ),
+            cancelled: AtomicBool::new(false),
+            announced_isolation: AtomicBool::new(false),
+        }
+    }
+}
+
+/// A finished stage: its image and what later stages and the summary need from it.
+#[derive(Clone)]
+pub(crate) struct Finished {
+    pub(crate) image: ImageBuilder,
+    /// The stage's last cache key (`FROM stage` and `COPY --from` build on it).
+    pub(crate) key: Digest,
+    /// Layers this stage wrote (cache hits not counted).
+    pub(crate) layers_built: usize,
+    /// Layers this stage took from the cache.
+    pub(crate) layers_reused: usize,
+    /// The latest build time among this stage's cache hits (see [`restamp_if_all_cached`]).
+    pub(crate) newest_hit: Option<i64>,
+}
+
+/// Runs one stage. Each stage gets its own runner, holding copies of the finished stages it
+/// may read (they are immutable once finished), so running stages share nothing mutable.
 pub(crate) struct Runner<'a> {
+    pub(super) env: &'a BuildEnv<'a>,
     pub(super) store: &'a Store,
     pub(super) sandbox: &'a Sandbox,
     pub(super) hooks: &'a Hooks<'a>,
     pub(super) cache: BuildCache<'a>,
-    /// The last cache key of each finished stage (`FROM stage` and `COPY --from` build on it).
+    /// The last cache key of each finished stage.
     pub(super) stage_keys: HashMap<usize, Digest>,
-    /// Identifies this Dockerfile in this context, for explaining cache misses.
-    pub(super) slot_prefix: String,
-    pub(super) announced_isolation: bool,
     pub(super) req: &'a BuildRequest,
     pub(super) context: Option<&'a Context>,
     pub(super) progress: &'a Progress,
     pub(super) created: DateTime<Utc>,
     pub(super) platform: image::Platform,
+    /// The images of the stages finished before this one started.
     pub(super) done: HashMap<usize, ImageBuilder>,
     pub(super) layers_built: usize,
+    /// Layers this stage took from the cache.
     pub(super) layers_reused: usize,
-    /// The progress id of the step running now (RUN output is reported under it).
-    pub(super) step_id: String,
-    /// The latest build time among the cache hits (see [`Runner::take`]).
+    /// The latest build time among the cache hits (see [`restamp_if_all_cached`]).
     pub(super) newest_hit: Option<i64>,
-    /// The registry cache (`--cache-from`/`--cache-to`); inert without one.
-    pub(super) remote: remote_cache::Session<'a>,
     /// ADD downloads made for cache keys, reused by their steps.
     pub(super) downloads: std::sync::Mutex<super::copy_step::Downloads>,
 }
@@ -63,73 +144,59 @@ pub(super) fn step_err(span: Span, message: impl Into<String>) -> BuildError {
     }
 }
 
+/// When no layer was written, every layer came from the cache: the image is stamped with
+/// the time those layers were built, so an unchanged rebuild reproduces the first build's
+/// digest (`SOURCE_DATE_EPOCH`, when set, already fixes all times).
+pub(crate) fn restamp_if_all_cached(
+    img: &mut ImageBuilder,
+    layers_built: usize,
+    newest_hit: Option<i64>,
+    req: &BuildRequest,
+) {
+    if let (0, None, Some(t)) = (layers_built, req.source_date_epoch, newest_hit) {
+        if let Some(t) = DateTime::from_timestamp(t, 0) {
+            img.restamp(t);
+        }
+    }
+}
+
 impl<'a> Runner<'a> {
-    pub(crate) fn new(
-        store: &'a Store,
-        sandbox: &'a Sandbox,
-        hooks: &'a Hooks<'a>,
-        req: &'a BuildRequest,
-        context: Option<&'a Context>,
-        progress: &'a Progress,
-        created: DateTime<Utc>,
-    ) -> Self {
-        let platform = image::Platform::host();
+    /// A runner for one stage, given the stages finished so far.
+    pub(crate) fn new(env: &'a BuildEnv<'a>, finished: &HashMap<usize, Finished>) -> Self {
         Runner {
-            store,
-            sandbox,
-            hooks,
-            cache: BuildCache::open(store, req.no_cache),
-            stage_keys: HashMap::new(),
-            slot_prefix: format!(
-                "{}:{}",
-                context
-                    .map(|c| c.root().display().to_string())
-                    .unwrap_or_default(),
-                req.dockerfile_name
-            ),
-            announced_isolation: false,
-            newest_hit: None,
-            remote: remote_cache::Session::open(hooks.remote_cache.as_ref(), store, progress),
-            downloads: Default::default(),
-            req,
-            context,
-            progress,
-            created,
-            platform,
-            done: HashMap::new(),
+            env,
+            store: env.store,
+            sandbox: env.sandbox,
+            hooks: env.hooks,
+            cache: BuildCache::open(env.store, env.req.no_cache),
+            stage_keys: finished.iter().map(|(i, f)| (*i, f.key)).collect(),
+            req: env.req,
+            context: env.context,
+            progress: env.progress,
+            created: env.created,
+            platform: env.platform.clone(),
+            done: finished
+                .iter()
+                .map(|(i, f)| (*i, f.image.clone()))
+                .collect(),
             layers_built: 0,
             layers_reused: 0,
-            step_id: String::new(),
+            downloads: Default::default(),
+            newest_hit: None,
         }
     }
 
-    pub(crate) fn layers_built(&self) -> usize {
-        self.layers_built
-    }
-
-    /// The finished image of stage `index` (which must have been run). When no layer was
-    /// written, every layer came from the cache: the image is stamped with the time those
-    /// layers were built, so an unchanged rebuild reproduces the first build's digest
-    /// (`SOURCE_DATE_EPOCH`, when set, already fixes all times).
-    pub(crate) fn take(&mut self, index: usize) -> ImageBuilder {
-        let mut img = self
-            .done
-            .remove(&index)
-            .expect("the target stage was built");
-        if let (0, None, Some(t)) = (
-            self.layers_built,
-            self.req.source_date_epoch,
-            self.newest_hit,
-        ) {
-            if let Some(t) = DateTime::from_timestamp(t, 0) {
-                img.restamp(t);
-            }
+    /// Builds `stage`; stops with [`BuildError::Cancelled`] before a step when another stage
+    /// has failed.
+    pub(crate) fn run(mut self, stage: &Stage) -> Result<Finished, BuildError> {
+        if let Some(p) = &stage.platform {
+            // `FROM --platform=...`: the stage's base and config are for that platform.
+            self.platform =
+                image::Platform::parse(p).map_err(|e| step_err(stage.span, e.to_string()))?;
         }
-        img
-    }
-
-    pub(crate) fn run(&mut self, stage: &Stage) -> Result<(), BuildError> {
         let (mut img, base) = self.base(stage)?;
+        let triggers = self.take_triggers(stage, &mut img)?;
+        let steps: Vec<&Step> = triggers.iter().chain(&stage.steps).collect();
         let mut parent = BuildCache::stage_root(
             base.as_ref(),
             self.req.compression.into(),
@@ -139,12 +206,15 @@ impl<'a> Runner<'a> {
             .name
             .clone()
             .unwrap_or_else(|| format!("stage-{}", stage.index));
-        for (i, step) in stage.steps.iter().enumerate() {
+        for (i, &step) in steps.iter().enumerate() {
+            if self.env.cancelled.load(Ordering::SeqCst) {
+                return Err(BuildError::Cancelled);
+            }
             let id = format!("{}.{}", stage.index, i + 1);
             let name = format!(
                 "[{label} {}/{}] {}",
                 i + 1,
-                stage.steps.len(),
+                steps.len(),
                 step.original.trim()
             );
             self.progress.send(Event::StepStarted {
@@ -152,11 +222,10 @@ impl<'a> Runner<'a> {
                 name,
             });
             let t0 = Instant::now();
-            self.step_id.clone_from(&id);
             let sources = self.sources(step)?;
             let key = BuildCache::key(&parent, step, sources.as_ref());
             let cached = if writes_layer(step) {
-                let slot = format!("{}:{}:{}", self.slot_prefix, stage.index, i);
+                let slot = format!("{}:{}:{}", self.env.slot_prefix, stage.index, i);
                 self.cached_step(
                     &mut img,
                     step,
@@ -166,16 +235,35 @@ impl<'a> Runner<'a> {
                     &id,
                 )?
             } else {
-                self.step(&mut img, step)?;
+                self.step(&mut img, step, &id)?;
                 false
             };
             parent = key;
             let millis = t0.elapsed().as_millis() as u64;
             self.progress.send(Event::StepDone { id, cached, millis });
         }
-        self.stage_keys.insert(stage.index, parent);
-        self.done.insert(stage.index, img);
-        Ok(())
+        Ok(Finished {
+            image: img,
+            key: parent,
+            layers_built: self.layers_built,
+            layers_reused: self.layers_reused,
+            newest_hit: self.newest_hit,
+        })
+    }
+
+    /// The base's ONBUILD triggers as steps, consumed from the image (Docker's semantics).
+    fn take_triggers(
+        &self,
+        stage: &Stage,
+        img: &mut ImageBuilder,
+    ) -> Result<Vec<Step>, BuildError> {
+        if matches!(stage.base, Base::Scratch) || img.config().on_build.is_empty() {
+            return Ok(Vec::new());
+        }
+        let triggers = img.config().on_build.clone();
+        img.clear_on_build();
+        onbuild::trigger_steps(&triggers, img.config(), &self.env.plan_options, stage.span)
+            .map_err(|m| step_err(stage.span, m))
     }
 
     /// A layer-writing step through the cache: reuse a recorded layer, or say why there is
@@ -189,10 +277,13 @@ impl<'a> Runner<'a> {
         inputs: StepInputs,
         id: &str,
     ) -> Result<bool, BuildError> {
-        let hit = (self.cache.lookup(key))
-            .or_else(|| (self.remote).fetch(key, &self.cache, step.original.trim(), self.progress));
+        let hit = (self.cache.lookup(key)).or_else(|| {
+            self.env
+                .remote
+                .fetch(key, &self.cache, step.original.trim(), self.progress)
+        });
         if let Some(hit) = hit {
-            self.remote.note(key, &hit);
+            self.env.remote.note(key, &hit);
             self.newest_hit = self.newest_hit.max(Some(hit.created));
             // A hit is what the slot last saw too: without this, a change after a first build
             // that hit (a fresh checkout elsewhere) is explained as "not built before".
@@ -213,7 +304,7 @@ impl<'a> Runner<'a> {
             reason: format!("{}: cache miss, {reason}", step.original.trim()),
         });
         let layers_before = img.layers().len();
-        self.step(img, step)?;
+        self.step(img, step, id)?;
         let layer = (img.layers().len() > layers_before)
             .then(|| *img.layers().last().expect("a layer was added"));
         let record = CachedStep {
@@ -221,7 +312,7 @@ impl<'a> Runner<'a> {
             layer,
             created_by: step.original.trim().to_string(),
         };
-        self.remote.note(key, &record);
+        self.env.remote.note(key, &record);
         // A cache that cannot be written only costs time on the next build.
         if let Err(e) = self
             .cache
@@ -307,23 +398,48 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// An image from the store by the name a Dockerfile gives it.
+    /// An image from the store by the name a Dockerfile gives it, for the stage's platform.
     pub(super) fn stored_image(&self, name: &str) -> Result<StoredImage, String> {
         let reference: Reference = name.parse().map_err(|e| format!("{e}"))?;
-        // Like docker and buildah: use the stored image when there is one, else pull it.
-        let digest = match self.store.resolve(&reference.to_string()) {
-            Ok(d) => d,
-            Err(_) => {
-                self.progress
-                    .info(format!("pulling {}", reference.familiar()));
-                (self.hooks.pull)(&reference, self.progress)
-                    .map_err(|e| format!("pulling {reference}: {e}"))?
+        // Like docker and buildah: use the stored image when there is one for the platform,
+        // else pull it.
+        let stored = self
+            .store
+            .resolve(&reference.to_string())
+            .ok()
+            .and_then(|d| StoredImage::load_for(self.store, &d, &self.platform).ok());
+        if let Some(img) = &stored {
+            if platform_matches(img, &self.platform) {
+                return Ok(img.clone());
             }
-        };
-        StoredImage::load_for(self.store, &digest, &self.platform).map_err(|e| e.to_string())
+        }
+        self.progress.info(format!(
+            "pulling {} for {}",
+            reference.familiar(),
+            self.platform
+        ));
+        let digest = (self.hooks.pull)(&reference, &self.platform, self.progress).map_err(|e| {
+            match stored {
+                // Say why a stored image was not enough before the pull's own error.
+                Some(_) => format!(
+                    "{reference} in the store is not for {}, and pulling it for {} failed: {e}",
+                    self.platform, self.platform
+                ),
+                None => format!("pulling {reference}: {e}"),
+            }
+        })?;
+        let img = StoredImage::load_for(self.store, &digest, &self.platform)
+            .map_err(|e| e.to_string())?;
+        if !platform_matches(&img, &self.platform) {
+            return Err(format!(
+                "{reference} has no image for {}: choose another base or --platform",
+                self.platform
+            ));
+        }
+        Ok(img)
     }
 
-    fn step(&mut self, img: &mut ImageBuilder, step: &Step) -> Result<(), BuildError> {
+    fn step(&mut self, img: &mut ImageBuilder, step: &Step, id: &str) -> Result<(), BuildError> {
         let created_by = step.original.trim().to_string();
         match &step.kind {
             StepKind::Env { vars } => vars.iter().for_each(|(k, v)| img.set_env(k, v)),
@@ -405,7 +521,7 @@ impl<'a> Runner<'a> {
                     network: *network,
                     proxy_env,
                 };
-                return self.run_step(img, step, &args, &created_by);
+                return self.run_step(img, step, &args, id);
             }
         }
         img.add_empty_step(&created_by);
@@ -434,8 +550,11 @@ impl<'a> Runner<'a> {
         img: &mut ImageBuilder,
         step: &Step,
         args: &RunArgs,
-        created_by: &str,
+        id: &str,
     ) -> Result<(), BuildError> {
+        let created_by = step.original.trim();
+        platform::check_can_run(&self.platform)
+            .map_err(|m| step_err(step.span, format!("building for {}: {m}", self.platform)))?;
         self.announce_isolation(step.span)?;
         let lower_dirs = self.unpacked_layers(img.layers())?;
         let scratch = RunScratch::create(self.sandbox, self.store.root()).map_err(|source| {
@@ -451,7 +570,7 @@ impl<'a> Runner<'a> {
         })?;
         let cfg = img.config();
         let env = RunEnv {
-            id: self.step_id.clone(),
+            id: id.to_string(),
             lower_dirs,
             upper_dir: upper_dir.clone(),
             scratch: scratch.path(),
@@ -462,6 +581,7 @@ impl<'a> Runner<'a> {
             default_network: self.req.network,
             context: self.context.map(|c| c.root()),
             cache_root: self.store.root().join("cache/mounts"),
+            secrets: &self.req.secrets,
         };
         let spec = run::spec(args, &env).map_err(|m| step_err(step.span, m))?;
         let outcome = self
@@ -486,8 +606,8 @@ impl<'a> Runner<'a> {
     }
 
     /// Says once, before the first RUN, which isolation steps get and why.
-    fn announce_isolation(&mut self, span: Span) -> Result<(), BuildError> {
-        if !self.announced_isolation {
+    fn announce_isolation(&self, span: Span) -> Result<(), BuildError> {
+        if !self.env.announced_isolation.swap(true, Ordering::SeqCst) {
             let probe = self
                 .sandbox
                 .probe()
@@ -499,7 +619,6 @@ impl<'a> Runner<'a> {
                 )
                 .to_lowercase(),
             );
-            self.announced_isolation = true;
         }
         Ok(())
     }

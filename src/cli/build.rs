@@ -31,7 +31,9 @@ pub struct Args {
     /// Build this stage (and what it needs) instead of the last one.
     #[arg(long, value_name = "STAGE")]
     pub target: Option<String>,
-    /// Target platform, os/arch[/variant] (default: this machine's).
+    /// Target platform, os/arch[/variant] (default: this machine's): picks base images from
+    /// multi-platform indexes and sets the image's os/architecture. RUN for another
+    /// architecture needs qemu-user-static + binfmt-support.
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
     /// Push the image to its registry after building it.
@@ -49,7 +51,8 @@ pub struct Args {
     /// After a successful build, export its step cache to this registry tag (one manifest, replaced each time).
     #[arg(long = "cache-to", value_name = "REF")]
     pub cache_to: Option<String>,
-    /// Secret for RUN --mount=type=secret: id=NAME,src=FILE or id=NAME,env=VAR.
+    /// Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR (type=file|env
+    /// as in docker); never stored in the image, the cache or the logs.
     #[arg(long = "secret", value_name = "SPEC")]
     pub secrets: Vec<String>,
     /// Network for RUN steps.
@@ -77,8 +80,11 @@ pub struct Args {
     /// Write the pushed manifest digest to this file.
     #[arg(long, value_name = "FILE")]
     pub digest_file: Option<PathBuf>,
+    /// Independent stages built in parallel (default: the number of cores).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
     #[command(flatten)]
-    pub transport: super::pull::RegistryArgs,
+    pub transport: super::pull::ConnectionArgs,
     #[command(flatten)]
     pub creds: super::pull::CredsArgs,
     /// Print only the image ID.
@@ -90,7 +96,6 @@ pub struct Args {
 }
 
 pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
-    reject_unwired(&a)?;
     let req = request(&a)?;
     let outputs = a
         .outputs
@@ -115,15 +120,17 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     let cancel = sandbox.cancel_handle();
     let _ = ctrlc::set_handler(move || cancel.cancel());
     let rt = super::pull::runtime()?;
-    let pull = |reference: &Reference, progress: &Progress| -> Result<Digest, String> {
+    let pull = |reference: &Reference,
+                platform: &crate::platform::Platform,
+                progress: &Progress|
+     -> Result<Digest, String> {
         let cred = a.creds.resolve(reference).map_err(|e| format!("{e:#}"))?;
         let registry = a
             .transport
             .client(reference.api_host(), cred)
             .map_err(|e| format!("{e:#}"))?;
-        let host = crate::registry::Platform::host();
         let pulled = rt
-            .block_on(registry.pull_image(reference, &host, &StoreBlobs(&store), progress))
+            .block_on(registry.pull_image(reference, platform, &StoreBlobs(&store), progress))
             .map_err(|e| e.to_string())?;
         store
             .tag(reference, &pulled.manifest.digest)
@@ -240,20 +247,6 @@ fn push(
         .collect())
 }
 
-/// Flags whose machinery is not wired into builds yet: refuse them instead of ignoring them.
-fn reject_unwired(a: &Args) -> anyhow::Result<()> {
-    let unwired = [
-        (!a.secrets.is_empty(), "--secret"),
-        (a.platform.is_some(), "--platform"),
-    ];
-    for (set, flag) in unwired {
-        if set {
-            anyhow::bail!("{flag} is not supported by `kiln build` yet");
-        }
-    }
-    Ok(())
-}
-
 fn request(a: &Args) -> anyhow::Result<BuildRequest> {
     let no_context = a.context.as_os_str() == "-";
     let (dockerfile, name, path) = dockerfile(a, no_context)?;
@@ -303,6 +296,13 @@ fn request(a: &Args) -> anyhow::Result<BuildRequest> {
         } else {
             Network::Host
         },
+        jobs: match a.jobs {
+            Some(0) => anyhow::bail!("--jobs 0: give at least 1"),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        },
+        platform: a.platform.as_deref().map(platform).transpose()?,
+        secrets: secrets(&a.secrets, |k| std::env::var_os(k))?,
     })
 }
 
@@ -316,6 +316,76 @@ fn dockerfile(a: &Args, no_context: bool) -> anyhow::Result<(String, String, Opt
     };
     let (name, text) = super::debug::read_dockerfile(&path)?;
     Ok((text, name, (path != stdin).then_some(path)))
+}
+
+/// `--platform os/arch[/variant]`.
+fn platform(s: &str) -> anyhow::Result<crate::platform::Platform> {
+    crate::platform::Platform::parse(s).context("--platform")
+}
+
+/// `--secret id=ID[,src=PATH|,env=VAR][,type=file|env]`, as docker and buildah take it: the
+/// bytes are read now (a file that changes mid-build cannot give steps different values).
+/// Errors name the id and the file or variable, never the content.
+fn secrets(
+    specs: &[String],
+    getenv: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> anyhow::Result<std::collections::BTreeMap<String, crate::sandbox::SecretBytes>> {
+    let mut out = std::collections::BTreeMap::new();
+    for spec in specs {
+        let (id, source) = secret_source(spec)?;
+        let data = match source {
+            SecretSource::File(path) => std::fs::read(&path)
+                .with_context(|| format!("--secret id={id}: reading {}", path.display()))?,
+            SecretSource::Env(var) => getenv(&var)
+                .with_context(|| {
+                    format!("--secret id={id}: environment variable {var} is not set")
+                })?
+                .into_encoded_bytes(),
+        };
+        out.insert(id, crate::sandbox::SecretBytes(data));
+    }
+    Ok(out)
+}
+
+#[derive(Debug, PartialEq)]
+enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+/// Parses one `--secret` value into its id and where its bytes come from. Like docker:
+/// `src` (alias `source`) or `env`; with neither, `type=env` reads the variable named `id`
+/// and otherwise the file named `id`.
+fn secret_source(spec: &str) -> anyhow::Result<(String, SecretSource)> {
+    let (mut id, mut src, mut env, mut kind) = (None, None, None, None);
+    for field in spec.split(',') {
+        let (k, v) = field.split_once('=').with_context(|| {
+            format!(
+                "--secret {spec:?}: expected key=value fields (id=ID,src=PATH or id=ID,env=VAR)"
+            )
+        })?;
+        match k.trim() {
+            "id" => id = Some(v.to_string()),
+            "src" | "source" => src = Some(v.to_string()),
+            "env" => env = Some(v.to_string()),
+            "type" if v == "file" || v == "env" => kind = Some(v.to_string()),
+            "type" => anyhow::bail!("--secret {spec:?}: type must be file or env"),
+            other => anyhow::bail!("--secret {spec:?}: unknown key {other:?} (id, src, env, type)"),
+        }
+    }
+    let id = id
+        .filter(|i| !i.is_empty())
+        .with_context(|| format!("--secret {spec:?}: id=ID is required"))?;
+    let source = match (src, env, kind.as_deref()) {
+        (Some(_), Some(_), _) => {
+            anyhow::bail!("--secret id={id}: give src= or env=, not both")
+        }
+        (Some(p), None, Some("env")) | (None, Some(p), _) => SecretSource::Env(p),
+        (Some(p), None, _) => SecretSource::File(PathBuf::from(p)),
+        (None, None, Some("env")) => SecretSource::Env(id.clone()),
+        (None, None, _) => SecretSource::File(PathBuf::from(&id)),
+    };
+    Ok((id, source))
 }
 
 /// `--label KEY=VALUE`.
@@ -374,4 +444,49 @@ fn fetch_url(
         }
         Ok(crate::build::FetchInfo { last_modified })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_specs_parse_like_docker() {
+        let f = |p: &str| SecretSource::File(PathBuf::from(p));
+        let e = |v: &str| SecretSource::Env(v.to_string());
+        let cases = [
+            ("id=a,src=/x", ("a", f("/x"))),
+            ("id=a,source=/x", ("a", f("/x"))),
+            ("id=a,env=V", ("a", e("V"))),
+            ("id=a,type=env,src=V", ("a", e("V"))),
+            ("id=A,type=env", ("A", e("A"))),
+            ("id=a", ("a", f("a"))),
+        ];
+        for (spec, (id, source)) in cases {
+            assert_eq!(
+                secret_source(spec).unwrap(),
+                (id.to_string(), source),
+                "{spec}"
+            );
+        }
+        for bad in [
+            "src=/x",
+            "id=a,src=/x,env=V",
+            "id=a,type=ssh",
+            "id=a,color=red",
+            "id",
+        ] {
+            assert!(secret_source(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secret_errors_name_the_source_not_the_content() {
+        let err = secrets(&["id=a,env=NOPE".into()], |_| None).unwrap_err();
+        assert!(format!("{err:#}").contains("NOPE"), "{err:#}");
+        let got = secrets(&["id=a,env=V".into()], |_| Some("xyz".into())).unwrap();
+        assert_eq!(got["a"].0, b"xyz");
+        let err = secrets(&["id=a,src=/nonexistent/kiln".into()], |_| None).unwrap_err();
+        assert!(format!("{err:#}").contains("/nonexistent/kiln"), "{err:#}");
+    }
 }

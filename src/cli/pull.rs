@@ -15,9 +15,38 @@ use super::GlobalArgs;
 use super::images::open_store;
 use super::progress::Mode;
 
-/// How to reach registries (shared by pull, push and login).
+/// How to reach registries (shared by pull, push and login): the connection, and how many
+/// blobs move at once.
 #[derive(Debug, clap::Args)]
 pub struct RegistryArgs {
+    #[command(flatten)]
+    connection: ConnectionArgs,
+    /// Blobs transferred in parallel.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BLOB_JOBS)]
+    jobs: usize,
+}
+
+/// Blobs moved in parallel when the command has no `--jobs` for it (`kiln build`'s `--jobs`
+/// means parallel stages, as in buildah).
+const DEFAULT_BLOB_JOBS: usize = 4;
+
+impl RegistryArgs {
+    pub(super) fn config(&self) -> ClientConfig {
+        self.connection.config_with(self.jobs)
+    }
+
+    pub(super) fn client(
+        &self,
+        api_host: &str,
+        cred: Option<Credential>,
+    ) -> anyhow::Result<Registry> {
+        Ok(Registry::new(api_host, self.config(), cred)?)
+    }
+}
+
+/// How to reach registries: TLS, trusted CAs, retries.
+#[derive(Debug, clap::Args)]
+pub struct ConnectionArgs {
     /// Require HTTPS with a verified certificate (`--tls-verify=false` allows HTTP and any
     /// certificate). Loopback registries may always use plain HTTP.
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
@@ -30,24 +59,26 @@ pub struct RegistryArgs {
     /// /etc/containers/certs.d/HOST/ and /etc/docker/certs.d/HOST/).
     #[arg(long, value_name = "DIR")]
     cert_dir: Option<PathBuf>,
-    /// Blobs transferred in parallel.
-    #[arg(long, value_name = "N", default_value_t = 4)]
-    jobs: usize,
     /// Retries on connection errors, timeouts, 429 and 5xx (with exponential backoff).
     #[arg(long, value_name = "N", default_value_t = 5)]
     retries: u32,
 }
 
-impl RegistryArgs {
-    pub(super) fn config(&self) -> ClientConfig {
+impl ConnectionArgs {
+    fn config_with(&self, blob_jobs: usize) -> ClientConfig {
         ClientConfig {
             tls_verify: self.tls_verify,
             insecure_registries: self.insecure_registries.clone(),
             cert_dir: self.cert_dir.clone(),
-            concurrency: self.jobs.max(1),
+            concurrency: blob_jobs.max(1),
             retries: self.retries,
             ..ClientConfig::default()
         }
+    }
+
+    /// The client config with the default blob parallelism.
+    pub(super) fn config(&self) -> ClientConfig {
+        self.config_with(DEFAULT_BLOB_JOBS)
     }
 
     pub(super) fn client(

@@ -2,62 +2,7 @@
 
 use std::collections::BTreeMap;
 
-/// `os/arch[/variant]`, as in `linux/arm64/v8`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Platform {
-    pub os: String,
-    pub arch: String,
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// The platform kiln runs on.
-    pub fn host() -> Platform {
-        let (arch, variant) = match std::env::consts::ARCH {
-            "x86_64" => ("amd64", None),
-            "aarch64" => ("arm64", None),
-            "arm" => ("arm", Some("v7")),
-            "x86" => ("386", None),
-            "powerpc64" => ("ppc64le", None),
-            other => (other, None),
-        };
-        Platform {
-            os: "linux".into(),
-            arch: arch.into(),
-            variant: variant.map(String::from),
-        }
-    }
-
-    /// Parses `os/arch[/variant]`.
-    pub fn parse(s: &str) -> Option<Platform> {
-        let parts: Vec<&str> = s.split('/').collect();
-        match parts.as_slice() {
-            [os, arch] if !os.is_empty() && !arch.is_empty() => Some(Platform {
-                os: os.to_string(),
-                arch: arch.to_string(),
-                variant: None,
-            }),
-            [os, arch, v] if !os.is_empty() && !arch.is_empty() && !v.is_empty() => {
-                Some(Platform {
-                    os: os.to_string(),
-                    arch: arch.to_string(),
-                    variant: Some(v.to_string()),
-                })
-            }
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.arch)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
+pub use crate::platform::Platform;
 
 /// The proxy ARGs BuildKit passes to RUN without a declaration (kept out of cache keys).
 pub const PROXY_ARGS: &[&str] = &[
@@ -79,7 +24,7 @@ pub fn platform_args(build: &Platform, target: &Platform) -> BTreeMap<String, St
     for (prefix, p) in [("BUILD", build), ("TARGET", target)] {
         m.insert(format!("{prefix}PLATFORM"), p.to_string());
         m.insert(format!("{prefix}OS"), p.os.clone());
-        m.insert(format!("{prefix}ARCH"), p.arch.clone());
+        m.insert(format!("{prefix}ARCH"), p.architecture.clone());
         m.insert(
             format!("{prefix}VARIANT"),
             p.variant.clone().unwrap_or_default(),
@@ -132,7 +77,7 @@ mod tests {
     fn platforms_and_args() {
         let p = Platform::parse("linux/arm64/v8").unwrap();
         assert_eq!(p.to_string(), "linux/arm64/v8");
-        assert!(Platform::parse("linux").is_none());
+        assert!(Platform::parse("linux").is_err());
         let args = platform_args(&Platform::parse("linux/amd64").unwrap(), &p);
         assert_eq!(args["TARGETVARIANT"], "v8");
         assert_eq!(args["BUILDARCH"], "amd64");

@@ -48,8 +48,9 @@ impl Default for PlanOptions {
         PlanOptions {
             build_args: BTreeMap::new(),
             target: None,
-            build_platform: Platform::host(),
-            target_platform: Platform::host(),
+            // BuildKit's spelling for build args: `linux/arm64`, not `linux/arm64/v8`.
+            build_platform: Platform::host().normalized(),
+            target_platform: Platform::host().normalized(),
             base_env: BTreeMap::new(),
         }
     }

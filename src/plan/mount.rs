@@ -5,7 +5,7 @@
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Mount {
     pub kind: MountKind,
-    /// Where it appears in the RUN container.
+    /// Where it appears in the RUN container (empty for a secret exposed only through `env=`).
     pub target: String,
     /// The path inside the source (bind/cache from a stage or image; secret file name).
     pub source: Option<String>,

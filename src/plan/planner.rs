@@ -13,7 +13,7 @@ use super::args::{PROXY_ARGS, is_predefined, platform_args};
 use super::error::{PlanError, PlanErrorKind};
 use super::lint::Lints;
 use super::model::*;
-use super::mount::parse_mount;
+use super::mount::{MountKind, parse_mount};
 
 /// Plans `source` (a Dockerfile's text) with `opts`.
 pub fn plan(source: &str, opts: &PlanOptions) -> Result<Plan, PlanError> {
@@ -598,8 +598,12 @@ impl<'a> Planner<'a> {
             let spec = x.word(raw)?;
             let mut mount =
                 parse_mount(&spec).map_err(|m| bad_flag(ins.span, "--mount", &spec, m))?;
-            // BuildKit mounts an empty or relative target relative to WORKDIR.
-            mount.target = join_path(&scope.workdir, &mount.target);
+            // BuildKit mounts an empty or relative target relative to WORKDIR; an `env=`
+            // secret without a target is only an environment variable (no file).
+            let env_only = mount.kind == MountKind::Secret && mount.target.is_empty();
+            if !env_only {
+                mount.target = join_path(&scope.workdir, &mount.target);
+            }
             if let Some(from) = &mount.from
                 && let CopyFrom::Stage(s) =
                     self.source_stage(index, "--mount=from", from, ins.span)?

@@ -1,12 +1,8 @@
 //! Manifests and indexes as the registry serves them: media types, the descriptors we need, and
 //! platform selection.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::Deserialize;
 
-use super::error::RegistryError;
 use crate::digest::Digest;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -119,72 +115,7 @@ fn infer_type(r: &Raw) -> Option<String> {
     }
 }
 
-/// `os/arch[/variant]`, as in `--platform linux/arm64/v8`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    #[serde(default)]
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// The platform this binary runs on, in OCI's words.
-    pub fn host() -> Platform {
-        let (arch, variant) = match std::env::consts::ARCH {
-            "x86_64" => ("amd64", None),
-            "aarch64" => ("arm64", Some("v8")),
-            "arm" => ("arm", Some("v7")),
-            "x86" => ("386", None),
-            "powerpc64" => ("ppc64le", None),
-            other => (other, None),
-        };
-        Platform {
-            os: std::env::consts::OS.to_string(),
-            architecture: arch.to_string(),
-            variant: variant.map(str::to_string),
-        }
-    }
-
-    /// Whether an index entry's platform serves this one. A wanted variant must match (arm64's
-    /// `v8` is implied when an entry has none); no wanted variant accepts any.
-    pub fn matches(&self, other: &Platform) -> bool {
-        let norm = |p: &Platform| match (&p.variant, p.architecture.as_str()) {
-            (None, "arm64") => Some("v8".to_string()),
-            (v, _) => v.clone(),
-        };
-        self.os == other.os
-            && self.architecture == other.architecture
-            && (self.variant.is_none() || norm(self) == norm(other))
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
-
-impl FromStr for Platform {
-    type Err = RegistryError;
-    fn from_str(s: &str) -> Result<Platform, RegistryError> {
-        let parts: Vec<&str> = s.split('/').collect();
-        let ok =
-            |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !(2..=3).contains(&parts.len()) || !parts.iter().all(ok) {
-            return Err(RegistryError::Platform(s.to_string()));
-        }
-        Ok(Platform {
-            os: parts[0].to_string(),
-            architecture: parts[1].to_string(),
-            variant: parts.get(2).map(|v| v.to_string()),
-        })
-    }
-}
+pub use crate::platform::Platform;
 
 /// Picks the entry for `wanted` from an index; the first match wins, as in Docker.
 pub fn select_platform<'a>(
