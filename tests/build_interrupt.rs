@@ -41,13 +41,13 @@ fn lines(child: &mut Child) -> mpsc::Receiver<String> {
     rx
 }
 
-/// Waits for a line containing `needle`, returning everything read so far.
+/// Waits for a line ending with `needle` (the step's own output, not the RUN line naming it).
 fn wait_for(rx: &mpsc::Receiver<String>, needle: &str, log: &mut Vec<String>) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
         match rx.recv_timeout(left) {
             Ok(line) => {
-                let found = line.contains(needle);
+                let found = line.ends_with(needle);
                 log.push(line);
                 if found {
                     return;
@@ -104,7 +104,7 @@ fn interrupt_a_run_step(signal: Signal) {
     );
     let rx = lines(&mut build.0);
     let mut log = Vec::new();
-    wait_for(&rx, "  step-started", &mut log);
+    wait_for(&rx, " step-started", &mut log);
     assert!(
         !processes_with(&marker).is_empty(),
         "the step should be running"

@@ -719,20 +719,27 @@ impl StepLog {
     }
 }
 
-/// The steps in a build's plain progress output, in order.
+/// The steps in a build's plain progress output (`#N [stage i/n] INSTR`, then `#N …` lines,
+/// which may interleave when stages run in parallel), in the order they started.
 pub fn steps(stderr: &str) -> Vec<StepLog> {
-    let header = regex::Regex::new(r"^\[([^\]]+ [0-9]+/[0-9]+)\] (.*)$").unwrap();
-    let mut steps: Vec<StepLog> = Vec::new();
+    let header = regex::Regex::new(r"^#([0-9]+) \[([^\]]+ [0-9]+/[0-9]+)\] (.*)$").unwrap();
+    let body = regex::Regex::new(r"^#([0-9]+) (.*)$").unwrap();
+    let mut steps: Vec<(String, StepLog)> = Vec::new();
     for line in stderr.lines() {
         if let Some(c) = header.captures(line) {
-            steps.push(StepLog {
-                position: c[1].to_string(),
-                instruction: c[2].to_string(),
-                lines: Vec::new(),
-            });
-        } else if let Some(s) = steps.last_mut() {
-            s.lines.push(line.to_string());
+            steps.push((
+                c[1].to_string(),
+                StepLog {
+                    position: c[2].to_string(),
+                    instruction: c[3].to_string(),
+                    lines: Vec::new(),
+                },
+            ));
+        } else if let Some(c) = body.captures(line) {
+            if let Some((_, s)) = steps.iter_mut().rev().find(|(n, _)| *n == c[1]) {
+                s.lines.push(c[2].to_string());
+            }
         }
     }
-    steps
+    steps.into_iter().map(|(_, s)| s).collect()
 }
