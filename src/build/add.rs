@@ -209,18 +209,7 @@ pub(crate) fn archive_entries(
 
 /// An archive entry's path made relative and clean: `..` cannot climb above the root.
 fn clean_entry(raw: &[u8]) -> String {
-    let text = String::from_utf8_lossy(raw);
-    let mut parts: Vec<&str> = Vec::new();
-    for c in text.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    parts.join("/")
+    super::copy::clean(&String::from_utf8_lossy(raw))
 }
 
 /// What a download brought back besides the bytes.

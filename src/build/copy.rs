@@ -566,7 +566,7 @@ pub(crate) fn join(dir: &str, name: &str) -> String {
 }
 
 /// Docker strips a leading `/` and `./`, and a trailing `/`: sources cannot leave the tree.
-fn clean(path: &str) -> String {
+pub(crate) fn clean(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for c in path.split('/') {
         match c {
