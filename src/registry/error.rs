@@ -67,8 +67,6 @@ pub enum RegistryError {
     },
     #[error("credentials: {0}")]
     Credentials(String),
-    #[error("invalid platform {0:?}: expected os/arch[/variant], e.g. linux/arm64/v8")]
-    Platform(String),
 }
 
 impl RegistryError {
