@@ -374,14 +374,17 @@ impl StatCache {
 /// to parse (~60 ms) than the whole stat walk it saves reads for.
 ///
 /// Layout (little-endian): `MAGIC`, entry count (u64), then per entry the path length (u32),
-/// the path, size, mtime ns, ctime ns, inode (8 bytes each), mode (u32) and the 32-byte sha256.
-/// Anything that does not parse exactly (old format, truncated file) is an empty cache.
+/// the path, size, mtime ns, ctime ns, inode (8 bytes each), mode (u32) and the 32-byte sha256;
+/// last, the sha256 of everything before it. The file is renamed into place without an fsync
+/// (it is only a cache), so after a crash it may hold zeroed blocks: anything that does not
+/// parse exactly or fails the checksum (old format, torn or truncated file) is an empty cache,
+/// never a wrong digest.
 mod codec {
     use std::collections::HashMap;
     use std::io::{self, Write};
 
     use super::StatKey;
-    use crate::digest::Digest;
+    use crate::digest::{Digest, HashingWriter};
 
     /// Names the format and its version; bump the last byte when the layout changes.
     const MAGIC: &[u8; 8] = b"kilnsc\x00\x02";
@@ -391,23 +394,30 @@ mod codec {
         entries: &HashMap<String, (StatKey, Digest)>,
         w: &mut impl Write,
     ) -> io::Result<()> {
-        w.write_all(MAGIC)?;
-        w.write_all(&(entries.len() as u64).to_le_bytes())?;
+        let mut h = HashingWriter::new(w);
+        h.write_all(MAGIC)?;
+        h.write_all(&(entries.len() as u64).to_le_bytes())?;
         for (rel, (k, d)) in entries {
             let len = u32::try_from(rel.len()).map_err(io::Error::other)?;
-            w.write_all(&len.to_le_bytes())?;
-            w.write_all(rel.as_bytes())?;
-            w.write_all(&k.size.to_le_bytes())?;
-            w.write_all(&k.mtime_ns.to_le_bytes())?;
-            w.write_all(&k.ctime_ns.to_le_bytes())?;
-            w.write_all(&k.ino.to_le_bytes())?;
-            w.write_all(&k.mode.to_le_bytes())?;
-            w.write_all(d.as_bytes())?;
+            h.write_all(&len.to_le_bytes())?;
+            h.write_all(rel.as_bytes())?;
+            h.write_all(&k.size.to_le_bytes())?;
+            h.write_all(&k.mtime_ns.to_le_bytes())?;
+            h.write_all(&k.ctime_ns.to_le_bytes())?;
+            h.write_all(&k.ino.to_le_bytes())?;
+            h.write_all(&k.mode.to_le_bytes())?;
+            h.write_all(d.as_bytes())?;
         }
-        Ok(())
+        let (w, sum, _) = h.finish();
+        w.write_all(sum.as_bytes())
     }
 
-    pub(super) fn decode(mut b: &[u8]) -> Option<HashMap<String, (StatKey, Digest)>> {
+    pub(super) fn decode(file: &[u8]) -> Option<HashMap<String, (StatKey, Digest)>> {
+        let (body, sum) = file.split_at_checked(file.len().checked_sub(32)?)?;
+        if Digest::of(body).as_bytes() != sum {
+            return None;
+        }
+        let mut b = body;
         if take(&mut b, MAGIC.len())? != MAGIC {
             return None;
         }
@@ -562,9 +572,15 @@ mod tests {
             None,
             "old JSON"
         );
-        let mut huge_count = bytes.clone();
+        let mut flipped = bytes.clone();
+        flipped[30] ^= 1;
+        assert_eq!(codec::decode(&flipped), None, "checksum");
+        // A count no file could hold, under a valid checksum: refused without allocating it.
+        let mut huge_count = bytes[..bytes.len() - 32].to_vec();
         huge_count[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert_eq!(codec::decode(&huge_count), None);
+        let sum = Digest::of(&huge_count);
+        huge_count.extend_from_slice(sum.as_bytes());
+        assert_eq!(codec::decode(&huge_count), None, "count");
     }
 
     #[test]
