@@ -47,6 +47,11 @@ impl Digest {
         &self.0
     }
 
+    /// A digest from its raw 32 bytes (as [`Digest::as_bytes`] gives them), for binary files.
+    pub fn from_bytes(bytes: [u8; 32]) -> Digest {
+        Digest(bytes)
+    }
+
     /// The algorithm name; always `sha256` today.
     pub fn algorithm(&self) -> &'static str {
         "sha256"

@@ -322,6 +322,43 @@ fn symlinks_cannot_carry_later_entries_outside_the_root() {
 }
 
 #[test]
+fn a_directory_swapped_for_a_symlink_between_files_is_resolved_again() {
+    // Consecutive files in one directory reuse its resolution; a symlink entry in between
+    // must end that, or the next files would land in the old directory's place.
+    let (t, root, outside) = malicious_setup();
+    let before = outside_state(t.path());
+    let tar = Raw::new()
+        .file("d/a", b"1")
+        .file("d/b", b"2")
+        .symlink("d", &outside)
+        .file("d/c", b"3")
+        .file("d/a", b"4")
+        .bytes();
+    unpack(&tar, &root).unwrap();
+    assert_eq!(outside_state(t.path()), before);
+    assert!(fs::symlink_metadata(root.join("d")).unwrap().is_symlink());
+    let inside = root.join(outside.trim_start_matches('/'));
+    assert_eq!(fs::read(inside.join("c")).unwrap(), b"3");
+    assert_eq!(fs::read(inside.join("a")).unwrap(), b"4");
+    assert!(!inside.join("b").exists(), "d/b went with the directory");
+}
+
+#[test]
+fn a_file_replaces_a_directory_or_an_earlier_file_at_its_path() {
+    let t = tempfile::tempdir().unwrap();
+    fs::create_dir_all(t.path().join("x/old/deep")).unwrap();
+    fs::write(t.path().join("x/old/deep/f"), b"lower").unwrap();
+    let tar = Raw::new()
+        .file("x/old", b"now a file")
+        .file("x/twice", b"first")
+        .file("x/twice", b"second")
+        .bytes();
+    unpack(&tar, t.path()).unwrap();
+    assert_eq!(fs::read(t.path().join("x/old")).unwrap(), b"now a file");
+    assert_eq!(fs::read(t.path().join("x/twice")).unwrap(), b"second");
+}
+
+#[test]
 fn hardlinks_cannot_reach_files_outside_the_root() {
     let (t, root, outside) = malicious_setup();
     let before = outside_state(t.path());

@@ -15,14 +15,12 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::plan::ignore::DockerIgnore;
 
 /// Files changed more recently than this are hashed but not cached (see the module docs).
 const RACY_WINDOW: Duration = Duration::from_secs(2);
-const CACHE_VERSION: u32 = 1;
 
 /// Why the context could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +95,12 @@ impl Context {
         })
     }
 
+    /// Whether `.dockerignore` excludes `rel`; free when there is no `.dockerignore` (the
+    /// matcher allocates per call, which showed in the profile of a 50,000-file walk).
+    fn excluded(&self, rel: &str) -> bool {
+        !self.ignore.is_empty() && self.ignore.is_excluded(rel)
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -124,13 +128,13 @@ impl Context {
     /// parents before children. Symlinks are not followed.
     pub fn entries(&self, rel: &str) -> Result<Vec<Entry>, ContextError> {
         let rel = rel.trim_matches('/');
-        if !rel.is_empty() && self.ignore.is_excluded(rel) && self.ignore.can_skip_dir(rel) {
+        if !rel.is_empty() && self.excluded(rel) && self.ignore.can_skip_dir(rel) {
             return Err(ContextError::NotFound(rel.to_string()));
         }
         let top = self.entry(rel)?;
         let mut out = Vec::new();
         let is_dir = top.kind == EntryKind::Dir;
-        if !rel.is_empty() && self.ignore.is_excluded(rel) && !is_dir {
+        if !rel.is_empty() && self.excluded(rel) && !is_dir {
             return Err(ContextError::NotFound(rel.to_string()));
         }
         out.push(top);
@@ -138,6 +142,21 @@ impl Context {
             self.walk_dir(rel, &mut out)?;
         }
         Ok(out)
+    }
+
+    /// Whether `rel` is in the context (not excluded), without walking below it.
+    pub fn contains(&self, rel: &str) -> bool {
+        let rel = rel.trim_matches('/');
+        if rel.is_empty() {
+            return true;
+        }
+        if self.excluded(rel) && self.ignore.can_skip_dir(rel) {
+            return false;
+        }
+        match self.entry(rel) {
+            Ok(e) => e.kind == EntryKind::Dir || !self.excluded(rel),
+            Err(_) => false,
+        }
     }
 
     fn entry(&self, rel: &str) -> Result<Entry, ContextError> {
@@ -149,12 +168,18 @@ impl Context {
                 source: e,
             },
         })?;
+        self.entry_of(rel.to_string(), &meta)
+    }
+
+    /// The entry for `rel` from its (not followed) metadata; only a symlink costs a syscall.
+    fn entry_of(&self, rel: String, meta: &fs::Metadata) -> Result<Entry, ContextError> {
         let ft = meta.file_type();
         let kind = if ft.is_file() {
             EntryKind::File { size: meta.len() }
         } else if ft.is_dir() {
             EntryKind::Dir
         } else if ft.is_symlink() {
+            let path = self.host_path(&rel);
             EntryKind::Symlink {
                 target: fs::read_link(&path).map_err(io_err(&path))?,
             }
@@ -162,55 +187,62 @@ impl Context {
             EntryKind::Other
         };
         Ok(Entry {
-            rel: rel.to_string(),
+            rel,
             kind,
             mode: meta.mode(),
             uid: meta.uid(),
             gid: meta.gid(),
-            stat: StatKey::of(&meta),
+            stat: StatKey::of(meta),
         })
     }
 
-    /// Depth-first, children sorted by name, so the output order is deterministic.
+    /// Depth-first, children sorted by name, so the output order is deterministic. Children
+    /// are stat'ed relative to the open directory (`DirEntry::metadata` is an `fstatat` on
+    /// the directory's fd), so a 50,000-file walk does not resolve 50,000 full paths, and on
+    /// all cores: a stat is kernel CPU time, and a no-change rebuild is mostly this walk.
     fn walk_dir(&self, rel: &str, out: &mut Vec<Entry>) -> Result<(), ContextError> {
         let dir = self.host_path(rel);
-        let mut names: Vec<String> = fs::read_dir(&dir)
+        let mut children: Vec<(String, fs::DirEntry)> = fs::read_dir(&dir)
             .map_err(io_err(&dir))?
-            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .map(|e| e.map(|e| (e.file_name().to_string_lossy().into_owned(), e)))
             .collect::<Result<_, _>>()
             .map_err(io_err(&dir))?;
-        names.sort_unstable();
-        for name in names {
-            let child = if rel.is_empty() {
-                name
-            } else {
-                format!("{rel}/{name}")
-            };
-            let excluded = self.ignore.is_excluded(&child);
-            if excluded && self.ignore.can_skip_dir(&child) {
-                continue;
-            }
-            let entry = self.entry(&child)?;
-            let is_dir = entry.kind == EntryKind::Dir;
-            // An excluded directory is still walked when an exception may re-include a child;
-            // it then appears only if something below it does (Docker keeps such parents).
-            let mark = out.len();
-            if !excluded {
-                out.push(entry);
-            }
-            if is_dir {
-                if excluded {
-                    let before = out.len();
-                    self.walk_dir(&child, out)?;
-                    if out.len() > before {
-                        out.insert(mark, self.entry(&child)?);
-                    }
+        children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let parts: Vec<Vec<Entry>> = children
+            .into_par_iter()
+            .map(|(name, dirent)| {
+                let child = if rel.is_empty() {
+                    name
                 } else {
-                    self.walk_dir(&child, out)?;
-                }
-            }
-        }
+                    format!("{rel}/{name}")
+                };
+                self.walk_child(child, &dirent)
+            })
+            .collect::<Result<_, _>>()?;
+        out.extend(parts.into_iter().flatten());
         Ok(())
+    }
+
+    /// One child of a directory and, for a directory, everything included below it.
+    fn walk_child(&self, child: String, dirent: &fs::DirEntry) -> Result<Vec<Entry>, ContextError> {
+        let excluded = self.excluded(&child);
+        if excluded && self.ignore.can_skip_dir(&child) {
+            return Ok(Vec::new());
+        }
+        let meta = dirent.metadata().map_err(io_err(&dirent.path()))?;
+        let entry = self.entry_of(child, &meta)?;
+        if entry.kind != EntryKind::Dir {
+            return Ok(if excluded { Vec::new() } else { vec![entry] });
+        }
+        let rel = entry.rel.clone();
+        let mut tree = vec![entry];
+        self.walk_dir(&rel, &mut tree)?;
+        // An excluded directory is still walked when an exception may re-include a child;
+        // it then appears only if something below it does (Docker keeps such parents).
+        if excluded && tree.len() == 1 {
+            tree.clear();
+        }
+        Ok(tree)
     }
 
     /// The content digest of every regular file among `entries`, in order (None for others).
@@ -252,7 +284,7 @@ impl Context {
 }
 
 /// The stat fields that, when unchanged, let a cached digest stand for the file's content.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct StatKey {
     size: u64,
     mtime_ns: i64,
@@ -278,12 +310,6 @@ impl StatKey {
     }
 }
 
-#[derive(Default, Serialize, Deserialize)]
-struct CacheFile {
-    version: u32,
-    entries: HashMap<String, (StatKey, Digest)>,
-}
-
 struct StatCache {
     file: Option<PathBuf>,
     entries: HashMap<String, (StatKey, Digest)>,
@@ -297,9 +323,7 @@ impl StatCache {
         let entries = file
             .as_deref()
             .and_then(|p| fs::read(p).ok())
-            .and_then(|b| serde_json::from_slice::<CacheFile>(&b).ok())
-            .filter(|c| c.version == CACHE_VERSION)
-            .map(|c| c.entries)
+            .and_then(|b| codec::decode(&b))
             .unwrap_or_default();
         StatCache {
             file,
@@ -334,17 +358,99 @@ impl StatCache {
         let dir = file.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir)?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        let body = CacheFile {
-            version: CACHE_VERSION,
-            entries: std::mem::take(&mut self.entries),
-        };
-        let result =
-            serde_json::to_writer(io::BufWriter::new(&mut tmp), &body).map_err(io::Error::other);
-        self.entries = body.entries;
-        result?;
+        {
+            let mut w = io::BufWriter::new(&mut tmp);
+            codec::encode(&self.entries, &mut w)?;
+            io::Write::flush(&mut w)?;
+        }
+        // Renamed into place only when whole: a crash leaves the old cache or none.
         tmp.persist(file).map_err(|e| e.error)?;
         self.dirty = false;
         Ok(())
+    }
+}
+
+/// The stat cache file: a compact binary table, because a 50,000-entry JSON file took longer
+/// to parse (~60 ms) than the whole stat walk it saves reads for.
+///
+/// Layout (little-endian): `MAGIC`, entry count (u64), then per entry the path length (u32),
+/// the path, size, mtime ns, ctime ns, inode (8 bytes each), mode (u32) and the 32-byte sha256;
+/// last, the sha256 of everything before it. The file is renamed into place without an fsync
+/// (it is only a cache), so after a crash it may hold zeroed blocks: anything that does not
+/// parse exactly or fails the checksum (old format, torn or truncated file) is an empty cache,
+/// never a wrong digest.
+mod codec {
+    use std::collections::HashMap;
+    use std::io::{self, Write};
+
+    use super::StatKey;
+    use crate::digest::{Digest, HashingWriter};
+
+    /// Names the format and its version; bump the last byte when the layout changes.
+    const MAGIC: &[u8; 8] = b"kilnsc\x00\x02";
+    const FIXED: usize = 4 * 8 + 4 + 32;
+
+    pub(super) fn encode(
+        entries: &HashMap<String, (StatKey, Digest)>,
+        w: &mut impl Write,
+    ) -> io::Result<()> {
+        let mut h = HashingWriter::new(w);
+        h.write_all(MAGIC)?;
+        h.write_all(&(entries.len() as u64).to_le_bytes())?;
+        for (rel, (k, d)) in entries {
+            let len = u32::try_from(rel.len()).map_err(io::Error::other)?;
+            h.write_all(&len.to_le_bytes())?;
+            h.write_all(rel.as_bytes())?;
+            h.write_all(&k.size.to_le_bytes())?;
+            h.write_all(&k.mtime_ns.to_le_bytes())?;
+            h.write_all(&k.ctime_ns.to_le_bytes())?;
+            h.write_all(&k.ino.to_le_bytes())?;
+            h.write_all(&k.mode.to_le_bytes())?;
+            h.write_all(d.as_bytes())?;
+        }
+        let (w, sum, _) = h.finish();
+        w.write_all(sum.as_bytes())
+    }
+
+    pub(super) fn decode(file: &[u8]) -> Option<HashMap<String, (StatKey, Digest)>> {
+        let (body, sum) = file.split_at_checked(file.len().checked_sub(32)?)?;
+        if Digest::of(body).as_bytes() != sum {
+            return None;
+        }
+        let mut b = body;
+        if take(&mut b, MAGIC.len())? != MAGIC {
+            return None;
+        }
+        let count = usize::try_from(u64::from_le_bytes(array(&mut b)?)).ok()?;
+        // Each entry takes at least FIXED bytes: a corrupt count cannot make us over-allocate.
+        let mut out = HashMap::with_capacity(count.min(b.len() / FIXED));
+        for _ in 0..count {
+            let len = u32::from_le_bytes(array(&mut b)?) as usize;
+            let rel = std::str::from_utf8(take(&mut b, len)?).ok()?.to_string();
+            let key = StatKey {
+                size: u64::from_le_bytes(array(&mut b)?),
+                mtime_ns: i64::from_le_bytes(array(&mut b)?),
+                ctime_ns: i64::from_le_bytes(array(&mut b)?),
+                ino: u64::from_le_bytes(array(&mut b)?),
+                mode: u32::from_le_bytes(array(&mut b)?),
+            };
+            let digest = Digest::from_bytes(array(&mut b)?);
+            out.insert(rel, (key, digest));
+        }
+        b.is_empty().then_some(out)
+    }
+
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if b.len() < n {
+            return None;
+        }
+        let (head, rest) = b.split_at(n);
+        *b = rest;
+        Some(head)
+    }
+
+    fn array<const N: usize>(b: &mut &[u8]) -> Option<[u8; N]> {
+        take(b, N)?.try_into().ok()
     }
 }
 
@@ -439,5 +545,61 @@ mod tests {
             c.cache.lock().unwrap().entries.is_empty(),
             "a file written just now is racy"
         );
+    }
+
+    #[test]
+    fn the_cache_file_round_trips_and_a_damaged_one_is_an_empty_cache() {
+        let key = StatKey {
+            size: 12,
+            mtime_ns: 1_700_000_000_123_456_789,
+            ctime_ns: -5,
+            ino: u64::MAX,
+            mode: 0o100644,
+        };
+        let mut entries = HashMap::new();
+        entries.insert("src/main.rs".to_string(), (key, Digest::of(b"a")));
+        entries.insert("d/\u{e9}t\u{e9}".to_string(), (key, Digest::of(b"b")));
+        let mut bytes = Vec::new();
+        codec::encode(&entries, &mut bytes).unwrap();
+        assert_eq!(codec::decode(&bytes), Some(entries));
+
+        assert_eq!(codec::decode(&bytes[..bytes.len() - 1]), None, "truncated");
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(codec::decode(&longer), None, "trailing bytes");
+        assert_eq!(
+            codec::decode(br#"{"version":1,"entries":{}}"#),
+            None,
+            "old JSON"
+        );
+        let mut flipped = bytes.clone();
+        flipped[30] ^= 1;
+        assert_eq!(codec::decode(&flipped), None, "checksum");
+        // A count no file could hold, under a valid checksum: refused without allocating it.
+        let mut huge_count = bytes[..bytes.len() - 32].to_vec();
+        huge_count[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        let sum = Digest::of(&huge_count);
+        huge_count.extend_from_slice(sum.as_bytes());
+        assert_eq!(codec::decode(&huge_count), None, "count");
+    }
+
+    #[test]
+    fn contains_agrees_with_entries_without_walking() {
+        let d = tree();
+        let c = ctx(d.path(), "logs\n!logs/keep.log\nsrc/deep\n", None);
+        for rel in [
+            "",
+            "src",
+            "src/main.rs",
+            "logs",
+            "logs/keep.log",
+            "logs/x.log",
+            "src/deep",
+            "src/deep/a.txt",
+            "missing",
+            "link",
+        ] {
+            assert_eq!(c.contains(rel), c.entries(rel).is_ok(), "{rel:?}");
+        }
     }
 }

@@ -258,7 +258,7 @@ fn stat_cache_file(store: &Store, context: &std::path::Path) -> PathBuf {
     store
         .root()
         .join("cache/context")
-        .join(format!("{}.json", key.hex()))
+        .join(format!("{}.statcache", key.hex()))
 }
 
 /// `SOURCE_DATE_EPOCH` when set, else now in whole seconds (sub-second created times only

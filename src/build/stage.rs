@@ -355,10 +355,7 @@ impl<'a> Runner<'a> {
                         paths.extend(copy::matches(ctx, path).unwrap_or_default());
                     }
                 }
-                let found: Vec<String> = paths
-                    .into_iter()
-                    .filter(|p| ctx.entries(p).is_ok())
-                    .collect();
+                let found: Vec<String> = paths.into_iter().filter(|p| ctx.contains(p)).collect();
                 Ok(Some(cache::context_sources(ctx, &found)?))
             }
         }

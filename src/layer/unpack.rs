@@ -49,6 +49,7 @@ pub fn unpack_layer(
         opts,
         written: HashSet::new(),
         dirs: Vec::new(),
+        last_parent: None,
         entries: 0,
         whiteouts: 0,
         warnings: Vec::new(),
@@ -107,6 +108,10 @@ struct Unpacker<'a> {
     written: HashSet<PathBuf>,
     /// Directories whose mode and mtime are applied at the end.
     dirs: Vec<(PathBuf, u32, i64)>,
+    /// The parent (entry components, resolved path) of the previous entry when it was a plain
+    /// file: the next file in the same directory skips resolving and creating it again. Any
+    /// other kind of entry clears it, since only a file there cannot change the parent's path.
+    last_parent: Option<(Vec<Vec<u8>>, PathBuf)>,
     entries: u64,
     whiteouts: u64,
     warnings: Vec<String>,
@@ -129,7 +134,20 @@ impl Unpacker<'_> {
             dest: dest.to_path_buf(),
             source,
         };
-        let parent = resolve_dir(&self.root, &parents).map_err(|err| io_err(&self.root, err))?;
+        let is_file = is_file_type(e.header().entry_type()) && !last.starts_with(WHITEOUT_PREFIX);
+        let cached = match self.last_parent.take() {
+            Some((comps, path))
+                if is_file && comps.iter().map(Vec::as_slice).eq(parents.iter().copied()) =>
+            {
+                Some(path)
+            }
+            _ => None,
+        };
+        let reused = cached.is_some();
+        let parent = match cached {
+            Some(path) => path,
+            None => resolve_dir(&self.root, &parents).map_err(|err| io_err(&self.root, err))?,
+        };
 
         if last == OPAQUE_MARKER {
             self.whiteouts += 1;
@@ -146,7 +164,9 @@ impl Unpacker<'_> {
             return remove_any(&target).map_err(|err| io_err(&target, err));
         }
 
-        fs::create_dir_all(&parent).map_err(|err| io_err(&parent, err))?;
+        if !reused {
+            fs::create_dir_all(&parent).map_err(|err| io_err(&parent, err))?;
+        }
         let target = parent.join(OsStr::from_bytes(last));
         let meta = read_meta(&mut e).map_err(LayerError::Input)?;
         let created = self
@@ -155,6 +175,10 @@ impl Unpacker<'_> {
         if created {
             self.entries += 1;
             self.mark_written(&target);
+        }
+        if is_file {
+            let comps = parents.iter().map(|c| c.to_vec()).collect();
+            self.last_parent = Some((comps, parent));
         }
         Ok(())
     }
@@ -182,14 +206,8 @@ impl Unpacker<'_> {
             }
             // The tar crate expands GNU sparse entries to their full contents on read.
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                remove_any(target)?;
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(target)?;
-                io::copy(e, &mut f)?;
+                self.create_file(e, target, meta, shown)?;
+                return Ok(true);
             }
             EntryType::Symlink => {
                 let link = e.link_name_bytes().unwrap_or_default().into_owned();
@@ -218,6 +236,42 @@ impl Unpacker<'_> {
         let t = FileTime::from_unix_time(meta.mtime, 0);
         filetime::set_symlink_file_times(target, t, t)?;
         Ok(true)
+    }
+
+    /// A regular file, owned, moded and timed through its open descriptor (one path lookup,
+    /// not four). `O_EXCL | O_NOFOLLOW` fails on anything already there, symlinks included;
+    /// only then is the old entry removed, so a fresh tree pays no extra lookup per file.
+    fn create_file<R: Read>(
+        &mut self,
+        e: &mut tar::Entry<'_, R>,
+        target: &Path,
+        meta: &Meta,
+        shown: &str,
+    ) -> io::Result<()> {
+        let open = || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(target)
+        };
+        let mut f = match open() {
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                remove_any(target)?;
+                open()?
+            }
+            other => other?,
+        };
+        io::copy(e, &mut f)?;
+        if let Some((uid, gid)) = self.host_ids(meta)? {
+            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+        }
+        // After chown: chown clears setuid/setgid bits.
+        f.set_permissions(fs::Permissions::from_mode(meta.mode & 0o7777))?;
+        self.set_xattrs(target, meta, shown);
+        let t = FileTime::from_unix_time(meta.mtime, 0);
+        filetime::set_file_handle_times(&f, Some(t), Some(t))
     }
 
     /// A hardlink: its target is resolved inside the root too, and must be a non-directory.
@@ -290,8 +344,16 @@ impl Unpacker<'_> {
     }
 
     fn own(&self, target: &Path, meta: &Meta) -> io::Result<()> {
+        match self.host_ids(meta)? {
+            Some((uid, gid)) => std::os::unix::fs::lchown(target, Some(uid), Some(gid)),
+            None => Ok(()),
+        }
+    }
+
+    /// The host uid and gid an entry gets (None: ownership is left as created).
+    fn host_ids(&self, meta: &Meta) -> io::Result<Option<(u32, u32)>> {
         let (uid, gid) = match &self.opts.ownership {
-            Ownership::Ignore => return Ok(()),
+            Ownership::Ignore => return Ok(None),
             Ownership::Preserve => (meta.uid, meta.gid),
             Ownership::Map(m) => {
                 let unmapped = |kind, id| {
@@ -310,7 +372,7 @@ impl Unpacker<'_> {
         };
         let id =
             |v: u64| u32::try_from(v).map_err(|_| io::Error::other(format!("id {v} out of range")));
-        std::os::unix::fs::lchown(target, Some(id(uid)?), Some(id(gid)?))
+        Ok(Some((id(uid)?, id(gid)?)))
     }
 
     /// Restores xattrs where the kernel lets us; overlay's own are never restored (they would
@@ -405,6 +467,13 @@ fn read_meta<R: Read>(e: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
         }
     }
     Ok(m)
+}
+
+fn is_file_type(t: EntryType) -> bool {
+    matches!(
+        t,
+        EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse
+    )
 }
 
 /// Removes whatever is at `path` without following a symlink there; absent is fine.

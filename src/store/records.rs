@@ -20,7 +20,7 @@ pub struct ImageRecord {
     pub manifest: Digest,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 struct RecordFile {
     version: u32,
     images: BTreeMap<String, Digest>,
@@ -51,7 +51,12 @@ impl Store {
         // The lock's lease also keeps prune from computing what is live while a name changes.
         let _lock = self.lock_records()?;
         let mut records = self.read_records()?;
+        let before = records.clone();
         let out = change(&mut records);
+        if records == before {
+            // Re-tagging an unchanged image (every no-change rebuild) costs no fsync.
+            return Ok(out);
+        }
         let dir = self.tmp_dir();
         let mut tmp = tempfile::Builder::new()
             .prefix("images-")
@@ -193,6 +198,24 @@ mod tests {
         assert!(store.untag(&name).unwrap());
         assert!(!store.untag(&name).unwrap());
         assert!(store.list_images().unwrap().is_empty());
+    }
+
+    #[test]
+    fn tagging_the_same_image_again_leaves_the_records_file_alone() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let m = manifest_for(&store, b"{\"a\":2}");
+        let name: Reference = "example.com/app:1".parse().unwrap();
+        store.tag(&name, &m).unwrap();
+        let ino = fs::metadata(store.records_path()).unwrap().ino();
+        store.tag(&name, &m).unwrap();
+        // The file is replaced by rename on every write, so the same inode means no write.
+        assert_eq!(fs::metadata(store.records_path()).unwrap().ino(), ino);
+        let other = manifest_for(&store, b"{\"a\":3}");
+        store.tag(&name, &other).unwrap();
+        assert_ne!(fs::metadata(store.records_path()).unwrap().ino(), ino);
+        assert_eq!(store.resolve("example.com/app:1").unwrap(), other);
     }
 
     #[test]
