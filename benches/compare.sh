@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # kiln against buildah on the five workloads of issue 7 (benches/workloads/), same run, same machine.
 #
-#   benches/compare.sh [--quick] [--runs N] [--workloads "w1 w3"] [--scenarios "cold edit"]
+#   benches/compare.sh [--quick] [--runs N] [--tmpfs SIZE] [--workloads "w1 w3"] [--scenarios "cold edit"]
 #
 #   --quick       KILN_BENCH_SCALE=0.01 (tiny contexts) and 2 timed runs: a smoke run in minutes.
 #   --runs N      timed runs per figure (default 3; the table shows medians).
+#   --tmpfs SIZE  keep both tools' stores (and the registry) on a tmpfs of SIZE (e.g. 12g).
 #   Environment:  KILN_BIN (use this kiln instead of `cargo build --release`), KILN_BENCH_SCALE,
 #                 KILN_BENCH_DIR (where workloads and base images are kept between runs, default
 #                 target/bench), BUILDAH_ISOLATION (default chroot).
@@ -111,14 +112,15 @@ esac
 
 # ---- the driver ------------------------------------------------------------------------------
 
-runs=3; quick=0; workloads="w1 w2 w3 w4 w5"; scenarios=$SCENARIOS_ALL
+runs=3; quick=0; tmpfs=""; workloads="w1 w2 w3 w4 w5"; scenarios=$SCENARIOS_ALL
 while (($#)); do
   case $1 in
     --quick) quick=1; runs=2; shift ;;
     --runs) runs=$2; shift 2 ;;
+    --tmpfs) tmpfs=$2; shift 2 ;;
     --workloads) workloads=$2; shift 2 ;;
     --scenarios) scenarios=$2; shift 2 ;;
-    *) echo "usage: $0 [--quick] [--runs N] [--workloads \"w1 ..\"] [--scenarios \"cold ..\"]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--quick] [--runs N] [--tmpfs SIZE] [--workloads \"w1 ..\"] [--scenarios \"cold ..\"]" >&2; exit 2 ;;
   esac
 done
 ((quick)) && export KILN_BENCH_SCALE=${KILN_BENCH_SCALE:-0.01}
@@ -134,6 +136,12 @@ export WL="$benchdir/workloads-$KILN_BENCH_SCALE"
 export BUILDAH_ISOLATION=${BUILDAH_ISOLATION:-chroot}
 export TMPD
 TMPD=$(mktemp -d /var/tmp/kiln-compare.XXXXXX)
+# Both tools' stores on a tmpfs: on a journal-less ext4 (this VM's root), every file created
+# after a mass delete pays a scan of recently freed inodes, so back-to-back cold builds slow
+# down run after run whichever tool runs; a tmpfs makes the runs comparable.
+if [[ -n $tmpfs ]]; then
+  mount -t tmpfs -o "size=$tmpfs" kiln-compare "$TMPD"
+fi
 
 cleanup() {
   "$repo/tests/scripts/registry.sh" stop "$TMPD/registry" 2>/dev/null || true
@@ -142,6 +150,7 @@ cleanup() {
     buildah_ rmi -a -f >/dev/null 2>&1 || true
     umount -R "$TMPD/buildah/root/overlay" 2>/dev/null || true
   fi
+  if [[ -n $tmpfs ]]; then umount -l "$TMPD" 2>/dev/null || true; fi
   rm -rf "$TMPD"
   # Put the edited files back, so the workloads stay as generated.
   for w in w1 w2 w3 w4 w5; do
