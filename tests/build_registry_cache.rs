@@ -2,44 +2,14 @@
 //! `--cache-from REF` on fresh, empty stores (as on another CI runner), against a loopback
 //! registry. RUN steps write `date +%N`, so a step that ran again would give another layer.
 
+mod build_support;
 mod common;
 mod registry_support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use assert_cmd::cargo::CommandCargoExt;
+use build_support::{bases, have, kiln, missing_for_bases, read_layout};
 use registry_support::TestRegistry;
-
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// RUN steps as root use chroot isolation; base-images.sh needs root too.
-fn skip_reason() -> Option<&'static str> {
-    if !nix::unistd::geteuid().is_root() {
-        Some("needs root (base-images.sh, RUN steps)")
-    } else if !(have("skopeo") && Path::new("/usr/bin/docker-registry").exists()) {
-        Some("needs skopeo and docker-registry")
-    } else {
-        None
-    }
-}
-
-/// The busybox base pushed to `registry` as `<registry>/kiln-test/busybox:latest`.
-fn push_busybox(registry: &str) {
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("base-images");
-    let status = Command::new("bash")
-        .arg(common::repo_root().join("tests/scripts/base-images.sh"))
-        .arg(&out)
-        .args(["--only", "busybox", "--push", registry])
-        .status()
-        .unwrap();
-    assert!(status.success(), "base-images.sh failed");
-}
 
 /// A context whose Dockerfile has two RUNs (each stamping the time) around two COPYs.
 fn project(dir: &Path, registry: &str) {
@@ -80,9 +50,7 @@ impl Built {
 /// `kiln build` with a fresh store in `tmp/name`, plus `cache_flags`.
 fn build(tmp: &Path, name: &str, ctx: &Path, cache_flags: &[String]) -> Built {
     let layout = tmp.join(name).join("layout");
-    let out = Command::cargo_bin("kiln")
-        .unwrap()
-        .env("KILN_ROOT", tmp.join(name).join("store"))
+    let out = kiln(&tmp.join(name).join("store"))
         .args(["build", "--progress", "plain", "-t", "app"])
         .args(cache_flags)
         .arg(format!("--output=type=oci,dest={}", layout.display()))
@@ -91,53 +59,30 @@ fn build(tmp: &Path, name: &str, ctx: &Path, cache_flags: &[String]) -> Built {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{name}: {stderr}");
-    let json = |p: PathBuf| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
-    };
-    let index = json(layout.join("index.json"));
-    let manifest = index["manifests"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let m = json(layout.join("blobs/sha256").join(&manifest[7..]));
-    let layers = m["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect();
+    let image = read_layout(&layout, "latest");
     Built {
         stderr,
-        manifest,
-        layers,
+        manifest: image.manifest_digest.clone(),
+        layers: image.layer_digests(),
     }
 }
 
+/// skopeo's JSON answer to `args`.
 fn skopeo(args: &[&str]) -> serde_json::Value {
-    let out = Command::new("skopeo")
-        .args(args)
-        .output()
-        .expect("run skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_str(&registry_support::skopeo(args)).unwrap()
 }
 
 #[test]
 fn a_fresh_store_reuses_every_layer_from_the_registry_cache_and_rebuilds_only_what_changed() {
-    if let Some(why) = skip_reason() {
-        println!("SKIPPED: {why}");
+    if let Some(why) = missing_for_bases() {
+        println!("{why}");
         return;
     }
-    let registry = TestRegistry::start("plain");
-    push_busybox(&registry.addr);
+    let registry = bases().addr();
     let tmp = tempfile::tempdir().unwrap();
     let ctx = tmp.path().join("ctx");
-    project(&ctx, &registry.addr);
-    let cache_ref = format!("{}/cache/app:buildcache", registry.addr);
+    project(&ctx, registry);
+    let cache_ref = format!("{registry}/cache/app:buildcache");
 
     let first = build(
         tmp.path(),
@@ -158,7 +103,7 @@ fn a_fresh_store_reuses_every_layer_from_the_registry_cache_and_rebuilds_only_wh
     let tags = skopeo(&[
         "list-tags",
         "--tls-verify=false",
-        &format!("docker://{}/cache/app", registry.addr),
+        &format!("docker://{registry}/cache/app"),
     ]);
     assert_eq!(tags["Tags"], serde_json::json!(["buildcache"]));
     let raw = skopeo(&[
@@ -224,16 +169,15 @@ fn a_fresh_store_reuses_every_layer_from_the_registry_cache_and_rebuilds_only_wh
 
 #[test]
 fn a_cache_ref_that_does_not_exist_is_an_info_line_not_an_error() {
-    if let Some(why) = skip_reason() {
-        println!("SKIPPED: {why}");
+    if let Some(why) = missing_for_bases() {
+        println!("{why}");
         return;
     }
-    let registry = TestRegistry::start("plain");
-    push_busybox(&registry.addr);
+    let registry = bases().addr();
     let tmp = tempfile::tempdir().unwrap();
     let ctx = tmp.path().join("ctx");
-    project(&ctx, &registry.addr);
-    let missing = format!("{}/cache/nothing:here", registry.addr);
+    project(&ctx, registry);
+    let missing = format!("{registry}/cache/nothing:here");
     let built = build(
         tmp.path(),
         "only",
@@ -250,15 +194,14 @@ fn a_cache_ref_that_does_not_exist_is_an_info_line_not_an_error() {
 
 #[test]
 fn a_cache_export_that_fails_is_a_warning_and_the_build_succeeds() {
-    if let Some(why) = skip_reason() {
-        println!("SKIPPED: {why}");
+    if let Some(why) = missing_for_bases() {
+        println!("{why}");
         return;
     }
-    let registry = TestRegistry::start("plain");
-    push_busybox(&registry.addr);
+    let registry = bases().addr();
     let tmp = tempfile::tempdir().unwrap();
     let ctx = tmp.path().join("ctx");
-    project(&ctx, &registry.addr);
+    project(&ctx, registry);
     // Nothing listens on port 9 (discard) of loopback: the push cannot connect.
     let unreachable = "127.0.0.1:9/cache/app:buildcache";
     let built = build(
@@ -279,9 +222,7 @@ fn a_cache_export_that_fails_is_a_warning_and_the_build_succeeds() {
 
 /// `kiln build` of `ctx` with a fresh store in `tmp/name`, returning (success, stderr, summary).
 fn build_raw(tmp: &Path, name: &str, ctx: &Path, flags: &[String]) -> (bool, String) {
-    let out = Command::cargo_bin("kiln")
-        .unwrap()
-        .env("KILN_ROOT", tmp.join(name).join("store"))
+    let out = kiln(&tmp.join(name).join("store"))
         .env("HOME", tmp.join("home"))
         .env("REGISTRY_AUTH_FILE", tmp.join("home/no-auth.json"))
         .args(["build", "--progress", "plain", "-t", "app"])
@@ -299,7 +240,7 @@ fn build_raw(tmp: &Path, name: &str, ctx: &Path, flags: &[String]) -> (bool, Str
 /// registry, exported to one repository and imported (and re-exported) into another.
 #[test]
 fn the_cache_uses_the_registry_flags_and_credentials_and_bad_credentials_only_warn() {
-    if !(have("skopeo") && Path::new("/usr/bin/docker-registry").exists()) {
+    if !(have("skopeo") && have("docker-registry")) {
         println!("SKIPPED: needs skopeo and docker-registry");
         return;
     }
@@ -375,16 +316,15 @@ fn the_cache_uses_the_registry_flags_and_credentials_and_bad_credentials_only_wa
 /// `COPY --from` keyed on the earlier stage's key, not on anything local) without running a step.
 #[test]
 fn a_multi_stage_build_is_served_wholly_from_the_registry_cache() {
-    if let Some(why) = skip_reason() {
-        println!("SKIPPED: {why}");
+    if let Some(why) = missing_for_bases() {
+        println!("{why}");
         return;
     }
-    let registry = TestRegistry::start("plain");
-    push_busybox(&registry.addr);
+    let registry = bases().addr();
     let tmp = tempfile::tempdir().unwrap();
-    let example = common::repo_root().join("testdata/examples/multi-stage");
-    let cache_ref = format!("{}/cache/multi:main", registry.addr);
-    let base = format!("--build-arg=BASE={}/kiln-test", registry.addr);
+    let example = build_support::example_dir("multi-stage");
+    let cache_ref = format!("{registry}/cache/multi:main");
+    let base = bases().base_arg();
     let first = build(
         tmp.path(),
         "first",

@@ -342,27 +342,12 @@ fn arch_image(layout: &registry_support::Layout, arch: &str) -> kiln::registry::
     h.set_mtime(0);
     h.set_size(arch.len() as u64);
     tar.append_data(&mut h, "arch", arch.as_bytes()).unwrap();
-    let tar = tar.into_inner().unwrap();
-    let diff_id = kiln::Digest::of(&tar);
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    std::io::Write::write_all(&mut gz, &tar).unwrap();
-    let blob = gz.finish().unwrap();
-    let layer = layout.put(&blob);
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": arch, "os": "linux",
-        "config": {"Env": ["PATH=/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]},
-    }))
-    .unwrap();
-    let cd = layout.put(&config);
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2, "mediaType": kiln::registry::OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer.to_string(), "size": blob.len()}],
-    }))
-    .unwrap();
-    layout.put(&manifest);
-    kiln::registry::Manifest::from_bytes(manifest, Some(kiln::registry::OCI_MANIFEST))
+    registry_support::make_one_layer_image(
+        layout,
+        &tar.into_inner().unwrap(),
+        arch,
+        serde_json::json!({"Env": ["PATH=/bin"]}),
+    )
 }
 
 #[test]

@@ -477,6 +477,16 @@ pub struct LayoutImage {
     pub layers: Vec<PathBuf>,
 }
 
+impl LayoutImage {
+    /// The layers' digests (`sha256:…`), bottom first.
+    pub fn layer_digests(&self) -> Vec<String> {
+        self.layers
+            .iter()
+            .map(|p| format!("sha256:{}", p.file_name().unwrap().to_string_lossy()))
+            .collect()
+    }
+}
+
 fn blob(layout: &Path, digest: &str) -> PathBuf {
     let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
     layout.join("blobs/sha256").join(hex)
