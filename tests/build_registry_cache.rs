@@ -27,6 +27,18 @@ fn project(dir: &Path, registry: &str) {
     std::fs::write(dir.join("b.txt"), "beta\n").unwrap();
 }
 
+/// A temporary directory holding [`project`] in `ctx/`, or None (after saying why) when the
+/// bases cannot be served here.
+fn project_dir() -> Option<tempfile::TempDir> {
+    if let Some(skip) = missing_for_bases() {
+        println!("{skip}");
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    project(&tmp.path().join("ctx"), bases().addr());
+    Some(tmp)
+}
+
 /// What a build produced: its stderr, and the manifest digest and layer digests of the image
 /// it wrote as an OCI layout.
 struct Built {
@@ -74,14 +86,8 @@ fn skopeo(args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn a_fresh_store_reuses_every_layer_from_the_registry_cache_and_rebuilds_only_what_changed() {
-    if let Some(why) = missing_for_bases() {
-        println!("{why}");
-        return;
-    }
-    let registry = bases().addr();
-    let tmp = tempfile::tempdir().unwrap();
-    let ctx = tmp.path().join("ctx");
-    project(&ctx, registry);
+    let Some(tmp) = project_dir() else { return };
+    let (registry, ctx) = (bases().addr(), tmp.path().join("ctx"));
     let cache_ref = format!("{registry}/cache/app:buildcache");
 
     let first = build(
@@ -169,14 +175,8 @@ fn a_fresh_store_reuses_every_layer_from_the_registry_cache_and_rebuilds_only_wh
 
 #[test]
 fn a_cache_ref_that_does_not_exist_is_an_info_line_not_an_error() {
-    if let Some(why) = missing_for_bases() {
-        println!("{why}");
-        return;
-    }
-    let registry = bases().addr();
-    let tmp = tempfile::tempdir().unwrap();
-    let ctx = tmp.path().join("ctx");
-    project(&ctx, registry);
+    let Some(tmp) = project_dir() else { return };
+    let (registry, ctx) = (bases().addr(), tmp.path().join("ctx"));
     let missing = format!("{registry}/cache/nothing:here");
     let built = build(
         tmp.path(),
@@ -194,14 +194,8 @@ fn a_cache_ref_that_does_not_exist_is_an_info_line_not_an_error() {
 
 #[test]
 fn a_cache_export_that_fails_is_a_warning_and_the_build_succeeds() {
-    if let Some(why) = missing_for_bases() {
-        println!("{why}");
-        return;
-    }
-    let registry = bases().addr();
-    let tmp = tempfile::tempdir().unwrap();
+    let Some(tmp) = project_dir() else { return };
     let ctx = tmp.path().join("ctx");
-    project(&ctx, registry);
     // Nothing listens on port 9 (discard) of loopback: the push cannot connect.
     let unreachable = "127.0.0.1:9/cache/app:buildcache";
     let built = build(
@@ -316,9 +310,8 @@ fn the_cache_uses_the_registry_flags_and_credentials_and_bad_credentials_only_wa
 /// `COPY --from` keyed on the earlier stage's key, not on anything local) without running a step.
 #[test]
 fn a_multi_stage_build_is_served_wholly_from_the_registry_cache() {
-    if let Some(why) = missing_for_bases() {
-        println!("{why}");
-        return;
+    if let Some(skip) = missing_for_bases() {
+        return println!("{skip}");
     }
     let registry = bases().addr();
     let tmp = tempfile::tempdir().unwrap();

@@ -230,9 +230,8 @@ fn a_user_build_keeps_owners_and_modes_runs_under_podman_and_leaves_a_clean_stor
 
 #[test]
 fn the_examples_built_by_the_user_are_the_root_builds_images() {
-    if let Some(why) = skip_reason() {
-        println!("{why}");
-        return;
+    if let Some(skip) = skip_reason() {
+        return println!("{skip}");
     }
     let base = bases().base_arg();
     let tmp = user_tempdir();
@@ -268,18 +267,16 @@ fn the_examples_built_by_the_user_are_the_root_builds_images() {
 
 #[test]
 fn without_newuidmap_a_user_build_warns_once_and_owns_every_file_as_root() {
-    if let Some(why) = skip_reason() {
-        println!("{why}");
-        return;
+    if let Some(skip) = skip_reason() {
+        return println!("{skip}");
     }
-    let registry = bases().addr();
     let tmp = user_tempdir();
     let (store, ctx) = (tmp.path().join("store"), tmp.path().join("ctx"));
     std::fs::create_dir(&ctx).unwrap();
     let dockerfile = format!(
-        "FROM {}/kiln-test/busybox:latest\nRUN mkdir -p /srv/a && echo one > /srv/a/one\n\
+        "FROM {}\nRUN mkdir -p /srv/a && echo one > /srv/a/one\n\
          RUN echo two > /srv/a/two && stat -c %u /srv/a/one\n",
-        registry
+        bases().busybox()
     );
     std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
     sandbox_support::runner().give(tmp.path());
@@ -309,9 +306,8 @@ fn without_newuidmap_a_user_build_warns_once_and_owns_every_file_as_root() {
 
 #[test]
 fn an_owner_beyond_the_subordinate_range_is_a_clear_error_and_leaves_nothing() {
-    if let Some(why) = skip_reason() {
-        println!("{why}");
-        return;
+    if let Some(skip) = skip_reason() {
+        return println!("{skip}");
     }
     let registry = bases().addr();
     let tmp = user_tempdir();
@@ -326,8 +322,8 @@ fn an_owner_beyond_the_subordinate_range_is_a_clear_error_and_leaves_nothing() {
     let big = ctx(
         "big",
         format!(
-            "FROM {}/kiln-test/busybox:latest\nRUN touch /big && chown 70000:70000 /big\n",
-            registry
+            "FROM {}\nRUN touch /big && chown 70000:70000 /big\n",
+            bases().busybox()
         ),
     );
     let root_store = tmp.path().join("root-store");
