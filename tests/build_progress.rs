@@ -10,7 +10,7 @@ mod registry_support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use build_support::{bases, have, kiln, missing_for_bases};
+use build_support::{bases_or_skip, have, kiln};
 use regex::Regex;
 
 /// A context dir holding `files` (the Dockerfile among them) and a store beside it.
@@ -286,10 +286,8 @@ fn tty_progress_shows_steps_and_ends_with_the_summary_and_no_bars() {
 #[test]
 fn run_output_pulls_and_failures_in_plain_and_tty() {
     // RUN needs a base image: busybox, in the shared loopback registry.
-    if let Some(skip) = missing_for_bases() {
-        return println!("{skip}");
-    }
-    let (registry, busybox) = (bases().addr(), bases().busybox());
+    let Some(bases) = bases_or_skip() else { return };
+    let (registry, busybox) = (bases.addr(), bases.busybox());
     let dockerfile = format!("FROM {busybox}\nRUN echo one && echo two >&2\nRUN echo fine\n");
     let t = project(&[("Dockerfile", &dockerfile)]);
     let dest = format!("{registry}/progress/r:1");

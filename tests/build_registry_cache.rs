@@ -8,7 +8,7 @@ mod registry_support;
 
 use std::path::Path;
 
-use build_support::{bases, have, kiln, missing_for_bases, read_layout};
+use build_support::{bases, bases_or_skip, have, kiln, read_layout};
 use registry_support::TestRegistry;
 
 /// A context whose Dockerfile has two RUNs (each stamping the time) around two COPYs.
@@ -30,12 +30,9 @@ fn project(dir: &Path, registry: &str) {
 /// A temporary directory holding [`project`] in `ctx/`, or None (after saying why) when the
 /// bases cannot be served here.
 fn project_dir() -> Option<tempfile::TempDir> {
-    if let Some(skip) = missing_for_bases() {
-        println!("{skip}");
-        return None;
-    }
+    let registry = bases_or_skip()?.addr();
     let tmp = tempfile::tempdir().unwrap();
-    project(&tmp.path().join("ctx"), bases().addr());
+    project(&tmp.path().join("ctx"), registry);
     Some(tmp)
 }
 
@@ -240,15 +237,12 @@ fn the_cache_uses_the_registry_flags_and_credentials_and_bad_credentials_only_wa
     }
     let registry = TestRegistry::start("tls");
     let tmp = tempfile::tempdir().unwrap();
-    let ctx = tmp.path().join("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM scratch\nCOPY a.txt /a\nCOPY b.txt /b\n",
-    )
-    .unwrap();
-    std::fs::write(ctx.join("a.txt"), "alpha\n").unwrap();
-    std::fs::write(ctx.join("b.txt"), "beta\n").unwrap();
+    let ctx = build_support::context(&[
+        ("Dockerfile", "FROM scratch\nCOPY a.txt /a\nCOPY b.txt /b\n"),
+        ("a.txt", "alpha\n"),
+        ("b.txt", "beta\n"),
+    ]);
+    let ctx = ctx.path();
     let cert_dir = registry.cert_dir().join(&registry.addr);
     let tls = |creds: &str| {
         vec![
@@ -262,7 +256,7 @@ fn the_cache_uses_the_registry_flags_and_credentials_and_bad_credentials_only_wa
 
     let mut flags = tls(&good);
     flags.push(format!("--cache-to={first_ref}"));
-    let (ok, stderr) = build_raw(tmp.path(), "first", &ctx, &flags);
+    let (ok, stderr) = build_raw(tmp.path(), "first", ctx, &flags);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("2 layer(s) written"), "{stderr}");
     assert!(
@@ -274,7 +268,7 @@ fn the_cache_uses_the_registry_flags_and_credentials_and_bad_credentials_only_wa
     let mut flags = tls(&good);
     flags.push(format!("--cache-from={first_ref}"));
     flags.push(format!("--cache-to={second_ref}"));
-    let (ok, stderr) = build_raw(tmp.path(), "second", &ctx, &flags);
+    let (ok, stderr) = build_raw(tmp.path(), "second", ctx, &flags);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("0 layer(s) written"), "{stderr}");
     assert!(
@@ -285,14 +279,14 @@ fn the_cache_uses_the_registry_flags_and_credentials_and_bad_credentials_only_wa
     );
     let mut flags = tls(&good);
     flags.push(format!("--cache-from={second_ref}"));
-    let (ok, stderr) = build_raw(tmp.path(), "third", &ctx, &flags);
+    let (ok, stderr) = build_raw(tmp.path(), "third", ctx, &flags);
     assert!(ok && stderr.contains("0 layer(s) written"), "{stderr}");
 
     // Wrong password: the build goes on without the cache and says why, never the password.
     let mut flags = tls("kiln:wrong-password-xyz");
     flags.push(format!("--cache-from={first_ref}"));
     flags.push(format!("--cache-to={first_ref}"));
-    let (ok, stderr) = build_raw(tmp.path(), "bad", &ctx, &flags);
+    let (ok, stderr) = build_raw(tmp.path(), "bad", ctx, &flags);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("2 layer(s) written"), "{stderr}");
     assert!(
@@ -310,14 +304,11 @@ fn the_cache_uses_the_registry_flags_and_credentials_and_bad_credentials_only_wa
 /// `COPY --from` keyed on the earlier stage's key, not on anything local) without running a step.
 #[test]
 fn a_multi_stage_build_is_served_wholly_from_the_registry_cache() {
-    if let Some(skip) = missing_for_bases() {
-        return println!("{skip}");
-    }
-    let registry = bases().addr();
+    let Some(bases) = bases_or_skip() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let example = build_support::example_dir("multi-stage");
-    let cache_ref = format!("{registry}/cache/multi:main");
-    let base = bases().base_arg();
+    let cache_ref = format!("{}/cache/multi:main", bases.addr());
+    let base = bases.base_arg();
     let first = build(
         tmp.path(),
         "first",

@@ -142,6 +142,18 @@ pub struct Bases {
 
 static BASES: OnceLock<Bases> = OnceLock::new();
 
+/// The shared registry with the busybox base, or None after printing why the test is skipped:
+/// `let Some(bases) = build_support::bases_or_skip() else { return };`.
+pub fn bases_or_skip() -> Option<&'static Bases> {
+    match missing_for_bases() {
+        Some(skip) => {
+            println!("{skip}");
+            None
+        }
+        None => Some(bases()),
+    }
+}
+
 /// The shared registry with the busybox base (call [`missing_for_bases`] first).
 pub fn bases() -> &'static Bases {
     BASES.get_or_init(|| {
