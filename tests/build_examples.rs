@@ -201,8 +201,7 @@ fn a_failing_run_names_the_line_the_exit_code_and_its_last_output() {
     let ctx = build_support::context(&[("Dockerfile", &dockerfile)]);
     let store = tempfile::tempdir().unwrap();
     let out = build_support::kiln_build(store.path(), &["-t", "failing"], ctx.path());
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = build_support::failed(&out);
     assert!(
         err.contains(
             "Dockerfile:2:1: RUN echo first line && echo boom >&2 && exit 3 exited with code 3"

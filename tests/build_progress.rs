@@ -326,8 +326,7 @@ fn run_output_pulls_and_failures_in_plain_and_tty() {
         .arg(t.path().join("ctx"))
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = text(&out.stderr);
+    let err = build_support::failed(&out);
     assert!(
         Regex::new(r"(?m)^#\d+ ERROR after \d+\.\ds$")
             .unwrap()

@@ -84,6 +84,13 @@ pub fn succeeded(out: &Output) -> String {
     err
 }
 
+/// stderr of a build that must have failed (panics with its output otherwise).
+pub fn failed(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "kiln build succeeded:\n{err}");
+    err
+}
+
 /// Runs a command, panicking with the command line and its output when it fails.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd
