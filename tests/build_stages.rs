@@ -6,6 +6,7 @@
 //! Every base here is made from Debian's static busybox (COPY from the context, then
 //! `busybox --install`), so no registry is needed except for the `--platform` test.
 
+mod build_support;
 mod common;
 mod registry_support;
 
@@ -14,16 +15,15 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use assert_cmd::cargo::CommandCargoExt;
-
 /// A busybox stage named `base` (lines 1-3 of every Dockerfile here).
 const BASE: &str = "FROM scratch AS base\n\
                     COPY busybox /bin/busybox\n\
                     RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
 
+/// [`build_support::kiln`] with a fixed `SOURCE_DATE_EPOCH`, so images compare by digest.
 fn kiln(root: &Path) -> Command {
-    let mut c = Command::cargo_bin("kiln").unwrap();
-    c.env("KILN_ROOT", root).env("SOURCE_DATE_EPOCH", "0");
+    let mut c = build_support::kiln(root);
+    c.env("SOURCE_DATE_EPOCH", "0");
     c
 }
 
@@ -352,11 +352,7 @@ fn arch_image(layout: &registry_support::Layout, arch: &str) -> kiln::registry::
 
 #[test]
 fn platform_picks_the_base_from_an_index_and_sets_the_config() {
-    let have_registry = Command::new("sh")
-        .args(["-c", "command -v docker-registry"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have_registry {
+    if !build_support::have("docker-registry") {
         println!("SKIPPED: needs docker-registry");
         return;
     }
