@@ -5,6 +5,7 @@
 //! Needs root (umoci keeps the layers' owners only as root) and umoci; without them each test
 //! prints SKIPPED and returns.
 
+mod build_support;
 mod common;
 mod registry_support;
 
@@ -14,42 +15,13 @@ use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use assert_cmd::cargo::CommandCargoExt;
-
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-fn skip() -> bool {
-    if !nix::unistd::geteuid().is_root() || !have("umoci") {
-        println!("SKIPPED: needs root and umoci");
-        return true;
-    }
-    false
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use build_support::{have, kiln, missing, run_ok};
 
 /// Builds `ctx` (with its Dockerfile) with kiln; the stderr on failure.
 fn kiln_build(work: &Path, ctx: &Path, extra: &[&str]) -> Result<Output, String> {
     let layout = work.join("layout");
     let _ = fs::remove_dir_all(&layout);
-    let out = Command::cargo_bin("kiln")
-        .unwrap()
-        .env("KILN_ROOT", work.join("store"))
-        .env_remove("SOURCE_DATE_EPOCH")
+    let out = kiln(&work.join("store"))
         .args([
             "build",
             "--progress",
@@ -73,11 +45,13 @@ fn kiln_build(work: &Path, ctx: &Path, extra: &[&str]) -> Result<Output, String>
 /// The root filesystem of the image in the OCI layout `layout` (tag `latest`).
 fn unpack(layout: &Path, bundle: &Path) -> PathBuf {
     let _ = fs::remove_dir_all(bundle);
-    run(Command::new("umoci")
-        .arg("unpack")
-        .arg("--image")
-        .arg(format!("{}:latest", layout.display()))
-        .arg(bundle));
+    run_ok(
+        Command::new("umoci")
+            .arg("unpack")
+            .arg("--image")
+            .arg(format!("{}:latest", layout.display()))
+            .arg(bundle),
+    );
     bundle.join("rootfs")
 }
 
@@ -150,9 +124,7 @@ fn owned_tar() -> Vec<u8> {
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(bytes).unwrap();
-    gz.finish().unwrap()
+    registry_support::gzip_layer(bytes).0
 }
 
 fn bzip(bytes: &[u8]) -> Vec<u8> {
@@ -198,46 +170,37 @@ COPY x /grouplink
 
 #[test]
 fn destinations_through_image_symlinks_archives_and_owners_match_buildah() {
-    if skip() {
-        return;
+    if let Some(skip) = missing(&["umoci"]) {
+        return println!("{skip}");
     }
     let t = tempfile::tempdir().unwrap();
     let ctx = t.path().join("ctx");
     symlink_context(&ctx);
     let kiln = listing(&build_tree(&t.path().join("kiln"), &ctx));
 
-    // What buildah 1.28 produced for this Dockerfile (checked below against a live run).
-    assert_eq!(line(&kiln, "app"), "app 120777 0:0 -> srv/app");
-    assert_eq!(line(&kiln, "srv/app/x"), "srv/app/x 100644 0:0 \"hi\\n\"");
-    assert_eq!(line(&kiln, "srv/abs/x"), "srv/abs/x 100644 0:0 \"hi\\n\"");
-    assert_eq!(
-        line(&kiln, "srv/app/viaup"),
-        "srv/app/viaup 100644 0:0 \"hi\\n\""
-    );
-    assert_eq!(
-        line(&kiln, "srv/app/deep/er/x"),
-        "srv/app/deep/er/x 100644 0:0 \"hi\\n\""
-    );
-    assert_eq!(line(&kiln, "newp/q"), "newp/q 40755 1000:1000 ");
-    assert_eq!(
-        line(&kiln, "newp/q/r/x"),
-        "newp/q/r/x 100700 1000:1000 \"hi\\n\""
-    );
-    assert_eq!(line(&kiln, "nog"), "nog 100644 1001:4242 \"hi\\n\"");
-    assert_eq!(line(&kiln, "ext"), "ext 40755 1234:5678 ");
-    assert_eq!(line(&kiln, "ext/a"), "ext/a 100640 1234:5678 \"a\\n\"");
-    assert_eq!(
-        line(&kiln, "extc/sub/b"),
-        "extc/sub/b 100644 1234:5678 \"b\\n\""
-    );
-    assert_eq!(line(&kiln, "extm/a"), "extm/a 100640 1234:5678 \"a\\n\"");
-    assert_eq!(line(&kiln, "etc/x"), "etc/x 100644 0:0 \"hi\\n\"");
-    // A file written at a symlink replaces the link; the link's target is untouched.
-    assert_eq!(line(&kiln, "grouplink"), "grouplink 100644 0:0 \"hi\\n\"");
-    assert_eq!(
-        line(&kiln, "etc/group"),
-        "etc/group 100644 0:0 \"root:x:0:\\napp:x:1000:\\n\""
-    );
+    // What buildah 1.28 produced for this Dockerfile (checked below against a live run): one
+    // `path mode owner content` line per path.
+    for want in [
+        "app 120777 0:0 -> srv/app",
+        "srv/app/x 100644 0:0 \"hi\\n\"",
+        "srv/abs/x 100644 0:0 \"hi\\n\"",
+        "srv/app/viaup 100644 0:0 \"hi\\n\"",
+        "srv/app/deep/er/x 100644 0:0 \"hi\\n\"",
+        "newp/q 40755 1000:1000 ",
+        "newp/q/r/x 100700 1000:1000 \"hi\\n\"",
+        "nog 100644 1001:4242 \"hi\\n\"",
+        "ext 40755 1234:5678 ",
+        "ext/a 100640 1234:5678 \"a\\n\"",
+        "extc/sub/b 100644 1234:5678 \"b\\n\"",
+        "extm/a 100640 1234:5678 \"a\\n\"",
+        "etc/x 100644 0:0 \"hi\\n\"",
+        // A file written at a symlink replaces the link; the link's target is untouched.
+        "grouplink 100644 0:0 \"hi\\n\"",
+        "etc/group 100644 0:0 \"root:x:0:\\napp:x:1000:\\n\"",
+    ] {
+        let path = want.split(' ').next().unwrap();
+        assert_eq!(line(&kiln, path), want);
+    }
     assert!(!kiln.iter().any(|l| l.starts_with("app/")), "{kiln:#?}");
 
     if !have("buildah") {
@@ -255,9 +218,9 @@ fn destinations_through_image_symlinks_archives_and_owners_match_buildah() {
             .args(args);
         c
     };
-    run(b(&["bud", "--isolation", "chroot", "-t", "copytest"]).arg(&ctx));
+    run_ok(b(&["bud", "--isolation", "chroot", "-t", "copytest"]).arg(&ctx));
     let layout = format!("oci:{}:latest", bh.join("layout").display());
-    run(&mut b(&["push", "copytest", &layout]));
+    run_ok(&mut b(&["push", "copytest", &layout]));
     let theirs = listing(&unpack(&bh.join("layout"), &bh.join("bundle")));
     let _ = b(&["rmi", "--all", "--force"]).output();
     assert_eq!(kiln, theirs, "kiln (left) and buildah (right) differ");
@@ -265,8 +228,8 @@ fn destinations_through_image_symlinks_archives_and_owners_match_buildah() {
 
 #[test]
 fn add_extracts_every_archive_format_detected_by_content() {
-    if skip() {
-        return;
+    if let Some(skip) = missing(&["umoci"]) {
+        return println!("{skip}");
     }
     let t = tempfile::tempdir().unwrap();
     let ctx = t.path().join("ctx");
@@ -346,8 +309,8 @@ fn serve(files: Vec<(&'static str, Vec<u8>)>) -> String {
 
 #[test]
 fn add_url_downloads_with_mode_0600_last_modified_and_a_verified_checksum() {
-    if skip() {
-        return;
+    if let Some(skip) = missing(&["umoci"]) {
+        return println!("{skip}");
     }
     const BODY: &[u8] = b"downloaded content\n";
     let addr = serve(vec![
@@ -418,8 +381,8 @@ ADD --unpack=true http://{addr}/dir/a.tgz /unpacked/
 
 #[test]
 fn copy_parents_symbolic_chmod_and_link() {
-    if skip() {
-        return;
+    if let Some(skip) = missing(&["umoci"]) {
+        return println!("{skip}");
     }
     let t = tempfile::tempdir().unwrap();
     let ctx = t.path().join("ctx");
@@ -479,8 +442,8 @@ fn chown_to_a_missing_group_or_a_git_source_fails_naming_the_line() {
 
 #[test]
 fn paths_deleted_in_an_upper_layer_are_not_seen_by_copy() {
-    if skip() {
-        return;
+    if let Some(skip) = missing(&["umoci"]) {
+        return println!("{skip}");
     }
     if !have("skopeo") {
         println!("SKIPPED: needs skopeo");
@@ -493,7 +456,7 @@ fn paths_deleted_in_an_upper_layer_are_not_seen_by_copy() {
     let umoci = |args: &[&str]| {
         let mut c = Command::new("umoci");
         c.args(args);
-        run(&mut c);
+        run_ok(&mut c);
     };
     umoci(&["init", "--layout", layout.to_str().unwrap()]);
     umoci(&["new", "--image", &image]);
@@ -519,10 +482,12 @@ fn paths_deleted_in_an_upper_layer_are_not_seen_by_copy() {
 
     let registry = registry_support::TestRegistry::start("plain");
     let base = format!("{}/kiln-test/whiteouts:latest", registry.addr);
-    run(Command::new("skopeo")
-        .args(["copy", "--dest-tls-verify=false"])
-        .arg(format!("oci:{image}"))
-        .arg(format!("docker://{base}")));
+    run_ok(
+        Command::new("skopeo")
+            .args(["copy", "--dest-tls-verify=false"])
+            .arg(format!("oci:{image}"))
+            .arg(format!("docker://{base}")),
+    );
 
     let ctx = t.path().join("ctx");
     write(&ctx.join("x"), b"x");
@@ -551,8 +516,8 @@ fn paths_deleted_in_an_upper_layer_are_not_seen_by_copy() {
 /// which on a usr-merged base (`/lib -> usr/lib`) would hide every library.
 #[test]
 fn a_copied_directory_merges_into_the_target_of_an_image_symlink() {
-    if skip() {
-        return;
+    if let Some(skip) = missing(&["umoci"]) {
+        return println!("{skip}");
     }
     let t = tempfile::tempdir().unwrap();
     let ctx = t.path().join("ctx");

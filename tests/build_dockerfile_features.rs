@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 
-use build_support::{LayoutImage, kiln_build, succeeded};
+use build_support::{LayoutImage, bases_or_skip, kiln_build, succeeded};
 
 /// Builds `ctx` into an OCI layout in `tmp`; returns the image and the build's stderr.
 fn build(tmp: &Path, ctx: &Path, extra: &[&str]) -> (LayoutImage, String) {
@@ -29,10 +29,8 @@ fn text(image: &LayoutImage, path: &str) -> Option<String> {
 
 #[test]
 fn target_builds_that_stage_and_only_the_stages_it_needs() {
-    if let Some(skip) = build_support::missing_for_bases() {
-        return println!("{skip}");
-    }
-    let busybox = build_support::bases().busybox();
+    let Some(bases) = bases_or_skip() else { return };
+    let busybox = bases.busybox();
     let dockerfile = format!(
         "FROM {busybox} AS base\nRUN echo base > /base\n\
          FROM {busybox} AS unrelated\nRUN echo unrelated-marker > /unrelated\n\
@@ -66,26 +64,21 @@ fn target_builds_that_stage_and_only_the_stages_it_needs() {
 
 #[test]
 fn an_unknown_target_is_refused_with_the_stage_names() {
-    if let Some(skip) = build_support::missing_for_bases() {
-        return println!("{skip}");
-    }
+    let Some(bases) = bases_or_skip() else { return };
     let dockerfile = format!(
         "FROM {} AS build\nRUN true\nFROM scratch\n",
-        build_support::bases().busybox()
+        bases.busybox()
     );
     let ctx = build_support::context(&[("Dockerfile", &dockerfile)]);
     let store = tempfile::tempdir().unwrap();
     let out = kiln_build(store.path(), &["-t", "x", "--target", "biuld"], ctx.path());
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = build_support::failed(&out);
     assert!(err.contains("biuld") && err.contains("build"), "{err}");
 }
 
 #[test]
 fn heredocs_run_scripts_and_create_files() {
-    if let Some(skip) = build_support::missing_for_bases() {
-        return println!("{skip}");
-    }
+    let Some(bases) = bases_or_skip() else { return };
     let dockerfile = format!(
         "# syntax=docker/dockerfile:1\n\
          FROM {}\n\
@@ -103,7 +96,7 @@ fn heredocs_run_scripts_and_create_files() {
          COPY <<'EOF' /etc/literal\n\
          hello $WHO\n\
          EOF\n",
-        build_support::bases().busybox()
+        bases.busybox()
     );
     let ctx = build_support::context(&[("Dockerfile", &dockerfile)]);
     let tmp = tempfile::tempdir().unwrap();
@@ -123,12 +116,10 @@ fn heredocs_run_scripts_and_create_files() {
 
 #[test]
 fn dockerignored_files_are_left_out_and_do_not_bust_the_cache() {
-    if let Some(skip) = build_support::missing_for_bases() {
-        return println!("{skip}");
-    }
+    let Some(bases) = bases_or_skip() else { return };
     let dockerfile = format!(
         "FROM {}\nCOPY . /app\nRUN ls -R /app > /listing\n",
-        build_support::bases().busybox()
+        bases.busybox()
     );
     let ctx = build_support::context(&[
         ("Dockerfile", &dockerfile),
@@ -193,10 +184,8 @@ fn build_from_stdin(store: &Path, dockerfile: &str, layout: &Path) -> std::proce
 
 #[test]
 fn a_dockerfile_on_stdin_builds_run_steps_and_refuses_copy_clearly() {
-    if let Some(skip) = build_support::missing_for_bases() {
-        return println!("{skip}");
-    }
-    let busybox = build_support::bases().busybox();
+    let Some(bases) = bases_or_skip() else { return };
+    let busybox = bases.busybox();
     let tmp = tempfile::tempdir().unwrap();
     let layout = tmp.path().join("out");
     let ok = build_from_stdin(
@@ -219,8 +208,7 @@ fn a_dockerfile_on_stdin_builds_run_steps_and_refuses_copy_clearly() {
         &format!("FROM {busybox}\nCOPY app.txt /app.txt\n"),
         &tmp.path().join("refused"),
     );
-    assert!(!refused.status.success());
-    let err = String::from_utf8_lossy(&refused.stderr);
+    let err = build_support::failed(&refused);
     assert!(
         err.contains(
             "<stdin>:2:1: COPY needs a build context, but the Dockerfile came from stdin without one"

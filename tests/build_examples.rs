@@ -14,7 +14,7 @@ mod registry_support;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use build_support::{Node, Storage};
+use build_support::{Node, Storage, bases_or_skip};
 
 /// The config fields Docker's builder sets from the Dockerfile; kiln's must equal buildah's.
 const CONFIG_FIELDS: &[&str] = &[
@@ -193,10 +193,7 @@ fn node_app_builds_pushes_serves_and_matches_buildah() {
 
 #[test]
 fn a_failing_run_names_the_line_the_exit_code_and_its_last_output() {
-    if let Some(skip) = build_support::missing_for_bases() {
-        return println!("{skip}");
-    }
-    let bases = build_support::bases();
+    let Some(bases) = bases_or_skip() else { return };
     let dockerfile = format!(
         "FROM {}\nRUN echo first line && echo boom >&2 && exit 3\n",
         bases.busybox()
@@ -204,8 +201,7 @@ fn a_failing_run_names_the_line_the_exit_code_and_its_last_output() {
     let ctx = build_support::context(&[("Dockerfile", &dockerfile)]);
     let store = tempfile::tempdir().unwrap();
     let out = build_support::kiln_build(store.path(), &["-t", "failing"], ctx.path());
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = build_support::failed(&out);
     assert!(
         err.contains(
             "Dockerfile:2:1: RUN echo first line && echo boom >&2 && exit 3 exited with code 3"
@@ -233,10 +229,8 @@ fn a_failing_run_names_the_line_the_exit_code_and_its_last_output() {
 
 #[test]
 fn build_push_sends_every_tag_and_writes_the_manifest_digest() {
-    if let Some(skip) = build_support::missing_for_bases() {
-        return println!("{skip}");
-    }
-    let addr = build_support::bases().addr();
+    let Some(bases) = bases_or_skip() else { return };
+    let addr = bases.addr();
     let tmp = tempfile::tempdir().unwrap();
     let digest_file = tmp.path().join("digest");
     let (v1, latest) = (

@@ -5,6 +5,7 @@
 mod build_support;
 mod common;
 mod registry_support;
+mod sandbox_support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use sandbox_support::{mounts_mentioning, processes_with};
 
 /// Kills the build if the test fails before it exits.
 struct Build(Child);
@@ -59,34 +61,14 @@ fn wait_for(rx: &mpsc::Receiver<String>, needle: &str, log: &mut Vec<String>) {
     panic!("no {needle:?} in the build's output:\n{}", log.join("\n"));
 }
 
-/// Processes whose command line holds `marker` (other than pgrep itself).
-fn processes_with(marker: &str) -> String {
-    let out = std::process::Command::new("pgrep")
-        .args(["-a", "-f", marker])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Mounts that name `dir` anywhere (mount point, source, or overlay layer options).
-fn mounts_naming(dir: &Path) -> Vec<String> {
-    let needle = dir.to_string_lossy().into_owned();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(&needle))
-        .map(str::to_string)
-        .collect()
-}
-
 fn interrupt_a_run_step(signal: Signal) {
-    if let Some(skip) = build_support::missing_for_bases() {
-        return println!("{skip}");
-    }
+    let Some(bases) = build_support::bases_or_skip() else {
+        return;
+    };
     let marker = format!("kiln-e2e-{}-{}", signal.as_str(), std::process::id());
     let dockerfile = format!(
         "FROM {}\nRUN echo step-started && sleep 30 && echo {marker}\n",
-        build_support::bases().busybox()
+        bases.busybox()
     );
     let ctx = build_support::context(&[("Dockerfile", &dockerfile)]);
     let tmp = tempfile::tempdir().unwrap();
@@ -119,7 +101,7 @@ fn interrupt_a_run_step(signal: Signal) {
         if sent.elapsed() > Duration::from_secs(5) {
             log.extend(rx.try_iter());
             panic!(
-                "kiln still running 5 s after {signal}:\n{}\nprocesses: {}",
+                "kiln still running 5 s after {signal}:\n{}\nprocesses: {:?}",
                 log.join("\n"),
                 processes_with(&marker)
             );
@@ -135,10 +117,18 @@ fn interrupt_a_run_step(signal: Signal) {
     );
     // Nothing of the step is left: processes, mounts, scratch dirs.
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(processes_with(&marker), "", "step processes left running");
-    assert_eq!(mounts_naming(&store), Vec::<String>::new(), "mounts left");
     assert_eq!(
-        mounts_naming(tmp.path()),
+        processes_with(&marker),
+        Vec::<u32>::new(),
+        "step processes left running"
+    );
+    assert_eq!(
+        mounts_mentioning(&store),
+        Vec::<String>::new(),
+        "mounts left"
+    );
+    assert_eq!(
+        mounts_mentioning(tmp.path()),
         Vec::<String>::new(),
         "mounts left"
     );

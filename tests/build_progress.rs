@@ -3,20 +3,15 @@
 //! pseudo-terminal leaving nothing half-drawn. Builds FROM scratch need no registry; the RUN
 //! checks pull the busybox base from a loopback registry (root only, as in build_examples.rs).
 
+mod build_support;
 mod common;
 mod registry_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use assert_cmd::cargo::CommandCargoExt;
+use build_support::{bases_or_skip, have, kiln};
 use regex::Regex;
-
-fn kiln(root: &Path) -> Command {
-    let mut c = Command::cargo_bin("kiln").unwrap();
-    c.env("KILN_ROOT", root).env_remove("SOURCE_DATE_EPOCH");
-    c
-}
 
 /// A context dir holding `files` (the Dockerfile among them) and a store beside it.
 fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
@@ -218,13 +213,6 @@ fn kiln_in_pty(t: &Path, args: &str) -> (bool, String) {
     (out.status.success(), text(&out.stdout))
 }
 
-fn have_script() -> bool {
-    Command::new("script")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// Everything printed after the live display ended: plain text, no escape sequences and no
 /// spinner or bar left behind.
 fn after<'a>(screen: &'a str, marker: &str) -> &'a str {
@@ -248,7 +236,7 @@ fn assert_live_lines_cleared(before_summary: &str) {
 
 #[test]
 fn tty_progress_shows_steps_and_ends_with_the_summary_and_no_bars() {
-    if !have_script() {
+    if !have("script") {
         println!("SKIPPED: needs script (util-linux)");
         return;
     }
@@ -295,42 +283,14 @@ fn tty_progress_shows_steps_and_ends_with_the_summary_and_no_bars() {
     );
 }
 
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// RUN needs a base image: busybox, pushed to a loopback registry by base-images.sh.
-fn busybox_registry() -> Option<registry_support::TestRegistry> {
-    if !nix::unistd::geteuid().is_root() || !have("skopeo") {
-        println!("SKIPPED: needs root and skopeo (base-images.sh)");
-        return None;
-    }
-    let registry = registry_support::TestRegistry::start("plain");
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("base-images");
-    let status = Command::new("bash")
-        .arg(common::repo_root().join("tests/scripts/base-images.sh"))
-        .arg(&out)
-        .args(["--only", "busybox", "--push", &registry.addr])
-        .status()
-        .unwrap();
-    assert!(status.success(), "base-images.sh failed");
-    Some(registry)
-}
-
 #[test]
 fn run_output_pulls_and_failures_in_plain_and_tty() {
-    let Some(registry) = busybox_registry() else {
-        return;
-    };
-    let dockerfile = format!(
-        "FROM {}/kiln-test/busybox:latest\nRUN echo one && echo two >&2\nRUN echo fine\n",
-        registry.addr
-    );
+    // RUN needs a base image: busybox, in the shared loopback registry.
+    let Some(bases) = bases_or_skip() else { return };
+    let (registry, busybox) = (bases.addr(), bases.busybox());
+    let dockerfile = format!("FROM {busybox}\nRUN echo one && echo two >&2\nRUN echo fine\n");
     let t = project(&[("Dockerfile", &dockerfile)]);
-    let dest = format!("{}/progress/r:1", registry.addr);
+    let dest = format!("{registry}/progress/r:1");
     let err = text(&build(t.path(), &["-t", &dest, "--push", "--progress", "plain"]).stderr);
     for re in [
         r"(?m)^#\d+ sha256:[0-9a-f]{12} .* done$",
@@ -341,10 +301,10 @@ fn run_output_pulls_and_failures_in_plain_and_tty() {
     ] {
         assert!(Regex::new(re).unwrap().is_match(&err), "{re} in:\n{err}");
     }
-    let pushed = format!("  pushed     {}/progress/r@sha256:", registry.addr);
+    let pushed = format!("  pushed     {registry}/progress/r@sha256:");
     assert!(err.contains(&pushed), "{err}");
 
-    if have_script() {
+    if have("script") {
         // Pull bars under a terminal: each blob ends as a `done` line, no bar left drawn.
         let fresh = tempfile::tempdir().unwrap();
         let (ok, screen) = kiln_in_pty(fresh.path(), &format!("pull {dest}"));
@@ -358,25 +318,22 @@ fn run_output_pulls_and_failures_in_plain_and_tty() {
 
     // A failing step: plain marks it ERROR; the live display shows it again with all of its
     // output, then the error, and leaves no bar behind.
-    let failing = format!(
-        "FROM {}/kiln-test/busybox:latest\nRUN for i in 1 2 3 4 5 6 7 8 9; do echo line$i; done; exit 4\n",
-        registry.addr
-    );
+    let failing =
+        format!("FROM {busybox}\nRUN for i in 1 2 3 4 5 6 7 8 9; do echo line$i; done; exit 4\n");
     std::fs::write(t.path().join("ctx/Dockerfile"), failing).unwrap();
     let out = kiln(&t.path().join("root"))
         .args(["build", "--progress", "plain"])
         .arg(t.path().join("ctx"))
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = text(&out.stderr);
+    let err = build_support::failed(&out);
     assert!(
         Regex::new(r"(?m)^#\d+ ERROR after \d+\.\ds$")
             .unwrap()
             .is_match(&err),
         "{err}"
     );
-    if !have_script() {
+    if !have("script") {
         return;
     }
     let (ok, screen) = build_in_pty(t.path(), "");

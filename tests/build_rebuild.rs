@@ -6,7 +6,7 @@ mod build_support;
 mod common;
 mod registry_support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use build_support::{StepLog, kiln_build, succeeded};
 
@@ -42,20 +42,27 @@ fn step<'a>(steps: &'a [StepLog], prefix: &str) -> &'a StepLog {
         .unwrap_or_else(|| panic!("no step {prefix:?} in {steps:#?}"))
 }
 
-fn shell_app_copy(dir: &Path) -> std::path::PathBuf {
+fn shell_app_copy(dir: &Path) -> PathBuf {
     let ctx = dir.join("shell-app");
     build_support::copy_tree(&build_support::example_dir("shell-app"), &ctx);
     ctx
 }
 
-#[test]
-fn a_no_change_rebuild_with_run_steps_is_all_hits_with_the_same_digest() {
-    if let Some(skip) = build_support::missing_for_bases() {
-        return println!("{skip}");
-    }
+/// A temporary directory holding a copy of shell-app, and the store path beside it; None
+/// (after saying why) when the bases cannot be served here.
+fn shell_app_project() -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
+    build_support::bases_or_skip()?;
     let tmp = tempfile::tempdir().unwrap();
     let ctx = shell_app_copy(tmp.path());
     let store = tmp.path().join("store");
+    Some((tmp, ctx, store))
+}
+
+#[test]
+fn a_no_change_rebuild_with_run_steps_is_all_hits_with_the_same_digest() {
+    let Some((tmp, ctx, store)) = shell_app_project() else {
+        return;
+    };
     let (id1, first, manifest1) = build(&store, &ctx, &tmp.path().join("out1"), &[]);
     let steps = build_support::steps(&first);
     for s in SHELL_APP_LAYER_STEPS {
@@ -89,12 +96,9 @@ fn a_no_change_rebuild_with_run_steps_is_all_hits_with_the_same_digest() {
 
 #[test]
 fn a_one_file_change_rebuilds_from_the_affected_step_and_names_the_file() {
-    if let Some(skip) = build_support::missing_for_bases() {
-        return println!("{skip}");
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let ctx = shell_app_copy(tmp.path());
-    let store = tmp.path().join("store");
+    let Some((tmp, ctx, store)) = shell_app_project() else {
+        return;
+    };
     let (id1, _, _) = build(&store, &ctx, &tmp.path().join("out1"), &[]);
     std::fs::write(ctx.join("greetings/de"), "Servus, {name}!\n").unwrap();
     let (id2, edited, _) = build(&store, &ctx, &tmp.path().join("out2"), &[]);
@@ -130,8 +134,8 @@ fn check_rebuilt_from_greetings(stderr: &str) {
 /// and a change made there afterwards is still explained by file, not "not built before".
 #[test]
 fn a_change_in_a_fresh_checkout_that_hit_the_cache_is_explained_by_file() {
-    if let Some(skip) = build_support::missing_for_bases() {
-        return println!("{skip}");
+    if build_support::bases_or_skip().is_none() {
+        return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
@@ -147,12 +151,9 @@ fn a_change_in_a_fresh_checkout_that_hit_the_cache_is_explained_by_file() {
 
 #[test]
 fn a_build_arg_changes_the_result_and_the_cache_key() {
-    if let Some(skip) = build_support::missing_for_bases() {
-        return println!("{skip}");
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let ctx = shell_app_copy(tmp.path());
-    let store = tmp.path().join("store");
+    let Some((tmp, ctx, store)) = shell_app_project() else {
+        return;
+    };
     let out = |n: &str| tmp.path().join(n);
     let (default_id, _, _) = build(&store, &ctx, &out("o1"), &[]);
     let info = |dir: &Path| {

@@ -2,44 +2,14 @@
 //! `--cache-from REF` on fresh, empty stores (as on another CI runner), against a loopback
 //! registry. RUN steps write `date +%N`, so a step that ran again would give another layer.
 
+mod build_support;
 mod common;
 mod registry_support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use assert_cmd::cargo::CommandCargoExt;
+use build_support::{bases, bases_or_skip, have, kiln, read_layout};
 use registry_support::TestRegistry;
-
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// RUN steps as root use chroot isolation; base-images.sh needs root too.
-fn skip_reason() -> Option<&'static str> {
-    if !nix::unistd::geteuid().is_root() {
-        Some("needs root (base-images.sh, RUN steps)")
-    } else if !(have("skopeo") && Path::new("/usr/bin/docker-registry").exists()) {
-        Some("needs skopeo and docker-registry")
-    } else {
-        None
-    }
-}
-
-/// The busybox base pushed to `registry` as `<registry>/kiln-test/busybox:latest`.
-fn push_busybox(registry: &str) {
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("base-images");
-    let status = Command::new("bash")
-        .arg(common::repo_root().join("tests/scripts/base-images.sh"))
-        .arg(&out)
-        .args(["--only", "busybox", "--push", registry])
-        .status()
-        .unwrap();
-    assert!(status.success(), "base-images.sh failed");
-}
 
 /// A context whose Dockerfile has two RUNs (each stamping the time) around two COPYs.
 fn project(dir: &Path, registry: &str) {
@@ -55,6 +25,15 @@ fn project(dir: &Path, registry: &str) {
     std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
     std::fs::write(dir.join("a.txt"), "alpha\n").unwrap();
     std::fs::write(dir.join("b.txt"), "beta\n").unwrap();
+}
+
+/// A temporary directory holding [`project`] in `ctx/`, or None (after saying why) when the
+/// bases cannot be served here.
+fn project_dir() -> Option<tempfile::TempDir> {
+    let registry = bases_or_skip()?.addr();
+    let tmp = tempfile::tempdir().unwrap();
+    project(&tmp.path().join("ctx"), registry);
+    Some(tmp)
 }
 
 /// What a build produced: its stderr, and the manifest digest and layer digests of the image
@@ -80,9 +59,7 @@ impl Built {
 /// `kiln build` with a fresh store in `tmp/name`, plus `cache_flags`.
 fn build(tmp: &Path, name: &str, ctx: &Path, cache_flags: &[String]) -> Built {
     let layout = tmp.join(name).join("layout");
-    let out = Command::cargo_bin("kiln")
-        .unwrap()
-        .env("KILN_ROOT", tmp.join(name).join("store"))
+    let out = kiln(&tmp.join(name).join("store"))
         .args(["build", "--progress", "plain", "-t", "app"])
         .args(cache_flags)
         .arg(format!("--output=type=oci,dest={}", layout.display()))
@@ -91,53 +68,24 @@ fn build(tmp: &Path, name: &str, ctx: &Path, cache_flags: &[String]) -> Built {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{name}: {stderr}");
-    let json = |p: PathBuf| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
-    };
-    let index = json(layout.join("index.json"));
-    let manifest = index["manifests"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let m = json(layout.join("blobs/sha256").join(&manifest[7..]));
-    let layers = m["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect();
+    let image = read_layout(&layout, "latest");
     Built {
         stderr,
-        manifest,
-        layers,
+        manifest: image.manifest_digest.clone(),
+        layers: image.layer_digests(),
     }
 }
 
+/// skopeo's JSON answer to `args`.
 fn skopeo(args: &[&str]) -> serde_json::Value {
-    let out = Command::new("skopeo")
-        .args(args)
-        .output()
-        .expect("run skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_str(&registry_support::skopeo(args)).unwrap()
 }
 
 #[test]
 fn a_fresh_store_reuses_every_layer_from_the_registry_cache_and_rebuilds_only_what_changed() {
-    if let Some(why) = skip_reason() {
-        println!("SKIPPED: {why}");
-        return;
-    }
-    let registry = TestRegistry::start("plain");
-    push_busybox(&registry.addr);
-    let tmp = tempfile::tempdir().unwrap();
-    let ctx = tmp.path().join("ctx");
-    project(&ctx, &registry.addr);
-    let cache_ref = format!("{}/cache/app:buildcache", registry.addr);
+    let Some(tmp) = project_dir() else { return };
+    let (registry, ctx) = (bases().addr(), tmp.path().join("ctx"));
+    let cache_ref = format!("{registry}/cache/app:buildcache");
 
     let first = build(
         tmp.path(),
@@ -158,7 +106,7 @@ fn a_fresh_store_reuses_every_layer_from_the_registry_cache_and_rebuilds_only_wh
     let tags = skopeo(&[
         "list-tags",
         "--tls-verify=false",
-        &format!("docker://{}/cache/app", registry.addr),
+        &format!("docker://{registry}/cache/app"),
     ]);
     assert_eq!(tags["Tags"], serde_json::json!(["buildcache"]));
     let raw = skopeo(&[
@@ -224,16 +172,9 @@ fn a_fresh_store_reuses_every_layer_from_the_registry_cache_and_rebuilds_only_wh
 
 #[test]
 fn a_cache_ref_that_does_not_exist_is_an_info_line_not_an_error() {
-    if let Some(why) = skip_reason() {
-        println!("SKIPPED: {why}");
-        return;
-    }
-    let registry = TestRegistry::start("plain");
-    push_busybox(&registry.addr);
-    let tmp = tempfile::tempdir().unwrap();
-    let ctx = tmp.path().join("ctx");
-    project(&ctx, &registry.addr);
-    let missing = format!("{}/cache/nothing:here", registry.addr);
+    let Some(tmp) = project_dir() else { return };
+    let (registry, ctx) = (bases().addr(), tmp.path().join("ctx"));
+    let missing = format!("{registry}/cache/nothing:here");
     let built = build(
         tmp.path(),
         "only",
@@ -250,15 +191,8 @@ fn a_cache_ref_that_does_not_exist_is_an_info_line_not_an_error() {
 
 #[test]
 fn a_cache_export_that_fails_is_a_warning_and_the_build_succeeds() {
-    if let Some(why) = skip_reason() {
-        println!("SKIPPED: {why}");
-        return;
-    }
-    let registry = TestRegistry::start("plain");
-    push_busybox(&registry.addr);
-    let tmp = tempfile::tempdir().unwrap();
+    let Some(tmp) = project_dir() else { return };
     let ctx = tmp.path().join("ctx");
-    project(&ctx, &registry.addr);
     // Nothing listens on port 9 (discard) of loopback: the push cannot connect.
     let unreachable = "127.0.0.1:9/cache/app:buildcache";
     let built = build(
@@ -279,9 +213,7 @@ fn a_cache_export_that_fails_is_a_warning_and_the_build_succeeds() {
 
 /// `kiln build` of `ctx` with a fresh store in `tmp/name`, returning (success, stderr, summary).
 fn build_raw(tmp: &Path, name: &str, ctx: &Path, flags: &[String]) -> (bool, String) {
-    let out = Command::cargo_bin("kiln")
-        .unwrap()
-        .env("KILN_ROOT", tmp.join(name).join("store"))
+    let out = kiln(&tmp.join(name).join("store"))
         .env("HOME", tmp.join("home"))
         .env("REGISTRY_AUTH_FILE", tmp.join("home/no-auth.json"))
         .args(["build", "--progress", "plain", "-t", "app"])
@@ -299,21 +231,18 @@ fn build_raw(tmp: &Path, name: &str, ctx: &Path, flags: &[String]) -> (bool, Str
 /// registry, exported to one repository and imported (and re-exported) into another.
 #[test]
 fn the_cache_uses_the_registry_flags_and_credentials_and_bad_credentials_only_warn() {
-    if !(have("skopeo") && Path::new("/usr/bin/docker-registry").exists()) {
+    if !(have("skopeo") && have("docker-registry")) {
         println!("SKIPPED: needs skopeo and docker-registry");
         return;
     }
     let registry = TestRegistry::start("tls");
     let tmp = tempfile::tempdir().unwrap();
-    let ctx = tmp.path().join("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM scratch\nCOPY a.txt /a\nCOPY b.txt /b\n",
-    )
-    .unwrap();
-    std::fs::write(ctx.join("a.txt"), "alpha\n").unwrap();
-    std::fs::write(ctx.join("b.txt"), "beta\n").unwrap();
+    let ctx = build_support::context(&[
+        ("Dockerfile", "FROM scratch\nCOPY a.txt /a\nCOPY b.txt /b\n"),
+        ("a.txt", "alpha\n"),
+        ("b.txt", "beta\n"),
+    ]);
+    let ctx = ctx.path();
     let cert_dir = registry.cert_dir().join(&registry.addr);
     let tls = |creds: &str| {
         vec![
@@ -327,7 +256,7 @@ fn the_cache_uses_the_registry_flags_and_credentials_and_bad_credentials_only_wa
 
     let mut flags = tls(&good);
     flags.push(format!("--cache-to={first_ref}"));
-    let (ok, stderr) = build_raw(tmp.path(), "first", &ctx, &flags);
+    let (ok, stderr) = build_raw(tmp.path(), "first", ctx, &flags);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("2 layer(s) written"), "{stderr}");
     assert!(
@@ -339,7 +268,7 @@ fn the_cache_uses_the_registry_flags_and_credentials_and_bad_credentials_only_wa
     let mut flags = tls(&good);
     flags.push(format!("--cache-from={first_ref}"));
     flags.push(format!("--cache-to={second_ref}"));
-    let (ok, stderr) = build_raw(tmp.path(), "second", &ctx, &flags);
+    let (ok, stderr) = build_raw(tmp.path(), "second", ctx, &flags);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("0 layer(s) written"), "{stderr}");
     assert!(
@@ -350,14 +279,14 @@ fn the_cache_uses_the_registry_flags_and_credentials_and_bad_credentials_only_wa
     );
     let mut flags = tls(&good);
     flags.push(format!("--cache-from={second_ref}"));
-    let (ok, stderr) = build_raw(tmp.path(), "third", &ctx, &flags);
+    let (ok, stderr) = build_raw(tmp.path(), "third", ctx, &flags);
     assert!(ok && stderr.contains("0 layer(s) written"), "{stderr}");
 
     // Wrong password: the build goes on without the cache and says why, never the password.
     let mut flags = tls("kiln:wrong-password-xyz");
     flags.push(format!("--cache-from={first_ref}"));
     flags.push(format!("--cache-to={first_ref}"));
-    let (ok, stderr) = build_raw(tmp.path(), "bad", &ctx, &flags);
+    let (ok, stderr) = build_raw(tmp.path(), "bad", ctx, &flags);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("2 layer(s) written"), "{stderr}");
     assert!(
@@ -375,16 +304,11 @@ fn the_cache_uses_the_registry_flags_and_credentials_and_bad_credentials_only_wa
 /// `COPY --from` keyed on the earlier stage's key, not on anything local) without running a step.
 #[test]
 fn a_multi_stage_build_is_served_wholly_from_the_registry_cache() {
-    if let Some(why) = skip_reason() {
-        println!("SKIPPED: {why}");
-        return;
-    }
-    let registry = TestRegistry::start("plain");
-    push_busybox(&registry.addr);
+    let Some(bases) = bases_or_skip() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let example = common::repo_root().join("testdata/examples/multi-stage");
-    let cache_ref = format!("{}/cache/multi:main", registry.addr);
-    let base = format!("--build-arg=BASE={}/kiln-test", registry.addr);
+    let example = build_support::example_dir("multi-stage");
+    let cache_ref = format!("{}/cache/multi:main", bases.addr());
+    let base = bases.base_arg();
     let first = build(
         tmp.path(),
         "first",

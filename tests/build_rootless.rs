@@ -5,49 +5,22 @@
 //! example projects giving the same images as root builds. Also the single-id fallback (no `newuidmap`: one warning, files
 //! owned by root in the image).
 
+mod build_support;
 mod common;
 mod registry_support;
 mod sandbox_support;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use registry_support::TestRegistry;
+use build_support::{bases, kiln, missing, missing_for_bases, read_layout, run_ok, succeeded};
 
-const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 const EPOCH: &str = "1700000000";
 
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Root is needed to become `kilntest` and to run podman.
-fn skip_reason() -> Option<&'static str> {
-    if !nix::unistd::geteuid().is_root() {
-        Some("needs root (to run kiln as kilntest, podman, base-images.sh)")
-    } else if !["podman", "skopeo", "newuidmap", "setpriv"]
-        .iter()
-        .all(|t| have(t) || Path::new("/usr/bin").join(t).exists())
-    {
-        Some("needs podman, skopeo, uidmap and setpriv")
-    } else {
-        None
-    }
-}
-
-fn push_bases(registry: &str) {
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("base-images");
-    let status = Command::new("bash")
-        .arg(common::repo_root().join("tests/scripts/base-images.sh"))
-        .arg(&out)
-        .args(["--only", "busybox", "--push", registry])
-        .status()
-        .unwrap();
-    assert!(status.success(), "base-images.sh failed");
+/// Root is needed to become `kilntest` and to run podman; the bases need their registry.
+fn skip_reason() -> Option<String> {
+    missing_for_bases().or_else(|| missing(&["podman", "newuidmap", "setpriv"]))
 }
 
 /// The unprivileged user: (uid, gid).
@@ -58,7 +31,7 @@ fn user() -> (u32, u32) {
 }
 
 /// `kiln ARGS` as `kilntest` with the store `store`, from `/`.
-fn kiln_as_user(store: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+fn kiln_as_user(store: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     let (uid, gid) = user();
     // By absolute path: a test may hide programs from kiln through PATH.
     let mut cmd = Command::new("/usr/bin/setpriv");
@@ -74,60 +47,12 @@ fn kiln_as_user(store: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     .env("XDG_RUNTIME_DIR", "/tmp")
     .envs(env.iter().copied())
     .current_dir("/");
-    cmd.output().unwrap()
-}
-
-fn ok(out: &Output, what: &str) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{what}: {stderr}");
-    stderr
+    cmd
 }
 
 /// A dir under /tmp owned by `kilntest` (its store, context and outputs go there).
 fn user_tempdir() -> tempfile::TempDir {
     sandbox_support::runner().tempdir()
-}
-
-/// The layer blobs of the single image in an OCI layout, in order.
-fn layout_layers(layout: &Path) -> Vec<PathBuf> {
-    let blob = |d: &str| {
-        layout
-            .join("blobs/sha256")
-            .join(d.trim_start_matches("sha256:"))
-    };
-    let json = |p: PathBuf| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
-    };
-    let index = json(layout.join("index.json"));
-    let manifest = json(blob(index["manifests"][0]["digest"].as_str().unwrap()));
-    manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| blob(l["digest"].as_str().unwrap()))
-        .collect()
-}
-
-/// The image config of the single image in an OCI layout, and the manifest digest.
-fn layout_config(layout: &Path) -> (serde_json::Value, String) {
-    let blob = |d: &str| {
-        layout
-            .join("blobs/sha256")
-            .join(d.trim_start_matches("sha256:"))
-    };
-    let json = |p: PathBuf| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
-    };
-    let index = json(layout.join("index.json"));
-    let digest = index["manifests"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let manifest = json(blob(&digest));
-    (
-        json(blob(manifest["config"]["digest"].as_str().unwrap())),
-        digest,
-    )
 }
 
 /// `tar -tvv` of a gzip'd layer blob (GNU tar, numeric owners): `(mode, owner, path)` rows.
@@ -146,6 +71,11 @@ fn tar_listing(blob: &Path) -> Vec<(String, String, String)> {
             (f[0].to_string(), f[1].to_string(), f[5..].join(" "))
         })
         .collect()
+}
+
+/// Runs `cmd` (stdin empty) for its output, whatever its status.
+fn run(mut cmd: Command) -> std::process::Output {
+    cmd.stdin(std::process::Stdio::null()).output().unwrap()
 }
 
 fn entry<'a>(rows: &'a [(String, String, String)], path: &str) -> (&'a str, &'a str) {
@@ -196,8 +126,7 @@ fn a_user_build_keeps_owners_and_modes_runs_under_podman_and_leaves_a_clean_stor
         return;
     }
     let (uid, _) = user();
-    let registry = TestRegistry::start("plain");
-    push_bases(&registry.addr);
+    let registry = bases().addr();
     let tmp = user_tempdir();
     let (store, ctx, out) = (
         tmp.path().join("store"),
@@ -207,18 +136,17 @@ fn a_user_build_keeps_owners_and_modes_runs_under_podman_and_leaves_a_clean_stor
     for d in [&ctx, &out] {
         std::fs::create_dir(d).unwrap();
     }
-    let base = format!("{}/kiln-test", registry.addr);
+    let base = format!("{registry}/kiln-test");
     std::fs::write(ctx.join("Dockerfile"), DOCKERFILE.replace("{BASE}", &base)).unwrap();
     sandbox_support::runner().give(tmp.path());
 
     let layout = out.join("layout");
     let dest = format!("--output=type=oci,dest={}", layout.display());
-    let build = kiln_as_user(
+    let stderr = succeeded(&run(kiln_as_user(
         &store,
         &["build", "-t", "rootless-app", &dest, ctx.to_str().unwrap()],
         &[],
-    );
-    let stderr = ok(&build, "kiln build as kilntest");
+    )));
     assert!(stderr.contains("rootless isolation"), "{stderr}");
     assert!(
         !stderr.contains("maps only uid"),
@@ -226,7 +154,7 @@ fn a_user_build_keeps_owners_and_modes_runs_under_podman_and_leaves_a_clean_stor
     );
 
     // The owners and modes in the layers, as GNU tar reads them.
-    let layers = layout_layers(&layout);
+    let layers = read_layout(&layout, "latest").layers;
     assert_eq!(layers.len(), 3, "base + two RUN layers");
     let first = tar_listing(&layers[1]);
     assert_eq!(entry(&first, "home/app/"), ("drwxr-xr-x", "1000/1000"));
@@ -248,21 +176,21 @@ fn a_user_build_keeps_owners_and_modes_runs_under_podman_and_leaves_a_clean_stor
     );
 
     // Pushed by the user, run by podman.
-    let target = format!("{}/rootless/app:latest", registry.addr);
-    ok(
-        &kiln_as_user(&store, &["push", "-q", "rootless-app", &target], &[]),
-        "kiln push",
+    let target = format!("{registry}/rootless/app:latest");
+    run_ok(&mut kiln_as_user(
+        &store,
+        &["push", "-q", "rootless-app", &target],
+        &[],
+    ));
+    let run = run_ok(
+        common::podman()
+            .arg("--root")
+            .arg(tmp.path().join("podman-root"))
+            .arg("--runroot")
+            .arg(tmp.path().join("podman-run"))
+            .args(["run", "--rm", "--network", "none", "--tls-verify=false"])
+            .arg(&target),
     );
-    let run = common::podman()
-        .arg("--root")
-        .arg(tmp.path().join("podman-root"))
-        .arg("--runroot")
-        .arg(tmp.path().join("podman-run"))
-        .args(["run", "--rm", "--network", "none", "--tls-verify=false"])
-        .arg(&target)
-        .output()
-        .unwrap();
-    ok(&run, "podman run");
     assert_eq!(
         String::from_utf8_lossy(&run.stdout),
         "hello\nsecret\np\nowned\n"
@@ -283,14 +211,14 @@ fn a_user_build_keeps_owners_and_modes_runs_under_podman_and_leaves_a_clean_stor
     assert!(scratch.is_empty(), "RUN scratch dirs left: {scratch:?}");
 
     // rmi + prune as the user remove everything, sub-uid files included.
-    let base_image = format!("{base}/busybox:latest");
-    for name in ["rootless-app", &base_image] {
-        ok(&kiln_as_user(&store, &["rmi", name], &[]), "kiln rmi");
+    for name in ["rootless-app", &bases().busybox()] {
+        run_ok(&mut kiln_as_user(&store, &["rmi", name], &[]));
     }
-    ok(
-        &kiln_as_user(&store, &["prune", "--keep-duration", "0s"], &[]),
-        "kiln prune",
-    );
+    run_ok(&mut kiln_as_user(
+        &store,
+        &["prune", "--keep-duration", "0s"],
+        &[],
+    ));
     let (files, foreign) = store_leftovers(&store, uid);
     assert_eq!(files, Vec::<PathBuf>::new(), "files left in the store");
     assert_eq!(
@@ -302,16 +230,13 @@ fn a_user_build_keeps_owners_and_modes_runs_under_podman_and_leaves_a_clean_stor
 
 #[test]
 fn the_examples_built_by_the_user_are_the_root_builds_images() {
-    if let Some(why) = skip_reason() {
-        println!("SKIPPED: {why}");
-        return;
+    if let Some(skip) = skip_reason() {
+        return println!("{skip}");
     }
-    let registry = TestRegistry::start("plain");
-    push_bases(&registry.addr);
-    let base = format!("--build-arg=BASE={}/kiln-test", registry.addr);
+    let base = bases().base_arg();
     let tmp = user_tempdir();
     for name in ["shell-app", "multi-stage"] {
-        let example = common::repo_root().join("testdata/examples").join(name);
+        let example = build_support::example_dir(name);
         let build = |who: &str| -> (serde_json::Value, String) {
             let dir = tmp.path().join(format!("{name}-{who}"));
             std::fs::create_dir(&dir).unwrap();
@@ -319,18 +244,16 @@ fn the_examples_built_by_the_user_are_the_root_builds_images() {
             let (layout, store) = (dir.join("layout"), dir.join("store"));
             let dest = format!("--output=type=oci,dest={}", layout.display());
             let args = ["build", "-t", name, &base, &dest, example.to_str().unwrap()];
-            let out = if who == "root" {
-                Command::new(KILN)
-                    .args(args)
-                    .env("KILN_ROOT", &store)
-                    .env("SOURCE_DATE_EPOCH", EPOCH)
-                    .output()
-                    .unwrap()
+            let mut cmd = if who == "root" {
+                let mut c = kiln(&store);
+                c.args(args).env("SOURCE_DATE_EPOCH", EPOCH);
+                c
             } else {
                 kiln_as_user(&store, &args, &[("SOURCE_DATE_EPOCH", EPOCH)])
             };
-            ok(&out, &format!("{name}: kiln build as {who}"));
-            layout_config(&layout)
+            run_ok(&mut cmd);
+            let image = read_layout(&layout, "latest");
+            (image.config, image.manifest_digest)
         };
         let (root_config, root_manifest) = build("root");
         let (user_config, user_manifest) = build("kilntest");
@@ -344,37 +267,33 @@ fn the_examples_built_by_the_user_are_the_root_builds_images() {
 
 #[test]
 fn without_newuidmap_a_user_build_warns_once_and_owns_every_file_as_root() {
-    if let Some(why) = skip_reason() {
-        println!("SKIPPED: {why}");
-        return;
+    if let Some(skip) = skip_reason() {
+        return println!("{skip}");
     }
-    let registry = TestRegistry::start("plain");
-    push_bases(&registry.addr);
     let tmp = user_tempdir();
     let (store, ctx) = (tmp.path().join("store"), tmp.path().join("ctx"));
     std::fs::create_dir(&ctx).unwrap();
     let dockerfile = format!(
-        "FROM {}/kiln-test/busybox:latest\nRUN mkdir -p /srv/a && echo one > /srv/a/one\n\
+        "FROM {}\nRUN mkdir -p /srv/a && echo one > /srv/a/one\n\
          RUN echo two > /srv/a/two && stat -c %u /srv/a/one\n",
-        registry.addr
+        bases().busybox()
     );
     std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
     sandbox_support::runner().give(tmp.path());
     let layout = tmp.path().join("layout");
     let dest = format!("--output=type=oci,dest={}", layout.display());
     // A PATH without newuidmap/newgidmap is how a machine without the `uidmap` package looks.
-    let build = kiln_as_user(
+    let stderr = succeeded(&run(kiln_as_user(
         &store,
         &["build", &dest, ctx.to_str().unwrap()],
         &[("PATH", "/nonexistent")],
-    );
-    let stderr = ok(&build, "kiln build without newuidmap");
+    )));
     assert_eq!(
         stderr.matches("maps only uid").count(),
         1,
         "one warning: {stderr}"
     );
-    let layers = layout_layers(&layout);
+    let layers = read_layout(&layout, "latest").layers;
     assert_eq!(
         entry(&tar_listing(&layers[1]), "srv/a/one"),
         ("-rw-r--r--", "0/0")
@@ -387,12 +306,10 @@ fn without_newuidmap_a_user_build_warns_once_and_owns_every_file_as_root() {
 
 #[test]
 fn an_owner_beyond_the_subordinate_range_is_a_clear_error_and_leaves_nothing() {
-    if let Some(why) = skip_reason() {
-        println!("SKIPPED: {why}");
-        return;
+    if let Some(skip) = skip_reason() {
+        return println!("{skip}");
     }
-    let registry = TestRegistry::start("plain");
-    push_bases(&registry.addr);
+    let registry = bases().addr();
     let tmp = user_tempdir();
     let ctx = |name: &str, text: String| {
         let dir = tmp.path().join(name);
@@ -401,12 +318,12 @@ fn an_owner_beyond_the_subordinate_range_is_a_clear_error_and_leaves_nothing() {
         dir
     };
     // Root (chroot isolation) can own a file by uid 70000; kilntest's map has 65537 ids.
-    let image = format!("{}/rootless/big-uid:latest", registry.addr);
+    let image = format!("{registry}/rootless/big-uid:latest");
     let big = ctx(
         "big",
         format!(
-            "FROM {}/kiln-test/busybox:latest\nRUN touch /big && chown 70000:70000 /big\n",
-            registry.addr
+            "FROM {}\nRUN touch /big && chown 70000:70000 /big\n",
+            bases().busybox()
         ),
     );
     let root_store = tmp.path().join("root-store");
@@ -414,17 +331,16 @@ fn an_owner_beyond_the_subordinate_range_is_a_clear_error_and_leaves_nothing() {
         vec!["build", "-q", "-t", &image, big.to_str().unwrap()],
         vec!["push", "-q", &image],
     ] {
-        let out = Command::new(KILN)
-            .args(args)
-            .env("KILN_ROOT", &root_store)
-            .output()
-            .unwrap();
-        ok(&out, "root build/push of the big-uid image");
+        run_ok(kiln(&root_store).args(args));
     }
     let user_ctx = ctx("user", format!("FROM {image}\nRUN ls -ln /big\n"));
     let store = tmp.path().join("store");
     sandbox_support::runner().give(&user_ctx);
-    let out = kiln_as_user(&store, &["build", user_ctx.to_str().unwrap()], &[]);
+    let out = run(kiln_as_user(
+        &store,
+        &["build", user_ctx.to_str().unwrap()],
+        &[],
+    ));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(

@@ -6,6 +6,7 @@
 //! Every base here is made from Debian's static busybox (COPY from the context, then
 //! `busybox --install`), so no registry is needed except for the `--platform` test.
 
+mod build_support;
 mod common;
 mod registry_support;
 
@@ -14,16 +15,15 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use assert_cmd::cargo::CommandCargoExt;
-
 /// A busybox stage named `base` (lines 1-3 of every Dockerfile here).
 const BASE: &str = "FROM scratch AS base\n\
                     COPY busybox /bin/busybox\n\
                     RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
 
+/// [`build_support::kiln`] with a fixed `SOURCE_DATE_EPOCH`, so images compare by digest.
 fn kiln(root: &Path) -> Command {
-    let mut c = Command::cargo_bin("kiln").unwrap();
-    c.env("KILN_ROOT", root).env("SOURCE_DATE_EPOCH", "0");
+    let mut c = build_support::kiln(root);
+    c.env("SOURCE_DATE_EPOCH", "0");
     c
 }
 
@@ -342,36 +342,17 @@ fn arch_image(layout: &registry_support::Layout, arch: &str) -> kiln::registry::
     h.set_mtime(0);
     h.set_size(arch.len() as u64);
     tar.append_data(&mut h, "arch", arch.as_bytes()).unwrap();
-    let tar = tar.into_inner().unwrap();
-    let diff_id = kiln::Digest::of(&tar);
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    std::io::Write::write_all(&mut gz, &tar).unwrap();
-    let blob = gz.finish().unwrap();
-    let layer = layout.put(&blob);
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": arch, "os": "linux",
-        "config": {"Env": ["PATH=/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]},
-    }))
-    .unwrap();
-    let cd = layout.put(&config);
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2, "mediaType": kiln::registry::OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer.to_string(), "size": blob.len()}],
-    }))
-    .unwrap();
-    layout.put(&manifest);
-    kiln::registry::Manifest::from_bytes(manifest, Some(kiln::registry::OCI_MANIFEST))
+    registry_support::make_one_layer_image(
+        layout,
+        &tar.into_inner().unwrap(),
+        arch,
+        serde_json::json!({"Env": ["PATH=/bin"]}),
+    )
 }
 
 #[test]
 fn platform_picks_the_base_from_an_index_and_sets_the_config() {
-    let have_registry = Command::new("sh")
-        .args(["-c", "command -v docker-registry"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have_registry {
+    if !build_support::have("docker-registry") {
         println!("SKIPPED: needs docker-registry");
         return;
     }

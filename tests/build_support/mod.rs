@@ -84,6 +84,13 @@ pub fn succeeded(out: &Output) -> String {
     err
 }
 
+/// stderr of a build that must have failed (panics with its output otherwise).
+pub fn failed(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "kiln build succeeded:\n{err}");
+    err
+}
+
 /// Runs a command, panicking with the command line and its output when it fails.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd
@@ -141,6 +148,18 @@ pub struct Bases {
 }
 
 static BASES: OnceLock<Bases> = OnceLock::new();
+
+/// The shared registry with the busybox base, or None after printing why the test is skipped:
+/// `let Some(bases) = build_support::bases_or_skip() else { return };`.
+pub fn bases_or_skip() -> Option<&'static Bases> {
+    match missing_for_bases() {
+        Some(skip) => {
+            println!("{skip}");
+            None
+        }
+        None => Some(bases()),
+    }
+}
 
 /// The shared registry with the busybox base (call [`missing_for_bases`] first).
 pub fn bases() -> &'static Bases {
@@ -475,6 +494,16 @@ pub struct LayoutImage {
     pub manifest_digest: String,
     pub config: serde_json::Value,
     pub layers: Vec<PathBuf>,
+}
+
+impl LayoutImage {
+    /// The layers' digests (`sha256:…`), bottom first.
+    pub fn layer_digests(&self) -> Vec<String> {
+        self.layers
+            .iter()
+            .map(|p| format!("sha256:{}", p.file_name().unwrap().to_string_lossy()))
+            .collect()
+    }
 }
 
 fn blob(layout: &Path, digest: &str) -> PathBuf {

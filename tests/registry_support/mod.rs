@@ -207,12 +207,15 @@ pub fn make_layer(layout: &Layout, name: &str, seed: u64, size: usize) -> (Diges
     h.set_mtime(0);
     h.set_cksum();
     tar.append_data(&mut h, name, &data[..]).unwrap();
-    let tar = tar.into_inner().unwrap();
-    let diff_id = Digest::of(&tar);
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&tar).unwrap();
-    let blob = gz.finish().unwrap();
+    let (blob, diff_id) = gzip_layer(&tar.into_inner().unwrap());
     (layout.put(&blob), blob.len() as u64, diff_id)
+}
+
+/// A tar stream gzip'd as a layer blob: (blob, diff_id).
+pub fn gzip_layer(tar: &[u8]) -> (Vec<u8>, Digest) {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(tar).unwrap();
+    (gz.finish().unwrap(), Digest::of(tar))
 }
 
 /// An OCI image (config + noise layers of the given sizes) for `os/arch`, stored in `layout`.
@@ -296,15 +299,27 @@ pub fn make_busybox_image(layout: &Layout, script: &str) -> Manifest {
     l.set_mode(0o777);
     l.set_size(0);
     tar.append_link(&mut l, "bin/sh", "busybox").unwrap();
-    let tar = tar.into_inner().unwrap();
-    let diff_id = Digest::of(&tar);
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&tar).unwrap();
-    let blob = gz.finish().unwrap();
+    make_one_layer_image(
+        layout,
+        &tar.into_inner().unwrap(),
+        "amd64",
+        serde_json::json!({"Cmd": ["/bin/sh", "-c", script], "Env": ["PATH=/bin"]}),
+    )
+}
+
+/// An image for `linux/<arch>` whose one layer is the tar stream `tar` (gzip'd here) and whose
+/// container config (`Cmd`, `Env`, …) is `config`, stored in `layout`.
+pub fn make_one_layer_image(
+    layout: &Layout,
+    tar: &[u8],
+    arch: &str,
+    config: serde_json::Value,
+) -> Manifest {
+    let (blob, diff_id) = gzip_layer(tar);
     let layer = layout.put(&blob);
     let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Cmd": ["/bin/sh", "-c", script], "Env": ["PATH=/bin"]},
+        "architecture": arch, "os": "linux",
+        "config": config,
         "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]},
     }))
     .unwrap();
