@@ -174,9 +174,19 @@ fn compress_block(codec: Codec, data: &[u8], dict: &[u8]) -> io::Result<Vec<u8>>
 }
 
 /// Raw deflate of one block, primed with `dict`, ended by a sync flush (not final).
+///
+/// A block that looks incompressible is written as stored deflate blocks (level 0) instead:
+/// deflate at level 6 spends most of its time searching for matches in random data only to
+/// store it anyway (half of a cold w2 build's CPU). The choice depends on the block's bytes
+/// alone, so the output stays the same for any thread count or write pattern.
 fn deflate_block(level: u32, data: &[u8], dict: &[u8]) -> io::Result<Vec<u8>> {
+    let level = if level > 0 && looks_incompressible(data) {
+        0
+    } else {
+        level
+    };
     let mut c = Compress::new(flate2::Compression::new(level), false);
-    if !dict.is_empty() {
+    if level > 0 && !dict.is_empty() {
         c.set_dictionary(dict).map_err(io::Error::other)?;
     }
     let mut out = Vec::with_capacity(data.len() / 2 + 4096);
@@ -197,6 +207,29 @@ fn deflate_block(level: u32, data: &[u8], dict: &[u8]) -> io::Result<Vec<u8>> {
             return Ok(out);
         }
     }
+}
+
+/// Whether fast deflate saves less than 2% on each of three samples of `data` (its start,
+/// middle and end), as on random, encrypted or already-compressed bytes. A block is judged
+/// incompressible only when every sample is, so a block mixing text and random data is
+/// still compressed.
+fn looks_incompressible(data: &[u8]) -> bool {
+    const SAMPLE: usize = 16 * 1024;
+    if data.len() < 4 * SAMPLE {
+        return false;
+    }
+    let starts = [0, data.len() / 2 - SAMPLE / 2, data.len() - SAMPLE];
+    starts.iter().all(|&at| {
+        let sample = &data[at..at + SAMPLE];
+        let mut c = Compress::new(flate2::Compression::fast(), false);
+        let mut out = Vec::with_capacity(SAMPLE + 1024);
+        match c.compress_vec(sample, &mut out, FlushCompress::Finish) {
+            Ok(Status::StreamEnd) => out.len() * 100 >= sample.len() * 98,
+            // Output did not fit in input + 1 KiB: certainly incompressible.
+            Ok(_) => true,
+            Err(_) => false,
+        }
+    })
 }
 
 #[cfg(test)]
@@ -287,5 +320,40 @@ mod tests {
         let data: Vec<u8> = b"0123456789abcdef".repeat(GZIP_BLOCK / 8);
         let gz = compress_all(Codec::Gzip(6), &data, 65536);
         assert!(gz.len() < data.len() / 50, "{} bytes", gz.len());
+    }
+
+    #[test]
+    fn random_blocks_are_stored_and_mixed_or_text_blocks_compressed() {
+        let mut x: u64 = 0x2545f4914f6cdd1d;
+        let random: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert!(looks_incompressible(&random));
+        let stored = compress_all(Codec::Gzip(6), &random, 100_000);
+        // Stored deflate blocks cost 5 bytes per 64 KiB, plus the gzip header and trailer.
+        assert!(
+            stored.len() < random.len() + random.len() / 1000,
+            "{}",
+            stored.len()
+        );
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&stored[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, random);
+
+        let text = sample(1 << 20);
+        assert!(!looks_incompressible(&text));
+        let mut mixed = random.clone();
+        mixed[..64 * 1024].copy_from_slice(&text[..64 * 1024]);
+        assert!(
+            !looks_incompressible(&mixed),
+            "a text sample keeps compression on"
+        );
     }
 }
