@@ -328,11 +328,13 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// The merged file tree of `layers`, unpacked into a temp dir (whiteouts applied).
+    /// The merged file tree of `layers`, unpacked into a temp dir (whiteouts applied). The dir
+    /// is in the store, like a RUN step's scratch dir: a big stage must not fill a small /tmp,
+    /// and the files land on the filesystem the layers come from.
     pub(super) fn rootfs(&self, layers: &[Layer]) -> Result<SourceTree<'a>, BuildError> {
         let dir = tempfile::Builder::new()
-            .prefix("kiln-rootfs-")
-            .tempdir()
+            .prefix("rootfs-")
+            .tempdir_in(self.store.root())
             .map_err(|source| BuildError::Io {
                 action: "creating a temp dir for COPY --from",
                 source,
