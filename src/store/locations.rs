@@ -149,7 +149,9 @@ mod tests {
                 .unwrap();
         }
         store.record_blob_locations("r2", "other", &[d]).unwrap();
-        store.record_blob_locations("r1:5000", "repo3", &[d]).unwrap();
+        store
+            .record_blob_locations("r1:5000", "repo3", &[d])
+            .unwrap();
         assert_eq!(
             store.blob_locations("r1:5000", &d),
             ["repo3", "repo5", "repo4"]
