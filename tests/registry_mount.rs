@@ -152,4 +152,27 @@ async fn stale_or_foreign_records_fall_back_to_upload() {
         store.blob_locations(client.host(), &config.digest),
         ["kiln/c", "gone/repo"]
     );
+
+    // A repository that held the blobs when recorded, then lost them (the registry's link
+    // files removed, as a repository delete does): still an upload, still a good image.
+    let links = reg
+        .dir
+        .path()
+        .join("data/docker/registry/v2/repositories/kiln/c/_layers/sha256");
+    for d in &all {
+        std::fs::remove_dir_all(links.join(d.hex())).unwrap();
+    }
+    let sum = client
+        .push_image(
+            "kiln/d",
+            &tags,
+            &image,
+            &StoreBlobs(&store),
+            None,
+            &Progress::none(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((sum.blobs_uploaded, sum.blobs_mounted), (4, 0));
+    assert_eq!(inspect_layers(&reg.addr, "kiln/d"), 3);
 }
