@@ -9,6 +9,7 @@ use kiln::progress::Progress;
 use kiln::registry::{Manifest, StoreBlobs};
 use kiln::store::Store;
 use kiln::{Digest, Reference};
+use registry_support::proxy::{Fault, Proxy, Rule};
 use registry_support::*;
 
 /// A store holding every blob of an image made in a temp layout.
@@ -175,4 +176,51 @@ async fn stale_or_foreign_records_fall_back_to_upload() {
         .unwrap();
     assert_eq!((sum.blobs_uploaded, sum.blobs_mounted), (4, 0));
     assert_eq!(inspect_layers(&reg.addr, "kiln/d"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_mount_source_falls_back_to_upload() {
+    let reg = TestRegistry::start("plain");
+    // The registry denies every mount request (as for a source repository we may not read).
+    let rule = Rule {
+        method: "POST",
+        path_contains: "mount=".to_string(),
+        times: 1000,
+        fault: Fault::Status(403, None),
+    };
+    let proxy = Proxy::start(&reg.addr, vec![rule]).await;
+    let client = kiln::registry::Registry::new(&proxy.addr, test_config(), None).unwrap();
+    let (_dir, store, image) = store_with_image(14);
+    let kiln::registry::Parsed::Image { config, layers } = image.parse().unwrap() else {
+        unreachable!()
+    };
+    let mut all: Vec<Digest> = layers.iter().map(|l| l.digest).collect();
+    all.push(config.digest);
+    store
+        .record_blob_locations(client.host(), "private/repo", &all)
+        .unwrap();
+    let sum = client
+        .push_image(
+            "kiln/e",
+            &["v1".to_string()],
+            &image,
+            &StoreBlobs(&store),
+            None,
+            &Progress::none(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((sum.blobs_uploaded, sum.blobs_mounted), (4, 0));
+    let mounts = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.contains("mount="))
+        .count();
+    assert_eq!(
+        mounts,
+        4,
+        "one mount attempt per blob: {:?}",
+        proxy.requests()
+    );
+    assert_eq!(inspect_layers(&reg.addr, "kiln/e"), 3);
 }

@@ -106,6 +106,7 @@ impl Registry {
         }
         let mut attempt = 0;
         let mut chunk = self.config.chunk_size;
+        let mut mount_from = mount_from;
         loop {
             match self
                 .upload_once(repo, digest, size, chunk, source, mount_from, progress)
@@ -120,6 +121,17 @@ impl Registry {
                         FALLBACK_CHUNK >> 20
                     ));
                     chunk = Some(FALLBACK_CHUNK);
+                }
+                // A mount source we may not read (a stale hint, a private repository): the
+                // registry denies the whole request, so ask again without the mount.
+                Err(
+                    e @ (RegistryError::Status {
+                        status: 401 | 403, ..
+                    }
+                    | RegistryError::Auth { .. }),
+                ) if mount_from.is_some() => {
+                    progress.warn(format!("{e}; uploading instead of mounting"));
+                    mount_from = None;
                 }
                 Err(e) if e.is_transient() && attempt < self.config.retries => {
                     progress.warn(format!("{e}; restarting the upload"));
