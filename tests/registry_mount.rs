@@ -224,3 +224,54 @@ async fn denied_mount_source_falls_back_to_upload() {
     );
     assert_eq!(inspect_layers(&reg.addr, "kiln/e"), 3);
 }
+
+/// The CLI path: `kiln pull` from one repository, `kiln push` to another of the same registry,
+/// with no `--mount-from`: the summary reports every blob mounted.
+#[test]
+fn cli_push_of_a_pulled_image_mounts_without_mount_from() {
+    use assert_cmd::Command;
+    let reg = TestRegistry::start("plain");
+    let src_dir = tempfile::tempdir().unwrap();
+    let src = Layout::new(src_dir.path());
+    let image = make_image(&src, 15, &[200_000, 100_000], "amd64");
+    src.tag(&image, "one");
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:one", src_dir.path().display()),
+        &format!("docker://{}/up/app:1", reg.addr),
+    ]);
+    let home = tempfile::tempdir().unwrap();
+    let kiln = || {
+        let mut c = Command::cargo_bin("kiln").unwrap();
+        c.env("KILN_ROOT", home.path().join("store"))
+            .env("HOME", home.path())
+            .env("DOCKER_CONFIG", home.path().join(".docker"))
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("XDG_RUNTIME_DIR");
+        c
+    };
+    kiln()
+        .args(["pull", "--platform", "linux/amd64"])
+        .arg(format!("{}/up/app:1", reg.addr))
+        .assert()
+        .success();
+    let out = kiln()
+        .args(["push", "-q"])
+        .arg(format!("{}/up/app:1", reg.addr))
+        .arg(format!("{}/down/app:v1", reg.addr))
+        .assert()
+        .success();
+    let o = out.get_output();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        text.contains("0 blob(s) uploaded") && text.contains("3 mounted"),
+        "{text}"
+    );
+    assert_eq!(inspect_layers(&reg.addr, "down/app"), 2);
+}
