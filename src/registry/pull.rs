@@ -23,6 +23,11 @@ pub trait BlobSink: Sync {
     fn has_blob(&self, digest: &Digest) -> bool;
     fn begin(&self) -> std::io::Result<Self::Writer>;
     fn commit(&self, writer: Self::Writer, digest: &Digest) -> std::io::Result<()>;
+
+    /// Told after a successful pull that `repo` on `host` holds `digests` (mount hints).
+    fn record_pulled(&self, _host: &str, _repo: &str, _digests: &[Digest]) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The outcome of [`Registry::pull_image`].
@@ -227,6 +232,12 @@ impl Registry {
         // Manifests go in last: their presence means everything they reference is there.
         for m in index.iter().chain(std::iter::once(&manifest)) {
             self.commit_bytes(sink, &m.bytes, &m.digest)?;
+        }
+        let digests: Vec<Digest> = blobs.iter().map(|(d, _)| *d).collect();
+        if let Err(e) = sink.record_pulled(self.host(), repo, &digests) {
+            progress.warn(format!(
+                "could not remember where blobs were pulled from: {e}"
+            ));
         }
         Ok(Pulled {
             index,

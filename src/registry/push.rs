@@ -23,6 +23,17 @@ use crate::progress::{Event, Progress};
 /// again, so a failed upload restarts cleanly.
 pub trait BlobSource: Sync {
     fn open_blob(&self, digest: &Digest) -> std::io::Result<Box<dyn Read + Send>>;
+
+    /// Repositories on registry `host` known to hold the blob, most recent first: a push to
+    /// another repository of that registry tries to mount from the first one.
+    fn mount_candidates(&self, _host: &str, _digest: &Digest) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Told after a successful push that `repo` on `host` now holds `digests`.
+    fn record_pushed(&self, _host: &str, _repo: &str, _digests: &[Digest]) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// What happened to one blob.
@@ -95,6 +106,7 @@ impl Registry {
         }
         let mut attempt = 0;
         let mut chunk = self.config.chunk_size;
+        let mut mount_from = mount_from;
         loop {
             match self
                 .upload_once(repo, digest, size, chunk, source, mount_from, progress)
@@ -109,6 +121,17 @@ impl Registry {
                         FALLBACK_CHUNK >> 20
                     ));
                     chunk = Some(FALLBACK_CHUNK);
+                }
+                // A mount source we may not read (a stale hint, a private repository): the
+                // registry denies the whole request, so ask again without the mount.
+                Err(
+                    e @ (RegistryError::Status {
+                        status: 401 | 403, ..
+                    }
+                    | RegistryError::Auth { .. }),
+                ) if mount_from.is_some() => {
+                    progress.warn(format!("{e}; uploading instead of mounting"));
+                    mount_from = None;
                 }
                 Err(e) if e.is_transient() && attempt < self.config.retries => {
                     progress.warn(format!("{e}; restarting the upload"));
@@ -322,6 +345,8 @@ impl Registry {
     /// Pushes an image (manifest or index) whose manifests and blobs `source` holds, under every
     /// tag in `tags` (or only by digest when empty). Every blob and child manifest is confirmed
     /// before the first tag is written, so a failed push never leaves a tag on a broken image.
+    /// A blob the registry lacks is mounted from a repository `source` knows holds it on this
+    /// registry, else from `mount_from`; a refused mount falls back to an upload.
     pub async fn push_image(
         &self,
         repo: &str,
@@ -333,10 +358,16 @@ impl Registry {
     ) -> Result<PushSummary, RegistryError> {
         let started = Instant::now();
         let (children, blobs) = self.collect(root, source)?;
+        let pushed: Vec<Digest> = blobs.iter().map(|(d, _)| *d).collect();
         let outcomes: Vec<(BlobPushed, u64)> = stream::iter(blobs)
             .map(|(digest, size)| async move {
+                let known = source
+                    .mount_candidates(self.host(), &digest)
+                    .into_iter()
+                    .find(|r| r != repo);
+                let from = known.as_deref().or(mount_from).filter(|f| *f != repo);
                 let r = self
-                    .push_blob(repo, &digest, size, source, mount_from, progress)
+                    .push_blob(repo, &digest, size, source, from, progress)
                     .await?;
                 Ok::<_, RegistryError>((r, size))
             })
@@ -353,6 +384,9 @@ impl Registry {
         }
         for tag in tags {
             self.put_manifest(repo, tag, root).await?;
+        }
+        if let Err(e) = source.record_pushed(self.host(), repo, &pushed) {
+            progress.warn(format!("could not remember where blobs were pushed: {e}"));
         }
         let count = |k| outcomes.iter().filter(|(o, _)| *o == k).count();
         let bytes = |k| {

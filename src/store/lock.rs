@@ -58,7 +58,7 @@ impl Store {
         self.lock_named("images")
     }
 
-    fn lock_named(&self, name: &str) -> Result<DigestLock> {
+    pub(super) fn lock_named(&self, name: &str) -> Result<DigestLock> {
         let lease = self.lease()?;
         let path = self.root.join("locks").join(format!("{name}.lock"));
         let file = open_lock_file(&path)?;

@@ -8,6 +8,7 @@
 //! layers/<diffid-hex>/        unpacked layers, used as overlay lower dirs
 //! layers/<diffid-hex>.complete  marker: the directory beside it is whole
 //! cache/compressed/<diffid-hex>.<compression>  diffID → compressed blob digest
+//! cache/blob-locations.json   blob → registry repositories known to hold it (mount hints)
 //! pins/<key>.json             content a build-cache entry keeps alive through `prune`
 //! tmp/                        temp files and dirs, renamed into place when complete
 //! locks/                      per-digest lock files; `gc.lock` for prune vs. users
@@ -21,11 +22,13 @@
 //! - Names: [`Store::tag`], [`Store::untag`], [`Store::list_images`], [`Store::resolve`].
 //! - Layers: [`Store::layer_dir`], [`Store::ensure_unpacked`], [`Store::cached_compressed`],
 //!   [`Store::record_compressed`].
+//! - Mount hints: [`Store::blob_locations`], [`Store::record_blob_locations`].
 //! - GC: [`Store::pin`], [`Store::unpin`], [`Store::prune`] → [`PruneReport`].
 
 mod blobs;
 mod gc;
 mod layers;
+mod locations;
 mod lock;
 mod records;
 
@@ -37,6 +40,7 @@ use crate::digest::Digest;
 
 pub use blobs::BlobWriter;
 pub use gc::{Pin, PruneReport};
+pub use locations::BlobLocation;
 pub use lock::{DigestLock, Lease};
 pub use records::ImageRecord;
 
