@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # kiln against buildah on the five workloads of issue 7 (benches/workloads/), same run, same machine.
 #
-#   benches/compare.sh [--quick] [--runs N] [--tmpfs SIZE] [--workloads "w1 w3"] [--scenarios "cold edit"]
+#   benches/compare.sh [--quick] [--rootless] [--runs N] [--tmpfs SIZE] [--workloads "w1 w3"]
+#                      [--scenarios "cold edit"]
 #
 #   --quick       KILN_BENCH_SCALE=0.01 (tiny contexts) and 2 timed runs: a smoke run in minutes.
 #   --runs N      timed runs per figure (default 3; the table shows medians).
+#   --rootless    run every kiln, buildah and skopeo step as the unprivileged user kilntest
+#                 (tests/scripts/unprivileged-user.sh: sub-id ranges, /run/user/<uid>); the
+#                 script itself still starts as root (base image, registry, the user).
 #   --tmpfs SIZE  keep both tools' stores (and the registry) on a tmpfs of SIZE (e.g. 12g).
 #   Environment:  KILN_BIN (use this kiln instead of `cargo build --release`), KILN_BENCH_SCALE,
 #                 KILN_BENCH_DIR (where workloads and base images are kept between runs, default
@@ -16,8 +20,11 @@
 # Scenarios: cold (empty store, base image already pulled), coldpush (cold build + push to a
 # fresh repository), nochange (rebuild, nothing changed), edit (rebuild after one file of the
 # context changed), push (push alone to a fresh repository; skopeo copy from buildah's storage
-# as well). Runs as root; buildah uses its own storage under the temp dir (overlay driver).
-# Everything temporary (stores, registry) is removed on exit.
+# as well). Starts as root; the tools run as root, or with --rootless as kilntest (setpriv, its
+# HOME and XDG_RUNTIME_DIR; buildah then runs in its own user namespace). buildah uses its own
+# storage under the temp dir (overlay driver, native rootless overlay when rootless), and the
+# temp dir belongs to the user the tools run as. Everything temporary (stores, registry) is
+# removed on exit, rootless storage from inside the user's namespace (`buildah unshare`).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -25,9 +32,18 @@ SCENARIOS_ALL="cold coldpush nochange edit push"
 
 # ---- one step, run by hyperfine and by the trial run (environment set up by main) ----------
 
-kiln_() { "$KILN" --root "$TMPD/kiln" "$@"; }
+as_tool_user() { # program args...: as the bench user when --rootless, else as root
+  if [[ -n ${BENCH_USER:-} ]]; then
+    setpriv --reuid="$BENCH_UID" --regid="$BENCH_GID" --clear-groups \
+      env HOME="$BENCH_HOME" USER="$BENCH_USER" LOGNAME="$BENCH_USER" \
+      XDG_RUNTIME_DIR="/run/user/$BENCH_UID" "$@"
+  else
+    "$@"
+  fi
+}
+kiln_() { as_tool_user "$KILN" --root "$TMPD/kiln" "$@"; }
 buildah_() {
-  buildah --root "$TMPD/buildah/root" --runroot "$TMPD/buildah/run" --storage-driver overlay "$@"
+  as_tool_user buildah --root "$TMPD/buildah/root" --runroot "$TMPD/buildah/run" --storage-driver overlay "$@"
 }
 next_repo() { # tool workload: a fresh repository name, so a push uploads every blob again
   local n=$(($(cat "$TMPD/counter" 2>/dev/null || echo 0) + 1))
@@ -75,7 +91,7 @@ push() { # tool workload
     kiln) kiln_ push "$(image "$w")" "$dest" ;;
     buildah) buildah_ push -q --tls-verify=false "$(image "$w")" "docker://$dest" ;;
     skopeo)
-      skopeo copy -q --dest-tls-verify=false \
+      as_tool_user skopeo copy -q --dest-tls-verify=false \
         "containers-storage:[overlay@$TMPD/buildah/root+$TMPD/buildah/run]$(image "$w")" \
         "docker://$dest"
       ;;
@@ -112,21 +128,22 @@ esac
 
 # ---- the driver ------------------------------------------------------------------------------
 
-runs=3; quick=0; tmpfs=""; workloads="w1 w2 w3 w4 w5"; scenarios=$SCENARIOS_ALL
+runs=3; quick=0; rootless=0; tmpfs=""; workloads="w1 w2 w3 w4 w5"; scenarios=$SCENARIOS_ALL
 while (($#)); do
   case $1 in
     --quick) quick=1; runs=2; shift ;;
+    --rootless) rootless=1; shift ;;
     --runs) runs=$2; shift 2 ;;
     --tmpfs) tmpfs=$2; shift 2 ;;
     --workloads) workloads=$2; shift 2 ;;
     --scenarios) scenarios=$2; shift 2 ;;
-    *) echo "usage: $0 [--quick] [--runs N] [--tmpfs SIZE] [--workloads \"w1 ..\"] [--scenarios \"cold ..\"]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--quick] [--rootless] [--runs N] [--tmpfs SIZE] [--workloads \"w1 ..\"] [--scenarios \"cold ..\"]" >&2; exit 2 ;;
   esac
 done
 ((quick)) && export KILN_BENCH_SCALE=${KILN_BENCH_SCALE:-0.01}
 export KILN_BENCH_SCALE=${KILN_BENCH_SCALE:-1}
-[[ $(id -u) -eq 0 ]] || { echo "compare.sh: run as root (the base image script needs it; rootless runs are not scripted yet)" >&2; exit 1; }
-for t in hyperfine jq python3 /usr/bin/time; do
+[[ $(id -u) -eq 0 ]] || { echo "compare.sh: run as root (the base image script and the registry need it; --rootless runs the tools as an unprivileged user)" >&2; exit 1; }
+for t in hyperfine jq python3 /usr/bin/time setpriv; do
   command -v "$t" >/dev/null || { echo "compare.sh: $t is missing (tests/scripts/install-deps.sh installs it)" >&2; exit 1; }
 done
 
@@ -134,14 +151,23 @@ benchdir=${KILN_BENCH_DIR:-$repo/target/bench}
 mkdir -p "$benchdir"
 export WL="$benchdir/workloads-$KILN_BENCH_SCALE"
 export BUILDAH_ISOLATION=${BUILDAH_ISOLATION:-chroot}
+export BENCH_USER="" BENCH_UID=0 BENCH_GID=0 BENCH_HOME=""
+if ((rootless)); then
+  BENCH_USER=${KILN_TEST_USER:-kilntest}
+  BENCH_UID=$("$repo/tests/scripts/unprivileged-user.sh")
+  BENCH_GID=$(id -g "$BENCH_USER")
+  BENCH_HOME=$(getent passwd "$BENCH_USER" | cut -d: -f6)
+fi
 export TMPD
 TMPD=$(mktemp -d /var/tmp/kiln-compare.XXXXXX)
 # Both tools' stores on a tmpfs: on a journal-less ext4 (this VM's root), every file created
 # after a mass delete pays a scan of recently freed inodes, so back-to-back cold builds slow
 # down run after run whichever tool runs; a tmpfs makes the runs comparable.
 if [[ -n $tmpfs ]]; then
-  mount -t tmpfs -o "size=$tmpfs" kiln-compare "$TMPD"
+  mount -t tmpfs -o "size=$tmpfs,mode=0700,uid=$BENCH_UID,gid=$BENCH_GID" kiln-compare "$TMPD"
 fi
+# The tools' stores live here: it belongs to the user they run as.
+chown "$BENCH_UID:$BENCH_GID" "$TMPD"
 
 cleanup() {
   "$repo/tests/scripts/registry.sh" stop "$TMPD/registry" 2>/dev/null || true
@@ -149,6 +175,11 @@ cleanup() {
     buildah_ rm -a >/dev/null 2>&1 || true
     buildah_ rmi -a -f >/dev/null 2>&1 || true
     umount -R "$TMPD/buildah/root/overlay" 2>/dev/null || true
+  fi
+  # Rootless stores hold files of the user's sub-ids: remove them inside its namespace, where
+  # they are the user's own (root's rm -rf below would manage too, this keeps it honest).
+  if [[ -n $BENCH_USER ]] && command -v buildah >/dev/null; then
+    as_tool_user buildah unshare rm -rf "$TMPD/buildah" "$TMPD/kiln" 2>/dev/null || true
   fi
   if [[ -n $tmpfs ]]; then umount -l "$TMPD" 2>/dev/null || true; fi
   rm -rf "$TMPD"
@@ -239,9 +270,10 @@ for w in $workloads; do
 done
 
 # ---- the table -------------------------------------------------------------------------------
-python3 - "$results" "$runs" "$KILN_BENCH_SCALE" <<'PY'
+if ((rootless)); then who="rootless (as $BENCH_USER)"; else who="as root"; fi
+python3 - "$results" "$runs" "$KILN_BENCH_SCALE" "$who" <<'PY'
 import sys, collections
-path, runs, scale = sys.argv[1], sys.argv[2], sys.argv[3]
+path, runs, scale, who = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 t = collections.defaultdict(dict)
 order = []
 for line in open(path):
@@ -270,7 +302,7 @@ def cell(d):
     if "failed" in d:
         return "FAILED"
     return f"{d['time']:.3f} s" if "time" in d else "?"
-print(f"\nkiln vs buildah: medians of {runs} runs, KILN_BENCH_SCALE={scale}, peak RSS of the trial run\n")
+print(f"\nkiln vs buildah, {who}: medians of {runs} runs, KILN_BENCH_SCALE={scale}, peak RSS of the trial run\n")
 print("| workload | scenario | kiln | buildah | kiln/buildah | skopeo | kiln RSS MB | buildah RSS MB |")
 print("|---|---|---|---|---|---|---|---|")
 notes = []
