@@ -187,3 +187,71 @@ fn a_rebuild_hits_the_cache_and_a_changed_file_is_named_in_the_miss() {
         "{forced}"
     );
 }
+
+#[test]
+fn the_compression_level_sets_new_layers_and_a_level_out_of_range_is_refused() {
+    // Compressible enough that level 1 and level 9 must differ in size.
+    let text: String = (0..20_000)
+        .map(|i| format!("line {} of a repetitive file {}\n", i % 97, i % 13))
+        .collect();
+    let ctx = build_support::context(&[
+        ("Dockerfile", "FROM scratch\nCOPY big.txt /big.txt\n"),
+        ("big.txt", &text),
+    ]);
+    let t = tempfile::tempdir().unwrap();
+    let layer = |name: &str, args: &[&str]| {
+        let layout = t.path().join(name);
+        let dest = format!("type=oci,dest={}", layout.display());
+        let mut all = vec!["-t", "lvl", "-o", &dest];
+        all.extend_from_slice(args);
+        build_support::succeeded(&build(
+            &t.path().join(format!("{name}-root")),
+            &all,
+            ctx.path(),
+        ));
+        let image = build_support::read_layout(&layout, "lvl");
+        let diff_ids = image.config["rootfs"]["diff_ids"].clone();
+        (std::fs::read(&image.layers[0]).unwrap(), diff_ids)
+    };
+    let (fast, fast_ids) = layer("l1", &["--compression-level", "1"]);
+    let (best, best_ids) = layer("l9", &["--compression-level", "9"]);
+    let (default, default_ids) = layer("default", &[]);
+    // Same tar (diffID), different bytes; every one is gzip.
+    assert_eq!(fast_ids, best_ids);
+    assert_eq!(fast_ids, default_ids);
+    for blob in [&fast, &best, &default] {
+        assert_eq!(&blob[..2], &[0x1f, 0x8b]);
+    }
+    assert!(best.len() < fast.len(), "{} vs {}", best.len(), fast.len());
+    assert!(default.len() <= fast.len() && default.len() >= best.len());
+
+    let (zstd, zstd_ids) = layer(
+        "z19",
+        &["--compression", "zstd", "--compression-level", "19"],
+    );
+    assert_eq!(&zstd[..4], &[0x28, 0xb5, 0x2f, 0xfd]);
+    assert_eq!(zstd_ids, fast_ids);
+
+    for (algo, level, range) in [("gzip", "10", "0-9"), ("zstd", "0", "1-22")] {
+        let store = tempfile::tempdir().unwrap();
+        let out = build(
+            store.path(),
+            &[
+                "-t",
+                "x",
+                "--compression",
+                algo,
+                "--compression-level",
+                level,
+            ],
+            ctx.path(),
+        );
+        let err = build_support::failed(&out);
+        assert!(
+            err.contains(&format!(
+                "--compression-level {level} is out of range for {algo}: use {range}"
+            )),
+            "{err}"
+        );
+    }
+}

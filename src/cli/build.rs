@@ -64,6 +64,10 @@ pub struct Args {
     /// Layer compression.
     #[arg(long, value_name = "ALGO", default_value = "gzip", value_parser = ["gzip", "zstd"])]
     pub compression: String,
+    /// Compression level of new layers: gzip 0-9 (default 5), zstd 1-22 (default 3). Layers
+    /// already in the cache keep the level they were written with.
+    #[arg(long, value_name = "N")]
+    pub compression_level: Option<i32>,
     /// Image format: OCI (default) or Docker v2 schema 2.
     #[arg(long, value_name = "FORMAT", default_value = "oci", value_parser = ["oci", "docker"])]
     pub format: String,
@@ -183,6 +187,20 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--compression` and `--compression-level` as a layer compression.
+fn compression(algo: &str, level: Option<i32>) -> anyhow::Result<Compression> {
+    match (algo, level) {
+        ("zstd", None) => Ok(Compression::Zstd { level: 3 }),
+        ("zstd", Some(l)) if (1..=22).contains(&l) => Ok(Compression::Zstd { level: l }),
+        (_, None) => Ok(Compression::default()),
+        ("gzip", Some(l)) if (0..=9).contains(&l) => Ok(Compression::Gzip { level: l as u32 }),
+        (algo, Some(l)) => {
+            let range = if algo == "zstd" { "1-22" } else { "0-9" };
+            anyhow::bail!("--compression-level {l} is out of range for {algo}: use {range}")
+        }
+    }
+}
+
 /// `--push`: every `-t` name, one push per repository (its tags together), each manifest
 /// only after all its blobs are confirmed (the registry client guarantees that).
 fn push(
@@ -262,10 +280,7 @@ fn request(a: &Args) -> anyhow::Result<BuildRequest> {
         .iter()
         .map(|kv| label(kv))
         .collect::<anyhow::Result<_>>()?;
-    let compression = match a.compression.as_str() {
-        "zstd" => Compression::Zstd { level: 3 },
-        _ => Compression::default(),
-    };
+    let compression = compression(&a.compression, a.compression_level)?;
     let format = if a.format == "docker" {
         ImageFormat::Docker
     } else {
