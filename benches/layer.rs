@@ -135,23 +135,21 @@ fn compressor_floor(files: &[PathBuf], bytes: u64, threads: usize, codec: Compre
         std::thread::scope(|s| {
             for t in 0..threads {
                 let mine: Vec<PathBuf> = files.iter().skip(t).step_by(threads).cloned().collect();
-                s.spawn(move || {
-                    match codec {
-                        Compression::Zstd { level } => {
-                            let mut e = zstd::stream::Encoder::new(io::sink(), level).unwrap();
-                            read_all(&mine, &mut e);
-                            e.finish().unwrap();
-                        }
-                        Compression::Gzip { level } => {
-                            let mut e = flate2::write::GzEncoder::new(
-                                io::sink(),
-                                flate2::Compression::new(level),
-                            );
-                            read_all(&mine, &mut e);
-                            e.finish().unwrap();
-                        }
-                        Compression::None => unreachable!("no floor for a plain tar"),
+                s.spawn(move || match codec {
+                    Compression::Zstd { level } => {
+                        let mut e = zstd::stream::Encoder::new(io::sink(), level).unwrap();
+                        read_all(&mine, &mut e);
+                        e.finish().unwrap();
                     }
+                    Compression::Gzip { level } => {
+                        let mut e = flate2::write::GzEncoder::new(
+                            io::sink(),
+                            flate2::Compression::new(level),
+                        );
+                        read_all(&mine, &mut e);
+                        e.finish().unwrap();
+                    }
+                    Compression::None => unreachable!("no floor for a plain tar"),
                 });
             }
         });

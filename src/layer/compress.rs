@@ -12,9 +12,11 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use flate2::{Compress, Crc, FlushCompress, Status};
+
+use crate::digest::{Digest, HashingWriter};
 
 /// Input bytes per gzip block: big enough that the per-block flush costs < 0.1 % of the ratio.
 const GZIP_BLOCK: usize = 1 << 20;
@@ -44,9 +46,24 @@ impl Codec {
     }
 }
 
-type Pending = mpsc::Receiver<io::Result<Vec<u8>>>;
+/// A compressed block and, for gzip, the CRC-32 of its input (computed by the worker and
+/// combined in order: on the writer thread it cost as much as the compression of random data).
+type Block = (Vec<u8>, Option<Crc>);
+type Pending = mpsc::Receiver<io::Result<Block>>;
 
-/// A `Write` that compresses in parallel fixed blocks into `out`.
+/// What [`BlockCompressor::finish`] returns besides the inner writer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Compressed {
+    /// sha256 of the input (a layer's diffID).
+    pub input: Digest,
+    /// sha256 and length of the output (a layer blob's digest and size).
+    pub output: Digest,
+    pub size: u64,
+}
+
+/// A `Write` that compresses in parallel fixed blocks into `out` and hashes both its input and
+/// its output on threads of their own: sha256 is sequential, and done on the writing thread it
+/// left the compressors idle whenever the data compressed fast (random or stored blocks).
 pub(crate) struct BlockCompressor<W: Write> {
     out: W,
     codec: Codec,
@@ -57,35 +74,42 @@ pub(crate) struct BlockCompressor<W: Write> {
     pending: VecDeque<Pending>,
     max_in_flight: usize,
     blocks_sent: u64,
+    input_hash: HashThread,
+    output_hash: HashThread,
 }
 
 impl<W: Write> BlockCompressor<W> {
-    pub(crate) fn new(mut out: W, codec: Codec) -> io::Result<Self> {
-        if let Codec::Gzip(_) = codec {
-            out.write_all(&GZIP_HEADER)?;
-        }
-        Ok(BlockCompressor {
+    pub(crate) fn new(out: W, codec: Codec) -> io::Result<Self> {
+        // Enough blocks to keep every thread busy, but never more than IN_FLIGHT_BYTES
+        // of input (plus as much output) whatever the core count: memory stays flat.
+        let max_in_flight = (2 * rayon::current_num_threads() + 1)
+            .min(IN_FLIGHT_BYTES / codec.block_size())
+            .max(1);
+        let mut c = BlockCompressor {
             out,
             codec,
             block: Vec::with_capacity(codec.block_size()),
             dict: Vec::new(),
             crc: Crc::new(),
             pending: VecDeque::new(),
-            // Enough blocks to keep every thread busy, but never more than IN_FLIGHT_BYTES
-            // of input (plus as much output) whatever the core count: memory stays flat.
-            max_in_flight: (2 * rayon::current_num_threads() + 1)
-                .min(IN_FLIGHT_BYTES / codec.block_size())
-                .max(1),
+            max_in_flight,
             blocks_sent: 0,
-        })
+            input_hash: HashThread::spawn(max_in_flight)?,
+            output_hash: HashThread::spawn(max_in_flight)?,
+        };
+        if let Codec::Gzip(_) = codec {
+            c.emit(GZIP_HEADER.to_vec())?;
+        }
+        Ok(c)
     }
 
     fn submit(&mut self) -> io::Result<()> {
         let data = std::mem::replace(&mut self.block, Vec::with_capacity(self.codec.block_size()));
+        let data = Arc::new(data);
+        self.input_hash.send(Arc::clone(&data))?;
         let codec = self.codec;
         let dict = match codec {
             Codec::Gzip(_) => {
-                self.crc.update(&data);
                 let tail = data[data.len().saturating_sub(DEFLATE_DICT)..].to_vec();
                 std::mem::replace(&mut self.dict, tail)
             }
@@ -105,14 +129,23 @@ impl<W: Write> BlockCompressor<W> {
 
     fn drain_one(&mut self) -> io::Result<()> {
         if let Some(rx) = self.pending.pop_front() {
-            let bytes = wait(&rx)?;
-            self.out.write_all(&bytes)?;
+            let (bytes, crc) = wait(&rx)?;
+            if let Some(crc) = crc {
+                self.crc.combine(&crc);
+            }
+            self.emit(bytes)?;
         }
         Ok(())
     }
 
+    /// Writes output bytes and hands them to the output hash.
+    fn emit(&mut self, bytes: Vec<u8>) -> io::Result<()> {
+        self.out.write_all(&bytes)?;
+        self.output_hash.send(Arc::new(bytes))
+    }
+
     /// Compresses what is left, writes the trailer and returns the inner writer.
-    pub(crate) fn finish(mut self) -> io::Result<W> {
+    pub(crate) fn finish(mut self) -> io::Result<(W, Compressed)> {
         if !self.block.is_empty() || self.blocks_sent == 0 {
             self.submit()?;
         }
@@ -120,12 +153,20 @@ impl<W: Write> BlockCompressor<W> {
             self.drain_one()?;
         }
         if let Codec::Gzip(_) = self.codec {
-            self.out.write_all(&DEFLATE_EMPTY_FINAL)?;
-            self.out.write_all(&self.crc.sum().to_le_bytes())?;
-            self.out.write_all(&self.crc.amount().to_le_bytes())?;
+            let mut trailer = DEFLATE_EMPTY_FINAL.to_vec();
+            trailer.extend_from_slice(&self.crc.sum().to_le_bytes());
+            trailer.extend_from_slice(&self.crc.amount().to_le_bytes());
+            self.emit(trailer)?;
         }
         self.out.flush()?;
-        Ok(self.out)
+        let (input, _) = self.input_hash.finish()?;
+        let (output, size) = self.output_hash.finish()?;
+        let done = Compressed {
+            input,
+            output,
+            size,
+        };
+        Ok((self.out, done))
     }
 }
 
@@ -145,10 +186,49 @@ impl<W: Write> Write for BlockCompressor<W> {
     }
 }
 
+/// sha256 of a sequence of blocks, computed in order on a thread of its own. The channel is
+/// bounded, so a slow hash holds the writer back instead of queueing memory. Dropped without
+/// [`HashThread::finish`] (an error mid-layer), the channel closes and the thread ends.
+struct HashThread {
+    tx: mpsc::SyncSender<Arc<Vec<u8>>>,
+    thread: std::thread::JoinHandle<(Digest, u64)>,
+}
+
+impl HashThread {
+    fn spawn(bound: usize) -> io::Result<HashThread> {
+        let (tx, rx) = mpsc::sync_channel::<Arc<Vec<u8>>>(bound);
+        let thread = std::thread::Builder::new()
+            .name("kiln-sha256".into())
+            .spawn(move || {
+                let mut h = HashingWriter::new(io::sink());
+                for block in rx {
+                    // Writing to a sink cannot fail.
+                    let _ = h.write_all(&block);
+                }
+                let (_, digest, len) = h.finish();
+                (digest, len)
+            })?;
+        Ok(HashThread { tx, thread })
+    }
+
+    fn send(&self, block: Arc<Vec<u8>>) -> io::Result<()> {
+        self.tx
+            .send(block)
+            .map_err(|_| io::Error::other("the sha256 thread stopped"))
+    }
+
+    fn finish(self) -> io::Result<(Digest, u64)> {
+        drop(self.tx);
+        self.thread
+            .join()
+            .map_err(|_| io::Error::other("the sha256 thread panicked"))
+    }
+}
+
 /// Waits for a block. On a rayon worker (when layers are written in parallel on the pool)
 /// it runs other pool jobs meanwhile: blocking there could starve the pool of the very job
 /// being waited for.
-fn wait(rx: &Pending) -> io::Result<Vec<u8>> {
+fn wait(rx: &Pending) -> io::Result<Block> {
     let gone = || io::Error::other("compression worker panicked");
     if rayon::current_thread_index().is_some() {
         loop {
@@ -166,10 +246,14 @@ fn wait(rx: &Pending) -> io::Result<Vec<u8>> {
     rx.recv().map_err(|_| gone())?
 }
 
-fn compress_block(codec: Codec, data: &[u8], dict: &[u8]) -> io::Result<Vec<u8>> {
+fn compress_block(codec: Codec, data: &[u8], dict: &[u8]) -> io::Result<Block> {
     match codec {
-        Codec::Gzip(level) => deflate_block(level, data, dict),
-        Codec::Zstd(level) => zstd::bulk::compress(data, level),
+        Codec::Gzip(level) => {
+            let mut crc = Crc::new();
+            crc.update(data);
+            Ok((deflate_block(level, data, dict)?, Some(crc)))
+        }
+        Codec::Zstd(level) => Ok((zstd::bulk::compress(data, level)?, None)),
     }
 }
 
@@ -260,7 +344,7 @@ mod tests {
         for chunk in data.chunks(piece) {
             w.write_all(chunk).unwrap();
         }
-        w.finish().unwrap()
+        w.finish().unwrap().0
     }
 
     #[test]

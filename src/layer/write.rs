@@ -47,31 +47,30 @@ pub(crate) fn write_blob(
     out: impl Write,
     tar: impl FnOnce(&mut dyn Write) -> Result<(), LayerError>,
 ) -> Result<LayerBlob, LayerError> {
-    let codec = codec(opts.compression)?;
-    let blob_w = HashingWriter::new(out);
-    let (diff_id, blob_w) = match codec {
-        None => {
-            let mut tar_w = HashingWriter::new(BufWriter::with_capacity(1 << 16, blob_w));
-            tar(&mut tar_w)?;
-            let (buf, diff_id, _) = tar_w.finish();
-            let blob_w = buf
-                .into_inner()
-                .map_err(|e| LayerError::Output(e.into_error()))?;
-            (diff_id, blob_w)
-        }
-        Some(codec) => {
-            let comp = BlockCompressor::new(blob_w, codec).map_err(LayerError::Output)?;
-            let mut tar_w = HashingWriter::new(comp);
-            tar(&mut tar_w)?;
-            let (comp, diff_id, _) = tar_w.finish();
-            (diff_id, comp.finish().map_err(LayerError::Output)?)
-        }
+    let Some(codec) = codec(opts.compression)? else {
+        let blob_w = HashingWriter::new(out);
+        let mut tar_w = HashingWriter::new(BufWriter::with_capacity(1 << 16, blob_w));
+        tar(&mut tar_w)?;
+        let (buf, diff_id, _) = tar_w.finish();
+        let blob_w = buf
+            .into_inner()
+            .map_err(|e| LayerError::Output(e.into_error()))?;
+        let (_, digest, size) = blob_w.finish();
+        return Ok(LayerBlob {
+            diff_id,
+            digest,
+            size,
+            compression: opts.compression,
+        });
     };
-    let (_, digest, size) = blob_w.finish();
+    // The compressor hashes its input (diffID) and output (digest) on threads of its own.
+    let mut comp = BlockCompressor::new(out, codec).map_err(LayerError::Output)?;
+    tar(&mut comp)?;
+    let (_, done) = comp.finish().map_err(LayerError::Output)?;
     Ok(LayerBlob {
-        diff_id,
-        digest,
-        size,
+        diff_id: done.input,
+        digest: done.output,
+        size: done.size,
         compression: opts.compression,
     })
 }
