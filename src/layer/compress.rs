@@ -16,7 +16,8 @@ use std::sync::{Arc, mpsc};
 
 use flate2::{Compress, Crc, FlushCompress, Status};
 
-use crate::digest::{Digest, HashingWriter};
+use super::hash_thread::HashThread;
+use crate::digest::Digest;
 
 /// Input bytes per gzip block: big enough that the per-block flush costs < 0.1 % of the ratio.
 const GZIP_BLOCK: usize = 1 << 20;
@@ -183,45 +184,6 @@ impl<W: Write> Write for BlockCompressor<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
-    }
-}
-
-/// sha256 of a sequence of blocks, computed in order on a thread of its own. The channel is
-/// bounded, so a slow hash holds the writer back instead of queueing memory. Dropped without
-/// [`HashThread::finish`] (an error mid-layer), the channel closes and the thread ends.
-struct HashThread {
-    tx: mpsc::SyncSender<Arc<Vec<u8>>>,
-    thread: std::thread::JoinHandle<(Digest, u64)>,
-}
-
-impl HashThread {
-    fn spawn(bound: usize) -> io::Result<HashThread> {
-        let (tx, rx) = mpsc::sync_channel::<Arc<Vec<u8>>>(bound);
-        let thread = std::thread::Builder::new()
-            .name("kiln-sha256".into())
-            .spawn(move || {
-                let mut h = HashingWriter::new(io::sink());
-                for block in rx {
-                    // Writing to a sink cannot fail.
-                    let _ = h.write_all(&block);
-                }
-                let (_, digest, len) = h.finish();
-                (digest, len)
-            })?;
-        Ok(HashThread { tx, thread })
-    }
-
-    fn send(&self, block: Arc<Vec<u8>>) -> io::Result<()> {
-        self.tx
-            .send(block)
-            .map_err(|_| io::Error::other("the sha256 thread stopped"))
-    }
-
-    fn finish(self) -> io::Result<(Digest, u64)> {
-        drop(self.tx);
-        self.thread
-            .join()
-            .map_err(|_| io::Error::other("the sha256 thread panicked"))
     }
 }
 

@@ -29,6 +29,7 @@
 
 mod compress;
 mod entries;
+mod hash_thread;
 mod idmap;
 mod resolve;
 mod tarball;

@@ -12,11 +12,13 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
 
 use filetime::FileTime;
 use nix::sys::stat::{Mode, SFlag};
 use tar::EntryType;
 
+use super::hash_thread::HashThread;
 use super::resolve::{resolve_dir, split_entry};
 use super::{LayerError, Ownership, UnpackOptions, UnpackReport};
 use crate::digest::{Digest, HashingReader};
@@ -30,7 +32,7 @@ const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 /// changed or removed, whatever the layer contains. On error `dest` holds a partial tree:
 /// unpack into a scratch directory and rename it into place on success.
 pub fn unpack_layer(
-    blob: impl Read,
+    blob: impl Read + Send,
     dest: &Path,
     opts: &UnpackOptions,
 ) -> Result<UnpackReport, LayerError> {
@@ -42,32 +44,120 @@ pub fn unpack_layer(
     if !root.is_dir() {
         return Err(bad_dest("not a directory".into()));
     }
-    let hashed = HashingReader::new(decompressor(blob)?);
-    let mut archive = tar::Archive::new(hashed);
-    let mut u = Unpacker {
-        root,
-        opts,
-        written: HashSet::new(),
-        dirs: Vec::new(),
-        last_parent: None,
-        entries: 0,
-        whiteouts: 0,
-        warnings: Vec::new(),
-    };
-    for entry in archive.entries().map_err(LayerError::Input)? {
-        u.entry(entry.map_err(LayerError::Input)?)?;
-    }
-    u.finish_dirs()?;
-    // The diffID covers the whole tar, including any padding after the end marker.
-    let mut hashed = archive.into_inner();
-    io::copy(&mut hashed, &mut io::sink()).map_err(LayerError::Input)?;
-    let (_, diff_id, _) = hashed.finish();
-    Ok(UnpackReport {
-        diff_id,
-        entries: u.entries,
-        whiteouts: u.whiteouts,
-        warnings: u.warnings,
+    // Three threads, so a big layer unpacks at the speed of its slowest stage rather than of
+    // all of them in a row: one decompresses, one hashes (the diffID), this one writes files.
+    std::thread::scope(|s| {
+        let (tx, rx) = mpsc::sync_channel(CHUNKS_AHEAD);
+        let hash = HashThread::spawn(CHUNKS_AHEAD).map_err(LayerError::Input)?;
+        let inflate = s.spawn(move || inflate_into(blob, tx, hash));
+        let mut u = Unpacker {
+            root,
+            opts,
+            written: HashSet::new(),
+            dirs: Vec::new(),
+            last_parent: None,
+            entries: 0,
+            whiteouts: 0,
+            warnings: Vec::new(),
+        };
+        let unpacked = u.all(ChunkReader::new(rx));
+        // On an error here the receiver is gone, so the inflating thread stops at its next send.
+        let diff_id = inflate.join().expect("the inflating thread does not panic");
+        unpacked?;
+        Ok(UnpackReport {
+            diff_id: diff_id?,
+            entries: u.entries,
+            whiteouts: u.whiteouts,
+            warnings: u.warnings,
+        })
     })
+}
+
+/// Decompressed chunks queued between the inflating thread and the unpacker.
+const CHUNKS_AHEAD: usize = 4;
+const CHUNK: usize = 1 << 20;
+
+type Chunk = io::Result<Arc<Vec<u8>>>;
+
+/// Decompresses `blob` into `tx` in chunks, each also sent to `hash`; returns the diffID, or
+/// the decompression error (also sent on, so the unpacker stops at the same point).
+fn inflate_into(
+    blob: impl Read,
+    tx: mpsc::SyncSender<Chunk>,
+    hash: HashThread,
+) -> Result<Digest, LayerError> {
+    let mut r = decompressor(blob)?;
+    loop {
+        let mut chunk = vec![0; CHUNK];
+        let n = match read_full(&mut r, &mut chunk) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+                return Err(LayerError::Input(e));
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        chunk.truncate(n);
+        let chunk = Arc::new(chunk);
+        hash.send(Arc::clone(&chunk)).map_err(LayerError::Input)?;
+        if tx.send(Ok(chunk)).is_err() {
+            // The unpacker failed; its error is the one reported.
+            return Err(LayerError::Input(io::Error::other("unpacking stopped")));
+        }
+    }
+    drop(tx);
+    Ok(hash.finish().map_err(LayerError::Input)?.0)
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// `Read` over the chunks the inflating thread sends.
+struct ChunkReader {
+    rx: mpsc::Receiver<Chunk>,
+    chunk: Arc<Vec<u8>>,
+    at: usize,
+}
+
+impl ChunkReader {
+    fn new(rx: mpsc::Receiver<Chunk>) -> ChunkReader {
+        ChunkReader {
+            rx,
+            chunk: Arc::new(Vec::new()),
+            at: 0,
+        }
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(chunk) => {
+                    self.chunk = chunk?;
+                    self.at = 0;
+                }
+                // The sender is done: end of stream.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }
 
 /// The diffID of the layer read from `blob` (gzip, zstd or plain tar): the digest of the
@@ -118,6 +208,18 @@ struct Unpacker<'a> {
 }
 
 impl Unpacker<'_> {
+    /// Unpacks every entry of the tar read from `r`, then applies directory modes and times
+    /// and reads `r` to its end (the diffID covers any padding after the end marker).
+    fn all(&mut self, r: impl Read) -> Result<(), LayerError> {
+        let mut archive = tar::Archive::new(r);
+        for entry in archive.entries().map_err(LayerError::Input)? {
+            self.entry(entry.map_err(LayerError::Input)?)?;
+        }
+        self.finish_dirs()?;
+        io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(LayerError::Input)?;
+        Ok(())
+    }
+
     fn entry<R: Read>(&mut self, mut e: tar::Entry<'_, R>) -> Result<(), LayerError> {
         let name = e.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&name).into_owned();
@@ -506,5 +608,76 @@ mod tests {
             diff_id(&gz[..gz.len() / 2]).is_err(),
             "a truncated gzip stream"
         );
+    }
+
+    fn tar_of(entries: &[(&str, &[u8])], symlinks: &[(&str, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, to) in symlinks {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            h.set_mode(0o777);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            b.append_link(&mut h, name, to).unwrap();
+        }
+        for (name, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(data).unwrap();
+        gz.finish().unwrap()
+    }
+
+    fn opts() -> UnpackOptions {
+        UnpackOptions {
+            ownership: Ownership::Preserve,
+            xattrs: false,
+        }
+    }
+
+    #[test]
+    fn a_layer_bigger_than_the_queue_unpacks_whole_with_its_diff_id() {
+        let big = vec![7u8; (CHUNKS_AHEAD + 3) * CHUNK + 12345];
+        let tar = tar_of(&[("a/big", &big), ("a/small", b"s")], &[]);
+        let d = tempfile::tempdir().unwrap();
+        let report = unpack_layer(&gzip(&tar)[..], d.path(), &opts()).unwrap();
+        assert_eq!(report.diff_id, Digest::of(&tar));
+        assert_eq!(std::fs::read(d.path().join("a/big")).unwrap(), big);
+        assert_eq!(std::fs::read(d.path().join("a/small")).unwrap(), b"s");
+    }
+
+    #[test]
+    fn an_unpacking_error_early_in_a_long_stream_stops_both_threads() {
+        // The loop is refused at the first file, with most of the stream still to inflate:
+        // the inflating thread must notice and stop rather than wait on a full queue.
+        let big = vec![1u8; (CHUNKS_AHEAD + 8) * CHUNK];
+        let tar = tar_of(
+            &[("l1/x", b"x"), ("big", &big)],
+            &[("l1", "l2"), ("l2", "l1")],
+        );
+        let d = tempfile::tempdir().unwrap();
+        let err = unpack_layer(&gzip(&tar)[..], d.path(), &opts()).unwrap_err();
+        assert!(err.to_string().contains("l1/x"), "{err}");
+    }
+
+    #[test]
+    fn a_truncated_layer_is_an_error_not_a_short_tree() {
+        let big = vec![3u8; 3 * CHUNK];
+        let tar = tar_of(&[("f", &big)], &[]);
+        let gz = gzip(&tar);
+        let d = tempfile::tempdir().unwrap();
+        assert!(unpack_layer(&gz[..gz.len() - 100], d.path(), &opts()).is_err());
     }
 }

@@ -274,7 +274,8 @@ fn child(args: Vec<OsString>) -> Result<(), String> {
     writeln!(stdout, "{READY}")
         .and_then(|()| stdout.flush())
         .map_err(|e| format!("handshake: {e}"))?;
-    let mut stdin = BufReader::new(std::io::stdin().lock());
+    // Not `lock()`ed: the unpacker reads it from another thread (a lock is not `Send`).
+    let mut stdin = BufReader::new(std::io::stdin());
     let mut line = String::new();
     stdin
         .read_line(&mut line)
@@ -307,7 +308,7 @@ fn child(args: Vec<OsString>) -> Result<(), String> {
     }
 }
 
-fn child_unpack(stdin: &mut impl Read, dest: &Path) -> Result<(), String> {
+fn child_unpack(stdin: &mut (impl Read + Send), dest: &Path) -> Result<(), String> {
     let opts = UnpackOptions {
         ownership: Ownership::Preserve,
         xattrs: false,
