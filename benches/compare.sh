@@ -303,8 +303,28 @@ def cell(d):
         return "FAILED"
     return f"{d['time']:.3f} s" if "time" in d else "?"
 print(f"\nkiln vs buildah, {who}: medians of {runs} runs, KILN_BENCH_SCALE={scale}, peak RSS of the trial run\n")
-print("| workload | scenario | kiln | buildah | kiln/buildah | skopeo | kiln RSS MB | buildah RSS MB |")
-print("|---|---|---|---|---|---|---|---|")
+# Issue 7's targets, judged only at full size (they are stated for it).
+RATIO = {("w1", "coldpush"): 0.5, ("w2", "coldpush"): 0.4, ("w3", "coldpush"): 0.4,
+         ("w4", "coldpush"): 0.5, ("w5", "coldpush"): 0.5, ("w5", "edit"): 0.3}
+SECONDS = {("w1", "nochange"): 0.050, ("w3", "nochange"): 0.200}
+def target(key, k, b):
+    if float(scale) != 1 or not k or "time" not in k:
+        return ""
+    if key in SECONDS:
+        limit = SECONDS[key]
+        ok = k["time"] < limit
+        verdict = f"< {limit * 1000:.0f} ms: " + ("met" if ok else f"**missed by {(k['time'] - limit) * 1000:.0f} ms**")
+    elif key in RATIO and b and "time" in b and b["time"] > 0:
+        limit, r = RATIO[key], k["time"] / b["time"]
+        verdict = f"≤ {limit}: " + ("met" if r <= limit else f"**missed by {r - limit:.2f}**")
+    else:
+        verdict = ""
+    rss = k.get("rss", "")
+    if rss.isdigit() and int(rss) >= 100:
+        verdict += (", " if verdict else "") + f"RSS {rss} MB ≥ 100: **missed**"
+    return verdict
+print("| workload | scenario | kiln | buildah | kiln/buildah | skopeo | kiln RSS MB | buildah RSS MB | target (issue 7) |")
+print("|---|---|---|---|---|---|---|---|---|")
 notes = []
 for key in order:
     k, b, s = (t[key].get(x) for x in ("kiln", "buildah", "skopeo"))
@@ -313,7 +333,7 @@ for key in order:
         ratio = f"{k['time'] / b['time']:.2f}"
     sk = cell(s) if key[1] == "push" else ""
     print(f"| {key[0]} | {key[1]} | {cell(k)} | {cell(b)} | {ratio} | {sk} | "
-          f"{(k or {}).get('rss', '-')} | {(b or {}).get('rss', '-')} |")
+          f"{(k or {}).get('rss', '-')} | {(b or {}).get('rss', '-')} | {target(key, k, b)} |")
     for name, d in (("kiln", k), ("buildah", b), ("skopeo", s)):
         if d and "failed" in d:
             notes.append(f"FAILED {key[0]} {key[1]} {name}: {d['failed']}")
