@@ -631,9 +631,9 @@ impl<'a> Runner<'a> {
             source_date_epoch: self.req.source_date_epoch,
             id_map: None,
         };
-        let mut w = self.store.begin_blob()?;
+        let mut w = self.store.begin_unhashed_blob()?;
         let blob = layer::write_entries(entries, &opts, &mut w)?;
-        w.commit(Some(&blob.digest))?;
+        w.commit(&blob.digest)?;
         img.add_layer(Layer::from(blob), created_by);
         self.layers_built += 1;
         Ok(())

@@ -37,9 +37,9 @@ pub fn commit_layer(
     kind: DiffKind,
     opts: &LayerOptions,
 ) -> Result<Layer> {
-    let mut w = store.begin_blob()?;
+    let mut w = store.begin_unhashed_blob()?;
     let blob = layer::write_layer(root, kind, opts, &mut w)?;
-    w.commit(Some(&blob.digest))?;
+    w.commit(&blob.digest)?;
     let layer = Layer::from(blob);
     store.record_compressed(&layer.diff_id, layer.compression.name(), &layer.digest)?;
     Ok(layer)

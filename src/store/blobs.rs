@@ -17,6 +17,15 @@ pub struct BlobWriter {
     _lease: Lease,
 }
 
+/// A blob whose writer computes its digest while producing it (the layer writer hashes its
+/// output on a thread of its own): the store does not hash the bytes a second time, on the
+/// thread that writes them. Committed under the digest the writer names.
+pub struct UnhashedBlobWriter {
+    store: Store,
+    out: BufWriter<NamedTempFile>,
+    _lease: Lease,
+}
+
 impl Store {
     /// Starts writing a blob whose digest is known only at the end.
     pub fn begin_blob(&self) -> Result<BlobWriter> {
@@ -29,6 +38,21 @@ impl Store {
         Ok(BlobWriter {
             store: self.clone(),
             out: HashingWriter::new(BufWriter::with_capacity(256 * 1024, tmp)),
+            _lease: lease,
+        })
+    }
+
+    /// Starts writing a blob whose producer computes its digest; see [`UnhashedBlobWriter`].
+    pub fn begin_unhashed_blob(&self) -> Result<UnhashedBlobWriter> {
+        let lease = self.lease()?;
+        let dir = self.tmp_dir();
+        let tmp = tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(&dir)
+            .ctx("create temp file in", &dir)?;
+        Ok(UnhashedBlobWriter {
+            store: self.clone(),
+            out: BufWriter::with_capacity(256 * 1024, tmp),
             _lease: lease,
         })
     }
@@ -113,18 +137,46 @@ impl BlobWriter {
                 size,
             });
         }
-        // No digest lock: rename is atomic and the content is identical whoever wins, and
-        // callers coordinating work (a download) may hold the lock already.
-        let dest = self.store.blob_path(&digest);
+        self.store.put_in_place(tmp, digest)?;
+        Ok((digest, size))
+    }
+}
+
+impl Write for UnhashedBlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl UnhashedBlobWriter {
+    /// Fsyncs the content and renames it to `digest`, the digest its writer computed.
+    pub fn commit(self, digest: &Digest) -> Result<()> {
+        let tmp = self
+            .out
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .ctx("write blob", &self.store.tmp_dir())?;
+        self.store.put_in_place(tmp, *digest)
+    }
+}
+
+impl Store {
+    /// Renames a complete temp file to its digest name (unless the blob is there already).
+    /// No digest lock: rename is atomic and the content is identical whoever wins, and callers
+    /// coordinating work (a download) may hold the lock already.
+    fn put_in_place(&self, tmp: NamedTempFile, digest: Digest) -> Result<()> {
+        let dest = self.blob_path(&digest);
         if dest.is_file() {
-            return Ok((digest, size));
+            return Ok(());
         }
         tmp.as_file().sync_all().ctx("sync blob", tmp.path())?;
         tmp.persist(&dest)
             .map_err(|e| e.error)
             .ctx("rename blob to", &dest)?;
-        sync_dir(dest.parent().expect("blob path has a parent"))?;
-        Ok((digest, size))
+        sync_dir(dest.parent().expect("blob path has a parent"))
     }
 }
 
@@ -134,6 +186,21 @@ mod tests {
 
     fn tmp_count(store: &Store) -> usize {
         fs::read_dir(store.tmp_dir()).unwrap().count()
+    }
+
+    #[test]
+    fn an_unhashed_blob_lands_under_the_writers_digest_and_a_dropped_one_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let want = Digest::of(b"layer bytes");
+        let mut w = store.begin_unhashed_blob().unwrap();
+        w.write_all(b"layer bytes").unwrap();
+        w.commit(&want).unwrap();
+        assert_eq!(store.read_blob(&want).unwrap(), b"layer bytes");
+        let mut w = store.begin_unhashed_blob().unwrap();
+        w.write_all(b"half a lay").unwrap();
+        drop(w);
+        assert_eq!(tmp_count(&store), 0);
     }
 
     #[test]

@@ -18,7 +18,9 @@
 //! - [`Store::open`], [`Store::default_root`], [`Store::lease`] (hold while building so a
 //!   concurrent `prune` cannot delete fresh, not yet named content).
 //! - Blobs: [`Store::begin_blob`] → [`BlobWriter`] → [`BlobWriter::commit`]; [`Store::put_blob`],
-//!   [`Store::has_blob`], [`Store::open_blob`], [`Store::blob_size`], [`Store::lock_digest`].
+//!   [`Store::has_blob`], [`Store::open_blob`], [`Store::blob_size`], [`Store::lock_digest`];
+//!   [`Store::begin_unhashed_blob`] → [`UnhashedBlobWriter`] for a writer that computes the
+//!   digest itself (the layer writer).
 //! - Names: [`Store::tag`], [`Store::untag`], [`Store::list_images`], [`Store::resolve`].
 //! - Layers: [`Store::layer_dir`], [`Store::ensure_unpacked`], [`Store::cached_compressed`],
 //!   [`Store::record_compressed`].
@@ -38,7 +40,7 @@ use std::path::{Path, PathBuf};
 
 use crate::digest::Digest;
 
-pub use blobs::BlobWriter;
+pub use blobs::{BlobWriter, UnhashedBlobWriter};
 pub use gc::{Pin, PruneReport};
 pub use locations::BlobLocation;
 pub use lock::{DigestLock, Lease};
