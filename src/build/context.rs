@@ -24,6 +24,8 @@ use stat_cache::{StatCache, StatKey};
 
 /// Files changed more recently than this are hashed but not cached (see the module docs).
 const RACY_WINDOW: Duration = Duration::from_secs(2);
+/// Stat cache lookups per parallel task (see [`Context::file_digests`]).
+const LOOKUP_CHUNK: usize = 512;
 
 /// Why the context could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -285,14 +287,22 @@ impl Context {
     /// without it, then recorded under one lock again.
     pub fn file_digests(&self, entries: &[Entry]) -> Result<Vec<Option<Digest>>, ContextError> {
         let is_file = |e: &Entry| matches!(e.kind, EntryKind::File { .. });
-        let mut out: Vec<Option<Digest>> = {
+        let mut out: Vec<Option<Digest>> = vec![None; entries.len()];
+        {
             let cache = self.cache.lock().expect("stat cache lock");
             let cache = &*cache;
-            entries
-                .par_iter()
-                .map(|e| is_file(e).then(|| cache.get(&e.rel, &e.stat)).flatten())
-                .collect()
-        };
+            // In chunks of consecutive entries, so each lookup can start where the last hit.
+            out.par_chunks_mut(LOOKUP_CHUNK)
+                .zip(entries.par_chunks(LOOKUP_CHUNK))
+                .for_each(|(out, entries)| {
+                    let mut hint = 0;
+                    for (o, e) in out.iter_mut().zip(entries) {
+                        if is_file(e) {
+                            *o = cache.get(&e.rel, &e.stat, &mut hint);
+                        }
+                    }
+                });
+        }
         let misses: Vec<usize> = (0..entries.len())
             .filter(|&i| out[i].is_none() && is_file(&entries[i]))
             .collect();
@@ -395,7 +405,7 @@ mod tests {
             .cache
             .lock()
             .unwrap()
-            .get("src/main.rs", &entries[0].stat);
+            .get("src/main.rs", &entries[0].stat, &mut 0);
         assert_eq!(hit, Some(Digest::of(b"fn main() {}")));
 
         // A changed file has a new stat (ctime at least), so its old digest is never served.
@@ -432,18 +442,18 @@ mod tests {
         };
         let other = StatKey { size: 0, ..key };
         let entries = [
-            ("src/main.rs", key, Digest::of(b"a")),
-            ("d/\u{e9}t\u{e9}", key, Digest::of(b"b")),
             ("", other, Digest::of(b"c")),
+            ("d/\u{e9}t\u{e9}", key, Digest::of(b"b")),
+            ("src/main.rs", key, Digest::of(b"a")),
         ];
         let mut bytes = Vec::new();
         codec::encode(&entries, &mut bytes).unwrap();
         let table = Table::decode(bytes.clone()).expect("decodes");
         for (rel, k, d) in entries {
-            assert_eq!(table.get(rel), Some((k, d)), "{rel:?}");
+            assert_eq!(table.get(rel, &mut 0), Some((k, d)), "{rel:?}");
         }
-        assert_eq!(table.get("src"), None);
-        assert_eq!(table.get("src/main.r"), None);
+        assert_eq!(table.get("src", &mut 0), None);
+        assert_eq!(table.get("src/main.r", &mut 0), None);
         assert_eq!(table.iter().count(), 3);
 
         let decodes = |b: &[u8]| Table::decode(b.to_vec()).is_some();
@@ -469,11 +479,17 @@ mod tests {
         let mut long_path = bytes[..bytes.len() - 32].to_vec();
         long_path[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(!decodes(&with_sum(long_path)), "path length");
+        // Out of order or repeated: lookups could not trust a binary search.
+        for bad in [[entries[1], entries[0]], [entries[2], entries[2]]] {
+            let mut bytes = Vec::new();
+            codec::encode(&bad, &mut bytes).unwrap();
+            assert!(!decodes(&bytes), "{bad:?}");
+        }
     }
 
     #[test]
-    fn a_path_recorded_twice_keeps_its_last_record_and_many_paths_are_all_found() {
-        use stat_cache::codec::{self, Table};
+    fn lookups_in_walk_order_and_out_of_it_find_every_path() {
+        use stat_cache::codec::{self, Table, walk_order};
         let key = |size| StatKey {
             size,
             mtime_ns: 1,
@@ -481,21 +497,33 @@ mod tests {
             ino: 3,
             mode: 0o100644,
         };
-        let names: Vec<String> = (0..5000).map(|i| format!("tree/d{}/f{i}", i % 7)).collect();
-        let mut entries: Vec<(&str, StatKey, Digest)> = names
+        // Names that sort differently in byte order and walk order (`-` is below `/`).
+        let mut names: Vec<String> = (0..3000)
+            .map(|i| format!("t/d{}{}/f{i}", i % 7, ["", "-x", ".y"][i % 3]))
+            .collect();
+        names.sort_by(|a, b| walk_order(a.as_bytes(), b.as_bytes()));
+        names.dedup();
+        let entries: Vec<(&str, StatKey, Digest)> = names
             .iter()
             .enumerate()
             .map(|(i, n)| (n.as_str(), key(i as u64), Digest::of(n.as_bytes())))
             .collect();
-        entries.push(("tree/d0/f0", key(99), Digest::of(b"again")));
         let mut bytes = Vec::new();
         codec::encode(&entries, &mut bytes).unwrap();
         let table = Table::decode(bytes).unwrap();
-        assert_eq!(table.iter().count(), names.len());
-        assert_eq!(table.get("tree/d0/f0"), Some((key(99), Digest::of(b"again"))));
-        for (i, n) in names.iter().enumerate().skip(1) {
-            assert_eq!(table.get(n), Some((key(i as u64), Digest::of(n.as_bytes()))));
+        let expect = |i: usize| Some((key(i as u64), Digest::of(names[i].as_bytes())));
+        let mut hint = 0;
+        for i in 0..names.len() {
+            assert_eq!(table.get(&names[i], &mut hint), expect(i));
+            assert_eq!(hint, i + 1, "the next lookup starts at the next record");
         }
+        let mut hint = 0;
+        for i in (0..names.len()).rev().step_by(7) {
+            assert_eq!(table.get(&names[i], &mut hint), expect(i));
+            assert_eq!(table.get(&format!("{}z", names[i]), &mut hint), None);
+        }
+        assert_eq!(walk_order(b"a/b", b"a-c"), std::cmp::Ordering::Less);
+        assert_eq!(walk_order(b"a", b"a/b"), std::cmp::Ordering::Less);
     }
 
     #[test]
@@ -519,15 +547,15 @@ mod tests {
         let cached = c.cache.lock().unwrap();
         assert_eq!(cached.len(), 2);
         assert_eq!(
-            cached.get("src/main.rs", &main[0].stat),
+            cached.get("src/main.rs", &main[0].stat, &mut 0),
             Some(Digest::of(b"fn main() {}"))
         );
-        assert_eq!(cached.get("src/deep/a.txt", &a[0].stat), Some(Digest::of(b"a")));
+        assert_eq!(cached.get("src/deep/a.txt", &a[0].stat, &mut 0), Some(Digest::of(b"a")));
         let other_stat = StatKey {
             ino: a[0].stat.ino + 1,
             ..a[0].stat
         };
-        assert_eq!(cached.get("src/deep/a.txt", &other_stat), None, "inode moved");
+        assert_eq!(cached.get("src/deep/a.txt", &other_stat, &mut 0), None, "inode moved");
     }
 
     #[test]

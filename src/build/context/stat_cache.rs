@@ -1,10 +1,12 @@
 //! The persistent stat cache of a context: (path, stat) → content digest, like git's index.
 //!
 //! A no-change rebuild looks up every file of the context here, so the cache is built for
-//! that: the file is kept as loaded (one buffer) and indexed by a flat open-addressing table
-//! of record offsets, instead of 50,000 `String` keys in a `HashMap` that took longer to
-//! build and drop than the lookups they served. Digests recorded by this build go to a small
-//! side map; the file is rewritten only when there are some.
+//! that: the file is kept as loaded (one buffer, no per-path `String`: 50,000 of them in a
+//! `HashMap` took longer to build and drop than the lookups they served), its records sorted
+//! in the walk's order (path components compared in turn). The walk asks for paths in that
+//! same order, so a lookup is mostly one comparison with the record after the last hit;
+//! anything else is a binary search. Digests recorded by this build go to a small side map;
+//! the file is rewritten, sorted, only when there are some.
 
 use std::collections::HashMap;
 use std::fs;
@@ -70,12 +72,14 @@ impl StatCache {
         }
     }
 
-    /// The cached digest of `rel` if its stat is still `stat`.
-    pub(super) fn get(&self, rel: &str, stat: &StatKey) -> Option<Digest> {
-        let found = match self.added.get(rel) {
-            Some(&(k, d)) => Some((k, d)),
-            None => self.loaded.get(rel),
+    /// The cached digest of `rel` if its stat is still `stat`. `hint` is where the lookup
+    /// before it (in walk order) left off; start at 0.
+    pub(super) fn get(&self, rel: &str, stat: &StatKey, hint: &mut usize) -> Option<Digest> {
+        let added = match self.added.is_empty() {
+            true => None,
+            false => self.added.get(rel).copied(),
         };
+        let found = added.or_else(|| self.loaded.get(rel, hint));
         found.filter(|(k, _)| k == stat).map(|(_, d)| d)
     }
 
@@ -97,7 +101,7 @@ impl StatCache {
         self.records().len()
     }
 
-    /// Every record, this build's over the loaded ones.
+    /// Every record, this build's over the loaded ones, in walk order.
     fn records(&self) -> Vec<(&str, StatKey, Digest)> {
         let mut out: Vec<(&str, StatKey, Digest)> = self
             .loaded
@@ -105,6 +109,7 @@ impl StatCache {
             .filter(|(rel, _, _)| !self.added.contains_key(*rel))
             .collect();
         out.extend(self.added.iter().map(|(r, &(k, d))| (r.as_str(), k, d)));
+        out.sort_unstable_by(|a, b| codec::walk_order(a.0.as_bytes(), b.0.as_bytes()));
         out
     }
 
@@ -130,25 +135,39 @@ impl StatCache {
 /// The stat cache file: a compact binary table, because a 50,000-entry JSON file took longer
 /// to parse (~60 ms) than the whole stat walk it saves reads for.
 ///
-/// Layout (little-endian): `MAGIC`, entry count (u64), then per entry the path length (u32),
-/// the path, size, mtime ns, ctime ns, inode (8 bytes each), mode (u32) and the 32-byte sha256;
-/// last, the sha256 of everything before it. The file is renamed into place without an fsync
-/// (it is only a cache), so after a crash it may hold zeroed blocks: anything that does not
-/// parse exactly or fails the checksum (old format, torn or truncated file) is an empty cache,
-/// never a wrong digest.
+/// Layout (little-endian): `MAGIC`, entry count (u64), then per entry, in [`walk_order`] of
+/// their paths, the path length (u32), the path, size, mtime ns, ctime ns, inode (8 bytes
+/// each), mode (u32) and the 32-byte sha256; last, the sha256 of everything before it. The
+/// file is renamed into place without an fsync (it is only a cache), so after a crash it may
+/// hold zeroed blocks: anything that does not parse exactly, is out of order or fails the
+/// checksum (old format, torn or truncated file) is an empty cache, never a wrong digest.
 pub(super) mod codec {
+    use std::cmp::Ordering;
     use std::io::{self, Write};
 
     use super::StatKey;
     use crate::digest::{Digest, HashingWriter};
 
     /// Names the format and its version; bump the last byte when the layout changes.
-    const MAGIC: &[u8; 8] = b"kilnsc\x00\x02";
+    /// 3: records sorted in walk order.
+    const MAGIC: &[u8; 8] = b"kilnsc\x00\x03";
     /// The bytes of an entry after its path.
     const FIXED: usize = 4 * 8 + 4 + 32;
     /// Where the records start: after the magic and the count.
     const HEADER: usize = MAGIC.len() + 8;
 
+    /// The order of the context walk: depth first, parents before children, siblings by
+    /// name; i.e. paths compared component by component, which is byte order with `/` below
+    /// every other byte.
+    pub(in super::super) fn walk_order(a: &[u8], b: &[u8]) -> Ordering {
+        let rank = |c: u8| if c == b'/' { 0 } else { u16::from(c) + 1 };
+        match a.iter().zip(b).find(|(x, y)| x != y) {
+            Some((&x, &y)) => rank(x).cmp(&rank(y)),
+            None => a.len().cmp(&b.len()),
+        }
+    }
+
+    /// Writes `entries`, which must be sorted in [`walk_order`] without repeats.
     pub(in super::super) fn encode(
         entries: &[(&str, StatKey, Digest)],
         w: &mut impl Write,
@@ -171,13 +190,11 @@ pub(super) mod codec {
         w.write_all(sum.as_bytes())
     }
 
-    /// A decoded cache file: its bytes, the offset of each record, and an open-addressing
-    /// hash table of record numbers (+1; 0 is a free slot) for lookups by path.
+    /// A decoded cache file: its bytes and the offset of each record, in walk order.
     #[derive(Default)]
     pub(in super::super) struct Table {
         bytes: Vec<u8>,
         records: Vec<u32>,
-        slots: Vec<u32>,
     }
 
     impl Table {
@@ -185,7 +202,7 @@ pub(super) mod codec {
         pub(in super::super) fn decode(bytes: Vec<u8>) -> Option<Table> {
             let body_len = bytes.len().checked_sub(32)?;
             let (body, sum) = bytes.split_at(body_len);
-            if Digest::of(body).as_bytes() != sum || !body.starts_with(MAGIC) {
+            if !body.starts_with(MAGIC) || Digest::of(body).as_bytes() != sum {
                 return None;
             }
             // Offsets are u32: a cache past 4 GiB (tens of millions of files) is not one.
@@ -194,50 +211,31 @@ pub(super) mod codec {
             // Each entry takes more than FIXED bytes: a corrupt count cannot over-allocate.
             let mut records = Vec::with_capacity(count.min(body_len / FIXED));
             let mut at = HEADER;
+            let mut previous: Option<&[u8]> = None;
             for _ in 0..count {
                 let len = u32::from_le_bytes(array(body, at)?) as usize;
                 let path = body.get(at + 4..at + 4 + len)?;
                 std::str::from_utf8(path).ok()?;
+                if previous.is_some_and(|p| walk_order(p, path) != Ordering::Less) {
+                    return None;
+                }
+                previous = Some(path);
                 records.push(at as u32);
                 at += 4 + len + FIXED;
             }
             if at != body_len {
                 return None;
             }
-            let mut table = Table {
-                bytes,
-                records,
-                slots: Vec::new(),
-            };
-            table.index();
-            Some(table)
-        }
-
-        /// Fills `slots`; a path recorded twice keeps its last record (as a map would).
-        fn index(&mut self) {
-            let size = (self.records.len() * 2).next_power_of_two().max(16);
-            self.slots = vec![0; size];
-            for n in 0..self.records.len() {
-                let path = self.path(n);
-                let mut slot = self.home(path);
-                loop {
-                    match self.slots[slot] {
-                        0 => break,
-                        m if self.path(m as usize - 1) == path => break,
-                        _ => slot = (slot + 1) & (size - 1),
-                    }
-                }
-                self.slots[slot] = n as u32 + 1;
-            }
-        }
-
-        /// The first slot to probe for `path`.
-        fn home(&self, path: &[u8]) -> usize {
-            (hash(path) as usize) & (self.slots.len() - 1)
+            Some(Table { bytes, records })
         }
 
         fn path(&self, n: usize) -> &[u8] {
-            let at = self.records[n] as usize;
+            self.path_at(self.records[n])
+        }
+
+        /// The path of the record at byte offset `at`.
+        fn path_at(&self, at: u32) -> &[u8] {
+            let at = at as usize;
             let len = u32::from_le_bytes(array(&self.bytes, at).expect("checked by decode"));
             &self.bytes[at + 4..at + 4 + len as usize]
         }
@@ -258,47 +256,36 @@ pub(super) mod codec {
             (key, digest)
         }
 
-        pub(in super::super) fn get(&self, rel: &str) -> Option<(StatKey, Digest)> {
-            if self.records.is_empty() {
-                return None;
-            }
+        /// The record of `rel`. `hint` is the record after the previous lookup's place:
+        /// checked first, then a binary search; it is left after this lookup's place.
+        pub(in super::super) fn get(&self, rel: &str, hint: &mut usize) -> Option<(StatKey, Digest)> {
             let path = rel.as_bytes();
-            let mut slot = self.home(path);
-            loop {
-                match self.slots[slot] {
-                    0 => return None,
-                    m if self.path(m as usize - 1) == path => {
-                        return Some(self.record(m as usize - 1));
+            let n = if *hint < self.records.len() && self.path(*hint) == path {
+                *hint
+            } else {
+                let found = self
+                    .records
+                    .binary_search_by(|&at| walk_order(self.path_at(at), path));
+                match found {
+                    Ok(n) => n,
+                    Err(n) => {
+                        *hint = n;
+                        return None;
                     }
-                    _ => slot = (slot + 1) & (self.slots.len() - 1),
                 }
-            }
+            };
+            *hint = n + 1;
+            Some(self.record(n))
         }
 
-        /// Every path once (its last record) with its stat and digest.
+        /// Every record in order: path, stat and digest.
         pub(in super::super) fn iter(&self) -> impl Iterator<Item = (&str, StatKey, Digest)> {
-            self.slots.iter().filter(|&&m| m != 0).map(|&m| {
-                let n = m as usize - 1;
+            (0..self.records.len()).map(|n| {
                 let path = std::str::from_utf8(self.path(n)).expect("checked by decode");
                 let (key, digest) = self.record(n);
                 (path, key, digest)
             })
         }
-    }
-
-    /// FxHash-style: a word at a time, then a multiply so the low bits (the slot) mix well.
-    fn hash(bytes: &[u8]) -> u64 {
-        const K: u64 = 0x517c_c1b7_2722_0a95;
-        let mut h: u64 = bytes.len() as u64;
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let word = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-            h = (h.rotate_left(5) ^ word).wrapping_mul(K);
-        }
-        let mut tail = [0u8; 8];
-        tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-        h = (h.rotate_left(5) ^ u64::from_le_bytes(tail)).wrapping_mul(K);
-        h ^ (h >> 29)
     }
 
     fn array<const N: usize>(b: &[u8], at: usize) -> Option<[u8; N]> {
