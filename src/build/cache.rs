@@ -537,7 +537,13 @@ pub(crate) fn context_sources(
 ) -> Result<SourceDigest, ContextError> {
     let mut entries = Vec::new();
     for path in paths {
-        entries.extend(tree.entries(path)?);
+        let more = tree.entries(path)?;
+        // One source (the usual case) is moved, not copied: it can be 50,000 entries.
+        if entries.is_empty() {
+            entries = more;
+        } else {
+            entries.extend(more);
+        }
     }
     let digests = tree.file_digests(&entries)?;
     Ok(source_digest(entries, &digests, ""))
