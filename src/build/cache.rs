@@ -133,7 +133,12 @@ fn is_current(path: &Path, prefix: &[u8]) -> bool {
         return false;
     };
     let mut head = Vec::with_capacity(prefix.len());
-    if (&file).take(prefix.len() as u64).read_to_end(&mut head).is_err() || head != prefix {
+    if (&file)
+        .take(prefix.len() as u64)
+        .read_to_end(&mut head)
+        .is_err()
+        || head != prefix
+    {
         return false;
     }
     // Failing to touch it only makes the slot look older to `trim`.
@@ -834,12 +839,19 @@ mod tests {
         let meta = fs::metadata(&path).unwrap();
         assert_eq!(meta.ino(), ino, "the slot file was rewritten");
         let age = SystemTime::now().duration_since(meta.modified().unwrap());
-        assert!(age.unwrap_or_default() < Duration::from_secs(60), "last use not refreshed");
+        assert!(
+            age.unwrap_or_default() < Duration::from_secs(60),
+            "last use not refreshed"
+        );
 
         fs::write(d.path().join("README"), "changed").unwrap();
         let s2 = sources(d.path());
         remember(&cache, slot, &base(), step, Some(&s2));
-        assert_ne!(fs::metadata(&path).unwrap().ino(), ino, "new inputs not saved");
+        assert_ne!(
+            fs::metadata(&path).unwrap().ino(),
+            ino,
+            "new inputs not saved"
+        );
         assert_eq!(
             cache.explain_miss(slot, &StepInputs::new(&base(), step, Some(s1))),
             "1 file changed (README)"

@@ -513,8 +513,8 @@ mod tests {
         let table = Table::decode(bytes).unwrap();
         let expect = |i: usize| Some((key(i as u64), Digest::of(names[i].as_bytes())));
         let mut hint = 0;
-        for i in 0..names.len() {
-            assert_eq!(table.get(&names[i], &mut hint), expect(i));
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(table.get(name, &mut hint), expect(i));
             assert_eq!(hint, i + 1, "the next lookup starts at the next record");
         }
         let mut hint = 0;
@@ -550,12 +550,19 @@ mod tests {
             cached.get("src/main.rs", &main[0].stat, &mut 0),
             Some(Digest::of(b"fn main() {}"))
         );
-        assert_eq!(cached.get("src/deep/a.txt", &a[0].stat, &mut 0), Some(Digest::of(b"a")));
+        assert_eq!(
+            cached.get("src/deep/a.txt", &a[0].stat, &mut 0),
+            Some(Digest::of(b"a"))
+        );
         let other_stat = StatKey {
             ino: a[0].stat.ino + 1,
             ..a[0].stat
         };
-        assert_eq!(cached.get("src/deep/a.txt", &other_stat, &mut 0), None, "inode moved");
+        assert_eq!(
+            cached.get("src/deep/a.txt", &other_stat, &mut 0),
+            None,
+            "inode moved"
+        );
     }
 
     #[test]

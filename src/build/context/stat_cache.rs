@@ -46,8 +46,9 @@ impl StatKey {
 
 pub(super) struct StatCache {
     file: Option<PathBuf>,
-    /// The cache file as loaded (empty if there was none or it was damaged).
-    loaded: codec::Table,
+    /// The cache file as loaded (empty if there was none or it was damaged); boxed to keep
+    /// `Context` small.
+    loaded: Box<codec::Table>,
     /// Recorded by this build; wins over `loaded`.
     added: HashMap<String, (StatKey, Digest)>,
     /// Whether `added` has records the file lacks.
@@ -62,7 +63,8 @@ impl StatCache {
             .as_deref()
             .and_then(|p| fs::read(p).ok())
             .and_then(codec::Table::decode)
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .into();
         StatCache {
             file,
             loaded,
@@ -258,7 +260,11 @@ pub(super) mod codec {
 
         /// The record of `rel`. `hint` is the record after the previous lookup's place:
         /// checked first, then a binary search; it is left after this lookup's place.
-        pub(in super::super) fn get(&self, rel: &str, hint: &mut usize) -> Option<(StatKey, Digest)> {
+        pub(in super::super) fn get(
+            &self,
+            rel: &str,
+            hint: &mut usize,
+        ) -> Option<(StatKey, Digest)> {
             let path = rel.as_bytes();
             let n = if *hint < self.records.len() && self.path(*hint) == path {
                 *hint
