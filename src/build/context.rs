@@ -374,6 +374,10 @@ mod tests {
                 "src/main.rs"
             ]
         );
+        // The stat cache's lookups count on the walk giving paths in its order.
+        let order =
+            |a: &String, b: &String| stat_cache::codec::walk_order(a.as_bytes(), b.as_bytes());
+        assert!(rels.is_sorted_by(|a, b| order(a, b).is_lt()));
         assert!(matches!(
             c.entries("logs/x.log"),
             Err(ContextError::NotFound(_))
