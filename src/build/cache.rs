@@ -19,7 +19,7 @@
 //!
 //! ```text
 //! cache/build/steps/<key-hex>.json   a CachedStep; its layer is pinned as pins/<key-hex>.json
-//! cache/build/slots/<sha256(slot)>.json  the StepInputs the slot had last time
+//! cache/build/slots/<sha256(slot)>.json  the step key and StepInputs the slot had last time
 //! ```
 
 // Until stage.rs calls it (the lead wires it): remove this line then.
