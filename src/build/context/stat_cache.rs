@@ -85,7 +85,7 @@ impl StatCache {
         found.filter(|(k, _)| k == stat).map(|(_, d)| d)
     }
 
-    /// Records a digest read after `now`, unless the file is racy (see the module docs).
+    /// Records a digest read after `now`, unless the file is racy (see `context`'s docs).
     pub(super) fn insert(&mut self, rel: &str, stat: StatKey, digest: Digest, now: SystemTime) {
         let now_ns = now
             .duration_since(UNIX_EPOCH)
