@@ -6,21 +6,26 @@
 //! cached, because a second change within the filesystem's timestamp granularity could keep
 //! the same stat (git's "racy clean" problem).
 
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use rayon::prelude::*;
 
 use crate::digest::Digest;
 use crate::plan::ignore::DockerIgnore;
 
+mod stat_cache;
+
+use stat_cache::{StatCache, StatKey};
+
 /// Files changed more recently than this are hashed but not cached (see the module docs).
 const RACY_WINDOW: Duration = Duration::from_secs(2);
+/// Stat cache lookups per parallel task (see [`Context::file_digests`]).
+const LOOKUP_CHUNK: usize = 512;
 
 /// Why the context could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +55,32 @@ pub enum EntryKind {
     },
     /// Sockets, fifos and devices: not copyable into images from a context.
     Other,
+}
+
+/// What walking one child of a directory gave.
+enum Walked {
+    /// Excluded by `.dockerignore`, with nothing below it re-included.
+    Skipped,
+    /// A file, symlink or other non-directory.
+    Leaf(Entry),
+    /// A directory, then everything included below it.
+    Tree(Vec<Entry>),
+}
+
+/// The context-relative path of `name` in directory `rel`, built without `format!` (this
+/// runs once per file of the context).
+fn child_rel(rel: &str, name: std::ffi::OsString) -> String {
+    let name = name
+        .into_string()
+        .unwrap_or_else(|n| n.to_string_lossy().into_owned());
+    if rel.is_empty() {
+        return name;
+    }
+    let mut path = String::with_capacity(rel.len() + 1 + name.len());
+    path.push_str(rel);
+    path.push('/');
+    path.push_str(&name);
+    path
 }
 
 /// One file, directory or symlink of the context, with its stat data (never its content).
@@ -87,7 +118,7 @@ impl Context {
         cache_file: Option<PathBuf>,
     ) -> Result<Context, ContextError> {
         let root = fs::canonicalize(root).map_err(io_err(root))?;
-        let cache = StatCache::load(cache_file);
+        let cache = StatCache::load(cache_file, RACY_WINDOW);
         Ok(Context {
             root,
             ignore,
@@ -200,39 +231,44 @@ impl Context {
     /// are stat'ed relative to the open directory (`DirEntry::metadata` is an `fstatat` on
     /// the directory's fd), so a 50,000-file walk does not resolve 50,000 full paths, and on
     /// all cores: a stat is kernel CPU time, and a no-change rebuild is mostly this walk.
+    /// Allocations are per directory, not per file (a file costs its path and nothing else).
     fn walk_dir(&self, rel: &str, out: &mut Vec<Entry>) -> Result<(), ContextError> {
         let dir = self.host_path(rel);
         let mut children: Vec<(String, fs::DirEntry)> = fs::read_dir(&dir)
             .map_err(io_err(&dir))?
-            .map(|e| e.map(|e| (e.file_name().to_string_lossy().into_owned(), e)))
+            .map(|e| e.map(|e| (child_rel(rel, e.file_name()), e)))
             .collect::<Result<_, _>>()
             .map_err(io_err(&dir))?;
+        // Same parent, so ordering the paths orders the names.
         children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let parts: Vec<Vec<Entry>> = children
+        let walked: Vec<Walked> = children
             .into_par_iter()
-            .map(|(name, dirent)| {
-                let child = if rel.is_empty() {
-                    name
-                } else {
-                    format!("{rel}/{name}")
-                };
-                self.walk_child(child, &dirent)
-            })
+            .map(|(child, dirent)| self.walk_child(child, &dirent))
             .collect::<Result<_, _>>()?;
-        out.extend(parts.into_iter().flatten());
+        for w in walked {
+            match w {
+                Walked::Skipped => {}
+                Walked::Leaf(e) => out.push(e),
+                Walked::Tree(tree) => out.extend(tree),
+            }
+        }
         Ok(())
     }
 
     /// One child of a directory and, for a directory, everything included below it.
-    fn walk_child(&self, child: String, dirent: &fs::DirEntry) -> Result<Vec<Entry>, ContextError> {
+    fn walk_child(&self, child: String, dirent: &fs::DirEntry) -> Result<Walked, ContextError> {
         let excluded = self.excluded(&child);
         if excluded && self.ignore.can_skip_dir(&child) {
-            return Ok(Vec::new());
+            return Ok(Walked::Skipped);
         }
         let meta = dirent.metadata().map_err(io_err(&dirent.path()))?;
         let entry = self.entry_of(child, &meta)?;
         if entry.kind != EntryKind::Dir {
-            return Ok(if excluded { Vec::new() } else { vec![entry] });
+            return Ok(if excluded {
+                Walked::Skipped
+            } else {
+                Walked::Leaf(entry)
+            });
         }
         let rel = entry.rel.clone();
         let mut tree = vec![entry];
@@ -240,39 +276,57 @@ impl Context {
         // An excluded directory is still walked when an exception may re-include a child;
         // it then appears only if something below it does (Docker keeps such parents).
         if excluded && tree.len() == 1 {
-            tree.clear();
+            return Ok(Walked::Skipped);
         }
-        Ok(tree)
+        Ok(Walked::Tree(tree))
     }
 
     /// The content digest of every regular file among `entries`, in order (None for others).
-    /// Files whose stat matches the cache are not read; the rest are hashed in parallel.
+    /// Files whose stat matches the cache are not read: all lookups are made under one lock
+    /// (on all cores: the cache is only read meanwhile), the misses hashed in parallel
+    /// without it, then recorded under one lock again.
     pub fn file_digests(&self, entries: &[Entry]) -> Result<Vec<Option<Digest>>, ContextError> {
-        entries
+        let is_file = |e: &Entry| matches!(e.kind, EntryKind::File { .. });
+        let mut out: Vec<Option<Digest>> = vec![None; entries.len()];
+        {
+            let cache = self.cache.lock().expect("stat cache lock");
+            let cache = &*cache;
+            // In chunks of consecutive entries, so each lookup can start where the last hit.
+            out.par_chunks_mut(LOOKUP_CHUNK)
+                .zip(entries.par_chunks(LOOKUP_CHUNK))
+                .for_each(|(out, entries)| {
+                    let mut hint = 0;
+                    for (o, e) in out.iter_mut().zip(entries) {
+                        if is_file(e) {
+                            *o = cache.get(&e.rel, &e.stat, &mut hint);
+                        }
+                    }
+                });
+        }
+        let misses: Vec<usize> = (0..entries.len())
+            .filter(|&i| out[i].is_none() && is_file(&entries[i]))
+            .collect();
+        if misses.is_empty() {
+            return Ok(out);
+        }
+        // Taken before any file is read: the racy-clean check must not see a later time.
+        let now = SystemTime::now();
+        let hashed: Vec<Digest> = misses
             .par_iter()
-            .map(|e| match e.kind {
-                EntryKind::File { .. } => self.file_digest(e).map(Some),
-                _ => Ok(None),
-            })
-            .collect()
+            .map(|&i| self.hash_file(&entries[i].rel))
+            .collect::<Result<_, _>>()?;
+        let mut cache = self.cache.lock().expect("stat cache lock");
+        for (&i, digest) in misses.iter().zip(hashed) {
+            cache.insert(&entries[i].rel, entries[i].stat, digest, now);
+            out[i] = Some(digest);
+        }
+        Ok(out)
     }
 
-    fn file_digest(&self, e: &Entry) -> Result<Digest, ContextError> {
-        if let Some(d) = self
-            .cache
-            .lock()
-            .expect("stat cache lock")
-            .get(&e.rel, &e.stat)
-        {
-            return Ok(d);
-        }
-        let path = self.host_path(&e.rel);
-        let (digest, _) =
-            Digest::of_reader(File::open(&path).map_err(io_err(&path))?).map_err(io_err(&path))?;
-        self.cache
-            .lock()
-            .expect("stat cache lock")
-            .insert(&e.rel, e.stat, digest);
+    fn hash_file(&self, rel: &str) -> Result<Digest, ContextError> {
+        let path = self.host_path(rel);
+        let file = File::open(&path).map_err(io_err(&path))?;
+        let (digest, _) = Digest::of_reader(file).map_err(io_err(&path))?;
         Ok(digest)
     }
 
@@ -280,177 +334,6 @@ impl Context {
     /// so the caller may report it as a warning.
     pub fn save_cache(&self) -> io::Result<()> {
         self.cache.lock().expect("stat cache lock").save()
-    }
-}
-
-/// The stat fields that, when unchanged, let a cached digest stand for the file's content.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct StatKey {
-    size: u64,
-    mtime_ns: i64,
-    ctime_ns: i64,
-    ino: u64,
-    mode: u32,
-}
-
-impl StatKey {
-    fn of(m: &fs::Metadata) -> StatKey {
-        StatKey {
-            size: m.size(),
-            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
-            ino: m.ino(),
-            mode: m.mode(),
-        }
-    }
-
-    fn is_racy(&self, now_ns: i64, window: Duration) -> bool {
-        let newest = self.mtime_ns.max(self.ctime_ns);
-        newest > now_ns - window.as_nanos() as i64
-    }
-}
-
-struct StatCache {
-    file: Option<PathBuf>,
-    entries: HashMap<String, (StatKey, Digest)>,
-    dirty: bool,
-    racy_window: Duration,
-}
-
-impl StatCache {
-    /// A missing, unreadable or outdated cache file is an empty cache, not an error.
-    fn load(file: Option<PathBuf>) -> StatCache {
-        let entries = file
-            .as_deref()
-            .and_then(|p| fs::read(p).ok())
-            .and_then(|b| codec::decode(&b))
-            .unwrap_or_default();
-        StatCache {
-            file,
-            entries,
-            dirty: false,
-            racy_window: RACY_WINDOW,
-        }
-    }
-
-    fn get(&self, rel: &str, stat: &StatKey) -> Option<Digest> {
-        self.entries
-            .get(rel)
-            .filter(|(k, _)| k == stat)
-            .map(|(_, d)| *d)
-    }
-
-    fn insert(&mut self, rel: &str, stat: StatKey, digest: Digest) {
-        let now_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i64)
-            .unwrap_or(i64::MAX);
-        if self.file.is_some() && !stat.is_racy(now_ns, self.racy_window) {
-            self.entries.insert(rel.to_string(), (stat, digest));
-            self.dirty = true;
-        }
-    }
-
-    fn save(&mut self) -> io::Result<()> {
-        let Some(file) = self.file.as_deref().filter(|_| self.dirty) else {
-            return Ok(());
-        };
-        let dir = file.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        {
-            let mut w = io::BufWriter::new(&mut tmp);
-            codec::encode(&self.entries, &mut w)?;
-            io::Write::flush(&mut w)?;
-        }
-        // Renamed into place only when whole: a crash leaves the old cache or none.
-        tmp.persist(file).map_err(|e| e.error)?;
-        self.dirty = false;
-        Ok(())
-    }
-}
-
-/// The stat cache file: a compact binary table, because a 50,000-entry JSON file took longer
-/// to parse (~60 ms) than the whole stat walk it saves reads for.
-///
-/// Layout (little-endian): `MAGIC`, entry count (u64), then per entry the path length (u32),
-/// the path, size, mtime ns, ctime ns, inode (8 bytes each), mode (u32) and the 32-byte sha256;
-/// last, the sha256 of everything before it. The file is renamed into place without an fsync
-/// (it is only a cache), so after a crash it may hold zeroed blocks: anything that does not
-/// parse exactly or fails the checksum (old format, torn or truncated file) is an empty cache,
-/// never a wrong digest.
-mod codec {
-    use std::collections::HashMap;
-    use std::io::{self, Write};
-
-    use super::StatKey;
-    use crate::digest::{Digest, HashingWriter};
-
-    /// Names the format and its version; bump the last byte when the layout changes.
-    const MAGIC: &[u8; 8] = b"kilnsc\x00\x02";
-    const FIXED: usize = 4 * 8 + 4 + 32;
-
-    pub(super) fn encode(
-        entries: &HashMap<String, (StatKey, Digest)>,
-        w: &mut impl Write,
-    ) -> io::Result<()> {
-        let mut h = HashingWriter::new(w);
-        h.write_all(MAGIC)?;
-        h.write_all(&(entries.len() as u64).to_le_bytes())?;
-        for (rel, (k, d)) in entries {
-            let len = u32::try_from(rel.len()).map_err(io::Error::other)?;
-            h.write_all(&len.to_le_bytes())?;
-            h.write_all(rel.as_bytes())?;
-            h.write_all(&k.size.to_le_bytes())?;
-            h.write_all(&k.mtime_ns.to_le_bytes())?;
-            h.write_all(&k.ctime_ns.to_le_bytes())?;
-            h.write_all(&k.ino.to_le_bytes())?;
-            h.write_all(&k.mode.to_le_bytes())?;
-            h.write_all(d.as_bytes())?;
-        }
-        let (w, sum, _) = h.finish();
-        w.write_all(sum.as_bytes())
-    }
-
-    pub(super) fn decode(file: &[u8]) -> Option<HashMap<String, (StatKey, Digest)>> {
-        let (body, sum) = file.split_at_checked(file.len().checked_sub(32)?)?;
-        if Digest::of(body).as_bytes() != sum {
-            return None;
-        }
-        let mut b = body;
-        if take(&mut b, MAGIC.len())? != MAGIC {
-            return None;
-        }
-        let count = usize::try_from(u64::from_le_bytes(array(&mut b)?)).ok()?;
-        // Each entry takes at least FIXED bytes: a corrupt count cannot make us over-allocate.
-        let mut out = HashMap::with_capacity(count.min(b.len() / FIXED));
-        for _ in 0..count {
-            let len = u32::from_le_bytes(array(&mut b)?) as usize;
-            let rel = std::str::from_utf8(take(&mut b, len)?).ok()?.to_string();
-            let key = StatKey {
-                size: u64::from_le_bytes(array(&mut b)?),
-                mtime_ns: i64::from_le_bytes(array(&mut b)?),
-                ctime_ns: i64::from_le_bytes(array(&mut b)?),
-                ino: u64::from_le_bytes(array(&mut b)?),
-                mode: u32::from_le_bytes(array(&mut b)?),
-            };
-            let digest = Digest::from_bytes(array(&mut b)?);
-            out.insert(rel, (key, digest));
-        }
-        b.is_empty().then_some(out)
-    }
-
-    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-        if b.len() < n {
-            return None;
-        }
-        let (head, rest) = b.split_at(n);
-        *b = rest;
-        Some(head)
-    }
-
-    fn array<const N: usize>(b: &mut &[u8]) -> Option<[u8; N]> {
-        take(b, N)?.try_into().ok()
     }
 }
 
@@ -491,6 +374,10 @@ mod tests {
                 "src/main.rs"
             ]
         );
+        // The stat cache's lookups count on the walk giving paths in its order.
+        let order =
+            |a: &String, b: &String| stat_cache::codec::walk_order(a.as_bytes(), b.as_bytes());
+        assert!(rels.is_sorted_by(|a, b| order(a, b).is_lt()));
         assert!(matches!(
             c.entries("logs/x.log"),
             Err(ContextError::NotFound(_))
@@ -522,7 +409,7 @@ mod tests {
             .cache
             .lock()
             .unwrap()
-            .get("src/main.rs", &entries[0].stat);
+            .get("src/main.rs", &entries[0].stat, &mut 0);
         assert_eq!(hit, Some(Digest::of(b"fn main() {}")));
 
         // A changed file has a new stat (ctime at least), so its old digest is never served.
@@ -542,13 +429,14 @@ mod tests {
         let e = c.entries("src/deep/a.txt").unwrap();
         assert_eq!(c.file_digests(&e).unwrap(), vec![Some(Digest::of(b"a"))]);
         assert!(
-            c.cache.lock().unwrap().entries.is_empty(),
+            c.cache.lock().unwrap().len() == 0,
             "a file written just now is racy"
         );
     }
 
     #[test]
     fn the_cache_file_round_trips_and_a_damaged_one_is_an_empty_cache() {
+        use stat_cache::codec::{self, Table};
         let key = StatKey {
             size: 12,
             mtime_ns: 1_700_000_000_123_456_789,
@@ -556,31 +444,129 @@ mod tests {
             ino: u64::MAX,
             mode: 0o100644,
         };
-        let mut entries = HashMap::new();
-        entries.insert("src/main.rs".to_string(), (key, Digest::of(b"a")));
-        entries.insert("d/\u{e9}t\u{e9}".to_string(), (key, Digest::of(b"b")));
+        let other = StatKey { size: 0, ..key };
+        let entries = [
+            ("", other, Digest::of(b"c")),
+            ("d/\u{e9}t\u{e9}", key, Digest::of(b"b")),
+            ("src/main.rs", key, Digest::of(b"a")),
+        ];
         let mut bytes = Vec::new();
         codec::encode(&entries, &mut bytes).unwrap();
-        assert_eq!(codec::decode(&bytes), Some(entries));
+        let table = Table::decode(bytes.clone()).expect("decodes");
+        for (rel, k, d) in entries {
+            assert_eq!(table.get(rel, &mut 0), Some((k, d)), "{rel:?}");
+        }
+        assert_eq!(table.get("src", &mut 0), None);
+        assert_eq!(table.get("src/main.r", &mut 0), None);
+        assert_eq!(table.iter().count(), 3);
 
-        assert_eq!(codec::decode(&bytes[..bytes.len() - 1]), None, "truncated");
+        let decodes = |b: &[u8]| Table::decode(b.to_vec()).is_some();
+        assert!(!decodes(&bytes[..bytes.len() - 1]), "truncated");
         let mut longer = bytes.clone();
         longer.push(0);
-        assert_eq!(codec::decode(&longer), None, "trailing bytes");
-        assert_eq!(
-            codec::decode(br#"{"version":1,"entries":{}}"#),
-            None,
-            "old JSON"
-        );
+        assert!(!decodes(&longer), "trailing bytes");
+        assert!(!decodes(br#"{"version":1,"entries":{}}"#), "old JSON");
+        assert!(!decodes(b""), "empty");
         let mut flipped = bytes.clone();
         flipped[30] ^= 1;
-        assert_eq!(codec::decode(&flipped), None, "checksum");
+        assert!(!decodes(&flipped), "checksum");
         // A count no file could hold, under a valid checksum: refused without allocating it.
+        let with_sum = |mut body: Vec<u8>| {
+            let sum = Digest::of(&body);
+            body.extend_from_slice(sum.as_bytes());
+            body
+        };
         let mut huge_count = bytes[..bytes.len() - 32].to_vec();
         huge_count[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
-        let sum = Digest::of(&huge_count);
-        huge_count.extend_from_slice(sum.as_bytes());
-        assert_eq!(codec::decode(&huge_count), None, "count");
+        assert!(!decodes(&with_sum(huge_count)), "count");
+        // A path length running past the end, under a valid checksum.
+        let mut long_path = bytes[..bytes.len() - 32].to_vec();
+        long_path[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(!decodes(&with_sum(long_path)), "path length");
+        // Out of order or repeated: lookups could not trust a binary search.
+        for bad in [[entries[1], entries[0]], [entries[2], entries[2]]] {
+            let mut bytes = Vec::new();
+            codec::encode(&bad, &mut bytes).unwrap();
+            assert!(!decodes(&bytes), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn lookups_in_walk_order_and_out_of_it_find_every_path() {
+        use stat_cache::codec::{self, Table, walk_order};
+        let key = |size| StatKey {
+            size,
+            mtime_ns: 1,
+            ctime_ns: 2,
+            ino: 3,
+            mode: 0o100644,
+        };
+        // Names that sort differently in byte order and walk order (`-` is below `/`).
+        let mut names: Vec<String> = (0..3000)
+            .map(|i| format!("t/d{}{}/f{i}", i % 7, ["", "-x", ".y"][i % 3]))
+            .collect();
+        names.sort_by(|a, b| walk_order(a.as_bytes(), b.as_bytes()));
+        names.dedup();
+        let entries: Vec<(&str, StatKey, Digest)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), key(i as u64), Digest::of(n.as_bytes())))
+            .collect();
+        let mut bytes = Vec::new();
+        codec::encode(&entries, &mut bytes).unwrap();
+        let table = Table::decode(bytes).unwrap();
+        let expect = |i: usize| Some((key(i as u64), Digest::of(names[i].as_bytes())));
+        let mut hint = 0;
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(table.get(name, &mut hint), expect(i));
+            assert_eq!(hint, i + 1, "the next lookup starts at the next record");
+        }
+        let mut hint = 0;
+        for i in (0..names.len()).rev().step_by(7) {
+            assert_eq!(table.get(&names[i], &mut hint), expect(i));
+            assert_eq!(table.get(&format!("{}z", names[i]), &mut hint), None);
+        }
+        assert_eq!(walk_order(b"a/b", b"a-c"), std::cmp::Ordering::Less);
+        assert_eq!(walk_order(b"a", b"a/b"), std::cmp::Ordering::Less);
+    }
+
+    #[test]
+    fn a_saved_cache_serves_old_and_new_records_after_a_reload() {
+        let d = tree();
+        let cache = d.path().join("sc");
+        let c = ctx(d.path(), "sc\n", Some(cache.clone()));
+        c.cache.lock().unwrap().racy_window = Duration::ZERO;
+        let main = c.entries("src/main.rs").unwrap();
+        c.file_digests(&main).unwrap();
+        c.save_cache().unwrap();
+
+        // A second build adds a file: the rewritten cache holds both.
+        let c = ctx(d.path(), "sc\n", Some(cache.clone()));
+        c.cache.lock().unwrap().racy_window = Duration::ZERO;
+        let a = c.entries("src/deep/a.txt").unwrap();
+        c.file_digests(&a).unwrap();
+        c.save_cache().unwrap();
+
+        let c = ctx(d.path(), "sc\n", Some(cache));
+        let cached = c.cache.lock().unwrap();
+        assert_eq!(cached.len(), 2);
+        assert_eq!(
+            cached.get("src/main.rs", &main[0].stat, &mut 0),
+            Some(Digest::of(b"fn main() {}"))
+        );
+        assert_eq!(
+            cached.get("src/deep/a.txt", &a[0].stat, &mut 0),
+            Some(Digest::of(b"a"))
+        );
+        let other_stat = StatKey {
+            ino: a[0].stat.ino + 1,
+            ..a[0].stat
+        };
+        assert_eq!(
+            cached.get("src/deep/a.txt", &other_stat, &mut 0),
+            None,
+            "inode moved"
+        );
     }
 
     #[test]

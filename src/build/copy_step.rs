@@ -242,21 +242,12 @@ impl<'a> Runner<'a> {
                 let paths: Vec<String> = copy::matches(ctx, path)
                     .unwrap_or_default()
                     .into_iter()
-                    .filter(|p| ctx.entries(p).is_ok())
+                    .filter(|p| ctx.contains(p))
                     .collect();
                 files.extend(cache::context_sources(ctx, &paths)?.files);
             }
         }
-        let mut all = Vec::new();
-        for (p, d) in &files {
-            all.extend_from_slice(&(p.len() as u64).to_le_bytes());
-            all.extend_from_slice(p.as_bytes());
-            all.extend_from_slice(d.as_bytes());
-        }
-        Ok(Some(SourceDigest {
-            digest: crate::Digest::of(&all),
-            files,
-        }))
+        Ok(Some(SourceDigest::of_files(files)))
     }
 
     /// Downloads a URL for its digest before the step runs; the step then reuses the file.

@@ -231,7 +231,7 @@ impl<'a> Runner<'a> {
                     step,
                     &key,
                     &slot,
-                    StepInputs::new(&parent, step, sources.as_ref()),
+                    StepInputs::new(&parent, step, sources),
                     &id,
                 )?
             } else {
@@ -288,7 +288,7 @@ impl<'a> Runner<'a> {
             // A hit is what the slot last saw too: without this, a change after a first build
             // that hit (a fresh checkout elsewhere) is explained as "not built before".
             // Best effort, like `remember` after a miss.
-            let _ = self.cache.remember(slot, &inputs);
+            let _ = self.cache.remember(slot, key, &inputs);
             match hit.layer {
                 Some(layer) => {
                     img.add_layer(layer, &hit.created_by);
@@ -317,7 +317,7 @@ impl<'a> Runner<'a> {
         if let Err(e) = self
             .cache
             .record(key, &record)
-            .and_then(|()| self.cache.remember(slot, &inputs))
+            .and_then(|()| self.cache.remember(slot, key, &inputs))
         {
             self.progress
                 .warn(format!("could not record the build cache: {e}"));
