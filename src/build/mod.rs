@@ -297,3 +297,28 @@ fn created_time(req: &BuildRequest) -> DateTime<Utc> {
         .and_then(|s| Utc.timestamp_opt(s, 0).single())
         .unwrap_or_else(|| now.with_nanosecond(0).unwrap_or(now))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stages_of(dockerfile: &str, target: Option<&str>) -> Vec<usize> {
+        let opts = PlanOptions {
+            target: target.map(str::to_string),
+            ..PlanOptions::default()
+        };
+        let mut v: Vec<usize> = image_stages(&plan::plan(dockerfile, &opts).unwrap())
+            .into_iter()
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn the_image_holds_the_layers_of_its_from_chain_not_of_copy_from_sources() {
+        let df = "FROM scratch AS a\nFROM scratch AS b\nFROM a AS c\nCOPY --from=b / /\nFROM c\n";
+        assert_eq!(stages_of(df, None), vec![0, 2, 3]);
+        assert_eq!(stages_of(df, Some("b")), vec![1]);
+        assert_eq!(stages_of("FROM scratch\n", None), vec![0]);
+    }
+}
