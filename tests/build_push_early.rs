@@ -227,6 +227,49 @@ fn the_copy_layer_is_in_the_registry_while_the_run_step_runs_and_the_tag_comes_l
 }
 
 #[test]
+fn a_layer_of_a_stage_the_image_only_copies_from_is_never_uploaded() {
+    let Some(bases) = bases_or_skip() else { return };
+    let addr = bases.addr();
+    let ctx = project(addr, "");
+    let builder_layer = copy_layer_digest(ctx.path());
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {addr}/kiln-test/busybox:latest AS builder\n\
+             COPY big.bin /big.bin\n\
+             FROM {addr}/kiln-test/busybox:latest\n\
+             COPY --from=builder /big.bin /copied.bin\n"
+        ),
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    let dest = format!("{addr}/early/stages:1");
+    let build = Running::start(
+        &tmp.path().join("store"),
+        &[
+            "--push",
+            "-t",
+            &dest,
+            &format!("--output=type=oci,dest={}", layout.display()),
+        ],
+        ctx.path(),
+    );
+    let (status, output) = build.finish();
+    assert!(status.success(), "{output}");
+    let built = read_layout(&layout, "latest").layer_digests();
+    assert!(!built.contains(&builder_layer.to_string()), "{built:?}");
+    let rt = runtime();
+    let reg = Registry::new(addr, test_config(), None).unwrap();
+    let there = rt.block_on(reg.blob_exists("early/stages", &builder_layer));
+    assert!(
+        matches!(there, Ok(None)),
+        "the builder stage's layer was uploaded: {there:?}"
+    );
+    assert_eq!(pulled_layers(&dest, &["--src-tls-verify=false"]), built);
+}
+
+#[test]
 fn a_build_that_fails_after_the_copy_pushes_no_tag() {
     let Some(bases) = bases_or_skip() else { return };
     let addr = bases.addr();
