@@ -293,6 +293,34 @@ fn a_build_that_fails_after_the_copy_pushes_no_tag() {
 }
 
 #[test]
+fn an_interrupted_build_pushes_no_tag() {
+    let Some(bases) = bases_or_skip() else { return };
+    let addr = bases.addr();
+    let ctx = project(addr, "RUN sleep 60");
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = format!("{addr}/early/interrupted:1");
+    let mut build = Running::start(
+        &tmp.path().join("store"),
+        &["--push", "-t", &dest],
+        ctx.path(),
+    );
+    build.wait_for(step_started("RUN sleep 60"));
+    let started = Instant::now();
+    let pid = nix::unistd::Pid::from_raw(build.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let (status, output) = build.finish();
+    assert!(!status.success(), "{output}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "kiln stopped promptly, not after the RUN step: {output}"
+    );
+    assert!(output.contains("interrupted"), "{output}");
+    let rt = runtime();
+    let reg = Registry::new(addr, test_config(), None).unwrap();
+    assert_no_tag(&rt, &reg, "early/interrupted", "1");
+}
+
+#[test]
 fn an_upload_that_failed_during_the_build_is_redone_by_the_push_after_it() {
     let Some(bases) = bases_or_skip() else { return };
     let ctx = project(bases.addr(), "RUN true");

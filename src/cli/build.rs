@@ -39,7 +39,8 @@ pub struct Args {
     /// architecture needs qemu-user-static + binfmt-support.
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
-    /// Push the image to its registry after building it.
+    /// Push the image to its registry: layers while the build runs, the manifest once it
+    /// succeeded.
     #[arg(long)]
     pub push: bool,
     /// Also write the image as type=oci|docker,dest=PATH (a directory or a .tar file).
@@ -124,8 +125,14 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     );
     // Ctrl-C / SIGTERM: kill the running step's whole process tree; the build then fails with
     // "interrupted" and cleans up (mounts lived only in the step's namespace).
+    // With --push, the uploads made during the build stop at once too.
     let cancel = sandbox.cancel_handle();
-    let _ = ctrlc::set_handler(move || cancel.cancel());
+    let uploads_cancel = tokio_util::sync::CancellationToken::new();
+    let on_signal = uploads_cancel.clone();
+    let _ = ctrlc::set_handler(move || {
+        cancel.cancel();
+        on_signal.cancel();
+    });
     let rt = super::pull::runtime()?;
     let pull = |reference: &Reference,
                 platform: &crate::platform::Platform,
@@ -153,7 +160,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
         true => destinations(&a, &req.tags)?,
         false => Vec::new(),
     };
-    let early = EarlyPush::new(&destinations, &store);
+    let early = EarlyPush::new(&destinations, &store, uploads_cancel.clone());
     let layer_ready = |layer: &Layer| early.layer_ready(layer);
     let hooks = crate::build::Hooks {
         pull: &pull,
@@ -176,6 +183,13 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
         Ok(o) => o,
         Err(e) => anyhow::bail!("{}", e.render(&req)),
     };
+    // A signal between RUN steps (during a COPY) does not stop the build, but it does stop
+    // the push: an interrupted build never puts a manifest.
+    anyhow::ensure!(
+        !(a.push && uploads_cancel.is_cancelled()),
+        "interrupted: the image {} was built but not pushed",
+        outcome.image.config_digest
+    );
     let image = &outcome.image;
     for o in &outputs {
         o.write(&store, image, &req.tags)

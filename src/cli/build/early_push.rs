@@ -40,14 +40,19 @@ pub(super) struct EarlyPush<'a> {
 }
 
 impl<'a> EarlyPush<'a> {
-    pub(super) fn new(destinations: &'a [Destination], store: &'a Store) -> Self {
+    /// `cancel` (also fired by Ctrl-C) abandons the uploads.
+    pub(super) fn new(
+        destinations: &'a [Destination],
+        store: &'a Store,
+        cancel: CancellationToken,
+    ) -> Self {
         let (tx, rx) = unbounded_channel();
         EarlyPush {
             destinations,
             store,
             queue: Mutex::new(Some(tx)),
             layers: Mutex::new(Some(rx)),
-            cancel: CancellationToken::new(),
+            cancel,
         }
     }
 
