@@ -101,6 +101,9 @@ impl<'a> EarlyPush<'a> {
                     () = self.cancel.cancelled() => vec![0; self.destinations.len()],
                 }
             });
+            // The forwarder ends as soon as the last sender is gone: at once after uploads
+            // that completed, within its poll interval after a cancel.
+            drop(events);
             done.store(true, Ordering::SeqCst);
             uploaded
         })
