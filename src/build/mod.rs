@@ -10,6 +10,8 @@
 //!   a layer, a cache key or an event).
 //! - [`BuildError::render`] names the Dockerfile line (`Dockerfile:12:5: ...`) with a caret.
 //! - [`context`] reads the build context (`.dockerignore`, stat cache).
+//! - [`Hooks::layer_ready`] hears of each layer of the image being built as soon as its blob
+//!   is in the store (`kiln build --push` starts uploading it while later steps run).
 //!
 //! What runs today: FROM scratch / an image in the store / an earlier stage; COPY (context,
 //! heredoc, `--from` a stage or stored image, `--parents`, `--chmod` octal or symbolic);
@@ -39,7 +41,7 @@ use chrono::{DateTime, TimeZone, Timelike, Utc};
 
 use crate::digest::Digest;
 use crate::dockerfile::{Span, render_at};
-use crate::image::{ImageFormat, StoredImage};
+use crate::image::{ImageFormat, Layer, StoredImage};
 use crate::layer::Compression;
 use crate::plan::{self, PlanOptions, ignore::DockerIgnore};
 use crate::progress::Progress;
@@ -97,7 +99,18 @@ pub struct Hooks<'a> {
     pub remote_cache: Option<remote_cache::RemoteCache<'a>>,
     /// Downloads an `ADD <url>` source.
     pub fetch: &'a Fetch<'a>,
+    /// Told of each layer the built image will hold, once its blob is in the store.
+    pub layer_ready: Option<&'a LayerReady<'a>>,
 }
+
+/// Hears of the layers of the image a build makes, each as soon as its blob is in the store
+/// and while later steps still run: the base image's layers when a stage of the image starts,
+/// then each layer a step writes or takes from the cache. Only stages whose layers end up in
+/// the image are reported (the target and the stages it is built `FROM`), never a layer of
+/// a stage the image only copies from; a layer may be reported more than once. Called from
+/// stage threads, so it must return quickly (queue the work); a failed build reports no
+/// more layers, and the caller discards what it started.
+pub type LayerReady<'a> = dyn Fn(&Layer) + Sync + 'a;
 
 /// How a build downloads an `ADD https://…` source: streams the body of `url` into the
 /// writer (never holding it whole) and reports `Last-Modified`; the error is a message for
@@ -190,7 +203,7 @@ pub fn build(
     };
     // Held for the whole build so a concurrent `kiln prune` leaves fresh, unnamed blobs alone.
     let _lease = store.lease()?;
-    let env = stage::BuildEnv::new(
+    let mut env = stage::BuildEnv::new(
         store,
         sandbox,
         hooks,
@@ -199,6 +212,7 @@ pub fn build(
         progress,
         created_time(req),
     );
+    env.image_stages = image_stages(&plan);
     let mut finished = schedule::run_stages(&env, &plan, req.jobs)?;
     let layers_built = finished.values().map(|f| f.layers_built).sum();
     let layers_reused = finished.values().map(|f| f.layers_reused).sum();
@@ -225,6 +239,20 @@ pub fn build(
         layers_built,
         layers_reused,
     })
+}
+
+/// The stages whose layers the target image holds: the target and, through `FROM <stage>`,
+/// each stage it is built on (a `COPY --from` source adds files, not layers).
+fn image_stages(plan: &plan::Plan) -> std::collections::HashSet<usize> {
+    let mut stages = std::collections::HashSet::from([plan.target]);
+    let mut at = plan.target;
+    while let plan::Base::Stage(base) = plan.stages[at].base {
+        if !stages.insert(base) {
+            break;
+        }
+        at = base;
+    }
+    stages
 }
 
 /// The plan options a request implies.
@@ -268,4 +296,29 @@ fn created_time(req: &BuildRequest) -> DateTime<Utc> {
     req.source_date_epoch
         .and_then(|s| Utc.timestamp_opt(s, 0).single())
         .unwrap_or_else(|| now.with_nanosecond(0).unwrap_or(now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stages_of(dockerfile: &str, target: Option<&str>) -> Vec<usize> {
+        let opts = PlanOptions {
+            target: target.map(str::to_string),
+            ..PlanOptions::default()
+        };
+        let mut v: Vec<usize> = image_stages(&plan::plan(dockerfile, &opts).unwrap())
+            .into_iter()
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn the_image_holds_the_layers_of_its_from_chain_not_of_copy_from_sources() {
+        let df = "FROM scratch AS a\nFROM scratch AS b\nFROM a AS c\nCOPY --from=b / /\nFROM c\n";
+        assert_eq!(stages_of(df, None), vec![0, 2, 3]);
+        assert_eq!(stages_of(df, Some("b")), vec![1]);
+        assert_eq!(stages_of("FROM scratch\n", None), vec![0]);
+    }
 }

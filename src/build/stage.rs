@@ -50,6 +50,8 @@ pub(crate) struct BuildEnv<'a> {
     /// Set when a stage failed: the others stop before their next step.
     pub(crate) cancelled: AtomicBool,
     announced_isolation: AtomicBool,
+    /// The stages whose layers the built image holds (reported to [`Hooks::layer_ready`]).
+    pub(crate) image_stages: std::collections::HashSet<usize>,
 }
 
 impl<'a> BuildEnv<'a> {
@@ -93,6 +95,7 @@ impl<'a> BuildEnv<'a> {
             ),
             cancelled: AtomicBool::new(false),
             announced_isolation: AtomicBool::new(false),
+            image_stages: Default::default(),
         }
     }
 }
@@ -195,6 +198,7 @@ impl<'a> Runner<'a> {
                 image::Platform::parse(p).map_err(|e| step_err(stage.span, e.to_string()))?;
         }
         let (mut img, base) = self.base(stage)?;
+        self.layers_ready(stage, &img, 0);
         let triggers = self.take_triggers(stage, &mut img)?;
         let steps: Vec<&Step> = triggers.iter().chain(&stage.steps).collect();
         let mut parent = BuildCache::stage_root(
@@ -222,6 +226,7 @@ impl<'a> Runner<'a> {
                 name,
             });
             let t0 = Instant::now();
+            let layers_before = img.layers().len();
             let sources = self.sources(step)?;
             let key = BuildCache::key(&parent, step, sources.as_ref());
             let cached = if writes_layer(step) {
@@ -241,6 +246,7 @@ impl<'a> Runner<'a> {
             parent = key;
             let millis = t0.elapsed().as_millis() as u64;
             self.progress.send(Event::StepDone { id, cached, millis });
+            self.layers_ready(stage, &img, layers_before);
         }
         Ok(Finished {
             image: img,
@@ -249,6 +255,16 @@ impl<'a> Runner<'a> {
             layers_reused: self.layers_reused,
             newest_hit: self.newest_hit,
         })
+    }
+
+    /// Reports the image's layers from index `from` on to [`Hooks::layer_ready`] when this
+    /// stage's layers end up in the built image: their blobs are in the store by now.
+    fn layers_ready(&self, stage: &Stage, img: &ImageBuilder, from: usize) {
+        if let Some(ready) = self.hooks.layer_ready {
+            if self.env.image_stages.contains(&stage.index) {
+                img.layers().iter().skip(from).for_each(ready);
+            }
+        }
     }
 
     /// The base's ONBUILD triggers as steps, consumed from the image (Docker's semantics).

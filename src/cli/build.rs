@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::Digest;
-use crate::build::BuildRequest;
-use crate::image::StoredImage;
+use crate::build::{BuildRequest, LayerReady};
 use crate::image::{ImageFormat, Output};
+use crate::image::{Layer, StoredImage};
 use crate::layer::Compression;
 use crate::progress::Progress;
 use crate::reference::Reference;
@@ -16,6 +16,9 @@ use crate::store::Store;
 use anyhow::Context as _;
 
 use super::GlobalArgs;
+
+mod early_push;
+use early_push::EarlyPush;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -36,7 +39,8 @@ pub struct Args {
     /// architecture needs qemu-user-static + binfmt-support.
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
-    /// Push the image to its registry after building it.
+    /// Push the image to its registry: layers while the build runs, the manifest once it
+    /// succeeded.
     #[arg(long)]
     pub push: bool,
     /// Also write the image as type=oci|docker,dest=PATH (a directory or a .tar file).
@@ -121,8 +125,14 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     );
     // Ctrl-C / SIGTERM: kill the running step's whole process tree; the build then fails with
     // "interrupted" and cleans up (mounts lived only in the step's namespace).
+    // With --push, the uploads made during the build stop at once too.
     let cancel = sandbox.cancel_handle();
-    let _ = ctrlc::set_handler(move || cancel.cancel());
+    let uploads_cancel = tokio_util::sync::CancellationToken::new();
+    let on_signal = uploads_cancel.clone();
+    let _ = ctrlc::set_handler(move || {
+        cancel.cancel();
+        on_signal.cancel();
+    });
     let rt = super::pull::runtime()?;
     let pull = |reference: &Reference,
                 platform: &crate::platform::Platform,
@@ -144,28 +154,48 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     let cache_clients = super::build_cache::CacheClients::new(&a, &rt)?;
     let http = http_client(a.transport.config().tls_verify)?;
     let fetch = |url: &str, out: &mut dyn std::io::Write| fetch_url(&rt, &http, url, out);
+    // Made before the build: a push that cannot start fails before the work, and the
+    // uploads during the build share the final push's clients (credentials, tokens).
+    let destinations = match a.push {
+        true => destinations(&a, &req.tags)?,
+        false => Vec::new(),
+    };
+    let early = EarlyPush::new(&destinations, &store, uploads_cancel.clone());
+    let layer_ready = |layer: &Layer| early.layer_ready(layer);
     let hooks = crate::build::Hooks {
         pull: &pull,
         remote_cache: cache_clients.as_ref().map(|c| c.hook(&a)),
         fetch: &fetch,
+        layer_ready: a.push.then_some(&layer_ready as &LayerReady),
     };
-    let result = crate::build::build(&store, &sandbox, &hooks, &req, &progress);
+    let (result, sent_early) = std::thread::scope(|s| {
+        let uploads = a.push.then(|| s.spawn(|| early.run(&rt, &progress)));
+        let over = early.over_on_drop();
+        let result = crate::build::build(&store, &sandbox, &hooks, &req, &progress);
+        early.build_over(result.is_ok());
+        drop(over);
+        let sent = uploads.map(|u| u.join().expect("the upload thread does not panic"));
+        (result, sent.unwrap_or_default())
+    });
     drop(progress);
     renderer.finish();
     let outcome = match result {
         Ok(o) => o,
         Err(e) => anyhow::bail!("{}", e.render(&req)),
     };
+    // A signal between RUN steps (during a COPY) does not stop the build, but it does stop
+    // the push: an interrupted build never puts a manifest.
+    anyhow::ensure!(
+        !(a.push && uploads_cancel.is_cancelled()),
+        "interrupted: the image {} was built but not pushed",
+        outcome.image.config_digest
+    );
     let image = &outcome.image;
     for o in &outputs {
         o.write(&store, image, &req.tags)
             .with_context(|| format!("writing the image to {}", o.dest().display()))?;
     }
-    let pushed = if a.push {
-        push(&a, mode, &store, &rt, image, &req.tags)?
-    } else {
-        Vec::new()
-    };
+    let pushed = push(&a, mode, &store, &rt, image, &destinations, &sent_early)?;
     if let Some(f) = &a.iidfile {
         std::fs::write(f, image.config_digest.to_string())
             .with_context(|| format!("writing {}", f.display()))?;
@@ -201,21 +231,22 @@ fn compression(algo: &str, level: Option<i32>) -> anyhow::Result<Compression> {
     }
 }
 
-/// `--push`: every `-t` name, one push per repository (its tags together), each manifest
-/// only after all its blobs are confirmed (the registry client guarantees that).
-fn push(
-    a: &Args,
-    mode: super::progress::Mode,
-    store: &Store,
-    rt: &tokio::runtime::Runtime,
-    image: &StoredImage,
-    names: &[Reference],
-) -> anyhow::Result<Vec<String>> {
+/// One repository `--push` goes to, with its registry client.
+struct Destination {
+    /// The first `-t` name in this repository.
+    reference: Reference,
+    /// The tags of every `-t` name in this repository.
+    tags: Vec<String>,
+    registry: crate::registry::Registry,
+}
+
+/// The repositories of the `-t` names (one push per repository, its tags together), each
+/// with its client and credentials.
+fn destinations(a: &Args, names: &[Reference]) -> anyhow::Result<Vec<Destination>> {
     anyhow::ensure!(
         !names.is_empty(),
         "--push needs a name to push to: give -t REGISTRY/REPOSITORY:TAG"
     );
-    let manifest = Manifest::from_bytes(image.manifest.clone(), None);
     let mut repos: Vec<(String, Vec<&Reference>)> = Vec::new();
     for r in names {
         match repos.iter_mut().find(|(n, _)| *n == r.name()) {
@@ -223,35 +254,63 @@ fn push(
             None => repos.push((r.name(), vec![r])),
         }
     }
+    repos
+        .into_iter()
+        .map(|(_, group)| {
+            let reference = group[0].clone();
+            let cred = a.creds.resolve(&reference)?;
+            let registry = a.transport.client(reference.api_host(), cred)?;
+            Ok(Destination {
+                tags: group
+                    .iter()
+                    .filter_map(|r| r.tag())
+                    .map(str::to_string)
+                    .collect(),
+                reference,
+                registry,
+            })
+        })
+        .collect()
+}
+
+/// `--push`: the image to every destination, each manifest only after all its blobs are
+/// confirmed (the registry client guarantees that). `sent_early` counts, per destination,
+/// the blobs uploaded during the build (the push finds them there).
+fn push(
+    a: &Args,
+    mode: super::progress::Mode,
+    store: &Store,
+    rt: &tokio::runtime::Runtime,
+    image: &StoredImage,
+    destinations: &[Destination],
+    sent_early: &[usize],
+) -> anyhow::Result<Vec<String>> {
+    if destinations.is_empty() {
+        return Ok(Vec::new());
+    }
+    let manifest = Manifest::from_bytes(image.manifest.clone(), None);
     let (progress, renderer) = super::progress::start(mode);
     let mut pushed = Vec::new();
-    for (_, group) in &repos {
-        let dest = group[0];
-        let tags: Vec<String> = group
-            .iter()
-            .filter_map(|r| r.tag())
-            .map(str::to_string)
-            .collect();
-        let cred = a.creds.resolve(dest)?;
-        let registry = a.transport.client(dest.api_host(), cred)?;
+    for (i, dest) in destinations.iter().enumerate() {
+        let name = dest.reference.name();
         let sum = rt
-            .block_on(registry.push_image(
-                dest.repository(),
-                &tags,
+            .block_on(dest.registry.push_image(
+                dest.reference.repository(),
+                &dest.tags,
                 &manifest,
                 &StoreBlobs(store),
                 None,
                 &progress,
             ))
-            .with_context(|| format!("pushing to {}", dest.name()))?;
+            .with_context(|| format!("pushing to {name}"))?;
+        let early = sent_early.get(i).copied().unwrap_or(0);
         progress.info(format!(
-            "pushed {}@{} ({} blob(s) uploaded, {} already there)",
-            dest.name(),
+            "pushed {name}@{} ({} blob(s) uploaded, {early} of them during the build; {} already there)",
             sum.digest,
-            sum.blobs_uploaded,
-            sum.blobs_present
+            sum.blobs_uploaded + early,
+            sum.blobs_present.saturating_sub(early)
         ));
-        pushed.push((dest.name(), sum.digest));
+        pushed.push((name, sum.digest));
     }
     drop(progress);
     renderer.finish();

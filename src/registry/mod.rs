@@ -6,7 +6,8 @@
 //! - Pull: [`Registry::pull_image`] into any [`BlobSink`] (verified blobs only are committed),
 //!   or the parts: [`Registry::resolve`], [`Registry::get_manifest`], [`Registry::pull_blob`].
 //! - Push: [`Registry::push_image`] from any [`BlobSource`] (blobs in parallel, manifests last),
-//!   or the parts: [`Registry::blob_exists`], [`Registry::push_blob`], [`Registry::put_manifest`].
+//!   or the parts: [`Registry::blob_exists`], [`Registry::push_blob`] (or
+//!   [`Registry::push_blob_mounting`], which picks a mount source), [`Registry::put_manifest`].
 //! - Credentials: [`creds::lookup`], [`creds::store`], [`creds::erase`].
 //!
 //! Nothing here prints; progress goes through [`crate::progress::Progress`]. Credentials and

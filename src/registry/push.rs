@@ -143,6 +143,26 @@ impl Registry {
         }
     }
 
+    /// [`Registry::push_blob`], mounting from a repository of this registry that `source`
+    /// knows holds the blob, else from `mount_from` (never from `repo` itself).
+    pub async fn push_blob_mounting(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        source: &dyn BlobSource,
+        mount_from: Option<&str>,
+        progress: &Progress,
+    ) -> Result<BlobPushed, RegistryError> {
+        let known = source
+            .mount_candidates(self.host(), digest)
+            .into_iter()
+            .find(|r| r != repo);
+        let from = known.as_deref().or(mount_from).filter(|f| *f != repo);
+        self.push_blob(repo, digest, size, source, from, progress)
+            .await
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn upload_once(
         &self,
@@ -361,13 +381,8 @@ impl Registry {
         let pushed: Vec<Digest> = blobs.iter().map(|(d, _)| *d).collect();
         let outcomes: Vec<(BlobPushed, u64)> = stream::iter(blobs)
             .map(|(digest, size)| async move {
-                let known = source
-                    .mount_candidates(self.host(), &digest)
-                    .into_iter()
-                    .find(|r| r != repo);
-                let from = known.as_deref().or(mount_from).filter(|f| *f != repo);
                 let r = self
-                    .push_blob(repo, &digest, size, source, from, progress)
+                    .push_blob_mounting(repo, &digest, size, source, mount_from, progress)
                     .await?;
                 Ok::<_, RegistryError>((r, size))
             })
