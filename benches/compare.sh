@@ -232,6 +232,7 @@ trial() {
 first_error() { # the first line that says error, else the first line
   local line
   line=$(grep -m1 -i 'error' "$1" || head -n1 "$1")
+  [[ -n $line ]] || line="no message on stderr (a full disk or tmpfs? see --tmpfs)"
   echo "${line:0:160}" | tr '\t' ' '
 }
 
@@ -265,7 +266,7 @@ for w in $workloads; do
         fi
       done
     done
-    grep -P "^$w\t$sc\t.*\ttime\t" "$results" | awk -F'\t' '{printf "   %s %.3f s\n", $3, $5}' >&2
+    grep -P "^$w\t$sc\t.*\ttime\t" "$results" | awk -F'\t' '{printf "   %s %.3f s\n", $3, $5}' >&2 || true
   done
 done
 
