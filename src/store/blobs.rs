@@ -29,12 +29,7 @@ pub struct UnhashedBlobWriter {
 impl Store {
     /// Starts writing a blob whose digest is known only at the end.
     pub fn begin_blob(&self) -> Result<BlobWriter> {
-        let lease = self.lease()?;
-        let dir = self.tmp_dir();
-        let tmp = tempfile::Builder::new()
-            .prefix("blob-")
-            .tempfile_in(&dir)
-            .ctx("create temp file in", &dir)?;
+        let (lease, tmp) = self.blob_temp_file()?;
         Ok(BlobWriter {
             store: self.clone(),
             out: HashingWriter::new(BufWriter::with_capacity(256 * 1024, tmp)),
@@ -44,17 +39,23 @@ impl Store {
 
     /// Starts writing a blob whose producer computes its digest; see [`UnhashedBlobWriter`].
     pub fn begin_unhashed_blob(&self) -> Result<UnhashedBlobWriter> {
+        let (lease, tmp) = self.blob_temp_file()?;
+        Ok(UnhashedBlobWriter {
+            store: self.clone(),
+            out: BufWriter::with_capacity(256 * 1024, tmp),
+            _lease: lease,
+        })
+    }
+
+    /// A temp file for a new blob in the store's filesystem, under a lease.
+    fn blob_temp_file(&self) -> Result<(Lease, NamedTempFile)> {
         let lease = self.lease()?;
         let dir = self.tmp_dir();
         let tmp = tempfile::Builder::new()
             .prefix("blob-")
             .tempfile_in(&dir)
             .ctx("create temp file in", &dir)?;
-        Ok(UnhashedBlobWriter {
-            store: self.clone(),
-            out: BufWriter::with_capacity(256 * 1024, tmp),
-            _lease: lease,
-        })
+        Ok((lease, tmp))
     }
 
     /// Stores a small blob (configs, manifests) held in memory.
