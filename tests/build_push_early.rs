@@ -94,6 +94,13 @@ impl Running {
     }
 
     /// Waits (up to a minute) for an event that `want` accepts.
+    /// `kiln build --push -t DEST`, also writing the image to the OCI layout `layout`, with
+    /// its store in `dir`.
+    fn push_with_layout(dir: &Path, dest: &str, layout: &Path, ctx: &Path) -> Running {
+        let output = format!("--output=type=oci,dest={}", layout.display());
+        Running::start(&dir.join("store"), &["--push", "-t", dest, &output], ctx)
+    }
+
     fn wait_for(&mut self, want: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -181,16 +188,7 @@ fn the_copy_layer_is_in_the_registry_while_the_run_step_runs_and_the_tag_comes_l
     let tmp = tempfile::tempdir().unwrap();
     let layout = tmp.path().join("layout");
     let dest = format!("{addr}/early/app:1");
-    let mut build = Running::start(
-        &tmp.path().join("store"),
-        &[
-            "--push",
-            "-t",
-            &dest,
-            &format!("--output=type=oci,dest={}", layout.display()),
-        ],
-        ctx.path(),
-    );
+    let mut build = Running::push_with_layout(tmp.path(), &dest, &layout, ctx.path());
     let run = build.wait_for(step_started("RUN sleep 3"));
     let run_id = run["id"].as_str().unwrap().to_string();
 
@@ -245,16 +243,7 @@ fn a_layer_of_a_stage_the_image_only_copies_from_is_never_uploaded() {
     let tmp = tempfile::tempdir().unwrap();
     let layout = tmp.path().join("layout");
     let dest = format!("{addr}/early/stages:1");
-    let build = Running::start(
-        &tmp.path().join("store"),
-        &[
-            "--push",
-            "-t",
-            &dest,
-            &format!("--output=type=oci,dest={}", layout.display()),
-        ],
-        ctx.path(),
-    );
+    let build = Running::push_with_layout(tmp.path(), &dest, &layout, ctx.path());
     let (status, output) = build.finish();
     assert!(status.success(), "{output}");
     let built = read_layout(&layout, "latest").layer_digests();
