@@ -120,7 +120,7 @@ impl<'a> Unpacker<'a> {
             _ => {
                 // Applying a deletion never needs to make the directory it deletes from.
                 let create = !(deletion && self.opts.deletions == Deletions::Apply);
-                match resolve_dir(self.root.as_fd(), &parents, create) {
+                match self.resolve_parent(&parents, create) {
                     Ok(dir) => dir,
                     Err(err) if deletion && err.raw_os_error() == Some(libc::ENOENT) => {
                         return Ok(());
@@ -150,6 +150,38 @@ impl<'a> Unpacker<'a> {
             self.last_parent = Some((comps, parent));
         }
         Ok(())
+    }
+
+    /// [`resolve_dir`], where a whiteout this layer made on the way (`.wh.d`, then `d/x`
+    /// without a `d/` entry) becomes the opaque directory it stands for.
+    fn resolve_parent(&mut self, parents: &[&[u8]], create: bool) -> io::Result<InRoot> {
+        loop {
+            match resolve_dir(self.root.as_fd(), parents, create) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) && self.revive(parents)? => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// Turns the first whiteout of this layer among `parents` into an opaque directory;
+    /// false when there is none.
+    fn revive(&mut self, parents: &[&[u8]]) -> io::Result<bool> {
+        let Deletions::Overlay(x) = self.opts.deletions else {
+            return Ok(false);
+        };
+        for (i, name) in parents.iter().enumerate() {
+            let Ok(dir) = resolve_dir(self.root.as_fd(), &parents[..i], true) else {
+                return Ok(false);
+            };
+            if self.whited.remove(&dir.child_rel(name)) {
+                let fd = dir.fd.as_fd();
+                remove_at(fd, name)?;
+                mkdirat(fd, *name, Mode::from_bits_truncate(0o755))?;
+                mark_opaque(fd, name, x)?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// `.wh..wh..opq` (`last`) or `.wh.NAME` in `parent`.
