@@ -44,11 +44,7 @@ enum Mode {
 impl Mode {
     fn kiln(self, store: &Path) -> Command {
         let mut cmd = match self {
-            Mode::Chroot | Mode::CopyFallback => {
-                let mut c = build_support::kiln(store);
-                c.arg("--isolation").arg("chroot");
-                c
-            }
+            Mode::Chroot | Mode::CopyFallback => build_support::kiln(store),
             Mode::Rootless => {
                 let (_, uid, gid) = sandbox_support::runner().user.expect("tests run as root");
                 let mut c = Command::new("/usr/bin/setpriv");
@@ -91,8 +87,11 @@ fn build(mode: Mode, work: &Path, name: &str, dockerfile: &str) -> build_support
     sandbox_support::runner().give(work);
     let layout = ctx.join("layout");
     let mut cmd = mode.kiln(&work.join("store"));
-    cmd.args(["build", "--progress", "plain", "-t", name])
-        .arg(format!("--output=type=oci,dest={}", layout.display()))
+    cmd.args(["build", "--progress", "plain", "-t", name]);
+    if !matches!(mode, Mode::Rootless) {
+        cmd.args(["--isolation", "chroot"]);
+    }
+    cmd.arg(format!("--output=type=oci,dest={}", layout.display()))
         .arg(&ctx);
     let out = run(cmd);
     let stderr = String::from_utf8_lossy(&out.stderr);
