@@ -3,7 +3,8 @@
 //! a layer; a base image pulled from a registry whose layer holds a whiteout and an opaque
 //! directory shows neither the deleted file nor the hidden directory's old content to RUN.
 //! In chroot mode (root, overlay with `trusted.` xattrs), rootless (the unprivileged test user,
-//! `userxattr` overlay, layers unpacked as root of its id map) and the copy fallback.
+//! `userxattr` overlay, layers unpacked as root of its id map) and the copy fallback of both
+//! (`KILN_SANDBOX_FORCE=no-overlay`).
 
 mod build_support;
 mod common;
@@ -39,13 +40,14 @@ enum Mode {
     Chroot,
     CopyFallback,
     Rootless,
+    RootlessCopyFallback,
 }
 
 impl Mode {
     fn kiln(self, store: &Path) -> Command {
         let mut cmd = match self {
             Mode::Chroot | Mode::CopyFallback => build_support::kiln(store),
-            Mode::Rootless => {
+            Mode::Rootless | Mode::RootlessCopyFallback => {
                 let (_, uid, gid) = sandbox_support::runner().user.expect("tests run as root");
                 let mut c = Command::new("/usr/bin/setpriv");
                 c.args([
@@ -61,11 +63,19 @@ impl Mode {
                 c
             }
         };
-        if let Mode::CopyFallback = self {
+        if self.copy_fallback() {
             cmd.env("KILN_SANDBOX_FORCE", "no-overlay");
         }
         cmd.stdin(Stdio::null());
         cmd
+    }
+
+    fn copy_fallback(self) -> bool {
+        matches!(self, Mode::CopyFallback | Mode::RootlessCopyFallback)
+    }
+
+    fn rootless(self) -> bool {
+        matches!(self, Mode::Rootless | Mode::RootlessCopyFallback)
     }
 }
 
@@ -88,14 +98,14 @@ fn build(mode: Mode, work: &Path, name: &str, dockerfile: &str) -> build_support
     let layout = ctx.join("layout");
     let mut cmd = mode.kiln(&work.join("store"));
     cmd.args(["build", "--progress", "plain", "-t", name]);
-    if !matches!(mode, Mode::Rootless) {
+    if !mode.rootless() {
         cmd.args(["--isolation", "chroot"]);
     }
     cmd.arg(format!("--output=type=oci,dest={}", layout.display()))
         .arg(&ctx);
     let out = run(cmd);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    if let Mode::CopyFallback = mode {
+    if mode.copy_fallback() {
         assert!(stderr.contains("copy of their root"), "{stderr}");
     }
     read_layout(&layout, "latest")
@@ -172,6 +182,7 @@ fn check_mode(mode: Mode) {
         Mode::Chroot => "chroot",
         Mode::CopyFallback => "fallback",
         Mode::Rootless => "rootless",
+        Mode::RootlessCopyFallback => "rootless-fallback",
     };
     let target = format!("{}/deletions/base:{tag}", bases().addr());
     let mut push = mode.kiln(&work.path().join("store"));
@@ -226,4 +237,16 @@ fn deleted_files_stay_deleted_in_rootless_mode() {
         return;
     }
     check_mode(Mode::Rootless);
+}
+
+#[test]
+fn deleted_files_stay_deleted_with_the_rootless_copy_fallback() {
+    if !root_and_bases() {
+        return;
+    }
+    if let Some(why) = missing(&["newuidmap"]) {
+        println!("{why}");
+        return;
+    }
+    check_mode(Mode::RootlessCopyFallback);
 }
