@@ -295,6 +295,24 @@ fn unprivileged_child() {
         mapped.unpack(&mut &blob[..], &s.dest).unwrap();
         assert_eq!(s.state(), before, "mapped: the host dir or file changed");
     }
+
+    // Deletions in overlay form need no privilege: in-process and as root of the map.
+    let deletions = Raw::new()
+        .file(".wh.gone", b"")
+        .dir("o/", 0o755)
+        .file("o/.wh..wh..opq", b"")
+        .bytes();
+    for mapped_run in [false, true] {
+        let s = Scene::new(me);
+        if mapped_run {
+            mapped.unpack(&mut &deletions[..], &s.dest).unwrap();
+        } else {
+            unpack_layer(&deletions[..], &s.dest, &opts(Ownership::Ignore)).unwrap();
+        }
+        let gone = fs::symlink_metadata(s.dest.join("gone")).unwrap();
+        assert!(is_whiteout(&gone), "mapped: {mapped_run}");
+        assert!(is_opaque_dir(&s.dest.join("o")), "mapped: {mapped_run}");
+    }
     println!("CHILD CHECKED");
 }
 
