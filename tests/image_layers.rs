@@ -143,6 +143,7 @@ fn umoci_and_the_layer_cache_give_back_the_input_tree() {
     let opts = UnpackOptions {
         ownership: Ownership::Preserve,
         xattrs: true,
+        ..UnpackOptions::default()
     };
     let dir = unpacked_layer(&store, &image.layers[0], &opts).unwrap();
     assert_eq!(dir, store.layer_dir(&layer.diff_id));

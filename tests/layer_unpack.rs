@@ -21,6 +21,7 @@ fn full() -> UnpackOptions {
             Ownership::Ignore
         },
         xattrs: true,
+        ..UnpackOptions::default()
     }
 }
 

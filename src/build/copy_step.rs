@@ -71,7 +71,7 @@ impl<'a> Runner<'a> {
             self.check_add_sources(spec.sources, add, span)?;
         }
         let lowers = self.unpacked_layers(img.layers())?;
-        let image = self.image_tree(img.layers(), &lowers)?;
+        let image = self.image_tree(&lowers);
         let (uid, gid) = match spec.chown {
             Some(c) => resolve_owner(c, &|f| image.read_file(f)).map_err(|m| step_err(span, m))?,
             None => (0, 0),
@@ -259,38 +259,12 @@ impl<'a> Runner<'a> {
         Ok(got.digest)
     }
 
-    /// The image's layers as one merged tree for placing COPY/ADD entries; each layer's
-    /// whiteouts are listed once from its blob and kept in the store's cache directory.
-    fn image_tree(&self, layers: &[Layer], dirs: &[PathBuf]) -> Result<ImageTree<'a>, BuildError> {
-        let mut views = Vec::with_capacity(dirs.len());
-        for (l, dir) in layers.iter().rev().zip(dirs) {
-            let note = self
-                .store
-                .root()
-                .join("cache/whiteouts")
-                .join(l.diff_id.hex());
-            let whiteouts = match std::fs::read(&note)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-            {
-                Some(w) => w,
-                None => {
-                    let w = layer::layer_whiteouts(self.store.open_blob(&l.digest)?)?;
-                    // Only speed is lost if the note cannot be written.
-                    let _ =
-                        std::fs::create_dir_all(note.parent().expect("a parent")).and_then(|()| {
-                            let mut tmp =
-                                tempfile::NamedTempFile::new_in(note.parent().expect("a parent"))?;
-                            serde_json::to_writer(&mut tmp, &w).map_err(std::io::Error::other)?;
-                            tmp.persist(&note).map_err(|e| e.error).map(|_| ())
-                        });
-                    w
-                }
-            };
-            views.push(LayerView::new(dir.clone(), whiteouts));
-        }
+    /// The image's layers (unpacked dirs, top first, which keep their whiteouts) as one
+    /// merged tree for placing COPY/ADD entries.
+    fn image_tree(&self, dirs: &[PathBuf]) -> ImageTree<'a> {
+        let views = dirs.iter().cloned().map(LayerView::new).collect();
         let sandbox = self.sandbox;
-        Ok(ImageTree::new(views).with_owner_map(move |m| super::rootless::image_owner(sandbox, m)))
+        ImageTree::new(views).with_owner_map(move |m| super::rootless::image_owner(sandbox, m))
     }
 
     pub(super) fn source_tree(

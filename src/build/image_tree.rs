@@ -2,38 +2,26 @@
 //! which paths are directories (with their metadata) and which are symlinks, with the
 //! deletions of upper layers (whiteouts, opaque directories) applied.
 //!
-//! Layers are the store's unpacked layer directories, which do not keep whiteouts, so each
-//! layer's whiteouts are listed once from its blob and kept beside the build cache.
+//! Layers are the store's unpacked layer directories, which keep their deletions in
+//! overlay's form (a 0/0 character device for a deleted name, `overlay.opaque=y` on a
+//! directory that hides the layers below, the layer root included).
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use super::copy::{DirMeta, ImageView, Node};
-use crate::layer::Whiteout;
+use crate::layer::{is_opaque_dir, is_whiteout};
 
-/// One layer: its unpacked directory and what it deletes from the layers below.
+/// One layer: its unpacked directory.
 pub(crate) struct LayerView {
     pub dir: PathBuf,
-    pub deleted: HashSet<String>,
-    pub opaque: HashSet<String>,
 }
 
 impl LayerView {
-    pub fn new(dir: PathBuf, whiteouts: Vec<Whiteout>) -> LayerView {
-        let mut v = LayerView {
-            dir,
-            deleted: HashSet::new(),
-            opaque: HashSet::new(),
-        };
-        for w in whiteouts {
-            match w {
-                Whiteout::Path(p) => v.deleted.insert(p),
-                Whiteout::Opaque(p) => v.opaque.insert(p),
-            };
-        }
-        v
+    pub fn new(dir: PathBuf) -> LayerView {
+        LayerView { dir }
     }
 
     /// What this layer has at `path` (never following a symlink, not even in a parent:
@@ -43,17 +31,16 @@ impl LayerView {
         let comps: Vec<&str> = path.split('/').collect();
         let mut here = self.dir.clone();
         for (i, c) in comps.iter().enumerate() {
-            let sofar = comps[..=i].join("/");
             let last = i + 1 == comps.len();
-            if self.deleted.contains(&sofar) {
-                return (None, true);
-            }
             here.push(c);
             let Ok(m) = std::fs::symlink_metadata(&here) else {
-                // Absent here; an opaque directory above hides the lower layers' copy.
-                let hidden = (1..=i).any(|j| self.opaque.contains(&comps[..j].join("/")));
+                // Absent here; an opaque directory above (or root) hides the lower layers' copy.
+                let hidden = (0..=i).any(|j| is_opaque_dir(&self.dir.join(comps[..j].join("/"))));
                 return (None, hidden);
             };
+            if is_whiteout(&m) {
+                return (None, true);
+            }
             if last {
                 return (Some(node(&here, &m)), true);
             }
@@ -163,16 +150,15 @@ mod tests {
         }
         fs::create_dir_all(upper.join("opq/new")).unwrap();
         fs::write(upper.join("file"), "").unwrap();
-        let tree = ImageTree::new(vec![
-            LayerView::new(
-                upper,
-                vec![
-                    Whiteout::Path("gone".into()),
-                    Whiteout::Opaque("opq".into()),
-                ],
-            ),
-            LayerView::new(lower, vec![]),
-        ]);
+        nix::sys::stat::mknod(
+            &upper.join("gone"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::empty(),
+            0,
+        )
+        .unwrap();
+        xattr::set(upper.join("opq"), "user.overlay.opaque", b"y").unwrap();
+        let tree = ImageTree::new(vec![LayerView::new(upper.clone()), LayerView::new(lower)]);
         assert!(matches!(tree.node("kept"), Some(Node::Dir(_))));
         assert_eq!(tree.node("gone"), None);
         assert_eq!(tree.node("gone/sub"), None);
@@ -183,5 +169,12 @@ mod tests {
         assert_eq!(tree.node("file/x"), None);
         assert_eq!(tree.read_file("file").as_deref(), Some(""));
         assert_eq!(tree.read_file("kept"), None);
+        assert_eq!(tree.read_file("gone"), None);
+        // An opaque layer root hides every lower layer.
+        xattr::set(&upper, "user.overlay.opaque", b"y").unwrap();
+        let lower = t.path().join("lower");
+        let tree = ImageTree::new(vec![LayerView::new(upper), LayerView::new(lower)]);
+        assert_eq!(tree.node("kept"), None);
+        assert!(matches!(tree.node("opq/new"), Some(Node::Dir(_))));
     }
 }

@@ -21,9 +21,18 @@ pub(super) fn unpack(sandbox: &Sandbox, mut blob: File, dest: &Path) -> std::io:
             .unpack(&mut blob, dest)
             .map(|_warnings| ())
             .map_err(std::io::Error::other),
-        None => layer::unpack_layer(blob, dest, &super::stage::unpack_options())
+        None => layer::unpack_layer(blob, dest, &store_layer_options())
             .map(|_| ())
             .map_err(|e| std::io::Error::other(e.to_string())),
+    }
+}
+
+/// How this process unpacks a layer into the store: its whiteouts kept in overlay form, for
+/// the overlay that will stack it (`trusted.` xattrs for real root, `user.` otherwise).
+fn store_layer_options() -> layer::UnpackOptions {
+    layer::UnpackOptions {
+        deletions: layer::Deletions::Overlay(layer::OpaqueXattr::for_this_process()),
+        ..super::stage::unpack_options()
     }
 }
 

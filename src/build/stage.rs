@@ -19,7 +19,7 @@ use super::{BuildError, BuildRequest, Hooks};
 use crate::Digest;
 use crate::dockerfile::{CommandLine, Healthcheck, Span};
 use crate::image::{self, ImageBuilder, Layer, StoredImage};
-use crate::layer::{self, LayerEntry, LayerOptions, Ownership, UnpackOptions};
+use crate::layer::{self, Deletions, LayerEntry, LayerOptions, Ownership, UnpackOptions};
 use crate::plan::{Base, CopyFrom, SourceSpec, Stage, Step, StepKind};
 use crate::progress::{Event, Progress};
 use crate::reference::Reference;
@@ -569,7 +569,9 @@ impl<'a> Runner<'a> {
         platform::check_can_run(&self.platform)
             .map_err(|m| step_err(step.span, format!("building for {}: {m}", self.platform)))?;
         self.announce_isolation(step.span)?;
-        let lower_dirs = self.unpacked_layers(img.layers())?;
+        let mut lower_dirs = self.unpacked_layers(img.layers())?;
+        // Overlay ignores an opaque mark on a lower dir's root: the layers it hides go here.
+        lower_dirs.truncate(layer::visible_layers(&lower_dirs).len());
         let scratch = RunScratch::create(self.sandbox, self.store.root()).map_err(|source| {
             BuildError::Io {
                 action: "creating the RUN step's scratch dir in the store",
@@ -668,6 +670,7 @@ pub(super) fn unpack_options() -> UnpackOptions {
     UnpackOptions {
         ownership,
         xattrs: false,
+        deletions: Deletions::Apply,
     }
 }
 

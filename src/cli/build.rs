@@ -122,7 +122,8 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     let sandbox = Sandbox::new(
         std::env::current_exe().context("finding the kiln executable")?,
         isolation,
-    );
+    )
+    .forcing(crate::sandbox::Force::from_env());
     // Ctrl-C / SIGTERM: kill the running step's whole process tree; the build then fails with
     // "interrupted" and cleans up (mounts lived only in the step's namespace).
     // With --push, the uploads made during the build stop at once too.

@@ -47,7 +47,15 @@ pub fn commit_layer(
 
 /// The unpacked directory of a stored layer (an overlay lower dir), unpacking it once into
 /// the store's layer cache. The unpacked tar must match the layer's diffID.
+///
+/// The store's layer dirs are overlay lower dirs: whiteouts are kept in overlay form whatever
+/// `opts.deletions` says ([`layer::Deletions::Apply`] would lose them).
 pub fn unpacked_layer(store: &Store, l: &Layer, opts: &UnpackOptions) -> Result<PathBuf> {
+    let mut opts = opts.clone();
+    if opts.deletions == layer::Deletions::Apply {
+        opts.deletions = layer::Deletions::Overlay(layer::OpaqueXattr::for_this_process());
+    }
+    let opts = &opts;
     let blob = store.open_blob(&l.digest)?;
     let dir = store.ensure_unpacked(&l.diff_id, |tmp| {
         let report = layer::unpack_layer(std::io::BufReader::new(blob), tmp, opts)

@@ -20,15 +20,21 @@
 //!
 //! # Unpacking
 //! [`unpack_layer`]`(blob, dest, &opts)` detects gzip/zstd/plain by magic number and extracts
-//! into `dest` so that nothing outside `dest` is ever touched: every path is resolved inside the
-//! root the way `openat2(RESOLVE_IN_ROOT)` does it (absolute paths, `..` and symlinks cannot
-//! leave the root), OCI whiteouts are applied, device nodes the process may not create are
-//! skipped with a warning in the [`UnpackReport`], and ownership follows [`Ownership`].
-//! [`layer_whiteouts`]`(blob)` lists a layer's deletions without unpacking it (an unpacked
-//! layer directory no longer shows them).
+//! into `dest` so that nothing outside `dest` is ever touched: every operation is made by
+//! descriptor, relative to a directory resolved inside the root the way
+//! `openat2(RESOLVE_IN_ROOT)` does it (absolute paths, `..` and symlinks cannot leave the
+//! root), the final component is never followed (`O_NOFOLLOW`, `AT_SYMLINK_NOFOLLOW`), and
+//! the deferred directory modes and times re-open each directory without following any
+//! symlink (one a later entry put there is skipped). Device nodes the process may not create
+//! are skipped with a warning in the [`UnpackReport`], and ownership follows [`Ownership`].
+//! OCI whiteouts are applied to the tree ([`Deletions::Apply`], merging layers into one root)
+//! or kept in overlay's form ([`Deletions::Overlay`]: a 0/0 character device, an
+//! `overlay.opaque=y` directory) so unpacked layers stacked as overlay lower dirs are exactly
+//! the image. [`is_whiteout`], [`is_opaque_dir`] and [`visible_layers`] read that form back.
 
 mod compress;
 mod entries;
+mod extract;
 mod hash_thread;
 mod idmap;
 mod resolve;
@@ -44,7 +50,7 @@ pub use crate::digest::Digest;
 pub use entries::{EntrySource, LayerEntry, write_entries};
 pub use idmap::{IdMap, IdRange};
 pub use unpack::{diff_id, unpack_layer};
-pub use whiteouts::{Whiteout, layer_whiteouts};
+pub use whiteouts::{hides_lower_layers, is_opaque_dir, is_whiteout, visible_layers};
 pub use write::write_layer;
 
 /// How a layer blob is compressed.
@@ -145,6 +151,52 @@ pub struct UnpackOptions {
     pub ownership: Ownership,
     /// Restore xattrs from the layer where the kernel permits (failures become warnings).
     pub xattrs: bool,
+    /// What the layer's whiteouts become.
+    pub deletions: Deletions,
+}
+
+/// What [`unpack_layer`] does with a layer's whiteouts (`.wh.NAME`, `.wh..wh..opq`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Deletions {
+    /// Delete from the tree in `dest` (layers unpacked one over another into one root).
+    #[default]
+    Apply,
+    /// Keep them in overlayfs' form, for a directory used as an overlay lower dir: `.wh.NAME`
+    /// becomes a 0/0 character device `NAME`, an opaque directory gets `overlay.opaque=y`
+    /// (the layer root too: [`hides_lower_layers`]).
+    Overlay(OpaqueXattr),
+}
+
+/// The xattr namespace of an opaque mark: the one the overlay that stacks the dir reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpaqueXattr {
+    /// `trusted.overlay.opaque` (real root, overlay mounted without `userxattr`); falls back
+    /// to `user.` where `trusted.` is refused.
+    Trusted,
+    /// `user.overlay.opaque` (an unprivileged user or a user namespace: `userxattr` mounts).
+    User,
+}
+
+impl OpaqueXattr {
+    /// The namespace for a layer unpacked by this process: `trusted.` for real root.
+    pub fn for_this_process() -> OpaqueXattr {
+        if nix::unistd::geteuid().is_root() && !in_user_namespace() {
+            OpaqueXattr::Trusted
+        } else {
+            OpaqueXattr::User
+        }
+    }
+}
+
+/// Whether this process runs in a user namespace other than the initial one (root there
+/// cannot set `trusted.` xattrs).
+fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| {
+            let f: Vec<&str> = m.split_whitespace().collect();
+            f != ["0", "0", "4294967295"]
+        })
+        .unwrap_or(false)
 }
 
 /// What [`unpack_layer`] did.

@@ -1,18 +1,27 @@
-//! Path resolution inside a root, with the semantics of `openat2(RESOLVE_IN_ROOT)`.
+//! Path resolution inside a root by descriptor, with the semantics of
+//! `openat2(RESOLVE_IN_ROOT)`, and the `*at` file operations the unpacker builds on.
 //!
-//! Every symlink met on the way is followed as if `root` were `/`: an absolute target
-//! restarts at `root`, and `..` never climbs above `root`. So a tar entry can name any path
-//! at all, and what it resolves to is still inside `root`.
+//! Every step is an `openat(O_PATH | O_NOFOLLOW)` relative to the directory descriptor
+//! reached so far; a symlink met on the way is read (`readlinkat`) and followed as if the
+//! root were `/`: an absolute target restarts at the root, and `..` never climbs above it.
+//! No path string is ever handed to the kernel whole, so whatever a tar entry names, and
+//! whatever symlinks earlier entries left, each operation lands inside the root.
 //!
-//! Why in user space and not openat2 itself: the only writer of the tree during an unpack is
-//! the unpacker, which resolves each entry right before it acts on it, so nothing can swap
-//! a checked directory for a symlink in between; and this keeps the code free of `unsafe`
-//! and of kernel-version checks.
+//! Why not openat2 itself: seccomp profiles of CI containers (kiln's chroot mode runs in
+//! them) still refuse it at times, and missing components are created on the way, which
+//! openat2 cannot do. The unpacker is the only writer of the tree while it runs.
 
+use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, openat, readlinkat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat, mkdirat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
 
 /// Linux gives up after 40 symlinks in one resolution (ELOOP); so do we.
 const MAX_SYMLINKS: u32 = 40;
@@ -28,57 +37,172 @@ pub(crate) fn split_entry(path: &[u8]) -> Option<(Vec<&[u8]>, &[u8])> {
     (last != b"..").then_some((comps, last))
 }
 
-/// Resolves the directory `comps` inside `root`, following every symlink in root-relative
-/// fashion. Components that do not exist yet are kept (the caller creates them as plain
-/// directories). Fails with `ENOTDIR` when a component is an existing non-directory and
-/// `ELOOP` on too many symlinks. The result is `root` joined with real directory names only.
-pub(crate) fn resolve_dir(root: &Path, comps: &[&[u8]]) -> io::Result<PathBuf> {
-    let mut queue: std::collections::VecDeque<Vec<u8>> = comps.iter().map(|c| c.to_vec()).collect();
-    let mut here = root.to_path_buf();
-    let mut depth = 0usize;
+/// A directory reached inside the root: an `O_PATH` descriptor of it and its real path
+/// (names of real directories only, no symlink, no `..`) from the root.
+pub(crate) struct InRoot {
+    pub fd: OwnedFd,
+    pub comps: Vec<Vec<u8>>,
+}
+
+impl InRoot {
+    /// The root itself.
+    pub(crate) fn root(root: BorrowedFd<'_>) -> io::Result<InRoot> {
+        Ok(InRoot {
+            fd: open_path_dir(root, b".")?,
+            comps: Vec::new(),
+        })
+    }
+
+    /// The real path of `name` in this directory, `/`-joined, relative to the root.
+    pub(crate) fn child_rel(&self, name: &[u8]) -> Vec<u8> {
+        let mut rel = self.comps.join(&b'/');
+        if !rel.is_empty() {
+            rel.push(b'/');
+        }
+        rel.extend_from_slice(name);
+        rel
+    }
+}
+
+fn path(name: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(name))
+}
+
+/// `openat(O_PATH | O_DIRECTORY | O_NOFOLLOW)`: a symlink there is ENOTDIR, never followed.
+pub(crate) fn open_path_dir(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<OwnedFd> {
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    Ok(openat(dir, path(name), flags, Mode::empty())?)
+}
+
+/// A readable descriptor of the directory `name` in `dir` (for listing it, or its xattrs),
+/// never following a symlink.
+pub(crate) fn open_dir(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<OwnedFd> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    Ok(openat(dir, path(name), flags, Mode::empty())?)
+}
+
+/// `fstatat(AT_SYMLINK_NOFOLLOW)`; `None` when nothing is there.
+pub(crate) fn stat_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Option<FileStat>> {
+    match fstatat(dir, path(name), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) fn kind(st: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
+}
+
+/// Resolves the directory `comps` inside the root `root`, following every symlink in
+/// root-relative fashion. Missing components are created as plain directories when `create`
+/// is set (else ENOENT). ENOTDIR when a component is an existing non-directory, ELOOP on
+/// too many symlinks.
+pub(crate) fn resolve_dir(
+    root: BorrowedFd<'_>,
+    comps: &[&[u8]],
+    create: bool,
+) -> io::Result<InRoot> {
+    let mut queue: VecDeque<Vec<u8>> = comps.iter().map(|c| c.to_vec()).collect();
+    // The real directories from the root down to where we are.
+    let mut stack: Vec<(OwnedFd, Vec<u8>)> = Vec::new();
     let mut links = 0u32;
     while let Some(c) = queue.pop_front() {
         match &c[..] {
             b"" | b"." => continue,
             b".." => {
-                if depth > 0 {
-                    here.pop();
-                    depth -= 1;
-                }
+                stack.pop();
                 continue;
             }
             _ => {}
         }
-        let next = here.join(OsStr::from_bytes(&c));
-        match std::fs::symlink_metadata(&next) {
-            Ok(m) if m.file_type().is_symlink() => {
+        let here = stack.last().map_or(root, |(fd, _)| fd.as_fd());
+        let fd = match open_nofollow(here, &c) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {
+                match mkdirat(here, path(&c), Mode::from_bits_truncate(0o755)) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                open_nofollow(here, &c)?
+            }
+            other => other?,
+        };
+        let st = fstat(&fd)?;
+        match kind(&st) {
+            SFlag::S_IFDIR => stack.push((fd, c)),
+            SFlag::S_IFLNK => {
                 links += 1;
                 if links > MAX_SYMLINKS {
                     return Err(io::Error::from_raw_os_error(libc::ELOOP));
                 }
-                let target = std::fs::read_link(&next)?;
-                let target = target.as_os_str().as_bytes();
+                let target = readlinkat(&fd, "")?;
+                let target = target.as_bytes();
                 if target.starts_with(b"/") {
-                    here = root.to_path_buf();
-                    depth = 0;
+                    stack.clear();
                 }
                 for t in target.split(|&b| b == b'/').rev() {
                     queue.push_front(t.to_vec());
                 }
             }
-            Ok(m) if m.is_dir() => {
-                here = next;
-                depth += 1;
-            }
-            Ok(_) => return Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                here = next;
-                depth += 1;
-            }
-            Err(e) => return Err(e),
+            _ => return Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
         }
     }
-    Ok(here)
+    match stack.pop() {
+        None => InRoot::root(root),
+        Some((fd, last)) => {
+            let mut comps: Vec<Vec<u8>> = stack.into_iter().map(|(_, n)| n).collect();
+            comps.push(last);
+            Ok(InRoot { fd, comps })
+        }
+    }
+}
+
+/// `O_PATH | O_NOFOLLOW`: a descriptor of the entry itself, even when it is a symlink.
+fn open_nofollow(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<OwnedFd> {
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    Ok(openat(dir, path(name), flags, Mode::empty())?)
+}
+
+/// Opens the real directory `comps` (no symlink anywhere: one is ENOTDIR/ELOOP), for work
+/// deferred to the end of an unpack, when later entries may have replaced a component.
+pub(crate) fn open_real_dir(root: BorrowedFd<'_>, comps: &[Vec<u8>]) -> io::Result<OwnedFd> {
+    let mut fd = open_path_dir(root, b".")?;
+    for c in comps {
+        fd = open_path_dir(fd.as_fd(), c)?;
+    }
+    Ok(fd)
+}
+
+/// Removes whatever is at `name` in `dir` (a whole tree for a directory), never following
+/// a symlink; absent is fine.
+pub(crate) fn remove_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+    let Some(st) = stat_at(dir, name)? else {
+        return Ok(());
+    };
+    if kind(&st) == SFlag::S_IFDIR {
+        let sub = open_dir(dir, name)?;
+        for child in list_dir(sub.as_fd())? {
+            remove_at(sub.as_fd(), &child)?;
+        }
+        unlinkat(dir, path(name), UnlinkatFlags::RemoveDir)?;
+    } else {
+        unlinkat(dir, path(name), UnlinkatFlags::NoRemoveDir)?;
+    }
+    Ok(())
+}
+
+/// The names in a directory opened with [`open_dir`] (without `.` and `..`).
+pub(crate) fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
+    let fd = open_dir(dir, b".")?;
+    let mut d = nix::dir::Dir::from_fd(fd)?;
+    let mut names = Vec::new();
+    for entry in d.iter() {
+        let name = entry?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            names.push(name);
+        }
+    }
+    Ok(names)
 }
 
 #[cfg(test)]
@@ -108,13 +232,22 @@ mod tests {
         symlink("real/sub", root.join("rel")).unwrap();
         symlink("loop2", root.join("loop1")).unwrap();
         symlink("loop1", root.join("loop2")).unwrap();
+        symlink(t.path(), root.join("host")).unwrap();
         std::fs::write(root.join("file"), b"").unwrap();
+        let fd = std::fs::File::open(&root).unwrap();
 
-        let r = |p: &[&[u8]]| resolve_dir(&root, p);
-        assert_eq!(r(&[b"..", b"..", b"etc"]).unwrap(), root.join("etc"));
-        assert_eq!(r(&[b"abs", b"etc"]).unwrap(), root.join("etc"));
-        assert_eq!(r(&[b"real", b"up", b"x"]).unwrap(), root.join("x"));
-        assert_eq!(r(&[b"rel", b"new"]).unwrap(), root.join("real/sub/new"));
+        let r = |p: &[&[u8]]| {
+            resolve_dir(fd.as_fd(), p, true)
+                .map(|d| String::from_utf8(d.comps.join(&b'/')).unwrap())
+        };
+        assert_eq!(r(&[b"..", b"..", b"etc"]).unwrap(), "etc");
+        assert_eq!(r(&[b"abs", b"etc"]).unwrap(), "etc");
+        assert_eq!(r(&[b"real", b"up", b"x"]).unwrap(), "x");
+        assert_eq!(r(&[b"rel", b"new"]).unwrap(), "real/sub/new");
+        // An absolute link to a host dir is that path inside the root, made there.
+        let host_in_root = r(&[b"host"]).unwrap();
+        assert!(root.join(&host_in_root).is_dir(), "{host_in_root}");
+        assert!(!t.path().join("etc").exists());
         assert_eq!(
             r(&[b"loop1"]).unwrap_err().raw_os_error(),
             Some(libc::ELOOP)
@@ -122,6 +255,12 @@ mod tests {
         assert_eq!(
             r(&[b"file", b"x"]).unwrap_err().raw_os_error(),
             Some(libc::ENOTDIR)
+        );
+        assert_eq!(
+            resolve_dir(fd.as_fd(), &[b"missing"], false)
+                .err()
+                .and_then(|e| e.raw_os_error()),
+            Some(libc::ENOENT)
         );
     }
 }

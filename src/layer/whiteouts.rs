@@ -1,87 +1,103 @@
-//! `layer_whiteouts`: the deletions a layer records, without unpacking it.
+//! Deletions in overlayfs' own form, for unpacked layer directories that are stacked as
+//! overlay lower dirs: a whiteout is a 0/0 character device with the deleted name, an opaque
+//! directory carries `overlay.opaque=y`.
 //!
-//! An unpacked layer directory no longer shows what the layer deleted (a whiteout applied to
-//! an empty directory leaves nothing behind), yet a merged view of an image's layers — COPY
-//! looking up the parent directories and symlinks of its destination — needs exactly that.
+//! Which xattr namespace: an overlay mounted by real root reads `trusted.overlay.*`; one
+//! mounted in a user namespace (`userxattr`, rootless mode) reads `user.overlay.*`. A
+//! `trusted` overlay shows `user.overlay.opaque` of a lower dir as an ordinary xattr and
+//! copies it up, where the layer writer would take it for a real opaque directory, so root
+//! sets `trusted.` only (and `user.` where `trusted.` is refused: no `CAP_SYS_ADMIN`, a store
+//! on overlayfs; overlay cannot be mounted there and the copy fallback reads both).
+//!
+//! A 0/0 character device needs no privilege since Linux 5.8, in a user namespace or not.
+//! An opaque marker at a layer's root hides every layer below, which overlay does not do for
+//! a lower dir's root: the readers ([`hides_lower_layers`]) cut the stack there.
 
-use std::io::Read;
+use std::fs::{File, Metadata};
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
 
-use super::LayerError;
-use super::resolve::split_entry;
-use super::unpack::decompressor;
+use nix::sys::stat::{Mode, SFlag, mknodat};
 
-/// One deletion recorded in a layer, as an image path without a leading `/`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Whiteout {
-    /// `.wh.<name>`: the path is deleted from the layers below.
-    Path(String),
-    /// `.wh..wh..opq`: the directory's contents from the layers below are hidden.
-    Opaque(String),
+use super::OpaqueXattr;
+use super::resolve::open_dir;
+
+/// The name prefix of an OCI whiteout entry.
+pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";
+/// The OCI opaque marker entry.
+pub(crate) const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+
+const OPAQUE: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
+
+/// Creates the overlay whiteout `name` in `dir`.
+pub(crate) fn make_whiteout(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+    let name = Path::new(std::ffi::OsStr::from_bytes(name));
+    Ok(mknodat(dir, name, SFlag::S_IFCHR, Mode::empty(), 0)?)
 }
 
-/// Lists the whiteouts of the (gzip/zstd/plain) layer read from `blob`, streaming.
-pub fn layer_whiteouts(blob: impl Read) -> Result<Vec<Whiteout>, LayerError> {
-    let mut archive = tar::Archive::new(decompressor(blob)?);
-    let mut out = Vec::new();
-    for entry in archive.entries().map_err(LayerError::Input)? {
-        let entry = entry.map_err(LayerError::Input)?;
-        let name = entry.path_bytes();
-        let Some((parents, last)) = split_entry(&name) else {
-            continue;
-        };
-        let dir: Vec<String> = parents
-            .iter()
-            .filter(|c| **c != b"..")
-            .map(|c| String::from_utf8_lossy(c).into_owned())
-            .collect();
-        let dir = dir.join("/");
-        if last == b".wh..wh..opq" {
-            out.push(Whiteout::Opaque(dir));
-        } else if let Some(victim) = last.strip_prefix(b".wh.") {
-            if victim.is_empty() || victim == b"." || victim == b".." {
-                continue;
-            }
-            let victim = String::from_utf8_lossy(victim);
-            out.push(Whiteout::Path(if dir.is_empty() {
-                victim.into_owned()
-            } else {
-                format!("{dir}/{victim}")
-            }));
-        }
+/// Marks the directory `name` in `dir` opaque (`b"."`: `dir` itself).
+pub(crate) fn mark_opaque(dir: BorrowedFd<'_>, name: &[u8], xattr: OpaqueXattr) -> io::Result<()> {
+    let f = File::from(open_dir(dir, name)?);
+    let set = |key: &str| xattr::FileExt::set_xattr(&f, key, b"y");
+    match xattr {
+        OpaqueXattr::User => set(OPAQUE[1]),
+        OpaqueXattr::Trusted => set(OPAQUE[0]).or_else(|_| set(OPAQUE[1])),
     }
-    Ok(out)
+}
+
+/// Whether an entry of an unpacked layer dir is a whiteout (the name is deleted below).
+pub fn is_whiteout(meta: &Metadata) -> bool {
+    meta.file_type().is_char_device() && meta.rdev() == 0
+}
+
+/// Whether the directory at `path` of an unpacked layer dir is opaque (nothing of the
+/// layers below shows through it). Not following a symlink at `path`.
+pub fn is_opaque_dir(path: &Path) -> bool {
+    OPAQUE.iter().any(|k| {
+        xattr::get(path, k)
+            .ok()
+            .flatten()
+            .is_some_and(|v| v == b"y")
+    })
+}
+
+/// Whether the unpacked layer dir `layer` deletes everything below it (an opaque marker at
+/// its root): stacking stops there.
+pub fn hides_lower_layers(layer: &Path) -> bool {
+    is_opaque_dir(layer)
+}
+
+/// The layers (top first) that make the image: those below one that hides them dropped.
+pub fn visible_layers<P: AsRef<Path>>(layers: &[P]) -> &[P] {
+    match layers.iter().position(|l| hides_lower_layers(l.as_ref())) {
+        Some(i) => &layers[..=i],
+        None => layers,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
 
     #[test]
-    fn lists_whiteouts_and_opaque_markers_of_a_gzip_layer() {
-        let mut b = tar::Builder::new(Vec::new());
-        for p in [
-            "etc/.wh.passwd",
-            "var/cache/.wh..wh..opq",
-            "./.wh.tmp",
-            "usr/bin/ls",
-        ] {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(0);
-            h.set_mode(0o644);
-            h.set_cksum();
-            b.append_data(&mut h, p, &[][..]).unwrap();
-        }
-        let tar = b.into_inner().unwrap();
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut gz, &tar).unwrap();
-        let got = layer_whiteouts(&gz.finish().unwrap()[..]).unwrap();
-        assert_eq!(
-            got,
-            [
-                Whiteout::Path("etc/passwd".into()),
-                Whiteout::Opaque("var/cache".into()),
-                Whiteout::Path("tmp".into()),
-            ]
-        );
+    fn whiteouts_and_opaque_marks_read_back() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("d")).unwrap();
+        let root = File::open(t.path()).unwrap();
+        make_whiteout(root.as_fd(), b"gone").unwrap();
+        mark_opaque(root.as_fd(), b"d", OpaqueXattr::User).unwrap();
+        let meta = std::fs::symlink_metadata(t.path().join("gone")).unwrap();
+        assert!(is_whiteout(&meta));
+        assert!(is_opaque_dir(&t.path().join("d")));
+        assert!(!hides_lower_layers(t.path()));
+        mark_opaque(root.as_fd(), b".", OpaqueXattr::Trusted).unwrap();
+        assert!(hides_lower_layers(t.path()));
+        let other = tempfile::tempdir().unwrap();
+        let stack = [other.path(), t.path(), other.path()];
+        assert_eq!(visible_layers(&stack).len(), 2);
     }
 }

@@ -43,12 +43,7 @@ fn run(args: Vec<OsString>) -> Result<(), SandboxError> {
     let text = std::fs::read_to_string(&path).map_err(|e| SandboxError::io(&path, e))?;
     let spec: StepSpec = serde_json::from_str(&text).map_err(|e| SandboxError::io(&path, e))?;
     let exe = std::env::current_exe().map_err(|e| SandboxError::io("/proc/self/exe", e))?;
-    let force = std::env::var("KILN_SANDBOX_FORCE").unwrap_or_default();
-    let force = super::Force {
-        no_overlay: force.split(',').any(|f| f == "no-overlay"),
-        no_mount_namespace: force.split(',').any(|f| f == "no-mountns"),
-    };
-    let sandbox = Sandbox::new(exe, isolation).forcing(force);
+    let sandbox = Sandbox::new(exe, isolation).forcing(super::Force::from_env());
     watch_signals(sandbox.cancel_handle());
     let (progress, events) = Progress::channel();
     let printer = std::thread::spawn(move || {

@@ -25,7 +25,8 @@ use nix::sched::{CloneFlags, unshare};
 use super::SandboxError;
 use super::idmap::{self, IdMap};
 use crate::layer::{
-    self, Compression, DiffKind, LayerBlob, LayerOptions, Ownership, UnpackOptions,
+    self, Compression, Deletions, DiffKind, LayerBlob, LayerOptions, OpaqueXattr, Ownership,
+    UnpackOptions,
 };
 
 const ENTRY: &str = "__sandbox-mapped";
@@ -309,9 +310,11 @@ fn child(args: Vec<OsString>) -> Result<(), String> {
 }
 
 fn child_unpack(stdin: &mut (impl Read + Send), dest: &Path) -> Result<(), String> {
+    // Kept as overlay whiteouts: the dir is a lower dir of `userxattr` overlays.
     let opts = UnpackOptions {
         ownership: Ownership::Preserve,
         xattrs: false,
+        deletions: Deletions::Overlay(OpaqueXattr::User),
     };
     let report = layer::unpack_layer(stdin, dest, &opts)
         .map_err(|e| format!("unpacking into {}: {e}", dest.display()))?;

@@ -219,13 +219,24 @@ impl StepOutcome {
 
 /// Weaker modes forced on purpose (tests, or a user who knows the kernel lies), as if the
 /// surrounding container imposed them. `KILN_SANDBOX_FORCE=no-overlay,no-mountns` sets them
-/// for the hidden `__sandbox-run` entry.
+/// for the hidden `__sandbox-run` entry and `kiln build` ([`Force::from_env`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Force {
     /// Use the copy + snapshot-diff fallback instead of overlay.
     pub no_overlay: bool,
     /// Chroot mode: act as if `unshare(CLONE_NEWNS)` were forbidden (plain chroot).
     pub no_mount_namespace: bool,
+}
+
+impl Force {
+    /// What `KILN_SANDBOX_FORCE` (comma-separated `no-overlay`, `no-mountns`) asks for.
+    pub fn from_env() -> Force {
+        let force = std::env::var("KILN_SANDBOX_FORCE").unwrap_or_default();
+        Force {
+            no_overlay: force.split(',').any(|f| f == "no-overlay"),
+            no_mount_namespace: force.split(',').any(|f| f == "no-mountns"),
+        }
+    }
 }
 
 /// Runs RUN steps. Cheap to create; probes the kernel once, on first use.

@@ -29,6 +29,12 @@ pub(crate) fn populate(lowers: &[PathBuf], dest: &Path) -> Res<()> {
 }
 
 fn apply_layer(layer: &Path, dest: &Path) -> Res<()> {
+    if crate::layer::hides_lower_layers(layer) {
+        // An opaque marker at the layer's root: nothing of the layers below remains.
+        for entry in std::fs::read_dir(dest).map_err(|e| err(dest, e))? {
+            remove_any(&entry.map_err(|e| err(dest, e))?.path())?;
+        }
+    }
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut dirs = Vec::new();
     for entry in walkdir::WalkDir::new(layer).min_depth(1) {

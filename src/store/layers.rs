@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 use super::{IoContext, Result, Store, StoreError, sync_dir};
 use crate::digest::Digest;
 
+/// The format of unpacked layer directories, first word of their `.complete` marker:
+/// version 2 keeps the layer's deletions in overlay form (whiteout devices, opaque xattrs).
+const LAYER_FORMAT: &str = "kiln-layer-dir/2";
+
 impl Store {
     /// Where the layer with this diffID is (or will be) unpacked. Only use it after
     /// [`Store::ensure_unpacked`] returned, which guarantees it is complete.
@@ -21,9 +25,11 @@ impl Store {
             .join(format!("{}.complete", diff_id.hex()))
     }
 
-    /// Whether the layer is unpacked and complete.
+    /// Whether the layer is unpacked and complete, in the current format: a directory a
+    /// kiln before [`LAYER_FORMAT`] unpacked lacks its whiteouts, so it is unpacked again.
     pub fn is_unpacked(&self, diff_id: &Digest) -> bool {
-        self.layer_marker(diff_id).is_file() && self.layer_dir(diff_id).is_dir()
+        let marker = fs::read_to_string(self.layer_marker(diff_id)).unwrap_or_default();
+        marker.split_whitespace().next() == Some(LAYER_FORMAT) && self.layer_dir(diff_id).is_dir()
     }
 
     /// Returns the unpacked layer directory, calling `unpack(tmp_dir)` first if it is not there
@@ -68,7 +74,7 @@ impl Store {
         write_atomically(
             self,
             &self.layer_marker(diff_id),
-            diff_id.to_string().as_bytes(),
+            format!("{LAYER_FORMAT} {diff_id}\n").as_bytes(),
         )?;
         Ok(dir)
     }
@@ -214,6 +220,23 @@ mod tests {
             .unwrap();
         assert!(out.join("fresh").exists());
         assert!(!out.join("stale").exists());
+    }
+
+    #[test]
+    fn a_layer_dir_of_the_old_format_is_unpacked_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let diff_id = Digest::of(b"old");
+        fs::create_dir_all(store.layer_dir(&diff_id).join("resurrected")).unwrap();
+        // What kiln wrote before the format had a version: the diffID alone.
+        fs::write(store.layer_marker(&diff_id), diff_id.to_string()).unwrap();
+        assert!(!store.is_unpacked(&diff_id));
+        let out = store
+            .ensure_unpacked(&diff_id, |tmp| fs::write(tmp.join("fresh"), b""))
+            .unwrap();
+        assert!(out.join("fresh").exists());
+        assert!(!out.join("resurrected").exists());
+        assert!(store.is_unpacked(&diff_id));
     }
 
     #[test]

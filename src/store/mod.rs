@@ -5,8 +5,9 @@
 //! ```text
 //! blobs/sha256/<hex>          content-addressed blobs (layers, configs, manifests)
 //! images.json                 image name → manifest digest (replaced atomically)
-//! layers/<diffid-hex>/        unpacked layers, used as overlay lower dirs
-//! layers/<diffid-hex>.complete  marker: the directory beside it is whole
+//! layers/<diffid-hex>/        unpacked layers, used as overlay lower dirs (whiteouts kept)
+//! layers/<diffid-hex>.complete  marker: the directory beside it is whole; its first word is
+//!                             the dir format (`kiln-layer-dir/2`), an older one is redone
 //! cache/compressed/<diffid-hex>.<compression>  diffID → compressed blob digest
 //! cache/blob-locations.json   blob → registry repositories known to hold it (mount hints)
 //! pins/<key>.json             content a build-cache entry keeps alive through `prune`
