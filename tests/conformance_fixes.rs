@@ -77,7 +77,11 @@ mod workdir {
         let tmp = tempfile::tempdir().unwrap();
         let (image, _) = build(tmp.path(), ctx.path(), &[]);
         let tree = file_tree(&image);
-        assert_eq!(tree.get("subdir"), Some(&node("dir", 0o755, 0, 0)), "{tree:?}");
+        assert_eq!(
+            tree.get("subdir"),
+            Some(&node("dir", 0o755, 0, 0)),
+            "{tree:?}"
+        );
         assert_eq!(text(&image, "subdir/f").as_deref(), Some("content\n"));
         assert_eq!(tree.get("foo"), Some(&node("dir", 0o755, 0, 0)));
         assert_eq!(tree.get("foo/bar"), Some(&node("dir", 0o755, 0, 0)));
@@ -111,7 +115,11 @@ mod workdir {
         let (image, _) = build(tmp.path(), ctx.path(), &[]);
         let tree = file_tree(&image);
         // A name resolves through the image's /etc/passwd; every missing parent is created.
-        assert_eq!(tree.get("srv"), Some(&node("dir", 0o755, 1234, 2345)), "{tree:?}");
+        assert_eq!(
+            tree.get("srv"),
+            Some(&node("dir", 0o755, 1234, 2345)),
+            "{tree:?}"
+        );
         assert_eq!(tree.get("srv/app"), Some(&node("dir", 0o755, 1234, 2345)));
         // A bare uid is the gid too (BuildKit's chown rule); existing parents are untouched.
         assert_eq!(
@@ -135,7 +143,8 @@ mod workdir {
         ]);
         let err = build_fails(ctx.path(), &[]);
         assert!(
-            err.contains("Dockerfile:3") && err.contains("/f exists in the image and is not a directory"),
+            err.contains("Dockerfile:3")
+                && err.contains("/f exists in the image and is not a directory"),
             "{err}"
         );
     }
@@ -170,7 +179,11 @@ mod author {
             ("f", "x"),
         ]);
         let store = tmp.path().join("store");
-        succeeded(&kiln_build(&store, &["-t", "kiln-test/authored:1"], base.path()));
+        succeeded(&kiln_build(
+            &store,
+            &["-t", "kiln-test/authored:1"],
+            base.path(),
+        ));
         let (image, _) = build(tmp.path(), base.path(), &[]);
         assert_eq!(image.config["author"], "kilroy");
 
@@ -239,7 +252,10 @@ mod containerignore {
     fn a_dockerfile_specific_containerignore_is_read() {
         let ctx = build_support::context(&[
             ("build/app.Containerfile", "FROM scratch\nCOPY . /ctx/\n"),
-            ("build/app.Containerfile.containerignore", "build\nsecret.txt\n"),
+            (
+                "build/app.Containerfile.containerignore",
+                "build\nsecret.txt\n",
+            ),
             ("secret.txt", "s"),
             ("kept.txt", "k"),
         ]);
@@ -386,7 +402,8 @@ mod json_with_trailing_text {
         )]);
         let err = build_fails(ctx.path(), &[]);
         assert!(
-            err.contains("Dockerfile:2") && err.contains("SHELL requires the arguments to be in JSON form"),
+            err.contains("Dockerfile:2")
+                && err.contains("SHELL requires the arguments to be in JSON form"),
             "{err}"
         );
     }
@@ -426,7 +443,10 @@ mod user_groups {
         };
         let id = text(&image, "out/id").unwrap();
         assert_eq!(groups("out/named"), ["5555"], "id: {id}");
-        assert!(id.contains("groups=5555(extra)") && !id.contains("groups=4321"), "{id}");
+        assert!(
+            id.contains("groups=5555(extra)") && !id.contains("groups=4321"),
+            "{id}"
+        );
         assert!(groups("out/explicit").is_empty());
     }
 }

@@ -261,7 +261,11 @@ impl<'a> Runner<'a> {
 
     /// The image's layers as one merged tree for placing COPY/ADD entries; each layer's
     /// whiteouts are listed once from its blob and kept in the store's cache directory.
-    pub(super) fn image_tree(&self, layers: &[Layer], dirs: &[PathBuf]) -> Result<ImageTree<'a>, BuildError> {
+    pub(super) fn image_tree(
+        &self,
+        layers: &[Layer],
+        dirs: &[PathBuf],
+    ) -> Result<ImageTree<'a>, BuildError> {
         let mut views = Vec::with_capacity(dirs.len());
         for (l, dir) in layers.iter().rev().zip(dirs) {
             let note = self

@@ -9,10 +9,10 @@
 //! metadata; symlinks in the image are followed inside the image root, so `WORKDIR /app`
 //! with `/app -> /srv/app` creates `/srv/app` and nothing outside the image.
 
+use super::BuildError;
 use super::copy::{self, CopyError, DirMeta, ImageView, Node};
 use super::copy_step::resolve_owner;
 use super::stage::{Runner, step_err};
-use super::BuildError;
 use crate::dockerfile::Span;
 use crate::image::ImageBuilder;
 use crate::layer::{EntrySource, LayerEntry};
@@ -63,7 +63,7 @@ impl Runner<'_> {
 
 /// Whether WORKDIR `path` writes a layer: BuildKit makes none for `/` only.
 pub(super) fn creates_layer(path: &str) -> bool {
-    path.trim_matches('/') != ""
+    !path.trim_matches('/').is_empty()
 }
 
 /// The entries of `mkdir -p path` in `image`: nothing when the directory exists, else the
@@ -91,7 +91,9 @@ pub(super) fn mkdir_entries(
         let meta = match found {
             Some(Node::Dir(meta)) => meta,
             Some(Node::Other | Node::Symlink(_)) => {
-                return Err(format!("/{sofar} exists in the image and is not a directory"));
+                return Err(format!(
+                    "/{sofar} exists in the image and is not a directory"
+                ));
             }
             None => {
                 creating = true;
@@ -193,7 +195,10 @@ mod tests {
     #[test]
     fn a_file_in_the_way_is_an_error() {
         let err = mkdir_entries(&image(), "/file", NEW).unwrap_err();
-        assert!(err.contains("/file") && err.contains("not a directory"), "{err}");
+        assert!(
+            err.contains("/file") && err.contains("not a directory"),
+            "{err}"
+        );
         assert!(mkdir_entries(&image(), "/file/below", NEW).is_err());
     }
 

@@ -124,7 +124,10 @@ mod tests {
         assert_eq!(app.groups, vec![10, 999]);
         assert_eq!(app.home, "/home/app");
         // A uid with a passwd entry gets that user's groups, by name.
-        assert_eq!(resolve(Some("1000"), PASSWD, GROUP).unwrap().groups, [10, 999]);
+        assert_eq!(
+            resolve(Some("1000"), PASSWD, GROUP).unwrap().groups,
+            [10, 999]
+        );
         let numeric = resolve(Some("4242"), PASSWD, GROUP).unwrap();
         assert_eq!(
             (numeric.uid, numeric.gid, numeric.home.as_str()),
@@ -158,7 +161,10 @@ mod tests {
         assert_eq!((svc.uid, svc.gid), (4321, 4321));
         assert_eq!(svc.groups, [5555]);
         let listed = "svc:x:4321:svc\nextra:x:5555:svc\n";
-        assert_eq!(resolve(Some("svc"), passwd, listed).unwrap().groups, [4321, 5555]);
+        assert_eq!(
+            resolve(Some("svc"), passwd, listed).unwrap().groups,
+            [4321, 5555]
+        );
         let alone = resolve(Some("svc"), passwd, "svc:x:4321:\n").unwrap();
         assert!(alone.groups.is_empty());
     }
