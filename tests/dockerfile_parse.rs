@@ -195,9 +195,10 @@ fn exec_form_falls_back_to_shell_form_on_invalid_json() {
         ins[1].command,
         Command::Cmd(CommandLine::Shell("[\"a\", 'b']".into()))
     );
+    // Text after the array makes the whole line shell form (Go's json.Unmarshal rejects it).
     assert_eq!(
         ins[2].command,
-        Command::Entrypoint(CommandLine::Exec(vec!["x".into()]))
+        Command::Entrypoint(CommandLine::Shell("[\"x\"] trailing".into()))
     );
     assert_eq!(
         ins[3].command,

@@ -261,7 +261,7 @@ impl<'a> Runner<'a> {
 
     /// The image's layers (unpacked dirs, top first, which keep their whiteouts) as one
     /// merged tree for placing COPY/ADD entries.
-    fn image_tree(&self, dirs: &[PathBuf]) -> ImageTree<'a> {
+    pub(super) fn image_tree(&self, dirs: &[PathBuf]) -> ImageTree<'a> {
         let views = dirs.iter().cloned().map(LayerView::new).collect();
         let sandbox = self.sandbox;
         ImageTree::new(views).with_owner_map(move |m| super::rootless::image_owner(sandbox, m))

@@ -18,7 +18,8 @@
 //! ADD of local files and archives (extracted) and of http(s) URLs through [`Hooks::fetch`];
 //! RUN in the sandbox (cache, tmpfs, secret and context bind mounts; foreign platforms
 //! through binfmt_misc); ONBUILD triggers of the base, run first; every metadata
-//! instruction; stages in parallel ([`schedule`]); the registry cache ([`remote_cache`]).
+//! instruction (WORKDIR also creates its directory in a layer: [`workdir`]); stages in
+//! parallel ([`schedule`]); the registry cache ([`remote_cache`]).
 
 mod add;
 pub(crate) mod cache;
@@ -33,6 +34,7 @@ mod rootless;
 mod run;
 mod schedule;
 mod stage;
+mod workdir;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -305,6 +305,10 @@ impl<'a> Runner<'a> {
             // that hit (a fresh checkout elsewhere) is explained as "not built before".
             // Best effort, like `remember` after a miss.
             let _ = self.cache.remember(slot, key, &inputs);
+            // WORKDIR's config change is not in its layer: apply it on a hit too.
+            if let StepKind::Workdir { path } = &step.kind {
+                img.set_working_dir(path);
+            }
             match hit.layer {
                 Some(layer) => {
                     img.add_layer(layer, &hit.created_by);
@@ -459,7 +463,7 @@ impl<'a> Runner<'a> {
             StepKind::Label { labels } => labels.iter().for_each(|(k, v)| img.set_label(k, v)),
             // ARG values live in the plan; Docker records no history for them.
             StepKind::Arg { .. } => return Ok(()),
-            StepKind::Workdir { path } => img.set_working_dir(path),
+            StepKind::Workdir { path } => return self.workdir(img, step.span, path, &created_by),
             StepKind::User { user } => img.set_user(user),
             StepKind::Expose { ports } => ports.iter().for_each(|p| img.expose(p)),
             StepKind::Volume { paths } => paths.iter().for_each(|p| img.add_volume(p)),
@@ -469,7 +473,7 @@ impl<'a> Runner<'a> {
             StepKind::Stopsignal { signal } => img.set_stop_signal(signal),
             StepKind::Healthcheck { health } => img.set_healthcheck(healthcheck(health)),
             StepKind::Onbuild { expression } => img.add_on_build(expression),
-            StepKind::Maintainer { .. } => {}
+            StepKind::Maintainer { name } => img.set_author(name),
             StepKind::Copy {
                 sources,
                 dest,
@@ -725,8 +729,9 @@ fn healthcheck(h: &Healthcheck) -> image::Healthcheck {
 
 /// Steps that write a layer go through the cache; metadata steps are cheaper to redo.
 fn writes_layer(step: &Step) -> bool {
-    matches!(
-        step.kind,
-        StepKind::Copy { .. } | StepKind::Add { .. } | StepKind::Run { .. }
-    )
+    match &step.kind {
+        StepKind::Copy { .. } | StepKind::Add { .. } | StepKind::Run { .. } => true,
+        StepKind::Workdir { path } => super::workdir::creates_layer(path),
+        _ => false,
+    }
 }

@@ -325,16 +325,17 @@ fn single(args: &str) -> Body {
     })
 }
 
-/// A JSON array of strings; `None` when the text is not a JSON array (so it is shell form).
-/// Like Go's decoder, only the first JSON value is read; trailing text is ignored.
+/// A JSON array of strings; `None` when the text is not exactly one JSON array (so it is
+/// shell form). Like BuildKit's `json.Unmarshal`, the whole text must be the array: `["a"] b`
+/// is shell form, not exec form with the rest dropped. An array of non-strings is an error.
 fn parse_json(args: &str) -> Result<Option<Vec<String>>, ParseErrorKind> {
     let args = args.trim_start();
     if !args.starts_with('[') {
         return Ok(None);
     }
-    let mut stream = serde_json::Deserializer::from_str(args).into_iter::<Vec<serde_json::Value>>();
-    match stream.next() {
-        Some(Ok(values)) => values
+    // `from_str` rejects trailing non-whitespace, as Go's decoder does.
+    match serde_json::from_str::<Vec<serde_json::Value>>(args) {
+        Ok(values) => values
             .into_iter()
             .map(|v| match v {
                 serde_json::Value::String(s) => Ok(s),
@@ -342,7 +343,7 @@ fn parse_json(args: &str) -> Result<Option<Vec<String>>, ParseErrorKind> {
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Some),
-        _ => Ok(None),
+        Err(_) => Ok(None),
     }
 }
 

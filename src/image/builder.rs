@@ -63,6 +63,7 @@ struct ConfigIn {
     architecture: Option<String>,
     os: Option<String>,
     variant: Option<String>,
+    author: Option<String>,
     config: Option<RunConfigIn>,
     history: Option<Vec<oci_spec::image::History>>,
 }
@@ -120,6 +121,8 @@ pub struct ImageBuilder {
     platform: Platform,
     created: DateTime<Utc>,
     config: RunConfig,
+    /// The config's `author`: MAINTAINER's name, else the base image's (Docker keeps it).
+    author: Option<String>,
     /// Set once CMD runs in this stage, so ENTRYPOINT no longer resets it (Docker's rule).
     cmd_set: bool,
     layers: Vec<Layer>,
@@ -136,6 +139,7 @@ impl ImageBuilder {
             platform,
             created,
             config: RunConfig::default(),
+            author: None,
             cmd_set: false,
             layers: Vec::new(),
             history: Vec::new(),
@@ -159,6 +163,7 @@ impl ImageBuilder {
             },
             created,
             config: parsed.config.map(Into::into).unwrap_or_default(),
+            author: parsed.author.filter(|a| !a.is_empty()),
             cmd_set: false,
             layers: base.layers.clone(),
             fresh_history: parsed.history.as_ref().map_or(0, Vec::len),
@@ -203,6 +208,15 @@ impl ImageBuilder {
 
     pub fn set_user(&mut self, user: &str) {
         self.config.user = Some(user.to_string()).filter(|u| !u.is_empty());
+    }
+
+    /// `MAINTAINER name`: the image's `author`.
+    pub fn set_author(&mut self, author: &str) {
+        self.author = Some(author.to_string());
+    }
+
+    pub fn author(&self) -> Option<&str> {
+        self.author.as_deref()
     }
 
     pub fn set_working_dir(&mut self, dir: &str) {
@@ -396,6 +410,9 @@ impl ImageBuilder {
             .history(self.history.clone());
         if let Some(v) = &self.platform.variant {
             image = image.variant(v.clone());
+        }
+        if let Some(a) = &self.author {
+            image = image.author(a.clone());
         }
         let image = image
             .build()
@@ -696,5 +713,27 @@ mod base_tests {
         let m: Value = serde_json::from_slice(&blobs.manifest).unwrap();
         assert_eq!(m["layers"].as_array().unwrap().len(), 3);
         assert_eq!(m["layers"][0]["size"], 100);
+    }
+
+    /// Docker keeps the base image's `author` unless MAINTAINER replaces it.
+    #[test]
+    fn author_comes_from_the_base_until_maintainer_sets_it() {
+        let t = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let mut base = nginx_like();
+        let mut v: Value = serde_json::from_slice(&base.config).unwrap();
+        v["author"] = "base author".into();
+        base.config = serde_json::to_vec(&v).unwrap();
+        let mut b = ImageBuilder::from_base(&base, t).unwrap();
+        let author = |b: &ImageBuilder| {
+            let blobs = b.finish(ImageFormat::Oci).unwrap();
+            let v: Value = serde_json::from_slice(&blobs.config).unwrap();
+            v.get("author").cloned()
+        };
+        assert_eq!(author(&b), Some("base author".into()));
+        b.set_author("kilroy");
+        assert_eq!(b.author(), Some("kilroy"));
+        assert_eq!(author(&b), Some("kilroy".into()));
+        let scratch = ImageBuilder::new(Platform::host(), t);
+        assert_eq!(author(&scratch), None);
     }
 }

@@ -61,6 +61,14 @@ pub enum PlanErrorKind {
         index: usize,
         count: usize,
     },
+    #[error(
+        "cannot copy from stage {from:?}, it needs to be defined before current stage {current:?} (move that stage above this one)"
+    )]
+    CopyFromLaterStage { from: String, current: String },
+    #[error(
+        "cannot mount from stage {from:?} to {target:?}, stage needs to be defined before current command (move that stage above this one)"
+    )]
+    MountFromLaterStage { from: String, target: String },
     #[error("target stage {target:?} could not be found (stages: {stages})")]
     TargetNotFound { target: String, stages: String },
     #[error("circular dependency between stages: {0}")]

@@ -77,16 +77,26 @@ impl DockerIgnore {
         Self::parse_named(text, ".dockerignore")
     }
 
-    /// Reads the ignore file for a build: `<Dockerfile-name>.dockerignore` beside the
-    /// Dockerfile if there is one, else `<context>/.dockerignore`, else nothing is excluded.
+    /// Reads the ignore file for a build, the first that exists of: beside the Dockerfile,
+    /// `<name>.dockerignore` then `<name>.containerignore` (BuildKit's per-Dockerfile file;
+    /// buildah's `.dockerignore`-wins order when both exist); in the context,
+    /// `.containerignore` then `.dockerignore` (buildah and podman prefer the former, and
+    /// kiln accepts the `Containerfile` name they go with). None: nothing is excluded.
     pub fn load(context: &Path, dockerfile: Option<&Path>) -> Result<Self, IgnoreError> {
-        let specific = dockerfile.and_then(|df| {
-            let name = df.file_name()?;
-            let mut ignore_name = name.to_os_string();
-            ignore_name.push(".dockerignore");
-            Some(df.with_file_name(ignore_name))
-        });
-        for path in specific.into_iter().chain([context.join(".dockerignore")]) {
+        let beside = |suffix: &str| {
+            dockerfile.and_then(|df| {
+                let mut name = df.file_name()?.to_os_string();
+                name.push(suffix);
+                Some(df.with_file_name(name))
+            })
+        };
+        let candidates = [
+            beside(".dockerignore"),
+            beside(".containerignore"),
+            Some(context.join(".containerignore")),
+            Some(context.join(".dockerignore")),
+        ];
+        for path in candidates.into_iter().flatten() {
             match std::fs::read_to_string(&path) {
                 Ok(text) => return Self::parse_named(&text, &path.display().to_string()),
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
@@ -526,5 +536,27 @@ mod tests {
         std::fs::write(ctx.join(".dockerignore"), "[\n").unwrap();
         let err = DockerIgnore::load(&ctx, None).unwrap_err().to_string();
         assert!(err.contains("ctx/.dockerignore:1: bad pattern"), "{err}");
+    }
+
+    #[test]
+    fn containerignore_is_read_and_wins_in_the_context() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path().join("ctx");
+        std::fs::create_dir(&ctx).unwrap();
+        std::fs::write(ctx.join(".containerignore"), "from-containerignore\n").unwrap();
+        let ig = DockerIgnore::load(&ctx, None).unwrap();
+        assert!(ig.is_excluded("from-containerignore"));
+        std::fs::write(ctx.join(".dockerignore"), "from-dockerignore\n").unwrap();
+        let ig = DockerIgnore::load(&ctx, None).unwrap();
+        assert!(ig.is_excluded("from-containerignore"));
+        assert!(!ig.is_excluded("from-dockerignore"));
+        // Beside the Dockerfile: <name>.containerignore, unless <name>.dockerignore exists.
+        let df = dir.path().join("Containerfile");
+        std::fs::write(dir.path().join("Containerfile.containerignore"), "cf-ci\n").unwrap();
+        let ig = DockerIgnore::load(&ctx, Some(&df)).unwrap();
+        assert!(ig.is_excluded("cf-ci") && !ig.is_excluded("from-containerignore"));
+        std::fs::write(dir.path().join("Containerfile.dockerignore"), "cf-di\n").unwrap();
+        let ig = DockerIgnore::load(&ctx, Some(&df)).unwrap();
+        assert!(ig.is_excluded("cf-di") && !ig.is_excluded("cf-ci"));
     }
 }

@@ -394,6 +394,7 @@ impl<'a> Planner<'a> {
 
     /// Resolves a `--from` / `from=` value to a stage or an image. An unknown bare name is
     /// an error only if the stage is built (BuildKit resolves skipped stages lazily too).
+    /// A stage defined later resolves here; the caller rejects it with its own wording.
     fn source_stage(
         &mut self,
         index: usize,
@@ -403,13 +404,20 @@ impl<'a> Planner<'a> {
     ) -> Result<CopyFrom, PlanError> {
         if let Ok(n) = name.parse::<usize>() {
             let count = self.stage_count;
-            if n >= index {
+            if n >= count {
                 let kind = PlanErrorKind::StageIndex {
                     flag: flag.into(),
                     index: n,
                     count,
                 };
                 return Err(PlanError::at(span, kind));
+            }
+            if n == index {
+                let label = self.stage_label(n);
+                return Err(PlanError::at(
+                    span,
+                    PlanErrorKind::Cycle(format!("{label} -> {label}")),
+                ));
             }
             return Ok(CopyFrom::Stage(n));
         }
@@ -429,12 +437,26 @@ impl<'a> Planner<'a> {
                 name: name.into(),
                 stages: self.stage_list(),
             };
-            if self.deferred.len() <= index {
-                self.deferred.resize(index + 1, None);
-            }
-            self.deferred[index].get_or_insert(PlanError::at(span, kind));
+            self.defer(index, PlanError::at(span, kind));
         }
         Ok(CopyFrom::Image(name.to_string()))
+    }
+
+    /// Records an error that fails the build only if stage `index` is built (BuildKit only
+    /// dispatches the stages the target needs). The first one recorded wins.
+    fn defer(&mut self, index: usize, err: PlanError) {
+        if self.deferred.len() <= index {
+            self.deferred.resize(index + 1, None);
+        }
+        self.deferred[index].get_or_insert(err);
+    }
+
+    /// A stage as BuildKit names it in messages: its name, else `stage-N`.
+    fn stage_label(&self, index: usize) -> String {
+        self.names
+            .iter()
+            .find(|(_, i)| **i == index)
+            .map_or_else(|| format!("stage-{index}"), |(n, _)| n.clone())
     }
 
     fn step(
@@ -498,7 +520,8 @@ impl<'a> Planner<'a> {
             Command::Env(kvs) => {
                 let vars = kvs
                     .iter()
-                    .map(|kv| Ok((kv.key.clone(), x.word(&kv.value)?)))
+                    // BuildKit expands the key too, so `ENV "A"=1` sets A (quotes removed).
+                    .map(|kv| Ok((x.word(&kv.key)?, x.word(&kv.value)?)))
                     .collect::<Result<Vec<_>, PlanError>>()?;
                 scope.env.extend(vars.iter().cloned());
                 StepKind::Env { vars }
@@ -608,6 +631,14 @@ impl<'a> Planner<'a> {
                 && let CopyFrom::Stage(s) =
                     self.source_stage(index, "--mount=from", from, ins.span)?
             {
+                // BuildKit dispatches stages in file order: a later one is not there yet.
+                if s > index {
+                    let kind = PlanErrorKind::MountFromLaterStage {
+                        from: from.clone(),
+                        target: mount.target.clone(),
+                    };
+                    self.defer(index, PlanError::at(ins.span, kind));
+                }
                 deps.push(s);
             }
             mounts.push(mount);
@@ -726,11 +757,20 @@ impl<'a> Planner<'a> {
         x: &mut Expander,
         deps: &mut Vec<usize>,
     ) -> Result<StepKind, PlanError> {
-        let from = match x.opt(c.from.as_ref())? {
+        let from_name = x.opt(c.from.as_ref())?;
+        let from = match &from_name {
             None => CopyFrom::Context,
-            Some(f) => self.source_stage(index, "--from", &f, ins.span)?,
+            Some(f) => self.source_stage(index, "--from", f, ins.span)?,
         };
         if let CopyFrom::Stage(s) = from {
+            // BuildKit dispatches stages in file order: a later one is not there yet.
+            if s > index {
+                let kind = PlanErrorKind::CopyFromLaterStage {
+                    from: from_name.unwrap_or_default(),
+                    current: self.stage_label(index),
+                };
+                self.defer(index, PlanError::at(ins.span, kind));
+            }
             deps.push(s);
         }
         let sources = self.sources(ins, &c.sources, x)?;

@@ -1,5 +1,7 @@
 //! `USER name|uid[:group|gid]` resolved through the rootfs's `/etc/passwd` and `/etc/group`,
 //! the way Docker does: a numeric uid needs no entry (gid 0, HOME `/`), a name must exist.
+//! Supplementary groups follow moby/sys `GetExecUser`: only with no explicit group, and only
+//! the `/etc/group` entries that list the user by name (the primary gid is not added).
 
 /// The credentials a step's command runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +48,7 @@ pub(crate) fn resolve(
         None => {
             let gid = entry.map_or(0, |e| e.gid);
             let name = entry.map(|e| e.name);
-            (gid, supplementary(name, gid, group))
+            (gid, supplementary(name, group))
         }
     };
     Ok(Credentials {
@@ -92,16 +94,16 @@ fn resolve_group(spec: &str, group: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("group {spec:?} not found in the image's /etc/group"))
 }
 
-fn supplementary(user: Option<&str>, primary: u32, group: &str) -> Vec<u32> {
-    let mut gids = vec![primary];
-    if let Some(user) = user {
-        for (_, gid, members) in group_entries(group) {
-            if members.contains(&user) && !gids.contains(&gid) {
-                gids.push(gid);
-            }
-        }
-    }
-    gids
+/// The gids of the groups whose member list names `user`, in file order. The primary gid is
+/// not among them unless a group lists the user (runc sets exactly these with setgroups).
+fn supplementary(user: Option<&str>, group: &str) -> Vec<u32> {
+    let Some(user) = user else {
+        return Vec::new();
+    };
+    group_entries(group)
+        .filter(|(_, _, members)| members.contains(&user))
+        .map(|(_, gid, _)| gid)
+        .collect()
 }
 
 #[cfg(test)]
@@ -116,16 +118,22 @@ mod tests {
     fn names_numbers_and_groups_resolve_like_docker() {
         let root = resolve(None, PASSWD, GROUP).unwrap();
         assert_eq!((root.uid, root.gid, root.home.as_str()), (0, 0, "/root"));
-        assert_eq!(root.groups, vec![0, 10]);
+        assert_eq!(root.groups, vec![10]);
         let app = resolve(Some("app"), PASSWD, GROUP).unwrap();
         assert_eq!((app.uid, app.gid), (1000, 1001));
-        assert_eq!(app.groups, vec![1001, 10, 999]);
+        assert_eq!(app.groups, vec![10, 999]);
         assert_eq!(app.home, "/home/app");
+        // A uid with a passwd entry gets that user's groups, by name.
+        assert_eq!(
+            resolve(Some("1000"), PASSWD, GROUP).unwrap().groups,
+            [10, 999]
+        );
         let numeric = resolve(Some("4242"), PASSWD, GROUP).unwrap();
         assert_eq!(
             (numeric.uid, numeric.gid, numeric.home.as_str()),
             (4242, 0, "/")
         );
+        assert!(numeric.groups.is_empty());
         let explicit = resolve(Some("1000:docker"), PASSWD, GROUP).unwrap();
         assert_eq!((explicit.uid, explicit.gid), (1000, 999));
         assert!(explicit.groups.is_empty());
@@ -141,5 +149,23 @@ mod tests {
         );
         let err = resolve(Some("app:nogroup"), PASSWD, GROUP).unwrap_err();
         assert!(err.contains("/etc/group"), "{err}");
+    }
+
+    /// Docker's `id` for `USER svc` shows only the /etc/group memberships, not the primary
+    /// gid again (unless the user's own group lists it).
+    #[test]
+    fn the_primary_gid_is_not_a_supplementary_group_unless_listed() {
+        let passwd = "svc:x:4321:4321::/home/svc:/bin/sh\n";
+        let group = "svc:x:4321:\nextra:x:5555:svc\n";
+        let svc = resolve(Some("svc"), passwd, group).unwrap();
+        assert_eq!((svc.uid, svc.gid), (4321, 4321));
+        assert_eq!(svc.groups, [5555]);
+        let listed = "svc:x:4321:svc\nextra:x:5555:svc\n";
+        assert_eq!(
+            resolve(Some("svc"), passwd, listed).unwrap().groups,
+            [4321, 5555]
+        );
+        let alone = resolve(Some("svc"), passwd, "svc:x:4321:\n").unwrap();
+        assert!(alone.groups.is_empty());
     }
 }
