@@ -207,10 +207,9 @@ fn a_user_build_keeps_owners_and_modes_runs_under_podman_and_leaves_a_clean_stor
         sandbox_support::mounts_mentioning(&store),
         Vec::<String>::new()
     );
-    let scratch: Vec<_> = std::fs::read_dir(&store)
+    let scratch: Vec<_> = std::fs::read_dir(store.join("scratch"))
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("run-"))
         .collect();
     assert!(scratch.is_empty(), "RUN scratch dirs left: {scratch:?}");
 
