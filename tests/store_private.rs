@@ -97,8 +97,6 @@ fn another_user_cannot_reach_or_run_a_setuid_binary_unpacked_in_the_store() {
         (0o4000, 0),
         "setuid root"
     );
-    assert_eq!(mode(&store), 0o700);
-    assert_eq!(mode(&store.join("layers")), 0o700);
 
     // Run straight out of the store (through a shell: setpriv itself would still hold root's
     // capabilities while it looks the program up).
@@ -108,6 +106,8 @@ fn another_user_cannot_reach_or_run_a_setuid_binary_unpacked_in_the_store() {
         .unwrap();
     assert!(!ran.status.success(), "ran it: {}", text(&ran));
     assert!(text(&ran).contains("Permission denied"), "{}", text(&ran));
+    assert_eq!(mode(&store), 0o700);
+    assert_eq!(mode(&store.join("layers")), 0o700);
     let listed = as_user(Path::new("/bin/ls"), &[store.to_str().unwrap()])
         .output()
         .unwrap();
