@@ -9,8 +9,9 @@ mod registry_support;
 mod sandbox_support;
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -203,18 +204,17 @@ fn process_tree(pid: u32) -> Vec<u32> {
     tree
 }
 
-/// A build whose RUN writes `size_mb` MiB into its upper dir, then prints `ready` and sleeps.
-fn start_sleeping_build(store: &Path, tmp: &Path, ready: &str) -> (Build, mpsc::Receiver<String>) {
+/// A build of busybox and `run`, which prints `ready` (then sleeps) once it has written what
+/// it should; returns when it is there.
+fn start_sleeping_build(mut kiln: Command, ctx: &Path, run: &str, ready: &str) -> Build {
     let dockerfile = format!(
-        "FROM {}\nRUN dd if=/dev/zero of=/big bs=1M count=16 2>/dev/null && echo {ready} && sleep 60\n",
+        "FROM {}\nRUN {run} && echo {ready} && sleep 60\n",
         build_support::bases().busybox()
     );
-    let ctx = build_support::context(&[("Dockerfile", &dockerfile)]);
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
     let mut build = Build(
-        build_support::kiln(store)
-            .env("TMPDIR", tmp)
-            .args(["build", "--progress=plain"])
-            .arg(ctx.path())
+        kiln.args(["build", "--progress=plain"])
+            .arg(ctx)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -224,7 +224,16 @@ fn start_sleeping_build(store: &Path, tmp: &Path, ready: &str) -> (Build, mpsc::
     let rx = lines(&mut build.0);
     let mut log = Vec::new();
     wait_for(&rx, &format!(" {ready}"), &mut log);
-    (build, rx)
+    build
+}
+
+/// [`start_sleeping_build`] as root, whose RUN writes 16 MiB to `/big`.
+fn start_root_build(store: &Path, tmp: &Path, ready: &str) -> Build {
+    let ctx = tempfile::tempdir_in(tmp).unwrap();
+    let mut kiln = build_support::kiln(store);
+    kiln.env("TMPDIR", tmp);
+    let big = "dd if=/dev/zero of=/big bs=1M count=16 2>/dev/null";
+    start_sleeping_build(kiln, ctx.path(), big, ready)
 }
 
 /// SIGKILLs the build and its whole tree (the step's init and command too): nothing cleans.
@@ -254,11 +263,11 @@ fn sigkilled_builds_scratch_is_removed_by_the_next_build_and_by_prune_but_not_a_
     let store = tmp.path().join("store");
 
     // One build killed, one still running.
-    let (mut killed, _) = start_sleeping_build(&store, tmp.path(), "killed-ready");
+    let mut killed = start_root_build(&store, tmp.path(), "killed-ready");
     let mut dirs = scratch_with_big_file(&store);
     assert_eq!(dirs.len(), 1, "{dirs:?}");
     let killed_dir = dirs.remove(0);
-    let (mut running, _) = start_sleeping_build(&store, tmp.path(), "running-ready");
+    let mut running = start_root_build(&store, tmp.path(), "running-ready");
     kill_hard(&mut killed);
     let running_dir = scratch_with_big_file(&store)
         .into_iter()
@@ -307,4 +316,62 @@ fn sigkilled_builds_scratch_is_removed_by_the_next_build_and_by_prune_but_not_a_
         Vec::<String>::new(),
         "mounts left"
     );
+}
+
+#[test]
+fn a_sigkilled_rootless_builds_scratch_of_sub_uid_files_is_removed_by_prune() {
+    let skip = build_support::missing_for_bases()
+        .or_else(|| build_support::missing(&["setpriv", "newuidmap"]));
+    if let Some(why) = skip {
+        println!("{why}");
+        return;
+    }
+    let runner = sandbox_support::runner();
+    let (_, uid, gid) = runner.user.clone().expect("tests run as root here");
+    let tmp = runner.tempdir();
+    let (store, ctx) = (tmp.path().join("store"), tmp.path().join("ctx"));
+    std::fs::create_dir(&ctx).unwrap();
+    runner.give(tmp.path());
+    let as_user = |args: &[&str]| {
+        let mut c = Command::new("/usr/bin/setpriv");
+        c.args([
+            format!("--reuid={uid}"),
+            format!("--regid={gid}"),
+            "--clear-groups".into(),
+        ])
+        .arg(sandbox_support::kiln_for(uid, gid))
+        .args(args)
+        .env("KILN_ROOT", &store)
+        .env("HOME", "/tmp")
+        .env("XDG_RUNTIME_DIR", "/tmp")
+        .current_dir("/");
+        c
+    };
+    // A 0700 dir of a sub-uid: only root of the user's id map can remove it.
+    let run = "mkdir /d && dd if=/dev/zero of=/d/big bs=1M count=16 2>/dev/null \
+               && chown -R 1000:1000 /d && chmod 700 /d";
+    let mut build = start_sleeping_build(as_user(&[]), &ctx, run, "sub-uid-ready");
+    kill_hard(&mut build);
+    let big: Vec<_> = walkdir::WalkDir::new(store.join("scratch"))
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_name() == "big")
+        .map(|e| e.metadata().unwrap().uid())
+        .collect();
+    assert!(
+        big.len() == 1 && big[0] != uid,
+        "a sub-uid's file is left: {big:?}"
+    );
+
+    let out = build_support::run_ok(&mut as_user(&["prune"]));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("1 scratch dirs of interrupted builds"),
+        "{report}"
+    );
+    let left: Vec<_> = std::fs::read_dir(store.join("scratch"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
