@@ -95,10 +95,12 @@ fn store_leftovers(store: &Path, uid: u32) -> (Vec<PathBuf>, Vec<PathBuf>) {
         if e.metadata().unwrap().uid() != uid {
             foreign.push(p.clone());
         }
-        // Bookkeeping that holds no image data: the image records, locks, and the bounded
-        // record of which registry repositories hold which blobs (a hint for push mounts).
+        // Bookkeeping that holds no image data: the image records, locks, the store's marker,
+        // and the bounded record of which registry repositories hold which blobs (a hint for
+        // push mounts).
         let bookkeeping = p.file_name().is_some_and(|n| {
             n == "images.json"
+                || n == "kiln-store"
                 || n == "blob-locations.json"
                 || n.to_string_lossy().ends_with(".lock")
         });
