@@ -124,20 +124,14 @@ impl Store {
         let store = Store { root: root.into() };
         let ours = store.root_is_kilns()?;
         if ours {
-            make_private_dir(&store.root)?;
+            make_private_dir(&store.root, true)?;
         }
-        for dir in [
-            "blobs",
-            "blobs/sha256",
-            "layers",
-            "cache",
-            "cache/compressed",
-            "pins",
-            "tmp",
-            "scratch",
-            "locks",
-        ] {
-            make_private_dir(&store.root.join(dir))?;
+        for dir in STORE_DIRS
+            .iter()
+            .chain(["blobs/sha256", "cache/compressed"].iter())
+        {
+            // In a directory that is not kiln's, a `tmp/` of the user's keeps its mode.
+            make_private_dir(&store.root.join(dir), ours)?;
         }
         if ours {
             let marker = store.root.join(STORE_MARKER);
@@ -148,18 +142,28 @@ impl Store {
         Ok(store)
     }
 
-    /// Whether the root is kiln's to make private: missing or empty (a store is being made),
-    /// marked, or laid out by an older kiln (which wrote no marker).
+    /// Whether the root is kiln's to make private: missing, marked, or holding nothing but
+    /// what kiln puts there (an empty directory, or an older kiln's store, which had no
+    /// marker). A `--root $HOME` is not.
     fn root_is_kilns(&self) -> Result<bool> {
-        let mut entries = match fs::read_dir(&self.root) {
+        if self.root.join(STORE_MARKER).is_file() {
+            return Ok(true);
+        }
+        let entries = match fs::read_dir(&self.root) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
             Err(e) => return Err(e).ctx("list", &self.root),
         };
-        Ok(entries.next().is_none()
-            || self.root.join(STORE_MARKER).is_file()
-            || (self.root.join("locks/gc.lock").is_file()
-                && self.root.join("blobs/sha256").is_dir()))
+        for entry in entries {
+            let name = entry.ctx("list", &self.root)?.file_name();
+            let known = STORE_DIRS.iter().any(|d| name == *d)
+                || name == "images.json"
+                || scratch::is_legacy_scratch(&name);
+            if !known {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// `$XDG_DATA_HOME/kiln` (else `~/.local/share/kiln`), or `/var/lib/kiln` for root.
@@ -194,8 +198,14 @@ impl Store {
 /// The file that marks a directory as a kiln store.
 const STORE_MARKER: &str = "kiln-store";
 
-/// Creates `dir` (and missing parents) and makes it `0700` if it is more open than that.
-fn make_private_dir(dir: &Path) -> Result<()> {
+/// The directories at the store's root.
+const STORE_DIRS: [&str; 7] = [
+    "blobs", "layers", "cache", "pins", "tmp", "scratch", "locks",
+];
+
+/// Creates `dir` (and missing parents) `0700`; with `tighten`, makes an existing one `0700`
+/// if it is more open than that.
+fn make_private_dir(dir: &Path, tighten: bool) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     fs::DirBuilder::new()
         .recursive(true)
@@ -203,7 +213,7 @@ fn make_private_dir(dir: &Path) -> Result<()> {
         .create(dir)
         .ctx("create store directory", dir)?;
     let mode = fs::metadata(dir).ctx("stat", dir)?.permissions().mode();
-    if mode & 0o077 != 0 {
+    if tighten && mode & 0o077 != 0 {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
             .ctx("make private (chmod 0700)", dir)?;
     }
@@ -254,10 +264,11 @@ mod tests {
     fn an_older_kilns_store_is_tightened_when_opened() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("store");
-        for sub in ["blobs/sha256", "layers/abc", "locks"] {
+        for sub in ["blobs/sha256", "layers/abc", "locks", "run-a1B2c3"] {
             fs::create_dir_all(root.join(sub)).unwrap();
         }
         fs::write(root.join("locks/gc.lock"), b"").unwrap();
+        fs::write(root.join("images.json"), b"{}").unwrap();
         for d in [&root, &root.join("layers"), &root.join("layers/abc")] {
             chmod(d, 0o755);
         }
@@ -266,9 +277,9 @@ mod tests {
         assert_eq!(mode(&root.join("layers")), 0o700);
         // Image content keeps its own modes: the directories above it close it off.
         assert_eq!(mode(&root.join("layers/abc")), 0o755);
-        // The marker makes it kiln's from now on.
+        // The marker makes it kiln's from now on, whatever else comes to be in it.
         chmod(&root, 0o755);
-        fs::remove_file(root.join("locks/gc.lock")).unwrap();
+        fs::write(root.join("notes.txt"), b"").unwrap();
         Store::open(&root).unwrap();
         assert_eq!(mode(&root), 0o700);
     }
@@ -277,13 +288,19 @@ mod tests {
     fn a_directory_that_is_not_kilns_keeps_its_mode() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("home");
-        fs::create_dir(&root).unwrap();
+        fs::create_dir_all(root.join("tmp")).unwrap();
         fs::write(root.join(".profile"), b"").unwrap();
         chmod(&root, 0o755);
+        chmod(&root.join("tmp"), 0o755);
         Store::open(&root).unwrap();
         assert_eq!(mode(&root), 0o755);
+        assert_eq!(mode(&root.join("tmp")), 0o755, "the user's own");
         assert!(!root.join(STORE_MARKER).exists());
         assert_eq!(mode(&root.join("layers")), 0o700);
         assert_eq!(mode(&root.join("scratch")), 0o700);
+        // Nor does prune take a dir of the user's for an older kiln's scratch dir.
+        fs::create_dir(root.join("run-abc123")).unwrap();
+        Store::open(&root).unwrap().prune().unwrap();
+        assert!(root.join("run-abc123").is_dir());
     }
 }

@@ -162,18 +162,30 @@ impl Store {
                 fs::remove_file(&path).ctx("remove", &path)?;
             }
         }
+        // Only in kiln's own root: a `--root` shared with other files could hold a `run-…` of
+        // the user's.
+        if !self.root.join(super::STORE_MARKER).is_file() {
+            return Ok(freed);
+        }
         for entry in fs::read_dir(&self.root).ctx("list", &self.root)? {
             let entry = entry.ctx("list", &self.root)?;
-            let name = entry.file_name();
-            let legacy = ["run-", "add-", "rootfs-", "fetch-"]
-                .iter()
-                .any(|p| name.as_bytes().starts_with(p.as_bytes()));
-            if legacy && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            if is_legacy_scratch(&entry.file_name()) && entry.file_type().is_ok_and(|t| t.is_dir())
+            {
                 remove(&entry.path())?;
             }
         }
         Ok(freed)
     }
+}
+
+/// A scratch dir name of older kilns, made at the store root: a prefix and tempfile's six
+/// random letters and digits.
+pub(super) fn is_legacy_scratch(name: &OsStr) -> bool {
+    let name = name.as_bytes();
+    ["run-", "add-", "rootfs-", "fetch-"].iter().any(|p| {
+        name.strip_prefix(p.as_bytes())
+            .is_some_and(|rest| rest.len() == 6 && rest.iter().all(u8::is_ascii_alphanumeric))
+    })
 }
 
 /// `scratch/<name>.lock` → `scratch/<name>`.
@@ -239,12 +251,12 @@ mod tests {
     fn prune_removes_old_kilns_scratch_at_the_root_too() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        fs::create_dir_all(dir.path().join("run-abc/upper")).unwrap();
-        fs::write(dir.path().join("run-abc/upper/f"), b"12345").unwrap();
+        fs::create_dir_all(dir.path().join("run-abc123/upper")).unwrap();
+        fs::write(dir.path().join("run-abc123/upper/f"), b"12345").unwrap();
         fs::create_dir(store.scratch_root().join("rootfs-orphan")).unwrap();
         let report = store.prune().unwrap();
         assert_eq!((report.scratch_dirs, report.bytes), (2, 5), "{report:?}");
-        assert!(!dir.path().join("run-abc").exists());
+        assert!(!dir.path().join("run-abc123").exists());
         assert!(dir.path().join("blobs").is_dir());
         assert_eq!(fs::read_dir(store.scratch_root()).unwrap().count(), 0);
     }
