@@ -92,7 +92,7 @@ impl Store {
                         _lease: lease,
                     });
                 }
-                // A dir left without its lock file (e.g. by an older kiln): prune's business.
+                // A dir without a lock file (never made by a live kiln): `prune` removes it.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     let _ = fs::remove_file(&lock_path);
                 }
