@@ -1,6 +1,7 @@
 //! Ctrl-C (SIGINT) and SIGTERM during a RUN step: kiln stops promptly with an "interrupted"
 //! error, kills the step's processes, leaves no mount and no RUN scratch dir behind, and the
-//! store keeps working.
+//! store keeps working. SIGKILL cleans nothing: the next build removes what it left (but not a
+//! running build's dirs), and so does `kiln prune`.
 
 mod build_support;
 mod common;
@@ -8,8 +9,9 @@ mod registry_support;
 mod sandbox_support;
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -132,11 +134,10 @@ fn interrupt_a_run_step(signal: Signal) {
         Vec::<String>::new(),
         "mounts left"
     );
-    let scratch: Vec<_> = std::fs::read_dir(&store)
+    let scratch: Vec<_> = std::fs::read_dir(store.join("scratch"))
         .unwrap()
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("run-"))
         .collect();
     assert!(scratch.is_empty(), "RUN scratch dirs left: {scratch:?}");
 
@@ -167,4 +168,210 @@ fn ctrl_c_during_a_run_step_stops_promptly_and_leaves_the_store_usable() {
 #[test]
 fn sigterm_during_a_run_step_stops_promptly_and_leaves_the_store_usable() {
     interrupt_a_run_step(Signal::SIGTERM);
+}
+
+// ---- SIGKILL: scratch dirs left behind, found and removed later ---------------------------------
+
+/// `pid` and all its descendants (walked before any dies, so none is reparented yet).
+fn process_tree(pid: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // `pid (comm) state ppid …`: comm may hold spaces, so split after its last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parent_of.push((p, ppid));
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parent_of
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    tree
+}
+
+/// A build of busybox and `run`, which prints `ready` (then sleeps) once it has written what
+/// it should; returns when it is there.
+fn start_sleeping_build(mut kiln: Command, ctx: &Path, run: &str, ready: &str) -> Build {
+    let dockerfile = format!(
+        "FROM {}\nRUN {run} && echo {ready} && sleep 60\n",
+        build_support::bases().busybox()
+    );
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    let mut build = Build(
+        kiln.args(["build", "--progress=plain"])
+            .arg(ctx)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let rx = lines(&mut build.0);
+    let mut log = Vec::new();
+    wait_for(&rx, &format!(" {ready}"), &mut log);
+    build
+}
+
+/// [`start_sleeping_build`] as root, whose RUN writes 16 MiB to `/big`.
+fn start_root_build(store: &Path, tmp: &Path, ready: &str) -> Build {
+    let ctx = tempfile::tempdir_in(tmp).unwrap();
+    let mut kiln = build_support::kiln(store);
+    kiln.env("TMPDIR", tmp);
+    let big = "dd if=/dev/zero of=/big bs=1M count=16 2>/dev/null";
+    start_sleeping_build(kiln, ctx.path(), big, ready)
+}
+
+/// SIGKILLs the build and its whole tree (the step's init and command too): nothing cleans.
+fn kill_hard(build: &mut Build) {
+    for pid in process_tree(build.0.id()) {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    build.0.wait().unwrap();
+}
+
+/// The store's scratch dirs whose step wrote `/big` (the sleeping builds' RUN dirs).
+fn scratch_with_big_file(store: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(store.join("scratch"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("upper/big").is_file())
+        .collect()
+}
+
+#[test]
+fn sigkilled_builds_scratch_is_removed_by_the_next_build_and_by_prune_but_not_a_running_ones() {
+    let Some(_) = build_support::bases_or_skip() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+
+    // One build killed, one still running.
+    let mut killed = start_root_build(&store, tmp.path(), "killed-ready");
+    let mut dirs = scratch_with_big_file(&store);
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let killed_dir = dirs.remove(0);
+    let mut running = start_root_build(&store, tmp.path(), "running-ready");
+    kill_hard(&mut killed);
+    let running_dir = scratch_with_big_file(&store)
+        .into_iter()
+        .find(|d| *d != killed_dir)
+        .expect("the running build's scratch dir");
+    assert!(killed_dir.join("upper/big").is_file(), "left behind");
+
+    // The next build removes the killed build's dir and leaves the running one's.
+    let ctx = build_support::context(&[(
+        "Dockerfile",
+        &format!("FROM {}\nRUN true\n", build_support::bases().busybox()),
+    )]);
+    let out = build_support::kiln_build(&store, &["--progress=plain"], ctx.path());
+    let log = build_support::succeeded(&out);
+    assert!(
+        log.contains("removed 1 scratch dir(s) of interrupted builds"),
+        "{log}"
+    );
+    assert!(!killed_dir.exists(), "{log}");
+    assert!(
+        running_dir.join("upper/big").is_file(),
+        "a running build's dir was touched"
+    );
+    assert_eq!(
+        running.0.try_wait().unwrap(),
+        None,
+        "the running build went on"
+    );
+
+    // `kiln prune` does the same for a dir killed while nothing else runs.
+    kill_hard(&mut running);
+    let out = build_support::run_ok(build_support::kiln(&store).arg("prune"));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("1 scratch dirs of interrupted builds"),
+        "{report}"
+    );
+    assert!(!running_dir.exists(), "{report}");
+    let left: Vec<_> = std::fs::read_dir(store.join("scratch"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(
+        mounts_mentioning(&store),
+        Vec::<String>::new(),
+        "mounts left"
+    );
+}
+
+#[test]
+fn a_sigkilled_rootless_builds_scratch_of_sub_uid_files_is_removed_by_prune() {
+    let skip = build_support::missing_for_bases()
+        .or_else(|| build_support::missing(&["setpriv", "newuidmap"]));
+    if let Some(why) = skip {
+        println!("{why}");
+        return;
+    }
+    let runner = sandbox_support::runner();
+    let (_, uid, gid) = runner.user.clone().expect("tests run as root here");
+    let tmp = runner.tempdir();
+    let (store, ctx) = (tmp.path().join("store"), tmp.path().join("ctx"));
+    std::fs::create_dir(&ctx).unwrap();
+    runner.give(tmp.path());
+    let as_user = |args: &[&str]| {
+        let mut c = Command::new("/usr/bin/setpriv");
+        c.args([
+            format!("--reuid={uid}"),
+            format!("--regid={gid}"),
+            "--clear-groups".into(),
+        ])
+        .arg(sandbox_support::kiln_for(uid, gid))
+        .args(args)
+        .env("KILN_ROOT", &store)
+        .env("HOME", "/tmp")
+        .env("XDG_RUNTIME_DIR", "/tmp")
+        .current_dir("/");
+        c
+    };
+    // A 0700 dir of a sub-uid: only root of the user's id map can remove it.
+    let run = "mkdir /d && dd if=/dev/zero of=/d/big bs=1M count=16 2>/dev/null \
+               && chown -R 1000:1000 /d && chmod 700 /d";
+    let mut build = start_sleeping_build(as_user(&[]), &ctx, run, "sub-uid-ready");
+    kill_hard(&mut build);
+    let big: Vec<_> = walkdir::WalkDir::new(store.join("scratch"))
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_name() == "big")
+        .map(|e| e.metadata().unwrap().uid())
+        .collect();
+    assert!(
+        big.len() == 1 && big[0] != uid,
+        "a sub-uid's file is left: {big:?}"
+    );
+
+    let out = build_support::run_ok(&mut as_user(&["prune"]));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("1 scratch dirs of interrupted builds"),
+        "{report}"
+    );
+    let left: Vec<_> = std::fs::read_dir(store.join("scratch"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -95,10 +95,12 @@ fn store_leftovers(store: &Path, uid: u32) -> (Vec<PathBuf>, Vec<PathBuf>) {
         if e.metadata().unwrap().uid() != uid {
             foreign.push(p.clone());
         }
-        // Bookkeeping that holds no image data: the image records, locks, and the bounded
-        // record of which registry repositories hold which blobs (a hint for push mounts).
+        // Bookkeeping that holds no image data: the image records, locks, the store's marker,
+        // and the bounded record of which registry repositories hold which blobs (a hint for
+        // push mounts).
         let bookkeeping = p.file_name().is_some_and(|n| {
             n == "images.json"
+                || n == "kiln-store"
                 || n == "blob-locations.json"
                 || n.to_string_lossy().ends_with(".lock")
         });
@@ -207,10 +209,9 @@ fn a_user_build_keeps_owners_and_modes_runs_under_podman_and_leaves_a_clean_stor
         sandbox_support::mounts_mentioning(&store),
         Vec::<String>::new()
     );
-    let scratch: Vec<_> = std::fs::read_dir(&store)
+    let scratch: Vec<_> = std::fs::read_dir(store.join("scratch"))
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("run-"))
         .collect();
     assert!(scratch.is_empty(), "RUN scratch dirs left: {scratch:?}");
 

@@ -96,13 +96,7 @@ impl<'a> Runner<'a> {
             SourceTree::Rootfs { tree, .. } => tree,
         };
         // Extracted archives and downloads are spooled here until the layer is written.
-        let scratch = tempfile::Builder::new()
-            .prefix("add-")
-            .tempdir_in(self.store.root())
-            .map_err(|source| BuildError::Io {
-                action: "creating a scratch dir in the store for ADD",
-                source,
-            })?;
+        let scratch = self.store.scratch_dir("add-")?;
         let extractor = add::Extractor::new(tree.root(), scratch.path());
         let extract = |host: &std::path::Path, dest: &str| extractor.extract(host, dest);
         let unpack_local = spec.add.as_ref().is_some_and(|a| a.unpack != Some(false));
@@ -254,7 +248,7 @@ impl<'a> Runner<'a> {
     fn prefetch(&self, url: &str, span: Span) -> Result<crate::Digest, BuildError> {
         let mut d = self.downloads.lock().expect("downloads lock");
         let got = d
-            .fetch(self.hooks.fetch, self.store.root(), url)
+            .fetch(self.hooks.fetch, self.store, url)
             .map_err(|m| step_err(span, format!("ADD {}: {m}", add::redact(url))))?;
         Ok(got.digest)
     }
@@ -297,13 +291,7 @@ impl<'a> Runner<'a> {
     /// is in the store, like a RUN step's scratch dir: a big stage must not fill a small /tmp,
     /// and the files land on the filesystem the layers come from.
     pub(super) fn rootfs(&self, layers: &[Layer]) -> Result<SourceTree<'a>, BuildError> {
-        let dir = tempfile::Builder::new()
-            .prefix("rootfs-")
-            .tempdir_in(self.store.root())
-            .map_err(|source| BuildError::Io {
-                action: "creating a temp dir for COPY --from",
-                source,
-            })?;
+        let dir = self.store.scratch_dir("rootfs-")?;
         for l in layers {
             let blob = self.store.open_blob(&l.digest)?;
             layer::unpack_layer(blob, dir.path(), &unpack_options())?;
@@ -315,7 +303,7 @@ impl<'a> Runner<'a> {
         )?;
         Ok(SourceTree::Rootfs {
             tree: ctx,
-            _dir: dir,
+            _dir: Box::new(dir),
         })
     }
 }
@@ -344,7 +332,7 @@ pub(super) struct AddSpec<'s> {
 /// Downloads made while computing ADD cache keys, handed to the step that needs them.
 #[derive(Default)]
 pub(crate) struct Downloads {
-    dir: Option<tempfile::TempDir>,
+    dir: Option<crate::store::ScratchDir>,
     by_url: std::collections::HashMap<String, add::Fetched>,
 }
 
@@ -352,16 +340,15 @@ impl Downloads {
     fn fetch(
         &mut self,
         fetch: &super::Fetch,
-        store_root: &std::path::Path,
+        store: &crate::store::Store,
         url: &str,
     ) -> Result<add::Fetched, String> {
         if let Some(f) = self.by_url.get(url) {
             return Ok(f.clone());
         }
         if self.dir.is_none() {
-            let dir = tempfile::Builder::new()
-                .prefix("fetch-")
-                .tempdir_in(store_root)
+            let dir = store
+                .scratch_dir("fetch-")
                 .map_err(|e| format!("creating a download dir in the store: {e}"))?;
             self.dir = Some(dir);
         }
@@ -391,7 +378,7 @@ pub(super) enum SourceTree<'a> {
     Context(&'a Context),
     Rootfs {
         tree: Context,
-        _dir: tempfile::TempDir,
+        _dir: Box<crate::store::ScratchDir>,
     },
 }
 

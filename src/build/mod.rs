@@ -205,6 +205,7 @@ pub fn build(
     };
     // Held for the whole build so a concurrent `kiln prune` leaves fresh, unnamed blobs alone.
     let _lease = store.lease()?;
+    remove_abandoned_scratch(store, progress);
     let mut env = stage::BuildEnv::new(
         store,
         sandbox,
@@ -241,6 +242,22 @@ pub fn build(
         layers_built,
         layers_reused,
     })
+}
+
+/// Removes what builds killed before they could clean up left in the store (their scratch
+/// dirs' locks are free); a concurrent build's are locked and stay. Cleaning is a courtesy:
+/// a failure only leaves the dirs for `kiln prune`.
+fn remove_abandoned_scratch(store: &Store, progress: &Progress) {
+    match store.remove_abandoned_scratch() {
+        Ok(freed) if freed.dirs > 0 => progress.info(format!(
+            "removed {} scratch dir(s) of interrupted builds ({} bytes)",
+            freed.dirs, freed.bytes
+        )),
+        Ok(_) => {}
+        Err(e) => progress.warn(format!(
+            "could not remove the scratch dirs of interrupted builds (`kiln prune` will): {e}"
+        )),
+    }
 }
 
 /// The stages whose layers the target image holds: the target and, through `FROM <stage>`,

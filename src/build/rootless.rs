@@ -1,9 +1,12 @@
 //! The file work of a build that differs for an unprivileged user with a subordinate id
-//! range: base layers are unpacked with their owners, RUN layers are written and step
-//! scratch dirs removed as root of the id map (through [`MappedFs`], a re-exec of kiln in a
-//! user namespace, like `buildah unshare` but only for these operations). Root, and a user
-//! without a range (single-id map: files owned by the user, one warning from the sandbox),
-//! do the same work in this process.
+//! range: base layers are unpacked with their owners and RUN layers written as root of the
+//! id map (through [`MappedFs`], a re-exec of kiln in a user namespace, like `buildah
+//! unshare` but only for these operations; the store removes step scratch dirs holding
+//! sub-uid files the same way, see `Store::scratch_dir`). Root, and a user without a range
+//! (single-id map: files owned by the user, one warning from the sandbox), do the same work
+//! in this process.
+//!
+//! [`MappedFs`]: crate::sandbox::MappedFs
 
 use std::fs::File;
 use std::io::Write;
@@ -12,7 +15,7 @@ use std::path::Path;
 use super::copy::DirMeta;
 use super::run;
 use crate::layer::{self, DiffKind, LayerBlob, LayerOptions};
-use crate::sandbox::{MappedFs, Sandbox, StepOutcome};
+use crate::sandbox::{Sandbox, StepOutcome};
 
 /// Unpacks one base layer blob into the store's temp dir `dest`.
 pub(super) fn unpack(sandbox: &Sandbox, mut blob: File, dest: &Path) -> std::io::Result<()> {
@@ -38,7 +41,7 @@ fn store_layer_options() -> layer::UnpackOptions {
 
 /// Writes a finished RUN step's upper dir as a layer into `out`. `opts.id_map` is set here:
 /// in process the upper dir's host ids are translated through the step's map; through
-/// [`MappedFs`] the files already show container ids.
+/// [`MappedFs`](crate::sandbox::MappedFs) the files already show container ids.
 pub(super) fn write_run_layer(
     sandbox: &Sandbox,
     upper: &Path,
@@ -60,44 +63,10 @@ pub(super) fn write_run_layer(
     }
 }
 
-/// A RUN step's scratch dir in the store. Dropping it removes it, as root of the id map when
-/// the step ran with one (its upper dir holds files of sub-uids, maybe `0700` dirs).
-pub(super) struct RunScratch {
-    dir: Option<tempfile::TempDir>,
-    mapped: Option<MappedFs>,
-}
-
-impl RunScratch {
-    pub(super) fn create(sandbox: &Sandbox, parent: &Path) -> std::io::Result<RunScratch> {
-        let dir = tempfile::Builder::new().prefix("run-").tempdir_in(parent)?;
-        Ok(RunScratch {
-            dir: Some(dir),
-            mapped: sandbox.mapped_fs(),
-        })
-    }
-
-    pub(super) fn path(&self) -> &Path {
-        self.dir.as_ref().expect("present until drop").path()
-    }
-}
-
-impl Drop for RunScratch {
-    fn drop(&mut self) {
-        let Some(dir) = self.dir.take() else { return };
-        let path = dir.keep();
-        // Ours first (cheap, and all there is after a failed setup); leftovers of sub-uids
-        // then go as root of the map. A failure only leaves a dir in the store's temp area.
-        if std::fs::remove_dir_all(&path).is_err()
-            && let Some(mapped) = &self.mapped
-        {
-            let _ = mapped.remove_tree(&path);
-        }
-    }
-}
-
 /// A directory's metadata from an unpacked base layer with the owner an image sees: the
-/// store holds host ids (sub-uids through [`MappedFs`]; the user's own id for everything when
-/// an unprivileged user unpacked without a range, which is root in the image).
+/// store holds host ids (sub-uids through [`MappedFs`](crate::sandbox::MappedFs); the user's
+/// own id for everything when an unprivileged user unpacked without a range, which is root
+/// in the image).
 pub(super) fn image_owner(sandbox: &Sandbox, mut meta: DirMeta) -> DirMeta {
     let to_image = |host: u64, f: &dyn Fn(u32) -> Option<u32>| {
         u32::try_from(host).ok().and_then(f).map_or(0, u64::from)

@@ -13,7 +13,7 @@ use super::copy;
 use super::copy_step::{AddSpec, CopySpec};
 use super::onbuild;
 use super::platform::{self, platform_matches};
-use super::rootless::{self, RunScratch};
+use super::rootless;
 use super::run::{self, RunArgs, RunEnv};
 use super::{BuildError, BuildRequest, Hooks};
 use crate::Digest;
@@ -576,12 +576,8 @@ impl<'a> Runner<'a> {
         let mut lower_dirs = self.unpacked_layers(img.layers())?;
         // Overlay ignores an opaque mark on a lower dir's root: the layers it hides go here.
         lower_dirs.truncate(layer::visible_layers(&lower_dirs).len());
-        let scratch = RunScratch::create(self.sandbox, self.store.root()).map_err(|source| {
-            BuildError::Io {
-                action: "creating the RUN step's scratch dir in the store",
-                source,
-            }
-        })?;
+        // Locked while the step lives: a killed build's dir is found and removed later.
+        let scratch = self.store.scratch_dir("run-")?;
         let upper_dir = scratch.path().join("upper");
         std::fs::create_dir(&upper_dir).map_err(|source| BuildError::Io {
             action: "creating the RUN step's upper dir",

@@ -299,8 +299,9 @@ pub fn prune(g: &GlobalArgs, a: PruneArgs) -> anyhow::Result<ExitCode> {
     }
     let r = store.prune()?;
     println!(
-        "Deleted {} blobs, {} unpacked layers, {} cache entries, {} leftover temp files",
-        r.blobs, r.layer_dirs, r.cache_entries, r.temp_files
+        "Deleted {} blobs, {} unpacked layers, {} cache entries, {} leftover temp files, \
+         {} scratch dirs of interrupted builds",
+        r.blobs, r.layer_dirs, r.cache_entries, r.temp_files, r.scratch_dirs
     );
     println!("Total reclaimed space: {}", human_size(r.bytes));
     Ok(ExitCode::SUCCESS)

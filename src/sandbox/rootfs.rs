@@ -47,14 +47,37 @@ fn mount_overlay(spec: &InitSpec) -> Res<()> {
         // The root is a plain copy; pivot_root needs it to be a mount point.
         return bind(&spec.merged, &spec.merged, false);
     }
-    let lowers: Vec<String> = spec
-        .lowers
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
+    let links = spec.scratch.join("lower");
+    let data = overlay_options(spec, &links)?;
+    // The short lower dir names are relative to `links`: mount from there.
+    nix::unistd::chdir(&links).map_err(|e| format!("chdir {}: {e}", links.display()))?;
+    let mounted = mnt(
+        Some("overlay"),
+        &spec.merged,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(&data),
+    );
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    mounted.map_err(|e| format!("{OVERLAY_FAILED}{e}"))
+}
+
+/// Overlay's options, with each lower dir as a short symlink `links/<n>` named relative to
+/// `links` (as Docker's overlay2 does): mount(2) takes one page of options, which the store
+/// paths of ~40 layers already fill, and Docker allows 127 layers.
+fn overlay_options(spec: &InitSpec, links: &Path) -> Res<String> {
+    std::fs::create_dir(links).map_err(|e| format!("{}: {e}", links.display()))?;
+    let mut names = Vec::with_capacity(spec.lowers.len());
+    for (i, lower) in spec.lowers.iter().enumerate() {
+        let name = i.to_string();
+        let link = links.join(&name);
+        std::os::unix::fs::symlink(lower, &link)
+            .map_err(|e| format!("{} -> {}: {e}", link.display(), lower.display()))?;
+        names.push(name);
+    }
     let mut data = format!(
         "lowerdir={},upperdir={},workdir={}",
-        lowers.join(":"),
+        names.join(":"),
         spec.upper.display(),
         spec.work.display()
     );
@@ -66,18 +89,11 @@ fn mount_overlay(spec: &InitSpec) -> Res<()> {
         return Err(format!(
             "the overlay options for {} lower dirs are {} bytes, over the kernel's 4 KiB limit: \
              use a shorter store path or fewer layers",
-            lowers.len(),
+            names.len(),
             data.len()
         ));
     }
-    mnt(
-        Some("overlay"),
-        &spec.merged,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(&data),
-    )
-    .map_err(|e| format!("{OVERLAY_FAILED}{e}"))
+    Ok(data)
 }
 
 /// Plain chroot(2) into the copy, for containers that forbid mount namespaces: no mounts at

@@ -26,6 +26,8 @@ pub struct PruneReport {
     pub layer_dirs: usize,
     pub cache_entries: usize,
     pub temp_files: usize,
+    /// Scratch dirs of builds that were killed (see [`Store::scratch_dir`]).
+    pub scratch_dirs: usize,
     pub bytes: u64,
 }
 
@@ -179,6 +181,9 @@ impl Store {
         self.prune_layer_dirs(&live_diffs, &mut report)?;
         self.prune_compressed_cache(&live_blobs, &mut report)?;
         self.prune_leftovers(&mut report)?;
+        let scratch = self.remove_all_scratch()?;
+        report.scratch_dirs = scratch.dirs;
+        report.bytes += scratch.bytes;
         Ok(report)
     }
 
@@ -283,7 +288,7 @@ fn digest_named_entries(dir: &Path, suffix: &str) -> Result<Vec<(std::path::Path
 
 /// Bytes used by the regular files under `path` (hard links counted once per name: close
 /// enough for a report).
-fn tree_size(path: &Path) -> u64 {
+pub(super) fn tree_size(path: &Path) -> u64 {
     walkdir::WalkDir::new(path)
         .into_iter()
         .flatten()

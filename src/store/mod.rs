@@ -12,8 +12,16 @@
 //! cache/blob-locations.json   blob → registry repositories known to hold it (mount hints)
 //! pins/<key>.json             content a build-cache entry keeps alive through `prune`
 //! tmp/                        temp files and dirs, renamed into place when complete
+//! scratch/<name>/ + <name>.lock  a build step's scratch dir and the lock its process holds
 //! locks/                      per-digest lock files; `gc.lock` for prune vs. users
+//! kiln-store                  marker: this directory is a kiln store (see below)
 //! ```
+//!
+//! Privacy: unpacked layers keep their setuid bits and owners, so another local user who could
+//! reach them could run a setuid-root binary of a pulled image. The root and every directory
+//! of the store is therefore `0700` (like containers-storage). Opening an older kiln's store
+//! tightens it. A `--root` that is not kiln's (not empty, no marker, no store layout) keeps its
+//! own mode: the store's own directories inside it are `0700`, which suffices.
 //!
 //! Public API:
 //! - [`Store::open`], [`Store::default_root`], [`Store::lease`] (hold while building so a
@@ -27,6 +35,8 @@
 //!   [`Store::record_compressed`].
 //! - Mount hints: [`Store::blob_locations`], [`Store::record_blob_locations`].
 //! - GC: [`Store::pin`], [`Store::unpin`], [`Store::prune`] → [`PruneReport`].
+//! - Scratch: [`Store::scratch_dir`] → [`ScratchDir`]; [`Store::remove_abandoned_scratch`]
+//!   (what killed builds left; `prune` removes it too).
 
 mod blobs;
 mod gc;
@@ -34,6 +44,7 @@ mod layers;
 mod locations;
 mod lock;
 mod records;
+mod scratch;
 
 use std::fs;
 use std::io;
@@ -46,6 +57,7 @@ pub use gc::{Pin, PruneReport};
 pub use locations::BlobLocation;
 pub use lock::{DigestLock, Lease};
 pub use records::ImageRecord;
+pub use scratch::{ScratchDir, ScratchFreed};
 
 /// Everything that can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -107,20 +119,52 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `root`.
+    /// Opens (creating if needed) the store at `root`, private to the user (see the module
+    /// doc): the root when it is kiln's, and the store's directories, are `0700`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
         let store = Store { root: root.into() };
-        for dir in [
-            store.root.join("blobs/sha256"),
-            store.root.join("layers"),
-            store.root.join("cache/compressed"),
-            store.root.join("pins"),
-            store.root.join("tmp"),
-            store.root.join("locks"),
-        ] {
-            fs::create_dir_all(&dir).ctx("create store directory", &dir)?;
+        let ours = store.root_is_kilns()?;
+        if ours {
+            make_private_dir(&store.root, true)?;
+        }
+        for dir in STORE_DIRS
+            .iter()
+            .chain(["blobs/sha256", "cache/compressed"].iter())
+        {
+            // In a directory that is not kiln's, a `tmp/` of the user's keeps its mode.
+            make_private_dir(&store.root.join(dir), ours)?;
+        }
+        if ours {
+            let marker = store.root.join(STORE_MARKER);
+            if !marker.is_file() {
+                fs::write(&marker, b"kiln store\n").ctx("write", &marker)?;
+            }
         }
         Ok(store)
+    }
+
+    /// Whether the root is kiln's to make private: missing, marked, or holding nothing but
+    /// what kiln puts there (an empty directory, or an older kiln's store, which had no
+    /// marker). A `--root $HOME` is not.
+    fn root_is_kilns(&self) -> Result<bool> {
+        if self.root.join(STORE_MARKER).is_file() {
+            return Ok(true);
+        }
+        let entries = match fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+            Err(e) => return Err(e).ctx("list", &self.root),
+        };
+        for entry in entries {
+            let name = entry.ctx("list", &self.root)?.file_name();
+            let known = STORE_DIRS.iter().any(|d| name == *d)
+                || name == "images.json"
+                || scratch::is_legacy_scratch(&name);
+            if !known {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// `$XDG_DATA_HOME/kiln` (else `~/.local/share/kiln`), or `/var/lib/kiln` for root.
@@ -152,9 +196,112 @@ impl Store {
     }
 }
 
+/// The file that marks a directory as a kiln store.
+const STORE_MARKER: &str = "kiln-store";
+
+/// The directories at the store's root.
+const STORE_DIRS: [&str; 7] = [
+    "blobs", "layers", "cache", "pins", "tmp", "scratch", "locks",
+];
+
+/// Creates `dir` (and missing parents) `0700`; with `tighten`, makes an existing one `0700`
+/// if it is more open than that.
+fn make_private_dir(dir: &Path, tighten: bool) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .ctx("create store directory", dir)?;
+    let mode = fs::metadata(dir).ctx("stat", dir)?.permissions().mode();
+    if tighten && mode & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .ctx("make private (chmod 0700)", dir)?;
+    }
+    Ok(())
+}
+
 /// fsyncs a directory so a rename inside it survives a crash.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .ctx("sync directory", dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn a_new_store_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("a/store");
+        Store::open(&root).unwrap();
+        assert_eq!(mode(&root), 0o700);
+        for sub in [
+            "blobs",
+            "blobs/sha256",
+            "layers",
+            "cache",
+            "tmp",
+            "scratch",
+            "locks",
+        ] {
+            assert_eq!(mode(&root.join(sub)), 0o700, "{sub}");
+        }
+        assert!(root.join(STORE_MARKER).is_file());
+    }
+
+    #[test]
+    fn an_older_kilns_store_is_tightened_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        for sub in ["blobs/sha256", "layers/abc", "locks", "run-a1B2c3"] {
+            fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        fs::write(root.join("locks/gc.lock"), b"").unwrap();
+        fs::write(root.join("images.json"), b"{}").unwrap();
+        for d in [&root, &root.join("layers"), &root.join("layers/abc")] {
+            chmod(d, 0o755);
+        }
+        Store::open(&root).unwrap();
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&root.join("layers")), 0o700);
+        // Image content keeps its own modes: the directories above it close it off.
+        assert_eq!(mode(&root.join("layers/abc")), 0o755);
+        // The marker makes it kiln's from now on, whatever else comes to be in it.
+        chmod(&root, 0o755);
+        fs::write(root.join("notes.txt"), b"").unwrap();
+        Store::open(&root).unwrap();
+        assert_eq!(mode(&root), 0o700);
+    }
+
+    #[test]
+    fn a_directory_that_is_not_kilns_keeps_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("home");
+        fs::create_dir_all(root.join("tmp")).unwrap();
+        fs::write(root.join(".profile"), b"").unwrap();
+        chmod(&root, 0o755);
+        chmod(&root.join("tmp"), 0o755);
+        Store::open(&root).unwrap();
+        assert_eq!(mode(&root), 0o755);
+        assert_eq!(mode(&root.join("tmp")), 0o755, "the user's own");
+        assert!(!root.join(STORE_MARKER).exists());
+        assert_eq!(mode(&root.join("layers")), 0o700);
+        assert_eq!(mode(&root.join("scratch")), 0o700);
+        // Nor does prune take a dir of the user's for an older kiln's scratch dir.
+        fs::create_dir(root.join("run-abc123")).unwrap();
+        Store::open(&root).unwrap().prune().unwrap();
+        assert!(root.join("run-abc123").is_dir());
+    }
 }
