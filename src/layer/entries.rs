@@ -82,14 +82,15 @@ pub fn write_entries(
 }
 
 fn entry_header<'a>(
-    e: &'a LayerEntry,
+    e: &LayerEntry,
+    path: &'a [u8],
     kind: EntryType,
     size: u64,
     link: Option<&'a [u8]>,
     mtime: u64,
 ) -> EntryHeader<'a> {
     EntryHeader {
-        path: e.path.as_bytes(),
+        path,
         kind,
         mode: e.mode,
         uid: e.uid,
@@ -111,7 +112,9 @@ fn append(
         Some(sde) => e.mtime.min(u64::try_from(sde).unwrap_or(0)),
         None => e.mtime,
     };
-    let header = |kind, size, link| entry_header(e, kind, size, link, mtime);
+    // Names and link targets are bytes carried in strings (see `name`).
+    let path = super::name::decode(&e.path);
+    let header = |kind, size, link| entry_header(e, &path, kind, size, link, mtime);
     let source_err = |path: &PathBuf| {
         let path = path.clone();
         move |source| LayerError::Source { path, source }
@@ -125,12 +128,12 @@ fn append(
         )),
         EntrySource::Symlink { target } => out(tarball::append(
             b,
-            &header(EntryType::Symlink, 0, Some(target.as_bytes())),
+            &header(EntryType::Symlink, 0, Some(&super::name::decode(target))),
             io::empty(),
         )),
         EntrySource::Hardlink { target } => out(tarball::append(
             b,
-            &header(EntryType::Link, 0, Some(target.as_bytes())),
+            &header(EntryType::Link, 0, Some(&super::name::decode(target))),
             io::empty(),
         )),
         EntrySource::Inline(bytes) => out(tarball::append(

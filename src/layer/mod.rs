@@ -31,6 +31,7 @@ mod compress;
 mod entries;
 mod hash_thread;
 mod idmap;
+pub mod name;
 mod resolve;
 mod tarball;
 mod unpack;
