@@ -123,41 +123,40 @@ fn a_context_symlink_is_resolved_with_the_context_as_root() {
     assert!(!canary.leaked_into(&layout));
 }
 
-#[test]
-fn copy_from_a_stage_follows_its_symlinks_inside_the_stage() {
-    let canary = Canary::plant();
-    let work = tempfile::tempdir().unwrap();
-    let stage = "FROM scratch AS s\nCOPY stage/ /\n";
+/// A stage (made by COPY, so no base image is needed) with `/hostroot -> /`, an absolute
+/// link `/bin/f -> /bin/f.1` and a linked folder `/sub -> /out/sub`, then `rest`.
+fn stage_context(rest: &str) -> tempfile::TempDir {
     let files = [
         ("stage/bin/f.1", "f1\n"),
         ("stage/out/sub/foo", "foo\n"),
         ("stage/tmp/keep", "k\n"),
     ];
-    let plant = |ctx: &Path| {
-        symlink("/", ctx.join("stage/hostroot")).unwrap();
-        symlink("/bin/f.1", ctx.join("stage/bin/f")).unwrap();
-        symlink("/out/sub", ctx.join("stage/sub")).unwrap();
-    };
+    let ctx = context(&format!("FROM scratch AS s\nCOPY stage/ /\n{rest}"), &files);
+    symlink("/", ctx.path().join("stage/hostroot")).unwrap();
+    symlink("/bin/f.1", ctx.path().join("stage/bin/f")).unwrap();
+    symlink("/out/sub", ctx.path().join("stage/sub")).unwrap();
+    ctx
+}
 
+#[test]
+fn copy_from_a_stage_follows_its_symlinks_inside_the_stage() {
+    let work = tempfile::tempdir().unwrap();
     // issue 15.4: an absolute link as the source, a linked folder in the middle of the path.
-    let ctx = context(
-        &format!("{stage}FROM scratch\nCOPY --from=s /bin/f /bin/\nCOPY --from=s /sub/foo /\n"),
-        &files,
-    );
-    plant(ctx.path());
+    let ctx = stage_context("FROM scratch\nCOPY --from=s /bin/f /bin/\nCOPY --from=s /sub/foo /\n");
     let (out, layout) = build(work.path(), ctx.path(), &[]);
     succeeded(&out);
     let img = read_layout(&layout, "latest");
     assert_eq!(file_content(&img, "bin/f").as_deref(), Some(&b"f1\n"[..]));
     assert_eq!(file_content(&img, "foo").as_deref(), Some(&b"foo\n"[..]));
+}
 
+#[test]
+fn copy_from_a_stage_never_follows_its_links_on_the_host() {
+    let canary = Canary::plant();
+    let work = tempfile::tempdir().unwrap();
     // `/hostroot -> /` is the stage's root, not the host's.
     let secret = format!("/hostroot{}/secret", canary.dir().display());
-    let ctx = context(
-        &format!("{stage}FROM scratch\nCOPY --from=s {secret} /x\n"),
-        &files,
-    );
-    plant(ctx.path());
+    let ctx = stage_context(&format!("FROM scratch\nCOPY --from=s {secret} /x\n"));
     let (out, layout) = build(work.path(), ctx.path(), &[]);
     let err = failed(&out);
     assert!(
