@@ -516,7 +516,7 @@ fn entry(
         EntryKind::File { .. } if first.is_some() => EntrySource::Hardlink {
             target: first.expect("checked"),
         },
-        EntryKind::File { size } => EntrySource::File {
+        EntryKind::File { size } => EntrySource::ResolvedFile {
             path: tree.host_path(&e.rel)?,
             size: *size,
         },
@@ -557,7 +557,12 @@ fn links_after_targets(out: &mut [LayerEntry]) {
     let by_path: HashMap<String, usize> = out
         .iter()
         .enumerate()
-        .filter(|(_, e)| matches!(e.source, EntrySource::File { .. }))
+        .filter(|(_, e)| {
+            matches!(
+                e.source,
+                EntrySource::File { .. } | EntrySource::ResolvedFile { .. }
+            )
+        })
         .map(|(i, e)| (e.path.clone(), i))
         .collect();
     let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();

@@ -21,6 +21,14 @@ pub enum EntrySource {
         path: PathBuf,
         size: u64,
     },
+    /// A regular file at a host path its caller resolved inside a tree (the build context,
+    /// a stage's files), so that no component of it is a symlink. It is opened with
+    /// `RESOLVE_NO_SYMLINKS`: a component swapped for a symlink after that resolution fails
+    /// the layer instead of leading the read out of the tree.
+    ResolvedFile {
+        path: PathBuf,
+        size: u64,
+    },
     /// A small file given in memory (heredoc COPY sources).
     Inline(Vec<u8>),
     Symlink {
@@ -141,8 +149,12 @@ fn append(
             &header(EntryType::Regular, bytes.len() as u64, None),
             &bytes[..],
         )),
-        EntrySource::File { path, size } => {
-            let file = File::open(path).map_err(source_err(path))?;
+        EntrySource::File { path, size } | EntrySource::ResolvedFile { path, size } => {
+            let file = match e.source {
+                EntrySource::ResolvedFile { .. } => open_without_symlinks(path),
+                _ => File::open(path),
+            }
+            .map_err(source_err(path))?;
             let cap = usize::try_from(*size)
                 .unwrap_or(usize::MAX)
                 .clamp(512, 256 * 1024);
@@ -162,6 +174,16 @@ fn append(
             })
         }
     }
+}
+
+/// Opens `path` for reading, refusing any symlink on the way (see
+/// [`EntrySource::ResolvedFile`]).
+fn open_without_symlinks(path: &std::path::Path) -> io::Result<File> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
+    Ok(File::from(openat2(nix::fcntl::AT_FDCWD, path, how)?))
 }
 
 #[cfg(test)]
@@ -277,6 +299,31 @@ mod tests {
         )];
         match write_entries(lying, &LayerOptions::default(), Vec::new()) {
             Err(LayerError::Source { path, .. }) => assert_eq!(path, host),
+            other => panic!("expected a source error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_resolved_file_behind_a_symlink_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(d.path()).unwrap();
+        std::fs::create_dir(root.join("real")).unwrap();
+        std::fs::write(root.join("real/f"), b"abc").unwrap();
+        std::os::unix::fs::symlink("real", root.join("swapped")).unwrap();
+        let write = |path: PathBuf| {
+            let source = EntrySource::ResolvedFile { path, size: 3 };
+            write_entries(
+                vec![entry("f", source, 0o644)],
+                &LayerOptions::default(),
+                Vec::new(),
+            )
+        };
+        assert!(write(root.join("real/f")).is_ok());
+        // A component that became a symlink after the caller resolved the path.
+        match write(root.join("swapped/f")) {
+            Err(LayerError::Source { source, .. }) => {
+                assert_eq!(source.raw_os_error(), Some(libc::ELOOP))
+            }
             other => panic!("expected a source error, got {other:?}"),
         }
     }
