@@ -179,11 +179,33 @@ fn append(
 /// Opens `path` for reading, refusing any symlink on the way (see
 /// [`EntrySource::ResolvedFile`]).
 fn open_without_symlinks(path: &std::path::Path) -> io::Result<File> {
-    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+    use nix::fcntl::{AT_FDCWD, OFlag, OpenHow, ResolveFlag, openat, openat2};
+    use nix::sys::stat::Mode;
     let how = OpenHow::new()
         .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
-    Ok(File::from(openat2(nix::fcntl::AT_FDCWD, path, how)?))
+    match openat2(AT_FDCWD, path, how) {
+        Err(nix::Error::ENOSYS) => {}
+        other => return Ok(File::from(other?)),
+    }
+    // No openat2 (Linux before 5.6): one component at a time, none of them followed.
+    let names: Vec<&std::ffi::OsStr> = path
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let Some((file, dirs)) = names.split_last() else {
+        return Err(io::Error::from(io::ErrorKind::IsADirectory));
+    };
+    let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut dir = openat(AT_FDCWD, "/", dir_flags, Mode::empty())?;
+    for name in dirs {
+        dir = openat(&dir, *name, dir_flags, Mode::empty())?;
+    }
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    Ok(File::from(openat(&dir, *file, flags, Mode::empty())?))
 }
 
 #[cfg(test)]

@@ -6,14 +6,27 @@
 //!
 //! The resolution happens in one system call on a held directory descriptor, so no
 //! component can be swapped for a symlink between a check and the use that follows it.
+//! Kernels before 5.6 have no `openat2`: there the same resolution is made one component
+//! at a time, each opened `O_NOFOLLOW` relative to the descriptor of its parent, which is
+//! just as race-free (only slower).
 
+use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat};
+use nix::sys::stat::{Mode, SFlag, fstat};
+
+/// Linux gives up after 40 symlinks in one resolution (ELOOP); so does the fallback.
+const MAX_SYMLINKS: u32 = 40;
+
+/// Set once `openat2` said ENOSYS: the fallback is used from then on.
+static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
 /// An open root directory (see the module docs).
 #[derive(Debug)]
@@ -46,16 +59,74 @@ impl Root {
             flags |= OFlag::O_NOFOLLOW;
         }
         let rel: &OsStr = if rel.is_empty() { OsStr::new(".") } else { rel };
-        let how = OpenHow::new()
-            .flags(flags)
-            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        openat2(&self.fd, rel, how).map_err(|e| match e {
-            nix::Error::ENOSYS => io::Error::new(
-                io::ErrorKind::Unsupported,
-                "openat2(2) is not available (Linux 5.6 or later is needed to read files safely inside a root)",
-            ),
-            e => io::Error::from(e),
-        })
+        if !NO_OPENAT2.load(Ordering::Relaxed) {
+            let how = OpenHow::new()
+                .flags(flags)
+                .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+            match openat2(&self.fd, rel, how) {
+                Err(nix::Error::ENOSYS) => NO_OPENAT2.store(true, Ordering::Relaxed),
+                other => return other.map_err(io::Error::from),
+            }
+        }
+        self.open_by_components(rel, flags, follow)
+            .map_err(io::Error::from)
+    }
+
+    /// [`Root::open_at`] without `openat2`: each component is opened `O_PATH | O_NOFOLLOW`
+    /// relative to the descriptor of its parent, a symlink met is read through its own
+    /// descriptor and its target resolved again from the root (absolute) or from where it
+    /// sits, and `..` goes back to the parent descriptor, never above the root.
+    fn open_by_components(&self, rel: &OsStr, flags: OFlag, follow: bool) -> nix::Result<OwnedFd> {
+        let mut queue: VecDeque<Vec<u8>> = components(rel.as_bytes());
+        // The directories walked so far below the root; empty at the root.
+        let mut dirs: Vec<OwnedFd> = Vec::new();
+        let mut links = 0;
+        while let Some(name) = queue.pop_front() {
+            if name == b".." {
+                dirs.pop();
+                continue;
+            }
+            let here = dirs.last().map_or(self.fd.as_fd(), |d| d.as_fd());
+            let last = queue.is_empty();
+            let fd = openat(
+                here,
+                name.as_slice(),
+                OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?;
+            let kind = SFlag::from_bits_truncate(fstat(&fd)?.st_mode) & SFlag::S_IFMT;
+            if kind == SFlag::S_IFLNK && (!last || follow) {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(nix::Error::ELOOP);
+                }
+                let target = readlinkat(&fd, "")?;
+                if target.as_bytes().starts_with(b"/") {
+                    dirs.clear();
+                }
+                for c in components(target.as_bytes()).into_iter().rev() {
+                    queue.push_front(c);
+                }
+                continue;
+            }
+            if last {
+                // The name is re-opened with the caller's flags, never following a link
+                // that replaced it since.
+                return openat(
+                    here,
+                    name.as_slice(),
+                    flags | OFlag::O_NOFOLLOW,
+                    Mode::empty(),
+                );
+            }
+            if kind != SFlag::S_IFDIR {
+                return Err(nix::Error::ENOTDIR);
+            }
+            dirs.push(fd);
+        }
+        // The path ended on a directory reached by `..`, `.` or a link (or is the root).
+        let here = dirs.last().map_or(self.fd.as_fd(), |d| d.as_fd());
+        openat(here, ".", flags & !OFlag::O_NOFOLLOW, Mode::empty())
     }
 
     /// Opens the regular file (or directory) at `rel` for reading, resolved inside the root.
@@ -91,6 +162,14 @@ impl Root {
             .expect("checked by resolve")
             .to_path_buf())
     }
+}
+
+/// The names of a relative path, without empty ones and `.` (`..` is kept).
+fn components(path: &[u8]) -> VecDeque<Vec<u8>> {
+    path.split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 /// The path an open descriptor refers to, from `/proc/self/fd`.
@@ -140,6 +219,36 @@ mod tests {
         assert_eq!(
             root.resolve_rel(OsStr::new("abs"), true).unwrap(),
             Path::new("etc")
+        );
+
+        // The fallback for kernels without openat2 resolves every path the same way.
+        for (p, follow) in [
+            ("abs/secret", true),
+            ("up/secret", true),
+            ("../../etc/secret", true),
+            ("/etc/secret", true),
+            ("out/secret", true),
+            ("abs", false),
+            ("abs", true),
+            ("etc/..", true),
+            ("", true),
+        ] {
+            let kernel = root.open_at(OsStr::new(p), OFlag::O_PATH, follow);
+            let fallback = root.open_by_components(OsStr::new(p), OFlag::O_PATH, follow);
+            let path = |r: Result<OwnedFd, io::Error>| {
+                r.map(|fd| fd_path(&fd).unwrap()).map_err(|e| e.kind())
+            };
+            assert_eq!(
+                path(kernel),
+                path(fallback.map_err(io::Error::from)),
+                "{p:?}"
+            );
+        }
+        symlink("loop", r.join("loop")).unwrap();
+        assert_eq!(
+            root.open_by_components(OsStr::new("loop/x"), OFlag::O_PATH, true)
+                .unwrap_err(),
+            nix::Error::ELOOP
         );
     }
 }
