@@ -493,10 +493,9 @@ fn exclude(opts: &CopyOptions, rel: &str) -> Option<bool> {
     opts.exclude.as_ref().map(|x| x.is_excluded(rel))
 }
 
-/// One layer entry for a source entry placed at `path` (image-relative).
-/// A file's source is its host path resolved inside the tree, so the layer writer, which
-/// opens by path, never goes through a symlink.
-/// A file whose inode was copied before in this COPY becomes a hard link to that name.
+/// One layer entry for a source entry placed at `path` (image-relative). A file's source is
+/// its host path resolved inside the tree (the layer writer opens it refusing symlinks); a
+/// file whose inode this COPY met before becomes a hard link to the name it got then.
 fn entry(
     e: &Entry,
     path: String,
