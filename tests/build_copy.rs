@@ -534,3 +534,73 @@ fn a_copied_directory_merges_into_the_target_of_an_image_symlink() {
     assert!(line(&list, "usr/lib/foo").ends_with("\"foo\""));
     assert!(line(&list, "usr/lib/libc.so").ends_with("\"libc\""));
 }
+
+/// Builds `ctx` with kiln and returns the image's file tree as its layers give it.
+fn image_tree(work: &Path, ctx: &Path) -> std::collections::BTreeMap<String, build_support::Node> {
+    kiln_build(work, ctx, &[]).unwrap_or_else(|e| panic!("kiln build failed:\n{e}"));
+    build_support::file_tree(&build_support::read_layout(&work.join("layout"), "latest"))
+}
+
+#[test]
+fn a_copied_directory_lands_in_a_0755_destination_like_buildkit_makes_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let ctx = t.path().join("ctx");
+    write(&ctx.join("sub/f"), b"f\n");
+    write(
+        &ctx.join("Dockerfile"),
+        b"FROM scratch\nCOPY sub /sub\nCOPY sub /a/b/\n",
+    );
+    fs::set_permissions(ctx.join("sub"), fs::Permissions::from_mode(0o700)).unwrap();
+    let tree = image_tree(&t.path().join("kiln"), &ctx);
+    for dir in ["sub", "a", "a/b"] {
+        assert_eq!(tree[dir].mode, 0o755, "/{dir}: {}", tree[dir]);
+    }
+    assert_eq!(tree["sub/f"].kind, "file");
+}
+
+#[test]
+fn hard_links_stay_one_file_within_a_copy_and_a_copy_from_a_stage() {
+    let t = tempfile::tempdir().unwrap();
+    let ctx = t.path().join("ctx");
+    write(&ctx.join("d/one"), b"shared\n");
+    for name in ["d/two", "d/sub/three", "d/0-first"] {
+        fs::create_dir_all(ctx.join(name).parent().unwrap()).unwrap();
+        fs::hard_link(ctx.join("d/one"), ctx.join(name)).unwrap();
+    }
+    write(
+        &ctx.join("Dockerfile"),
+        b"FROM scratch AS s\nCOPY d /src/\nFROM s\nCOPY --from=s /src /dst/\n",
+    );
+    let tree = image_tree(&t.path().join("kiln"), &ctx);
+    for top in ["src", "dst"] {
+        // The name that sorts first holds the content; the three others link to it.
+        let first = format!("{top}/0-first");
+        assert_eq!(tree[&first].kind, "file", "{}", tree[&first]);
+        for other in ["one", "two", "sub/three"] {
+            let node = &tree[&format!("{top}/{other}")];
+            assert_eq!(node.kind, format!("hardlink -> {first}"), "{top}/{other}");
+        }
+    }
+}
+
+#[test]
+fn copy_from_a_stage_keeps_the_owners_files_have_there() {
+    if !build_support::is_root() {
+        return println!("SKIPPED: needs root (an unprivileged unpack of the stage cannot chown)");
+    }
+    let t = tempfile::tempdir().unwrap();
+    let ctx = t.path().join("ctx");
+    write(&ctx.join("d/f"), b"f\n");
+    write(
+        &ctx.join("Dockerfile"),
+        b"FROM scratch AS s\nCOPY --chown=5:6 d /d/\n\
+          FROM scratch\nCOPY --from=s /d /kept/\nCOPY --from=s --chown=7:8 /d /chowned/\nCOPY d /ctx/\n",
+    );
+    let tree = image_tree(&t.path().join("kiln"), &ctx);
+    let owner = |p: &str| (tree[p].uid, tree[p].gid);
+    assert_eq!(owner("kept/f"), (5, 6));
+    assert_eq!(owner("chowned/f"), (7, 8));
+    // The context's owners are the host's: Docker never copies them.
+    assert_eq!(owner("ctx/f"), (0, 0));
+}

@@ -164,7 +164,7 @@ pub(crate) fn archive_entries(
             tar::EntryType::Symlink => {
                 let target = entry.link_name_bytes().unwrap_or_default();
                 EntrySource::Symlink {
-                    target: String::from_utf8_lossy(&target).into_owned(),
+                    target: crate::layer::name::encode(&target).into_owned(),
                 }
             }
             tar::EntryType::Link => {
@@ -209,7 +209,7 @@ pub(crate) fn archive_entries(
 
 /// An archive entry's path made relative and clean: `..` cannot climb above the root.
 fn clean_entry(raw: &[u8]) -> String {
-    super::copy::clean(&String::from_utf8_lossy(raw))
+    super::copy::clean(&crate::layer::name::encode(raw))
 }
 
 /// What a download brought back besides the bytes.

@@ -8,6 +8,7 @@
 
 use std::fs::{self, File};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -16,10 +17,14 @@ use std::time::{Duration, SystemTime};
 use rayon::prelude::*;
 
 use crate::digest::Digest;
+use crate::layer::name;
 use crate::plan::ignore::DockerIgnore;
 
+pub(crate) mod in_root;
 mod stat_cache;
 
+use in_root::Root;
+use nix::fcntl::OFlag;
 use stat_cache::{StatCache, StatKey};
 
 /// Files changed more recently than this are hashed but not cached (see the module docs).
@@ -69,10 +74,14 @@ enum Walked {
 
 /// The context-relative path of `name` in directory `rel`, built without `format!` (this
 /// runs once per file of the context).
-fn child_rel(rel: &str, name: std::ffi::OsString) -> String {
-    let name = name
-        .into_string()
-        .unwrap_or_else(|n| n.to_string_lossy().into_owned());
+///
+/// A name that is not UTF-8 is kept byte for byte through [`name::encode`].
+fn child_rel(rel: &str, file_name: std::ffi::OsString) -> String {
+    let name = match file_name.into_string() {
+        Ok(n) if !n.contains(name::is_escape_char) => n,
+        Ok(n) => name::encode(n.as_bytes()).into_owned(),
+        Err(n) => name::encode(n.as_bytes()).into_owned(),
+    };
     if rel.is_empty() {
         return name;
     }
@@ -93,6 +102,16 @@ pub struct Entry {
     pub uid: u32,
     pub gid: u32,
     stat: StatKey,
+    /// For a regular file with other names: which file it is, so that COPY keeps the names
+    /// one file (as Docker does) instead of making copies.
+    pub hardlink: Option<FileId>,
+}
+
+/// The identity of a file with several names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
 }
 
 impl Entry {
@@ -104,7 +123,8 @@ impl Entry {
 
 /// The build context directory with its ignore rules and stat cache.
 pub struct Context {
-    root: PathBuf,
+    /// Every path is resolved inside it: a symlink never leads out of the context.
+    root: Root,
     ignore: DockerIgnore,
     cache: Mutex<StatCache>,
 }
@@ -117,7 +137,7 @@ impl Context {
         ignore: DockerIgnore,
         cache_file: Option<PathBuf>,
     ) -> Result<Context, ContextError> {
-        let root = fs::canonicalize(root).map_err(io_err(root))?;
+        let root = Root::open(root).map_err(io_err(root))?;
         let cache = StatCache::load(cache_file, RACY_WINDOW);
         Ok(Context {
             root,
@@ -133,15 +153,43 @@ impl Context {
     }
 
     pub fn root(&self) -> &Path {
-        &self.root
+        self.root.path()
     }
 
-    /// The absolute host path of a context-relative path.
-    pub fn host_path(&self, rel: &str) -> PathBuf {
-        if rel.is_empty() {
-            self.root.clone()
-        } else {
-            self.root.join(rel)
+    /// `root/rel` without resolving anything: for naming a path in an error.
+    fn host_join(&self, rel: &str) -> PathBuf {
+        self.root().join(&*name::decode_os(rel))
+    }
+
+    /// The host path of a context-relative path, resolved inside the context (its parents
+    /// hold no symlink; the last component is not followed). For APIs that take a path;
+    /// reads made here go through the root's descriptor instead.
+    pub fn host_path(&self, rel: &str) -> Result<PathBuf, ContextError> {
+        self.root
+            .resolve(&name::decode_os(rel), false)
+            .map_err(self.lookup_err(rel))
+    }
+
+    /// `rel` with every symlink in it resolved inside the context, the last one too when
+    /// `follow` is set (Docker follows a symlink named as a COPY source, with the context
+    /// as `/`). A dangling link is [`ContextError::NotFound`].
+    pub fn resolve(&self, rel: &str, follow: bool) -> Result<String, ContextError> {
+        let real = self
+            .root
+            .resolve_rel(&name::decode_os(rel), follow)
+            .map_err(self.lookup_err(rel))?;
+        Ok(name::encode(real.as_os_str().as_bytes()).into_owned())
+    }
+
+    /// A missing path (or a file where a directory was needed) is not found; anything else
+    /// is an I/O error on that path.
+    fn lookup_err<'s>(&'s self, rel: &'s str) -> impl FnOnce(io::Error) -> ContextError + 's {
+        move |e| match e.raw_os_error() {
+            Some(libc::ENOENT | libc::ENOTDIR) => ContextError::NotFound(rel.to_string()),
+            _ => ContextError::Io {
+                path: self.host_join(rel),
+                source: e,
+            },
         }
     }
 
@@ -157,8 +205,12 @@ impl Context {
 
     /// The entry at `rel` and, for a directory, everything included below it: sorted by path,
     /// parents before children. Symlinks are not followed.
+    ///
+    /// Symlinks in the parents of `rel` are resolved inside the context, and the entries
+    /// are named by the resolved path (`link/x` with `link -> /src` lists `src/x`).
     pub fn entries(&self, rel: &str) -> Result<Vec<Entry>, ContextError> {
-        let rel = rel.trim_matches('/');
+        let rel = self.resolve(rel.trim_matches('/'), false)?;
+        let rel = rel.as_str();
         if !rel.is_empty() && self.excluded(rel) && self.ignore.can_skip_dir(rel) {
             return Err(ContextError::NotFound(rel.to_string()));
         }
@@ -177,7 +229,10 @@ impl Context {
 
     /// Whether `rel` is in the context (not excluded), without walking below it.
     pub fn contains(&self, rel: &str) -> bool {
-        let rel = rel.trim_matches('/');
+        let Ok(rel) = self.resolve(rel.trim_matches('/'), false) else {
+            return false;
+        };
+        let rel = rel.as_str();
         if rel.is_empty() {
             return true;
         }
@@ -190,16 +245,31 @@ impl Context {
         }
     }
 
+    /// The entry at `rel` (already resolved: see [`Context::resolve`]), stat'ed through a
+    /// descriptor opened inside the root.
     fn entry(&self, rel: &str) -> Result<Entry, ContextError> {
-        let path = self.host_path(rel);
-        let meta = fs::symlink_metadata(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => ContextError::NotFound(rel.to_string()),
-            _ => ContextError::Io {
-                path: path.clone(),
-                source: e,
-            },
-        })?;
+        let fd = self
+            .root
+            .open_at(&name::decode_os(rel), OFlag::O_PATH, false)
+            .map_err(self.lookup_err(rel))?;
+        let meta = File::from(fd)
+            .metadata()
+            .map_err(io_err(&self.host_join(rel)))?;
         self.entry_of(rel.to_string(), &meta)
+    }
+
+    /// The target of the symlink at `rel`, read through a descriptor opened inside the root.
+    fn read_link(&self, rel: &str) -> Result<PathBuf, ContextError> {
+        let path = self.host_join(rel);
+        let fd = self
+            .root
+            .open_at(&name::decode_os(rel), OFlag::O_PATH, false)
+            .map_err(io_err(&path))?;
+        let target = nix::fcntl::readlinkat(&fd, "").map_err(|e| ContextError::Io {
+            path,
+            source: e.into(),
+        })?;
+        Ok(PathBuf::from(target))
     }
 
     /// The entry for `rel` from its (not followed) metadata; only a symlink costs a syscall.
@@ -210,9 +280,8 @@ impl Context {
         } else if ft.is_dir() {
             EntryKind::Dir
         } else if ft.is_symlink() {
-            let path = self.host_path(&rel);
             EntryKind::Symlink {
-                target: fs::read_link(&path).map_err(io_err(&path))?,
+                target: self.read_link(&rel)?,
             }
         } else {
             EntryKind::Other
@@ -224,6 +293,10 @@ impl Context {
             uid: meta.uid(),
             gid: meta.gid(),
             stat: StatKey::of(meta),
+            hardlink: (ft.is_file() && meta.nlink() > 1).then(|| FileId {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            }),
         })
     }
 
@@ -232,9 +305,21 @@ impl Context {
     /// the directory's fd), so a 50,000-file walk does not resolve 50,000 full paths, and on
     /// all cores: a stat is kernel CPU time, and a no-change rebuild is mostly this walk.
     /// Allocations are per directory, not per file (a file costs its path and nothing else).
+    ///
+    /// The directory is opened inside the root without following a last symlink, and read
+    /// through that descriptor: a directory swapped for a symlink mid-walk is an error, not
+    /// a way out of the context.
     fn walk_dir(&self, rel: &str, out: &mut Vec<Entry>) -> Result<(), ContextError> {
-        let dir = self.host_path(rel);
-        let mut children: Vec<(String, fs::DirEntry)> = fs::read_dir(&dir)
+        let dir = self.host_join(rel);
+        let fd = self
+            .root
+            .open_at(
+                &name::decode_os(rel),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+                false,
+            )
+            .map_err(io_err(&dir))?;
+        let mut children: Vec<(String, fs::DirEntry)> = fs::read_dir(in_root::proc_fd(&fd))
             .map_err(io_err(&dir))?
             .map(|e| e.map(|e| (child_rel(rel, e.file_name()), e)))
             .collect::<Result<_, _>>()
@@ -261,7 +346,7 @@ impl Context {
         if excluded && self.ignore.can_skip_dir(&child) {
             return Ok(Walked::Skipped);
         }
-        let meta = dirent.metadata().map_err(io_err(&dirent.path()))?;
+        let meta = dirent.metadata().map_err(io_err(&self.host_join(&child)))?;
         let entry = self.entry_of(child, &meta)?;
         if entry.kind != EntryKind::Dir {
             return Ok(if excluded {
@@ -324,8 +409,11 @@ impl Context {
     }
 
     fn hash_file(&self, rel: &str) -> Result<Digest, ContextError> {
-        let path = self.host_path(rel);
-        let file = File::open(&path).map_err(io_err(&path))?;
+        let path = self.host_join(rel);
+        let file = self
+            .root
+            .open_file(&name::decode_os(rel))
+            .map_err(io_err(&path))?;
         let (digest, _) = Digest::of_reader(file).map_err(io_err(&path))?;
         Ok(digest)
     }
@@ -566,6 +654,65 @@ mod tests {
             cached.get("src/deep/a.txt", &other_stat, &mut 0),
             None,
             "inode moved"
+        );
+    }
+
+    #[test]
+    fn symlinks_in_a_source_path_resolve_inside_the_context() {
+        let d = tree();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("secret"), "host").unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("host")).unwrap();
+        std::os::unix::fs::symlink("/src", d.path().join("abs")).unwrap();
+        let c = ctx(d.path(), "", None);
+        // `host` points at a host directory: inside the context that path does not exist.
+        assert!(matches!(
+            c.entries("host/secret"),
+            Err(ContextError::NotFound(_))
+        ));
+        assert!(!c.contains("host/secret"));
+        assert!(matches!(
+            c.resolve("host", true),
+            Err(ContextError::NotFound(_))
+        ));
+        // `abs -> /src` is the context's `src`, and its entries are named by that path.
+        let rels: Vec<String> = c
+            .entries("abs/deep")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.rel)
+            .collect();
+        assert_eq!(rels, ["src/deep", "src/deep/a.txt"]);
+        assert_eq!(c.resolve("abs", true).unwrap(), "src");
+        assert_eq!(
+            c.host_path("abs/main.rs").unwrap(),
+            c.root().join("src/main.rs")
+        );
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_walked_and_read_byte_for_byte() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = tempfile::tempdir().unwrap();
+        let raw = std::ffi::OsStr::from_bytes(b"caf\xe9");
+        fs::create_dir(d.path().join(raw)).unwrap();
+        fs::write(d.path().join(raw).join(raw), "bytes").unwrap();
+        let c = ctx(d.path(), "", None);
+        let entries = c.entries("").unwrap();
+        let file = entries.last().unwrap();
+        assert_eq!(
+            &*name::decode(&file.rel),
+            &b"caf\xe9/caf\xe9"[..],
+            "{:?}",
+            file.rel
+        );
+        assert_eq!(
+            c.host_path(&file.rel).unwrap(),
+            c.root().join(raw).join(raw)
+        );
+        assert_eq!(
+            c.file_digests(&entries).unwrap().last().unwrap(),
+            &Some(Digest::of(b"bytes"))
         );
     }
 

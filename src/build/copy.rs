@@ -1,9 +1,13 @@
 //! COPY/ADD: which files of a source tree land where in the image, as layer entries.
 //!
 //! Docker's rules (checked against buildah): a directory source copies its *contents*; a file
-//! goes to `dest` itself unless `dest` ends in `/`; a top-level symlink source is followed;
-//! symlinks inside a copied directory are kept; files get uid/gid 0 unless `--chown`; missing
-//! parent directories are created 0755 root, existing ones keep the base image's metadata.
+//! goes to `dest` itself unless `dest` ends in `/`; a top-level symlink source is followed,
+//! with the source tree as `/` (see `context::in_root`: no source path ever leads out of the
+//! context or the stage); symlinks inside a copied directory are kept; files from the context
+//! get uid/gid 0 unless `--chown`, files from a stage or image keep their owners there; names
+//! of one file stay hard links to it within one COPY; missing parent directories, and the
+//! directory a directory source goes into, are created 0755 (BuildKit's copier: not the
+//! source directory's mode), existing ones keep the base image's metadata.
 //!
 //! Every destination path is resolved inside the image ([`resolve_in_image`]): symlinks the
 //! image already has are followed as if the image root were `/` (an absolute target restarts
@@ -26,6 +30,7 @@
 //! - Paths an upper layer deleted (whiteouts, opaque directories) are absent: a deleted
 //!   symlink is not followed and a deleted directory's metadata is not reused.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::context::{Context, ContextError, Entry, EntryKind};
@@ -44,8 +49,6 @@ pub(crate) enum CopyError {
     },
     #[error("COPY source pattern {0:?} matches no files")]
     NoMatch(String),
-    #[error("COPY source {0:?} is a symlink that leaves the source tree")]
-    SymlinkEscape(String),
     #[error("COPY destination {0:?}: too many levels of symlinks in the image")]
     SymlinkLoop(String),
     #[error("COPY destination {path:?}: {blocker:?} is not a directory in the image")]
@@ -272,6 +275,9 @@ pub(crate) struct CopyOptions<'a> {
     pub unpack: Option<&'a Unpack<'a>>,
     /// What to call the tree in errors (`build context`, `stage builder`).
     pub from: &'a str,
+    /// Entries keep the owners they have in the tree instead of `uid`/`gid`: COPY --from a
+    /// stage or image without `--chown` (Docker resets only the context's owners).
+    pub keep_owners: bool,
 }
 
 /// The entries a COPY of `sources` to `dest` (absolute; a trailing `/` means a directory)
@@ -286,6 +292,7 @@ pub(crate) fn entries(
 ) -> Result<Vec<LayerEntry>, CopyError> {
     let (dest, dest_is_dir) = destination(dest, opts.image)?;
     let mut out = extra;
+    let mut names = FirstNames::default();
     for source in sources {
         match source {
             SourceSpec::Inline { name, content } => {
@@ -314,15 +321,16 @@ pub(crate) fn entries(
                             .map(|r| r.trim_start_matches('/'))
                             .unwrap_or(&rel);
                         let to = join(&dest, keep);
-                        copy_one(tree, &rel, &to, false, opts, &mut out)?;
+                        copy_one(tree, &rel, &to, false, opts, &mut out, &mut names)?;
                     } else {
-                        copy_one(tree, &rel, &dest, dest_is_dir, opts, &mut out)?;
+                        copy_one(tree, &rel, &dest, dest_is_dir, opts, &mut out, &mut names)?;
                     }
                 }
             }
         }
     }
     let mut out = place(out, opts.image)?;
+    links_after_targets(&mut out);
     add_parents(&mut out, opts);
     Ok(out)
 }
@@ -374,6 +382,12 @@ fn place(entries: Vec<LayerEntry>, image: &dyn ImageView) -> Result<Vec<LayerEnt
             }
         };
         let mut path = join(&rp, &name);
+        if let EntrySource::Hardlink { target } = &mut e.source {
+            // Its target is a file of this COPY: placed by the same rule.
+            let (tp, tn) = target.rsplit_once('/').unwrap_or(("", target.as_str()));
+            let rtp = resolve_in_image(image, tp)?;
+            *target = join(&rtp, tn);
+        }
         if e.source == EntrySource::Dir {
             if let Some(Node::Symlink(_)) = image.node(&path) {
                 path = resolve_in_image(image, &path)?;
@@ -416,6 +430,7 @@ fn copy_one(
     dest_is_dir: bool,
     opts: &CopyOptions,
     out: &mut Vec<LayerEntry>,
+    names: &mut FirstNames,
 ) -> Result<(), CopyError> {
     let mut listed = tree.entries(rel).map_err(|e| match e {
         ContextError::NotFound(p) => CopyError::NotFound {
@@ -427,7 +442,12 @@ fn copy_one(
     })?;
     let name = rel.rsplit('/').next().unwrap_or(rel).to_string();
     if let EntryKind::Symlink { .. } = listed[0].kind {
-        let target = follow(tree, rel)?;
+        // Docker follows a symlink named as a source, with the tree as `/`.
+        let target = tree.resolve(rel, true).map_err(|_| CopyError::NotFound {
+            path: rel.to_string(),
+            from: format!("{} (dangling symlink)", opts.from),
+            hint: String::new(),
+        })?;
         listed = tree.entries(&target)?;
     }
     let top = listed[0].clone();
@@ -439,7 +459,7 @@ fn copy_one(
                 format!("{}/", top.rel)
             };
             if !dest.is_empty() {
-                out.push(entry(&top, dest.to_string(), tree, opts));
+                out.push(dest_dir(dest, opts));
             }
             for e in &listed[1..] {
                 let below = e.rel.strip_prefix(&base).unwrap_or(&e.rel);
@@ -448,12 +468,12 @@ fn copy_one(
                         continue;
                     }
                 }
-                out.push(entry(e, join(dest, below), tree, opts));
+                out.push(entry(e, join(dest, below), tree, opts, names)?);
             }
         }
         _ => {
             if let (Some(unpack), EntryKind::File { .. }) = (opts.unpack, &top.kind) {
-                if let Some(extracted) = unpack(&tree.host_path(&top.rel), dest)? {
+                if let Some(extracted) = unpack(&tree.host_path(&top.rel)?, dest)? {
                     out.extend(extracted);
                     return Ok(());
                 }
@@ -463,7 +483,7 @@ fn copy_one(
             } else {
                 dest.to_string()
             };
-            out.push(entry(&top, path, tree, opts));
+            out.push(entry(&top, path, tree, opts, names)?);
         }
     }
     Ok(())
@@ -473,16 +493,34 @@ fn exclude(opts: &CopyOptions, rel: &str) -> Option<bool> {
     opts.exclude.as_ref().map(|x| x.is_excluded(rel))
 }
 
-/// One layer entry for a source entry placed at `path` (image-relative).
-fn entry(e: &Entry, path: String, tree: &Context, opts: &CopyOptions) -> LayerEntry {
+/// One layer entry for a source entry placed at `path` (image-relative). A file's source is
+/// its host path resolved inside the tree (the layer writer opens it refusing symlinks); a
+/// file whose inode this COPY met before becomes a hard link to the name it got then.
+fn entry(
+    e: &Entry,
+    path: String,
+    tree: &Context,
+    opts: &CopyOptions,
+    names: &mut FirstNames,
+) -> Result<LayerEntry, CopyError> {
+    let first = e.hardlink.and_then(|id| match names.entry(id) {
+        std::collections::hash_map::Entry::Occupied(o) => Some(o.get().clone()),
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(path.clone());
+            None
+        }
+    });
     let source = match &e.kind {
         EntryKind::Dir => EntrySource::Dir,
-        EntryKind::File { size } => EntrySource::File {
-            path: tree.host_path(&e.rel),
+        EntryKind::File { .. } if first.is_some() => EntrySource::Hardlink {
+            target: first.expect("checked"),
+        },
+        EntryKind::File { size } => EntrySource::ResolvedFile {
+            path: tree.host_path(&e.rel)?,
             size: *size,
         },
         EntryKind::Symlink { target } => EntrySource::Symlink {
-            target: target.to_string_lossy().into_owned(),
+            target: crate::layer::name::encode(target.as_os_str().as_bytes()).into_owned(),
         },
         // Docker refuses sockets and devices in a context; an empty file is the least surprise.
         EntryKind::Other => EntrySource::Inline(Vec::new()),
@@ -492,28 +530,97 @@ fn entry(e: &Entry, path: String, tree: &Context, opts: &CopyOptions) -> LayerEn
         (kind, Some(m)) => m.apply(e.mode, *kind == EntryKind::Dir),
         (_, None) => e.mode & 0o7777,
     };
-    LayerEntry {
+    let (uid, gid) = if opts.keep_owners {
+        (u64::from(e.uid), u64::from(e.gid))
+    } else {
+        (opts.uid, opts.gid)
+    };
+    Ok(LayerEntry {
         path,
         source,
         mode,
-        uid: opts.uid,
-        gid: opts.gid,
+        uid,
+        gid,
         mtime: e.mtime(),
+    })
+}
+
+/// The image path each multiply-linked source file was first copied to, in one COPY.
+type FirstNames = std::collections::HashMap<super::context::FileId, String>;
+
+/// A tar names a hard link's target before the link, and the layer writer sorts entries by
+/// path: so in each group of links the name that sorts first holds the content, and the
+/// others link to it (the copy made the first name met the target, which may sort later).
+fn links_after_targets(out: &mut [LayerEntry]) {
+    use std::collections::HashMap;
+    let by_path: HashMap<String, usize> = out
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| {
+            matches!(
+                e.source,
+                EntrySource::File { .. } | EntrySource::ResolvedFile { .. }
+            )
+        })
+        .map(|(i, e)| (e.path.clone(), i))
+        .collect();
+    let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (i, e) in out.iter().enumerate() {
+        if let EntrySource::Hardlink { target } = &e.source {
+            if let Some(&t) = by_path.get(target) {
+                groups.entry(t).or_default().push(i);
+            }
+        }
+    }
+    let order = |p: &str| p.split('/').map(str::to_string).collect::<Vec<_>>();
+    for (target, links) in groups {
+        let Some(&first) = links.iter().min_by_key(|&&i| order(&out[i].path)) else {
+            continue;
+        };
+        if order(&out[first].path) > order(&out[target].path) {
+            continue;
+        }
+        let name = out[first].path.clone();
+        out[first].source = std::mem::replace(
+            &mut out[target].source,
+            EntrySource::Hardlink {
+                target: name.clone(),
+            },
+        );
+        for i in links.into_iter().filter(|&i| i != first) {
+            out[i].source = EntrySource::Hardlink {
+                target: name.clone(),
+            };
+        }
     }
 }
 
-/// Resolves a top-level symlink source inside the tree (Docker follows it).
-fn follow(tree: &Context, rel: &str) -> Result<String, CopyError> {
-    let root = tree.root();
-    let real = std::fs::canonicalize(tree.host_path(rel)).map_err(|_| CopyError::NotFound {
-        path: rel.to_string(),
-        from: "the source (dangling symlink)".into(),
-        hint: String::new(),
-    })?;
-    let inside = real
-        .strip_prefix(root)
-        .map_err(|_| CopyError::SymlinkEscape(rel.to_string()))?;
-    Ok(inside.to_string_lossy().into_owned())
+/// The directory a directory source's contents go into. BuildKit makes it as it makes
+/// missing parents (0755, the `--chown` user, whatever the source directory's mode), and
+/// an existing one keeps its metadata: `COPY sub /sub` with `sub` at 0700 gives 0755.
+fn dest_dir(dest: &str, opts: &CopyOptions) -> LayerEntry {
+    let m = match opts.image.node(dest) {
+        Some(Node::Dir(m)) => m,
+        _ => created_dir(opts),
+    };
+    LayerEntry {
+        path: dest.to_string(),
+        source: EntrySource::Dir,
+        mode: m.mode,
+        uid: m.uid,
+        gid: m.gid,
+        mtime: m.mtime,
+    }
+}
+
+/// The metadata of a directory COPY creates.
+fn created_dir(opts: &CopyOptions) -> DirMeta {
+    DirMeta {
+        mode: 0o755,
+        uid: opts.uid,
+        gid: opts.gid,
+        mtime: opts.now,
+    }
 }
 
 /// Every missing ancestor directory of the entries, with the image's metadata if it exists
@@ -536,12 +643,7 @@ pub(crate) fn add_parents(out: &mut Vec<LayerEntry>, opts: &CopyOptions) {
             Some(Node::Dir(m)) => Some(m),
             _ => None,
         };
-        let m = existing.unwrap_or(DirMeta {
-            mode: 0o755,
-            uid: opts.uid,
-            gid: opts.gid,
-            mtime: opts.now,
-        });
+        let m = existing.unwrap_or_else(|| created_dir(opts));
         out.push(LayerEntry {
             path: p,
             source: EntrySource::Dir,
@@ -661,6 +763,7 @@ mod tests {
             image: &Fake::default(),
             unpack: None,
             from: "build context",
+            keep_owners: false,
         };
         let mut got: Vec<String> = entries(c, &specs, dest, &opts, Vec::new())
             .unwrap()
@@ -702,6 +805,7 @@ mod tests {
             image: &Fake::default(),
             unpack: None,
             from: "build context",
+            keep_owners: false,
         };
         let err = entries(
             &c,
@@ -748,6 +852,7 @@ mod tests {
             image: &image,
             unpack: None,
             from: "ctx",
+            keep_owners: false,
         };
         let mut got = entries(
             &c,
@@ -803,6 +908,7 @@ mod tests {
             image: &img,
             unpack: None,
             from: "ctx",
+            keep_owners: false,
         };
         let placed = |src: &str, dest: &str| {
             let spec = [SourceSpec::Path { path: src.into() }];
@@ -841,6 +947,7 @@ mod tests {
             image: &Fake::default(),
             unpack: None,
             from: "ctx",
+            keep_owners: false,
         };
         let files = |src: &str| {
             let spec = [SourceSpec::Path { path: src.into() }];
@@ -856,6 +963,45 @@ mod tests {
         assert_eq!(files("a/*/c.txt"), ["out/a/b/c.txt", "out/a/d/c.txt"]);
         assert_eq!(files("./x/./y"), ["out/y/z"]);
         assert_eq!(files("x/y"), ["out/x/y/z"]);
+    }
+
+    #[test]
+    fn a_copied_directory_goes_into_a_0755_or_existing_destination() {
+        use std::os::unix::fs::PermissionsExt;
+        let (d, c) = ctx(&[("sub/f", "f")]);
+        fs::set_permissions(d.path().join("sub"), fs::Permissions::from_mode(0o700)).unwrap();
+        let mut image = Fake::default();
+        image.dir("old", 0o1777);
+        let opts = CopyOptions {
+            uid: 7,
+            gid: 8,
+            chmod: None,
+            exclude: None,
+            parents: false,
+            now: 9,
+            image: &image,
+            unpack: None,
+            from: "ctx",
+            keep_owners: false,
+        };
+        let dirs = |dest: &str| {
+            let spec = [SourceSpec::Path { path: "sub".into() }];
+            let mut got: Vec<(String, u32, u64)> = entries(&c, &spec, dest, &opts, Vec::new())
+                .unwrap()
+                .into_iter()
+                .filter(|e| e.source == EntrySource::Dir)
+                .map(|e| (e.path, e.mode, e.uid))
+                .collect();
+            got.sort();
+            got
+        };
+        // BuildKit: the destination is made like a missing parent, not after the source.
+        assert_eq!(dirs("/sub"), [("sub".into(), 0o755, 7)]);
+        assert_eq!(
+            dirs("/a/b/"),
+            [("a".into(), 0o755, 7), ("a/b".into(), 0o755, 7)]
+        );
+        assert_eq!(dirs("/old"), [("old".into(), 0o1777, 0)]);
     }
 
     #[test]

@@ -110,6 +110,7 @@ impl<'a> Runner<'a> {
             image: &image,
             unpack: if unpack_local { Some(&extract) } else { None },
             from: &from,
+            keep_owners: spec.chown.is_none() && tree_holder.owners_kept(),
         };
         let (local, downloads) = match &spec.add {
             Some(add) => self.downloads(spec, add, &opts, scratch.path(), &extract, span)?,
@@ -380,6 +381,18 @@ pub(super) enum SourceTree<'a> {
         tree: Context,
         _dir: Box<crate::store::ScratchDir>,
     },
+}
+
+impl SourceTree<'_> {
+    /// Whether the tree's files have the owners the image gives them: a stage or image
+    /// unpacked by root does (an unprivileged unpack cannot chown, and the context's owners
+    /// are the host's, which Docker never copies).
+    fn owners_kept(&self) -> bool {
+        match self {
+            SourceTree::Context(_) => false,
+            SourceTree::Rootfs { .. } => unpack_options().ownership == layer::Ownership::Preserve,
+        }
+    }
 }
 
 /// `--chown=user[:group]`: numeric ids as they are, names through the image's passwd/group.

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::context::{Context, ContextError};
 use crate::layer::{IdMap as LayerIds, IdRange as LayerRange, LayerIdMap};
 use crate::plan::{self, Mount, MountKind, RunProgram, Sharing};
 use crate::sandbox::{self, CacheSharing, MountSpec, SecretBytes, StepOutcome, StepSpec};
@@ -30,7 +31,7 @@ pub(crate) struct RunEnv<'a> {
     pub user: Option<String>,
     pub workdir: Option<String>,
     pub default_network: sandbox::Network,
-    pub context: Option<&'a Path>,
+    pub context: Option<&'a Context>,
     pub cache_root: PathBuf,
     /// `--secret` values by id.
     pub secrets: &'a BTreeMap<String, SecretBytes>,
@@ -136,13 +137,7 @@ fn mount(m: &Mount, env: &RunEnv) -> Result<MountSpec, String> {
             let ctx = env
                 .context
                 .ok_or("RUN --mount=type=bind needs a build context")?;
-            let rel = m.source.as_deref().unwrap_or("").trim_start_matches('/');
-            let source = ctx.join(rel);
-            if !source.exists() {
-                return Err(format!(
-                    "RUN --mount=type=bind: {rel:?} is not in the build context"
-                ));
-            }
+            let source = bind_source(ctx, m.source.as_deref().unwrap_or(""))?;
             Ok(MountSpec::Bind {
                 source,
                 target,
@@ -153,6 +148,24 @@ fn mount(m: &Mount, env: &RunEnv) -> Result<MountSpec, String> {
         MountKind::Ssh => Err("RUN --mount=type=ssh is not supported by kiln yet".into()),
         _ => Err("RUN --mount with from= is not supported by kiln yet".into()),
     }
+}
+
+/// The host path of a context bind mount's `source`: cleaned against `/` as BuildKit does
+/// (`../../..` is the context itself) and every symlink in it resolved with the context as
+/// `/`, so no source names a file outside the context, read-only or not.
+fn bind_source(ctx: &Context, source: &str) -> Result<PathBuf, String> {
+    let rel = super::copy::clean(source);
+    let missing =
+        || format!("RUN --mount=type=bind: source {source:?} is not in the build context");
+    let real = ctx.resolve(&rel, true).map_err(|e| match e {
+        ContextError::NotFound(_) => missing(),
+        other => format!("RUN --mount=type=bind: source {source:?}: {other}"),
+    })?;
+    if !ctx.contains(&real) {
+        return Err(missing());
+    }
+    ctx.host_path(&real)
+        .map_err(|e| format!("RUN --mount=type=bind: source {source:?}: {e}"))
 }
 
 /// A `type=secret` mount's file, or nothing when the secret is exposed only as an

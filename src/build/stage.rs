@@ -594,7 +594,7 @@ impl<'a> Runner<'a> {
             user: cfg.user.clone().filter(|u| !u.is_empty()),
             workdir: cfg.working_dir.clone().filter(|w| !w.is_empty()),
             default_network: self.req.network,
-            context: self.context.map(|c| c.root()),
+            context: self.context,
             cache_root: self.store.root().join("cache/mounts"),
             secrets: &self.req.secrets,
         };

@@ -21,6 +21,14 @@ pub enum EntrySource {
         path: PathBuf,
         size: u64,
     },
+    /// A regular file at a host path its caller resolved inside a tree (the build context,
+    /// a stage's files), so that no component of it is a symlink. It is opened with
+    /// `RESOLVE_NO_SYMLINKS`: a component swapped for a symlink after that resolution fails
+    /// the layer instead of leading the read out of the tree.
+    ResolvedFile {
+        path: PathBuf,
+        size: u64,
+    },
     /// A small file given in memory (heredoc COPY sources).
     Inline(Vec<u8>),
     Symlink {
@@ -82,14 +90,15 @@ pub fn write_entries(
 }
 
 fn entry_header<'a>(
-    e: &'a LayerEntry,
+    e: &LayerEntry,
+    path: &'a [u8],
     kind: EntryType,
     size: u64,
     link: Option<&'a [u8]>,
     mtime: u64,
 ) -> EntryHeader<'a> {
     EntryHeader {
-        path: e.path.as_bytes(),
+        path,
         kind,
         mode: e.mode,
         uid: e.uid,
@@ -111,7 +120,9 @@ fn append(
         Some(sde) => e.mtime.min(u64::try_from(sde).unwrap_or(0)),
         None => e.mtime,
     };
-    let header = |kind, size, link| entry_header(e, kind, size, link, mtime);
+    // Names and link targets are bytes carried in strings (see `name`).
+    let path = super::name::decode(&e.path);
+    let header = |kind, size, link| entry_header(e, &path, kind, size, link, mtime);
     let source_err = |path: &PathBuf| {
         let path = path.clone();
         move |source| LayerError::Source { path, source }
@@ -125,12 +136,12 @@ fn append(
         )),
         EntrySource::Symlink { target } => out(tarball::append(
             b,
-            &header(EntryType::Symlink, 0, Some(target.as_bytes())),
+            &header(EntryType::Symlink, 0, Some(&super::name::decode(target))),
             io::empty(),
         )),
         EntrySource::Hardlink { target } => out(tarball::append(
             b,
-            &header(EntryType::Link, 0, Some(target.as_bytes())),
+            &header(EntryType::Link, 0, Some(&super::name::decode(target))),
             io::empty(),
         )),
         EntrySource::Inline(bytes) => out(tarball::append(
@@ -138,8 +149,12 @@ fn append(
             &header(EntryType::Regular, bytes.len() as u64, None),
             &bytes[..],
         )),
-        EntrySource::File { path, size } => {
-            let file = File::open(path).map_err(source_err(path))?;
+        EntrySource::File { path, size } | EntrySource::ResolvedFile { path, size } => {
+            let file = match e.source {
+                EntrySource::ResolvedFile { .. } => open_without_symlinks(path),
+                _ => File::open(path),
+            }
+            .map_err(source_err(path))?;
             let cap = usize::try_from(*size)
                 .unwrap_or(usize::MAX)
                 .clamp(512, 256 * 1024);
@@ -159,6 +174,38 @@ fn append(
             })
         }
     }
+}
+
+/// Opens `path` for reading, refusing any symlink on the way (see
+/// [`EntrySource::ResolvedFile`]).
+fn open_without_symlinks(path: &std::path::Path) -> io::Result<File> {
+    use nix::fcntl::{AT_FDCWD, OFlag, OpenHow, ResolveFlag, openat, openat2};
+    use nix::sys::stat::Mode;
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
+    match openat2(AT_FDCWD, path, how) {
+        Err(nix::Error::ENOSYS) => {}
+        other => return Ok(File::from(other?)),
+    }
+    // No openat2 (Linux before 5.6): one component at a time, none of them followed.
+    let names: Vec<&std::ffi::OsStr> = path
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let Some((file, dirs)) = names.split_last() else {
+        return Err(io::Error::from(io::ErrorKind::IsADirectory));
+    };
+    let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut dir = openat(AT_FDCWD, "/", dir_flags, Mode::empty())?;
+    for name in dirs {
+        dir = openat(&dir, *name, dir_flags, Mode::empty())?;
+    }
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    Ok(File::from(openat(&dir, *file, flags, Mode::empty())?))
 }
 
 #[cfg(test)]
@@ -274,6 +321,31 @@ mod tests {
         )];
         match write_entries(lying, &LayerOptions::default(), Vec::new()) {
             Err(LayerError::Source { path, .. }) => assert_eq!(path, host),
+            other => panic!("expected a source error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_resolved_file_behind_a_symlink_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(d.path()).unwrap();
+        std::fs::create_dir(root.join("real")).unwrap();
+        std::fs::write(root.join("real/f"), b"abc").unwrap();
+        std::os::unix::fs::symlink("real", root.join("swapped")).unwrap();
+        let write = |path: PathBuf| {
+            let source = EntrySource::ResolvedFile { path, size: 3 };
+            write_entries(
+                vec![entry("f", source, 0o644)],
+                &LayerOptions::default(),
+                Vec::new(),
+            )
+        };
+        assert!(write(root.join("real/f")).is_ok());
+        // A component that became a symlink after the caller resolved the path.
+        match write(root.join("swapped/f")) {
+            Err(LayerError::Source { source, .. }) => {
+                assert_eq!(source.raw_os_error(), Some(libc::ELOOP))
+            }
             other => panic!("expected a source error, got {other:?}"),
         }
     }

@@ -37,6 +37,7 @@ mod entries;
 mod extract;
 mod hash_thread;
 mod idmap;
+pub mod name;
 mod resolve;
 mod tarball;
 mod unpack;

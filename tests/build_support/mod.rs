@@ -772,3 +772,33 @@ pub fn steps(stderr: &str) -> Vec<StepLog> {
     }
     steps.into_iter().map(|(_, s)| s).collect()
 }
+
+/// Whether any layer of the image holds `needle` anywhere in its tar stream (names, link
+/// targets or content): for asserting that a host file never reached an image.
+pub fn layers_contain(image: &LayoutImage, needle: &[u8]) -> bool {
+    image.layers.iter().any(|layer| {
+        let mut body = Vec::new();
+        decompress(layer).read_to_end(&mut body).unwrap();
+        body.windows(needle.len()).any(|w| w == needle)
+    })
+}
+
+/// Every entry of every layer, bottom layer first: the tar path as raw bytes (names need not
+/// be UTF-8) and a regular file's content or a link's target (empty for the rest).
+pub fn raw_entries(image: &LayoutImage) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    for layer in &image.layers {
+        let mut archive = tar::Archive::new(decompress(layer));
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path_bytes().into_owned();
+            let mut body = match entry.link_name_bytes() {
+                Some(link) => link.into_owned(),
+                None => Vec::new(),
+            };
+            entry.read_to_end(&mut body).unwrap();
+            out.push((path, body));
+        }
+    }
+    out
+}
