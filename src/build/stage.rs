@@ -525,6 +525,7 @@ impl<'a> Runner<'a> {
                 program,
                 mounts,
                 network,
+                insecure,
                 proxy_env,
                 ..
             } => {
@@ -532,6 +533,7 @@ impl<'a> Runner<'a> {
                     program,
                     mounts,
                     network: *network,
+                    insecure: *insecure,
                     proxy_env,
                 };
                 return self.run_step(img, step, &args, id);

@@ -23,9 +23,20 @@
 //! a tmpfs `/dev` with host `null zero full random urandom tty` bound in plus its own `pts` and
 //! `shm`, `/sys` read-only, generated `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname` bound
 //! over the image's (never in the diff; mountpoints the sandbox had to create are removed from
-//! the upper dir afterwards), umask 022, no_new_privs, only fds 0-2 open (stdin is /dev/null),
+//! the upper dir afterwards), umask 022, only fds 0-2 open (stdin is /dev/null),
+//! every signal at SIG_DFL and none blocked,
 //! `USER` resolved through the rootfs `/etc/passwd` and `/etc/group`, missing `WORKDIR`
 //! components created owned by that user (as BuildKit does).
+//!
+//! # Containment (what runc/buildah give a container by default)
+//! containers-common's default capabilities (0x800405fb) in the bounding, permitted,
+//! effective and inheritable sets (none effective for a non-root `USER`), ambient empty;
+//! no_new_privs; a seccomp filter equivalent to Docker's default profile (`security/`);
+//! runc's masked `/proc`/`/sys` paths and read-only `/proc` paths; the root and every
+//! bind `nodev` (only the `/dev` nodes the sandbox binds in work). Plain chroot has no mounts
+//! (no masks, no nodev) and no pid namespace: the progress output says so once.
+//! [`Security::Insecure`] (`RUN --security=insecure`, allowed by the caller) skips the
+//! capabilities, the filter and the masks.
 //!
 //! # The upper dir afterwards
 //! Overlay's own format: whiteouts are 0/0 character devices, opaque directories carry
@@ -62,10 +73,12 @@ mod error;
 mod idmap;
 pub mod init;
 mod mapped;
+mod pidfd;
 mod probe;
 mod protocol;
 mod rootfs;
 mod runner;
+mod security;
 mod snapshot;
 mod user;
 
@@ -77,6 +90,7 @@ pub use idmap::{IdMap, IdRange};
 pub use mapped::{MappedFs, remove_tree_as_mapped_root};
 pub use probe::Probe;
 pub use runner::Cancel;
+pub use security::Security;
 
 /// How strongly a step is isolated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -196,6 +210,9 @@ pub struct StepSpec {
     pub hostname: Option<String>,
     #[serde(default)]
     pub mounts: Vec<MountSpec>,
+    /// `RUN --security=`; [`Security::Insecure`] only when the user allowed it.
+    #[serde(default)]
+    pub security: Security,
 }
 
 /// How a step ended (a non-zero exit is an outcome; setup failures are errors).
@@ -240,6 +257,8 @@ pub struct Sandbox {
     /// Overlay failed once (or is forced off): later steps go straight to the copy.
     no_overlay: std::sync::atomic::AtomicBool,
     warned_copy: std::sync::atomic::AtomicBool,
+    /// The protections this mode cannot apply were reported (once per sandbox).
+    warned_protections: std::sync::atomic::AtomicBool,
     mapped: std::sync::OnceLock<Option<MappedFs>>,
 }
 
@@ -255,6 +274,7 @@ impl Sandbox {
             warned_single_map: Default::default(),
             no_overlay: Default::default(),
             warned_copy: Default::default(),
+            warned_protections: Default::default(),
             mapped: Default::default(),
         }
     }

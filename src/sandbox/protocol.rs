@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use super::security::Security;
 use super::{Network, SecretBytes};
 
 /// The fd the init reports [`Status`] lines on.
@@ -39,6 +40,7 @@ pub(crate) struct InitSpec {
     pub network: Network,
     pub hostname: String,
     pub mounts: Vec<InitMount>,
+    pub security: Security,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
