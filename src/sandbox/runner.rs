@@ -727,3 +727,43 @@ fn is_opaque(dir: &Path) -> bool {
         .iter()
         .any(|name| matches!(xattr::get(dir, name), Ok(Some(v)) if v == b"y"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_paths_must_stay_in_the_upper_dir() {
+        let upper = tempfile::tempdir().unwrap();
+        let up = upper.path();
+        std::fs::create_dir(up.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/", up.join("link")).unwrap();
+        assert_eq!(
+            in_upper(up, Path::new("/etc/hosts")),
+            Some(up.join("etc/hosts"))
+        );
+        assert_eq!(in_upper(up, Path::new("/link")), Some(up.join("link")));
+        for bad in [
+            "etc/hosts",
+            "/../x",
+            "/etc/../../x",
+            "/./etc",
+            "/",
+            "/link/tmp",
+            "//x/..",
+        ] {
+            assert_eq!(in_upper(up, Path::new(bad)), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn forged_created_paths_remove_nothing_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        let upper = dir.path().join("upper");
+        std::fs::create_dir(&upper).unwrap();
+        std::fs::create_dir(dir.path().join("victim")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), upper.join("out")).unwrap();
+        remove_stubs(&upper, &["/../victim", "/out/victim"].map(PathBuf::from));
+        assert!(dir.path().join("victim").is_dir());
+    }
+}

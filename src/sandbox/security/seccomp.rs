@@ -208,3 +208,13 @@ fn x32_filter() -> Option<BpfProgram> {
 fn x32_filter() -> Option<BpfProgram> {
     None
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_filters_compile_for_this_architecture() {
+        let filters = super::Filters::compile().unwrap();
+        assert!(filters.0.len() >= 2);
+        assert!(filters.0.iter().all(|p| !p.is_empty()));
+    }
+}
