@@ -158,16 +158,27 @@ fn the_command_starts_with_default_caps_seccomp_no_new_privs_and_default_signals
     }
 }
 
-/// Plain chroot: the command prints its (host) pid and waits; the status is read from the
-/// host's /proc, then the step is cancelled.
+/// Plain chroot: the host reads the status of the step's command (`sleep`, started without
+/// a shell: busybox sh ignores SIGQUIT itself) from its own /proc, then cancels the step.
 fn plain_chroot_status(setup: &Setup) -> Vec<String> {
-    let spec = setup.spec(Mode::Plain, "status", "echo pid $$; exec sleep 3600");
+    let marker = "86413";
+    let mut spec = setup.spec(Mode::Plain, "status", "");
+    spec.argv = vec!["/bin/sleep".into(), marker.into()];
     let sandbox = Sandbox::new(KILN, Isolation::Chroot).forcing(Mode::Plain.force());
     let cancel = sandbox.cancel_handle();
-    let (progress, rx) = Progress::channel();
     std::thread::scope(|s| {
-        let step = s.spawn(|| sandbox.run_step(&spec, &progress));
-        let pid = wait_for_output(&rx, "pid ");
+        let step = s.spawn(|| sandbox.run_step(&spec, &Progress::none()));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let pid = loop {
+            if let Some(pid) = processes_with(&format!("sleep {marker}")).first() {
+                break *pid;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the step never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         cancel.cancel();
         assert!(
@@ -524,4 +535,30 @@ fn security_insecure_runs_with_full_caps_when_allowed() {
     let full = own_bounding_set();
     assert!(err.contains(&format!("CapEff:\t{full}")), "{err}");
     assert!(err.contains(&format!("CapEff:\t{DEFAULT_CAPS}")), "{err}");
+}
+
+#[test]
+fn plain_chroot_says_once_which_protections_it_lacks() {
+    if !Mode::Plain.available("plain warning") {
+        return;
+    }
+    let setup = setup();
+    let sandbox = Sandbox::new(KILN, Isolation::Chroot).forcing(Mode::Plain.force());
+    let (progress, rx) = Progress::channel();
+    for id in ["first", "second"] {
+        let spec = setup.spec(Mode::Plain, id, "true");
+        assert_eq!(sandbox.run_step(&spec, &progress).unwrap().exit_code, 0);
+    }
+    drop(progress);
+    let warnings: Vec<String> = rx
+        .iter()
+        .filter_map(|e| match e {
+            Event::Warning { message } => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    for said in ["Protections in force", "seccomp", "nodev", "pid namespace"] {
+        assert!(warnings[0].contains(said), "{said}: {warnings:?}");
+    }
 }

@@ -34,7 +34,8 @@
 //! no_new_privs; a seccomp filter equivalent to Docker's default profile (`security/`);
 //! runc's masked `/proc`/`/sys` paths and read-only `/proc` paths; the root and every
 //! bind `nodev` (only the `/dev` nodes the sandbox binds in work). Plain chroot has no mounts
-//! (no masks, no nodev) and no pid namespace: the progress output says so once.
+//! (no masks, no nodev), no pid namespace, and drops CAP_SYS_CHROOT too (chroot(2) would
+//! leave it): its one copy warning says so.
 //! [`Security::Insecure`] (`RUN --security=insecure`, allowed by the caller) skips the
 //! capabilities, the filter and the masks.
 //!
@@ -257,8 +258,6 @@ pub struct Sandbox {
     /// Overlay failed once (or is forced off): later steps go straight to the copy.
     no_overlay: std::sync::atomic::AtomicBool,
     warned_copy: std::sync::atomic::AtomicBool,
-    /// The protections this mode cannot apply were reported (once per sandbox).
-    warned_protections: std::sync::atomic::AtomicBool,
     mapped: std::sync::OnceLock<Option<MappedFs>>,
 }
 
@@ -274,7 +273,6 @@ impl Sandbox {
             warned_single_map: Default::default(),
             no_overlay: Default::default(),
             warned_copy: Default::default(),
-            warned_protections: Default::default(),
             mapped: Default::default(),
         }
     }

@@ -168,7 +168,7 @@ pub(crate) fn run_step(
     if !probe.mount_namespace {
         refuse_without_mounts(spec)?;
     }
-    report_protections(sandbox, probe, spec, progress);
+    report_protections(spec, progress);
     let (mounts, _cache_locks) = resolve_mounts(spec)?;
     let (exit_code, tail, created) = attempt(sandbox, probe, spec, &id_map, mounts, progress)?;
     remove_stubs(&spec.upper_dir, &created);
@@ -226,9 +226,9 @@ fn attempt(
     }
 }
 
-/// Says, once per sandbox, which protections the mode cannot apply, and for each insecure
-/// step that it runs unconfined.
-fn report_protections(sandbox: &Sandbox, probe: &Probe, spec: &StepSpec, progress: &Progress) {
+/// Says, for each insecure step, that it runs unconfined (what plain chroot cannot apply
+/// is said once, with its copy warning).
+fn report_protections(spec: &StepSpec, progress: &Progress) {
     if spec.security == Security::Insecure {
         progress.warn(format!(
             "step {}: RUN --security=insecure: the command runs with every capability, \
@@ -236,22 +236,16 @@ fn report_protections(sandbox: &Sandbox, probe: &Probe, spec: &StepSpec, progres
             spec.id
         ));
     }
-    if !probe.mount_namespace && !sandbox.warned_protections.swap(true, Ordering::Relaxed) {
-        progress.warn(
-            "plain chroot (no mount or pid namespace): RUN steps get the default capabilities, \
-             less CAP_SYS_CHROOT (it would leave a plain chroot), no_new_privs and the \
-             seccomp filter, but no fresh /proc (nothing to mask), no nodev root (device \
-             nodes in the image can be opened) and the host's pid namespace (host processes \
-             can be signalled)",
-        );
-    }
 }
 
 fn copy_warning(probe: &Probe, force: Force) -> String {
     if !probe.mount_namespace {
         format!(
             "no mount namespace: steps run by plain chroot into a copy of their root, \
-             without a fresh /proc ({})",
+             without a fresh /proc ({}). Protections in force: the default capabilities \
+             less CAP_SYS_CHROOT (it would leave a plain chroot), no_new_privs, the seccomp \
+             filter; missing: masked /proc paths, a nodev root (device nodes in the image \
+             can be opened), a pid namespace (host processes can be seen and signalled)",
             probe.reason
         )
     } else if force.no_overlay {
