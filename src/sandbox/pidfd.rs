@@ -76,3 +76,29 @@ impl PidFd {
         rc == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_child_of_the_given_parent_is_accepted() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        let me = nix::unistd::getpid();
+        assert!(PidFd::child_of(pid, me).is_some());
+        // A process that is not the parent's child (a pid a step wrote): refused.
+        assert!(PidFd::child_of(pid, Pid::from_raw(1)).is_none());
+        assert!(PidFd::child_of(me, me).is_none());
+        assert!(PidFd::child_of(Pid::from_raw(-1), me).is_none());
+        let handle = PidFd::child_of(pid, me).unwrap();
+        handle.kill();
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        handle.kill(); // reaped: a no-op, never another process
+    }
+}
