@@ -8,7 +8,8 @@
 //! clone, where namespace flags are checked). As Docker does on kernels >= 4.8, ptrace and
 //! process_vm_readv/writev are allowed (the kernel's own ptrace checks apply). A syscall from
 //! another ABI than the build's (i386 on x86_64, arm32 on aarch64) kills the process;
-//! x32 (x86_64 numbers with bit 30 set) returns EPERM.
+//! x32 (x86_64 numbers with bit 30 set) returns EPERM. Unlike Docker's allow-list, a
+//! syscall newer than this list is allowed.
 
 use std::collections::BTreeMap;
 
@@ -49,6 +50,7 @@ const DENIED: &[i64] = &[
     libc::SYS_open_by_handle_at,
     libc::SYS_open_tree,
     libc::SYS_perf_event_open,
+    libc::SYS_pidfd_getfd,
     libc::SYS_pivot_root,
     libc::SYS_quotactl,
     libc::SYS_quotactl_fd,
