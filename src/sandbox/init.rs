@@ -377,7 +377,7 @@ impl Exec {
             single_id: spec.single_id,
             plain_chroot: !spec.mount_namespace,
             confine: match spec.security {
-                Security::Sandbox => Some(seccomp::Filters::compile()?),
+                Security::Sandbox => Some(seccomp::Filters::compile().map_err(|e| e.chain())?),
                 Security::Insecure => None,
             },
         })
@@ -413,7 +413,7 @@ impl Exec {
             if self.plain_chroot {
                 mask &= !(1 << caps::SYS_CHROOT);
             }
-            caps::restrict_to(mask)?;
+            caps::restrict_to(mask).map_err(|e| e.chain())?;
         }
         if !self.single_id {
             let groups: Vec<Gid> = creds.groups.iter().map(|g| Gid::from_raw(*g)).collect();
@@ -429,7 +429,7 @@ impl Exec {
         nix::unistd::chdir(workdir).map_err(|e| format!("chdir {}: {e}", workdir.display()))?;
         close_inherited_fds();
         if let Some(filters) = &self.confine {
-            filters.apply()?;
+            filters.apply().map_err(|e| e.chain())?;
         }
         Ok(())
     }

@@ -18,6 +18,8 @@ pub(crate) const fn default_mask() -> u64 {
     mask
 }
 
+use super::ConfineError;
+
 const _: () = assert!(default_mask() == 0x8004_05fb);
 
 /// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
@@ -45,7 +47,7 @@ pub(crate) const SYS_CHROOT: u32 = 18;
 /// Drops every capability outside `mask` (a subset of [`default_mask`]) from the bounding
 /// set, then sets permitted, effective and inheritable to exactly `mask` and clears the
 /// ambient set. Needs CAP_SETPCAP, so it runs before the switch to the step's user.
-pub(crate) fn restrict_to(mask: u64) -> Result<(), String> {
+pub(crate) fn restrict_to(mask: u64) -> Result<(), ConfineError> {
     for cap in 0..64u32 {
         if mask & (1 << cap) != 0 {
             continue;
@@ -57,9 +59,7 @@ pub(crate) fn restrict_to(mask: u64) -> Result<(), String> {
             if err.raw_os_error() == Some(libc::EINVAL) {
                 break; // past the kernel's last capability
             }
-            return Err(format!(
-                "dropping capability {cap} from the bounding set: {err}"
-            ));
+            return Err(ConfineError::BoundingSet { cap, source: err });
         }
     }
     let word = |shift: u32| Data {
@@ -75,7 +75,7 @@ pub(crate) fn restrict_to(mask: u64) -> Result<(), String> {
     // SAFETY: capset reads one header and two data words (version 3), both live here.
     let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
     if rc < 0 {
-        return Err(format!("capset: {}", std::io::Error::last_os_error()));
+        return Err(ConfineError::Capset(std::io::Error::last_os_error()));
     }
     // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointer.
     let rc = unsafe {
@@ -88,10 +88,7 @@ pub(crate) fn restrict_to(mask: u64) -> Result<(), String> {
         )
     };
     if rc < 0 {
-        return Err(format!(
-            "clearing the ambient capabilities: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(ConfineError::Ambient(std::io::Error::last_os_error()));
     }
     Ok(())
 }

@@ -18,3 +18,37 @@ pub enum Security {
     /// (BuildKit's `security.insecure`; the caller checks the user allowed it).
     Insecure,
 }
+
+/// Why a command could not be confined (the step does not run then).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfineError {
+    #[error("dropping capability {cap} from the bounding set")]
+    BoundingSet {
+        cap: u32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("setting the permitted, effective and inheritable capabilities (capset)")]
+    Capset(#[source] std::io::Error),
+    #[error("clearing the ambient capabilities")]
+    Ambient(#[source] std::io::Error),
+    #[error("kiln has no seccomp filter for the {0} architecture")]
+    Arch(&'static str),
+    #[error("building the seccomp filter")]
+    Compile(#[source] seccompiler::BackendError),
+    #[error("installing the seccomp filter")]
+    Install(#[source] seccompiler::Error),
+}
+
+impl ConfineError {
+    /// The error and its causes in one line, for the init's status pipe (text only).
+    pub(crate) fn chain(&self) -> String {
+        let mut message = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            message = format!("{message}: {s}");
+            source = s.source();
+        }
+        message
+    }
+}

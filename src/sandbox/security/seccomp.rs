@@ -13,6 +13,8 @@
 
 use std::collections::BTreeMap;
 
+use super::ConfineError;
+
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule, TargetArch,
@@ -108,7 +110,7 @@ pub(crate) struct Filters(Vec<BpfProgram>);
 impl Filters {
     /// Compiles the filters for this build's architecture (before fork: the command's
     /// process only installs them).
-    pub(crate) fn compile() -> Result<Filters, String> {
+    pub(crate) fn compile() -> Result<Filters, ConfineError> {
         let arch = target_arch()?;
         let eperm = SeccompAction::Errno(libc::EPERM as u32);
         let enosys = SeccompAction::Errno(libc::ENOSYS as u32);
@@ -124,20 +126,17 @@ impl Filters {
             vec![rule(vec![cond(0, SeccompCmpOp::Eq, AF_VSOCK)?])?],
         );
         let main = SeccompFilter::new(rules, SeccompAction::Allow, eperm, arch)
-            .map_err(|e| format!("seccomp filter: {e}"))?;
+            .map_err(ConfineError::Compile)?;
         let clone3 = SeccompFilter::new(
             BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
             SeccompAction::Allow,
             enosys,
             arch,
         )
-        .map_err(|e| format!("seccomp filter (clone3): {e}"))?;
+        .map_err(ConfineError::Compile)?;
         let mut programs = vec![
-            main.try_into()
-                .map_err(|e| format!("seccomp filter: {e}"))?,
-            clone3
-                .try_into()
-                .map_err(|e| format!("seccomp filter (clone3): {e}"))?,
+            main.try_into().map_err(ConfineError::Compile)?,
+            clone3.try_into().map_err(ConfineError::Compile)?,
         ];
         programs.extend(x32_filter());
         Ok(Filters(programs))
@@ -145,30 +144,29 @@ impl Filters {
 
     /// Installs the filters in the calling process (no_new_privs is set first by
     /// seccompiler). Nothing but execve may follow.
-    pub(crate) fn apply(&self) -> Result<(), String> {
+    pub(crate) fn apply(&self) -> Result<(), ConfineError> {
         for program in &self.0 {
-            seccompiler::apply_filter(program).map_err(|e| format!("seccomp: {e}"))?;
+            seccompiler::apply_filter(program).map_err(ConfineError::Install)?;
         }
         Ok(())
     }
 }
 
-fn target_arch() -> Result<TargetArch, String> {
+fn target_arch() -> Result<TargetArch, ConfineError> {
     TargetArch::try_from(std::env::consts::ARCH)
-        .map_err(|e| format!("no seccomp filter for {}: {e}", std::env::consts::ARCH))
+        .map_err(|_| ConfineError::Arch(std::env::consts::ARCH))
 }
 
-fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, String> {
-    SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value)
-        .map_err(|e| format!("seccomp condition: {e}"))
+fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, ConfineError> {
+    SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value).map_err(ConfineError::Compile)
 }
 
-fn rule(conditions: Vec<SeccompCondition>) -> Result<SeccompRule, String> {
-    SeccompRule::new(conditions).map_err(|e| format!("seccomp rule: {e}"))
+fn rule(conditions: Vec<SeccompCondition>) -> Result<SeccompRule, ConfineError> {
+    SeccompRule::new(conditions).map_err(ConfineError::Compile)
 }
 
 /// clone with any namespace flag (the flags are argument 0 on x86_64 and aarch64).
-fn clone_rules() -> Result<Vec<SeccompRule>, String> {
+fn clone_rules() -> Result<Vec<SeccompRule>, ConfineError> {
     NAMESPACE_FLAGS
         .iter()
         .map(|&flag| rule(vec![cond(0, SeccompCmpOp::MaskedEq(flag), flag)?]))
@@ -176,7 +174,7 @@ fn clone_rules() -> Result<Vec<SeccompRule>, String> {
 }
 
 /// personality with any value Docker does not list.
-fn personality_rule() -> Result<SeccompRule, String> {
+fn personality_rule() -> Result<SeccompRule, ConfineError> {
     let conds = PERSONALITIES
         .iter()
         .map(|&p| cond(0, SeccompCmpOp::Ne, p))
