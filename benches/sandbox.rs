@@ -47,6 +47,7 @@ fn spec(dir: &Path, lower: &Path, n: usize) -> StepSpec {
         network: Default::default(),
         hostname: None,
         mounts: vec![],
+        security: Default::default(),
     }
 }
 

@@ -82,6 +82,8 @@ pub struct BuildRequest {
     pub platform: Option<crate::platform::Platform>,
     /// `--secret` values by id, for `RUN --mount=type=secret` (their `Debug` is redacted).
     pub secrets: BTreeMap<String, SecretBytes>,
+    /// `--allow security.insecure`: `RUN --security=insecure` may run unconfined.
+    pub allow_insecure: bool,
 }
 
 /// How a build gets a base image that is not in the store (or not for the platform): pulls
@@ -279,6 +281,7 @@ fn plan_options(req: &BuildRequest) -> PlanOptions {
     let mut opts = PlanOptions {
         build_args: req.build_args.clone(),
         target: req.target.clone(),
+        allow_insecure: req.allow_insecure,
         ..PlanOptions::default()
     };
     if let Some(p) = &req.platform {

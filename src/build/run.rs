@@ -16,6 +16,8 @@ pub(crate) struct RunArgs<'a> {
     pub program: &'a RunProgram,
     pub mounts: &'a [Mount],
     pub network: plan::Network,
+    /// `--security=insecure` (the planner refused it unless the user allowed it).
+    pub insecure: bool,
     pub proxy_env: &'a [(String, String)],
 }
 
@@ -90,6 +92,11 @@ pub(crate) fn spec(args: &RunArgs, env: &RunEnv) -> Result<StepSpec, String> {
         network,
         hostname: None,
         mounts,
+        security: if args.insecure {
+            sandbox::Security::Insecure
+        } else {
+            sandbox::Security::Sandbox
+        },
     })
 }
 

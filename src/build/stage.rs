@@ -529,6 +529,7 @@ impl<'a> Runner<'a> {
                 program,
                 mounts,
                 network,
+                insecure,
                 proxy_env,
                 ..
             } => {
@@ -536,6 +537,7 @@ impl<'a> Runner<'a> {
                     program,
                     mounts,
                     network: *network,
+                    insecure: *insecure,
                     proxy_env,
                 };
                 return self.run_step(img, step, &args, id);

@@ -62,6 +62,10 @@ pub struct Args {
     /// Network for RUN steps.
     #[arg(long, value_name = "MODE", default_value = "host", value_parser = ["host", "none"])]
     pub network: String,
+    /// Entitlements, as BuildKit's: `security.insecure` lets `RUN --security=insecure` run
+    /// with every capability, no seccomp filter and an unmasked /proc.
+    #[arg(long = "allow", value_name = "ENTITLEMENT", value_parser = ["security.insecure", "network.host"])]
+    pub allow: Vec<String>,
     /// How RUN steps are isolated.
     #[arg(long, value_name = "MODE", default_value = "auto", value_parser = ["auto", "rootless", "chroot"])]
     pub isolation: String,
@@ -378,6 +382,7 @@ fn request(a: &Args) -> anyhow::Result<BuildRequest> {
         },
         platform: a.platform.as_deref().map(platform).transpose()?,
         secrets: secrets(&a.secrets, |k| std::env::var_os(k))?,
+        allow_insecure: a.allow.iter().any(|e| e == "security.insecure"),
     })
 }
 

@@ -40,6 +40,8 @@ pub fn run(_g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     let mut opts = PlanOptions {
         build_args,
         target: a.target.clone(),
+        // Showing a plan runs nothing: an insecure RUN is listed, not refused.
+        allow_insecure: true,
         ..PlanOptions::default()
     };
     if let Some(p) = &a.platform {

@@ -43,6 +43,10 @@ impl PlanError {
 pub enum PlanErrorKind {
     #[error("the Dockerfile has no FROM: a build starts with FROM <image> (or FROM scratch)")]
     NoFrom,
+    #[error(
+        "RUN --security=insecure runs the command with every capability, no seccomp filter and an unmasked /proc: allow it with `kiln build --allow security.insecure`"
+    )]
+    InsecureNotAllowed,
     #[error("{0} before the first FROM: only ARG may come before FROM")]
     BeforeFrom(String),
     #[error("duplicate stage name {0:?}: give each stage its own name")]

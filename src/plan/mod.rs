@@ -41,6 +41,8 @@ pub struct PlanOptions {
     pub target_platform: Platform,
     /// ENV of base images by reference as written after expansion (from their configs).
     pub base_env: BTreeMap<String, Vec<(String, String)>>,
+    /// `--allow security.insecure`: `RUN --security=insecure` is planned, not refused.
+    pub allow_insecure: bool,
 }
 
 impl Default for PlanOptions {
@@ -52,6 +54,7 @@ impl Default for PlanOptions {
             build_platform: Platform::host().normalized(),
             target_platform: Platform::host().normalized(),
             base_env: BTreeMap::new(),
+            allow_insecure: false,
         }
     }
 }

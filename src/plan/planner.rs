@@ -664,7 +664,10 @@ impl<'a> Planner<'a> {
         };
         let insecure = match run.security.as_deref() {
             None | Some("sandbox") => false,
-            Some("insecure") => true,
+            Some("insecure") if self.opts.allow_insecure => true,
+            Some("insecure") => {
+                return Err(PlanError::at(ins.span, PlanErrorKind::InsecureNotAllowed));
+            }
             Some(other) => {
                 return Err(bad_flag(
                     ins.span,

@@ -19,6 +19,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
 
 use super::protocol::{GO, InitSpec, STATUS_FD, Status};
+use super::security::{Security, caps, seccomp};
 use super::{Network, snapshot, user};
 
 /// Exit code of the init when the sandbox itself failed (not the command).
@@ -54,14 +55,22 @@ fn probe_main() -> ExitCode {
     }
 }
 
-struct StatusPipe(std::fs::File);
+/// The write end of the status pipe. Pid 1 closes its copy before the command is forked,
+/// so the command can never write a status line (e.g. through `/proc/1/fd/3`).
+struct StatusPipe(Option<std::fs::File>);
 
 impl StatusPipe {
     fn send(&mut self, status: &Status) {
         let mut line = serde_json::to_vec(status).expect("status serializes");
         line.push(b'\n');
         // The parent going away is handled by PDEATHSIG; nothing useful to do here.
-        let _ = self.0.write_all(&line);
+        if let Some(file) = &mut self.0 {
+            let _ = file.write_all(&line);
+        }
+    }
+
+    fn close(&mut self) {
+        self.0 = None;
     }
 }
 
@@ -75,8 +84,19 @@ fn outer_main() -> ExitCode {
         eprintln!("__sandbox-init is internal to kiln: it needs the status pipe on fd {STATUS_FD}");
         return ExitCode::from(SETUP_FAILED);
     }
+    // Close-on-exec from here on: no exec of this process tree may inherit it. Whatever
+    // else kiln's caller leaked into this process (a jobserver pipe…) is closed: pid 1
+    // must hold nothing a command could reach through /proc/1/fd.
+    // SAFETY: F_SETFD on an fd checked open above; close_range only closes descriptors,
+    // and none above the status pipe is used by this process.
+    unsafe {
+        libc::fcntl(STATUS_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::syscall(libc::SYS_close_range, STATUS_FD as u32 + 1, u32::MAX, 0u32);
+    }
     // SAFETY: fd 3 is open (checked above) and was set up by the parent for us alone.
-    let mut status = StatusPipe(unsafe { std::fs::File::from_raw_fd(STATUS_FD as RawFd) });
+    let mut status = StatusPipe(Some(unsafe {
+        std::fs::File::from_raw_fd(STATUS_FD as RawFd)
+    }));
     let mut stdin = BufReader::new(std::io::stdin());
     match outer(&mut stdin, &mut status) {
         Ok(code) => code,
@@ -148,7 +168,11 @@ fn outer(stdin: &mut impl BufRead, status: &mut StatusPipe) -> Result<ExitCode, 
         }
         ForkResult::Parent { child } => {
             status.send(&Status::Pid1(child.as_raw()));
-            let code = wait_for(child);
+            let code = if spec.mount_namespace {
+                wait_for(child)
+            } else {
+                kill_group_when_done(child)
+            };
             if let Some(before) = before {
                 finish_copy(&spec, before, code)?;
             }
@@ -218,24 +242,26 @@ fn pid1(spec: &InitSpec, status: &mut StatusPipe) -> Result<i32, String> {
     create_workdir(&workdir, &creds)
         .map_err(|e| format!("WORKDIR {}: {e}", spec.workdir.display()))?;
     let exec = Exec::prepare(spec, &creds)?;
-    status.send(&Status::Running);
-    // SAFETY: pid 1 is single-threaded (forked from the single-threaded outer process).
-    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
-        ForkResult::Child => exec.run(&creds, &workdir),
-        ForkResult::Parent { child } => {
-            if !spec.mount_namespace {
-                // No pid namespace to tear down: the caller cancels by killing the command's
-                // process group (it calls setsid) instead.
-                status.send(&Status::Pid1(child.as_raw()));
-                let code = reap_until(child);
-                // What it left running in its group must not outlive the step (and write
-                // into the copy while it is diffed).
-                let _ = nix::sys::signal::kill(Pid::from_raw(-child.as_raw()), Signal::SIGKILL);
-                return Ok(code);
-            }
-            Ok(reap_until(child))
-        }
+    if !spec.mount_namespace {
+        // No pid namespace to tear down: the caller cancels by killing this process's
+        // group, which the command joins (it does not call setsid itself then). Leaving the
+        // terminal's group also keeps its Ctrl-C for kiln.
+        nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     }
+    status.send(&Status::Running);
+    // The last status line: the command must not inherit (or find in /proc/1/fd) the pipe.
+    status.close();
+    // SAFETY: pid 1 is single-threaded (forked from the single-threaded outer process).
+    let child = match unsafe { fork() } {
+        Ok(ForkResult::Child) => exec.run(&creds, &workdir),
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => {
+            // The status pipe is closed: stderr is the only way left to say why.
+            let _ = writeln!(std::io::stderr(), "kiln sandbox: fork: {e}");
+            return Ok(SETUP_FAILED as i32);
+        }
+    };
+    Ok(reap_until(child))
 }
 
 /// Creates the missing parts of the working directory, owned by the step's user (as
@@ -273,6 +299,31 @@ fn wait_for(child: Pid) -> i32 {
     }
 }
 
+/// Plain chroot: waits for pid 1 (the leader of the step's process group) to exit, kills
+/// what the command left running in that group (it must not outlive the step nor write
+/// into the copy while it is diffed), then reaps pid 1. Killing before reaping means the
+/// group id is still pid 1's own and cannot name another process group.
+fn kill_group_when_done(pid1: Pid) -> i32 {
+    loop {
+        // SAFETY: siginfo_t is plain data that waitid fills in; zeroed is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid writes only into `info`; WNOWAIT leaves pid 1 a zombie.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid1.as_raw() as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if rc == 0 || nix::errno::Errno::last() != nix::errno::Errno::EINTR {
+            break;
+        }
+    }
+    let _ = nix::sys::signal::kill(Pid::from_raw(-pid1.as_raw()), Signal::SIGKILL);
+    wait_for(pid1)
+}
+
 /// Reaps every child (pid 1 inherits orphans) until `main` has exited.
 fn reap_until(main: Pid) -> i32 {
     loop {
@@ -291,6 +342,11 @@ struct Exec {
     argv: Vec<CString>,
     env: Vec<CString>,
     single_id: bool,
+    /// Plain chroot: the command stays in pid 1's process group (the cancel target)
+    /// instead of starting a session of its own, and runs without CAP_SYS_CHROOT.
+    plain_chroot: bool,
+    /// `None` for `RUN --security=insecure`: full capabilities, no filter.
+    confine: Option<seccomp::Filters>,
 }
 
 impl Exec {
@@ -319,6 +375,11 @@ impl Exec {
                 .collect::<Result<_, _>>()?,
             env: env.iter().map(|e| cstr(e)).collect::<Result<_, _>>()?,
             single_id: spec.single_id,
+            plain_chroot: !spec.mount_namespace,
+            confine: match spec.security {
+                Security::Sandbox => Some(seccomp::Filters::compile().map_err(|e| e.chain())?),
+                Security::Insecure => None,
+            },
         })
     }
 
@@ -337,10 +398,23 @@ impl Exec {
         std::process::exit(127)
     }
 
+    /// Order matters: the bounding set needs CAP_SETPCAP (before the uid switch), the uid
+    /// switch needs CAP_SETUID (kept in the default set), seccomp comes last (it forbids
+    /// nothing execve needs, but would forbid the setup).
     fn drop_privileges(&self, creds: &user::Credentials, workdir: &Path) -> Result<(), String> {
-        // Its own session: a terminal's Ctrl-C reaches kiln, which then kills the step.
-        let _ = nix::unistd::setsid();
+        if !self.plain_chroot {
+            // Its own session: a terminal's Ctrl-C reaches kiln, which then kills the step.
+            let _ = nix::unistd::setsid();
+        }
+        reset_signals();
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+        if self.confine.is_some() {
+            let mut mask = caps::default_mask();
+            if self.plain_chroot {
+                mask &= !(1 << caps::SYS_CHROOT);
+            }
+            caps::restrict_to(mask).map_err(|e| e.chain())?;
+        }
         if !self.single_id {
             let groups: Vec<Gid> = creds.groups.iter().map(|g| Gid::from_raw(*g)).collect();
             nix::unistd::setgroups(&groups)
@@ -354,8 +428,37 @@ impl Exec {
         nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
         nix::unistd::chdir(workdir).map_err(|e| format!("chdir {}: {e}", workdir.display()))?;
         close_inherited_fds();
+        if let Some(filters) = &self.confine {
+            filters.apply().map_err(|e| e.chain())?;
+        }
         Ok(())
     }
+}
+
+/// Every signal back to SIG_DFL and none blocked: exec keeps SIG_IGN (the Rust runtime
+/// ignores SIGPIPE, so `yes | head -1` would never end; kiln's caller may ignore others) and
+/// the blocked mask (the parent blocks SIGINT/SIGTERM for its handler thread).
+fn reset_signals() {
+    // The kernel's struct sigaction with handler SIG_DFL (0), no flags, no restorer and an
+    // empty mask: all zero on x86_64 and aarch64.
+    let default = [0u64; 4];
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads one kernel sigaction (32 bytes, `default`) and writes
+        // nothing (null old action); the raw syscall also reaches the signals glibc reserves.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                default.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            );
+        }
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 
 fn unmapped(what: &str, id: u32, e: nix::errno::Errno, single_id: bool) -> String {

@@ -23,9 +23,21 @@
 //! a tmpfs `/dev` with host `null zero full random urandom tty` bound in plus its own `pts` and
 //! `shm`, `/sys` read-only, generated `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname` bound
 //! over the image's (never in the diff; mountpoints the sandbox had to create are removed from
-//! the upper dir afterwards), umask 022, no_new_privs, only fds 0-2 open (stdin is /dev/null),
+//! the upper dir afterwards), umask 022, only fds 0-2 open (stdin is /dev/null),
+//! every signal at SIG_DFL and none blocked,
 //! `USER` resolved through the rootfs `/etc/passwd` and `/etc/group`, missing `WORKDIR`
 //! components created owned by that user (as BuildKit does).
+//!
+//! # Containment (what runc/buildah give a container by default)
+//! containers-common's default capabilities (0x800405fb) in the bounding, permitted,
+//! effective and inheritable sets (none effective for a non-root `USER`), ambient empty;
+//! no_new_privs; a seccomp filter equivalent to Docker's default profile (`security/`);
+//! runc's masked `/proc`/`/sys` paths and read-only `/proc` paths; the root and every
+//! bind `nodev` (only the `/dev` nodes the sandbox binds in work). Plain chroot has no mounts
+//! (no masks, no nodev), no pid namespace, and drops CAP_SYS_CHROOT too (chroot(2) would
+//! leave it): its one copy warning says so.
+//! [`Security::Insecure`] (`RUN --security=insecure`, allowed by the caller) skips the
+//! capabilities, the filter and the masks.
 //!
 //! # The upper dir afterwards
 //! Overlay's own format: whiteouts are 0/0 character devices, opaque directories carry
@@ -62,10 +74,12 @@ mod error;
 mod idmap;
 pub mod init;
 mod mapped;
+mod pidfd;
 mod probe;
 mod protocol;
 mod rootfs;
 mod runner;
+mod security;
 mod snapshot;
 mod user;
 
@@ -77,6 +91,7 @@ pub use idmap::{IdMap, IdRange};
 pub use mapped::{MappedFs, remove_tree_as_mapped_root};
 pub use probe::Probe;
 pub use runner::Cancel;
+pub use security::Security;
 
 /// How strongly a step is isolated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -196,6 +211,9 @@ pub struct StepSpec {
     pub hostname: Option<String>,
     #[serde(default)]
     pub mounts: Vec<MountSpec>,
+    /// `RUN --security=`; [`Security::Insecure`] only when the user allowed it.
+    #[serde(default)]
+    pub security: Security,
 }
 
 /// How a step ended (a non-zero exit is an outcome; setup failures are errors).

@@ -1,8 +1,15 @@
 //! What the parent tells the re-executed init (one JSON line on its stdin, then `go`), and
 //! what the init reports back (JSON lines on fd 3). Host paths are resolved by the parent.
+//!
+//! The parent believes a status line only as far as it can check it: pid 1 closes the pipe
+//! before the command starts (the command never holds it), `Created` and `Unshared` after
+//! `Running` are ignored, a `Created` path must be `/` and normal components whose parents
+//! are real directories of the upper dir, and a `Pid1` must be a child of the outer init
+//! (see `runner.rs`).
 
 use std::path::PathBuf;
 
+use super::security::Security;
 use super::{Network, SecretBytes};
 
 /// The fd the init reports [`Status`] lines on.
@@ -39,6 +46,7 @@ pub(crate) struct InitSpec {
     pub network: Network,
     pub hostname: String,
     pub mounts: Vec<InitMount>,
+    pub security: Security,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

@@ -12,6 +12,22 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::statvfs::{FsFlags, statvfs};
 
 use super::protocol::{InitMount, InitSpec, OVERLAY_FAILED};
+use super::security::Security;
+
+/// runc's default masked paths: `/dev/null` over files, an empty read-only tmpfs over dirs.
+const MASKED_PROC: [&str; 8] = [
+    "acpi",
+    "kcore",
+    "keys",
+    "latency_stats",
+    "timer_list",
+    "timer_stats",
+    "sched_debug",
+    "scsi",
+];
+const MASKED_SYS: [&str; 2] = ["firmware", "devices/virtual/powercap"];
+/// runc's default read-only paths.
+const READ_ONLY_PROC: [&str; 6] = ["asound", "bus", "fs", "irq", "sys", "sysrq-trigger"];
 
 type Res<T> = Result<T, String>;
 
@@ -31,7 +47,10 @@ pub(crate) fn prepare(spec: &InitSpec, created: &mut dyn FnMut(&Path)) -> Res<()
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mnt(Some("proc"), &proc_dir, Some("proc"), nosuid, None)?;
     mount_dev(root, created)?;
-    mount_sys(root, created);
+    let sys_dir = mount_sys(root, created);
+    if spec.security == Security::Sandbox {
+        mask_kernel_paths(&proc_dir, sys_dir.as_deref())?;
+    }
     for (source, name) in &spec.etc_files {
         let target = ensure(root, format!("/etc/{name}"), Kind::File, created)?;
         bind(source, &target, true)?;
@@ -51,11 +70,13 @@ fn mount_overlay(spec: &InitSpec) -> Res<()> {
     let data = overlay_options(spec, &links)?;
     // The short lower dir names are relative to `links`: mount from there.
     nix::unistd::chdir(&links).map_err(|e| format!("chdir {}: {e}", links.display()))?;
+    // nodev: a base layer may ship a block device node for the host's disk; only the /dev
+    // nodes bound in below may work.
     let mounted = mnt(
         Some("overlay"),
         &spec.merged,
         Some("overlay"),
-        MsFlags::empty(),
+        MsFlags::MS_NODEV,
         Some(&data),
     );
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
@@ -94,6 +115,31 @@ fn overlay_options(spec: &InitSpec, links: &Path) -> Res<String> {
         ));
     }
     Ok(data)
+}
+
+/// runc's masked and read-only paths over the fresh `/proc` and `/sys` (kernel file systems:
+/// no image symlink can redirect these joins). A path this kernel lacks is skipped.
+fn mask_kernel_paths(proc_dir: &Path, sys_dir: Option<&Path>) -> Res<()> {
+    let sys = sys_dir
+        .into_iter()
+        .flat_map(|d| MASKED_SYS.map(|p| d.join(p)));
+    for path in MASKED_PROC.map(|p| proc_dir.join(p)).into_iter().chain(sys) {
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("masking {}: {e}", path.display())),
+            Ok(m) if m.is_dir() => {
+                let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+                mnt(Some("tmpfs"), &path, Some("tmpfs"), ro, Some("size=0"))?;
+            }
+            Ok(_) => bind_as_is(Path::new("/dev/null"), &path)?,
+        }
+    }
+    for path in READ_ONLY_PROC.map(|p| proc_dir.join(p)) {
+        if path.exists() {
+            bind(&path, &path, true)?;
+        }
+    }
+    Ok(())
 }
 
 /// Plain chroot(2) into the copy, for containers that forbid mount namespaces: no mounts at
@@ -140,7 +186,7 @@ fn mount_dev(root: &Path, created: &mut dyn FnMut(&Path)) -> Res<()> {
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let target = dev.join(name);
         std::fs::write(&target, b"").map_err(|e| format!("{}: {e}", target.display()))?;
-        bind(&Path::new("/dev").join(name), &target, false)?;
+        bind_as_is(&Path::new("/dev").join(name), &target)?;
     }
     for dir in ["pts", "shm"] {
         std::fs::create_dir(dev.join(dir)).map_err(|e| format!("/dev/{dir}: {e}"))?;
@@ -178,13 +224,11 @@ fn mount_dev(root: &Path, created: &mut dyn FnMut(&Path)) -> Res<()> {
 /// `/sys` read-only where the kernel lets us: a fresh sysfs (root, or a private network
 /// namespace), else a bind of the host's (without its cgroup submounts when allowed). When it
 /// cannot be made read-only it is not mounted at all rather than left writable.
-fn mount_sys(root: &Path, created: &mut dyn FnMut(&Path)) {
-    let Ok(sys) = ensure(root, "/sys", Kind::Dir, created) else {
-        return;
-    };
+fn mount_sys(root: &Path, created: &mut dyn FnMut(&Path)) -> Option<PathBuf> {
+    let sys = ensure(root, "/sys", Kind::Dir, created).ok()?;
     let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     if mnt(Some("sysfs"), &sys, Some("sysfs"), ro, None).is_ok() {
-        return;
+        return Some(sys);
     }
     // In a user namespace a bind of a mount with submounts must be recursive (EINVAL).
     let bound = mnt(Some("/sys"), &sys, None, MsFlags::MS_BIND, None).or_else(|_| {
@@ -196,9 +240,14 @@ fn mount_sys(root: &Path, created: &mut dyn FnMut(&Path)) {
             None,
         )
     });
-    if bound.is_ok() && remount_readonly(&sys).is_err() {
-        let _ = umount2(&sys, MntFlags::MNT_DETACH);
+    if bound.is_err() {
+        return None;
     }
+    if remount(&sys, MsFlags::MS_RDONLY).is_err() {
+        let _ = umount2(&sys, MntFlags::MNT_DETACH);
+        return None;
+    }
+    Some(sys)
 }
 
 fn mount_one(spec: &InitSpec, i: usize, m: &InitMount, created: &mut dyn FnMut(&Path)) -> Res<()> {
@@ -252,7 +301,7 @@ fn mount_one(spec: &InitSpec, i: usize, m: &InitMount, created: &mut dyn FnMut(&
                 Some("overlay"),
                 &target,
                 Some("overlay"),
-                MsFlags::empty(),
+                MsFlags::MS_NODEV,
                 Some(&data),
             )
         }
@@ -304,26 +353,35 @@ fn pivot(root: &Path) -> Res<()> {
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))
 }
 
+/// A bind of image, context or cache content: always `nodev` (another stage's root or a
+/// cache may hold device nodes), read-only when asked.
 fn bind(source: &Path, target: &Path, readonly: bool) -> Res<()> {
+    bind_as_is(source, target)?;
+    let mut flags = MsFlags::MS_NODEV;
+    if readonly {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    remount(target, flags)
+}
+
+/// A bind that keeps the source's flags: the `/dev` nodes the sandbox binds in.
+fn bind_as_is(source: &Path, target: &Path) -> Res<()> {
     mnt(
         Some(source),
         target,
         None,
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None,
-    )?;
-    if readonly {
-        remount_readonly(target)?;
-    }
-    Ok(())
+    )
 }
 
-/// Read-only remount of a bind; in a user namespace the source's nosuid/nodev/noexec are
-/// locked and must be repeated or the kernel refuses.
-fn remount_readonly(target: &Path) -> Res<()> {
+/// Remounts a bind with `extra` flags added; in a user namespace the source's
+/// nosuid/nodev/noexec/atime flags are locked and must be repeated or the kernel refuses.
+fn remount(target: &Path, extra: MsFlags) -> Res<()> {
     let st = statvfs(target).map_err(|e| format!("statvfs {}: {e}", target.display()))?;
-    let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+    let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | extra;
     let locked = [
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
         (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
         (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
         (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),

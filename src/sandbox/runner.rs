@@ -16,9 +16,12 @@ use nix::unistd::Pid;
 
 use super::cache::CacheLock;
 use super::idmap::{self, IdMap};
+use super::pidfd::PidFd;
 use super::protocol::{GO, InitMount, InitSpec, OVERLAY_FAILED, STATUS_FD, Status};
 use super::rootfs::overlay_safe;
-use super::{Force, Isolation, MountSpec, Probe, Sandbox, SandboxError, StepOutcome, StepSpec};
+use super::{
+    Force, Isolation, MountSpec, Probe, Sandbox, SandboxError, Security, StepOutcome, StepSpec,
+};
 use crate::progress::{Event, Progress};
 
 /// How many trailing output lines a [`StepOutcome`] keeps.
@@ -26,7 +29,8 @@ const TAIL_LINES: usize = 20;
 
 /// Kills running steps: every process of each step dies (its pid 1 is killed, which ends the
 /// pid namespace) and `run_step` returns [`SandboxError::Interrupted`]. Steps started after
-/// a cancel fail at once.
+/// a cancel fail at once. Signals go only through pidfds of processes kiln started: the
+/// outer init (kiln's child) and the pid 1 it forked (checked to be its child).
 #[derive(Debug, Clone, Default)]
 pub struct Cancel(Arc<Mutex<CancelState>>);
 
@@ -34,18 +38,62 @@ pub struct Cancel(Arc<Mutex<CancelState>>);
 struct CancelState {
     cancelled: bool,
     next: u64,
-    running: Vec<(u64, Pid, Option<Pid>)>,
+    running: Vec<Running>,
+}
+
+#[derive(Debug)]
+struct Running {
+    token: u64,
+    outer: Outer,
+    pid1: Option<Pid1>,
+}
+
+/// The outer init: a pidfd, or its pid where pidfds are missing (kernels before 5.3; it is
+/// kiln's unreaped child while registered, so the pid is still its own).
+#[derive(Debug)]
+enum Outer {
+    Handle(PidFd),
+    Pid(Pid),
+}
+
+impl Outer {
+    fn kill(&self) {
+        match self {
+            Outer::Handle(h) => h.kill(),
+            Outer::Pid(p) => {
+                let _ = kill(*p, Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Pid1 {
+    handle: PidFd,
+    /// Plain chroot: no pid namespace; pid 1 leads the process group the command is in.
+    group: bool,
+}
+
+impl Pid1 {
+    fn kill(&self) {
+        if self.group {
+            // Pid 1 is unreaped while the step is registered: its pid still names its own
+            // group (outer kills the group before reaping it).
+            let _ = kill(Pid::from_raw(-self.handle.pid().as_raw()), Signal::SIGKILL);
+        }
+        self.handle.kill();
+    }
 }
 
 impl Cancel {
     pub fn cancel(&self) {
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
         state.cancelled = true;
-        for (_, outer, pid1) in &state.running {
-            if let Some(pid1) = pid1 {
-                kill_tree(*pid1);
+        for running in &state.running {
+            if let Some(pid1) = &running.pid1 {
+                pid1.kill();
             }
-            let _ = kill(*outer, Signal::SIGKILL);
+            running.outer.kill();
         }
     }
 
@@ -54,38 +102,39 @@ impl Cancel {
     }
 
     fn register(&self, outer: Pid) -> u64 {
+        let outer = PidFd::open(outer).map_or(Outer::Pid(outer), Outer::Handle);
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
         state.next += 1;
         let token = state.next;
-        state.running.push((token, outer, None));
         if state.cancelled {
-            let _ = kill(outer, Signal::SIGKILL);
+            outer.kill();
         }
+        state.running.push(Running {
+            token,
+            outer,
+            pid1: None,
+        });
         token
     }
 
-    fn set_pid1(&self, token: u64, pid1: Pid) {
+    /// Records the step's pid 1, once.
+    fn set_pid1(&self, token: u64, pid1: Pid1) {
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let cancelled = state.cancelled;
-        if let Some(entry) = state.running.iter_mut().find(|e| e.0 == token) {
-            entry.2 = Some(pid1);
+        if let Some(entry) = state.running.iter_mut().find(|e| e.token == token)
+            && entry.pid1.is_none()
+        {
             if cancelled {
-                kill_tree(pid1);
+                pid1.kill();
             }
+            entry.pid1 = Some(pid1);
         }
     }
 
     fn unregister(&self, token: u64) {
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        state.running.retain(|e| e.0 != token);
+        state.running.retain(|e| e.token != token);
     }
-}
-
-/// Kills a step's pid 1 (with a pid namespace that is the whole tree) and, for plain chroot
-/// where it is the command itself, its process group.
-fn kill_tree(pid: Pid) {
-    let _ = kill(pid, Signal::SIGKILL);
-    let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
 }
 
 pub(crate) fn run_step(
@@ -119,6 +168,7 @@ pub(crate) fn run_step(
     if !probe.mount_namespace {
         refuse_without_mounts(spec)?;
     }
+    report_protections(spec, progress);
     let (mounts, _cache_locks) = resolve_mounts(spec)?;
     let (exit_code, tail, created) = attempt(sandbox, probe, spec, &id_map, mounts, progress)?;
     remove_stubs(&spec.upper_dir, &created);
@@ -176,11 +226,26 @@ fn attempt(
     }
 }
 
+/// Says, for each insecure step, that it runs unconfined (what plain chroot cannot apply
+/// is said once, with its copy warning).
+fn report_protections(spec: &StepSpec, progress: &Progress) {
+    if spec.security == Security::Insecure {
+        progress.warn(format!(
+            "step {}: RUN --security=insecure: the command runs with every capability, \
+             no seccomp filter and an unmasked /proc",
+            spec.id
+        ));
+    }
+}
+
 fn copy_warning(probe: &Probe, force: Force) -> String {
     if !probe.mount_namespace {
         format!(
             "no mount namespace: steps run by plain chroot into a copy of their root, \
-             without a fresh /proc ({})",
+             without a fresh /proc ({}). Protections in force: the default capabilities \
+             less CAP_SYS_CHROOT (it would leave a plain chroot), no_new_privs, the seccomp \
+             filter; missing: masked /proc paths, a nodev root (device nodes in the image \
+             can be opened), a pid namespace (host processes can be seen and signalled)",
             probe.reason
         )
     } else if force.no_overlay {
@@ -390,6 +455,7 @@ impl StateDir {
             network: spec.network,
             hostname: spec.hostname.clone().unwrap_or_else(|| "kiln".into()),
             mounts,
+            security: spec.security,
         }
     }
 
@@ -517,10 +583,14 @@ fn converse(
     // A dead child (EPIPE) shows up as a setup error or exit status below.
     let _ = stdin.write_all(&line);
     let (mut created, mut error) = (Vec::new(), None);
+    // Nothing of the step's may speak after `Running` (pid 1 closed the pipe, the command
+    // never had it); the outer's `Pid1` may still arrive then, and is checked anyway.
+    let mut running = false;
+    let outer = Pid::from_raw(pid as i32);
     for raw in BufReader::new(status_file).lines() {
         let raw = raw.map_err(io_err)?;
         match serde_json::from_str::<Status>(&raw) {
-            Ok(Status::Unshared) => {
+            Ok(Status::Unshared) if !running => {
                 if !map.is_identity()
                     && let Err(e) = idmap::apply(pid, map)
                 {
@@ -529,10 +599,16 @@ fn converse(
                 }
                 let _ = writeln!(stdin, "{GO}");
             }
-            Ok(Status::Pid1(p)) => cancel.set_pid1(token, Pid::from_raw(p)),
-            Ok(Status::Created(p)) => created.push(p),
+            Ok(Status::Pid1(p)) => {
+                if let Some(handle) = PidFd::child_of(Pid::from_raw(p), outer) {
+                    let group = !init.mount_namespace;
+                    cancel.set_pid1(token, Pid1 { handle, group });
+                }
+            }
+            Ok(Status::Created(p)) if !running => created.push(p),
             Ok(Status::Error(e)) => error = Some(e),
-            Ok(Status::Running) => {}
+            Ok(Status::Running) => running = true,
+            Ok(_) => {} // a line out of order: not from kiln's init, ignored
             Err(e) => error = Some(format!("unreadable status from the init ({e}): {raw}")),
         }
     }
@@ -572,14 +648,20 @@ fn stream_lines(
 /// Takes the mountpoints the sandbox created out of the diff, deepest first, when they are
 /// still what the sandbox made (an empty file or an empty directory). A directory that was
 /// only copied up to hold such a mountpoint (e.g. `/etc` for a missing `/etc/hosts`) goes
-/// too, when it is empty and not opaque: the lower one shows through again.
+/// too, when it is empty and not opaque: the lower one shows through again. Paths come from
+/// the init: each must be an absolute path of normal components whose parents are real
+/// directories of the upper dir, or it is skipped.
 fn remove_stubs(upper: &Path, created: &[PathBuf]) {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let created: Vec<&Path> = created
+        .iter()
+        .filter(|p| in_upper(upper, p).is_some())
+        .map(PathBuf::as_path)
+        .collect();
     for inside in created.iter().rev() {
-        let Ok(rel) = inside.strip_prefix("/") else {
+        let Some(path) = in_upper(upper, inside) else {
             continue;
         };
-        let path = upper.join(rel);
         match std::fs::symlink_metadata(&path) {
             Ok(m) if m.is_dir() => {
                 let _ = std::fs::remove_dir(&path); // fails (kept) when not empty
@@ -594,26 +676,87 @@ fn remove_stubs(upper: &Path, created: &[PathBuf]) {
             _ => {}
         }
     }
-    for inside in created {
-        let Some(parent) = inside.parent().and_then(|p| p.strip_prefix("/").ok()) else {
+    for inside in &created {
+        let Some(parent) = inside.parent() else {
             continue;
         };
-        if parent.as_os_str().is_empty()
-            || created
-                .iter()
-                .any(|c| c.strip_prefix("/").ok() == Some(parent))
-        {
+        if parent == Path::new("/") || created.contains(&parent) {
             continue;
         }
-        let dir = upper.join(parent);
-        if !is_opaque(&dir) {
+        let Some(dir) = in_upper(upper, parent) else {
+            continue;
+        };
+        if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) && !is_opaque(&dir) {
             let _ = std::fs::remove_dir(&dir); // fails (kept) when not empty
         }
     }
+}
+
+/// The upper dir's path for `inside` (a path in the step's root), only when `inside` is
+/// `/` followed by normal components (no `..`, `.` or second root) and every parent of it
+/// in the upper dir is a real directory (not a symlink out of it).
+fn in_upper(upper: &Path, inside: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let mut components = inside.components();
+    if components.next() != Some(Component::RootDir) {
+        return None;
+    }
+    let parts: Vec<_> = components.collect();
+    if parts.is_empty() || !parts.iter().all(|c| matches!(c, Component::Normal(_))) {
+        return None;
+    }
+    let mut path = upper.to_path_buf();
+    for (n, part) in parts.iter().enumerate() {
+        path.push(part);
+        let last = n + 1 == parts.len();
+        if !last && !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            return None;
+        }
+    }
+    Some(path)
 }
 
 fn is_opaque(dir: &Path) -> bool {
     ["user.overlay.opaque", "trusted.overlay.opaque"]
         .iter()
         .any(|name| matches!(xattr::get(dir, name), Ok(Some(v)) if v == b"y"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_paths_must_stay_in_the_upper_dir() {
+        let upper = tempfile::tempdir().unwrap();
+        let up = upper.path();
+        std::fs::create_dir(up.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/", up.join("link")).unwrap();
+        assert_eq!(
+            in_upper(up, Path::new("/etc/hosts")),
+            Some(up.join("etc/hosts"))
+        );
+        assert_eq!(in_upper(up, Path::new("/link")), Some(up.join("link")));
+        for bad in [
+            "etc/hosts",
+            "/../x",
+            "/etc/../../x",
+            "/",
+            "/link/tmp",
+            "//x/..",
+        ] {
+            assert_eq!(in_upper(up, Path::new(bad)), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn forged_created_paths_remove_nothing_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        let upper = dir.path().join("upper");
+        std::fs::create_dir(&upper).unwrap();
+        std::fs::create_dir(dir.path().join("victim")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), upper.join("out")).unwrap();
+        remove_stubs(&upper, &["/../victim", "/out/victim"].map(PathBuf::from));
+        assert!(dir.path().join("victim").is_dir());
+    }
 }

@@ -234,6 +234,7 @@ pub fn spec(id: &str, dir: &Path, lower: &Path, script: &str) -> StepSpec {
         network: Default::default(),
         hostname: None,
         mounts: vec![],
+        security: Default::default(),
     }
 }
 
