@@ -34,6 +34,9 @@ pub enum ContextError {
     Io { path: PathBuf, source: io::Error },
     #[error("build context path {0:?} is not in the context (it may be excluded by .dockerignore)")]
     NotFound(String),
+    /// Ctrl-C or SIGTERM while walking or hashing (see [`crate::progress::interrupt`]).
+    #[error("interrupted while reading the build context")]
+    Interrupted,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ContextError + '_ {
@@ -257,6 +260,9 @@ impl Context {
 
     /// One child of a directory and, for a directory, everything included below it.
     fn walk_child(&self, child: String, dirent: &fs::DirEntry) -> Result<Walked, ContextError> {
+        if crate::progress::interrupted() {
+            return Err(ContextError::Interrupted);
+        }
         let excluded = self.excluded(&child);
         if excluded && self.ignore.can_skip_dir(&child) {
             return Ok(Walked::Skipped);
@@ -324,6 +330,9 @@ impl Context {
     }
 
     fn hash_file(&self, rel: &str) -> Result<Digest, ContextError> {
+        if crate::progress::interrupted() {
+            return Err(ContextError::Interrupted);
+        }
         let path = self.host_path(rel);
         let file = File::open(&path).map_err(io_err(&path))?;
         let (digest, _) = Digest::of_reader(file).map_err(io_err(&path))?;

@@ -75,25 +75,14 @@ impl Renderer {
 fn render(events: Receiver<Event>, mode: Mode) {
     let start = Instant::now();
     match mode {
-        Mode::Json => {
-            for e in events {
-                eprintln!("{}", json_line(&e, start.elapsed()));
-            }
-        }
-        Mode::Quiet => {
-            for e in events {
-                if let Event::Warning { message } = e {
-                    eprintln!("warning: {message}");
-                }
-            }
-        }
+        Mode::Json => lines_of(events, |e| vec![json_line(&e, start.elapsed())]),
+        Mode::Quiet => lines_of(events, |e| match e {
+            Event::Warning { message } => vec![format!("warning: {message}")],
+            _ => Vec::new(),
+        }),
         Mode::Plain => {
             let mut plain = Plain::new();
-            for e in events {
-                for line in plain.event(&e, Instant::now()) {
-                    eprintln!("{line}");
-                }
-            }
+            lines_of(events, |e| plain.event(&e, Instant::now()));
             for line in plain.finish(Instant::now()) {
                 eprintln!("{line}");
             }
@@ -106,6 +95,32 @@ fn render(events: Receiver<Event>, mode: Mode) {
             tty.finish();
         }
     }
+}
+
+/// Writes the lines `show` makes of each event to stderr, buffered while more events are
+/// queued and flushed as soon as none is: a flood of output costs few system calls, and a
+/// quiet moment still shows everything at once.
+fn lines_of(events: Receiver<Event>, mut show: impl FnMut(Event) -> Vec<String>) {
+    use std::io::Write;
+    use std::sync::mpsc::TryRecvError;
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
+    loop {
+        let e = match events.try_recv() {
+            Ok(e) => e,
+            Err(TryRecvError::Empty) => {
+                let _ = out.flush();
+                match events.recv() {
+                    Ok(e) => e,
+                    Err(_) => break,
+                }
+            }
+            Err(TryRecvError::Disconnected) => break,
+        };
+        for line in show(e) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    let _ = out.flush();
 }
 
 /// One event as a JSON object, with the milliseconds since the renderer started.

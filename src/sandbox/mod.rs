@@ -62,6 +62,7 @@ mod error;
 mod idmap;
 pub mod init;
 mod mapped;
+mod output;
 mod probe;
 mod protocol;
 mod rootfs;
