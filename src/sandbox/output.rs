@@ -70,8 +70,21 @@ impl<'a> StepLog<'a> {
             };
             let mut state = self.lock();
             let mut rest = &buf[..n];
+            if !partial.is_empty() {
+                let Some(i) = memchr::memchr(b'\n', rest) else {
+                    partial.add(rest);
+                    continue;
+                };
+                partial.add(&rest[..i]);
+                self.line(&mut state, &partial.bytes, partial.cut);
+                partial.clear();
+                rest = &rest[i + 1..];
+            }
+            if state.shown >= LOG_CAP {
+                rest = skip_hidden(&mut state, rest);
+            }
             while let Some(i) = memchr::memchr(b'\n', rest) {
-                if partial.is_empty() && i <= LINE_CAP {
+                if i <= LINE_CAP {
                     self.line(&mut state, &rest[..i], false);
                 } else {
                     partial.add(&rest[..i]);
@@ -138,6 +151,19 @@ impl<'a> StepLog<'a> {
             })
             .collect()
     }
+}
+
+/// Once the log is clipped, only the count of lines and the last [`TAIL_LINES`] matter:
+/// counts the complete lines of `chunk` (which starts a line) that the tail would lose
+/// anyway, and returns the rest. A flood then costs a vectorised newline count per read,
+/// not a loop per line.
+fn skip_hidden<'c>(state: &mut LogState, chunk: &'c [u8]) -> &'c [u8] {
+    let Some(cut) = memchr::memrchr_iter(b'\n', chunk).nth(TAIL_LINES) else {
+        return chunk;
+    };
+    let (skipped, rest) = chunk.split_at(cut + 1);
+    state.hidden += memchr::memchr_iter(b'\n', skipped).count() as u64;
+    rest
 }
 
 /// Pushes a line into the tail, reusing the buffer of the line it pushes out.
