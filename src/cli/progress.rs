@@ -103,12 +103,9 @@ fn render(events: Receiver<Event>, mode: Mode) {
 fn lines_of(events: Receiver<Event>, mut show: impl FnMut(Event) -> Vec<String>) {
     use std::io::Write;
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
-    loop {
-        let Some(e) = next_or_idle(&events, || {
-            let _ = out.flush();
-        }) else {
-            break;
-        };
+    while let Some(e) = next_or_idle(&events, || {
+        let _ = out.flush();
+    }) {
         for line in show(e) {
             let _ = writeln!(out, "{line}");
         }
