@@ -3,8 +3,31 @@
 //! Library code never prints. It sends [`Event`]s to a [`Progress`] sink; the CLI renders them
 //! (a TTY display, plain lines for CI logs, or JSON for tools). A sink that drops everything
 //! is [`Progress::none`], for tests and library users who do not care.
+//!
+//! The channel is bounded ([`QUEUED_EVENTS`]): when the renderer falls behind, senders wait
+//! for it instead of queueing without end. A step printing a flood of output is slowed to the
+//! speed of the display, never made to cost memory (and the step's reader clips long floods,
+//! see `sandbox::output`). So the receiver must be read while the work runs, from another
+//! thread, as the CLI's renderer does.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+
+/// Set once by the CLI on Ctrl-C or SIGTERM, never cleared: the process is ending.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Records that the user asked kiln to stop (the CLI's signal handler calls it). Long loops
+/// that have no cancel handle of their own (planning, the context walk, the steps of a stage)
+/// check [`interrupted`] and return their own "interrupted" error, so every stage unwinds
+/// and removes what it made.
+pub fn interrupt() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Whether [`interrupt`] was called: stop at the next safe point.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
 
 /// One thing worth telling the user about.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -34,10 +57,14 @@ pub enum Event {
     Info { message: String },
 }
 
+/// Events waiting for the renderer at most. An output line is at most 64 KiB, so the queue
+/// holds at most a few MiB in the worst case and a few KiB in the usual one.
+pub const QUEUED_EVENTS: usize = 256;
+
 /// A cheap, clonable sink for [`Event`]s.
 #[derive(Clone, Debug)]
 pub struct Progress {
-    tx: Option<mpsc::Sender<Event>>,
+    tx: Option<mpsc::SyncSender<Event>>,
 }
 
 impl Progress {
@@ -46,13 +73,15 @@ impl Progress {
         Progress { tx: None }
     }
 
-    /// A sink and the receiver the renderer reads from.
+    /// A sink and the receiver the renderer reads from (on another thread: a sender waits
+    /// when [`QUEUED_EVENTS`] are queued).
     pub fn channel() -> (Progress, mpsc::Receiver<Event>) {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(QUEUED_EVENTS);
         (Progress { tx: Some(tx) }, rx)
     }
 
-    /// Sends an event; a renderer that has gone away is not an error for the sender.
+    /// Sends an event, waiting while the queue is full; a renderer that has gone away is not
+    /// an error for the sender.
     pub fn send(&self, event: Event) {
         if let Some(tx) = &self.tx {
             let _ = tx.send(event);
@@ -95,5 +124,37 @@ mod tests {
             ]
         );
         Progress::none().warn("dropped");
+    }
+
+    #[test]
+    fn a_full_queue_makes_the_sender_wait_for_the_receiver() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (p, rx) = Progress::channel();
+        let sent = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 0..QUEUED_EVENTS * 4 {
+                    p.info(i.to_string());
+                    sent.fetch_add(1, Ordering::SeqCst);
+                }
+                drop(p);
+            });
+            while sent.load(Ordering::SeqCst) < QUEUED_EVENTS {
+                std::thread::yield_now();
+            }
+            // Give the sender every chance to run ahead: it cannot.
+            for _ in 0..10_000 {
+                std::thread::yield_now();
+            }
+            let mut received = 0;
+            loop {
+                assert!(sent.load(Ordering::SeqCst) <= received + QUEUED_EVENTS);
+                if rx.recv().is_err() {
+                    break;
+                }
+                received += 1;
+            }
+            assert_eq!(received, QUEUED_EVENTS * 4);
+        });
     }
 }

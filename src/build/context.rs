@@ -39,6 +39,9 @@ pub enum ContextError {
     Io { path: PathBuf, source: io::Error },
     #[error("build context path {0:?} is not in the context (it may be excluded by .dockerignore)")]
     NotFound(String),
+    /// Ctrl-C or SIGTERM while walking or hashing (see [`crate::progress::interrupt`]).
+    #[error("interrupted while reading the build context")]
+    Interrupted,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ContextError + '_ {
@@ -342,6 +345,9 @@ impl Context {
 
     /// One child of a directory and, for a directory, everything included below it.
     fn walk_child(&self, child: String, dirent: &fs::DirEntry) -> Result<Walked, ContextError> {
+        if crate::progress::interrupted() {
+            return Err(ContextError::Interrupted);
+        }
         let excluded = self.excluded(&child);
         if excluded && self.ignore.can_skip_dir(&child) {
             return Ok(Walked::Skipped);
@@ -409,6 +415,9 @@ impl Context {
     }
 
     fn hash_file(&self, rel: &str) -> Result<Digest, ContextError> {
+        if crate::progress::interrupted() {
+            return Err(ContextError::Interrupted);
+        }
         let path = self.host_join(rel);
         let file = self
             .root

@@ -156,6 +156,9 @@ pub enum BuildError {
     /// Stopped because another stage failed (never the error a build reports).
     #[error("stopped because another stage failed")]
     Cancelled,
+    /// Ctrl-C or SIGTERM between steps (see [`crate::progress::interrupt`]).
+    #[error("interrupted (Ctrl-C or SIGTERM): the build stopped before step {step}")]
+    Interrupted { step: String },
     #[error("{action}: {source}")]
     Io {
         action: &'static str,

@@ -214,6 +214,10 @@ impl<'a> Runner<'a> {
             if self.env.cancelled.load(Ordering::SeqCst) {
                 return Err(BuildError::Cancelled);
             }
+            if crate::progress::interrupted() {
+                let step = format!("{label} {}/{}", i + 1, steps.len());
+                return Err(BuildError::Interrupted { step });
+            }
             let id = format!("{}.{}", stage.index, i + 1);
             let name = format!(
                 "[{label} {}/{}] {}",

@@ -131,14 +131,23 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     // Ctrl-C / SIGTERM: kill the running step's whole process tree; the build then fails with
     // "interrupted" and cleans up (mounts lived only in the step's namespace).
     // With --push, the uploads made during the build stop at once too.
+    // Planning, the context walk and the step loop check `progress::interrupted`; a pull or
+    // the final push is abandoned at once (`interrupted`, a token for async waits).
     let cancel = sandbox.cancel_handle();
     let uploads_cancel = tokio_util::sync::CancellationToken::new();
-    let on_signal = uploads_cancel.clone();
+    let interrupted = tokio_util::sync::CancellationToken::new();
+    let on_signal = (uploads_cancel.clone(), interrupted.clone());
     let _ = ctrlc::set_handler(move || {
+        crate::progress::interrupt();
         cancel.cancel();
-        on_signal.cancel();
+        on_signal.0.cancel();
+        on_signal.1.cancel();
     });
     let rt = super::pull::runtime()?;
+    let waits = Waits {
+        rt: &rt,
+        interrupted,
+    };
     let pull = |reference: &Reference,
                 platform: &crate::platform::Platform,
                 progress: &Progress|
@@ -148,8 +157,9 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
             .transport
             .client(reference.api_host(), cred)
             .map_err(|e| format!("{e:#}"))?;
-        let pulled = rt
-            .block_on(registry.pull_image(reference, platform, &StoreBlobs(&store), progress))
+        let pulled = waits
+            .run(registry.pull_image(reference, platform, &StoreBlobs(&store), progress))
+            .ok_or_else(|| format!("interrupted (Ctrl-C or SIGTERM) while pulling {reference}"))?
             .map_err(|e| e.to_string())?;
         store
             .tag(reference, &pulled.manifest.digest)
@@ -200,7 +210,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
         o.write(&store, image, &req.tags)
             .with_context(|| format!("writing the image to {}", o.dest().display()))?;
     }
-    let pushed = push(&a, mode, &store, &rt, image, &destinations, &sent_early)?;
+    let pushed = push(&a, mode, &store, &waits, image, &destinations, &sent_early)?;
     if let Some(f) = &a.iidfile {
         std::fs::write(f, image.config_digest.to_string())
             .with_context(|| format!("writing {}", f.display()))?;
@@ -220,6 +230,26 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     }
     println!("{}", image.config_digest);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The async runtime, and the token Ctrl-C and SIGTERM cancel: a pull or a push waited for
+/// through [`Waits::run`] is abandoned at once on a signal (its temp files are removed as
+/// the future is dropped).
+struct Waits<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    interrupted: tokio_util::sync::CancellationToken,
+}
+
+impl Waits<'_> {
+    /// Runs `work` to its end, or `None` when a signal came first.
+    fn run<F: std::future::Future>(&self, work: F) -> Option<F::Output> {
+        self.rt.block_on(async {
+            tokio::select! {
+                r = work => Some(r),
+                () = self.interrupted.cancelled() => None,
+            }
+        })
+    }
 }
 
 /// `--compression` and `--compression-level` as a layer compression.
@@ -285,7 +315,7 @@ fn push(
     a: &Args,
     mode: super::progress::Mode,
     store: &Store,
-    rt: &tokio::runtime::Runtime,
+    waits: &Waits,
     image: &StoredImage,
     destinations: &[Destination],
     sent_early: &[usize],
@@ -298,15 +328,18 @@ fn push(
     let mut pushed = Vec::new();
     for (i, dest) in destinations.iter().enumerate() {
         let name = dest.reference.name();
-        let sum = rt
-            .block_on(dest.registry.push_image(
-                dest.reference.repository(),
-                &dest.tags,
-                &manifest,
-                &StoreBlobs(store),
-                None,
-                &progress,
-            ))
+        let blobs = StoreBlobs(store);
+        let pushing = dest.registry.push_image(
+            dest.reference.repository(),
+            &dest.tags,
+            &manifest,
+            &blobs,
+            None,
+            &progress,
+        );
+        let sum = waits
+            .run(pushing)
+            .with_context(|| format!("interrupted (Ctrl-C or SIGTERM) while pushing to {name}"))?
             .with_context(|| format!("pushing to {name}"))?;
         let early = sent_early.get(i).copied().unwrap_or(0);
         progress.info(format!(

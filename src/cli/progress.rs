@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::IsTerminal;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -75,36 +75,54 @@ impl Renderer {
 fn render(events: Receiver<Event>, mode: Mode) {
     let start = Instant::now();
     match mode {
-        Mode::Json => {
-            for e in events {
-                eprintln!("{}", json_line(&e, start.elapsed()));
-            }
-        }
-        Mode::Quiet => {
-            for e in events {
-                if let Event::Warning { message } = e {
-                    eprintln!("warning: {message}");
-                }
-            }
-        }
+        Mode::Json => lines_of(events, |e| vec![json_line(&e, start.elapsed())]),
+        Mode::Quiet => lines_of(events, |e| match e {
+            Event::Warning { message } => vec![format!("warning: {message}")],
+            _ => Vec::new(),
+        }),
         Mode::Plain => {
             let mut plain = Plain::new();
-            for e in events {
-                for line in plain.event(&e, Instant::now()) {
-                    eprintln!("{line}");
-                }
-            }
+            lines_of(events, |e| plain.event(&e, Instant::now()));
             for line in plain.finish(Instant::now()) {
                 eprintln!("{line}");
             }
         }
         Mode::Tty => {
             let mut tty = Tty::new();
-            for e in events {
+            while let Some(e) = next_or_idle(&events, || tty.refresh()) {
                 tty.event(e);
             }
             tty.finish();
         }
+    }
+}
+
+/// Writes the lines `show` makes of each event to stderr, buffered while more events are
+/// queued and flushed as soon as none is: a flood of output costs few system calls, and a
+/// quiet moment still shows everything at once.
+fn lines_of(events: Receiver<Event>, mut show: impl FnMut(Event) -> Vec<String>) {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
+    while let Some(e) = next_or_idle(&events, || {
+        let _ = out.flush();
+    }) {
+        for line in show(e) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    let _ = out.flush();
+}
+
+/// The next event; when none is queued, first `idle` (flush, redraw), then wait for one.
+/// `None` once every sender is gone.
+fn next_or_idle(events: &Receiver<Event>, idle: impl FnOnce()) -> Option<Event> {
+    match events.try_recv() {
+        Ok(e) => Some(e),
+        Err(TryRecvError::Empty) => {
+            idle();
+            events.recv().ok()
+        }
+        Err(TryRecvError::Disconnected) => None,
     }
 }
 
@@ -262,6 +280,8 @@ struct LiveStep {
     tail: Vec<ProgressBar>,
     lines: VecDeque<String>,
     dropped: usize,
+    /// Lines came since the tail bars were last drawn.
+    stale: bool,
     /// Why the cache missed, shown under the step's final line.
     miss: Option<String>,
 }
@@ -314,6 +334,7 @@ impl Tty {
                     tail: Vec::new(),
                     lines: VecDeque::new(),
                     dropped: 0,
+                    stale: false,
                     miss: None,
                 };
                 if let Some(old) = self.steps.insert(id, step) {
@@ -353,15 +374,24 @@ impl Tty {
             step.dropped += 1;
         }
         step.lines.push_back(line);
-        if step.tail.len() < TAIL_LINES.min(step.lines.len()) {
-            let after = step.tail.last().unwrap_or(&step.bar);
-            let bar = self.multi.insert_after(after, ProgressBar::new_spinner());
-            bar.set_style(self.tail_style.clone());
-            step.tail.push(bar);
-        }
-        let first = step.lines.len() - step.tail.len();
-        for (bar, line) in step.tail.iter().zip(step.lines.iter().skip(first)) {
-            bar.set_message(line.clone());
+        step.stale = true;
+    }
+
+    /// Shows the last lines of each step whose output changed: done only when no event is
+    /// waiting, so a flood of output costs one redraw per pause, not one per line.
+    fn refresh(&mut self) {
+        for step in self.steps.values_mut().filter(|s| s.stale) {
+            step.stale = false;
+            while step.tail.len() < TAIL_LINES.min(step.lines.len()) {
+                let after = step.tail.last().unwrap_or(&step.bar);
+                let bar = self.multi.insert_after(after, ProgressBar::new_spinner());
+                bar.set_style(self.tail_style.clone());
+                step.tail.push(bar);
+            }
+            let first = step.lines.len() - step.tail.len();
+            for (bar, line) in step.tail.iter().zip(step.lines.iter().skip(first)) {
+                bar.set_message(line.clone());
+            }
         }
     }
 

@@ -95,4 +95,7 @@ pub enum PlanErrorKind {
     BadBuildArg(String),
     #[error("{rule}: {message} (fatal because of `# check=error=true`)")]
     CheckFailed { rule: String, message: String },
+    /// Ctrl-C or SIGTERM while planning (see [`crate::progress::interrupt`]).
+    #[error("interrupted while expanding this instruction")]
+    Interrupted,
 }

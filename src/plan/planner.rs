@@ -154,8 +154,18 @@ struct Expander<'s> {
     scope: &'s Scope,
 }
 
+/// Stops planning at the next word after Ctrl-C or SIGTERM: one word's expansion is bounded
+/// (`shell::MATCH_BUDGET`, `shell::MAX_EXPANDED`), a Dockerfile's count of words is not.
+fn check_interrupt(span: Span) -> Result<(), PlanError> {
+    match crate::progress::interrupted() {
+        true => Err(PlanError::at(span, PlanErrorKind::Interrupted)),
+        false => Ok(()),
+    }
+}
+
 impl Expander<'_> {
     fn word(&mut self, w: &str) -> Result<String, PlanError> {
+        check_interrupt(self.span)?;
         let e = self
             .lex
             .process_word(w, &self.vars)
@@ -166,6 +176,7 @@ impl Expander<'_> {
     }
 
     fn words(&mut self, w: &str) -> Result<Vec<String>, PlanError> {
+        check_interrupt(self.span)?;
         let (words, e) = self
             .lex
             .process_words_with_matches(w, &self.vars)
@@ -180,6 +191,7 @@ impl Expander<'_> {
     }
 
     fn heredoc(&mut self, body: &str) -> Result<String, PlanError> {
+        check_interrupt(self.span)?;
         let e = self
             .lex
             .process_heredoc(body, &self.vars)
@@ -242,6 +254,7 @@ impl<'a> Planner<'a> {
                 return Err(PlanError::at(ins.span, kind));
             };
             for decl in decls {
+                check_interrupt(ins.span)?;
                 let value = match self.opts.build_args.get(&decl.name) {
                     Some(v) => {
                         self.consumed_global.insert(decl.name.clone());
@@ -336,6 +349,7 @@ impl<'a> Planner<'a> {
         }
         self.lints.stage_checks(group);
         for ins in &group[1..] {
+            check_interrupt(ins.span)?;
             let step = self.step(index, ins, &mut scope, &mut stage.depends_on)?;
             stage.steps.push(step);
         }

@@ -74,6 +74,7 @@ mod error;
 mod idmap;
 pub mod init;
 mod mapped;
+mod output;
 mod pidfd;
 mod probe;
 mod protocol;

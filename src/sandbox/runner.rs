@@ -2,8 +2,7 @@
 //! dir, re-executes kiln as the step's init, writes its id maps, streams its output as
 //! progress events, and cleans up (mountpoint stubs out of the diff, state dir removed).
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -16,16 +15,14 @@ use nix::unistd::Pid;
 
 use super::cache::CacheLock;
 use super::idmap::{self, IdMap};
+use super::output::StepLog;
 use super::pidfd::PidFd;
 use super::protocol::{GO, InitMount, InitSpec, OVERLAY_FAILED, STATUS_FD, Status};
 use super::rootfs::overlay_safe;
 use super::{
     Force, Isolation, MountSpec, Probe, Sandbox, SandboxError, Security, StepOutcome, StepSpec,
 };
-use crate::progress::{Event, Progress};
-
-/// How many trailing output lines a [`StepOutcome`] keeps.
-const TAIL_LINES: usize = 20;
+use crate::progress::Progress;
 
 /// Kills running steps: every process of each step dies (its pid 1 is killed, which ends the
 /// pid namespace) and `run_step` returns [`SandboxError::Interrupted`]. Steps started after
@@ -491,32 +488,24 @@ fn execute(
 ) -> Result<Executed, SandboxError> {
     let (mut child, status_file) = spawn_init(&sandbox.kiln_exe)?;
     let token = sandbox.cancel.register(Pid::from_raw(child.id() as i32));
-    let tail = Arc::new(Mutex::new(VecDeque::new()));
+    let log = StepLog::new(&spec.id, progress);
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     let talk = std::thread::scope(|s| {
-        for stream in [
-            stdout.map(|o| Box::new(o) as Box<dyn Read + Send>),
-            stderr.map(|e| Box::new(e) as _),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let tail = tail.clone();
-            s.spawn(move || stream_lines(stream, &spec.id, progress, &tail));
+        if let Some(out) = stdout {
+            s.spawn(|| log.read(out));
+        }
+        if let Some(err) = stderr {
+            s.spawn(|| log.read(err));
         }
         let talk = converse(&mut child, status_file, init, map, &sandbox.cancel, token);
         let status = child.wait();
         (talk, status)
     });
     sandbox.cancel.unregister(token);
+    let tail = log.finish();
     let (talk, status) = talk;
     let (created, setup_error) = talk?;
     let status = status.map_err(|e| SandboxError::io(&sandbox.kiln_exe, e))?;
-    let tail: Vec<String> = tail
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .drain(..)
-        .collect();
     if let Some(message) = setup_error {
         return Err(SandboxError::Setup {
             step: spec.id.clone(),
@@ -613,36 +602,6 @@ fn converse(
         }
     }
     Ok((created, error))
-}
-
-fn stream_lines(
-    stream: Box<dyn Read + Send>,
-    id: &str,
-    progress: &Progress,
-    tail: &Mutex<VecDeque<String>>,
-) {
-    let mut reader = BufReader::new(stream);
-    let mut buf = Vec::new();
-    while let Ok(n) = reader.read_until(b'\n', &mut buf) {
-        if n == 0 {
-            break;
-        }
-        let line = String::from_utf8_lossy(&buf)
-            .trim_end_matches(['\n', '\r'])
-            .to_string();
-        buf.clear();
-        {
-            let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
-            if t.len() == TAIL_LINES {
-                t.pop_front();
-            }
-            t.push_back(line.clone());
-        }
-        progress.send(Event::StepOutput {
-            id: id.to_string(),
-            line,
-        });
-    }
 }
 
 /// Takes the mountpoints the sandbox created out of the diff, deepest first, when they are

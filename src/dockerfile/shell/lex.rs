@@ -7,8 +7,8 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::pattern;
-use super::{Env, ExpandError, ExpandErrorKind, Expansion};
+use super::pattern::{self, PatternError};
+use super::{Env, ExpandError, ExpandErrorKind, Expansion, MATCH_BUDGET, MAX_EXPANDED};
 
 /// Deepest `${...}` nesting accepted: each level costs stack frames, and real Dockerfiles
 /// nest two or three deep.
@@ -36,6 +36,8 @@ pub(super) fn run(
         env,
         matched: BTreeSet::new(),
         unmatched: BTreeSet::new(),
+        last_name: None,
+        budget: MATCH_BUDGET,
     };
     match lexer.process_until(None, false, split) {
         Ok((value, words)) => Ok((
@@ -68,6 +70,10 @@ struct Lexer<'a> {
     env: &'a dyn Env,
     matched: BTreeSet<String>,
     unmatched: BTreeSet<String>,
+    /// The variable looked up last: the one to name when a value grows too large.
+    last_name: Option<String>,
+    /// Pattern-matching steps this word may still spend (see [`MATCH_BUDGET`]).
+    budget: u64,
 }
 
 impl Lexer<'_> {
@@ -108,8 +114,10 @@ impl Lexer<'_> {
             }
             match ch {
                 '$' => {
+                    let start = self.pos;
                     let value = self.dollar()?;
                     result.push_str(&value);
+                    self.fits(&result, start)?;
                     // Unquoted variable values are subject to word splitting.
                     words.add_str(&value);
                 }
@@ -119,8 +127,10 @@ impl Lexer<'_> {
                     words.add_raw_str(&value);
                 }
                 '"' if self.process_quotes => {
+                    let start = self.pos;
                     let value = self.double_quoted()?;
                     result.push_str(&value);
+                    self.fits(&result, start)?;
                     words.add_raw_str(&value);
                 }
                 _ if !words.enabled && ch != self.escape => {
@@ -157,6 +167,15 @@ impl Lexer<'_> {
         }
     }
 
+    /// Refuses a result larger than [`MAX_EXPANDED`], naming the variable just added.
+    fn fits(&self, result: &str, start: usize) -> Result<(), Fail> {
+        if result.len() <= MAX_EXPANDED {
+            return Ok(());
+        }
+        let name = self.last_name.clone();
+        Err((ExpandErrorKind::TooLarge { name }, start))
+    }
+
     /// Characters that end a run of ordinary text in `process_until`.
     fn is_special(&self, ch: char, stop: Option<char>) -> bool {
         ch == '$'
@@ -191,7 +210,11 @@ impl Lexer<'_> {
                     self.next();
                     return Ok(result);
                 }
-                Some('$') => result.push_str(&self.dollar()?),
+                Some('$') => {
+                    let at = self.pos;
+                    result.push_str(&self.dollar()?);
+                    self.fits(&result, at)?;
+                }
                 Some(mut ch) => {
                     self.next();
                     if ch == self.escape {
@@ -308,11 +331,11 @@ impl Lexer<'_> {
                 };
                 let value = value.unwrap_or_default();
                 let trimmed = if op == '%' {
-                    pattern::trim_suffix(pattern, &value, greedy)
+                    pattern::trim_suffix(pattern, &value, greedy, &mut self.budget)
                 } else {
-                    pattern::trim_prefix(pattern, &value, greedy)
+                    pattern::trim_prefix(pattern, &value, greedy, &mut self.budget)
                 };
-                trimmed.map_err(|reason| (invalid_pattern(pattern, reason), start))
+                trimmed.map_err(|e| (pattern_error(e, name, pattern, value.len()), start))
             }
             _ => Err((ExpandErrorKind::UnsupportedModifier(shown), start)),
         }
@@ -327,8 +350,8 @@ impl Lexer<'_> {
         let pattern = self.nested(Some('/'), true, ExpandErrorKind::MissingSlash, start)?;
         let replacement = self.nested(Some('}'), true, ExpandErrorKind::MissingBrace, start)?;
         let value = self.get_env(name).unwrap_or_default();
-        pattern::replace(&pattern, &value, &replacement, all)
-            .map_err(|reason| (invalid_pattern(&pattern, reason), start))
+        pattern::replace(&pattern, &value, &replacement, all, &mut self.budget)
+            .map_err(|e| (pattern_error(e, name, &pattern, value.len()), start))
     }
 
     /// A nested word up to `stop`; running out of input reports `at_end` at `start`.
@@ -372,6 +395,7 @@ impl Lexer<'_> {
     }
 
     fn get_env(&mut self, name: &str) -> Option<String> {
+        self.last_name = Some(name.to_string());
         match self.env.lookup(name) {
             Some(value) => {
                 if !self.matched.contains(name) {
@@ -389,10 +413,25 @@ impl Lexer<'_> {
     }
 }
 
-fn invalid_pattern(pattern: &str, reason: String) -> ExpandErrorKind {
-    ExpandErrorKind::InvalidPattern {
-        pattern: pattern.to_string(),
-        reason,
+fn pattern_error(
+    e: PatternError,
+    name: &str,
+    pattern: &str,
+    value_bytes: usize,
+) -> ExpandErrorKind {
+    match e {
+        PatternError::Invalid(reason) => ExpandErrorKind::InvalidPattern {
+            pattern: pattern.to_string(),
+            reason,
+        },
+        PatternError::TooCostly { pattern_chars } => ExpandErrorKind::PatternTooCostly {
+            name: name.to_string(),
+            pattern_chars,
+            value_bytes,
+        },
+        PatternError::TooLarge => ExpandErrorKind::TooLarge {
+            name: Some(name.to_string()),
+        },
     }
 }
 

@@ -16,12 +16,28 @@
 //! `${v:+w}`, `${v+w}`, `${v:?msg}`, `${v?msg}`, `${v#p}`, `${v##p}`, `${v%p}`, `${v%%p}`,
 //! `${v/p/r}`, `${v//p/r}` (glob patterns `*`, `?`, `\`-escapes), nested words, positional and
 //! special parameters (`$1`, `$@` …, which are never set in a Dockerfile).
+//!
+//! Limits (BuildKit has none; Go just grows until the machine runs out of memory or time):
+//! - an expanded word is at most [`MAX_EXPANDED`] bytes, so `ARG a=$a$a` repeated cannot
+//!   double its way to gigabytes;
+//! - a pattern of `${v#p}`, `${v%p}`, `${v/p/r}` is matched with a linear-time engine, and
+//!   one word's matches together may cost at most [`MATCH_BUDGET`] steps, a match costing
+//!   pattern length × (value length + pattern length): a second or so of work at most,
+//!   decided before the work, the same on every machine.
 
 mod lex;
 mod pattern;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasher;
+
+/// The largest expanded word or value: 1 MiB. Real values (a PATH, a list of packages, a
+/// URL) are a few KiB; a larger one is a runaway expansion, not a configuration.
+pub const MAX_EXPANDED: usize = 1024 * 1024;
+
+/// The most engine steps the pattern matches of one word may cost (see the module
+/// documentation): one 64-character pattern over a 1 MiB value, or a 5 KiB one over 8 KiB.
+pub const MATCH_BUDGET: u64 = 1 << 26;
 
 /// Where the lexer looks variables up. Names are case-sensitive (Linux semantics).
 pub trait Env {
@@ -75,6 +91,23 @@ pub enum ExpandErrorKind {
     /// A guard against unbounded recursion; BuildKit has no limit (Go stacks grow).
     #[error("more than {0} nested ${{...}} expansions")]
     TooDeep(usize),
+    /// The expansion grew past [`MAX_EXPANDED`]; `name` is the variable being expanded then.
+    #[error(
+        "the expanded value is larger than {} MiB{}; a value that doubles itself (ARG a=$a$a) or repeats a large one grows without end",
+        MAX_EXPANDED / (1024 * 1024),
+        name.as_ref().map(|n| format!(" after adding ${n}")).unwrap_or_default()
+    )]
+    TooLarge { name: Option<String> },
+    /// Matching would take the word's matches over [`MATCH_BUDGET`] steps.
+    #[error(
+        "matching a {pattern_chars}-character pattern against the {value_bytes}-byte value of ${name} takes this word over its pattern-matching budget of {} steps; use a shorter pattern or value",
+        MATCH_BUDGET
+    )]
+    PatternTooCostly {
+        name: String,
+        pattern_chars: usize,
+        value_bytes: usize,
+    },
 }
 
 /// A failed expansion: the word, where in it the failing construct starts, and why.

@@ -1,14 +1,46 @@
 //! Shell glob patterns of `${v#p}`, `${v%p}` and `${v/p/r}`: `*` (any string), `?` (any
 //! character) and `\` escapes, no bracket expressions. They compile to regular expressions as
 //! in BuildKit; the `regex` crate guarantees linear-time matching, so no pattern can hang a
-//! build. Errors are plain strings: the caller wraps them with the pattern and position.
+//! build, and [`MATCH_BUDGET`](super::MATCH_BUDGET) bounds the pattern and value sizes it is given. The caller
+//! wraps errors with the variable, pattern and position.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
 use regex::Regex;
 
+use super::MAX_EXPANDED;
 use super::lex::{is_digit, is_letter};
+
+/// Why a pattern operation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum PatternError {
+    /// Not a pattern this syntax accepts; the reason in words.
+    Invalid(String),
+    /// Matching would cost more than [`MATCH_BUDGET`](super::MATCH_BUDGET) steps.
+    TooCostly { pattern_chars: usize },
+    /// The result would be larger than [`MAX_EXPANDED`].
+    TooLarge,
+}
+
+/// Takes a match's worst-case cost out of `budget` (what is left of [`MATCH_BUDGET`](super::MATCH_BUDGET) for the
+/// word), or refuses it: a linear-time engine takes at most about (pattern length) steps per
+/// byte of the value, and compiling costs about the pattern's length again per character.
+fn afford(pattern: &str, value: &str, budget: &mut u64) -> Result<(), PatternError> {
+    let pattern_chars = pattern.chars().count();
+    let cost = pattern_chars as u64 * (value.len() as u64 + pattern_chars as u64);
+    *budget = budget
+        .checked_sub(cost)
+        .ok_or(PatternError::TooCostly { pattern_chars })?;
+    Ok(())
+}
+
+fn fits(out: &str) -> Result<(), PatternError> {
+    if out.len() > MAX_EXPANDED {
+        return Err(PatternError::TooLarge);
+    }
+    Ok(())
+}
 
 /// A compiled shell pattern. Patterns without wildcards are plain strings, which spares
 /// compiling a regular expression for the common `${v#v}`, `${v%.tar.gz}`, `${v//:/ }`.
@@ -19,11 +51,14 @@ enum Glob {
 
 /// Compiles a shell pattern. `greedy` picks whether `*` takes the longest or the shortest
 /// string; `anchored` ties the match to the start of the value.
-fn compile(pattern: &str, greedy: bool, anchored: bool) -> Result<Glob, String> {
-    let (source, literal) = regex_source(pattern, greedy, anchored)?;
+fn compile(pattern: &str, greedy: bool, anchored: bool) -> Result<Glob, PatternError> {
+    let (source, literal) =
+        regex_source(pattern, greedy, anchored).map_err(PatternError::Invalid)?;
     match literal {
         Some(literal) => Ok(Glob::Literal(literal)),
-        None => cached_regex(&source).map(Glob::Regex),
+        None => cached_regex(&source)
+            .map(Glob::Regex)
+            .map_err(PatternError::Invalid),
     }
 }
 
@@ -109,7 +144,13 @@ fn regex_source(
 }
 
 /// `${v#p}` / `${v##p}`: removes the shortest (longest when `greedy`) matching prefix.
-pub(super) fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> Result<String, String> {
+pub(super) fn trim_prefix(
+    pattern: &str,
+    value: &str,
+    greedy: bool,
+    budget: &mut u64,
+) -> Result<String, PatternError> {
+    afford(pattern, value, budget)?;
     let rest = match compile(pattern, greedy, true)? {
         Glob::Literal(literal) => value.strip_prefix(literal.as_str()).unwrap_or(value),
         Glob::Regex(re) => re.find(value).map_or(value, |m| &value[m.end()..]),
@@ -119,9 +160,14 @@ pub(super) fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> Result<St
 
 /// `${v%p}` / `${v%%p}`: removes the shortest (longest) matching suffix. Regular expressions
 /// find leftmost matches, so both pattern and value are reversed and the prefix trimmed.
-pub(super) fn trim_suffix(pattern: &str, value: &str, greedy: bool) -> Result<String, String> {
+pub(super) fn trim_suffix(
+    pattern: &str,
+    value: &str,
+    greedy: bool,
+    budget: &mut u64,
+) -> Result<String, PatternError> {
     let reversed: String = value.chars().rev().collect();
-    let trimmed = trim_prefix(&reverse_pattern(pattern), &reversed, greedy)?;
+    let trimmed = trim_prefix(&reverse_pattern(pattern), &reversed, greedy, budget)?;
     Ok(trimmed.chars().rev().collect())
 }
 
@@ -148,7 +194,9 @@ pub(super) fn replace(
     value: &str,
     replacement: &str,
     all: bool,
-) -> Result<String, String> {
+    budget: &mut u64,
+) -> Result<String, PatternError> {
+    afford(pattern, value, budget)?;
     let glob = compile(pattern, true, false)?;
     if !all {
         // The first match is replaced literally (BuildKit splices, it does not expand `$`).
@@ -156,32 +204,36 @@ pub(super) fn replace(
             Glob::Literal(literal) => value.find(literal.as_str()).map(|i| (i, i + literal.len())),
             Glob::Regex(re) => re.find(value).map(|m| (m.start(), m.end())),
         };
-        return Ok(match found {
+        let out = match found {
             Some((start, end)) => format!("{}{replacement}{}", &value[..start], &value[end..]),
             None => value.to_string(),
-        });
+        };
+        fits(&out)?;
+        return Ok(out);
     }
-    Ok(match glob {
+    match glob {
         Glob::Literal(literal) if !literal.is_empty() => {
             let mut out = String::with_capacity(value.len());
             let mut last = 0;
             for (i, matched) in value.match_indices(literal.as_str()) {
                 out.push_str(&value[last..i]);
                 expand_template(&mut out, replacement, matched);
+                fits(&out)?;
                 last = i + matched.len();
             }
             out.push_str(&value[last..]);
-            out
+            Ok(out)
         }
         // An empty pattern matches between every character: the general rules apply.
         Glob::Literal(_) => replace_all(&Regex::new("").expect("valid"), value, replacement),
         Glob::Regex(re) => replace_all(&re, value, replacement),
-    })
+    }
 }
 
 /// Go's `Regexp.ReplaceAllString`: an empty match right after a match is not replaced, and
 /// `$` in the replacement is a template reference (`$0`/`${0}` is the match, `$$` a dollar).
-fn replace_all(re: &Regex, value: &str, replacement: &str) -> String {
+/// Stops as soon as the result is larger than [`MAX_EXPANDED`].
+fn replace_all(re: &Regex, value: &str, replacement: &str) -> Result<String, PatternError> {
     let mut out = String::with_capacity(value.len());
     let mut last_end = 0;
     let mut search = 0;
@@ -192,6 +244,7 @@ fn replace_all(re: &Regex, value: &str, replacement: &str) -> String {
         out.push_str(&value[last_end..m.start()]);
         if m.end() > last_end || m.start() == 0 {
             expand_template(&mut out, replacement, m.as_str());
+            fits(&out)?;
         }
         last_end = m.end();
         // Always advance by at least one character.
@@ -205,7 +258,7 @@ fn replace_all(re: &Regex, value: &str, replacement: &str) -> String {
     if last_end <= value.len() {
         out.push_str(&value[last_end..]);
     }
-    out
+    Ok(out)
 }
 
 /// Go's `Regexp.Expand` for a regex without capture groups: `$0`/`${0}` is the match, any
@@ -258,6 +311,11 @@ fn template_ref(s: &str) -> Option<(&str, &str)> {
 mod tests {
     use super::*;
 
+    /// A match budget that never runs out.
+    fn unlimited() -> u64 {
+        u64::MAX
+    }
+
     #[test]
     fn converts_patterns_like_buildkit() {
         let re = |p: &str| regex_source(p, true, true).map(|(source, _)| source);
@@ -299,9 +357,9 @@ mod tests {
             assert!(literal.is_some(), "{pattern:?}");
             let re = Regex::new(&source).unwrap();
             for template in ["-", "[$0]", "$$", "$x"] {
-                let want = replace_all(&re, value, template);
+                let want = replace_all(&re, value, template).unwrap();
                 assert_eq!(
-                    replace(pattern, value, template, true).unwrap(),
+                    replace(pattern, value, template, true, &mut unlimited()).unwrap(),
                     want,
                     "{pattern:?}"
                 );
@@ -310,13 +368,13 @@ mod tests {
                 .find(value)
                 .map(|m| format!("{}R{}", &value[..m.start()], &value[m.end()..]));
             assert_eq!(
-                replace(pattern, value, "R", false).unwrap(),
+                replace(pattern, value, "R", false, &mut unlimited()).unwrap(),
                 first.unwrap_or(value.into())
             );
             let anchored = Regex::new(&format!("^{source}")).unwrap();
             let trimmed = anchored.find(value).map_or(value, |m| &value[m.end()..]);
             assert_eq!(
-                trim_prefix(pattern, value, false).unwrap(),
+                trim_prefix(pattern, value, false, &mut unlimited()).unwrap(),
                 trimmed,
                 "{pattern:?}"
             );
@@ -327,24 +385,24 @@ mod tests {
     fn replace_all_follows_go_empty_match_rules() {
         // Go: regexp.MustCompile("a*").ReplaceAllString("baaac", "-") == "-b-c-"
         let re = Regex::new("a*").unwrap();
-        assert_eq!(replace_all(&re, "baaac", "-"), "-b-c-");
+        assert_eq!(replace_all(&re, "baaac", "-").unwrap(), "-b-c-");
         let re = Regex::new(".*").unwrap();
-        assert_eq!(replace_all(&re, "abc", "x"), "x");
+        assert_eq!(replace_all(&re, "abc", "x").unwrap(), "x");
         let re = Regex::new("").unwrap();
-        assert_eq!(replace_all(&re, "ab", "-"), "-a-b-");
-        assert_eq!(replace_all(&re, "", "-"), "-");
+        assert_eq!(replace_all(&re, "ab", "-").unwrap(), "-a-b-");
+        assert_eq!(replace_all(&re, "", "-").unwrap(), "-");
     }
 
     #[test]
     fn replacement_templates_follow_go() {
         let re = Regex::new("b").unwrap();
-        assert_eq!(replace_all(&re, "abc", "[$0]"), "a[b]c");
-        assert_eq!(replace_all(&re, "abc", "[${0}]"), "a[b]c");
-        assert_eq!(replace_all(&re, "abc", "$$"), "a$c");
-        assert_eq!(replace_all(&re, "abc", "$1x"), "ac");
-        assert_eq!(replace_all(&re, "abc", "$"), "a$c");
-        assert_eq!(replace_all(&re, "abc", "${x"), "a${xc");
-        assert_eq!(replace_all(&re, "abc", "$-"), "a$-c");
+        assert_eq!(replace_all(&re, "abc", "[$0]").unwrap(), "a[b]c");
+        assert_eq!(replace_all(&re, "abc", "[${0}]").unwrap(), "a[b]c");
+        assert_eq!(replace_all(&re, "abc", "$$").unwrap(), "a$c");
+        assert_eq!(replace_all(&re, "abc", "$1x").unwrap(), "ac");
+        assert_eq!(replace_all(&re, "abc", "$").unwrap(), "a$c");
+        assert_eq!(replace_all(&re, "abc", "${x").unwrap(), "a${xc");
+        assert_eq!(replace_all(&re, "abc", "$-").unwrap(), "a$-c");
     }
 
     proptest::proptest! {
@@ -358,12 +416,12 @@ mod tests {
             proptest::prop_assume!(literal.is_some());
             let re = Regex::new(&source).unwrap();
             proptest::prop_assert_eq!(
-                replace(&pattern, &value, &template, true).unwrap(),
-                replace_all(&re, &value, &template)
+                replace(&pattern, &value, &template, true, &mut unlimited()).unwrap(),
+                replace_all(&re, &value, &template).unwrap()
             );
             let anchored = Regex::new(&format!("^{source}")).unwrap();
             let trimmed = anchored.find(&value).map_or(value.as_str(), |m| &value[m.end()..]);
-            proptest::prop_assert_eq!(trim_prefix(&pattern, &value, true).unwrap(), trimmed);
+            proptest::prop_assert_eq!(trim_prefix(&pattern, &value, true, &mut unlimited()).unwrap(), trimmed);
         }
     }
 }

@@ -180,6 +180,75 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
 }
 
 #[test]
+fn an_expansion_larger_than_1_mib_is_an_error_naming_the_variable() {
+    let half = "x".repeat(MAX_EXPANDED / 2);
+    assert_eq!(word("$H$H", &[("H", &half)]).len(), MAX_EXPANDED);
+    let large = |input: &str| match err(input, &[("H", &half), ("S", "s")]).kind {
+        ExpandErrorKind::TooLarge { name } => name,
+        other => panic!("{input}: {other:?}"),
+    };
+    assert_eq!(large("$S$H$H").as_deref(), Some("H"));
+    assert_eq!(large("\"$H$H$S\"").as_deref(), Some("S"));
+    assert_eq!(large("${S:-x}${H}${H}").as_deref(), Some("H"));
+    assert_eq!(large("${U:-$H$H$H}").as_deref(), Some("H"));
+    // A replacement that multiplies the value.
+    assert_eq!(large("${H//x/yyy}").as_deref(), Some("H"));
+    // Heredoc bodies and split words have the same limit.
+    let lex = ShellLex::new('\\');
+    let e = env(&[("H", &half)]);
+    assert!(lex.process_heredoc("$H $H", &e).is_err());
+    assert!(lex.process_words("$H $H", &e).is_err());
+    let shown = err("$H$H$H", &[("H", &half)]).to_string();
+    assert!(
+        shown.contains("larger than 1 MiB after adding $H"),
+        "{shown}"
+    );
+    assert!(shown.len() < 500, "the value is not shown");
+}
+
+#[test]
+fn pattern_matching_has_a_budget_per_word() {
+    let value = "a".repeat(128 * 1024);
+    let e = [("V", value.as_str())];
+    // 64 characters over 128 KiB: 8 Mi steps, well inside the budget.
+    let fine = "?".repeat(64);
+    assert_eq!(word(&format!("${{V#{fine}}}"), &e).len(), value.len() - 64);
+    let costly = format!("${{V##{}b}}", "*a".repeat(300));
+    match err(&costly, &e).kind {
+        ExpandErrorKind::PatternTooCostly {
+            name,
+            pattern_chars,
+            value_bytes,
+        } => assert_eq!(
+            (name.as_str(), pattern_chars, value_bytes),
+            ("V", 601, 128 * 1024)
+        ),
+        other => panic!("{other:?}"),
+    }
+    let p = format!("{}b", "*a".repeat(300));
+    for costly in [
+        format!("${{V%%{p}}}"),
+        format!("${{V/{p}/x}}"),
+        format!("${{V//{p}/x}}"),
+    ] {
+        assert!(
+            matches!(
+                err(&costly, &e).kind,
+                ExpandErrorKind::PatternTooCostly { .. }
+            ),
+            "{costly}"
+        );
+    }
+    // Each match is affordable; ten of them in one word are not.
+    let each = format!("${{V%{}}}", "?".repeat(250));
+    assert!(!word(&each, &e).is_empty());
+    assert!(matches!(
+        err(&each.repeat(10), &e).kind,
+        ExpandErrorKind::PatternTooCostly { .. }
+    ));
+}
+
+#[test]
 fn words_split_on_unquoted_whitespace() {
     let lex = ShellLex::new('\\');
     let e = env(&[("S", " a  b "), ("E", "")]);
