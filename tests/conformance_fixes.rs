@@ -450,3 +450,41 @@ mod user_groups {
         assert!(groups("out/explicit").is_empty());
     }
 }
+
+/// `ENV PATH=/opt/bin:$PATH` expands with the base image's ENV, as docker does (the plan used to
+/// know only the Dockerfile's own ENV, so `$PATH` was empty and RUN lost the base's PATH).
+mod base_env {
+    use super::*;
+
+    #[test]
+    fn env_and_run_see_the_base_images_env() {
+        let Some(bases) = build_support::bases_or_skip() else {
+            return;
+        };
+        let dockerfile = format!(
+            "FROM {}\n\
+             ENV PATH=/opt/bin:$PATH MSG=\"${{PATH:+set}}\"\n\
+             RUN echo \"$PATH $MSG\" > /out\n",
+            bases.busybox()
+        );
+        let ctx = build_support::context(&[("Dockerfile", &dockerfile)]);
+        let tmp = tempfile::tempdir().unwrap();
+        let (image, _) = build(tmp.path(), ctx.path(), &[]);
+        let base_path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+        let env: Vec<&str> = image.config["config"]["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(
+            env.contains(&format!("PATH=/opt/bin:{base_path}").as_str()),
+            "{env:?}"
+        );
+        assert!(env.contains(&"MSG=set"), "{env:?}");
+        assert_eq!(
+            text(&image, "out").unwrap(),
+            format!("/opt/bin:{base_path} set\n")
+        );
+    }
+}

@@ -188,15 +188,8 @@ pub fn build(
     req: &BuildRequest,
     progress: &Progress,
 ) -> Result<BuildOutcome, BuildError> {
-    let plan = plan::plan(&req.dockerfile, &plan_options(req))
+    let mut plan = plan::plan(&req.dockerfile, &plan_options(req))
         .map_err(|e| BuildError::Plan(e.render(&req.dockerfile_name, &req.dockerfile)))?;
-    for w in &plan.warnings {
-        let message = format!("{} ({})", w.message, w.rule);
-        progress.warn(match w.span {
-            Some(span) => render_at(&req.dockerfile_name, &req.dockerfile, span, &message),
-            None => format!("{}: {message}", req.dockerfile_name),
-        });
-    }
     let context = match &req.context {
         Some(dir) => {
             let ignore = DockerIgnore::load(dir, req.dockerfile_path.as_deref())?;
@@ -220,6 +213,24 @@ pub fn build(
         progress,
         created_time(req),
     );
+    // `ENV PATH=/opt/bin:$PATH` expands with the base image's ENV, as docker does: the bases
+    // are resolved (pulled when missing) and the plan made again with their environments.
+    let base_env = base_envs(&env, &plan)?;
+    if !base_env.is_empty() {
+        let opts = PlanOptions {
+            base_env,
+            ..plan_options(req)
+        };
+        plan = plan::plan(&req.dockerfile, &opts)
+            .map_err(|e| BuildError::Plan(e.render(&req.dockerfile_name, &req.dockerfile)))?;
+    }
+    for w in &plan.warnings {
+        let message = format!("{} ({})", w.message, w.rule);
+        progress.warn(match w.span {
+            Some(span) => render_at(&req.dockerfile_name, &req.dockerfile, span, &message),
+            None => format!("{}: {message}", req.dockerfile_name),
+        });
+    }
     env.image_stages = image_stages(&plan);
     let mut finished = schedule::run_stages(&env, &plan, req.jobs)?;
     let layers_built = finished.values().map(|f| f.layers_built).sum();
@@ -263,6 +274,43 @@ fn remove_abandoned_scratch(store: &Store, progress: &Progress) {
             "could not remove the scratch dirs of interrupted builds (`kiln prune` will): {e}"
         )),
     }
+}
+
+/// The ENV of every base image the stages to build start from, by the name the Dockerfile
+/// gives it (the first stage's platform wins when two stages name one image).
+fn base_envs(
+    env: &stage::BuildEnv,
+    plan: &plan::Plan,
+) -> Result<std::collections::BTreeMap<String, Vec<(String, String)>>, BuildError> {
+    let mut envs = std::collections::BTreeMap::new();
+    for stage in plan.order.iter().map(|&i| &plan.stages[i]) {
+        let plan::Base::Image(name) = &stage.base else {
+            continue;
+        };
+        if envs.contains_key(name) {
+            continue;
+        }
+        let mut runner = stage::Runner::new(env, &Default::default());
+        if let Some(p) = &stage.platform {
+            runner.platform = crate::image::Platform::parse(p)
+                .map_err(|e| stage::step_err(stage.span, e.to_string()))?;
+        }
+        let stored = runner
+            .stored_image(name)
+            .map_err(|m| stage::step_err(stage.span, m))?;
+        let base = crate::image::ImageBuilder::from_base(&stored, env.created)?;
+        let vars = base
+            .config()
+            .env
+            .iter()
+            .map(|e| {
+                let (k, v) = e.split_once('=').unwrap_or((e, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        envs.insert(name.clone(), vars);
+    }
+    Ok(envs)
 }
 
 /// The stages whose layers the target image holds: the target and, through `FROM <stage>`,
