@@ -2,7 +2,7 @@
 //! registry, pushed there, pulled and run by podman: it prints the example's `expected-output`
 //! (recorded with buildah + podman). Its config and its unpacked file tree equal those of
 //! buildah's image of the same Dockerfile (`build_support::buildah_reference`), apart from
-//! buildah's additions ([`BUILDAH_ONLY_LABELS`], [`drop_buildah_mount_stubs`]) and the random
+//! buildah's additions ([`BUILDAH_ONLY_LABELS`], [`build_support::drop_buildah_mount_stubs`]) and the random
 //! names yarn picks ([`mask_yarn_randomness`]).
 //!
 //! Also: a failing RUN, and `--push` of several tags.
@@ -91,28 +91,6 @@ fn config_fields(config: &serde_json::Value) -> BTreeMap<&'static str, serde_jso
     fields
 }
 
-/// buildah leaves the mount points of what it bind-mounts into a RUN step in the image: empty
-/// `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf` (mode 0755) and an empty `/run` (for
-/// `/run/.containerenv`). Docker's builder (BuildKit) removes the mount stubs it created, and
-/// so does kiln, so these are dropped from buildah's tree when they are empty stubs that
-/// kiln's image lacks.
-fn drop_buildah_mount_stubs(kiln: &BTreeMap<String, Node>, buildah: &mut BTreeMap<String, Node>) {
-    const EMPTY: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-    for file in ["etc/hosts", "etc/hostname", "etc/resolv.conf"] {
-        let stub = buildah
-            .get(file)
-            .is_some_and(|n| n.content.as_deref() == Some(EMPTY));
-        if stub && !kiln.contains_key(file) {
-            buildah.remove(file);
-        }
-    }
-    let empty_run = buildah.get("run").is_some_and(|n| n.kind == "dir")
-        && !buildah.keys().any(|p| p.starts_with("run/"));
-    if empty_run && !kiln.contains_key("run") {
-        buildah.remove("run");
-    }
-}
-
 /// yarn names its cache entry for a `file:` dependency with a random UUID and a timestamp, and
 /// records them in its `.yarn-metadata.json`: output of the RUN step that no builder controls.
 /// The random part becomes `<random>` and that file's content is not compared.
@@ -140,7 +118,7 @@ fn check_same_as_buildah(name: &str, kiln_layout: &Path) {
     );
     let kiln_tree = mask_yarn_randomness(build_support::file_tree(&ours));
     let mut buildah_tree = mask_yarn_randomness(build_support::file_tree(&theirs));
-    drop_buildah_mount_stubs(&kiln_tree, &mut buildah_tree);
+    build_support::drop_buildah_mount_stubs(&kiln_tree, &mut buildah_tree);
     let diff = build_support::tree_diff(&kiln_tree, &buildah_tree);
     assert!(
         diff.is_empty(),

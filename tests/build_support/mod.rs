@@ -802,3 +802,135 @@ pub fn raw_entries(image: &LayoutImage) -> Vec<(Vec<u8>, Vec<u8>)> {
     }
     out
 }
+
+// ---- buildah's reference builds of other contexts ----------------------------------------------
+
+/// buildah's stubs of what it bind-mounts into a RUN step: empty `/etc/hosts`, `/etc/hostname`,
+/// `/etc/resolv.conf` and an empty `/run` (for `/run/.containerenv`) stay in its image. Docker's
+/// builder (BuildKit) removes the mount stubs it created, and so does kiln, so these are dropped
+/// from buildah's tree when they are empty stubs that kiln's image lacks.
+pub fn drop_buildah_mount_stubs(
+    kiln: &BTreeMap<String, Node>,
+    buildah: &mut BTreeMap<String, Node>,
+) {
+    const EMPTY: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    for file in ["etc/hosts", "etc/hostname", "etc/resolv.conf"] {
+        let stub = buildah
+            .get(file)
+            .is_some_and(|n| n.content.as_deref() == Some(EMPTY));
+        if stub && !kiln.contains_key(file) {
+            buildah.remove(file);
+        }
+    }
+    let empty_run = buildah.get("run").is_some_and(|n| n.kind == "dir")
+        && !buildah.keys().any(|p| p.starts_with("run/"));
+    if empty_run && !kiln.contains_key("run") {
+        buildah.remove("run");
+    }
+}
+
+/// One buildah build of a Dockerfile and context, cached by [`buildah_cached_build`].
+pub struct BuildahBuild<'a> {
+    /// Names the cache entry (`<cache>/<name>`, `<cache>/<name>.stamp`).
+    pub name: &'a str,
+    pub dockerfile: &'a Path,
+    pub context: &'a Path,
+    /// Extra `buildah bud` arguments (`--target=…`, `--build-arg=…`).
+    pub args: &'a [String],
+}
+
+/// buildah's image of `build` (`buildah bud --isolation chroot --layers --format docker`, so
+/// HEALTHCHECK, ONBUILD and SHELL stay in its config) in containers-image `dir:` form under
+/// `cache/<name>`; read it with [`read_dir_image`]. Built once and reused while its inputs (the
+/// Dockerfile, the context, the arguments, the busybox base and buildah's version) are
+/// unchanged, so reruns are fast. `storage` may be shared by threads building at once.
+pub fn buildah_cached_build(storage: &Storage, cache: &Path, build: &BuildahBuild) -> PathBuf {
+    std::fs::create_dir_all(cache).unwrap();
+    let out = cache.join(build.name);
+    let stamp_file = cache.join(format!("{}.stamp", build.name));
+    let stamp = build_stamp(build);
+    if std::fs::read_to_string(&stamp_file).ok().as_deref() == Some(stamp.as_str())
+        && out.join("manifest.json").is_file()
+    {
+        return out;
+    }
+    let _ = std::fs::remove_file(&stamp_file);
+    let _ = std::fs::remove_dir_all(&out);
+    let image = format!("localhost/kiln-conformance/{}:buildah", build.name);
+    run_ok(
+        storage
+            .buildah()
+            .args(["bud", "--quiet", "--tls-verify=false", "--isolation=chroot"])
+            .args(["--layers", "--format=docker"])
+            .arg(format!("--build-arg=BASE={}/kiln-test", bases().addr()))
+            .args(build.args)
+            .args(["-t", &image, "-f"])
+            .arg(build.dockerfile)
+            .arg(build.context),
+    );
+    run_ok(
+        storage
+            .buildah()
+            .args(["push", "--quiet", &image])
+            .arg(format!("dir:{}", out.display())),
+    );
+    std::fs::write(&stamp_file, stamp).unwrap();
+    out
+}
+
+/// A digest of what buildah's image of `build` depends on.
+fn build_stamp(build: &BuildahBuild) -> String {
+    let mut h = Sha256::new();
+    h.update(run_ok(Command::new("buildah").arg("--version")).stdout);
+    h.update(std::fs::read(base_images_dir().join("busybox/index.json")).unwrap_or_default());
+    for arg in build.args {
+        h.update(arg.as_bytes());
+        h.update([0]);
+    }
+    h.update(std::fs::read(build.dockerfile).unwrap());
+    for entry in walkdir::WalkDir::new(build.context).sort_by_file_name() {
+        let entry = entry.unwrap();
+        let meta = entry.path().symlink_metadata().unwrap();
+        h.update(
+            entry
+                .path()
+                .strip_prefix(build.context)
+                .unwrap()
+                .as_os_str()
+                .as_encoded_bytes(),
+        );
+        h.update(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()).to_le_bytes());
+        if meta.file_type().is_symlink() {
+            h.update(
+                std::fs::read_link(entry.path())
+                    .unwrap()
+                    .as_os_str()
+                    .as_encoded_bytes(),
+            );
+        } else if meta.is_file() {
+            h.update(std::fs::read(entry.path()).unwrap());
+        }
+        h.update([0]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// The image in a containers-image `dir:` directory (`manifest.json`, blobs named by their hex
+/// digest), as [`read_layout`] reads an OCI layout.
+pub fn read_dir_image(dir: &Path) -> LayoutImage {
+    let manifest = read_json(&dir.join("manifest.json"));
+    let in_dir = |digest: &str| dir.join(digest.strip_prefix("sha256:").expect("sha256 digest"));
+    let config = read_json(&in_dir(manifest["config"]["digest"].as_str().unwrap()));
+    let layers = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| in_dir(l["digest"].as_str().unwrap()))
+        .collect();
+    let bytes = std::fs::read(dir.join("manifest.json")).unwrap();
+    LayoutImage {
+        manifest_digest: format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
+        config,
+        layers,
+    }
+}
