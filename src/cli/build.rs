@@ -394,7 +394,7 @@ fn dockerfile(a: &Args, no_context: bool) -> anyhow::Result<(String, String, Opt
     } else {
         super::plan::dockerfile_path(&a.context, a.file.as_deref())?
     };
-    let (name, text) = super::debug::read_dockerfile(&path)?;
+    let (name, text) = super::debug::read_dockerfile(&path, Some(&a.context))?;
     Ok((text, name, (path != stdin).then_some(path)))
 }
 
