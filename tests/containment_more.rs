@@ -7,6 +7,7 @@
 mod build_support;
 mod common;
 mod registry_support;
+mod sandbox_support;
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -73,4 +74,51 @@ fn an_ignore_file_symlinked_out_of_the_context_is_not_read() {
     let out = kiln_build(work.path(), &[], ctx.path());
     let err = succeeded(&out);
     assert!(!err.contains(&secret), "{err}");
+}
+
+/// RUN --mount=type=bind sources are resolved by the caller; the sandbox refuses a source
+/// with a symlink on its path (a component swapped after that resolution) instead of
+/// mounting what it leads to, and mounts the checked file itself (by descriptor).
+#[test]
+fn a_bind_source_with_a_symlink_on_its_path_is_refused() {
+    use kiln::progress::Progress;
+    use kiln::sandbox::{Isolation, MountSpec, Sandbox};
+    use sandbox_support::{KILN, busybox_rootfs, spec};
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIPPED a_bind_source_with_a_symlink_on_its_path_is_refused: needs root");
+        return;
+    }
+    let host = tempfile::tempdir().unwrap();
+    let (_, secret) = host_secret(host.path());
+    let dir = tempfile::tempdir().unwrap();
+    let lower = busybox_rootfs(dir.path());
+    let ctx = dir.path().join("context");
+    fs::create_dir_all(ctx.join("real")).unwrap();
+    fs::write(ctx.join("real/in"), "ctx\n").unwrap();
+    symlink(host.path(), ctx.join("link")).unwrap();
+    let sandbox = Sandbox::new(KILN, Isolation::Chroot);
+    for (n, readonly) in [(0, true), (1, false)] {
+        let bind = |source: &Path| MountSpec::Bind {
+            source: source.to_path_buf(),
+            target: "/src".into(),
+            readonly,
+        };
+        let script = "cat /src/* 2>&1";
+        let mut ok = spec(&format!("real{n}"), dir.path(), &lower, script);
+        ok.mounts.push(bind(&ctx.join("real")));
+        let (progress, rx) = Progress::channel();
+        let outcome = sandbox.run_step(&ok, &progress).unwrap();
+        drop(progress);
+        assert_eq!(outcome.exit_code, 0, "{:?}", rx.iter().collect::<Vec<_>>());
+        assert_eq!(outcome.tail, ["ctx"]);
+
+        let mut hostile = spec(&format!("link{n}"), dir.path(), &lower, script);
+        hostile.mounts.push(bind(&ctx.join("link")));
+        let err = sandbox
+            .run_step(&hostile, &Progress::none())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no symlink"), "{err}");
+        assert!(!err.contains(&secret), "{err}");
+    }
 }

@@ -17,7 +17,7 @@ use nix::unistd::Pid;
 use super::cache::CacheLock;
 use super::idmap::{self, IdMap};
 use super::pidfd::PidFd;
-use super::protocol::{GO, InitMount, InitSpec, OVERLAY_FAILED, STATUS_FD, Status};
+use super::protocol::{FileId, GO, InitMount, InitSpec, OVERLAY_FAILED, STATUS_FD, Status};
 use super::rootfs::overlay_safe;
 use super::{
     Force, Isolation, MountSpec, Probe, Sandbox, SandboxError, Security, StepOutcome, StepSpec,
@@ -348,9 +348,11 @@ fn resolve_mounts(spec: &StepSpec) -> Result<(Vec<InitMount>, Vec<CacheLock>), S
                 readonly,
             } => {
                 let lock = CacheLock::acquire(&cache_root, &id, sharing)?;
-                let source = lock.dir().to_path_buf();
+                let source = std::fs::canonicalize(lock.dir())
+                    .map_err(|e| SandboxError::io(lock.dir(), e))?;
                 locks.push(lock);
                 InitMount::Bind {
+                    source_id: source_id(spec, &source)?,
                     source,
                     target,
                     readonly,
@@ -374,6 +376,7 @@ fn resolve_mounts(spec: &StepSpec) -> Result<(Vec<InitMount>, Vec<CacheLock>), S
                 target,
                 readonly: true,
             } => InitMount::Bind {
+                source_id: source_id(spec, &source)?,
                 source,
                 target,
                 readonly: true,
@@ -382,11 +385,29 @@ fn resolve_mounts(spec: &StepSpec) -> Result<(Vec<InitMount>, Vec<CacheLock>), S
                 source,
                 target,
                 readonly: false,
-            } => InitMount::Overlay { source, target },
+            } => InitMount::Overlay {
+                source_id: source_id(spec, &source)?,
+                source,
+                target,
+            },
             MountSpec::Tmpfs { target, size_bytes } => InitMount::Tmpfs { target, size_bytes },
         });
     }
     Ok((mounts, locks))
+}
+
+/// Which file a bind source is: the caller resolved it (a context path with every symlink
+/// resolved inside the context), so a symlink on its path now is a component swapped since,
+/// and the step is refused. The init mounts that same file or nothing (`rootfs::open_checked`).
+fn source_id(spec: &StepSpec, source: &Path) -> Result<FileId, SandboxError> {
+    let (_fd, st) = super::rootfs::open_source(source).map_err(|e| SandboxError::InvalidSpec {
+        step: spec.id.clone(),
+        message: format!(
+            "bind source {}: {e} (it must be a resolved path, with no symlink in it)",
+            source.display()
+        ),
+    })?;
+    Ok(FileId::of(&st))
 }
 
 /// The step's scratch space, beside the upper dir (overlay needs upper and work on one
