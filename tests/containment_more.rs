@@ -122,3 +122,81 @@ fn a_bind_source_with_a_symlink_on_its_path_is_refused() {
         assert!(!err.contains(&secret), "{err}");
     }
 }
+
+/// The step's cgroups under the pids hierarchy's `kiln` dir (v1 hybrid or v2).
+fn kiln_step_cgroups() -> Vec<std::path::PathBuf> {
+    [
+        "/sys/fs/cgroup/pids/kiln",
+        "/sys/fs/cgroup/kiln",
+        "/sys/fs/cgroup/unified/kiln",
+    ]
+    .iter()
+    .filter_map(|d| fs::read_dir(d).ok())
+    .flat_map(|e| e.flatten().map(|e| e.path()))
+    .filter(|p| p.is_dir())
+    .collect()
+}
+
+/// As root, a step gets at most `--pids-limit` processes: a fork bomb-ish loop fails to
+/// fork past it (and succeeds without the limit), and the step's cgroup is gone afterwards.
+#[test]
+fn a_fork_bomb_stops_at_the_pids_limit() {
+    use kiln::progress::Progress;
+    use kiln::sandbox::{Isolation, Sandbox};
+    use sandbox_support::{KILN, busybox_rootfs, spec};
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIPPED a_fork_bomb_stops_at_the_pids_limit: needs root");
+        return;
+    }
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    if !mounts
+        .lines()
+        .any(|l| l.contains(" cgroup2 ") || l.contains(",pids"))
+    {
+        println!("SKIPPED a_fork_bomb_stops_at_the_pids_limit: no pids cgroup hierarchy");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lower = busybox_rootfs(dir.path());
+    // 300 sleepers: well past a limit of 50, harmless without one.
+    let script = "for i in $(seq 300); do sleep 2 & done; echo forked-all; wait";
+    let run = |id: &str, limit: u32| {
+        let sandbox = Sandbox::new(KILN, Isolation::Chroot).with_pids_limit(limit);
+        let (progress, rx) = Progress::channel();
+        let outcome = sandbox
+            .run_step(&spec(id, dir.path(), &lower, script), &progress)
+            .unwrap();
+        drop(progress);
+        let events: Vec<_> = rx.iter().collect();
+        (outcome, events)
+    };
+    let (limited, events) = run("limited", 50);
+    if events
+        .iter()
+        .any(|e| format!("{e:?}").contains("no pids limit"))
+    {
+        println!("SKIPPED a_fork_bomb_stops_at_the_pids_limit: {events:?}");
+        return;
+    }
+    assert_ne!(limited.exit_code, 0, "{:?}", limited.tail);
+    assert!(
+        !limited.tail.iter().any(|l| l == "forked-all"),
+        "{:?}",
+        limited.tail
+    );
+    assert!(
+        limited.tail.iter().any(|l| l.contains("fork")),
+        "{:?}",
+        limited.tail
+    );
+    // Steps of other tests may be running (their cgroups hold processes); an empty one
+    // is one kiln failed to remove.
+    let empty: Vec<_> = kiln_step_cgroups()
+        .into_iter()
+        .filter(|p| fs::read_to_string(p.join("cgroup.procs")).is_ok_and(|s| s.is_empty()))
+        .collect();
+    assert!(empty.is_empty(), "{empty:?}");
+    let (free, _) = run("free", 0);
+    assert_eq!(free.exit_code, 0, "{:?}", free.tail);
+    assert_eq!(free.tail, ["forked-all"]);
+}

@@ -69,6 +69,7 @@
 //!   why. Cancel kills the command's process group (no pid namespace to tear down).
 
 mod cache;
+mod cgroup;
 mod entry;
 mod error;
 mod idmap;
@@ -270,7 +271,17 @@ pub struct Sandbox {
     no_overlay: std::sync::atomic::AtomicBool,
     warned_copy: std::sync::atomic::AtomicBool,
     mapped: std::sync::OnceLock<Option<MappedFs>>,
+    /// Most pids (processes and threads) one step may have; 0 is no limit.
+    pids_limit: u32,
+    /// Where step cgroups go, or why there is none (said once).
+    pids_parent: std::sync::OnceLock<Result<cgroup::PidsParent, String>>,
+    warned_pids: std::sync::atomic::AtomicBool,
 }
+
+/// The pids limit of a step unless told otherwise: twice podman's container default
+/// (containers.conf `pids_limit = 2048`), as a build runs parallel compilers and linkers;
+/// far below the host's `pid_max`, so a fork bomb stops long before the host does.
+pub const DEFAULT_PIDS_LIMIT: u32 = 4096;
 
 impl Sandbox {
     /// A sandbox that re-executes `kiln_exe` as each step's init.
@@ -285,7 +296,17 @@ impl Sandbox {
             no_overlay: Default::default(),
             warned_copy: Default::default(),
             mapped: Default::default(),
+            pids_limit: DEFAULT_PIDS_LIMIT,
+            pids_parent: Default::default(),
+            warned_pids: Default::default(),
         }
+    }
+
+    /// The same sandbox with at most `max` pids per step (0: no limit). Applied as root
+    /// through a cgroup per step; an unprivileged kiln says once that it applies none.
+    pub fn with_pids_limit(mut self, max: u32) -> Sandbox {
+        self.pids_limit = max;
+        self
     }
 
     /// The same sandbox with weaker modes forced (see [`Force`]).

@@ -511,6 +511,9 @@ fn execute(
     progress: &Progress,
 ) -> Result<Executed, SandboxError> {
     let (mut child, status_file) = spawn_init(&sandbox.kiln_exe)?;
+    // Before the init reads its spec, so before it forks anything; removed (after killing
+    // what is left in it) when this function returns.
+    let _pids = limit_pids(sandbox, child.id(), &spec.id, progress);
     let token = sandbox.cancel.register(Pid::from_raw(child.id() as i32));
     let tail = Arc::new(Mutex::new(VecDeque::new()));
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
@@ -549,6 +552,43 @@ fn execute(
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
     Ok((code, tail, created))
+}
+
+/// Puts the just-spawned init in a fresh cgroup with the sandbox's pids limit, when there is
+/// one and cgroups allow; says once (info) when they do not, and warns when a step's cgroup
+/// cannot be made where others could.
+fn limit_pids(
+    sandbox: &Sandbox,
+    init_pid: u32,
+    step: &str,
+    progress: &Progress,
+) -> Option<super::cgroup::StepCgroup> {
+    if sandbox.pids_limit == 0 {
+        return None;
+    }
+    let parent = sandbox
+        .pids_parent
+        .get_or_init(super::cgroup::PidsParent::find);
+    match parent {
+        Ok(parent) => match parent.add(init_pid, sandbox.pids_limit) {
+            Ok(cgroup) => Some(cgroup),
+            Err(e) => {
+                progress.warn(format!(
+                    "step {step}: pids limit {} not applied: cgroup: {e}",
+                    sandbox.pids_limit
+                ));
+                None
+            }
+        },
+        Err(why) => {
+            if !sandbox.warned_pids.swap(true, Ordering::Relaxed) {
+                progress.info(format!(
+                    "protections in force: no pids limit per step ({why})"
+                ));
+            }
+            None
+        }
+    }
 }
 
 fn spawn_init(exe: &Path) -> Result<(Child, std::fs::File), SandboxError> {
