@@ -38,6 +38,12 @@
 //! leave it): its one copy warning says so.
 //! [`Security::Insecure`] (`RUN --security=insecure`, allowed by the caller) skips the
 //! capabilities, the filter and the masks.
+//! As root, at most [`Sandbox::with_pids_limit`] pids per step (default
+//! [`DEFAULT_PIDS_LIMIT`]) through a cgroup per step (`cgroup.rs`); unprivileged, none (an
+//! info line says so once).
+//! Bind and cache sources must be resolved paths: the sandbox opens each without following
+//! any symlink, and the init mounts that same file (checked by device and inode) through
+//! its descriptor, so a component swapped for a symlink after the caller's check is refused.
 //!
 //! # The upper dir afterwards
 //! Overlay's own format: whiteouts are 0/0 character devices, opaque directories carry
@@ -165,8 +171,8 @@ pub enum MountSpec {
         #[serde(default)]
         gid: u32,
     },
-    /// A host path (from the context or another stage); writes go to a throwaway overlay
-    /// unless `readonly`.
+    /// A host path (from the context or another stage), already resolved: a symlink left
+    /// on it refuses the step. Writes go to a throwaway overlay unless `readonly`.
     Bind {
         source: PathBuf,
         target: PathBuf,
