@@ -200,3 +200,65 @@ fn a_fork_bomb_stops_at_the_pids_limit() {
     assert_eq!(free.exit_code, 0, "{:?}", free.tail);
     assert_eq!(free.tail, ["forked-all"]);
 }
+
+/// Root's store serves chroot and rootless steps: a layer's opaque directory (here `/d`,
+/// replaced in the upper layer) hides the lower layer's files in both modes. Before, root
+/// marked it `trusted.` only, which a rootless (`userxattr`) overlay cannot read: `a`
+/// showed through. And the `user.` mark a chroot step's overlay copies up is not taken
+/// for a deletion of that step.
+#[test]
+fn opaque_dirs_of_roots_store_hold_in_rootless_steps_too() {
+    use kiln::layer::{Deletions, OpaqueXattr, UnpackOptions, is_opaque_dir, unpack_layer};
+    use kiln::progress::Progress;
+    use kiln::sandbox::{Isolation, Sandbox};
+    use sandbox_support::{KILN, busybox_rootfs, spec};
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIPPED opaque_dirs_of_roots_store_hold_in_rootless_steps_too: needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = busybox_rootfs(dir.path());
+    fs::create_dir(base.join("d")).unwrap();
+    fs::write(base.join("d/a"), "a").unwrap();
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, kind, data) in [
+        ("d/", tar::EntryType::Directory, &b""[..]),
+        ("d/.wh..wh..opq", tar::EntryType::Regular, b""),
+        ("d/b", tar::EntryType::Regular, b"b"),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        h.set_size(data.len() as u64);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1);
+        tar.append_data(&mut h, name, data).unwrap();
+    }
+    let top = dir.path().join("top");
+    fs::create_dir(&top).unwrap();
+    let opts = UnpackOptions {
+        deletions: Deletions::Overlay(OpaqueXattr::for_this_process()),
+        ..UnpackOptions::default()
+    };
+    unpack_layer(&tar.into_inner().unwrap()[..], &top, &opts).unwrap();
+    for (id, isolation) in [
+        ("rootless", Isolation::Rootless),
+        ("chroot", Isolation::Chroot),
+    ] {
+        let mut step = spec(id, dir.path(), &base, "ls /d && touch /d/c");
+        step.lower_dirs = vec![top.clone(), base.clone()];
+        let (progress, rx) = Progress::channel();
+        let outcome = Sandbox::new(KILN, isolation)
+            .run_step(&step, &progress)
+            .unwrap();
+        drop(progress);
+        assert_eq!(outcome.exit_code, 0, "{:?}", rx.iter().collect::<Vec<_>>());
+        assert_eq!(outcome.tail, ["b"], "{id}");
+        assert!(!is_opaque_dir(&step.upper_dir.join("d")), "{id}");
+    }
+}

@@ -221,9 +221,22 @@ fn attempt(
                 ));
                 copy = true;
             }
+            Ok(done) if !copy && trusted_overlay(probe) => {
+                crate::layer::drop_user_overlay_xattrs(&spec.upper_dir)
+                    .map_err(|e| SandboxError::io(&spec.upper_dir, e))?;
+                return Ok(done);
+            }
             other => return other,
         }
     }
+}
+
+/// Whether the step's overlay was mounted by real root without `userxattr`: its marks are
+/// `trusted.`, and the `user.overlay.*` that root's store also carries for rootless steps
+/// may have been copied up (see `layer/whiteouts.rs`).
+fn trusted_overlay(probe: &Probe) -> bool {
+    probe.isolation == Isolation::Chroot
+        && crate::layer::OpaqueXattr::for_this_process() == crate::layer::OpaqueXattr::Trusted
 }
 
 /// Says, for each insecure step, that it runs unconfined (what plain chroot cannot apply
