@@ -15,6 +15,10 @@ use std::path::Path;
 
 use build_support::{failed, kiln, kiln_build, succeeded};
 
+/// Held by each test that runs steps in-process: the pids test checks that no step cgroup
+/// is left, which a step of another test starting meanwhile would make untrue for a moment.
+static STEPS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A host file outside every context whose text is a hostile Dockerfile and ignore file:
 /// read, its first line is a parse error that quotes it.
 fn host_secret(dir: &Path) -> (std::path::PathBuf, String) {
@@ -81,6 +85,7 @@ fn an_ignore_file_symlinked_out_of_the_context_is_not_read() {
 /// mounting what it leads to, and mounts the checked file itself (by descriptor).
 #[test]
 fn a_bind_source_with_a_symlink_on_its_path_is_refused() {
+    let _steps = STEPS.lock().unwrap_or_else(|e| e.into_inner());
     use kiln::progress::Progress;
     use kiln::sandbox::{Isolation, MountSpec, Sandbox};
     use sandbox_support::{KILN, busybox_rootfs, spec};
@@ -141,6 +146,7 @@ fn kiln_step_cgroups() -> Vec<std::path::PathBuf> {
 /// fork past it (and succeeds without the limit), and the step's cgroup is gone afterwards.
 #[test]
 fn a_fork_bomb_stops_at_the_pids_limit() {
+    let _steps = STEPS.lock().unwrap_or_else(|e| e.into_inner());
     use kiln::progress::Progress;
     use kiln::sandbox::{Isolation, Sandbox};
     use sandbox_support::{KILN, busybox_rootfs, spec};
@@ -189,8 +195,8 @@ fn a_fork_bomb_stops_at_the_pids_limit() {
         "{:?}",
         limited.tail
     );
-    // Steps of other tests may be running (their cgroups hold processes); an empty one
-    // is one kiln failed to remove.
+    // No other step runs (STEPS): a step cgroup left is one kiln failed to remove (a
+    // running build elsewhere would hold processes in its own).
     let empty: Vec<_> = kiln_step_cgroups()
         .into_iter()
         .filter(|p| fs::read_to_string(p.join("cgroup.procs")).is_ok_and(|s| s.is_empty()))
@@ -208,6 +214,7 @@ fn a_fork_bomb_stops_at_the_pids_limit() {
 /// for a deletion of that step.
 #[test]
 fn opaque_dirs_of_roots_store_hold_in_rootless_steps_too() {
+    let _steps = STEPS.lock().unwrap_or_else(|e| e.into_inner());
     use kiln::layer::{Deletions, OpaqueXattr, UnpackOptions, is_opaque_dir, unpack_layer};
     use kiln::progress::Progress;
     use kiln::sandbox::{Isolation, Sandbox};
