@@ -269,3 +269,31 @@ fn opaque_dirs_of_roots_store_hold_in_rootless_steps_too() {
         assert!(!is_opaque_dir(&step.upper_dir.join("d")), "{id}");
     }
 }
+
+/// `kiln build --pids-limit N` reaches the steps: as root the loop cannot fork past it, and
+/// the build fails at that RUN (the same build passes with `--pids-limit 0`).
+#[test]
+fn kiln_build_pids_limit_reaches_the_steps() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIPPED kiln_build_pids_limit_reaches_the_steps: needs root");
+        return;
+    }
+    let Some(bases) = build_support::bases_or_skip() else {
+        return;
+    };
+    let _steps = STEPS.lock().unwrap_or_else(|e| e.into_inner());
+    let ctx = tempfile::tempdir().unwrap();
+    let dockerfile = format!(
+        "FROM {}\nRUN for i in $(seq 300); do sleep 2 & done; wait\n",
+        bases.busybox()
+    );
+    fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let build = |limit: &str| {
+        let args = ["--isolation", "chroot", "--no-cache", "--pids-limit", limit];
+        kiln_build(work.path(), &args, ctx.path())
+    };
+    let err = failed(&build("50"));
+    assert!(err.contains("fork"), "{err}");
+    succeeded(&build("0"));
+}
