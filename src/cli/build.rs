@@ -69,6 +69,10 @@ pub struct Args {
     /// How RUN steps are isolated.
     #[arg(long, value_name = "MODE", default_value = "auto", value_parser = ["auto", "rootless", "chroot"])]
     pub isolation: String,
+    /// Most processes and threads one RUN step may have (0: no limit). Applied as root,
+    /// through a cgroup per step; an unprivileged kiln applies none and says so.
+    #[arg(long, value_name = "N", default_value_t = crate::sandbox::DEFAULT_PIDS_LIMIT)]
+    pub pids_limit: u32,
     /// Layer compression.
     #[arg(long, value_name = "ALGO", default_value = "gzip", value_parser = ["gzip", "zstd"])]
     pub compression: String,
@@ -127,7 +131,8 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
         std::env::current_exe().context("finding the kiln executable")?,
         isolation,
     )
-    .forcing(crate::sandbox::Force::from_env());
+    .forcing(crate::sandbox::Force::from_env())
+    .with_pids_limit(a.pids_limit);
     // Ctrl-C / SIGTERM: kill the running step's whole process tree; the build then fails with
     // "interrupted" and cleans up (mounts lived only in the step's namespace).
     // With --push, the uploads made during the build stop at once too.
@@ -427,7 +432,7 @@ fn dockerfile(a: &Args, no_context: bool) -> anyhow::Result<(String, String, Opt
     } else {
         super::plan::dockerfile_path(&a.context, a.file.as_deref())?
     };
-    let (name, text) = super::debug::read_dockerfile(&path)?;
+    let (name, text) = super::debug::read_dockerfile(&path, Some(&a.context))?;
     Ok((text, name, (path != stdin).then_some(path)))
 }
 

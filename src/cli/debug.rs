@@ -22,7 +22,7 @@ pub fn run(_g: &GlobalArgs, c: Command) -> anyhow::Result<ExitCode> {
 }
 
 fn dump_ast(file: &Path) -> anyhow::Result<ExitCode> {
-    let (name, source) = read_dockerfile(file)?;
+    let (name, source) = read_dockerfile(file, None)?;
     match dockerfile::parse(&source) {
         Ok(ast) => {
             print!("{}", ast.dump());
@@ -36,8 +36,13 @@ fn dump_ast(file: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// Reads a Dockerfile from a path or, for `-`, standard input; returns its display name too.
-/// Invalid UTF-8 is replaced rather than refused, as Docker reads bytes.
-pub(crate) fn read_dockerfile(file: &Path) -> anyhow::Result<(String, String)> {
+/// Invalid UTF-8 is replaced rather than refused, as Docker reads bytes. A Dockerfile inside
+/// `context` is resolved with the context as `/`: a `Dockerfile -> /etc/shadow` there is
+/// `<context>/etc/shadow`, never the host file.
+pub(crate) fn read_dockerfile(
+    file: &Path,
+    context: Option<&Path>,
+) -> anyhow::Result<(String, String)> {
     let mut bytes = Vec::new();
     if file == Path::new("-") {
         std::io::stdin()
@@ -48,7 +53,11 @@ pub(crate) fn read_dockerfile(file: &Path) -> anyhow::Result<(String, String)> {
             String::from_utf8_lossy(&bytes).into_owned(),
         ));
     }
-    bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    bytes = match context {
+        Some(ctx) => crate::build::context::in_root::read_maybe_in(ctx, file),
+        None => std::fs::read(file),
+    }
+    .with_context(|| format!("reading {}", file.display()))?;
     Ok((
         file.display().to_string(),
         String::from_utf8_lossy(&bytes).into_owned(),

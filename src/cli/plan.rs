@@ -34,7 +34,7 @@ pub struct Args {
 
 pub fn run(_g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     let file = dockerfile_path(&a.context, a.file.as_deref())?;
-    let (name, source) = read_dockerfile(&file)?;
+    let (name, source) = read_dockerfile(&file, Some(&a.context))?;
     let build_args = plan::parse_build_args(&a.build_args, |k| std::env::var(k).ok())
         .map_err(|w| anyhow::anyhow!("invalid --build-arg {w:?}: use NAME=VALUE"))?;
     let mut opts = PlanOptions {

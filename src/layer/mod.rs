@@ -51,7 +51,9 @@ pub use crate::digest::Digest;
 pub use entries::{EntrySource, LayerEntry, write_entries};
 pub use idmap::{IdMap, IdRange};
 pub use unpack::{diff_id, unpack_layer};
-pub use whiteouts::{hides_lower_layers, is_opaque_dir, is_whiteout, visible_layers};
+pub use whiteouts::{
+    drop_user_overlay_xattrs, hides_lower_layers, is_opaque_dir, is_whiteout, visible_layers,
+};
 pub use write::write_layer;
 
 /// How a layer blob is compressed.

@@ -3,11 +3,14 @@
 //! directory carries `overlay.opaque=y`.
 //!
 //! Which xattr namespace: an overlay mounted by real root reads `trusted.overlay.*`; one
-//! mounted in a user namespace (`userxattr`, rootless mode) reads `user.overlay.*`. A
-//! `trusted` overlay shows `user.overlay.opaque` of a lower dir as an ordinary xattr and
-//! copies it up, where the layer writer would take it for a real opaque directory, so root
-//! sets `trusted.` only (and `user.` where `trusted.` is refused: no `CAP_SYS_ADMIN`, a store
-//! on overlayfs; overlay cannot be mounted there and the copy fallback reads both).
+//! mounted in a user namespace (`userxattr`, rootless mode) reads `user.overlay.*` and
+//! cannot even see `trusted.`. Root's store serves both (`--isolation chroot` and
+//! `rootless`), so root marks an opaque dir with both (`user.` alone where `trusted.` is
+//! refused: no `CAP_SYS_ADMIN`, a store on overlayfs). A `trusted` overlay shows the
+//! `user.overlay.opaque` of a lower dir as an ordinary xattr and copies it up, where the
+//! layer writer would take it for a real opaque directory: after such a step the sandbox
+//! drops every `user.overlay.*` from the upper dir ([`drop_user_overlay_xattrs`]; none of
+//! them is a mark of that overlay). The copy fallback never copies overlay xattrs.
 //!
 //! A 0/0 character device needs no privilege since Linux 5.8, in a user namespace or not.
 //! An opaque marker at a layer's root hides every layer below, which overlay does not do for
@@ -44,8 +47,31 @@ pub(crate) fn mark_opaque(dir: BorrowedFd<'_>, name: &[u8], xattr: OpaqueXattr) 
     let set = |key: &str| xattr::FileExt::set_xattr(&f, key, b"y");
     match xattr {
         OpaqueXattr::User => set(OPAQUE[1]),
-        OpaqueXattr::Trusted => set(OPAQUE[0]).or_else(|_| set(OPAQUE[1])),
+        OpaqueXattr::Trusted => match set(OPAQUE[0]) {
+            Ok(()) => set(OPAQUE[1]).or(Ok(())),
+            Err(_) => set(OPAQUE[1]),
+        },
     }
+}
+
+/// Removes every `user.overlay.*` xattr in `upper` (itself included), the upper dir of an overlay mounted
+/// without `userxattr` (its marks are `trusted.`): such xattrs there were copied up from a
+/// lower dir or set by the step, and are no deletion. Never follows a symlink; the step
+/// must be over (nothing else changes the tree meanwhile).
+pub fn drop_user_overlay_xattrs(upper: &Path) -> io::Result<()> {
+    for entry in walkdir::WalkDir::new(upper) {
+        let entry = entry.map_err(io::Error::from)?;
+        if entry.file_type().is_symlink() {
+            continue;
+        }
+        let path = entry.path();
+        for name in xattr::list(path)? {
+            if name.as_bytes().starts_with(b"user.overlay.") {
+                xattr::remove(path, &name)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether an entry of an unpacked layer dir is a whiteout (the name is deleted below).
@@ -99,5 +125,13 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         let stack = [other.path(), t.path(), other.path()];
         assert_eq!(visible_layers(&stack).len(), 2);
+        // Root marks both namespaces: a userxattr overlay (rootless) reads `user.`.
+        assert_eq!(
+            xattr::get(t.path(), OPAQUE[1]).unwrap().as_deref(),
+            Some(&b"y"[..])
+        );
+        drop_user_overlay_xattrs(t.path()).unwrap();
+        assert!(xattr::get(t.path(), OPAQUE[1]).unwrap().is_none());
+        assert!(!is_opaque_dir(&t.path().join("d")));
     }
 }

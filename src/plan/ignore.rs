@@ -20,9 +20,12 @@
 //! ignores it) and patterns with `..` (BuildKit's `filepath.Clean` keeps a leading `../`, which
 //! then never matches, and turns `/../a` into `a`; buildah does otherwise).
 
+use std::io::ErrorKind::InvalidData;
 use std::path::{Path, PathBuf};
 
 use regex::Regex;
+
+use crate::build::context::in_root::read_maybe_in;
 
 /// A `.dockerignore` file that could not be read or has a bad pattern.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +85,8 @@ impl DockerIgnore {
     /// buildah's `.dockerignore`-wins order when both exist); in the context,
     /// `.containerignore` then `.dockerignore` (buildah and podman prefer the former, and
     /// kiln accepts the `Containerfile` name they go with). None: nothing is excluded.
+    /// A file inside the context is resolved with the context as `/` (BuildKit reads it
+    /// from the context it was sent): a symlink out of the context is not followed there.
     pub fn load(context: &Path, dockerfile: Option<&Path>) -> Result<Self, IgnoreError> {
         let beside = |suffix: &str| {
             dockerfile.and_then(|df| {
@@ -97,7 +102,9 @@ impl DockerIgnore {
             Some(context.join(".dockerignore")),
         ];
         for path in candidates.into_iter().flatten() {
-            match std::fs::read_to_string(&path) {
+            match read_maybe_in(context, &path)
+                .and_then(|b| String::from_utf8(b).map_err(|e| std::io::Error::new(InvalidData, e)))
+            {
                 Ok(text) => return Self::parse_named(&text, &path.display().to_string()),
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(source) => return Err(IgnoreError::Read { path, source }),
@@ -558,5 +565,37 @@ mod tests {
         std::fs::write(dir.path().join("Containerfile.dockerignore"), "cf-di\n").unwrap();
         let ig = DockerIgnore::load(&ctx, Some(&df)).unwrap();
         assert!(ig.is_excluded("cf-di") && !ig.is_excluded("cf-ci"));
+    }
+
+    #[test]
+    fn ignore_files_in_the_context_never_follow_a_symlink_out_of_it() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path().join("ctx");
+        std::fs::create_dir_all(ctx.join("sub")).unwrap();
+        // A host file whose first line is a bad pattern: read, it would fail the load and
+        // its text would be in the error.
+        let host = dir.path().join("host-secret");
+        std::fs::write(&host, "[HOST-SECRET\n").unwrap();
+        for name in [
+            ".dockerignore",
+            ".containerignore",
+            "sub/Dockerfile.dockerignore",
+        ] {
+            symlink(&host, ctx.join(name)).unwrap();
+        }
+        let df = ctx.join("sub/Dockerfile");
+        let ig = DockerIgnore::load(&ctx, Some(&df)).unwrap();
+        assert!(ig.is_empty());
+        // The same link followed with the context as `/` finds the context's own file.
+        std::fs::create_dir_all(ctx.join(dir.path().strip_prefix("/").unwrap())).unwrap();
+        std::fs::write(ctx.join(host.strip_prefix("/").unwrap()), "inside\n").unwrap();
+        let ig = DockerIgnore::load(&ctx, Some(&df)).unwrap();
+        assert!(ig.is_excluded("inside"));
+        // A Dockerfile the user named outside the context keeps its ignore file as named.
+        let outside_df = dir.path().join("app.Dockerfile");
+        symlink(&host, dir.path().join("app.Dockerfile.dockerignore")).unwrap();
+        let err = DockerIgnore::load(&ctx, Some(&outside_df)).unwrap_err();
+        assert!(err.to_string().contains("bad pattern"), "{err}");
     }
 }

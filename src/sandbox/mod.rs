@@ -38,6 +38,12 @@
 //! leave it): its one copy warning says so.
 //! [`Security::Insecure`] (`RUN --security=insecure`, allowed by the caller) skips the
 //! capabilities, the filter and the masks.
+//! As root, at most [`Sandbox::with_pids_limit`] pids per step (default
+//! [`DEFAULT_PIDS_LIMIT`]) through a cgroup per step (`cgroup.rs`); unprivileged, none (an
+//! info line says so once).
+//! Bind and cache sources must be resolved paths: the sandbox opens each without following
+//! any symlink, and the init mounts that same file (checked by device and inode) through
+//! its descriptor, so a component swapped for a symlink after the caller's check is refused.
 //!
 //! # The upper dir afterwards
 //! Overlay's own format: whiteouts are 0/0 character devices, opaque directories carry
@@ -69,6 +75,7 @@
 //!   why. Cancel kills the command's process group (no pid namespace to tear down).
 
 mod cache;
+mod cgroup;
 mod entry;
 mod error;
 mod idmap;
@@ -165,8 +172,8 @@ pub enum MountSpec {
         #[serde(default)]
         gid: u32,
     },
-    /// A host path (from the context or another stage); writes go to a throwaway overlay
-    /// unless `readonly`.
+    /// A host path (from the context or another stage), already resolved: a symlink left
+    /// on it refuses the step. Writes go to a throwaway overlay unless `readonly`.
     Bind {
         source: PathBuf,
         target: PathBuf,
@@ -271,7 +278,17 @@ pub struct Sandbox {
     no_overlay: std::sync::atomic::AtomicBool,
     warned_copy: std::sync::atomic::AtomicBool,
     mapped: std::sync::OnceLock<Option<MappedFs>>,
+    /// Most pids (processes and threads) one step may have; 0 is no limit.
+    pids_limit: u32,
+    /// Where step cgroups go, or why there is none (said once).
+    pids_parent: std::sync::OnceLock<Result<cgroup::PidsParent, String>>,
+    warned_pids: std::sync::atomic::AtomicBool,
 }
+
+/// The pids limit of a step unless told otherwise: twice podman's container default
+/// (containers.conf `pids_limit = 2048`), as a build runs parallel compilers and linkers;
+/// far below the host's `pid_max`, so a fork bomb stops long before the host does.
+pub const DEFAULT_PIDS_LIMIT: u32 = 4096;
 
 impl Sandbox {
     /// A sandbox that re-executes `kiln_exe` as each step's init.
@@ -286,7 +303,17 @@ impl Sandbox {
             no_overlay: Default::default(),
             warned_copy: Default::default(),
             mapped: Default::default(),
+            pids_limit: DEFAULT_PIDS_LIMIT,
+            pids_parent: Default::default(),
+            warned_pids: Default::default(),
         }
+    }
+
+    /// The same sandbox with at most `max` pids per step (0: no limit). Applied as root
+    /// through a cgroup per step; an unprivileged kiln says once that it applies none.
+    pub fn with_pids_limit(mut self, max: u32) -> Sandbox {
+        self.pids_limit = max;
+        self
     }
 
     /// The same sandbox with weaker modes forced (see [`Force`]).

@@ -49,15 +49,37 @@ pub(crate) struct InitSpec {
     pub security: Security,
 }
 
+/// Which file a path named when the parent checked it: the init mounts a bind source only
+/// through a descriptor of that same file (see `rootfs::open_source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    pub fn of(st: &nix::sys::stat::FileStat) -> FileId {
+        FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) enum InitMount {
     Bind {
         source: PathBuf,
+        source_id: FileId,
         target: PathBuf,
         readonly: bool,
     },
     /// A bind whose writes land in a throwaway tmpfs overlay.
-    Overlay { source: PathBuf, target: PathBuf },
+    Overlay {
+        source: PathBuf,
+        source_id: FileId,
+        target: PathBuf,
+    },
     Tmpfs {
         target: PathBuf,
         size_bytes: Option<u64>,

@@ -4,14 +4,17 @@
 //! `/run -> /host` can never make the sandbox mount over a host path.
 
 use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
+use nix::fcntl::{AT_FDCWD, OFlag, OpenHow, ResolveFlag, open, openat2};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat};
 use nix::sys::statvfs::{FsFlags, statvfs};
 
-use super::protocol::{InitMount, InitSpec, OVERLAY_FAILED};
+use super::protocol::{FileId, InitMount, InitSpec, OVERLAY_FAILED};
 use super::security::Security;
 
 /// runc's default masked paths: `/dev/null` over files, an empty read-only tmpfs over dirs.
@@ -255,18 +258,24 @@ fn mount_one(spec: &InitSpec, i: usize, m: &InitMount, created: &mut dyn FnMut(&
     match m {
         InitMount::Bind {
             source,
+            source_id,
             target,
             readonly,
         } => {
-            let kind = if source.is_dir() {
-                Kind::Dir
-            } else {
-                Kind::File
-            };
+            let (fd, st) = open_checked(source, *source_id)?;
+            let is_dir = st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits();
+            let kind = if is_dir { Kind::Dir } else { Kind::File };
             let target = ensure(root, target, kind, created)?;
-            bind(source, &target, *readonly)
+            bind(&fd_path(&fd), &target, *readonly)
         }
-        InitMount::Overlay { source, target } => {
+        InitMount::Overlay {
+            source,
+            source_id,
+            target,
+        } => {
+            // Held until the overlay (or the copy) is made from it.
+            let (fd, _) = open_checked(source, *source_id)?;
+            let source = &fd_path(&fd);
             let target = ensure(root, target, Kind::Dir, created)?;
             let base = spec.scratch.join(format!("bind-{i}"));
             std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
@@ -343,6 +352,50 @@ fn mount_one(spec: &InitSpec, i: usize, m: &InitMount, created: &mut dyn FnMut(&
             bind(&file, &target, true)
         }
     }
+}
+
+/// Opens a mount source without following any symlink on its path (`openat2` with
+/// `RESOLVE_NO_SYMLINKS`; `O_NOFOLLOW` on the last component where the kernel has no
+/// `openat2`). Callers hand in paths already resolved, with no symlink left in them: one
+/// found now is a component swapped since. Returns the descriptor and what it is.
+pub(crate) fn open_source(path: &Path) -> std::io::Result<(OwnedFd, FileStat)> {
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let how = OpenHow::new()
+        .flags(flags)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
+    let fd = match openat2(AT_FDCWD, path, how) {
+        Err(nix::Error::ENOSYS) => open(path, flags, Mode::empty())?,
+        other => other?,
+    };
+    let st = fstat(&fd)?;
+    // `O_PATH | O_NOFOLLOW` opens a symlink itself rather than failing.
+    if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFLNK.bits() {
+        return Err(nix::Error::ELOOP.into());
+    }
+    Ok((fd, st))
+}
+
+/// [`open_source`], and the file must be the one the parent checked (`id`): whatever
+/// happened to the path since, the mount is made from this descriptor
+/// (`/proc/self/fd/N`), so what is checked is what is mounted.
+fn open_checked(source: &Path, id: FileId) -> Res<(OwnedFd, FileStat)> {
+    let changed = |why: String| {
+        format!(
+            "bind source {} changed after it was checked ({why}); nothing was mounted",
+            source.display()
+        )
+    };
+    let (fd, st) = open_source(source).map_err(|e| changed(e.to_string()))?;
+    if FileId::of(&st) != id {
+        return Err(changed("another file is there now".into()));
+    }
+    Ok((fd, st))
+}
+
+/// `/proc/self/fd/N`: a path that names the descriptor's own file (mount(2) and overlay's
+/// `lowerdir` follow it to that file, never to whatever the original path names now).
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 fn pivot(root: &Path) -> Res<()> {
@@ -499,6 +552,30 @@ pub(crate) fn overlay_safe(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bind_source_swapped_after_its_check_is_not_opened() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        let (_, st) = open_source(&src).unwrap();
+        let id = FileId::of(&st);
+        let (fd, _) = open_checked(&src, id).unwrap();
+        // The descriptor's path names the checked directory, whatever the path names later.
+        assert_eq!(FileId::of(&fstat(&fd).unwrap()), id);
+        // Another directory renamed into its place.
+        std::fs::rename(&src, d.path().join("old")).unwrap();
+        std::fs::create_dir(&src).unwrap();
+        let err = open_checked(&src, id).unwrap_err();
+        assert!(err.contains("another file is there now"), "{err}");
+        // A symlink anywhere on the path, even to the checked directory itself.
+        std::fs::remove_dir(&src).unwrap();
+        std::os::unix::fs::symlink(d.path().join("old"), &src).unwrap();
+        assert!(open_checked(&src, id).is_err());
+        std::os::unix::fs::symlink(d.path(), d.path().join("up")).unwrap();
+        assert!(open_checked(&d.path().join("up/old"), id).is_err());
+        assert!(open_checked(&d.path().join("old"), id).is_ok());
+    }
 
     #[test]
     fn symlinks_resolve_inside_the_root_and_never_escape() {

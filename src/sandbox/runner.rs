@@ -17,7 +17,7 @@ use super::cache::CacheLock;
 use super::idmap::{self, IdMap};
 use super::output::StepLog;
 use super::pidfd::PidFd;
-use super::protocol::{GO, InitMount, InitSpec, OVERLAY_FAILED, STATUS_FD, Status};
+use super::protocol::{FileId, GO, InitMount, InitSpec, OVERLAY_FAILED, STATUS_FD, Status};
 use super::rootfs::overlay_safe;
 use super::{
     Force, Isolation, MountSpec, Probe, Sandbox, SandboxError, Security, StepOutcome, StepSpec,
@@ -218,9 +218,22 @@ fn attempt(
                 ));
                 copy = true;
             }
+            Ok(done) if !copy && trusted_overlay(probe) => {
+                crate::layer::drop_user_overlay_xattrs(&spec.upper_dir)
+                    .map_err(|e| SandboxError::io(&spec.upper_dir, e))?;
+                return Ok(done);
+            }
             other => return other,
         }
     }
+}
+
+/// Whether the step's overlay was mounted by real root without `userxattr`: its marks are
+/// `trusted.`, and the `user.overlay.*` that root's store also carries for rootless steps
+/// may have been copied up (see `layer/whiteouts.rs`).
+fn trusted_overlay(probe: &Probe) -> bool {
+    probe.isolation == Isolation::Chroot
+        && crate::layer::OpaqueXattr::for_this_process() == crate::layer::OpaqueXattr::Trusted
 }
 
 /// Says, for each insecure step, that it runs unconfined (what plain chroot cannot apply
@@ -345,9 +358,11 @@ fn resolve_mounts(spec: &StepSpec) -> Result<(Vec<InitMount>, Vec<CacheLock>), S
                 readonly,
             } => {
                 let lock = CacheLock::acquire(&cache_root, &id, sharing)?;
-                let source = lock.dir().to_path_buf();
+                let source = std::fs::canonicalize(lock.dir())
+                    .map_err(|e| SandboxError::io(lock.dir(), e))?;
                 locks.push(lock);
                 InitMount::Bind {
+                    source_id: source_id(spec, &source)?,
                     source,
                     target,
                     readonly,
@@ -371,6 +386,7 @@ fn resolve_mounts(spec: &StepSpec) -> Result<(Vec<InitMount>, Vec<CacheLock>), S
                 target,
                 readonly: true,
             } => InitMount::Bind {
+                source_id: source_id(spec, &source)?,
                 source,
                 target,
                 readonly: true,
@@ -379,11 +395,29 @@ fn resolve_mounts(spec: &StepSpec) -> Result<(Vec<InitMount>, Vec<CacheLock>), S
                 source,
                 target,
                 readonly: false,
-            } => InitMount::Overlay { source, target },
+            } => InitMount::Overlay {
+                source_id: source_id(spec, &source)?,
+                source,
+                target,
+            },
             MountSpec::Tmpfs { target, size_bytes } => InitMount::Tmpfs { target, size_bytes },
         });
     }
     Ok((mounts, locks))
+}
+
+/// Which file a bind source is: the caller resolved it (a context path with every symlink
+/// resolved inside the context), so a symlink on its path now is a component swapped since,
+/// and the step is refused. The init mounts that same file or nothing (`rootfs::open_checked`).
+fn source_id(spec: &StepSpec, source: &Path) -> Result<FileId, SandboxError> {
+    let (_fd, st) = super::rootfs::open_source(source).map_err(|e| SandboxError::InvalidSpec {
+        step: spec.id.clone(),
+        message: format!(
+            "bind source {}: {e} (it must be a resolved path, with no symlink in it)",
+            source.display()
+        ),
+    })?;
+    Ok(FileId::of(&st))
 }
 
 /// The step's scratch space, beside the upper dir (overlay needs upper and work on one
@@ -487,6 +521,9 @@ fn execute(
     progress: &Progress,
 ) -> Result<Executed, SandboxError> {
     let (mut child, status_file) = spawn_init(&sandbox.kiln_exe)?;
+    // Before the init reads its spec, so before it forks anything; removed (after killing
+    // what is left in it) when this function returns.
+    let _pids = limit_pids(sandbox, child.id(), &spec.id, progress);
     let token = sandbox.cancel.register(Pid::from_raw(child.id() as i32));
     let log = StepLog::new(&spec.id, progress);
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
@@ -517,6 +554,43 @@ fn execute(
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
     Ok((code, tail, created))
+}
+
+/// Puts the just-spawned init in a fresh cgroup with the sandbox's pids limit, when there is
+/// one and cgroups allow; says once (info) when they do not, and warns when a step's cgroup
+/// cannot be made where others could.
+fn limit_pids(
+    sandbox: &Sandbox,
+    init_pid: u32,
+    step: &str,
+    progress: &Progress,
+) -> Option<super::cgroup::StepCgroup> {
+    if sandbox.pids_limit == 0 {
+        return None;
+    }
+    let parent = sandbox
+        .pids_parent
+        .get_or_init(super::cgroup::PidsParent::find);
+    match parent {
+        Ok(parent) => match parent.add(init_pid, sandbox.pids_limit) {
+            Ok(cgroup) => Some(cgroup),
+            Err(e) => {
+                progress.warn(format!(
+                    "step {step}: pids limit {} not applied: cgroup: {e}",
+                    sandbox.pids_limit
+                ));
+                None
+            }
+        },
+        Err(why) => {
+            if !sandbox.warned_pids.swap(true, Ordering::Relaxed) {
+                progress.info(format!(
+                    "protections in force: no pids limit per step ({why})"
+                ));
+            }
+            None
+        }
+    }
 }
 
 fn spawn_init(exe: &Path) -> Result<(Child, std::fs::File), SandboxError> {

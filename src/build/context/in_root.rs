@@ -164,6 +164,39 @@ impl Root {
     }
 }
 
+/// Reads the file at `path`: resolved inside `context` (as [`Root::open_file`] does) when
+/// `path` lies in it once both are made absolute and cleaned lexically (as the docker CLI
+/// does for `-f`), else read as the caller named it. For the Dockerfile and the ignore
+/// files: a `.dockerignore -> /etc/shadow` in a context means `<context>/etc/shadow`, and
+/// what the context's author links to outside it is never read (nor shown in an error).
+pub(crate) fn read_maybe_in(context: &Path, path: &Path) -> io::Result<Vec<u8>> {
+    let (context_abs, path_abs) = (clean_abs(context)?, clean_abs(path)?);
+    let mut file = match path_abs.strip_prefix(&context_abs) {
+        Ok(rel) => Root::open(context)?.open_file(rel.as_os_str())?,
+        Err(_) => File::open(path)?,
+    };
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut file, &mut bytes)?;
+    Ok(bytes)
+}
+
+/// `path` made absolute against the working directory, with `.` and `..` removed by name
+/// (Go's `filepath.Abs`), never by following a symlink.
+fn clean_abs(path: &Path) -> io::Result<PathBuf> {
+    let abs = std::path::absolute(path)?;
+    let mut out = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
 /// The names of a relative path, without empty ones and `.` (`..` is kept).
 fn components(path: &[u8]) -> VecDeque<Vec<u8>> {
     path.split(|&b| b == b'/')
