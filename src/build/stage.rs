@@ -404,7 +404,7 @@ impl<'a> Runner<'a> {
                     .done
                     .get(i)
                     .expect("plan orders dependencies first")
-                    .clone();
+                    .as_base();
                 Ok((img, self.stage_keys.get(i).copied()))
             }
             Base::Image(name) => {

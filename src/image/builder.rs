@@ -243,6 +243,15 @@ impl ImageBuilder {
         self.config.volumes.insert(path.to_string());
     }
 
+    /// This image as the base of a `FROM <stage>`: what the stage set is now inherited (a later
+    /// ENTRYPOINT resets the CMD, as after `FROM image`).
+    pub fn as_base(&self) -> ImageBuilder {
+        ImageBuilder {
+            cmd_set: false,
+            ..self.clone()
+        }
+    }
+
     pub fn set_cmd(&mut self, cmd: Vec<String>) {
         self.config.cmd = Some(cmd);
         self.cmd_set = true;
@@ -634,8 +643,7 @@ mod tests {
         b.set_cmd(vec!["a".into()]);
         b.set_entrypoint(vec!["e".into()]);
         assert_eq!(b.config().cmd, Some(vec!["a".to_string()]));
-        let mut inherited = b.clone();
-        inherited.cmd_set = false; // as after FROM
+        let mut inherited = b.as_base();
         inherited.set_entrypoint(vec!["e2".into()]);
         assert_eq!(inherited.config().cmd, None);
     }

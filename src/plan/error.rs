@@ -91,6 +91,10 @@ pub enum PlanErrorKind {
         value: String,
         message: String,
     },
+    #[error(
+        "invalid containerPort: {0} (EXPOSE takes PORT[/tcp|udp|sctp] or a range such as 8000-8010/udp)"
+    )]
+    BadPort(String),
     #[error("invalid --build-arg {0:?}: use NAME=VALUE")]
     BadBuildArg(String),
     #[error("{rule}: {message} (fatal because of `# check=error=true`)")]

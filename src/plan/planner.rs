@@ -564,13 +564,18 @@ impl<'a> Planner<'a> {
                 StepKind::Workdir { path }
             }
             Command::User(u) => StepKind::User { user: x.word(u)? },
-            Command::Expose(ports) => StepKind::Expose {
-                ports: ports
+            Command::Expose(ports) => {
+                let ports = ports
                     .iter()
                     .map(|p| x.words(p))
                     .collect::<Result<Vec<_>, _>>()?
-                    .concat(),
-            },
+                    .concat();
+                if let Some(bad) = ports.iter().find(|p| !valid_port_spec(p)) {
+                    let kind = PlanErrorKind::BadPort(bad.clone());
+                    return Err(PlanError::at(ins.span, kind));
+                }
+                StepKind::Expose { ports }
+            }
             Command::Volume(paths) => StepKind::Volume {
                 paths: paths.iter().map(|p| x.word(p)).collect::<Result<_, _>>()?,
             },
@@ -1031,9 +1036,45 @@ fn build_order(stages: &[Stage], target: usize) -> Result<Vec<usize>, PlanError>
     Ok(order)
 }
 
+/// `PORT[/PROTO]` or `FROM-TO[/PROTO]`, as Docker's `nat.ParsePortSpecs` accepts for EXPOSE.
+fn valid_port_spec(spec: &str) -> bool {
+    let (ports, proto) = spec.split_once('/').unwrap_or((spec, "tcp"));
+    let port = |p: &str| {
+        !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
+    };
+    let range_ok = match ports.split_once('-') {
+        Some((a, b)) => port(a) && port(b) && a.parse::<u16>().ok() <= b.parse::<u16>().ok(),
+        None => port(ports),
+    };
+    // `80/` is tcp, as in nat.SplitProtoPort.
+    range_ok
+        && matches!(
+            proto.to_ascii_lowercase().as_str(),
+            "" | "tcp" | "udp" | "sctp"
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expose_takes_docker_port_specs() {
+        for ok in [
+            "80",
+            "80/",
+            "80/tcp",
+            "53/UDP",
+            "8000-8010/udp",
+            "132/sctp",
+            "65535",
+        ] {
+            assert!(valid_port_spec(ok), "{ok}");
+        }
+        for bad in ["abc", "80/icmp", "65536", "10-5", "", "-1"] {
+            assert!(!valid_port_spec(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn workdir_joins_and_cleans() {
