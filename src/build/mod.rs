@@ -33,6 +33,7 @@ pub mod remote_cache;
 mod rootless;
 mod run;
 mod schedule;
+mod ssh;
 mod stage;
 mod workdir;
 
@@ -84,6 +85,9 @@ pub struct BuildRequest {
     pub secrets: BTreeMap<String, SecretBytes>,
     /// `--allow security.insecure`: `RUN --security=insecure` may run unconfined.
     pub allow_insecure: bool,
+    /// `--ssh` agents by id (`default`, …): the socket of an ssh agent, for
+    /// `RUN --mount=type=ssh` and ADD of `git@`/`ssh://` repositories.
+    pub ssh: BTreeMap<String, PathBuf>,
 }
 
 /// How a build gets a base image that is not in the store (or not for the platform): pulls
