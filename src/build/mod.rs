@@ -26,6 +26,7 @@ pub(crate) mod cache;
 pub mod context;
 mod copy;
 mod copy_step;
+mod git;
 mod image_tree;
 mod onbuild;
 mod platform;

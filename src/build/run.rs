@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::context::{Context, ContextError};
+use super::ssh::AgentProxy;
 use crate::layer::{IdMap as LayerIds, IdRange as LayerRange, LayerIdMap};
 use crate::plan::{self, Mount, MountKind, RunProgram, Sharing};
-use super::ssh::AgentProxy;
 use crate::sandbox::{self, CacheSharing, MountSpec, SecretBytes, StepOutcome, StepSpec};
 
 /// Where heredoc scripts (`RUN <<EOF` with a shebang) appear inside the step.
