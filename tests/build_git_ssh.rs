@@ -136,6 +136,8 @@ fn ssh_mounts_reach_the_agent_read_only_and_never_a_layer() {
          RUN --mount=type=ssh ssh-add -D; echo \"rc=$?\" > /remove.txt\n\
          RUN --mount=type=ssh,id=other,target=/tmp/agent.sock,mode=0666 \
              SSH_AUTH_SOCK=/tmp/agent.sock ssh-add -l > /other.txt; stat -c '%a' /tmp/agent.sock >> /other.txt\n\
+         RUN --mount=type=ssh,id=keyed,target=/k.sock,required=true \
+             SSH_AUTH_SOCK=/k.sock ssh-add -l > /keyed.txt\n\
          RUN --mount=type=ssh,id=absent test ! -e /run/buildkit/ssh_agent.0 && echo none > /absent.txt\n\
          RUN ls -A / > /after.txt; ls -A /run /tmp >> /after.txt 2>&1; true\n"
     );
@@ -149,6 +151,9 @@ fn ssh_mounts_reach_the_agent_read_only_and_never_a_layer() {
             "default",
             "--ssh",
             &format!("other={}", socket.display()),
+            // A key file: kiln loads it into an ssh-agent of its own.
+            "--ssh",
+            &format!("keyed={}", t.path().join("id_test").display()),
             &format!("--output=type=oci,dest={}", layout.display()),
         ],
         &ctx,
@@ -178,17 +183,22 @@ fn ssh_mounts_reach_the_agent_read_only_and_never_a_layer() {
         other.contains(&fingerprint) && other.ends_with("666\n"),
         "{other}"
     );
+    assert!(
+        text("keyed.txt").contains(&fingerprint),
+        "{}",
+        text("keyed.txt")
+    );
     // An id kiln was not given, not required: no socket, the step still runs.
     assert_eq!(text("absent.txt"), "none\n");
     let after = text("after.txt");
     assert!(
-        !after.contains("agent.sock") && !after.contains("buildkit"),
+        !after.contains("agent.sock") && !after.contains("buildkit") && !after.contains("k.sock"),
         "{after}"
     );
     for (path, _) in raw_entries(&img) {
         let path = String::from_utf8_lossy(&path);
         assert!(
-            !path.contains("ssh_agent") && !path.contains("agent.sock"),
+            !path.contains("ssh_agent") && !path.contains("agent.sock") && !path.contains("k.sock"),
             "a layer stores the agent socket: {path}"
         );
     }

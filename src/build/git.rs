@@ -13,7 +13,9 @@
 //! The real `git` binary does the work, with a configuration of kiln's own: no system or
 //! user config, no prompts, and only the http(s), git and ssh transports (never `ext::` or
 //! local files). The URL comes after `--`, so it is never taken for an option. For ssh
-//! remotes, the `--ssh default` agent (if any) is the only agent git sees.
+//! remotes, the `--ssh default` agent (if any) is the only agent git sees, and the host key
+//! must be in the user's or the system's known hosts (BuildKit trusts any host key when given
+//! none; kiln refuses).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -167,7 +169,7 @@ fn git(agent: Option<&Path>) -> Command {
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_PROTOCOL_FROM_USER", "0")
         .env("LC_ALL", "C")
-        .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
+        .env("GIT_SSH_COMMAND", ssh_command());
     if let Some(a) = agent {
         c.env("SSH_AUTH_SOCK", a);
     }
@@ -189,6 +191,27 @@ fn git(agent: Option<&Path>) -> Command {
     ]);
     c.stdin(Stdio::null());
     c
+}
+
+/// ssh for `git@`/`ssh://` remotes: no ssh config, never a prompt, and host keys checked
+/// against the user's and the system's known hosts (an unknown host is refused, not trusted).
+fn ssh_command() -> String {
+    let mut known = vec!["/etc/ssh/ssh_known_hosts".to_string()];
+    if let Some(home) = std::env::var_os("HOME") {
+        let path = Path::new(&home).join(".ssh/known_hosts");
+        let path = path.to_string_lossy();
+        // The command goes through a shell: only paths that need no quoting.
+        if path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+@".contains(c))
+        {
+            known.insert(0, path.into_owned());
+        }
+    }
+    format!(
+        "ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile='{}'",
+        known.join(" ")
+    )
 }
 
 /// Runs `cmd`, its stdout on success; a failure carries git's last stderr lines.
