@@ -7,6 +7,7 @@
 mod build_support;
 mod common;
 mod registry_support;
+mod sandbox_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -351,5 +352,77 @@ fn add_git_takes_a_tag_and_subdir_and_caches_by_commit() {
     assert!(
         err.contains("Dockerfile:6") && err.contains("\"nope\""),
         "{err}"
+    );
+}
+
+/// Unprivileged kiln (rootless isolation, sub-uids): `--ssh ID=KEY` starts kiln's own agent,
+/// and a step running as `USER 1000` reaches it only when the mount gives it `uid=1000`.
+#[test]
+fn an_unprivileged_build_gives_the_socket_to_the_uid_the_mount_names() {
+    if skip_unless(&[
+        "ssh-agent",
+        "ssh-add",
+        "ssh-keygen",
+        "ldd",
+        "newuidmap",
+        "setpriv",
+    ]) {
+        return;
+    }
+    let runner = sandbox_support::runner();
+    let Some((_, uid, gid)) = runner.user.clone() else {
+        println!("SKIPPED: needs root to run kiln as the unprivileged test user");
+        return;
+    };
+    let t = runner.tempdir();
+    let key = t.path().join("id_user");
+    build_support::run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key),
+    );
+    let fp = build_support::run_ok(Command::new("ssh-keygen").arg("-lf").arg(&key));
+    let fp = String::from_utf8(fp.stdout).unwrap();
+    let fingerprint = fp.split_whitespace().nth(1).unwrap().to_string();
+    let dockerfile = format!(
+        "{BASE}\nFROM base\nCOPY sshadd/ /\nRUN mkdir /out && chown 1000:1000 /out\nUSER 1000:1000\n\
+         RUN --mount=type=ssh,id=k,uid=1000,required=true ssh-add -l > /out/keys.txt\n\
+         RUN --mount=type=ssh,id=k ssh-add -l > /out/denied.txt 2>&1; echo \"rc=$?\" >> /out/denied.txt\n"
+    );
+    let ctx = context(t.path(), &dockerfile);
+    ssh_add_into(&ctx);
+    runner.give(t.path());
+    let layout = t.path().join("layout");
+    let mut cmd = Command::new("/usr/bin/setpriv");
+    cmd.args([
+        format!("--reuid={uid}"),
+        format!("--regid={gid}"),
+        "--clear-groups".into(),
+    ])
+    .arg(sandbox_support::kiln_for(uid, gid))
+    .args(["build", "--progress", "plain", "--isolation", "rootless"])
+    .args(["--ssh", &format!("k={}", key.display())])
+    .arg(format!("--output=type=oci,dest={}", layout.display()))
+    .arg(&ctx)
+    .env("KILN_ROOT", t.path().join("root"))
+    .env("HOME", "/tmp")
+    .env("XDG_RUNTIME_DIR", "/tmp")
+    .env("SOURCE_DATE_EPOCH", "0")
+    .env_remove("SSH_AUTH_SOCK")
+    .current_dir("/")
+    .stdin(Stdio::null());
+    succeeded(&cmd.output().unwrap());
+    let img = read_layout(&layout, "latest");
+    let text = |p: &str| String::from_utf8(file_content(&img, p).unwrap()).unwrap();
+    assert!(
+        text("out/keys.txt").contains(&fingerprint),
+        "{}",
+        text("out/keys.txt")
+    );
+    // Without uid= the socket is root's and mode 0600: user 1000 cannot connect.
+    let denied = text("out/denied.txt");
+    assert!(
+        !denied.contains(&fingerprint) && denied.ends_with("rc=2\n"),
+        "{denied}"
     );
 }

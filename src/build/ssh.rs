@@ -9,11 +9,12 @@
 //! from the diff), so it never reaches a layer; the listener stops when the step ends.
 
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 /// The agent protocol's message types the step may send (draft-miller-ssh-agent).
 const REQUEST_IDENTITIES: u8 = 11;
@@ -26,7 +27,9 @@ const MAX_MESSAGE: usize = 256 * 1024;
 pub(crate) struct AgentProxy {
     _dir: tempfile::TempDir,
     socket: PathBuf,
-    stop: Arc<AtomicBool>,
+    /// Dropping it wakes the accept loop (its read end sees the hang-up): connecting to the
+    /// socket could not, once the sandbox has given it to a step user kiln cannot act for.
+    stop: Option<OwnedFd>,
     accept: Option<JoinHandle<()>>,
 }
 
@@ -37,27 +40,16 @@ impl AgentProxy {
         let dir = tempfile::Builder::new().prefix("kiln-ssh-").tempdir()?;
         let socket = dir.path().join("agent.sock");
         let listener = UnixListener::bind(&socket)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let (flag, upstream) = (stop.clone(), upstream.to_path_buf());
+        listener.set_nonblocking(true)?;
+        let (stopped, stop) = nix::unistd::pipe().map_err(io::Error::from)?;
+        let upstream = upstream.to_path_buf();
         let accept = std::thread::Builder::new()
             .name("ssh-agent-relay".into())
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    if flag.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    let Ok(conn) = conn else { continue };
-                    let upstream = upstream.clone();
-                    // One thread per connection: the step's ssh clients are few and short.
-                    let _ = std::thread::Builder::new()
-                        .name("ssh-agent-conn".into())
-                        .spawn(move || relay(conn, &upstream));
-                }
-            })?;
+            .spawn(move || accept_loop(&listener, &stopped, &upstream))?;
         Ok(AgentProxy {
             _dir: dir,
             socket,
-            stop,
+            stop: Some(stop),
             accept: Some(accept),
         })
     }
@@ -70,12 +62,39 @@ impl AgentProxy {
 
 impl Drop for AgentProxy {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wakes the accept loop so it sees the flag.
-        let _ = UnixStream::connect(&self.socket);
+        drop(self.stop.take());
         if let Some(t) = self.accept.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Accepts connections until `stopped` hangs up; one thread per connection (the step's ssh
+/// clients are few and short-lived).
+fn accept_loop(listener: &UnixListener, stopped: &OwnedFd, upstream: &Path) {
+    loop {
+        let mut fds = [
+            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+            PollFd::new(stopped.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+        if fds[1].any().unwrap_or(true) {
+            return;
+        }
+        let Ok((conn, _)) = listener.accept() else {
+            continue;
+        };
+        if conn.set_nonblocking(false).is_err() {
+            continue;
+        }
+        let upstream = upstream.to_path_buf();
+        let _ = std::thread::Builder::new()
+            .name("ssh-agent-conn".into())
+            .spawn(move || relay(conn, &upstream));
     }
 }
 
@@ -183,5 +202,10 @@ mod tests {
         let socket = proxy.socket().to_path_buf();
         drop(proxy);
         assert!(!socket.exists(), "the relay socket goes with the step");
+        // A relay whose socket kiln can no longer reach (the sandbox gave it to another
+        // uid) still stops: the accept loop is not woken through the socket.
+        let proxy = AgentProxy::start(&upstream).unwrap();
+        std::fs::remove_file(proxy.socket()).unwrap();
+        drop(proxy);
     }
 }
