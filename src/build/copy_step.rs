@@ -9,7 +9,7 @@ use super::context::Context;
 use super::copy::{self, Chmod, CopyOptions};
 use super::image_tree::{ImageTree, LayerView};
 use super::stage::{Runner, step_err, unpack_options};
-use super::{BuildError, add};
+use super::{BuildError, add, git};
 use crate::dockerfile::Span;
 use crate::image::{ImageBuilder, Layer};
 use crate::layer;
@@ -24,23 +24,22 @@ impl<'a> Runner<'a> {
         add: &AddSpec,
         span: Span,
     ) -> Result<(), BuildError> {
-        if add.keep_git_dir {
-            return Err(step_err(
-                span,
-                "ADD --keep-git-dir: kiln does not fetch git repositories; clone it in a RUN step or COPY a checkout from the context",
-            ));
-        }
         for s in sources {
             let SourceSpec::Path { path } = s else {
                 continue;
             };
-            if is_git(path) {
-                return Err(step_err(
-                    span,
-                    format!(
-                        "ADD {path}: kiln does not fetch git repositories; clone it in a RUN step or COPY a checkout from the context"
-                    ),
-                ));
+            if git::is_git(path) {
+                git::parse(path).map_err(|e| git_err(span, &e))?;
+                if add.checksum.is_some() {
+                    return Err(step_err(
+                        span,
+                        format!(
+                            "ADD --checksum applies to file URLs; for the git source {} pin the commit instead (#<commit id>)",
+                            add::redact(path)
+                        ),
+                    ));
+                }
+                continue;
             }
             if path.contains("://") && !add::is_url(path) {
                 return Err(step_err(
@@ -135,12 +134,21 @@ impl<'a> Runner<'a> {
         extract: &copy::Unpack,
         span: Span,
     ) -> Result<(Vec<SourceSpec>, Vec<layer::LayerEntry>), BuildError> {
-        let (urls, local): (Vec<SourceSpec>, Vec<SourceSpec>) = spec
+        let (gits, rest): (Vec<SourceSpec>, Vec<SourceSpec>) = spec
             .sources
             .iter()
             .cloned()
+            .partition(|s| matches!(s, SourceSpec::Path { path } if git::is_git(path)));
+        let (urls, local): (Vec<SourceSpec>, Vec<SourceSpec>) = rest
+            .into_iter()
             .partition(|s| matches!(s, SourceSpec::Path { path } if add::is_url(path)));
         let mut out = Vec::new();
+        for (i, s) in gits.iter().enumerate() {
+            if let SourceSpec::Path { path } = s {
+                let dir = scratch.join(format!("git-{i}"));
+                out.extend(self.git_entries(path, spec.dest, add, opts, &dir, span)?);
+            }
+        }
         let (dest, dest_is_dir) =
             copy::destination(spec.dest, opts.image).map_err(|e| step_err(span, e.to_string()))?;
         for (i, s) in urls.iter().enumerate() {
@@ -178,6 +186,79 @@ impl<'a> Runner<'a> {
             });
         }
         Ok((local, out))
+    }
+
+    /// The entries of a git source under `dest`: the resolved commit (from the cache-key
+    /// pass, else asked now) checked out into `dir`, copied from its subdir like a COPY.
+    fn git_entries(
+        &self,
+        src: &str,
+        dest: &str,
+        add: &AddSpec,
+        opts: &CopyOptions,
+        dir: &std::path::Path,
+        span: Span,
+    ) -> Result<Vec<layer::LayerEntry>, BuildError> {
+        let repo = git::parse(src).map_err(|e| git_err(span, &e))?;
+        let agent = self.req.ssh.get("default").map(PathBuf::as_path);
+        let at = self.resolve_git(src, &repo, span)?;
+        repo.checkout(&at, dir, add.keep_git_dir, agent)
+            .map_err(|e| git_err(span, &e))?;
+        let tree = Context::open(dir, DockerIgnore::parse("").expect("empty ignore"), None)?;
+        let from = format!("the git repository {}", repo.shown());
+        let git_opts = CopyOptions {
+            uid: opts.uid,
+            gid: opts.gid,
+            chmod: opts.chmod.clone(),
+            exclude: opts.exclude.clone(),
+            parents: false,
+            now: opts.now,
+            image: opts.image,
+            // Archives in a repository are files like any other (BuildKit does not unpack them).
+            unpack: None,
+            from: &from,
+            keep_owners: false,
+        };
+        let sub = if repo.subdir.is_empty() {
+            ".".to_string()
+        } else {
+            repo.subdir.clone()
+        };
+        copy::entries(
+            &tree,
+            &[SourceSpec::Path { path: sub }],
+            dest,
+            &git_opts,
+            Vec::new(),
+        )
+        .map_err(|e| step_err(span, e.to_string()))
+    }
+
+    /// The commit a git source's ref names: resolved once per build (the cache key and the
+    /// step then agree even if the remote moves meanwhile).
+    fn resolve_git(
+        &self,
+        src: &str,
+        repo: &git::GitSource,
+        span: Span,
+    ) -> Result<git::Resolved, BuildError> {
+        if let Some(r) = self
+            .downloads
+            .lock()
+            .expect("downloads lock")
+            .commits
+            .get(src)
+        {
+            return Ok(r.clone());
+        }
+        let agent = self.req.ssh.get("default").map(PathBuf::as_path);
+        let at = repo.resolve(agent).map_err(|e| git_err(span, &e))?;
+        self.downloads
+            .lock()
+            .expect("downloads lock")
+            .commits
+            .insert(src.to_string(), at.clone());
+        Ok(at)
     }
 
     /// A URL's content: the download the cache-key pass made, else a new one; checked
@@ -225,7 +306,12 @@ impl<'a> Runner<'a> {
             let SourceSpec::Path { path } = s else {
                 continue;
             };
-            if add::is_url(path) {
+            if git::is_git(path) {
+                let repo = git::parse(path).map_err(|e| git_err(span, &e))?;
+                let at = self.resolve_git(path, &repo, span)?;
+                let id = format!("git commit {} subdir {:?}", at.commit, repo.subdir);
+                files.push((add::redact(path), crate::Digest::of(id.as_bytes())));
+            } else if add::is_url(path) {
                 let digest = match checksum {
                     Some(c) => add::parse_checksum(c).map_err(|m| step_err(span, m))?,
                     None => self.prefetch(path, span)?,
@@ -330,11 +416,14 @@ pub(super) struct AddSpec<'s> {
     pub(super) keep_git_dir: bool,
 }
 
-/// Downloads made while computing ADD cache keys, handed to the step that needs them.
+/// Downloads made (and git refs resolved) while computing ADD cache keys, handed to the
+/// step that needs them.
 #[derive(Default)]
 pub(crate) struct Downloads {
     dir: Option<crate::store::ScratchDir>,
     by_url: std::collections::HashMap<String, add::Fetched>,
+    /// git sources by their text, to the commit they resolved to.
+    commits: std::collections::HashMap<String, git::Resolved>,
 }
 
 impl Downloads {
@@ -365,12 +454,15 @@ impl Downloads {
     }
 }
 
-/// git sources (`git@host:repo`, `git://`, or an http(s) URL of a `.git` repository).
-fn is_git(path: &str) -> bool {
-    let base = path.split('#').next().unwrap_or(path);
-    path.starts_with("git@")
-        || path.starts_with("git://")
-        || (add::is_url(path) && base.ends_with(".git"))
+/// A git error as a step message: the error and each of its causes.
+fn git_err(span: Span, e: &git::GitError) -> BuildError {
+    let mut msg = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        msg.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    step_err(span, msg)
 }
 
 /// Where COPY reads from: the context, or a stage/image rootfs unpacked into a temp dir that
@@ -468,13 +560,5 @@ mod tests {
             resolve_owner("ghost", &|_: &str| None).unwrap_err(),
             "--chown=ghost: user \"ghost\" is not in the image's /etc/passwd"
         );
-    }
-
-    #[test]
-    fn git_sources_are_recognised() {
-        assert!(is_git("git@github.com:moby/buildkit.git"));
-        assert!(is_git("https://github.com/moby/buildkit.git#v0.10.1"));
-        assert!(is_git("git://host/repo"));
-        assert!(!is_git("https://example.com/file.tar.gz"));
     }
 }

@@ -6,8 +6,9 @@
 //!   the first failure stops the rest), commits the target image to the store under the
 //!   requested names and returns it as a [`BuildOutcome`].
 //! - [`BuildRequest`] also carries the target platform (base images chosen from indexes,
-//!   config os/architecture) and `--secret` values (for `RUN --mount=type=secret`; never in
-//!   a layer, a cache key or an event).
+//!   config os/architecture), `--secret` values (for `RUN --mount=type=secret`; never in
+//!   a layer, a cache key or an event) and `--ssh` agent sockets (relayed read-only to
+//!   `RUN --mount=type=ssh` by [`ssh`]; used by git for `git@` sources).
 //! - [`BuildError::render`] names the Dockerfile line (`Dockerfile:12:5: ...`) with a caret.
 //! - [`context`] reads the build context (`.dockerignore`, stat cache).
 //! - [`Hooks::layer_ready`] hears of each layer of the image being built as soon as its blob
@@ -15,8 +16,9 @@
 //!
 //! What runs today: FROM scratch / an image in the store / an earlier stage; COPY (context,
 //! heredoc, `--from` a stage or stored image, `--parents`, `--chmod` octal or symbolic);
-//! ADD of local files and archives (extracted) and of http(s) URLs through [`Hooks::fetch`];
-//! RUN in the sandbox (cache, tmpfs, secret and context bind mounts; foreign platforms
+//! ADD of local files and archives (extracted), of http(s) URLs through [`Hooks::fetch`] and
+//! of git repositories through the `git` command ([`git`]: cached by resolved commit);
+//! RUN in the sandbox (cache, tmpfs, secret, ssh and context bind mounts; foreign platforms
 //! through binfmt_misc); ONBUILD triggers of the base, run first; every metadata
 //! instruction (WORKDIR also creates its directory in a layer: [`workdir`]); stages in
 //! parallel ([`schedule`]); the registry cache ([`remote_cache`]).
@@ -26,6 +28,7 @@ pub(crate) mod cache;
 pub mod context;
 mod copy;
 mod copy_step;
+mod git;
 mod image_tree;
 mod onbuild;
 mod platform;
@@ -33,6 +36,7 @@ pub mod remote_cache;
 mod rootless;
 mod run;
 mod schedule;
+mod ssh;
 mod stage;
 mod workdir;
 
@@ -84,6 +88,9 @@ pub struct BuildRequest {
     pub secrets: BTreeMap<String, SecretBytes>,
     /// `--allow security.insecure`: `RUN --security=insecure` may run unconfined.
     pub allow_insecure: bool,
+    /// `--ssh` agents by id (`default`, …): the socket of an ssh agent, for
+    /// `RUN --mount=type=ssh` and ADD of `git@`/`ssh://` repositories.
+    pub ssh: BTreeMap<String, PathBuf>,
 }
 
 /// How a build gets a base image that is not in the store (or not for the platform): pulls

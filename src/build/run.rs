@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::context::{Context, ContextError};
+use super::ssh::AgentProxy;
 use crate::layer::{IdMap as LayerIds, IdRange as LayerRange, LayerIdMap};
 use crate::plan::{self, Mount, MountKind, RunProgram, Sharing};
 use crate::sandbox::{self, CacheSharing, MountSpec, SecretBytes, StepOutcome, StepSpec};
@@ -37,16 +38,32 @@ pub(crate) struct RunEnv<'a> {
     pub cache_root: PathBuf,
     /// `--secret` values by id.
     pub secrets: &'a BTreeMap<String, SecretBytes>,
+    /// `--ssh` agent sockets by id.
+    pub ssh: &'a BTreeMap<String, PathBuf>,
 }
 
-/// The sandbox spec for a RUN step, or a message saying what kiln cannot do yet.
-pub(crate) fn spec(args: &RunArgs, env: &RunEnv) -> Result<StepSpec, String> {
+/// Where the `n`th ssh mount without a target appears (BuildKit's default).
+const SSH_TARGET: &str = "/run/buildkit/ssh_agent.";
+
+/// The sandbox spec for a RUN step, or a message saying what kiln cannot do yet. The relays
+/// of its ssh mounts are pushed to `agents`, which must outlive the step.
+pub(crate) fn spec(
+    args: &RunArgs,
+    env: &RunEnv,
+    agents: &mut Vec<AgentProxy>,
+) -> Result<StepSpec, String> {
     let mut mounts = Vec::new();
+    let mut ssh_n = 0;
+    let mut ssh_sock = None;
     for m in args.mounts {
-        if m.kind == MountKind::Secret {
-            mounts.extend(secret_mount(m, env.secrets)?);
-        } else {
-            mounts.push(mount(m, env)?);
+        match m.kind {
+            MountKind::Secret => mounts.extend(secret_mount(m, env.secrets)?),
+            MountKind::Ssh => {
+                let target = ssh_target(m, &mut ssh_n);
+                ssh_sock.get_or_insert_with(|| target.clone());
+                mounts.extend(ssh_mount(m, target, env.ssh, agents)?);
+            }
+            _ => mounts.push(mount(m, env)?),
         }
     }
     let argv = match args.program {
@@ -76,6 +93,12 @@ pub(crate) fn spec(args: &RunArgs, env: &RunEnv) -> Result<StepSpec, String> {
     step_env.extend(env.config_env.iter().cloned());
     // `env=` secrets come last: the step asked for them by name.
     step_env.extend(secret_env(args.mounts, env.secrets)?);
+    // BuildKit points SSH_AUTH_SOCK at the first ssh mount unless the step already sets it.
+    if let Some(sock) = ssh_sock
+        && !step_env.iter().any(|kv| kv.starts_with("SSH_AUTH_SOCK="))
+    {
+        step_env.push(format!("SSH_AUTH_SOCK={sock}"));
+    }
     let network = match args.network {
         plan::Network::Default => env.default_network,
         plan::Network::None => sandbox::Network::None,
@@ -152,7 +175,7 @@ fn mount(m: &Mount, env: &RunEnv) -> Result<MountSpec, String> {
             })
         }
         MountKind::Secret => Err("secret mounts are handled by secret_mount".into()),
-        MountKind::Ssh => Err("RUN --mount=type=ssh is not supported by kiln yet".into()),
+        MountKind::Ssh => Err("ssh mounts are handled by ssh_mount".into()),
         _ => Err("RUN --mount with from= is not supported by kiln yet".into()),
     }
 }
@@ -194,6 +217,52 @@ fn secret_mount(
         uid: m.uid.unwrap_or(0),
         gid: m.gid.unwrap_or(0),
     }))
+}
+
+/// An ssh mount's target: its own, else the next `/run/buildkit/ssh_agent.N`.
+fn ssh_target(m: &Mount, n: &mut usize) -> String {
+    let target = if m.target.is_empty() {
+        format!("{SSH_TARGET}{n}")
+    } else {
+        m.target.clone()
+    };
+    *n += 1;
+    target
+}
+
+/// A `type=ssh` mount: a relay to the `--ssh` agent of its id, or nothing when that id was
+/// not given and the mount is not `required=true` (BuildKit skips those).
+fn ssh_mount(
+    m: &Mount,
+    target: String,
+    agents_by_id: &BTreeMap<String, PathBuf>,
+    agents: &mut Vec<AgentProxy>,
+) -> Result<Option<MountSpec>, String> {
+    let id = m.id.as_deref().unwrap_or("default");
+    let Some(upstream) = agents_by_id.get(id) else {
+        if !m.required {
+            return Ok(None);
+        }
+        let flag = if id == "default" {
+            "--ssh default".to_string()
+        } else {
+            format!("--ssh {id}=SOCKET_OR_KEY")
+        };
+        return Err(format!(
+            "RUN --mount=type=ssh,id={id} is required but kiln build was given no such agent: pass {flag}"
+        ));
+    };
+    let relay = AgentProxy::start(upstream)
+        .map_err(|e| format!("RUN --mount=type=ssh,id={id}: starting the agent relay: {e}"))?;
+    let spec = MountSpec::Ssh {
+        socket: relay.socket().to_path_buf(),
+        target: PathBuf::from(target),
+        mode: m.mode.unwrap_or(0o600),
+        uid: m.uid.unwrap_or(0),
+        gid: m.gid.unwrap_or(0),
+    };
+    agents.push(relay);
+    Ok(Some(spec))
 }
 
 /// `KEY=VALUE` for each secret mount with `env=`.

@@ -603,12 +603,16 @@ impl<'a> Runner<'a> {
             context: self.context,
             cache_root: self.store.root().join("cache/mounts"),
             secrets: &self.req.secrets,
+            ssh: &self.req.ssh,
         };
-        let spec = run::spec(args, &env).map_err(|m| step_err(step.span, m))?;
+        // The ssh agent relays live until the step is over.
+        let mut agents = Vec::new();
+        let spec = run::spec(args, &env, &mut agents).map_err(|m| step_err(step.span, m))?;
         let outcome = self
             .sandbox
             .run_step(&spec, self.progress)
             .map_err(|e| step_err(step.span, e.to_string()))?;
+        drop(agents);
         if !outcome.success() {
             return Err(step_err(step.span, run::failure(&step.original, &outcome)));
         }

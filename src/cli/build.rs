@@ -18,6 +18,7 @@ use anyhow::Context as _;
 use super::GlobalArgs;
 
 mod early_push;
+mod ssh_agents;
 use early_push::EarlyPush;
 
 #[derive(Debug, clap::Args)]
@@ -59,6 +60,10 @@ pub struct Args {
     /// as in docker); never stored in the image, the cache or the logs.
     #[arg(long = "secret", value_name = "SPEC")]
     pub secrets: Vec<String>,
+    /// SSH agent for RUN --mount=type=ssh and git@/ssh:// ADD sources: `default` (forwards
+    /// $SSH_AUTH_SOCK) or ID=SOCKET or ID=KEY[,KEY] (loaded into an ssh-agent kiln starts).
+    #[arg(long = "ssh", value_name = "default|ID[=SOCKET|KEY]")]
+    pub ssh: Vec<String>,
     /// Network for RUN steps.
     #[arg(long, value_name = "MODE", default_value = "host", value_parser = ["host", "none"])]
     pub network: String,
@@ -112,7 +117,10 @@ pub struct Args {
 }
 
 pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
-    let req = request(&a)?;
+    // Kiln's own agents (for key files) stop when the build is over.
+    let agents = ssh_agents::start(&a.ssh, |k| std::env::var_os(k))?;
+    let mut req = request(&a)?;
+    req.ssh = agents.sockets.clone();
     let outputs = a
         .outputs
         .iter()
@@ -421,6 +429,8 @@ fn request(a: &Args) -> anyhow::Result<BuildRequest> {
         platform: a.platform.as_deref().map(platform).transpose()?,
         secrets: secrets(&a.secrets, |k| std::env::var_os(k))?,
         allow_insecure: a.allow.iter().any(|e| e == "security.insecure"),
+        // Set by `run` once the agents are started.
+        ssh: Default::default(),
     })
 }
 

@@ -182,11 +182,10 @@ fn finish(mut m: Mount) -> Result<Mount, String> {
             }
             m.id = Some(id);
         }
+        // An empty target stays empty: the step numbers its ssh mounts
+        // (`/run/buildkit/ssh_agent.N`, as BuildKit does).
         MountKind::Ssh => {
             m.id.get_or_insert_with(|| "default".into());
-            if m.target.is_empty() {
-                m.target = "/run/buildkit/ssh_agent.0".into();
-            }
         }
         // An empty or relative target is resolved against WORKDIR by the planner.
         MountKind::Cache => {

@@ -123,8 +123,13 @@ fn describe(kind: &StepKind, label: &dyn Fn(usize) -> String) -> String {
                     .map(|f| format!(",from={f}"))
                     .unwrap_or_default();
                 let kind = format!("{:?}", m.kind).to_lowercase();
-                s.push_str(&format!(" --mount=type={kind},target={}{from}", m.target));
-                if m.kind == MountKind::Secret {
+                s.push_str(&format!(" --mount=type={kind}"));
+                // An ssh mount without a target gets its numbered default when it runs.
+                if !m.target.is_empty() {
+                    s.push_str(&format!(",target={}", m.target));
+                }
+                s.push_str(&from);
+                if matches!(m.kind, MountKind::Secret | MountKind::Ssh) {
                     s.push_str(&format!(",id={}", m.id.as_deref().unwrap_or_default()));
                 }
             }

@@ -642,8 +642,10 @@ impl<'a> Planner<'a> {
                 parse_mount(&spec).map_err(|m| bad_flag(ins.span, "--mount", &spec, m))?;
             // BuildKit mounts an empty or relative target relative to WORKDIR; an `env=`
             // secret without a target is only an environment variable (no file).
+            // An ssh mount without a target gets its numbered default when the step runs.
             let env_only = mount.kind == MountKind::Secret && mount.target.is_empty();
-            if !env_only {
+            let default_ssh = mount.kind == MountKind::Ssh && mount.target.is_empty();
+            if !env_only && !default_ssh {
                 mount.target = join_path(&scope.workdir, &mount.target);
             }
             if let Some(from) = &mount.from

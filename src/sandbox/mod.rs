@@ -186,6 +186,22 @@ pub enum MountSpec {
         #[serde(default)]
         size_bytes: Option<u64>,
     },
+    /// An ssh agent socket (the caller's relay, a host path) at `target`, given this mode
+    /// and owner; a mountpoint, so never in the diff.
+    Ssh {
+        socket: PathBuf,
+        target: PathBuf,
+        #[serde(default = "ssh_mode")]
+        mode: u32,
+        #[serde(default)]
+        uid: u32,
+        #[serde(default)]
+        gid: u32,
+    },
+}
+
+fn ssh_mode() -> u32 {
+    0o600
 }
 
 fn secret_mode() -> u32 {

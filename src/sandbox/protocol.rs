@@ -91,6 +91,14 @@ pub(crate) enum InitMount {
         uid: u32,
         gid: u32,
     },
+    /// A socket (host path) bound at `target` after its mode and owner are set.
+    Ssh {
+        socket: PathBuf,
+        target: PathBuf,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
 }
 
 #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]

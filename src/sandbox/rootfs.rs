@@ -351,6 +351,22 @@ fn mount_one(spec: &InitSpec, i: usize, m: &InitMount, created: &mut dyn FnMut(&
                 .map_err(|e| format!("secret owner {uid}:{gid}: {e}"))?;
             bind(&file, &target, true)
         }
+        InitMount::Ssh {
+            socket,
+            target,
+            mode,
+            uid,
+            gid,
+        } => {
+            let target = ensure(root, target, Kind::File, created)?;
+            // The socket is kiln's relay, made for this step alone: its mode and owner are
+            // the step's to have (connecting needs write permission on it).
+            std::fs::set_permissions(socket, std::fs::Permissions::from_mode(*mode))
+                .map_err(|e| format!("ssh socket: {e}"))?;
+            std::os::unix::fs::chown(socket, Some(*uid), Some(*gid))
+                .map_err(|e| format!("ssh socket owner {uid}:{gid}: {e}"))?;
+            bind(socket, &target, true)
+        }
     }
 }
 

@@ -321,7 +321,8 @@ fn validate(spec: &StepSpec) -> Result<(), SandboxError> {
             MountSpec::Cache { target, .. }
             | MountSpec::Secret { target, .. }
             | MountSpec::Bind { target, .. }
-            | MountSpec::Tmpfs { target, .. } => target,
+            | MountSpec::Tmpfs { target, .. }
+            | MountSpec::Ssh { target, .. } => target,
         };
         if !target.is_absolute() {
             return Err(bad(format!(
@@ -401,6 +402,19 @@ fn resolve_mounts(spec: &StepSpec) -> Result<(Vec<InitMount>, Vec<CacheLock>), S
                 target,
             },
             MountSpec::Tmpfs { target, size_bytes } => InitMount::Tmpfs { target, size_bytes },
+            MountSpec::Ssh {
+                socket,
+                target,
+                mode,
+                uid,
+                gid,
+            } => InitMount::Ssh {
+                socket,
+                target,
+                mode,
+                uid,
+                gid,
+            },
         });
     }
     Ok((mounts, locks))
