@@ -29,6 +29,19 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::Relaxed)
 }
 
+/// A reader that fails once [`interrupt`] was called, so hashing or copying one large file
+/// stops promptly too. (Not `ErrorKind::Interrupted`: `io::copy` retries that.)
+pub struct StopOnInterrupt<R>(pub R);
+
+impl<R: std::io::Read> std::io::Read for StopOnInterrupt<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if interrupted() {
+            return Err(std::io::Error::other("interrupted (Ctrl-C or SIGTERM)"));
+        }
+        self.0.read(buf)
+    }
+}
+
 /// One thing worth telling the user about.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]

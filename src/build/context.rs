@@ -423,7 +423,8 @@ impl Context {
             .root
             .open_file(&name::decode_os(rel))
             .map_err(io_err(&path))?;
-        let (digest, _) = Digest::of_reader(file).map_err(io_err(&path))?;
+        let (digest, _) =
+            Digest::of_reader(crate::progress::StopOnInterrupt(file)).map_err(io_err(&path))?;
         Ok(digest)
     }
 

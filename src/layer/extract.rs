@@ -83,6 +83,9 @@ impl<'a> Unpacker<'a> {
     pub(super) fn all(&mut self, r: impl Read) -> Result<(), LayerError> {
         let mut archive = tar::Archive::new(r);
         for entry in archive.entries().map_err(LayerError::Input)? {
+            if crate::progress::interrupted() {
+                return Err(LayerError::Interrupted);
+            }
             self.entry(entry.map_err(LayerError::Input)?)?;
         }
         self.finish_dirs()?;

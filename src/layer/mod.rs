@@ -242,6 +242,9 @@ pub enum LayerError {
     Input(#[source] std::io::Error),
     #[error("layer entry {entry:?}: {reason}")]
     BadEntry { entry: String, reason: String },
+    /// Ctrl-C or SIGTERM ([`crate::progress::interrupt`]) between two entries.
+    #[error("interrupted while writing or unpacking a layer")]
+    Interrupted,
     #[error("unpacking layer entry {entry:?} to {}: {source}", dest.display())]
     Unpack {
         entry: String,

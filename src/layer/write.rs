@@ -111,6 +111,9 @@ fn write_tar<W: Write>(
         .follow_links(false)
         .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
     for item in walker {
+        if crate::progress::interrupted() {
+            return Err(LayerError::Interrupted);
+        }
         let item = item.map_err(|e| LayerError::Source {
             path: e.path().unwrap_or(root).to_path_buf(),
             source: e.into(),
@@ -237,7 +240,10 @@ impl<W: Write> TarState<'_, W> {
         let cap = usize::try_from(size)
             .unwrap_or(usize::MAX)
             .clamp(512, 256 * 1024);
-        let data = BufReader::with_capacity(cap, Exact::new(file, size));
+        let data = BufReader::with_capacity(
+            cap,
+            Exact::new(crate::progress::StopOnInterrupt(file), size),
+        );
         self.append(path, &EntryHeader { size, ..base }, data)
     }
 
