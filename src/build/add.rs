@@ -11,7 +11,7 @@
 //! Downloads go through the caller's [`super::Fetch`] hook into a scratch file; the file gets
 //! mode 0600 and the `Last-Modified` time, as Docker gives it.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -128,9 +128,9 @@ pub(crate) fn archive_entries(
     let fail = |e: io::Error| CopyError::Add(format!("ADD {shown}: reading the archive: {e}"));
     let mut archive = tar::Archive::new(tar);
     let mut out = Vec::new();
-    // Hard links become copies of the file they name (same spooled content): the layer
-    // writer reorders entries, so a link could otherwise precede its target.
-    let mut files: HashMap<String, (PathBuf, u64)> = HashMap::new();
+    // Hard links stay links, as docker extracts them (one file, several names); the COPY
+    // code that places these entries also orders each group so its content comes first.
+    let mut files: HashSet<String> = HashSet::new();
     for (n, entry) in archive.entries().map_err(fail)?.enumerate() {
         let mut entry = entry.map_err(fail)?;
         let rel = clean_entry(&entry.path_bytes());
@@ -158,7 +158,7 @@ pub(crate) fn archive_entries(
                 let spool = scratch.join(format!("{n}"));
                 let mut f = File::create(&spool).map_err(fail)?;
                 let size = io::copy(&mut entry, &mut f).map_err(fail)?;
-                files.insert(rel.clone(), (spool.clone(), size));
+                files.insert(rel.clone());
                 EntrySource::File { path: spool, size }
             }
             tar::EntryType::Symlink => {
@@ -169,17 +169,15 @@ pub(crate) fn archive_entries(
             }
             tar::EntryType::Link => {
                 let target = clean_entry(&entry.link_name_bytes().unwrap_or_default());
-                match files.get(&target) {
-                    Some((spool, size)) => EntrySource::File {
-                        path: spool.clone(),
-                        size: *size,
-                    },
-                    None => {
-                        warnings.push(format!(
-                            "ADD {shown}: skipped hard link {rel:?}: its target {target:?} is not an earlier file of the archive"
-                        ));
-                        continue;
+                if files.contains(&target) {
+                    EntrySource::Hardlink {
+                        target: join(dest, &target),
                     }
+                } else {
+                    warnings.push(format!(
+                        "ADD {shown}: skipped hard link {rel:?}: its target {target:?} is not an earlier file of the archive"
+                    ));
+                    continue;
                 }
             }
             // PAX and GNU long-name records are consumed by the tar reader itself.
@@ -383,7 +381,7 @@ mod tests {
     }
 
     #[test]
-    fn hard_links_become_copies_and_devices_are_skipped_with_a_warning() {
+    fn hard_links_stay_links_and_devices_are_skipped_with_a_warning() {
         let d = tempfile::tempdir().unwrap();
         let mut b = tar::Builder::new(Vec::new());
         let mut h = tar::Header::new_gnu();
@@ -403,12 +401,15 @@ mod tests {
         b.append_data(&mut f, "pipe", &[][..]).unwrap();
         let tar = b.into_inner().unwrap();
         let mut warn = Vec::new();
-        let got = archive_entries(&tar[..], "", d.path(), "t.tar", &mut warn).unwrap();
+        let got = archive_entries(&tar[..], "opt", d.path(), "t.tar", &mut warn).unwrap();
         assert_eq!(got.len(), 2);
-        assert_eq!(got[1].path, "bin/alias");
+        assert_eq!(got[1].path, "opt/bin/alias");
         assert_eq!(
-            got[0].source, got[1].source,
-            "the link shares the file's content"
+            got[1].source,
+            EntrySource::Hardlink {
+                target: "opt/bin/tool".into()
+            },
+            "the link names the file's place in the image"
         );
         assert_eq!(warn.len(), 1, "{warn:?}");
         assert!(warn[0].contains("\"pipe\""), "{warn:?}");
