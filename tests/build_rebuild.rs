@@ -205,3 +205,46 @@ fn a_build_arg_changes_the_result_and_the_cache_key() {
     assert!(!again.contains("cache miss"), "{again}");
     assert_eq!(again_id, v2_id);
 }
+
+/// A RUN's bind mounts are inputs of its cache key, as in BuildKit: a changed context file
+/// under `--mount=type=bind` reruns the step, and a changed `from=` stage does too.
+#[test]
+fn a_bind_mounted_source_that_changed_reruns_the_step() {
+    if build_support::bases_or_skip().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "ARG BASE\nFROM ${BASE}/busybox AS gen\nCOPY g /g\n\
+         FROM ${BASE}/busybox\n\
+         RUN --mount=type=bind,source=f,target=/f cat /f > /out\n\
+         RUN --mount=type=bind,from=gen,source=/g,target=/g cat /g > /out2\n",
+    )
+    .unwrap();
+    let store = tmp.path().join("store");
+    let out = tmp.path().join("layout");
+    let contents = |image: &build_support::LayoutImage| {
+        [
+            build_support::file_content(image, "out").unwrap(),
+            build_support::file_content(image, "out2").unwrap(),
+        ]
+    };
+    std::fs::write(ctx.join("f"), "one\n").unwrap();
+    std::fs::write(ctx.join("g"), "gen one\n").unwrap();
+    build(&store, &ctx, &out, &[]);
+    let first = build_support::read_layout(&out, "latest");
+    assert_eq!(contents(&first), [b"one\n".to_vec(), b"gen one\n".to_vec()]);
+    std::fs::write(ctx.join("f"), "two!\n").unwrap();
+    std::fs::write(ctx.join("g"), "gen two!\n").unwrap();
+    let out = tmp.path().join("layout2");
+    let (_, stderr, _) = build(&store, &ctx, &out, &[]);
+    assert!(stderr.contains("1 file changed (bind /f: f)"), "{stderr}");
+    let second = build_support::read_layout(&out, "latest");
+    assert_eq!(
+        contents(&second),
+        [b"two!\n".to_vec(), b"gen two!\n".to_vec()]
+    );
+}

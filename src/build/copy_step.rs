@@ -90,10 +90,7 @@ impl<'a> Runner<'a> {
         };
         let now = u64::try_from(self.created.timestamp()).unwrap_or(0);
         let (tree_holder, from) = self.source_tree(spec.from, span)?;
-        let tree: &Context = match &tree_holder {
-            SourceTree::Context(c) => c,
-            SourceTree::Rootfs { tree, .. } => tree,
-        };
+        let tree = tree_holder.tree();
         // Extracted archives and downloads are spooled here until the layer is written.
         let scratch = self.store.scratch_dir("add-")?;
         let extractor = add::Extractor::new(tree.root(), scratch.path());
@@ -476,6 +473,14 @@ pub(super) enum SourceTree<'a> {
 }
 
 impl SourceTree<'_> {
+    /// The files, whichever tree they are.
+    pub(super) fn tree(&self) -> &Context {
+        match self {
+            SourceTree::Context(ctx) => ctx,
+            SourceTree::Rootfs { tree, .. } => tree,
+        }
+    }
+
     /// Whether the tree's files have the owners the image gives them: a stage or image
     /// unpacked by root does (an unprivileged unpack cannot chown, and the context's owners
     /// are the host's, which Docker never copies).

@@ -1,6 +1,6 @@
 //! RUN: the step's command in the sandbox, its upper dir turned into a layer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::context::{Context, ContextError};
@@ -35,6 +35,8 @@ pub(crate) struct RunEnv<'a> {
     pub workdir: Option<String>,
     pub default_network: sandbox::Network,
     pub context: Option<&'a Context>,
+    /// The trees `--mount=type=bind,from=X` mounts from, by the `from` value.
+    pub from_trees: &'a HashMap<String, &'a Context>,
     pub cache_root: PathBuf,
     /// `--secret` values by id.
     pub secrets: &'a BTreeMap<String, SecretBytes>,
@@ -163,11 +165,21 @@ fn mount(m: &Mount, env: &RunEnv) -> Result<MountSpec, String> {
             target,
             size_bytes: m.size,
         }),
-        MountKind::Bind if m.from.is_none() => {
-            let ctx = env
-                .context
-                .ok_or("RUN --mount=type=bind needs a build context")?;
-            let source = bind_source(ctx, m.source.as_deref().unwrap_or(""))?;
+        MountKind::Bind => {
+            let (ctx, what) = match &m.from {
+                None => (
+                    env.context
+                        .ok_or("RUN --mount=type=bind needs a build context")?,
+                    "the build context".to_string(),
+                ),
+                Some(from) => (
+                    *env.from_trees
+                        .get(from)
+                        .expect("run_step prepares every from= tree"),
+                    format!("{from:?}"),
+                ),
+            };
+            let source = bind_source(ctx, m.source.as_deref().unwrap_or(""), &what)?;
             Ok(MountSpec::Bind {
                 source,
                 target,
@@ -176,17 +188,19 @@ fn mount(m: &Mount, env: &RunEnv) -> Result<MountSpec, String> {
         }
         MountKind::Secret => Err("secret mounts are handled by secret_mount".into()),
         MountKind::Ssh => Err("ssh mounts are handled by ssh_mount".into()),
-        _ => Err("RUN --mount with from= is not supported by kiln yet".into()),
+        MountKind::Cache => {
+            Err("RUN --mount=type=cache with from= is not supported by kiln yet".into())
+        }
     }
 }
 
-/// The host path of a context bind mount's `source`: cleaned against `/` as BuildKit does
-/// (`../../..` is the context itself) and every symlink in it resolved with the context as
-/// `/`, so no source names a file outside the context, read-only or not.
-fn bind_source(ctx: &Context, source: &str) -> Result<PathBuf, String> {
+/// The host path of a bind mount's `source` in `ctx` (the context, or the stage or image
+/// `from=` names, called `what`): cleaned against `/` as BuildKit does (`../../..` is the
+/// tree itself) and every symlink in it resolved with the tree as `/`, so no source names a
+/// file outside it, read-only or not.
+fn bind_source(ctx: &Context, source: &str, what: &str) -> Result<PathBuf, String> {
     let rel = super::copy::clean(source);
-    let missing =
-        || format!("RUN --mount=type=bind: source {source:?} is not in the build context");
+    let missing = || format!("RUN --mount=type=bind: source {source:?} is not in {what}");
     let real = ctx.resolve(&rel, true).map_err(|e| match e {
         ContextError::NotFound(_) => missing(),
         other => format!("RUN --mount=type=bind: source {source:?}: {other}"),

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use super::cache::{self, BuildCache, CachedStep, SourceDigest, StepInputs};
 use super::context::Context;
 use super::copy;
-use super::copy_step::{AddSpec, CopySpec};
+use super::copy_step::{AddSpec, CopySpec, SourceTree};
 use super::onbuild;
 use super::platform::{self, platform_matches};
 use super::rootless;
@@ -20,7 +20,7 @@ use crate::Digest;
 use crate::dockerfile::{CommandLine, Healthcheck, Span};
 use crate::image::{self, ImageBuilder, Layer, StoredImage};
 use crate::layer::{self, Deletions, LayerEntry, LayerOptions, Ownership, UnpackOptions};
-use crate::plan::{Base, CopyFrom, SourceSpec, Stage, Step, StepKind};
+use crate::plan::{Base, CopyFrom, Mount, MountKind, SourceSpec, Stage, Step, StepKind};
 use crate::progress::{Event, Progress};
 use crate::reference::Reference;
 use crate::sandbox::Sandbox;
@@ -358,6 +358,7 @@ impl<'a> Runner<'a> {
             StepKind::Add {
                 sources, checksum, ..
             } => return self.add_sources(sources, checksum.as_deref(), step.span),
+            StepKind::Run { mounts, .. } => return self.mount_sources(mounts, step.span),
             _ => return Ok(None),
         };
         match from {
@@ -590,6 +591,10 @@ impl<'a> Runner<'a> {
             source,
         })?;
         let cfg = img.config();
+        // `--mount=type=bind,from=X`: X's files, unpacked for the step (dropped after it).
+        let trees = self.mount_trees(args.mounts, step.span)?;
+        let from_trees: HashMap<String, &Context> =
+            trees.iter().map(|(f, t)| (f.clone(), t.tree())).collect();
         let env = RunEnv {
             id: id.to_string(),
             lower_dirs,
@@ -601,6 +606,7 @@ impl<'a> Runner<'a> {
             workdir: cfg.working_dir.clone().filter(|w| !w.is_empty()),
             default_network: self.req.network,
             context: self.context,
+            from_trees: &from_trees,
             cache_root: self.store.root().join("cache/mounts"),
             secrets: &self.req.secrets,
             ssh: &self.req.ssh,
@@ -628,6 +634,71 @@ impl<'a> Runner<'a> {
         img.add_layer(Layer::from(blob), created_by);
         self.layers_built += 1;
         Ok(())
+    }
+
+    /// The trees a RUN's `--mount=type=bind,from=X` mounts read from, by `X`.
+    fn mount_trees(
+        &self,
+        mounts: &[Mount],
+        span: Span,
+    ) -> Result<Vec<(String, SourceTree<'a>)>, BuildError> {
+        let mut trees: Vec<(String, SourceTree<'a>)> = Vec::new();
+        for m in mounts.iter().filter(|m| m.kind == MountKind::Bind) {
+            let Some(from) = &m.from else { continue };
+            if trees.iter().any(|(f, _)| f == from) {
+                continue;
+            }
+            let source = match m.from_stage {
+                Some(i) => CopyFrom::Stage(i),
+                None => CopyFrom::Image(from.clone()),
+            };
+            trees.push((from.clone(), self.source_tree(&source, span)?.0));
+        }
+        Ok(trees)
+    }
+
+    /// What a RUN's bind mounts read, for its cache key (as BuildKit keys them): the context
+    /// files under each context bind's source, the stage's last key or the image's manifest
+    /// for `from=`. None without bind mounts.
+    fn mount_sources(
+        &self,
+        mounts: &[Mount],
+        span: Span,
+    ) -> Result<Option<SourceDigest>, BuildError> {
+        let mut files = Vec::new();
+        for m in mounts.iter().filter(|m| m.kind == MountKind::Bind) {
+            let label = format!("bind {}", m.target);
+            match (&m.from, m.from_stage) {
+                (None, _) => {
+                    let Some(ctx) = self.context else { continue };
+                    let rel = copy::clean(m.source.as_deref().unwrap_or(""));
+                    // A source that is missing or outside is the step's error to report.
+                    let Ok(real) = ctx.resolve(&rel, true) else {
+                        continue;
+                    };
+                    if !ctx.contains(&real) {
+                        continue;
+                    }
+                    let found = cache::context_sources(ctx, &[real])?;
+                    files.extend(
+                        found
+                            .files
+                            .into_iter()
+                            .map(|(p, d)| (format!("{label}: {p}"), d)),
+                    );
+                }
+                (Some(_), Some(i)) => {
+                    if let Some(key) = self.stage_keys.get(&i) {
+                        files.push((format!("{label}: stage {i}"), *key));
+                    }
+                }
+                (Some(name), None) => {
+                    let stored = self.stored_image(name).map_err(|m| step_err(span, m))?;
+                    files.push((format!("{label}: image {name}"), stored.manifest_digest));
+                }
+            }
+        }
+        Ok((!files.is_empty()).then(|| SourceDigest::of_files(files)))
     }
 
     /// Says once, before the first RUN, which isolation steps get and why.

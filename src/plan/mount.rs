@@ -11,6 +11,9 @@ pub struct Mount {
     pub source: Option<String>,
     /// `from=`: a stage name/index or an image (bind and cache).
     pub from: Option<String>,
+    /// The stage `from` names, resolved by the plan (None: an image, or no `from`).
+    #[serde(skip)]
+    pub from_stage: Option<usize>,
     pub readonly: bool,
     /// cache/secret/ssh id (cache ids default to the target).
     pub id: Option<String>,
@@ -67,6 +70,7 @@ pub fn parse_mount(spec: &str) -> Result<Mount, String> {
         target: String::new(),
         source: None,
         from: None,
+        from_stage: None,
         readonly: kind == MountKind::Bind,
         id: None,
         sharing: Sharing::Shared,

@@ -661,6 +661,7 @@ impl<'a> Planner<'a> {
                     self.defer(index, PlanError::at(ins.span, kind));
                 }
                 deps.push(s);
+                mount.from_stage = Some(s);
             }
             mounts.push(mount);
         }
