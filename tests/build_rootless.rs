@@ -362,3 +362,37 @@ fn an_owner_beyond_the_subordinate_range_is_a_clear_error_and_leaves_nothing() {
         "half-unpacked layer left: {tmp_left:?}"
     );
 }
+
+/// COPY --from a stage keeps the owners the stage's files have (issue 15 item 8) in a rootless
+/// build too, where the stage is unpacked without the right to chown: the owners come from
+/// the layers' headers.
+#[test]
+fn a_user_build_copies_from_a_stage_with_the_stages_owners() {
+    if let Some(why) = skip_reason() {
+        return println!("{why}");
+    }
+    let dir = user_tempdir();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("d")).unwrap();
+    std::fs::write(ctx.join("d/f"), "f\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch AS s\nCOPY --chown=5:6 d /d/\n\
+         FROM scratch\nCOPY --from=s /d /kept/\nCOPY --from=s --chown=7:8 /d /chowned/\n",
+    )
+    .unwrap();
+    sandbox_support::runner().give(dir.path());
+    let layout = dir.path().join("layout");
+    let store = dir.path().join("store");
+    let dest = format!("--output=type=oci,dest={}", layout.display());
+    let ctx_arg = ctx.display().to_string();
+    succeeded(&run(kiln_as_user(
+        &store,
+        &["build", "-t", "owners", &dest, &ctx_arg],
+        &[],
+    )));
+    let tree = build_support::file_tree(&read_layout(&layout, "latest"));
+    let owner = |p: &str| (tree[p].uid, tree[p].gid);
+    assert_eq!(owner("kept/f"), (5, 6));
+    assert_eq!(owner("chowned/f"), (7, 8));
+}

@@ -278,6 +278,9 @@ pub(crate) struct CopyOptions<'a> {
     /// Entries keep the owners they have in the tree instead of `uid`/`gid`: COPY --from a
     /// stage or image without `--chown` (Docker resets only the context's owners).
     pub keep_owners: bool,
+    /// With `keep_owners`: the owners the layers give each path, where the tree's own files
+    /// could not be given them (an unprivileged unpack cannot chown).
+    pub owners: Option<&'a crate::layer::Owners>,
 }
 
 /// The entries a COPY of `sources` to `dest` (absolute; a trailing `/` means a directory)
@@ -531,7 +534,11 @@ fn entry(
         (_, None) => e.mode & 0o7777,
     };
     let (uid, gid) = if opts.keep_owners {
-        (u64::from(e.uid), u64::from(e.gid))
+        let (u, g) = opts
+            .owners
+            .and_then(|o| o.get(&e.rel).copied())
+            .unwrap_or((e.uid, e.gid));
+        (u64::from(u), u64::from(g))
     } else {
         (opts.uid, opts.gid)
     };
@@ -764,6 +771,7 @@ mod tests {
             unpack: None,
             from: "build context",
             keep_owners: false,
+            owners: None,
         };
         let mut got: Vec<String> = entries(c, &specs, dest, &opts, Vec::new())
             .unwrap()
@@ -806,6 +814,7 @@ mod tests {
             unpack: None,
             from: "build context",
             keep_owners: false,
+            owners: None,
         };
         let err = entries(
             &c,
@@ -853,6 +862,7 @@ mod tests {
             unpack: None,
             from: "ctx",
             keep_owners: false,
+            owners: None,
         };
         let mut got = entries(
             &c,
@@ -909,6 +919,7 @@ mod tests {
             unpack: None,
             from: "ctx",
             keep_owners: false,
+            owners: None,
         };
         let placed = |src: &str, dest: &str| {
             let spec = [SourceSpec::Path { path: src.into() }];
@@ -948,6 +959,7 @@ mod tests {
             unpack: None,
             from: "ctx",
             keep_owners: false,
+            owners: None,
         };
         let files = |src: &str| {
             let spec = [SourceSpec::Path { path: src.into() }];
@@ -983,6 +995,7 @@ mod tests {
             unpack: None,
             from: "ctx",
             keep_owners: false,
+            owners: None,
         };
         let dirs = |dest: &str| {
             let spec = [SourceSpec::Path { path: "sub".into() }];

@@ -107,6 +107,7 @@ impl<'a> Runner<'a> {
             unpack: if unpack_local { Some(&extract) } else { None },
             from: &from,
             keep_owners: spec.chown.is_none() && tree_holder.owners_kept(),
+            owners: tree_holder.owners(),
         };
         let (local, downloads) = match &spec.add {
             Some(add) => self.downloads(spec, add, &opts, scratch.path(), &extract, span)?,
@@ -215,6 +216,7 @@ impl<'a> Runner<'a> {
             unpack: None,
             from: &from,
             keep_owners: false,
+            owners: None,
         };
         let sub = if repo.subdir.is_empty() {
             ".".to_string()
@@ -376,9 +378,16 @@ impl<'a> Runner<'a> {
     /// and the files land on the filesystem the layers come from.
     pub(super) fn rootfs(&self, layers: &[Layer]) -> Result<SourceTree<'a>, BuildError> {
         let dir = self.store.scratch_dir("rootfs-")?;
+        let opts = unpack_options();
+        // Unprivileged, the files cannot be given their owners: read them from the headers.
+        let mut owners =
+            (opts.ownership != layer::Ownership::Preserve).then(Box::<layer::Owners>::default);
         for l in layers {
             let blob = self.store.open_blob(&l.digest)?;
-            layer::unpack_layer(blob, dir.path(), &unpack_options())?;
+            layer::unpack_layer(blob, dir.path(), &opts)?;
+            if let Some(owners) = &mut owners {
+                layer::apply_layer_owners(self.store.open_blob(&l.digest)?, owners)?;
+            }
         }
         let ctx = Context::open(
             dir.path(),
@@ -387,6 +396,7 @@ impl<'a> Runner<'a> {
         )?;
         Ok(SourceTree::Rootfs {
             tree: ctx,
+            owners,
             _dir: Box::new(dir),
         })
     }
@@ -468,6 +478,8 @@ pub(super) enum SourceTree<'a> {
     Context(&'a Context),
     Rootfs {
         tree: Context,
+        /// The owners the layers give the files, when the unpack could not (unprivileged).
+        owners: Option<Box<layer::Owners>>,
         _dir: Box<crate::store::ScratchDir>,
     },
 }
@@ -487,7 +499,17 @@ impl SourceTree<'_> {
     fn owners_kept(&self) -> bool {
         match self {
             SourceTree::Context(_) => false,
-            SourceTree::Rootfs { .. } => unpack_options().ownership == layer::Ownership::Preserve,
+            SourceTree::Rootfs { owners, .. } => {
+                owners.is_some() || unpack_options().ownership == layer::Ownership::Preserve
+            }
+        }
+    }
+
+    /// The owners read from the layers where the files could not be given them.
+    fn owners(&self) -> Option<&layer::Owners> {
+        match self {
+            SourceTree::Context(_) => None,
+            SourceTree::Rootfs { owners, .. } => owners.as_deref(),
         }
     }
 }

@@ -38,6 +38,7 @@ mod extract;
 mod hash_thread;
 mod idmap;
 pub mod name;
+mod owners;
 mod resolve;
 mod tarball;
 mod unpack;
@@ -50,6 +51,7 @@ use std::path::PathBuf;
 pub use crate::digest::Digest;
 pub use entries::{EntrySource, LayerEntry, write_entries};
 pub use idmap::{IdMap, IdRange};
+pub use owners::{Owners, apply_layer_owners};
 pub use unpack::{diff_id, unpack_layer};
 pub use whiteouts::{
     drop_user_overlay_xattrs, hides_lower_layers, is_opaque_dir, is_whiteout, visible_layers,
