@@ -199,6 +199,14 @@ fn mount(m: &Mount, env: &RunEnv) -> Result<MountSpec, String> {
 /// tree itself) and every symlink in it resolved with the tree as `/`, so no source names a
 /// file outside it, read-only or not.
 fn bind_source(ctx: &Context, source: &str, what: &str) -> Result<PathBuf, String> {
+    let real = bind_path(ctx, source, what)?;
+    ctx.host_path(&real)
+        .map_err(|e| format!("RUN --mount=type=bind: source {source:?}: {e}"))
+}
+
+/// A bind mount's `source` as a path of `ctx` (see [`bind_source`]); the cache key reads the
+/// same files the step mounts.
+pub(super) fn bind_path(ctx: &Context, source: &str, what: &str) -> Result<String, String> {
     let rel = super::copy::clean(source);
     let missing = || format!("RUN --mount=type=bind: source {source:?} is not in {what}");
     let real = ctx.resolve(&rel, true).map_err(|e| match e {
@@ -208,8 +216,7 @@ fn bind_source(ctx: &Context, source: &str, what: &str) -> Result<PathBuf, Strin
     if !ctx.contains(&real) {
         return Err(missing());
     }
-    ctx.host_path(&real)
-        .map_err(|e| format!("RUN --mount=type=bind: source {source:?}: {e}"))
+    Ok(real)
 }
 
 /// A `type=secret` mount's file, or nothing when the secret is exposed only as an

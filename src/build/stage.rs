@@ -671,14 +671,11 @@ impl<'a> Runner<'a> {
             match (&m.from, m.from_stage) {
                 (None, _) => {
                     let Some(ctx) = self.context else { continue };
-                    let rel = copy::clean(m.source.as_deref().unwrap_or(""));
+                    let source = m.source.as_deref().unwrap_or("");
                     // A source that is missing or outside is the step's error to report.
-                    let Ok(real) = ctx.resolve(&rel, true) else {
+                    let Ok(real) = run::bind_path(ctx, source, "the build context") else {
                         continue;
                     };
-                    if !ctx.contains(&real) {
-                        continue;
-                    }
                     let found = cache::context_sources(ctx, &[real])?;
                     files.extend(
                         found
