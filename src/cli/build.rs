@@ -15,8 +15,11 @@ use crate::sandbox::{Isolation, Network, Sandbox};
 use crate::store::Store;
 use anyhow::Context as _;
 
-use super::GlobalArgs;
+use super::args::{ConnectionArgs, CredsArgs, DockerfileArgs, GlobalArgs};
+use super::env::{dockerfile_path, open_store, read_dockerfile, runtime, source_date_epoch};
+use super::progress::{self as display, Mode};
 
+mod cache_registry;
 mod early_push;
 mod ssh_agents;
 use early_push::EarlyPush;
@@ -26,20 +29,8 @@ pub struct Args {
     /// Name (and optionally tag) for the image; may be given several times.
     #[arg(short = 't', long = "tag", value_name = "REF")]
     pub tags: Vec<String>,
-    /// The Dockerfile (default: CONTEXT/Dockerfile, else CONTEXT/Containerfile); `-` reads stdin.
-    #[arg(short = 'f', long = "file", value_name = "FILE")]
-    pub file: Option<PathBuf>,
-    /// Set a build-time variable.
-    #[arg(long = "build-arg", value_name = "K=V")]
-    pub build_args: Vec<String>,
-    /// Build this stage (and what it needs) instead of the last one.
-    #[arg(long, value_name = "STAGE")]
-    pub target: Option<String>,
-    /// Target platform, os/arch[/variant] (default: this machine's): picks base images from
-    /// multi-platform indexes and sets the image's os/architecture. RUN for another
-    /// architecture needs qemu-user-static + binfmt-support.
-    #[arg(long, value_name = "PLATFORM")]
-    pub platform: Option<String>,
+    #[command(flatten)]
+    pub dockerfile: DockerfileArgs,
     /// Push the image to its registry: layers while the build runs, the manifest once it
     /// succeeded.
     #[arg(long)]
@@ -105,9 +96,9 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
     #[command(flatten)]
-    pub transport: super::pull::ConnectionArgs,
+    pub transport: ConnectionArgs,
     #[command(flatten)]
-    pub creds: super::pull::CredsArgs,
+    pub creds: CredsArgs,
     /// Print only the image ID.
     #[arg(short, long)]
     pub quiet: bool,
@@ -126,9 +117,9 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|o| o.parse::<Output>())
         .collect::<Result<Vec<_>, _>>()?;
-    let store = super::images::open_store(g)?;
-    let mode = super::progress::Mode::choose(&a.progress, a.quiet);
-    let (progress, renderer) = super::progress::start(mode);
+    let store = open_store(g)?;
+    let mode = Mode::choose(&a.progress, a.quiet);
+    let (progress, renderer) = display::start(mode);
     let t0 = std::time::Instant::now();
     let isolation = match a.isolation.as_str() {
         "rootless" => Isolation::Rootless,
@@ -156,7 +147,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
         on_signal.0.cancel();
         on_signal.1.cancel();
     });
-    let rt = super::pull::runtime()?;
+    let rt = runtime()?;
     let waits = Waits {
         rt: &rt,
         interrupted,
@@ -179,7 +170,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
             .map_err(|e| e.to_string())?;
         Ok(pulled.manifest.digest)
     };
-    let cache_clients = super::build_cache::CacheClients::new(&a, &rt)?;
+    let cache_clients = cache_registry::CacheClients::new(&a, &rt)?;
     let http = http_client(a.transport.config().tls_verify)?;
     let fetch = |url: &str, out: &mut dyn std::io::Write| fetch_url(&rt, &http, url, out);
     // Made before the build: a push that cannot start fails before the work, and the
@@ -229,7 +220,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("writing {}", f.display()))?;
     }
     if mode.summary() {
-        let summary = super::progress::Summary {
+        let summary = display::Summary {
             image,
             layers_built: outcome.layers_built,
             layers_reused: outcome.layers_reused,
@@ -237,7 +228,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
             names: req.tags.iter().map(|t| t.to_string()).collect(),
             pushed,
         };
-        for line in super::progress::summary_lines(&summary) {
+        for line in display::summary_lines(&summary) {
             eprintln!("{line}");
         }
     }
@@ -326,7 +317,7 @@ fn destinations(a: &Args, names: &[Reference]) -> anyhow::Result<Vec<Destination
 /// the blobs uploaded during the build (the push finds them there).
 fn push(
     a: &Args,
-    mode: super::progress::Mode,
+    mode: Mode,
     store: &Store,
     waits: &Waits,
     image: &StoredImage,
@@ -337,7 +328,7 @@ fn push(
         return Ok(Vec::new());
     }
     let manifest = Manifest::from_bytes(image.manifest.clone(), None);
-    let (progress, renderer) = super::progress::start(mode);
+    let (progress, renderer) = display::start(mode);
     let mut pushed = Vec::new();
     for (i, dest) in destinations.iter().enumerate() {
         let name = dest.reference.name();
@@ -383,8 +374,6 @@ fn request(a: &Args) -> anyhow::Result<BuildRequest> {
         .iter()
         .map(|t| t.parse::<Reference>().with_context(|| format!("-t {t}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let build_args = crate::plan::parse_build_args(&a.build_args, |k| std::env::var(k).ok())
-        .map_err(|w| anyhow::anyhow!("invalid --build-arg {w:?}: use NAME=VALUE"))?;
     let labels = a
         .labels
         .iter()
@@ -396,25 +385,18 @@ fn request(a: &Args) -> anyhow::Result<BuildRequest> {
     } else {
         ImageFormat::Oci
     };
-    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => Some(
-            v.parse()
-                .with_context(|| format!("SOURCE_DATE_EPOCH={v} is not a number of seconds"))?,
-        ),
-        _ => None,
-    };
     Ok(BuildRequest {
         dockerfile,
         dockerfile_name: name,
         dockerfile_path: path,
         context: (!no_context).then(|| a.context.clone()),
-        build_args,
-        target: a.target.clone(),
+        build_args: a.dockerfile.build_args()?,
+        target: a.dockerfile.target.clone(),
         tags,
         labels,
         compression,
         format,
-        source_date_epoch,
+        source_date_epoch: source_date_epoch()?,
         no_cache: a.no_cache,
         network: if a.network == "none" {
             Network::None
@@ -426,7 +408,7 @@ fn request(a: &Args) -> anyhow::Result<BuildRequest> {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         },
-        platform: a.platform.as_deref().map(platform).transpose()?,
+        platform: a.dockerfile.platform()?,
         secrets: secrets(&a.secrets, |k| std::env::var_os(k))?,
         allow_insecure: a.allow.iter().any(|e| e == "security.insecure"),
         // Set by `run` once the agents are started.
@@ -440,15 +422,10 @@ fn dockerfile(a: &Args, no_context: bool) -> anyhow::Result<(String, String, Opt
     let path = if no_context {
         stdin.to_path_buf()
     } else {
-        super::plan::dockerfile_path(&a.context, a.file.as_deref())?
+        dockerfile_path(&a.context, a.dockerfile.file.as_deref())?
     };
-    let (name, text) = super::debug::read_dockerfile(&path, Some(&a.context))?;
+    let (name, text) = read_dockerfile(&path, Some(&a.context))?;
     Ok((text, name, (path != stdin).then_some(path)))
-}
-
-/// `--platform os/arch[/variant]`.
-fn platform(s: &str) -> anyhow::Result<crate::platform::Platform> {
-    crate::platform::Platform::parse(s).context("--platform")
 }
 
 /// `--secret id=ID[,src=PATH|,env=VAR][,type=file|env]`, as docker and buildah take it: the

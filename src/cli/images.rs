@@ -6,16 +6,11 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 
-use super::GlobalArgs;
+use super::args::{GlobalArgs, parse_duration, parse_size};
+use super::env::open_store;
 use crate::Reference;
 use crate::image::{LayoutKind, Platform, StoredImage, write_docker_archive, write_oci_layout};
 use crate::store::Store;
-
-/// Opens the store named by `--root`/`$KILN_ROOT`, else the default location.
-pub(super) fn open_store(g: &GlobalArgs) -> anyhow::Result<Store> {
-    let root = g.root.clone().unwrap_or_else(Store::default_root);
-    Store::open(&root).with_context(|| format!("opening the kiln store at {}", root.display()))
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ListFormat {
@@ -283,7 +278,7 @@ pub struct PruneArgs {
     pub keep_duration: Option<std::time::Duration>,
     /// Also trim the build cache, least recently used first, to this many bytes of layers
     /// (e.g. 10GB, 512MiB).
-    #[arg(long, value_name = "BYTES", value_parser = super::push::parse_size)]
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub keep_bytes: Option<u64>,
 }
 
@@ -305,24 +300,6 @@ pub fn prune(g: &GlobalArgs, a: PruneArgs) -> anyhow::Result<ExitCode> {
     );
     println!("Total reclaimed space: {}", human_size(r.bytes));
     Ok(ExitCode::SUCCESS)
-}
-
-/// `90s`, `30m`, `36h`, `7d` (a bare number is seconds).
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 36h or 7d"))?;
-    let secs = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
-    };
-    Ok(std::time::Duration::from_secs(n * secs))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -377,24 +354,6 @@ pub fn save(g: &GlobalArgs, a: SaveArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_take_s_m_h_d() {
-        assert_eq!(
-            super::parse_duration("90"),
-            Ok(std::time::Duration::from_secs(90))
-        );
-        assert_eq!(
-            super::parse_duration("36h"),
-            Ok(std::time::Duration::from_secs(36 * 3600))
-        );
-        assert_eq!(
-            super::parse_duration("7d"),
-            Ok(std::time::Duration::from_secs(7 * 86_400))
-        );
-        assert!(super::parse_duration("7w").is_err());
-        assert!(super::parse_duration("h").is_err());
-    }
 
     #[test]
     fn sizes_and_ages_read_like_docker() {

@@ -8,8 +8,8 @@ use crate::Reference;
 use crate::registry::{Credential, creds};
 use anyhow::{Context, bail};
 
-use super::GlobalArgs;
-use super::pull::{RegistryArgs, runtime};
+use super::args::{GlobalArgs, RegistryArgs};
+use super::env::runtime;
 
 #[derive(Debug, clap::Args)]
 pub struct LoginArgs {

@@ -1,19 +1,23 @@
-//! The command line: the only module that prints. Each subcommand lives in its own file.
+//! The command line: the only module that prints. Each subcommand lives in its own file and
+//! is a leaf: it imports the shared argument groups (`args`), the environment helpers (`env`)
+//! and the progress renderer (`progress`), never another command.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod args;
 mod build;
-mod build_cache;
 mod debug;
+mod env;
 mod images;
 mod login;
 mod plan;
 mod progress;
 mod pull;
 mod push;
+
+pub use args::GlobalArgs;
 
 /// kiln: build OCI container images from Dockerfiles, without a daemon and without root.
 #[derive(Debug, Parser)]
@@ -23,18 +27,6 @@ pub struct Cli {
     pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Options every subcommand understands.
-#[derive(Debug, clap::Args)]
-pub struct GlobalArgs {
-    /// Where kiln keeps its store (default: $KILN_ROOT, else $XDG_DATA_HOME/kiln, or
-    /// /var/lib/kiln for root).
-    #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
-    pub root: Option<PathBuf>,
-    /// Log filter for diagnostics on stderr (e.g. `debug`, `kiln::registry=trace`).
-    #[arg(long, global = true, env = "KILN_LOG", value_name = "FILTER")]
-    pub log: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

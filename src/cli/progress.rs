@@ -72,6 +72,12 @@ impl Renderer {
     }
 }
 
+/// The average rate of a transfer of `bytes` that began at `start`, in MB/s (the final lines
+/// of pull and push).
+pub(super) fn mb_per_s(bytes: u64, start: Instant) -> f64 {
+    bytes as f64 / 1e6 / start.elapsed().as_secs_f64().max(1e-6)
+}
+
 fn render(events: Receiver<Event>, mode: Mode) {
     let start = Instant::now();
     match mode {

@@ -1,128 +1,18 @@
 //! `kiln pull REF`: resolve, pick the platform, download verified blobs into the store and name
-//! the image. Also home of the registry flags shared by `push` and `login`.
+//! the image.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use crate::Reference;
 use crate::digest::Digest;
-use crate::registry::{ClientConfig, Credential, Platform, Registry, creds};
+use crate::registry::Platform;
 use crate::store::Store;
 use anyhow::Context;
 
-use super::GlobalArgs;
-use super::images::open_store;
-use super::progress::Mode;
-
-/// How to reach registries (shared by pull, push and login): the connection, and how many
-/// blobs move at once.
-#[derive(Debug, clap::Args)]
-pub struct RegistryArgs {
-    #[command(flatten)]
-    connection: ConnectionArgs,
-    /// Blobs transferred in parallel.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_BLOB_JOBS)]
-    jobs: usize,
-}
-
-/// Blobs moved in parallel when the command has no `--jobs` for it (`kiln build`'s `--jobs`
-/// means parallel stages, as in buildah).
-const DEFAULT_BLOB_JOBS: usize = 4;
-
-impl RegistryArgs {
-    pub(super) fn config(&self) -> ClientConfig {
-        self.connection.config_with(self.jobs)
-    }
-
-    pub(super) fn client(
-        &self,
-        api_host: &str,
-        cred: Option<Credential>,
-    ) -> anyhow::Result<Registry> {
-        Ok(Registry::new(api_host, self.config(), cred)?)
-    }
-}
-
-/// How to reach registries: TLS, trusted CAs, retries.
-#[derive(Debug, clap::Args)]
-pub struct ConnectionArgs {
-    /// Require HTTPS with a verified certificate (`--tls-verify=false` allows HTTP and any
-    /// certificate). Loopback registries may always use plain HTTP.
-    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
-          num_args = 0..=1, default_missing_value = "true")]
-    tls_verify: bool,
-    /// Allow plain HTTP and unverified TLS for this registry host (repeatable).
-    #[arg(long = "insecure-registry", value_name = "HOST")]
-    insecure_registries: Vec<String>,
-    /// Also trust the `*.crt` CA files in this directory (besides
-    /// /etc/containers/certs.d/HOST/ and /etc/docker/certs.d/HOST/).
-    #[arg(long, value_name = "DIR")]
-    cert_dir: Option<PathBuf>,
-    /// Retries on connection errors, timeouts, 429 and 5xx (with exponential backoff).
-    #[arg(long, value_name = "N", default_value_t = 5)]
-    retries: u32,
-}
-
-impl ConnectionArgs {
-    fn config_with(&self, blob_jobs: usize) -> ClientConfig {
-        ClientConfig {
-            tls_verify: self.tls_verify,
-            insecure_registries: self.insecure_registries.clone(),
-            cert_dir: self.cert_dir.clone(),
-            concurrency: blob_jobs.max(1),
-            retries: self.retries,
-            ..ClientConfig::default()
-        }
-    }
-
-    /// The client config with the default blob parallelism.
-    pub(super) fn config(&self) -> ClientConfig {
-        self.config_with(DEFAULT_BLOB_JOBS)
-    }
-
-    pub(super) fn client(
-        &self,
-        api_host: &str,
-        cred: Option<Credential>,
-    ) -> anyhow::Result<Registry> {
-        Ok(Registry::new(api_host, self.config(), cred)?)
-    }
-}
-
-/// Where credentials come from for pull and push.
-#[derive(Debug, clap::Args)]
-pub struct CredsArgs {
-    /// `USER:PASSWORD` for the registry (prefer --creds-file: this stays in shell history).
-    #[arg(long, value_name = "USER:PASSWORD")]
-    creds: Option<String>,
-    /// Read `USER:PASSWORD` from this file (`-` for stdin).
-    #[arg(long, value_name = "FILE", conflicts_with = "creds")]
-    creds_file: Option<PathBuf>,
-}
-
-impl CredsArgs {
-    /// Explicit credentials first, then the auth files (see `crate::registry::creds`).
-    pub(super) fn resolve(&self, reference: &Reference) -> anyhow::Result<Option<Credential>> {
-        let explicit = match (&self.creds, &self.creds_file) {
-            (Some(c), _) => Some(c.clone()),
-            (None, Some(f)) if f.as_os_str() == "-" => {
-                Some(std::io::read_to_string(std::io::stdin()).context("reading --creds-file -")?)
-            }
-            (None, Some(f)) => Some(
-                std::fs::read_to_string(f)
-                    .with_context(|| format!("reading --creds-file {}", f.display()))?,
-            ),
-            (None, None) => None,
-        };
-        match explicit {
-            Some(text) => Ok(Some(Credential::parse_user_pass(text.trim()).context(
-                "credentials must look like USER:PASSWORD (the user name must not be empty)",
-            )?)),
-            None => Ok(creds::lookup(reference.auth_key())?),
-        }
-    }
-}
+use super::args::{CredsArgs, GlobalArgs, RegistryArgs};
+use super::env::{open_store, runtime};
+use super::progress::{Mode, mb_per_s};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -139,17 +29,6 @@ pub struct Args {
     transport: RegistryArgs,
     #[command(flatten)]
     creds: CredsArgs,
-}
-
-pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
-
-pub(super) fn mb_per_s(bytes: u64, start: Instant) -> f64 {
-    bytes as f64 / 1e6 / start.elapsed().as_secs_f64().max(1e-6)
 }
 
 pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {

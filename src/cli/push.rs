@@ -9,10 +9,9 @@ use crate::Reference;
 use crate::registry::{Manifest, Parsed};
 use anyhow::{Context, bail};
 
-use super::GlobalArgs;
-use super::images::open_store;
-use super::progress::{Mode, start};
-use super::pull::{CredsArgs, RegistryArgs, mb_per_s, runtime};
+use super::args::{CredsArgs, GlobalArgs, RegistryArgs, parse_size};
+use super::env::{open_store, runtime};
+use super::progress::{Mode, mb_per_s, start};
 use crate::registry::StoreBlobs;
 
 #[derive(Debug, clap::Args)]
@@ -45,30 +44,6 @@ pub struct Args {
     transport: RegistryArgs,
     #[command(flatten)]
     creds: CredsArgs,
-}
-
-/// `4194304`, `4MiB`, `4M`, `512KiB`, `5MB`.
-pub(super) fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 4MiB"))?;
-    let mult = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "kb" => 1000,
-        "m" | "mib" => 1 << 20,
-        "mb" => 1_000_000,
-        "g" | "gib" => 1 << 30,
-        "gb" => 1_000_000_000,
-        _ => return Err(format!("{s:?}: unknown unit (use KiB, MiB, GiB)")),
-    };
-    match n.checked_mul(mult) {
-        Some(0) | None => Err(format!("{s:?} is not a usable chunk size")),
-        Some(v) => Ok(v),
-    }
 }
 
 pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
@@ -147,18 +122,4 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
         },
     );
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4MiB"), Ok(4 << 20));
-        assert_eq!(parse_size("5MB"), Ok(5_000_000));
-        assert_eq!(parse_size("1048576"), Ok(1 << 20));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("4XB").is_err());
-    }
 }

@@ -12,7 +12,7 @@ use crate::progress::Progress;
 use crate::registry::{Manifest, OCI_MANIFEST, Registry, RegistryError, StoreBlobs};
 use crate::store::Store;
 
-use super::build::Args;
+use super::Args;
 
 /// One client per cache REF, made up front so a bad REF or credential fails before the build.
 pub(super) struct CacheClients<'a> {
