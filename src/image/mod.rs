@@ -21,6 +21,7 @@
 mod builder;
 mod docker_archive;
 mod layer_glue;
+mod manifest;
 mod media;
 mod oci_layout;
 mod output;

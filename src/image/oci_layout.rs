@@ -7,7 +7,7 @@ use std::path::Path;
 use oci_spec::image::{ImageIndexBuilder, MediaType};
 
 use super::Result;
-use super::builder::descriptor;
+use super::manifest::descriptor;
 use super::media::{ImageFormat, OCI_INDEX, OCI_MANIFEST};
 use super::sink::Sink;
 use super::stored::StoredImage;

@@ -181,7 +181,7 @@ impl StoredImage {
         if format == self.format {
             return Ok((self.manifest.clone(), self.manifest_digest));
         }
-        let bytes = super::builder::manifest_json(
+        let bytes = super::manifest::manifest_json(
             format,
             self.config.len() as u64,
             &self.config_digest,

@@ -3,10 +3,8 @@
 //! `shellWord` does.
 
 use std::collections::BTreeSet;
-use std::sync::LazyLock;
 
-use regex::Regex;
-
+use super::chars::{is_digit, is_letter};
 use super::pattern::{self, PatternError};
 use super::{Env, ExpandError, ExpandErrorKind, Expansion, MATCH_BUDGET, MAX_EXPANDED};
 
@@ -438,27 +436,6 @@ fn pattern_error(
 /// POSIX special parameters (`$@`, `$#` …): never set in a Dockerfile, but they are names.
 fn is_special_param(ch: char) -> bool {
     matches!(ch, '@' | '*' | '#' | '?' | '-' | '$' | '!' | '0')
-}
-
-/// Go's `unicode.IsLetter` (general category L). `char::is_alphabetic` is wider (it also takes
-/// letter numbers and some combining marks), so non-ASCII goes through the category table.
-pub(super) fn is_letter(ch: char) -> bool {
-    static LETTER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\p{L}$").expect("valid"));
-    if ch.is_ascii() {
-        ch.is_ascii_alphabetic()
-    } else {
-        LETTER.is_match(ch.encode_utf8(&mut [0; 4]))
-    }
-}
-
-/// Go's `unicode.IsDigit` (general category Nd).
-pub(super) fn is_digit(ch: char) -> bool {
-    static DIGIT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\p{Nd}$").expect("valid"));
-    if ch.is_ascii() {
-        ch.is_ascii_digit()
-    } else {
-        DIGIT.is_match(ch.encode_utf8(&mut [0; 4]))
-    }
 }
 
 /// Word splitting as BuildKit does it: `add_char` splits on whitespace, the `raw` variants

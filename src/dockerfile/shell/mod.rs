@@ -25,6 +25,7 @@
 //!   pattern length × (value length + pattern length): a second or so of work at most,
 //!   decided before the work, the same on every machine.
 
+mod chars;
 mod lex;
 mod pattern;
 

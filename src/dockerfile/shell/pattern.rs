@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use regex::Regex;
 
 use super::MAX_EXPANDED;
-use super::lex::{is_digit, is_letter};
+use super::chars::{is_digit, is_letter};
 
 /// Why a pattern operation failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
