@@ -15,7 +15,7 @@
 //! - a pattern matches a path or any of its parent directories;
 //! - `!pattern` re-includes; the last matching pattern wins.
 //!
-//! Checked against buildah 1.28 (`testdata/dockerignore/`, `tests/dockerignore.rs`). Where
+//! Checked against buildah 1.28 (`testdata/dockerignore/`, `tests/unprivileged/dockerignore.rs`). Where
 //! buildah differs from BuildKit we follow BuildKit: `<Dockerfile>.dockerignore` (buildah 1.28
 //! ignores it) and patterns with `..` (BuildKit's `filepath.Clean` keeps a leading `../`, which
 //! then never matches, and turns `/../a` into `a`; buildah does otherwise).

@@ -4,7 +4,8 @@
 //! (built once, reused by every binary while their inputs are unchanged), and a reader for OCI
 //! image layouts that flattens an image into its file tree for comparisons.
 //!
-//! A test binary includes it with `mod common; mod registry_support; mod build_support;`.
+//! A test binary (`tests/<group>/main.rs`) includes it with `#[path = "../build_support/mod.rs"]
+//! mod build_support;`, beside `common` and `registry_support`, which it uses.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;

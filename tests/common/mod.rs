@@ -1,4 +1,5 @@
-//! Helpers shared by the integration tests. Each test binary includes this with `mod common;`.
+//! Helpers shared by the integration tests. Each test binary (`tests/<group>/main.rs`) includes
+//! this with `#[path = "../common/mod.rs"] mod common;`.
 #![allow(dead_code)]
 
 use std::path::PathBuf;

@@ -1,5 +1,5 @@
 //! A directory tree with every kind of entry a layer carries, and a snapshot of a tree to
-//! compare two of them. Shared by the layer integration tests (`mod layer_fixture;`).
+//! compare two of them. Shared by the layer integration tests (`tests/root/main.rs`).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Records what buildah copies for each .dockerignore case, as the expected result of
-# tests/dockerignore.rs. For every testdata/dockerignore/<case>/ it builds
+# tests/unprivileged/dockerignore.rs. For every testdata/dockerignore/<case>/ it builds
 # `FROM scratch` + `COPY . /` (or the case's own build.Dockerfile, next to which a
 # build.Dockerfile.dockerignore may sit) from <case>/context and writes the image's paths,
 # sorted, to <case>/expected.txt. Needs root and buildah; run it after adding or changing a case.
