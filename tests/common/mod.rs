@@ -9,6 +9,16 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The name libtest knows a test of this binary by (`feature::test`), to re-run the binary on
+/// that one test (`--exact NAME --ignored`): `module` is the caller's `module_path!()`, which
+/// starts with the binary's crate name.
+pub fn test_name(module: &str, test: &str) -> String {
+    match module.split_once("::") {
+        Some((_binary, path)) => format!("{path}::{test}"),
+        None => test.to_string(),
+    }
+}
+
 /// The shared conformance vectors (`../shared/conformance` beside the repository, or
 /// `$KILN_CONFORMANCE_DIR`). When they are absent the caller must say it skipped: print the
 /// returned reason and return, never pass silently.

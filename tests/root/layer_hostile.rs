@@ -244,7 +244,12 @@ fn an_unprivileged_unpack_leaves_the_users_own_host_files_alone() {
             "--clear-groups".into(),
         ])
         .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "unprivileged_child", "--ignored", "--nocapture"])
+        .arg("--exact")
+        .arg(crate::common::test_name(
+            module_path!(),
+            "unprivileged_child",
+        ))
+        .args(["--ignored", "--nocapture"])
         .env(CHILD_ENV, "1")
         .env("HOME", "/tmp")
         .output()

@@ -428,7 +428,12 @@ fn device_nodes_are_skipped_with_a_warning_when_unprivileged() {
                 "--inh-caps=-all",
             ])
             .arg(std::env::current_exe().unwrap())
-            .args(["--exact", "unprivileged_child", "--ignored", "--nocapture"])
+            .arg("--exact")
+            .arg(crate::common::test_name(
+                module_path!(),
+                "unprivileged_child",
+            ))
+            .args(["--ignored", "--nocapture"])
             .env(CHILD_ENV, &tar_path)
             .output()
             .unwrap();

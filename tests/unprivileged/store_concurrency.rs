@@ -19,7 +19,8 @@ fn payload() -> impl Iterator<Item = Vec<u8>> {
 
 fn child(test: &str, store: &Path) -> Command {
     let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args(["--exact", test, "--ignored", "--nocapture"])
+    c.args(["--exact", &crate::common::test_name(module_path!(), test)])
+        .args(["--ignored", "--nocapture"])
         .env(STORE_ENV, store);
     c
 }
