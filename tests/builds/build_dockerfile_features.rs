@@ -1,6 +1,6 @@
 //! `kiln build` end to end, FROM the busybox base in a loopback registry: multi-stage with
-//! `--target`, heredocs (`RUN <<EOF`, `COPY <<EOF`), `.dockerignore`, and a Dockerfile on stdin
-//! (`kiln build -`).
+//! `--target`, `.dockerignore`, and a Dockerfile on stdin (`kiln build -`). Its helpers also
+//! serve `heredoc.rs`.
 
 use std::io::Write;
 use std::path::Path;
@@ -9,7 +9,7 @@ use std::process::Stdio;
 use crate::build_support::{LayoutImage, bases_or_skip, kiln_build, succeeded};
 
 /// Builds `ctx` into an OCI layout in `tmp`; returns the image and the build's stderr.
-fn build(tmp: &Path, ctx: &Path, extra: &[&str]) -> (LayoutImage, String) {
+pub(super) fn build(tmp: &Path, ctx: &Path, extra: &[&str]) -> (LayoutImage, String) {
     let layout = tmp.join(format!("out-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&layout);
     let dest = format!("--output=type=oci,dest={}", layout.display());
@@ -19,7 +19,7 @@ fn build(tmp: &Path, ctx: &Path, extra: &[&str]) -> (LayoutImage, String) {
     (crate::build_support::read_layout(&layout, "latest"), stderr)
 }
 
-fn text(image: &LayoutImage, path: &str) -> Option<String> {
+pub(super) fn text(image: &LayoutImage, path: &str) -> Option<String> {
     crate::build_support::file_content(image, path).map(|b| String::from_utf8(b).unwrap())
 }
 
@@ -70,44 +70,6 @@ fn an_unknown_target_is_refused_with_the_stage_names() {
     let out = kiln_build(store.path(), &["-t", "x", "--target", "biuld"], ctx.path());
     let err = crate::build_support::failed(&out);
     assert!(err.contains("biuld") && err.contains("build"), "{err}");
-}
-
-#[test]
-fn heredocs_run_scripts_and_create_files() {
-    let Some(bases) = bases_or_skip() else { return };
-    let dockerfile = format!(
-        "# syntax=docker/dockerfile:1\n\
-         FROM {}\n\
-         ARG WHO=heredocs\n\
-         RUN <<EOF\n\
-         echo one > /h1\n\
-         echo two >> /h1\n\
-         EOF\n\
-         RUN <<EOF sh -c 'cat > /h2'\n\
-         piped to the command's stdin\n\
-         EOF\n\
-         COPY <<EOF /etc/greeting\n\
-         hello $WHO\n\
-         EOF\n\
-         COPY <<'EOF' /etc/literal\n\
-         hello $WHO\n\
-         EOF\n",
-        bases.busybox()
-    );
-    let ctx = crate::build_support::context(&[("Dockerfile", &dockerfile)]);
-    let tmp = tempfile::tempdir().unwrap();
-    let (image, _) = build(tmp.path(), ctx.path(), &[]);
-    assert_eq!(text(&image, "h1").as_deref(), Some("one\ntwo\n"));
-    assert_eq!(
-        text(&image, "h2").as_deref(),
-        Some("piped to the command's stdin\n")
-    );
-    // An unquoted delimiter expands variables, a quoted one does not (BuildKit's rule).
-    assert_eq!(
-        text(&image, "etc/greeting").as_deref(),
-        Some("hello heredocs\n")
-    );
-    assert_eq!(text(&image, "etc/literal").as_deref(), Some("hello $WHO\n"));
 }
 
 #[test]

@@ -1,7 +1,6 @@
 //! `kiln build` across stages: independent stages run in parallel (`--jobs`), a failing stage
-//! stops the build cleanly, `--secret` reaches RUN without reaching the image or the logs,
-//! `--platform` picks the base from an index and sets the config, and ONBUILD triggers of the
-//! base image run first.
+//! stops the build cleanly, and `--platform` picks the base from an index and sets the config.
+//! The busybox stage and the helpers here also serve `secrets.rs` and `onbuild.rs`.
 //!
 //! Every base here is made from Debian's static busybox (COPY from the context, then
 //! `busybox --install`), so no registry is needed except for the `--platform` test.
@@ -12,19 +11,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// A busybox stage named `base` (lines 1-3 of every Dockerfile here).
-const BASE: &str = "FROM scratch AS base\n\
+pub(super) const BASE: &str = "FROM scratch AS base\n\
                     COPY busybox /bin/busybox\n\
                     RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
 
 /// [`crate::build_support::kiln`] with a fixed `SOURCE_DATE_EPOCH`, so images compare by digest.
-fn kiln(root: &Path) -> Command {
+pub(super) fn kiln(root: &Path) -> Command {
     let mut c = crate::build_support::kiln(root);
     c.env("SOURCE_DATE_EPOCH", "0");
     c
 }
 
 /// A context dir holding `busybox` and a Dockerfile.
-fn context(dir: &Path, dockerfile: &str) -> PathBuf {
+pub(super) fn context(dir: &Path, dockerfile: &str) -> PathBuf {
     let ctx = dir.join("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::copy("/bin/busybox", ctx.join("busybox")).expect("busybox-static is installed");
@@ -32,7 +31,7 @@ fn context(dir: &Path, dockerfile: &str) -> PathBuf {
     ctx
 }
 
-fn build(root: &Path, args: &[&str], ctx: &Path) -> Output {
+pub(super) fn build(root: &Path, args: &[&str], ctx: &Path) -> Output {
     kiln(root)
         .arg("build")
         .args(args)
@@ -41,7 +40,7 @@ fn build(root: &Path, args: &[&str], ctx: &Path) -> Output {
         .unwrap()
 }
 
-fn ok(out: &Output) -> String {
+pub(super) fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
         "kiln build failed: {}",
@@ -54,7 +53,7 @@ fn ok(out: &Output) -> String {
 }
 
 /// The `--progress json` events, in order.
-fn events(out: &Output) -> Vec<serde_json::Value> {
+pub(super) fn events(out: &Output) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&out.stderr)
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
@@ -75,15 +74,15 @@ fn overlapped(events: &[serde_json::Value], a: &str, b: &str) -> bool {
 }
 
 /// An image written with `-o type=oci,dest=...`: its config and every layer's files.
-struct LayoutImage {
-    config: serde_json::Value,
+pub(super) struct LayoutImage {
+    pub(super) config: serde_json::Value,
     /// One map per layer: path → content (regular files only).
-    layers: Vec<BTreeMap<String, Vec<u8>>>,
+    pub(super) layers: Vec<BTreeMap<String, Vec<u8>>>,
     /// Every layer's uncompressed tar, for searching raw bytes.
-    tars: Vec<Vec<u8>>,
+    pub(super) tars: Vec<Vec<u8>>,
 }
 
-fn read_layout(dir: &Path) -> LayoutImage {
+pub(super) fn read_layout(dir: &Path) -> LayoutImage {
     let blob = |d: &str| std::fs::read(dir.join("blobs/sha256").join(&d[7..])).unwrap();
     let json = |b: Vec<u8>| serde_json::from_slice::<serde_json::Value>(&b).unwrap();
     let index = json(std::fs::read(dir.join("index.json")).unwrap());
@@ -116,7 +115,7 @@ fn read_layout(dir: &Path) -> LayoutImage {
 
 impl LayoutImage {
     /// The file at `path` in the topmost layer that has it.
-    fn file(&self, path: &str) -> Option<&[u8]> {
+    pub(super) fn file(&self, path: &str) -> Option<&[u8]> {
         self.layers
             .iter()
             .rev()
@@ -204,128 +203,6 @@ fn a_failing_stage_stops_the_others_and_leaves_the_store_usable() {
     )
     .unwrap();
     ok(&build(&root, &["--jobs", "2"], &ctx));
-}
-
-const SECRET: &str = "hunter2-kiln-secret-value";
-
-#[test]
-fn secrets_reach_run_but_never_a_layer_or_the_output() {
-    let t = tempfile::tempdir().unwrap();
-    let dockerfile = format!(
-        "{BASE}\nFROM base\n\
-         RUN --mount=type=secret,id=tok sha256sum /run/secrets/tok > /tok.sum && ls -l /run/secrets/tok\n\
-         RUN --mount=type=secret,id=tenv,env=TENV,required=true echo \"$TENV\" | sha256sum > /tenv.sum\n\
-         RUN --mount=type=secret,id=absent test ! -e /run/secrets/absent\n"
-    );
-    let ctx = context(t.path(), &dockerfile);
-    let secret_file = t.path().join("tok.txt");
-    std::fs::write(&secret_file, SECRET).unwrap();
-    let root = t.path().join("root");
-    for progress in ["json", "plain"] {
-        let layout = t.path().join(format!("layout-{progress}"));
-        let out = kiln(&root)
-            .env("TENV_SOURCE", format!("{SECRET}-env"))
-            .arg("build")
-            .args(["--progress", progress, "--no-cache"])
-            .arg(format!("--secret=id=tok,src={}", secret_file.display()))
-            .arg("--secret=id=tenv,env=TENV_SOURCE")
-            .arg(format!("--output=type=oci,dest={}", layout.display()))
-            .arg(&ctx)
-            .output()
-            .unwrap();
-        ok(&out);
-        let all = [out.stdout.clone(), out.stderr.clone()].concat();
-        assert!(
-            !String::from_utf8_lossy(&all).contains("hunter2"),
-            "the secret leaked into --progress {progress} output"
-        );
-    }
-    let img = read_layout(&t.path().join("layout-plain"));
-    let sum = String::from_utf8(img.file("tok.sum").expect("/tok.sum").to_vec()).unwrap();
-    let want = kiln::Digest::of(SECRET.as_bytes()).hex().to_string();
-    assert_eq!(sum, format!("{want}  /run/secrets/tok\n"));
-    let env_sum = String::from_utf8(img.file("tenv.sum").unwrap().to_vec()).unwrap();
-    let want = kiln::Digest::of(format!("{SECRET}-env\n").as_bytes()).hex();
-    assert_eq!(env_sum, format!("{want}  -\n"));
-    for (i, layer) in img.layers.iter().enumerate() {
-        assert!(
-            !layer.keys().any(|p| p.contains("secrets")),
-            "layer {i} has a secret path: {:?}",
-            layer.keys().collect::<Vec<_>>()
-        );
-    }
-    for tar in &img.tars {
-        assert!(
-            !tar.windows(7).any(|w| w == b"hunter2"),
-            "a layer contains the secret's bytes"
-        );
-    }
-}
-
-#[test]
-fn a_missing_required_secret_names_the_line_and_the_flag() {
-    let t = tempfile::tempdir().unwrap();
-    let dockerfile = format!(
-        "{BASE}\nFROM base\nRUN --mount=type=secret,id=npm,required=true cat /run/secrets/npm\n"
-    );
-    let ctx = context(t.path(), &dockerfile);
-    let out = build(&t.path().join("root"), &[], &ctx);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("Dockerfile:6") && stderr.contains("--secret id=npm"),
-        "{stderr}"
-    );
-}
-
-#[test]
-fn onbuild_triggers_of_the_base_run_first_and_are_consumed() {
-    let t = tempfile::tempdir().unwrap();
-    let root = t.path().join("root");
-    let base = format!(
-        "{BASE}\nFROM base\nWORKDIR /srv\n\
-         ONBUILD COPY . /app\nONBUILD RUN ls /app > app-list\n"
-    );
-    let ctx = context(&t.path().join("base"), &base);
-    ok(&build(&root, &["-t", "kiln-test/onbase:1"], &ctx));
-
-    let child = t.path().join("child");
-    std::fs::create_dir_all(&child).unwrap();
-    std::fs::write(child.join("hello.txt"), "hi\n").unwrap();
-    std::fs::write(
-        child.join("Dockerfile"),
-        "FROM kiln-test/onbase:1\nRUN test -f /srv/app-list\nONBUILD RUN echo mine\n",
-    )
-    .unwrap();
-    let layout = t.path().join("layout");
-    let out = build(
-        &root,
-        &[
-            "--progress",
-            "json",
-            &format!("--output=type=oci,dest={}", layout.display()),
-        ],
-        &child,
-    );
-    ok(&out);
-    let names: Vec<String> = events(&out)
-        .iter()
-        .filter(|e| e["event"] == "step_started")
-        .map(|e| e["name"].as_str().unwrap().to_string())
-        .collect();
-    assert!(
-        names[0].contains("ONBUILD COPY . /app") && names[1].contains("ONBUILD RUN ls /app"),
-        "the triggers run first: {names:?}"
-    );
-    let img = read_layout(&layout);
-    assert_eq!(img.file("app/hello.txt"), Some(&b"hi\n"[..]));
-    let list = String::from_utf8(img.file("srv/app-list").unwrap().to_vec()).unwrap();
-    assert!(list.contains("hello.txt"), "{list}");
-    assert_eq!(
-        img.config["config"]["OnBuild"],
-        serde_json::json!(["RUN echo mine"]),
-        "only the child's own ONBUILD remains"
-    );
 }
 
 /// A one-layer image for `linux/<arch>` whose file `/arch` says which it is.

@@ -24,3 +24,6 @@ mod build_registry_cache;
 mod build_scratch;
 mod build_stages;
 mod conformance_fixes;
+mod heredoc;
+mod onbuild;
+mod secrets;

@@ -21,6 +21,7 @@ mod build_interrupt;
 mod build_many_layers;
 mod build_rootless;
 mod containment_more;
+mod mount;
 mod sandbox_containment;
 mod sandbox_rootless;
 mod snapshot_deletions;
