@@ -59,6 +59,39 @@ fn src_has_no_import_cycles_but_the_allowed_ones() {
     assert!(report.is_empty(), "import cycles in src/:\n{report}");
 }
 
+/// `src/cli/`: each command is a leaf. It may use the shared modules (flag groups, environment
+/// helpers, the progress renderer), never another command, so a command can be read, changed
+/// or removed alone.
+#[test]
+fn cli_commands_import_only_the_shared_modules() {
+    const SHARED: [&str; 3] = ["args", "env", "progress"];
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let graph = Graph::of_tree(&src);
+    let mut wrong = Vec::new();
+    for (from, tos) in graph
+        .edges
+        .get(&vec!["cli".to_string()])
+        .into_iter()
+        .flatten()
+    {
+        for (to, e) in tos {
+            let shared_to_command =
+                SHARED.contains(&from.as_str()) && !SHARED.contains(&to.as_str());
+            if !SHARED.contains(&to.as_str()) || shared_to_command {
+                wrong.push(format!(
+                    "  {from} -> {to}: {}:{} uses {}",
+                    e.file, e.line, e.path
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "src/cli/: a command may import only {SHARED:?}, and those no command:\n{}",
+        wrong.join("\n")
+    );
+}
+
 /// The checker itself, on a made-up crate: it must see a cycle through a `use` in one file and
 /// a path in the code of the other, resolve a name re-exported by `mod.rs`, and ignore what is
 /// not an import (comments, strings, a test module's `use super::*`, a child's use of its
