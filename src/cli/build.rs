@@ -50,10 +50,12 @@ pub struct Args {
     /// Do not use the build cache.
     #[arg(long)]
     pub no_cache: bool,
-    /// Reuse the build cache exported to this registry tag (repeatable; searched in order).
+    /// Reuse the build cache exported to this registry tag: REF or type=registry,ref=REF
+    /// (repeatable; searched in order). Layers of hits are downloaded only when needed.
     #[arg(long = "cache-from", value_name = "REF")]
     pub cache_from: Vec<String>,
-    /// After a successful build, export its step cache to this registry tag (one manifest, replaced each time).
+    /// After a successful build, merge its step cache into this registry tag: REF or
+    /// type=registry,ref=REF[,mode=max|min] (max, the default: every stage's steps).
     #[arg(long = "cache-to", value_name = "REF")]
     pub cache_to: Option<String>,
     /// Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR (type=file|env
@@ -192,7 +194,10 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     let layer_ready = |layer: &Layer| early.layer_ready(layer);
     let hooks = crate::build::Hooks {
         pull: &pull,
-        remote_cache: cache_clients.as_ref().map(|c| c.hook(&a)),
+        // Only pushed: layers of cache hits no step needs stay in the registry (mounted).
+        remote_cache: cache_clients
+            .as_ref()
+            .map(|c| c.hook(a.push && outputs.is_empty())),
         fetch: &fetch,
         layer_ready: a.push.then_some(&layer_ready as &LayerReady),
     };
@@ -223,7 +228,18 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
         o.write(&store, image, &req.tags)
             .with_context(|| format!("writing the image to {}", o.dest().display()))?;
     }
-    let pushed = push(&a, mode, &store, &waits, image, &destinations, &sent_early)?;
+    let pushed = push(
+        &a,
+        mode,
+        &store,
+        &waits,
+        image,
+        &destinations,
+        &sent_early,
+        cache_clients
+            .as_ref()
+            .map(|c| (c, &outcome.left_in_registry[..])),
+    )?;
     if let Some(f) = &a.iidfile {
         std::fs::write(f, image.config_digest.to_string())
             .with_context(|| format!("writing {}", f.display()))?;
@@ -323,7 +339,9 @@ fn destinations(a: &Args, names: &[Reference]) -> anyhow::Result<Vec<Destination
 
 /// `--push`: the image to every destination, each manifest only after all its blobs are
 /// confirmed (the registry client guarantees that). `sent_early` counts, per destination,
-/// the blobs uploaded during the build (the push finds them there).
+/// the blobs uploaded during the build (the push finds them there). `left` are the layers
+/// cache hits left in the registry: mounted from the cache repository, else downloaded first.
+#[allow(clippy::too_many_arguments)]
 fn push(
     a: &Args,
     mode: super::progress::Mode,
@@ -332,6 +350,10 @@ fn push(
     image: &StoredImage,
     destinations: &[Destination],
     sent_early: &[usize],
+    left: Option<(
+        &super::build_cache::CacheClients,
+        &[crate::build::remote_cache::LeftLayer],
+    )>,
 ) -> anyhow::Result<Vec<String>> {
     if destinations.is_empty() {
         return Ok(Vec::new());
@@ -341,6 +363,22 @@ fn push(
     let mut pushed = Vec::new();
     for (i, dest) in destinations.iter().enumerate() {
         let name = dest.reference.name();
+        if let Some((cache, left)) = left.filter(|(_, l)| !l.is_empty()) {
+            let wanted: Vec<(Digest, u64)> = left.iter().map(|l| (l.digest, l.size)).collect();
+            let repo = dest.reference.repository();
+            let placed = waits
+                .run(cache.place(&dest.registry, repo, &wanted, store, &progress))
+                .with_context(|| {
+                    format!("interrupted (Ctrl-C or SIGTERM) while pushing to {name}")
+                })?
+                .with_context(|| {
+                    format!("pushing to {name}: the layers left in the registry cache")
+                })?;
+            progress.info(format!(
+                "{name}: {} layer(s) mounted from the registry cache, {} downloaded to upload ({} bytes)",
+                placed.mounted, placed.downloaded, placed.bytes_downloaded
+            ));
+        }
         let blobs = StoreBlobs(store);
         let pushing = dest.registry.push_image(
             dest.reference.repository(),
