@@ -151,6 +151,7 @@ fn a_fresh_runner_pushes_an_unchanged_build_without_downloading_a_cached_layer()
     let images = run_ok(kiln(&tmp.path().join("b")).arg("images"));
     let listed = String::from_utf8_lossy(&images.stdout);
     assert!(!listed.contains("lazy/app"), "{listed}");
+    assert!(!stderr.contains("stored as"), "{stderr}");
 }
 
 #[test]
@@ -179,7 +180,7 @@ fn without_a_mount_the_push_downloads_the_cached_layers_and_uploads_them() {
         // Same registry, the mount answered 202.
         ("b", format!("{}/nomount/app:1", proxy.addr)),
         // Another registry (as kiln sees it: another host): no mount is even tried.
-        ("c", format!("{}/nomount/app:2", bases.addr())),
+        ("c", format!("{}/nomount/app-c:1", bases.addr())),
     ] {
         proxy.log.lock().unwrap().clear();
         let stderr = build(

@@ -250,7 +250,11 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
             layers_built: outcome.layers_built,
             layers_reused: outcome.layers_reused,
             elapsed: t0.elapsed(),
-            names: req.tags.iter().map(|t| t.to_string()).collect(),
+            // Not named in the store while layers of it stay in the registry cache.
+            names: match outcome.left_in_registry.is_empty() {
+                true => req.tags.iter().map(|t| t.to_string()).collect(),
+                false => Vec::new(),
+            },
             pushed,
         };
         for line in super::progress::summary_lines(&summary) {
