@@ -72,6 +72,22 @@ fn cache_layers(cache_ref: &str) -> Vec<String> {
         .collect()
 }
 
+/// The layer digests of `image` (for this machine's platform).
+fn image_layers(image: &str) -> Vec<String> {
+    let info: serde_json::Value = serde_json::from_str(&registry_support::skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{image}"),
+    ]))
+    .unwrap();
+    info["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect()
+}
+
 /// The GET requests for any of `digests` that `proxy` saw.
 fn blob_gets(proxy: &Proxy, digests: &[String]) -> Vec<String> {
     proxy
@@ -107,7 +123,7 @@ fn export_from_runner_a(tmp: &Path, ctx: &Path, cache_ref: &str) -> Vec<String> 
 }
 
 #[test]
-fn a_fresh_runner_pushes_an_unchanged_build_without_downloading_a_cached_layer() {
+fn a_fresh_runner_pushes_an_unchanged_build_downloading_no_layer_and_fetches_them_on_a_change() {
     let Some(bases) = bases_or_skip() else { return };
     if !have("skopeo") {
         println!("SKIPPED: needs skopeo");
@@ -117,10 +133,12 @@ fn a_fresh_runner_pushes_an_unchanged_build_without_downloading_a_cached_layer()
     let proxy = rt.block_on(Proxy::start(bases.addr(), vec![]));
     let tmp = tempfile::tempdir().unwrap();
     let ctx = tmp.path().join("ctx");
-    // The base comes straight from the registry; the cache and the push go through the proxy.
-    project(&ctx, bases.addr());
+    // Everything goes through the proxy: the base, the cache and the push.
+    project(&ctx, &proxy.addr);
     let cache_ref = format!("{}/lazy/cache:main", proxy.addr);
     let cached = export_from_runner_a(tmp.path(), &ctx, &cache_ref);
+    let base = image_layers(&format!("{}/kiln-test/busybox:latest", proxy.addr));
+    let all_layers: Vec<String> = base.iter().chain(&cached).cloned().collect();
     proxy.log.lock().unwrap().clear();
 
     // Runner B: an empty store, the cache, --push.
@@ -131,27 +149,70 @@ fn a_fresh_runner_pushes_an_unchanged_build_without_downloading_a_cached_layer()
         &ctx,
     );
     assert_eq!(layers_written(&stderr), 0, "{stderr}");
-    assert_eq!(blob_gets(&proxy, &cached), Vec::<String>::new(), "{stderr}");
+    // Manifests and configs only: no layer of the base or of the cache.
+    assert_eq!(
+        blob_gets(&proxy, &all_layers),
+        Vec::<String>::new(),
+        "{stderr}"
+    );
+    assert!(
+        proxy
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("GET ") && r.contains("/blobs/")),
+        "the configs are fetched through the proxy: {:#?}",
+        proxy.requests()
+    );
     let mounts = proxy
         .requests()
         .into_iter()
         .filter(|r| r.starts_with("POST ") && r.contains("mount="))
         .count();
-    assert_eq!(mounts, 3, "{:#?}", proxy.requests());
+    assert_eq!(mounts, all_layers.len(), "{:#?}", proxy.requests());
     assert!(
-        stderr.contains("3 layer(s) mounted from the registry cache, 0 downloaded")
-            && stderr.contains("registry cache: 0 layer(s) downloaded (0 bytes), 3 left")
+        stderr.contains(&format!(
+            "of the layers left in the registry, {} mounted, 0 downloaded",
+            all_layers.len()
+        )) && stderr.contains("registry cache: 0 layer(s) downloaded (0 bytes), 3 left")
             && stderr.contains("the image is not named in the local store"),
         "{stderr}"
     );
     // The pushed image is whole: every blob can be fetched, the cached layers on top.
     let layers = copy_out(&dest, &tmp.path().join("copy-b"));
-    assert_eq!(layers[layers.len() - 3..], cached[..]);
+    assert_eq!(layers, all_layers);
     // And the local store names no image whose layers it lacks.
     let images = run_ok(kiln(&tmp.path().join("b")).arg("images"));
     let listed = String::from_utf8_lossy(&images.stdout);
     assert!(!listed.contains("lazy/app"), "{listed}");
     assert!(!stderr.contains("stored as"), "{stderr}");
+
+    // Runner C, a.txt changed: the COPY and the RUN above it need the layers below them,
+    // which are downloaded then (the base's and the first RUN's); the rest is still mounted.
+    std::fs::write(ctx.join("a.txt"), "alpha, changed\n").unwrap();
+    proxy.log.lock().unwrap().clear();
+    let dest = format!("{}/lazy/app:2", proxy.addr);
+    let stderr = build(
+        &tmp.path().join("c"),
+        &["-t", &dest, "--push", &format!("--cache-from={cache_ref}")],
+        &ctx,
+    );
+    assert_eq!(layers_written(&stderr), 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "registry cache: {} layer(s) downloaded",
+            base.len() + 1
+        )),
+        "{stderr}"
+    );
+    let below: Vec<String> = base.iter().chain(&cached[..1]).cloned().collect();
+    assert_eq!(
+        blob_gets(&proxy, &all_layers).len(),
+        below.len(),
+        "{stderr}"
+    );
+    let layers = copy_out(&dest, &tmp.path().join("copy-c"));
+    assert_eq!(layers[..below.len()], below[..]);
+    assert_eq!(layers.len(), below.len() + 2);
 }
 
 #[test]
@@ -176,11 +237,13 @@ fn without_a_mount_the_push_downloads_the_cached_layers_and_uploads_them() {
     let cache_ref = format!("{}/nomount/cache:main", proxy.addr);
     let cached = export_from_runner_a(tmp.path(), &ctx, &cache_ref);
 
-    for (runner, dest) in [
-        // Same registry, the mount answered 202.
-        ("b", format!("{}/nomount/app:1", proxy.addr)),
-        // Another registry (as kiln sees it: another host): no mount is even tried.
-        ("c", format!("{}/nomount/app-c:1", bases.addr())),
+    // The base comes straight from the registry, so its layer is on another host (as kiln
+    // sees it) than the cache's.
+    for (runner, dest, mounted, downloaded) in [
+        // Same registry as the cache, whose mounts answer 202; another one than the base's.
+        ("b", format!("{}/nomount/app:1", proxy.addr), 0, 4),
+        // The base's registry (the base layer is mounted), another one than the cache's.
+        ("c", format!("{}/nomount/app-c:1", bases.addr()), 1, 3),
     ] {
         proxy.log.lock().unwrap().clear();
         let stderr = build(
@@ -190,7 +253,9 @@ fn without_a_mount_the_push_downloads_the_cached_layers_and_uploads_them() {
         );
         assert_eq!(layers_written(&stderr), 0, "{stderr}");
         assert!(
-            stderr.contains("0 layer(s) mounted from the registry cache, 3 downloaded"),
+            stderr.contains(&format!(
+                "of the layers left in the registry, {mounted} mounted, {downloaded} downloaded"
+            )),
             "{runner}: {stderr}"
         );
         assert_eq!(blob_gets(&proxy, &cached).len(), 3, "{runner}: {stderr}");

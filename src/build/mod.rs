@@ -140,10 +140,11 @@ pub struct BuildOutcome {
     pub layers_built: usize,
     /// Layers taken from the build cache instead of being built.
     pub layers_reused: usize,
-    /// Layers of the image that cache hits left in the registry (only with
-    /// [`remote_cache::RemoteCache::leave_layers`]): the image is then in the store without
-    /// its names, and whoever pushes it mounts these from the cache repository.
-    pub left_in_registry: Vec<remote_cache::LeftLayer>,
+    /// Layers of the image not in the store (only with
+    /// [`remote_cache::RemoteCache::leave_layers`]: cache hits left in the registry, layers
+    /// of bases pulled without them): the image is then in the store without its names, and
+    /// whoever pushes it mounts these from where they are.
+    pub left_in_registry: Vec<Layer>,
 }
 
 /// Why a build failed. Each variant knows where in the Dockerfile it happened, if anywhere.
@@ -260,7 +261,15 @@ pub fn build(
         image.set_label(k, v);
     }
     let left_in_registry = match env.remote.leaves_layers() {
-        true => env.remote.left_in_registry(image.layers()),
+        true => {
+            let mut seen = std::collections::BTreeSet::new();
+            image
+                .layers()
+                .iter()
+                .filter(|l| !store.has_blob(&l.digest) && seen.insert(l.digest))
+                .copied()
+                .collect()
+        }
         false => {
             env.remote.ensure_all(image.layers(), progress)?;
             Vec::new()
@@ -272,8 +281,8 @@ pub fn build(
         // A name in the store promises every blob: the image stays unnamed (and `prune`
         // collects it) until someone needs it here; the push mounts the missing layers.
         progress.info(format!(
-            "{} layer(s) of the image stay in the registry cache (the push mounts them): \
-             the image is not named in the local store",
+            "{} layer(s) of the image stay in the registry (the push mounts them): the image \
+             is not named in the local store",
             left_in_registry.len()
         ));
         let blobs = image.finish(req.format)?;

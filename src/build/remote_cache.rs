@@ -8,9 +8,10 @@
 //!   tokio, HTTP or credentials.
 //! - [`RemoteCache`]: what the caller puts in [`super::Hooks`]: the registry, the REFs, the
 //!   export [`ExportMode`] and whether hit layers may stay in the registry.
-//! - [`Session`] (used by `stage.rs`/`mod.rs`): [`Session::open`] imports every `--cache-from`
-//!   REF once; [`Session::fetch`] serves a local miss from them; [`Session::ensure`] downloads
-//!   the layers of hits that a step needs the files of; [`Session::note`] remembers each
+//! - [`Session`] (used by `stage.rs`/`copy_step.rs`/`mod.rs`): [`Session::open`] imports
+//!   every `--cache-from` REF once; [`Session::fetch`] serves a local miss from them;
+//!   [`Session::ensure`] downloads the layers a step needs the files of (`ensure_all` those
+//!   of the image to be named); [`Session::note`] remembers each
 //!   record the build used or produced; [`Session::export`] merges them into `--cache-to`.
 //!
 //! **Lazy layers.** A hit's layer is not downloaded when the hit is found: only when a later
@@ -19,8 +20,10 @@
 //! image is stored under its names (every layer of a named image is in the store). A caller
 //! that only pushes the image sets [`RemoteCache::leave_layers`]: the image is then stored
 //! unnamed and the push mounts the layers from the cache repository (the CLI falls back to a
-//! download and upload when the registry does not mount). So an unchanged build on a fresh
-//! runner reads only the cache manifest and its record list. A layer's diffID is checked when
+//! download and upload when the registry does not mount). That caller also pulls base images
+//! without their layers, which [`Session::ensure`] gets through
+//! [`CacheRegistry::pull_base_layer`] when a step needs them. So an unchanged build on a fresh
+//! runner reads only manifests and configs. A layer's diffID is checked when
 //! it is downloaded; one that is never downloaded is trusted as the cache recorded it (a
 //! mounted blob is verified by the registry against its digest only). Because a lazy hit has
 //! already been used when its layer is fetched, a layer that turns out missing or damaged
@@ -88,6 +91,17 @@ pub trait CacheRegistry: Sync {
     /// (skipped or mounted when the registry has them; a layer missing from `store`, left in
     /// a `--cache-from` repository, is mounted from there or downloaded), then the manifest.
     fn push(&self, cache_ref: &str, manifest: &[u8], store: &Store) -> Result<(), String>;
+    /// Downloads into `store` a layer of a base image the caller pulled without its layers
+    /// (it does so when the image is only pushed: see [`RemoteCache::leave_layers`]); `None`
+    /// when it knows of no such layer.
+    fn pull_base_layer(
+        &self,
+        _digest: &Digest,
+        _size: u64,
+        _store: &Store,
+    ) -> Option<Result<(), String>> {
+        None
+    }
 }
 
 /// How much of a build `--cache-to` exports (BuildKit's `mode`).
@@ -163,6 +177,8 @@ pub enum FetchError {
         actual: Digest,
         recorded: Digest,
     },
+    #[error("cannot download layer {digest} of a base image pulled without its layers ({message})")]
+    Base { digest: Digest, message: String },
     #[error("reading layer {digest} from the cache at {cache_ref}")]
     Read {
         digest: Digest,
@@ -346,15 +362,6 @@ pub(crate) struct Session<'a> {
     fetched_bytes: AtomicU64,
 }
 
-/// A layer of the built image left in the registry cache (see [`RemoteCache::leave_layers`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeftLayer {
-    pub digest: Digest,
-    pub size: u64,
-    /// The `--cache-from` REF that holds it.
-    pub cache_ref: String,
-}
-
 impl<'a> Session<'a> {
     /// Reads every `--cache-from` REF. A REF that does not exist is an info line, one that
     /// cannot be read a warning: the build goes on without it either way.
@@ -468,32 +475,27 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// Puts in the store each of `layers` that a hit left in the registry: a step is about
-    /// to read their files. Checks each one's diffID and records its steps in the local cache.
+    /// Puts in the store each of `layers` that a hit left in the registry (its diffID
+    /// checked, its steps recorded in the local cache) or that a base image was pulled
+    /// without: a step is about to read their files.
     pub fn ensure(&self, layers: &[Layer], progress: &Progress) -> Result<(), FetchError> {
-        layers
-            .iter()
-            .try_for_each(|l| self.ensure_one(&l.digest, progress))
+        layers.iter().try_for_each(|l| self.ensure_one(l, progress))
     }
 
     /// [`Session::ensure`], a few layers at a time (the image is completed at the end).
     pub fn ensure_all(&self, layers: &[Layer], progress: &Progress) -> Result<(), FetchError> {
-        let todo: Vec<Digest> = {
-            let lazy = lock(&self.lazy);
-            let mut seen = BTreeSet::new();
-            layers
-                .iter()
-                .map(|l| l.digest)
-                .filter(|d| lazy.contains_key(d) && seen.insert(*d))
-                .collect()
-        };
+        let mut seen = BTreeSet::new();
+        let todo: Vec<&Layer> = layers
+            .iter()
+            .filter(|l| !self.store.has_blob(&l.digest) && seen.insert(l.digest))
+            .collect();
         let next = AtomicUsize::new(0);
         let failed = Mutex::new(None);
         std::thread::scope(|s| {
             for _ in 0..FETCHES_AT_ONCE.min(todo.len()) {
                 s.spawn(|| {
-                    while let Some(d) = todo.get(next.fetch_add(1, Ordering::SeqCst)) {
-                        if let Err(e) = self.ensure_one(d, progress) {
+                    while let Some(l) = todo.get(next.fetch_add(1, Ordering::SeqCst)) {
+                        if let Err(e) = self.ensure_one(l, progress) {
                             lock(&failed).get_or_insert(e);
                             // The others stop at their next layer.
                             next.store(todo.len(), Ordering::SeqCst);
@@ -508,11 +510,14 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn ensure_one(&self, digest: &Digest, progress: &Progress) -> Result<(), FetchError> {
-        let Some(lazy) = lock(&self.lazy).get(digest).cloned() else {
+    fn ensure_one(&self, layer: &Layer, progress: &Progress) -> Result<(), FetchError> {
+        let digest = &layer.digest;
+        let Some(remote) = self.remote else {
             return Ok(());
         };
-        let remote = self.remote.expect("lazy layers come from a remote cache");
+        let Some(lazy) = lock(&self.lazy).get(digest).cloned() else {
+            return self.ensure_base_layer(remote, layer);
+        };
         let cache_ref = &remote.from[lazy.from];
         // Two stages needing one layer download it once.
         let _held = self.store.lock_digest(digest)?;
@@ -548,22 +553,30 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// The layers among `layers` that hits left in the registry, with the REF holding each.
-    pub fn left_in_registry(&self, layers: &[Layer]) -> Vec<LeftLayer> {
-        let (Some(remote), lazy) = (self.remote, lock(&self.lazy)) else {
-            return Vec::new();
-        };
-        let mut seen = BTreeSet::new();
-        layers
-            .iter()
-            .filter_map(|l| lazy.get(&l.digest))
-            .filter(|z| seen.insert(z.layer.digest))
-            .map(|z| LeftLayer {
-                digest: z.layer.digest,
-                size: z.layer.size,
-                cache_ref: remote.from[z.from].clone(),
-            })
-            .collect()
+    /// A layer of a base image pulled without its layers, unless it is in the store.
+    fn ensure_base_layer(&self, remote: &RemoteCache, layer: &Layer) -> Result<(), FetchError> {
+        if self.store.has_blob(&layer.digest) {
+            return Ok(());
+        }
+        let _held = self.store.lock_digest(&layer.digest)?;
+        if self.store.has_blob(&layer.digest) {
+            return Ok(());
+        }
+        match remote
+            .registry
+            .pull_base_layer(&layer.digest, layer.size, self.store)
+        {
+            None => Ok(()),
+            Some(Ok(())) => {
+                self.fetched.fetch_add(1, Ordering::Relaxed);
+                self.fetched_bytes.fetch_add(layer.size, Ordering::Relaxed);
+                Ok(())
+            }
+            Some(Err(message)) => Err(FetchError::Base {
+                digest: layer.digest,
+                message,
+            }),
+        }
     }
 
     /// Whether the caller lets hit layers stay in the registry ([`RemoteCache::leave_layers`]).
@@ -894,21 +907,12 @@ mod tests {
         assert_eq!(registry.pulled(), config_pulls, "no layer downloaded");
         assert!(!second.has_blob(&layer.digest));
         assert_eq!(cache.lookup(&key), None, "recorded once the layer is here");
-        assert_eq!(
-            session.left_in_registry(&[layer]),
-            [LeftLayer {
-                digest: layer.digest,
-                size: layer.size,
-                cache_ref: "reg/cache:main".into()
-            }]
-        );
 
         session.ensure(&[layer], &progress).unwrap();
         session.ensure(&[layer], &progress).unwrap();
         assert_eq!(registry.pulled().len(), 2, "downloaded once");
         assert!(second.has_blob(&layer.digest));
         assert_eq!(cache.lookup(&key), Some(step), "recorded locally");
-        assert!(session.left_in_registry(&[layer]).is_empty());
         session.report(&progress);
         drop(progress);
         let lines: Vec<String> = events
@@ -949,10 +953,9 @@ mod tests {
                 s.layer.unwrap()
             })
             .collect();
-        assert_eq!(session.left_in_registry(&layers).len(), 9);
+        assert!(layers.iter().all(|l| !store.has_blob(&l.digest)));
         session.ensure_all(&layers, &Progress::none()).unwrap();
         assert!(layers.iter().all(|l| store.has_blob(&l.digest)));
-        assert!(session.left_in_registry(&layers).is_empty());
         assert_eq!(registry.pulled().len(), 1 + 9);
     }
 

@@ -163,6 +163,13 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
         rt: &rt,
         interrupted,
     };
+    let cache_clients = super::build_cache::CacheClients::new(&a, &rt)?;
+    // Only pushed, from a registry cache: layers no step needs stay in the registry (the
+    // push mounts them): cache hits' layers, and the base images' (pulled without them).
+    let leave_layers = a.push && outputs.is_empty();
+    let lazy_bases = cache_clients
+        .as_ref()
+        .filter(|_| leave_layers && !a.cache_from.is_empty());
     let pull = |reference: &Reference,
                 platform: &crate::platform::Platform,
                 progress: &Progress|
@@ -172,16 +179,32 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
             .transport
             .client(reference.api_host(), cred)
             .map_err(|e| format!("{e:#}"))?;
+        let sink = StoreBlobs(&store);
+        let pulling = async {
+            match lazy_bases {
+                Some(_) => (registry.pull_image_lazily(reference, platform, &sink, progress)).await,
+                None => {
+                    registry
+                        .pull_image(reference, platform, &sink, progress)
+                        .await
+                }
+            }
+        };
         let pulled = waits
-            .run(registry.pull_image(reference, platform, &StoreBlobs(&store), progress))
+            .run(pulling)
             .ok_or_else(|| format!("interrupted (Ctrl-C or SIGTERM) while pulling {reference}"))?
             .map_err(|e| e.to_string())?;
-        store
-            .tag(reference, &pulled.manifest.digest)
-            .map_err(|e| e.to_string())?;
+        // A name in the store promises every blob: a base pulled without its layers stays
+        // unnamed (and is resolved again, manifests only, by the next build).
+        if pulled.layers.iter().all(|d| store.has_blob(d)) {
+            store
+                .tag(reference, &pulled.manifest.digest)
+                .map_err(|e| e.to_string())?;
+        } else if let Some(cache) = lazy_bases {
+            cache.note_lazy_base(reference, std::sync::Arc::new(registry), &pulled.layers);
+        }
         Ok(pulled.manifest.digest)
     };
-    let cache_clients = super::build_cache::CacheClients::new(&a, &rt)?;
     let http = http_client(a.transport.config().tls_verify)?;
     let fetch = |url: &str, out: &mut dyn std::io::Write| fetch_url(&rt, &http, url, out);
     // Made before the build: a push that cannot start fails before the work, and the
@@ -194,10 +217,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     let layer_ready = |layer: &Layer| early.layer_ready(layer);
     let hooks = crate::build::Hooks {
         pull: &pull,
-        // Only pushed: layers of cache hits no step needs stay in the registry (mounted).
-        remote_cache: cache_clients
-            .as_ref()
-            .map(|c| c.hook(a.push && outputs.is_empty())),
+        remote_cache: cache_clients.as_ref().map(|c| c.hook(leave_layers)),
         fetch: &fetch,
         layer_ready: a.push.then_some(&layer_ready as &LayerReady),
     };
@@ -354,10 +374,7 @@ fn push(
     image: &StoredImage,
     destinations: &[Destination],
     sent_early: &[usize],
-    left: Option<(
-        &super::build_cache::CacheClients,
-        &[crate::build::remote_cache::LeftLayer],
-    )>,
+    left: Option<(&super::build_cache::CacheClients, &[Layer])>,
 ) -> anyhow::Result<Vec<String>> {
     if destinations.is_empty() {
         return Ok(Vec::new());
@@ -379,7 +396,7 @@ fn push(
                     format!("pushing to {name}: the layers left in the registry cache")
                 })?;
             progress.info(format!(
-                "{name}: {} layer(s) mounted from the registry cache, {} downloaded to upload ({} bytes)",
+                "{name}: of the layers left in the registry, {} mounted, {} downloaded to upload ({} bytes)",
                 placed.mounted, placed.downloaded, placed.bytes_downloaded
             ));
         }

@@ -10,6 +10,7 @@
 //! uploads it).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use futures_util::{StreamExt, TryStreamExt, stream};
@@ -29,12 +30,18 @@ const PLACED_AT_ONCE: usize = 4;
 /// One client per cache REF, made up front so a bad REF or credential fails before the build.
 pub(super) struct CacheClients<'a> {
     rt: &'a tokio::runtime::Runtime,
-    clients: HashMap<String, (Reference, Registry)>,
+    clients: HashMap<String, Source>,
+    /// Layers of base images pulled without them ([`CacheClients::note_lazy_base`]), with
+    /// the image they belong to.
+    lazy_bases: Mutex<HashMap<Digest, Source>>,
     /// `--cache-from` REFs, in preference order.
     from: Vec<String>,
     /// `--cache-to` REF and mode.
     to: Option<(String, ExportMode)>,
 }
+
+/// A repository holding blobs, with the client for its registry.
+type Source = (Reference, Arc<Registry>);
 
 /// What [`CacheClients::place`] did for the blobs the store lacks.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +119,7 @@ impl<'a> CacheClients<'a> {
             }
             let cred = a.creds.resolve(&reference)?;
             let client = a.transport.client(reference.api_host(), cred)?;
-            clients.insert(r.clone(), (reference, client));
+            clients.insert(r.clone(), (reference, Arc::new(client)));
         }
         if clients.is_empty() {
             return Ok(None);
@@ -120,6 +127,7 @@ impl<'a> CacheClients<'a> {
         Ok(Some(CacheClients {
             rt,
             clients,
+            lazy_bases: Mutex::new(HashMap::new()),
             from,
             to,
         }))
@@ -137,15 +145,40 @@ impl<'a> CacheClients<'a> {
         }
     }
 
-    fn client(&self, cache_ref: &str) -> Result<&(Reference, Registry), String> {
+    fn client(&self, cache_ref: &str) -> Result<&Source, String> {
         self.clients
             .get(cache_ref)
             .ok_or_else(|| format!("{cache_ref} was not given as --cache-from/--cache-to"))
     }
 
-    /// The `--cache-from` references, in order.
-    fn sources(&self) -> impl Iterator<Item = &(Reference, Registry)> {
-        self.from.iter().filter_map(|r| self.clients.get(r))
+    /// Remembers that the layers of base image `reference` were not pulled (see
+    /// `Registry::pull_image_lazily`): `registry` fetches them when a step needs them, and
+    /// [`CacheClients::place`] mounts them from that repository.
+    pub(super) fn note_lazy_base(
+        &self,
+        reference: &Reference,
+        registry: Arc<Registry>,
+        layers: &[Digest],
+    ) {
+        let mut bases = self.lazy_bases.lock().unwrap_or_else(|e| e.into_inner());
+        for d in layers {
+            bases.insert(*d, (reference.clone(), registry.clone()));
+        }
+    }
+
+    /// Where `digest` may be found: the base image it belongs to if it was pulled without
+    /// its layers, then the `--cache-from` repositories, in order.
+    fn sources(&self, digest: &Digest) -> Vec<Source> {
+        let bases = self.lazy_bases.lock().unwrap_or_else(|e| e.into_inner());
+        let base = bases.get(digest).cloned();
+        base.into_iter()
+            .chain(
+                self.from
+                    .iter()
+                    .filter_map(|r| self.clients.get(r))
+                    .cloned(),
+            )
+            .collect()
     }
 
     /// Makes sure that `repo` on `dest` will get each of `blobs` (digest, size) that the store
@@ -196,8 +229,9 @@ impl<'a> CacheClients<'a> {
         if dest.blob_exists(repo, &digest).await?.is_some() {
             return Ok(None);
         }
-        let same_registry = self
-            .sources()
+        let sources = self.sources(&digest);
+        let same_registry = sources
+            .iter()
             .filter(|(r, _)| r.api_host() == dest.host() && r.repository() != repo)
             .map(|(r, _)| r.repository());
         for from in same_registry {
@@ -206,7 +240,7 @@ impl<'a> CacheClients<'a> {
             }
         }
         let mut last = None;
-        for (reference, client) in self.sources() {
+        for (reference, client) in &sources {
             let mut w = store
                 .begin_blob()
                 .map_err(|e| io_error(&digest, std::io::Error::other(e)))?;
@@ -226,8 +260,8 @@ impl<'a> CacheClients<'a> {
         Err(last.unwrap_or_else(|| RegistryError::Manifest {
             registry: dest.host().to_string(),
             what: format!("blob {digest} for {repo}"),
-            message: "it is not in the store and no --cache-from REF was given to fetch it \
-                      from; build again without --push to have it locally"
+            message: "it is not in the store and kiln knows no repository to fetch it from; \
+                      build again without --push to have it locally"
                 .into(),
         }))
     }
@@ -279,6 +313,35 @@ impl CacheRegistry for CacheClients<'_> {
         Ok(())
     }
 
+    fn pull_base_layer(
+        &self,
+        digest: &Digest,
+        size: u64,
+        store: &Store,
+    ) -> Option<Result<(), String>> {
+        let (reference, registry) = self
+            .lazy_bases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(digest)
+            .cloned()?;
+        let pulled = (|| -> Result<(), String> {
+            let mut w = store.begin_blob().map_err(|e| e.to_string())?;
+            self.rt
+                .block_on(registry.pull_blob(
+                    reference.repository(),
+                    digest,
+                    size,
+                    &mut w,
+                    &Progress::none(),
+                ))
+                .map_err(|e| e.to_string())?;
+            w.commit(Some(digest)).map_err(|e| e.to_string())?;
+            Ok(())
+        })();
+        Some(pulled.map_err(|e| format!("{reference}: {e}")))
+    }
+
     fn push(&self, cache_ref: &str, manifest: &[u8], store: &Store) -> Result<(), String> {
         let (reference, registry) = self.client(cache_ref)?;
         let tag = reference
@@ -296,7 +359,9 @@ impl CacheRegistry for CacheClients<'_> {
                 self.place(registry, repo, &layers, store, &Progress::none())
                     .await?;
                 let mount_from = self
-                    .sources()
+                    .from
+                    .iter()
+                    .filter_map(|r| self.clients.get(r))
                     .find(|(r, _)| r.api_host() == reference.api_host() && r.repository() != repo)
                     .map(|(r, _)| r.repository());
                 registry
