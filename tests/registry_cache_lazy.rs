@@ -141,12 +141,25 @@ fn a_fresh_runner_pushes_an_unchanged_build_downloading_no_layer_and_fetches_the
     let all_layers: Vec<String> = base.iter().chain(&cached).cloned().collect();
     proxy.log.lock().unwrap().clear();
 
-    // Runner B: an empty store, the cache, --push.
+    // Runner B: an empty store, the cache, --push, and an export to another repository.
     let dest = format!("{}/lazy/app:1", proxy.addr);
+    let other_cache = format!("{}/lazy/cache-b:main", proxy.addr);
     let stderr = build(
         &tmp.path().join("b"),
-        &["-t", &dest, "--push", &format!("--cache-from={cache_ref}")],
+        &[
+            "-t",
+            &dest,
+            "--push",
+            &format!("--cache-from={cache_ref}"),
+            &format!("--cache-to={other_cache}"),
+        ],
         &ctx,
+    );
+    assert!(
+        stderr.contains(&format!(
+            "exported the build cache to {other_cache}: 3 step record(s)"
+        )),
+        "{stderr}"
     );
     assert_eq!(layers_written(&stderr), 0, "{stderr}");
     // Manifests and configs only: no layer of the base or of the cache.
@@ -163,12 +176,27 @@ fn a_fresh_runner_pushes_an_unchanged_build_downloading_no_layer_and_fetches_the
         "the configs are fetched through the proxy: {:#?}",
         proxy.requests()
     );
-    let mounts = proxy
-        .requests()
-        .into_iter()
-        .filter(|r| r.starts_with("POST ") && r.contains("mount="))
-        .count();
-    assert_eq!(mounts, all_layers.len(), "{:#?}", proxy.requests());
+    let mounts_into = |repo: &str, digests: &[String]| {
+        proxy
+            .requests()
+            .into_iter()
+            .filter(|r| r.starts_with(&format!("POST /v2/{repo}/blobs/uploads/?mount=")))
+            .filter(|r| digests.iter().any(|d| r.contains(d.as_str())))
+            .count()
+    };
+    // Each layer into the image's repository, and the cached ones into the other cache's.
+    assert_eq!(
+        mounts_into("lazy/app", &all_layers),
+        all_layers.len(),
+        "{:#?}",
+        proxy.requests()
+    );
+    assert_eq!(
+        mounts_into("lazy/cache-b", &cached),
+        3,
+        "{:#?}",
+        proxy.requests()
+    );
     assert!(
         stderr.contains(&format!(
             "of the layers left in the registry, {} mounted, 0 downloaded",
