@@ -158,7 +158,7 @@ def med(xs):
     n = len(xs)
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 def mb(b):
-    return f"{b / 1e6:.2f} MB"
+    return f"{b / 1e6:.2f} MB" if b >= 1e6 else f"{b / 1e3:.1f} kB"
 print(f"\nkiln registry cache, fresh runner: medians of {runs} runs, KILN_BENCH_SCALE={scale}\n")
 print("| workload | cold | export (A) | B push | B push / cold | B push downloaded | B local | B local / cold | B local downloaded | target B push <= 0.1 cold |")
 print("|---|---|---|---|---|---|---|---|---|---|")
