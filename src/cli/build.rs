@@ -182,7 +182,10 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
         let sink = StoreBlobs(&store);
         let pulling = async {
             match lazy_bases {
-                Some(_) => (registry.pull_image_lazily(reference, platform, &sink, progress)).await,
+                Some(_) => {
+                    let lazily = registry.pull_image_lazily(reference, platform, &sink, progress);
+                    lazily.await
+                }
                 None => {
                     registry
                         .pull_image(reference, platform, &sink, progress)
@@ -364,7 +367,8 @@ fn destinations(a: &Args, names: &[Reference]) -> anyhow::Result<Vec<Destination
 /// `--push`: the image to every destination, each manifest only after all its blobs are
 /// confirmed (the registry client guarantees that). `sent_early` counts, per destination,
 /// the blobs uploaded during the build (the push finds them there). `left` are the layers
-/// cache hits left in the registry: mounted from the cache repository, else downloaded first.
+/// the build left in the registry (cache hits', lazily pulled bases'): mounted from where
+/// they are when that is the destination's registry, else downloaded first.
 #[allow(clippy::too_many_arguments)]
 fn push(
     a: &Args,
