@@ -377,6 +377,7 @@ impl<'a> Runner<'a> {
     /// is in the store, like a RUN step's scratch dir: a big stage must not fill a small /tmp,
     /// and the files land on the filesystem the layers come from.
     pub(super) fn rootfs(&self, layers: &[Layer]) -> Result<SourceTree<'a>, BuildError> {
+        self.env.remote.ensure(layers, self.progress)?;
         let dir = self.store.scratch_dir("rootfs-")?;
         let opts = unpack_options();
         // Unprivileged, the files cannot be given their owners: read them from the headers.

@@ -115,7 +115,8 @@ pub struct Hooks<'a> {
 }
 
 /// Hears of the layers of the image a build makes, each as soon as its blob is in the store
-/// and while later steps still run: the base image's layers when a stage of the image starts,
+/// (or, for a cache hit, found in the registry cache: see [`remote_cache`]) and while later
+/// steps still run: the base image's layers when a stage of the image starts,
 /// then each layer a step writes or takes from the cache. Only stages whose layers end up in
 /// the image are reported (the target and the stages it is built `FROM`), never a layer of
 /// a stage the image only copies from; a layer may be reported more than once. Called from
@@ -139,6 +140,11 @@ pub struct BuildOutcome {
     pub layers_built: usize,
     /// Layers taken from the build cache instead of being built.
     pub layers_reused: usize,
+    /// Layers of the image not in the store (only with
+    /// [`remote_cache::RemoteCache::leave_layers`]: cache hits left in the registry, layers
+    /// of bases pulled without them): the image is then in the store without its names, and
+    /// whoever pushes it mounts these from where they are.
+    pub left_in_registry: Vec<Layer>,
 }
 
 /// Why a build failed. Each variant knows where in the Dockerfile it happened, if anywhere.
@@ -160,6 +166,9 @@ pub enum BuildError {
     Image(#[from] crate::image::ImageError),
     #[error(transparent)]
     Layer(#[from] crate::layer::LayerError),
+    /// A cache hit's layer, left in the registry, could not be fetched when it was needed.
+    #[error(transparent)]
+    RemoteCache(#[from] remote_cache::FetchError),
     /// Stopped because another stage failed (never the error a build reports).
     #[error("stopped because another stage failed")]
     Cancelled,
@@ -251,8 +260,38 @@ pub fn build(
     for (k, v) in &req.labels {
         image.set_label(k, v);
     }
-    let blobs = image.commit(store, req.format, &req.tags)?;
-    env.remote.export(progress);
+    let left_in_registry = match env.remote.leaves_layers() {
+        true => {
+            let mut seen = std::collections::BTreeSet::new();
+            image
+                .layers()
+                .iter()
+                .filter(|l| !store.has_blob(&l.digest) && seen.insert(l.digest))
+                .copied()
+                .collect()
+        }
+        false => {
+            env.remote.ensure_all(image.layers(), progress)?;
+            Vec::new()
+        }
+    };
+    let blobs = if left_in_registry.is_empty() {
+        image.commit(store, req.format, &req.tags)?
+    } else {
+        // A name in the store promises every blob: the image stays unnamed (and `prune`
+        // collects it) until someone needs it here; the push mounts the missing layers.
+        progress.info(format!(
+            "{} layer(s) of the image stay in the registry (the push mounts them): the image \
+             is not named in the local store",
+            left_in_registry.len()
+        ));
+        let blobs = image.finish(req.format)?;
+        store.put_blob(&blobs.config)?;
+        store.put_blob(&blobs.manifest)?;
+        blobs
+    };
+    env.remote.report(progress);
+    env.remote.export(image.layers(), progress);
     if let Some(ctx) = &context {
         if let Err(e) = ctx.save_cache() {
             progress.warn(format!(
@@ -264,6 +303,7 @@ pub fn build(
         image: StoredImage::load(store, &blobs.manifest_digest)?,
         layers_built,
         layers_reused,
+        left_in_registry,
     })
 }
 

@@ -3,27 +3,51 @@
 //! other's layers.
 //!
 //! API:
-//! - [`CacheRegistry`]: the three registry operations the cache needs, implemented by the caller
+//! - [`CacheRegistry`]: the registry operations the cache needs, implemented by the caller
 //!   (the CLI, over its registry client and credentials), so this module knows nothing of
 //!   tokio, HTTP or credentials.
-//! - [`RemoteCache`]: what the caller puts in [`super::Hooks`]: the registry and the REFs.
-//! - [`Session`] (used by `stage.rs`/`mod.rs`): [`Session::open`] imports every `--cache-from`
-//!   REF once; [`Session::fetch`] serves a local miss from them (layer pulled into the store,
-//!   verified, recorded locally); [`Session::note`] remembers each record the build used or
-//!   produced; [`Session::export`] pushes them to `--cache-to` after a successful build.
+//! - [`RemoteCache`]: what the caller puts in [`super::Hooks`]: the registry, the REFs, the
+//!   export [`ExportMode`] and whether hit layers may stay in the registry.
+//! - [`Session`] (used by `stage.rs`/`copy_step.rs`/`mod.rs`): [`Session::open`] imports
+//!   every `--cache-from` REF once; [`Session::fetch`] serves a local miss from them;
+//!   [`Session::ensure`] downloads the layers a step needs the files of (`ensure_all` those
+//!   of the image to be named); [`Session::note`] remembers each
+//!   record the build used or produced; [`Session::export`] merges them into `--cache-to`.
 //!
-//! One REF is one tag holding one OCI image manifest (like BuildKit's `type=registry,mode=max`,
-//! but with our own keys): `artifactType` [`ARTIFACT_TYPE`], a config blob of media type
+//! **Lazy layers.** A hit's layer is not downloaded when the hit is found: only when a later
+//! step needs its files (a RUN's lower dirs, a COPY's destination tree, a `COPY --from` or
+//! `RUN --mount=from=` source: [`Session::ensure`]), and at the end of the build when the
+//! image is stored under its names (every layer of a named image is in the store). A caller
+//! that only pushes the image sets [`RemoteCache::leave_layers`]: the image is then stored
+//! unnamed and the push mounts the layers from the cache repository (the CLI falls back to a
+//! download and upload when the registry does not mount). That caller also pulls base images
+//! without their layers, which [`Session::ensure`] gets through
+//! [`CacheRegistry::pull_base_layer`] when a step needs them. So an unchanged build on a fresh
+//! runner reads only manifests and configs. A layer's diffID is checked when
+//! it is downloaded; one that is never downloaded is trusted as the cache recorded it (a
+//! mounted blob is verified by the registry against its digest only). Because a lazy hit has
+//! already been used when its layer is fetched, a layer that turns out missing or damaged
+//! then fails the build (naming the REF) instead of rebuilding the step.
+//!
+//! One REF is one tag holding one OCI image manifest (like BuildKit's `type=registry`, but with
+//! our own keys): `artifactType` [`ARTIFACT_TYPE`], a config blob of media type
 //! [`CONFIG_TYPE`] that lists the records as [`CacheConfig`], and `layers` naming every layer
 //! blob a record uses, so the registry keeps them (garbage collection follows manifests) and a
 //! later export can skip or mount what is already there. distribution 2.8 ignores
 //! `artifactType` (it predates it) but accepts the custom config type, which is how tools tell
-//! the manifest apart there. An export replaces the tag with this build's records only: the
-//! REF stays bounded by one build's size, whatever the number of builds.
+//! the manifest apart there.
+//!
+//! **Export merges.** An export keeps what the REF held: this build's records first, then the
+//! earlier ones it did not use, most recently exported first, cut to [`MAX_RECORDS`] records
+//! and [`MAX_LAYER_BYTES`] bytes of distinct layers (compressed) by dropping the oldest; this
+//! build's own records are always kept. So builds of different targets, branches or stages
+//! sharing one REF do not evict each other's steps. A REF holding something that is not a kiln
+//! cache is never overwritten.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +55,7 @@ use super::cache::{BuildCache, CachedStep};
 use crate::digest::Digest;
 use crate::image::{Compression, ImageFormat, Layer};
 use crate::progress::Progress;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// The cache manifest's `artifactType`.
 pub const ARTIFACT_TYPE: &str = "application/vnd.kiln.cache.v1";
@@ -42,6 +66,12 @@ const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const FORMAT_VERSION: u32 = 1;
 /// A record list larger than this is refused (a build with thousands of steps is ~1 MiB).
 const MAX_CONFIG: u64 = 32 << 20;
+/// Most step records one REF keeps (about 400 bytes each in the record list).
+pub const MAX_RECORDS: usize = 5000;
+/// Most bytes of distinct (compressed) layers one REF keeps: older records go beyond it.
+pub const MAX_LAYER_BYTES: u64 = 20 << 30;
+/// Layers downloaded at once when the image is completed at the end of a build.
+const FETCHES_AT_ONCE: usize = 4;
 
 /// The registry operations the cache needs. Errors are messages for the user that name the
 /// registry and the REF (and never a credential).
@@ -57,9 +87,32 @@ pub trait CacheRegistry: Sync {
         size: u64,
         store: &Store,
     ) -> Result<(), String>;
-    /// Pushes the OCI manifest `manifest` to `cache_ref`: its config and layer blobs, read from
-    /// `store`, first (skipped or mounted when the registry has them), then the manifest.
+    /// Pushes the OCI manifest `manifest` to `cache_ref`: its config and layer blobs first
+    /// (skipped or mounted when the registry has them; a layer missing from `store`, left in
+    /// a `--cache-from` repository, is mounted from there or downloaded), then the manifest.
     fn push(&self, cache_ref: &str, manifest: &[u8], store: &Store) -> Result<(), String>;
+    /// Downloads into `store` a layer of a base image the caller pulled without its layers
+    /// (it does so when the image is only pushed: see [`RemoteCache::leave_layers`]); `None`
+    /// when it knows of no such layer.
+    fn pull_base_layer(
+        &self,
+        _digest: &Digest,
+        _size: u64,
+        _store: &Store,
+    ) -> Option<Result<(), String>> {
+        None
+    }
+}
+
+/// How much of a build `--cache-to` exports (BuildKit's `mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExportMode {
+    /// Every step of every stage the build ran (BuildKit's `mode=max`), so a build of
+    /// another target, or one whose early stage changed, still finds the other stages.
+    #[default]
+    Max,
+    /// Only the steps whose layers the built image holds, and steps with no layer.
+    Min,
 }
 
 /// The registry cache of a build, supplied by the caller in [`super::Hooks`].
@@ -69,6 +122,11 @@ pub struct RemoteCache<'a> {
     pub from: Vec<String>,
     /// `--cache-to` REF, written after a successful build.
     pub to: Option<String>,
+    pub mode: ExportMode,
+    /// The caller only pushes the image, mounting layers from the cache repository: a hit's
+    /// layer that no step needs then stays in the registry and the image is stored without
+    /// its names (see the module docs). Otherwise such layers are downloaded at the end.
+    pub leave_layers: bool,
 }
 
 /// The record list in the cache manifest's config blob.
@@ -94,6 +152,42 @@ pub struct RemoteLayer {
     pub diff_id: Digest,
     pub size: u64,
     pub media_type: String,
+}
+
+/// Why the layer of a cache hit could not be put in the store when a step needed it.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The registry refused or broke off (`message` names the registry and the status).
+    #[error(
+        "layer {digest} of a step found in the cache at {cache_ref} cannot be downloaded \
+         ({message}); export the cache again, or build with --no-cache"
+    )]
+    Download {
+        digest: Digest,
+        cache_ref: String,
+        message: String,
+    },
+    #[error(
+        "layer {digest} from the cache at {cache_ref} has diffID {actual}, not the {recorded} \
+         its record claims: the cache is damaged; export it again, or build with --no-cache"
+    )]
+    DiffId {
+        digest: Digest,
+        cache_ref: String,
+        actual: Digest,
+        recorded: Digest,
+    },
+    #[error("cannot download layer {digest} of a base image pulled without its layers ({message})")]
+    Base { digest: Digest, message: String },
+    #[error("reading layer {digest} from the cache at {cache_ref}")]
+    Read {
+        digest: Digest,
+        cache_ref: String,
+        #[source]
+        source: crate::layer::LayerError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl RemoteRecord {
@@ -140,7 +234,7 @@ pub fn encode(records: &[RemoteRecord]) -> (Vec<u8>, Vec<u8>) {
         records: records.to_vec(),
     })
     .expect("cache records serialise");
-    let mut seen = std::collections::BTreeSet::new();
+    let mut seen = BTreeSet::new();
     let layers: Vec<serde_json::Value> = records
         .iter()
         .filter_map(|r| r.layer.as_ref())
@@ -162,6 +256,50 @@ pub fn encode(records: &[RemoteRecord]) -> (Vec<u8>, Vec<u8>) {
         serde_json::to_vec(&manifest).expect("a manifest serialises"),
         config,
     )
+}
+
+/// What an export writes: this build's records (`new`, always kept), then the earlier
+/// records of the REF (`old`, most recent first) that `new` does not have, while they fit in
+/// `max_records` records and `max_bytes` bytes of distinct layers; the first older record
+/// that does not fit and every one after it are dropped. Returns the records and how many
+/// older ones were dropped.
+pub fn merge(
+    new: Vec<RemoteRecord>,
+    old: Vec<RemoteRecord>,
+    max_records: usize,
+    max_bytes: u64,
+) -> (Vec<RemoteRecord>, usize) {
+    let mut keys: BTreeSet<Digest> = new.iter().map(|r| r.key).collect();
+    let mut layers = BTreeSet::new();
+    let mut bytes = 0u64;
+    for l in new.iter().filter_map(|r| r.layer.as_ref()) {
+        if layers.insert(l.digest) {
+            bytes += l.size;
+        }
+    }
+    let mut out = new;
+    let mut dropped = 0;
+    let mut full = false;
+    for r in old {
+        if !keys.insert(r.key) {
+            continue;
+        }
+        let added = match &r.layer {
+            Some(l) if !layers.contains(&l.digest) => l.size,
+            _ => 0,
+        };
+        full = full || out.len() >= max_records || bytes + added > max_bytes;
+        if full {
+            dropped += 1;
+            continue;
+        }
+        if let Some(l) = &r.layer {
+            layers.insert(l.digest);
+        }
+        bytes += added;
+        out.push(r);
+    }
+    (out, dropped)
 }
 
 /// The config descriptor of a cache manifest, or why it is not one.
@@ -195,6 +333,20 @@ fn config_descriptor(manifest: &[u8]) -> Result<(Digest, u64), String> {
     Ok((raw.config.digest, raw.config.size))
 }
 
+/// A hit whose layer is still only in the registry.
+#[derive(Debug, Clone)]
+struct Lazy {
+    /// Index of the `--cache-from` REF it came from.
+    from: usize,
+    layer: Layer,
+    /// The steps it serves, recorded in the local cache once the layer is in the store.
+    steps: Vec<(Digest, CachedStep)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The registry cache during one build. Without a [`RemoteCache`] every method is a no-op.
 pub(crate) struct Session<'a> {
     remote: Option<&'a RemoteCache<'a>>,
@@ -203,6 +355,11 @@ pub(crate) struct Session<'a> {
     imported: HashMap<Digest, (usize, RemoteRecord)>,
     /// What this build used or produced, in step order, each key once (for `--cache-to`).
     used: Mutex<Vec<RemoteRecord>>,
+    /// Hits whose layers are not downloaded (yet), by layer digest.
+    lazy: Mutex<HashMap<Digest, Lazy>>,
+    /// Layers downloaded from the cache, and their bytes.
+    fetched: AtomicUsize,
+    fetched_bytes: AtomicU64,
 }
 
 impl<'a> Session<'a> {
@@ -240,12 +397,16 @@ impl<'a> Session<'a> {
             store,
             imported,
             used: Mutex::new(Vec::new()),
+            lazy: Mutex::new(HashMap::new()),
+            fetched: AtomicUsize::new(0),
+            fetched_bytes: AtomicU64::new(0),
         }
     }
 
-    /// Serves `key` from an imported REF: pulls its layer into the store unless already there,
-    /// records the step in the local `cache` and says so on `progress`. A blob that cannot be
-    /// fetched is a warning and a miss.
+    /// Serves `key` from an imported REF and says so on `progress`. The layer is not
+    /// downloaded (see the module docs): the step is recorded in the local `cache` once it is.
+    /// A layer already in the store is checked against the record's diffID first; a mismatch
+    /// is a warning and a miss.
     pub fn fetch(
         &self,
         key: &Digest,
@@ -259,55 +420,187 @@ impl<'a> Session<'a> {
         let (remote, (from, record)) = (self.remote?, self.imported.get(key)?);
         let cache_ref = &remote.from[*from];
         let step = record.to_step()?;
-        if let Some(layer) = &step.layer {
-            if let Err(e) = self.fetch_layer(remote.registry, cache_ref, layer) {
-                progress.warn(format!(
-                    "{step_name}: cannot use layer {} from the cache at {cache_ref}, \
-                     building the step instead: {e}",
-                    layer.digest
-                ));
-                return None;
+        match &step.layer {
+            Some(layer) if !self.store.has_blob(&layer.digest) => {
+                lock(&self.lazy)
+                    .entry(layer.digest)
+                    .or_insert_with(|| Lazy {
+                        from: *from,
+                        layer: *layer,
+                        steps: Vec::new(),
+                    })
+                    .steps
+                    .push((*key, step.clone()));
             }
-        }
-        if let Err(e) = cache.record(key, &step) {
-            progress.warn(format!("could not record the build cache: {e}"));
+            _ => {
+                if let Some(layer) = &step.layer {
+                    if let Err(e) = self.check_diff_id(cache_ref, layer) {
+                        progress.warn(format!(
+                            "{step_name}: cannot use layer {} from the cache at {cache_ref}, \
+                             building the step instead: {e}",
+                            layer.digest
+                        ));
+                        return None;
+                    }
+                }
+                if let Err(e) = cache.record(key, &step) {
+                    progress.warn(format!("could not record the build cache: {e}"));
+                }
+            }
         }
         progress.info(format!("  found in the cache at {cache_ref}"));
         Some(step)
     }
 
-    /// Puts `layer` in the store unless it is there, and checks the diffID the record claims
-    /// (the registry verified only the compressed digest): a wrong diffID would give an image
-    /// whose config does not match its layers.
-    fn fetch_layer(
-        &self,
-        registry: &dyn CacheRegistry,
-        cache_ref: &str,
-        layer: &Layer,
-    ) -> Result<(), String> {
-        if !self.store.has_blob(&layer.digest) {
-            registry.pull_blob(cache_ref, &layer.digest, layer.size, self.store)?;
-        }
-        let blob = self
-            .store
-            .open_blob(&layer.digest)
-            .map_err(|e| e.to_string())?;
-        let actual = crate::layer::diff_id(std::io::BufReader::new(blob))
-            .map_err(|e| format!("reading the layer: {e}"))?;
+    /// Checks the diffID the record claims for a layer in the store (the registry verified
+    /// only the compressed digest): a wrong one would give an image whose config does not
+    /// match its layers.
+    fn check_diff_id(&self, cache_ref: &str, layer: &Layer) -> Result<(), FetchError> {
+        let blob = self.store.open_blob(&layer.digest)?;
+        let actual = crate::layer::diff_id(std::io::BufReader::new(blob)).map_err(|source| {
+            FetchError::Read {
+                digest: layer.digest,
+                cache_ref: cache_ref.to_string(),
+                source,
+            }
+        })?;
         if actual != layer.diff_id {
-            return Err(format!(
-                "its tar has diffID {actual}, not the {} the cache records; \
-                 the cache at {cache_ref} is damaged: export it again",
-                layer.diff_id
-            ));
+            return Err(FetchError::DiffId {
+                digest: layer.digest,
+                cache_ref: cache_ref.to_string(),
+                actual,
+                recorded: layer.diff_id,
+            });
         }
         Ok(())
+    }
+
+    /// Puts in the store each of `layers` that a hit left in the registry (its diffID
+    /// checked, its steps recorded in the local cache) or that a base image was pulled
+    /// without: a step is about to read their files.
+    pub fn ensure(&self, layers: &[Layer], progress: &Progress) -> Result<(), FetchError> {
+        layers.iter().try_for_each(|l| self.ensure_one(l, progress))
+    }
+
+    /// [`Session::ensure`], a few layers at a time (the image is completed at the end).
+    pub fn ensure_all(&self, layers: &[Layer], progress: &Progress) -> Result<(), FetchError> {
+        let mut seen = BTreeSet::new();
+        let todo: Vec<&Layer> = layers
+            .iter()
+            .filter(|l| !self.store.has_blob(&l.digest) && seen.insert(l.digest))
+            .collect();
+        let next = AtomicUsize::new(0);
+        let failed = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..FETCHES_AT_ONCE.min(todo.len()) {
+                s.spawn(|| {
+                    while let Some(l) = todo.get(next.fetch_add(1, Ordering::SeqCst)) {
+                        if let Err(e) = self.ensure_one(l, progress) {
+                            lock(&failed).get_or_insert(e);
+                            // The others stop at their next layer.
+                            next.store(todo.len(), Ordering::SeqCst);
+                        }
+                    }
+                });
+            }
+        });
+        match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn ensure_one(&self, layer: &Layer, progress: &Progress) -> Result<(), FetchError> {
+        let digest = &layer.digest;
+        let Some(remote) = self.remote else {
+            return Ok(());
+        };
+        let Some(lazy) = lock(&self.lazy).get(digest).cloned() else {
+            return self.ensure_base_layer(remote, layer);
+        };
+        let cache_ref = &remote.from[lazy.from];
+        // Two stages needing one layer download it once.
+        let _held = self.store.lock_digest(digest)?;
+        if !lock(&self.lazy).contains_key(digest) {
+            return Ok(());
+        }
+        if !self.store.has_blob(digest) {
+            remote
+                .registry
+                .pull_blob(cache_ref, digest, lazy.layer.size, self.store)
+                .map_err(|message| FetchError::Download {
+                    digest: *digest,
+                    cache_ref: cache_ref.clone(),
+                    message,
+                })?;
+            self.fetched.fetch_add(1, Ordering::Relaxed);
+            self.fetched_bytes
+                .fetch_add(lazy.layer.size, Ordering::Relaxed);
+        }
+        // Every record using this blob must name its true diffID, not only the first.
+        let mut claims: Vec<Layer> = lazy.steps.iter().filter_map(|(_, s)| s.layer).collect();
+        claims.dedup_by_key(|l| l.diff_id);
+        for claim in &claims {
+            self.check_diff_id(cache_ref, claim)?;
+        }
+        let cache = BuildCache::open(self.store, false);
+        for (key, step) in &lazy.steps {
+            if let Err(e) = cache.record(key, step) {
+                progress.warn(format!("could not record the build cache: {e}"));
+            }
+        }
+        lock(&self.lazy).remove(digest);
+        Ok(())
+    }
+
+    /// A layer of a base image pulled without its layers, unless it is in the store.
+    fn ensure_base_layer(&self, remote: &RemoteCache, layer: &Layer) -> Result<(), FetchError> {
+        if self.store.has_blob(&layer.digest) {
+            return Ok(());
+        }
+        let _held = self.store.lock_digest(&layer.digest)?;
+        if self.store.has_blob(&layer.digest) {
+            return Ok(());
+        }
+        match remote
+            .registry
+            .pull_base_layer(&layer.digest, layer.size, self.store)
+        {
+            None => Ok(()),
+            Some(Ok(())) => {
+                self.fetched.fetch_add(1, Ordering::Relaxed);
+                self.fetched_bytes.fetch_add(layer.size, Ordering::Relaxed);
+                Ok(())
+            }
+            Some(Err(message)) => Err(FetchError::Base {
+                digest: layer.digest,
+                message,
+            }),
+        }
+    }
+
+    /// Whether the caller lets hit layers stay in the registry ([`RemoteCache::leave_layers`]).
+    pub fn leaves_layers(&self) -> bool {
+        self.remote.is_some_and(|r| r.leave_layers)
+    }
+
+    /// One line on what the registry cache cost this build, when it was used.
+    pub fn report(&self, progress: &Progress) {
+        if self.remote.is_none_or(|r| r.from.is_empty()) {
+            return;
+        }
+        let left = lock(&self.lazy).len();
+        progress.info(format!(
+            "registry cache: {} layer(s) downloaded ({} bytes), {left} left in the registry",
+            self.fetched.load(Ordering::Relaxed),
+            self.fetched_bytes.load(Ordering::Relaxed),
+        ));
     }
 
     /// Remembers a step record this build used or produced, for [`Session::export`].
     pub fn note(&self, key: &Digest, step: &CachedStep) {
         if self.remote.is_some_and(|r| r.to.is_some()) {
-            let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+            let mut used = lock(&self.used);
             // A stage built twice over (`FROM stage` reuses keys) is exported once.
             if !used.iter().any(|r| r.key == *key) {
                 used.push(RemoteRecord::from_step(*key, step));
@@ -315,30 +608,56 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Pushes this build's records to `--cache-to`, if given. A failure is a warning: the
-    /// image was built, only the next build elsewhere will be slower.
-    pub fn export(&self, progress: &Progress) {
+    /// Merges this build's records into `--cache-to`, if given (see the module docs);
+    /// `image_layers` are the built image's, which [`ExportMode::Min`] keeps. A failure is a
+    /// warning: the image was built, only the next build elsewhere will be slower.
+    pub fn export(&self, image_layers: &[Layer], progress: &Progress) {
         let Some((remote, cache_ref)) = self.remote.and_then(|r| r.to.as_ref().map(|to| (r, to)))
         else {
             return;
         };
-        let records: Vec<RemoteRecord> =
-            self.used.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let (manifest, config) = encode(&records);
-        let pushed = self
-            .store
-            .put_blob(&config)
-            .map_err(|e| format!("storing the record list: {e}"))
-            .and_then(|_| remote.registry.push(cache_ref, &manifest, self.store));
+        let mut records: Vec<RemoteRecord> = lock(&self.used).clone();
+        if remote.mode == ExportMode::Min {
+            let in_image: BTreeSet<Digest> = image_layers.iter().map(|l| l.digest).collect();
+            records.retain(|r| {
+                r.layer
+                    .as_ref()
+                    .is_none_or(|l| in_image.contains(&l.digest))
+            });
+        }
+        let ours = records.len();
+        let pushed = earlier_records(remote.registry, cache_ref, self.store).and_then(|old| {
+            let (records, dropped) = merge(records, old, MAX_RECORDS, MAX_LAYER_BYTES);
+            let (manifest, config) = encode(&records);
+            self.store
+                .put_blob(&config)
+                .map_err(|e| format!("storing the record list: {e}"))?;
+            remote.registry.push(cache_ref, &manifest, self.store)?;
+            Ok((records.len(), dropped))
+        });
         match pushed {
-            Ok(()) => progress.info(format!(
-                "exported the build cache to {cache_ref}: {} step record(s)",
-                records.len()
+            Ok((total, dropped)) => progress.info(format!(
+                "exported the build cache to {cache_ref}: {ours} step record(s) \
+                 ({total} in all, {dropped} old one(s) dropped)"
             )),
             Err(e) => progress.warn(format!(
                 "could not export the build cache to {cache_ref} (the image is built): {e}"
             )),
         }
+    }
+}
+
+/// The records an export to `cache_ref` keeps: none when there is no cache there or it was
+/// written in another format version (it is replaced); an error when the tag holds
+/// something that is not a kiln cache (never overwritten) or cannot be read.
+fn earlier_records(
+    registry: &dyn CacheRegistry,
+    cache_ref: &str,
+    store: &Store,
+) -> Result<Vec<RemoteRecord>, String> {
+    match read_config(registry, cache_ref, store)? {
+        Some(config) if config.version == FORMAT_VERSION => Ok(config.records),
+        _ => Ok(Vec::new()),
     }
 }
 
@@ -348,6 +667,25 @@ fn import(
     cache_ref: &str,
     store: &Store,
 ) -> Result<Option<Vec<RemoteRecord>>, String> {
+    let Some(config) = read_config(registry, cache_ref, store)? else {
+        return Ok(None);
+    };
+    if config.version != FORMAT_VERSION {
+        return Err(format!(
+            "it was written by a kiln with cache format {} (this one reads {FORMAT_VERSION}); \
+             export it again with this kiln",
+            config.version
+        ));
+    }
+    Ok(Some(config.records))
+}
+
+/// The record list at `cache_ref`, whatever its version; `None` when there is no manifest.
+fn read_config(
+    registry: &dyn CacheRegistry,
+    cache_ref: &str,
+    store: &Store,
+) -> Result<Option<CacheConfig>, String> {
     let Some(manifest) = registry.get_manifest(cache_ref)? else {
         return Ok(None);
     };
@@ -362,16 +700,9 @@ fn import(
         .take(MAX_CONFIG)
         .read_to_end(&mut bytes)
         .map_err(|e| format!("reading its record list {digest}: {e}"))?;
-    let config: CacheConfig = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("its record list {digest} is not valid: {e}"))?;
-    if config.version != FORMAT_VERSION {
-        return Err(format!(
-            "it was written by a kiln with cache format {} (this one reads {FORMAT_VERSION}); \
-             export it again with this kiln",
-            config.version
-        ));
-    }
-    Ok(Some(config.records))
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| format!("its record list {digest} is not valid: {e}"))
 }
 
 #[cfg(test)]
@@ -406,6 +737,18 @@ mod tests {
         pulls: Mutex<Vec<Digest>>,
     }
 
+    impl FakeRegistry {
+        fn pulled(&self) -> Vec<Digest> {
+            self.pulls.lock().unwrap().clone()
+        }
+        /// The records of the cache at `cache_ref`.
+        fn records(&self, cache_ref: &str) -> Vec<RemoteRecord> {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            import(self, cache_ref, &store).unwrap().unwrap()
+        }
+    }
+
     impl CacheRegistry for FakeRegistry {
         fn get_manifest(&self, cache_ref: &str) -> Result<Option<Vec<u8>>, String> {
             Ok(self.manifests.lock().unwrap().get(cache_ref).cloned())
@@ -429,10 +772,13 @@ mod tests {
             let descs = std::iter::once(&v["config"]).chain(v["layers"].as_array().unwrap());
             for d in descs {
                 let digest: Digest = d["digest"].as_str().unwrap().parse().unwrap();
+                if self.blobs.lock().unwrap().contains_key(&digest) {
+                    continue;
+                }
                 let mut bytes = Vec::new();
                 store
                     .open_blob(&digest)
-                    .unwrap()
+                    .map_err(|e| e.to_string())?
                     .read_to_end(&mut bytes)
                     .unwrap();
                 self.blobs.lock().unwrap().insert(digest, bytes);
@@ -441,6 +787,41 @@ mod tests {
             manifests.insert(cache_ref.to_string(), manifest.to_vec());
             Ok(())
         }
+    }
+
+    fn remote<'a>(
+        registry: &'a FakeRegistry,
+        from: &[&str],
+        to: Option<&str>,
+        mode: ExportMode,
+    ) -> RemoteCache<'a> {
+        RemoteCache {
+            registry,
+            from: from.iter().map(|s| s.to_string()).collect(),
+            to: to.map(str::to_string),
+            mode,
+            leave_layers: false,
+        }
+    }
+
+    /// Exports `steps` to `to` from a store holding their layers.
+    fn export(registry: &FakeRegistry, to: &str, store: &Store, steps: &[(Digest, CachedStep)]) {
+        let to = remote(registry, &[], Some(to), ExportMode::Max);
+        let session = Session::open(Some(&to), store, &Progress::none());
+        for (key, step) in steps {
+            session.note(key, step);
+        }
+        session.export(&[], &Progress::none());
+    }
+
+    fn warnings(events: &std::sync::mpsc::Receiver<crate::progress::Event>) -> Vec<String> {
+        events
+            .try_iter()
+            .filter_map(|e| match e {
+                crate::progress::Event::Warning { message } => Some(message),
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]
@@ -488,32 +869,27 @@ mod tests {
     }
 
     #[test]
-    fn export_then_import_into_an_empty_store_serves_hits_with_verified_layers() {
+    fn a_hit_downloads_no_layer_until_a_step_needs_it_then_verifies_and_records_it() {
         let registry = FakeRegistry::default();
         let first_dir = tempfile::tempdir().unwrap();
         let first = Store::open(first_dir.path()).unwrap();
         let (key, step) = record(&first, "layer bytes");
-        let to = RemoteCache {
-            registry: &registry,
-            from: vec![],
-            to: Some("reg/cache:main".into()),
-        };
-        let session = Session::open(Some(&to), &first, &Progress::none());
-        session.note(&key, &step);
-        session.export(&Progress::none());
-        assert_eq!(registry.manifests.lock().unwrap().len(), 1);
+        export(&registry, "reg/cache:main", &first, &[(key, step.clone())]);
+        let layer = step.layer.unwrap();
 
         let second_dir = tempfile::tempdir().unwrap();
         let second = Store::open(second_dir.path()).unwrap();
-        let from = RemoteCache {
-            registry: &registry,
-            from: vec!["reg/cache:missing".into(), "reg/cache:main".into()],
-            to: None,
-        };
+        let from = remote(
+            &registry,
+            &["reg/cache:missing", "reg/cache:main"],
+            None,
+            ExportMode::Max,
+        );
         let (progress, events) = Progress::channel();
         let session = Session::open(Some(&from), &second, &progress);
+        let config_pulls = registry.pulled();
+        assert_eq!(config_pulls.len(), 1, "the record list only");
         let cache = BuildCache::open(&second, false);
-        assert_eq!(cache.lookup(&key), None);
         assert_eq!(
             session.fetch(&Digest::of(b"other"), &cache, "RUN x", &progress),
             None
@@ -528,8 +904,16 @@ mod tests {
             None,
             "--no-cache"
         );
-        assert!(second.has_blob(&step.layer.unwrap().digest));
+        assert_eq!(registry.pulled(), config_pulls, "no layer downloaded");
+        assert!(!second.has_blob(&layer.digest));
+        assert_eq!(cache.lookup(&key), None, "recorded once the layer is here");
+
+        session.ensure(&[layer], &progress).unwrap();
+        session.ensure(&[layer], &progress).unwrap();
+        assert_eq!(registry.pulled().len(), 2, "downloaded once");
+        assert!(second.has_blob(&layer.digest));
         assert_eq!(cache.lookup(&key), Some(step), "recorded locally");
+        session.report(&progress);
         drop(progress);
         let lines: Vec<String> = events
             .iter()
@@ -541,10 +925,42 @@ mod tests {
             text.contains("found in the cache at reg/cache:main"),
             "{text}"
         );
+        assert!(
+            text.contains(&format!(
+                "registry cache: 1 layer(s) downloaded ({} bytes), 0 left in the registry",
+                layer.size
+            )),
+            "{text}"
+        );
     }
 
     #[test]
-    fn a_layer_that_cannot_be_fetched_is_a_warned_miss() {
+    fn ensure_all_downloads_every_left_layer_of_the_image() {
+        let registry = FakeRegistry::default();
+        let first_dir = tempfile::tempdir().unwrap();
+        let first = Store::open(first_dir.path()).unwrap();
+        let steps: Vec<_> = (0..9).map(|i| record(&first, &format!("l{i}"))).collect();
+        export(&registry, "r", &first, &steps);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let from = remote(&registry, &["r"], None, ExportMode::Max);
+        let session = Session::open(Some(&from), &store, &Progress::none());
+        let cache = BuildCache::open(&store, false);
+        let layers: Vec<Layer> = steps
+            .iter()
+            .map(|(k, s)| {
+                session.fetch(k, &cache, "RUN", &Progress::none()).unwrap();
+                s.layer.unwrap()
+            })
+            .collect();
+        assert!(layers.iter().all(|l| !store.has_blob(&l.digest)));
+        session.ensure_all(&layers, &Progress::none()).unwrap();
+        assert!(layers.iter().all(|l| store.has_blob(&l.digest)));
+        assert_eq!(registry.pulled().len(), 1 + 9);
+    }
+
+    #[test]
+    fn a_layer_that_cannot_be_downloaded_fails_the_step_that_needs_it_naming_the_ref() {
         let registry = FakeRegistry::default();
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
@@ -562,56 +978,159 @@ mod tests {
             .insert(Digest::of(&config), config);
         let empty_dir = tempfile::tempdir().unwrap();
         let empty = Store::open(empty_dir.path()).unwrap();
-        let remote = RemoteCache {
-            registry: &registry,
-            from: vec!["r".into()],
-            to: None,
-        };
-        let (progress, events) = Progress::channel();
-        let session = Session::open(Some(&remote), &empty, &progress);
+        let from = remote(&registry, &["r"], None, ExportMode::Max);
+        let session = Session::open(Some(&from), &empty, &Progress::none());
         let cache = BuildCache::open(&empty, false);
-        assert_eq!(session.fetch(&key, &cache, "RUN gone", &progress), None);
+        assert!(
+            session
+                .fetch(&key, &cache, "RUN gone", &Progress::none())
+                .is_some()
+        );
+        let err = session
+            .ensure(&[step.layer.unwrap()], &Progress::none())
+            .unwrap_err();
+        assert!(matches!(err, FetchError::Download { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("the cache at r") && text.contains("HTTP 404"),
+            "{text}"
+        );
         assert_eq!(cache.lookup(&key), None);
-        drop(progress);
-        assert!(events.iter().any(|e| matches!(
-            e,
-            crate::progress::Event::Warning { message } if message.contains("RUN gone: cannot use layer")
-        )));
     }
 
     #[test]
-    fn a_record_whose_diff_id_does_not_match_its_layer_is_a_warned_miss() {
+    fn a_record_whose_diff_id_does_not_match_its_layer_is_caught() {
         let registry = FakeRegistry::default();
         let first_dir = tempfile::tempdir().unwrap();
         let first = Store::open(first_dir.path()).unwrap();
         let (key, mut step) = record(&first, "layer");
         step.layer.as_mut().unwrap().diff_id = Digest::of(b"a lie");
-        let to = RemoteCache {
-            registry: &registry,
-            from: vec![],
-            to: Some("r".into()),
-        };
-        let session = Session::open(Some(&to), &first, &Progress::none());
-        session.note(&key, &step);
-        session.export(&Progress::none());
+        export(&registry, "r", &first, &[(key, step.clone())]);
+        let from = remote(&registry, &["r"], None, ExportMode::Max);
 
+        // Downloaded when a step needs it: the step fails, naming the damage.
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let from = RemoteCache {
-            registry: &registry,
-            from: vec!["r".into()],
-            to: None,
-        };
-        let (progress, events) = Progress::channel();
-        let session = Session::open(Some(&from), &store, &progress);
+        let session = Session::open(Some(&from), &store, &Progress::none());
         let cache = BuildCache::open(&store, false);
-        assert_eq!(session.fetch(&key, &cache, "RUN x", &progress), None);
+        assert!(
+            session
+                .fetch(&key, &cache, "RUN x", &Progress::none())
+                .is_some()
+        );
+        let err = session
+            .ensure(&[step.layer.unwrap()], &Progress::none())
+            .unwrap_err();
+        assert!(matches!(err, FetchError::DiffId { .. }), "{err}");
+        assert!(err.to_string().contains("the cache at r"), "{err}");
         assert_eq!(cache.lookup(&key), None, "nothing recorded");
+
+        // Already in the store: checked at once, a warned miss.
+        let (progress, events) = Progress::channel();
+        let session = Session::open(Some(&from), &first, &progress);
+        let cache = BuildCache::open(&first, false);
+        assert_eq!(session.fetch(&key, &cache, "RUN x", &progress), None);
         drop(progress);
-        assert!(events.iter().any(|e| matches!(
-            e,
-            crate::progress::Event::Warning { message } if message.contains("the cache at r is damaged")
-        )));
+        let warned = warnings(&events);
+        assert!(
+            warned.iter().any(|m| m.contains("the cache is damaged")),
+            "{warned:?}"
+        );
+    }
+
+    #[test]
+    fn an_export_keeps_what_the_ref_held_and_puts_this_build_first() {
+        let registry = FakeRegistry::default();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (ka, sa) = record(&store, "stage a");
+        let (kb, sb) = record(&store, "stage b");
+        let (kc, sc) = record(&store, "shared");
+        export(&registry, "r", &store, &[(ka, sa), (kc, sc.clone())]);
+        export(&registry, "r", &store, &[(kb, sb), (kc, sc)]);
+        let keys: Vec<Digest> = registry.records("r").iter().map(|r| r.key).collect();
+        assert_eq!(keys, [kb, kc, ka]);
+    }
+
+    #[test]
+    fn merge_drops_the_oldest_records_beyond_the_caps_but_never_this_builds() {
+        let rec = |n: u8, layer: Option<(u8, u64)>| RemoteRecord {
+            key: Digest::of(&[n]),
+            created_by: format!("RUN {n}"),
+            created: 0,
+            layer: layer.map(|(d, size)| RemoteLayer {
+                digest: Digest::of(&[100, d]),
+                diff_id: Digest::of(&[200, d]),
+                size,
+                media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            }),
+        };
+        let new = vec![rec(1, Some((1, 50))), rec(2, None)];
+        let old = vec![
+            rec(2, Some((9, 1))),  // same key as a new one: the new one wins
+            rec(3, Some((1, 50))), // a layer already counted: free
+            rec(4, Some((4, 40))), // 90 bytes so far
+            rec(5, Some((5, 20))), // would be 110: over 100, dropped...
+            rec(6, Some((4, 40))), // ...and everything older, even if it would fit
+        ];
+        let (kept, dropped) = merge(new.clone(), old.clone(), 100, 100);
+        let keys: Vec<Digest> = kept.iter().map(|r| r.key).collect();
+        assert_eq!(keys, [1, 2, 3, 4].map(|n| Digest::of(&[n])));
+        assert_eq!(kept[1], new[1]);
+        assert_eq!(dropped, 2);
+        let (kept, dropped) = merge(new.clone(), old.clone(), 3, u64::MAX);
+        assert_eq!(kept.len(), 3);
+        assert_eq!(dropped, 3);
+        let (kept, _) = merge(new.clone(), old, 1, 1);
+        assert_eq!(kept, new, "this build's records are always kept");
+    }
+
+    #[test]
+    fn mode_min_exports_only_the_image_layers_and_layerless_steps() {
+        let registry = FakeRegistry::default();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (kb, sb) = record(&store, "builder");
+        let (ki, si) = record(&store, "image");
+        let meta = CachedStep {
+            layer: None,
+            created_by: "WORKDIR /".into(),
+            created: 0,
+        };
+        let to = remote(&registry, &[], Some("r"), ExportMode::Min);
+        let session = Session::open(Some(&to), &store, &Progress::none());
+        session.note(&kb, &sb);
+        session.note(&ki, &si);
+        session.note(&Digest::of(b"m"), &meta);
+        session.export(&[si.layer.unwrap()], &Progress::none());
+        let keys: Vec<Digest> = registry.records("r").iter().map(|r| r.key).collect();
+        assert_eq!(keys, [ki, Digest::of(b"m")]);
+    }
+
+    #[test]
+    fn a_tag_that_is_not_a_kiln_cache_is_never_overwritten() {
+        let registry = FakeRegistry::default();
+        let image = br#"{"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":2},"layers":[]}"#;
+        registry
+            .manifests
+            .lock()
+            .unwrap()
+            .insert("app:latest".into(), image.to_vec());
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (key, step) = record(&store, "x");
+        let to = remote(&registry, &[], Some("app:latest"), ExportMode::Max);
+        let (progress, events) = Progress::channel();
+        let session = Session::open(Some(&to), &store, &progress);
+        session.note(&key, &step);
+        session.export(&[], &progress);
+        drop(progress);
+        assert_eq!(registry.manifests.lock().unwrap()["app:latest"], image);
+        let warned = warnings(&events);
+        assert!(
+            warned.iter().any(|m| m.contains("not a kiln cache")),
+            "{warned:?}"
+        );
     }
 
     #[test]
@@ -621,7 +1140,10 @@ mod tests {
         let (key, step) = record(&store, "x");
         let session = Session::open(None, &store, &Progress::none());
         session.note(&key, &step);
-        session.export(&Progress::none());
+        session.export(&[], &Progress::none());
+        session
+            .ensure(&[step.layer.unwrap()], &Progress::none())
+            .unwrap();
         let cache = BuildCache::open(&store, false);
         assert_eq!(
             session.fetch(&key, &cache, "RUN x", &Progress::none()),

@@ -554,6 +554,8 @@ impl<'a> Runner<'a> {
 
     /// Each layer of the image unpacked in the store, top layer first (for metadata lookups).
     pub(super) fn unpacked_layers(&self, layers: &[Layer]) -> Result<Vec<PathBuf>, BuildError> {
+        // Cache hits leave their layers in the registry until a step needs their files.
+        self.env.remote.ensure(layers, self.progress)?;
         let mut dirs = Vec::with_capacity(layers.len());
         for l in layers.iter().rev() {
             let digest = l.digest;

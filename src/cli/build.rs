@@ -41,10 +41,12 @@ pub struct Args {
     /// Do not use the build cache.
     #[arg(long)]
     pub no_cache: bool,
-    /// Reuse the build cache exported to this registry tag (repeatable; searched in order).
+    /// Reuse the build cache exported to this registry tag: REF or type=registry,ref=REF
+    /// (repeatable; searched in order). Layers of hits are downloaded only when needed.
     #[arg(long = "cache-from", value_name = "REF")]
     pub cache_from: Vec<String>,
-    /// After a successful build, export its step cache to this registry tag (one manifest, replaced each time).
+    /// After a successful build, merge its step cache into this registry tag: REF or
+    /// type=registry,ref=REF[,mode=max|min] (max, the default: every stage's steps).
     #[arg(long = "cache-to", value_name = "REF")]
     pub cache_to: Option<String>,
     /// Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR (type=file|env
@@ -152,6 +154,13 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
         rt: &rt,
         interrupted,
     };
+    let cache_clients = cache_registry::CacheClients::new(&a, &rt)?;
+    // Only pushed, from a registry cache: layers no step needs stay in the registry (the
+    // push mounts them): cache hits' layers, and the base images' (pulled without them).
+    let leave_layers = a.push && outputs.is_empty();
+    let lazy_bases = cache_clients
+        .as_ref()
+        .filter(|_| leave_layers && !a.cache_from.is_empty());
     let pull = |reference: &Reference,
                 platform: &crate::platform::Platform,
                 progress: &Progress|
@@ -161,16 +170,35 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
             .transport
             .client(reference.api_host(), cred)
             .map_err(|e| format!("{e:#}"))?;
+        let sink = StoreBlobs(&store);
+        let pulling = async {
+            match lazy_bases {
+                Some(_) => {
+                    let lazily = registry.pull_image_lazily(reference, platform, &sink, progress);
+                    lazily.await
+                }
+                None => {
+                    registry
+                        .pull_image(reference, platform, &sink, progress)
+                        .await
+                }
+            }
+        };
         let pulled = waits
-            .run(registry.pull_image(reference, platform, &StoreBlobs(&store), progress))
+            .run(pulling)
             .ok_or_else(|| format!("interrupted (Ctrl-C or SIGTERM) while pulling {reference}"))?
             .map_err(|e| e.to_string())?;
-        store
-            .tag(reference, &pulled.manifest.digest)
-            .map_err(|e| e.to_string())?;
+        // A name in the store promises every blob: a base pulled without its layers stays
+        // unnamed (and is resolved again, manifests only, by the next build).
+        if pulled.layers.iter().all(|d| store.has_blob(d)) {
+            store
+                .tag(reference, &pulled.manifest.digest)
+                .map_err(|e| e.to_string())?;
+        } else if let Some(cache) = lazy_bases {
+            cache.note_lazy_base(reference, std::sync::Arc::new(registry), &pulled.layers);
+        }
         Ok(pulled.manifest.digest)
     };
-    let cache_clients = cache_registry::CacheClients::new(&a, &rt)?;
     let http = http_client(a.transport.config().tls_verify)?;
     let fetch = |url: &str, out: &mut dyn std::io::Write| fetch_url(&rt, &http, url, out);
     // Made before the build: a push that cannot start fails before the work, and the
@@ -183,7 +211,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     let layer_ready = |layer: &Layer| early.layer_ready(layer);
     let hooks = crate::build::Hooks {
         pull: &pull,
-        remote_cache: cache_clients.as_ref().map(|c| c.hook(&a)),
+        remote_cache: cache_clients.as_ref().map(|c| c.hook(leave_layers)),
         fetch: &fetch,
         layer_ready: a.push.then_some(&layer_ready as &LayerReady),
     };
@@ -214,7 +242,18 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
         o.write(&store, image, &req.tags)
             .with_context(|| format!("writing the image to {}", o.dest().display()))?;
     }
-    let pushed = push(&a, mode, &store, &waits, image, &destinations, &sent_early)?;
+    let pushed = push(
+        &a,
+        mode,
+        &store,
+        &waits,
+        image,
+        &destinations,
+        &sent_early,
+        cache_clients
+            .as_ref()
+            .map(|c| (c, &outcome.left_in_registry[..])),
+    )?;
     if let Some(f) = &a.iidfile {
         std::fs::write(f, image.config_digest.to_string())
             .with_context(|| format!("writing {}", f.display()))?;
@@ -225,7 +264,11 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
             layers_built: outcome.layers_built,
             layers_reused: outcome.layers_reused,
             elapsed: t0.elapsed(),
-            names: req.tags.iter().map(|t| t.to_string()).collect(),
+            // Not named in the store while layers of it stay in the registry cache.
+            names: match outcome.left_in_registry.is_empty() {
+                true => req.tags.iter().map(|t| t.to_string()).collect(),
+                false => Vec::new(),
+            },
             pushed,
         };
         for line in display::summary_lines(&summary) {
@@ -314,7 +357,10 @@ fn destinations(a: &Args, names: &[Reference]) -> anyhow::Result<Vec<Destination
 
 /// `--push`: the image to every destination, each manifest only after all its blobs are
 /// confirmed (the registry client guarantees that). `sent_early` counts, per destination,
-/// the blobs uploaded during the build (the push finds them there).
+/// the blobs uploaded during the build (the push finds them there). `left` are the layers
+/// the build left in the registry (cache hits', lazily pulled bases'): mounted from where
+/// they are when that is the destination's registry, else downloaded first.
+#[allow(clippy::too_many_arguments)]
 fn push(
     a: &Args,
     mode: Mode,
@@ -323,6 +369,7 @@ fn push(
     image: &StoredImage,
     destinations: &[Destination],
     sent_early: &[usize],
+    left: Option<(&cache_registry::CacheClients, &[Layer])>,
 ) -> anyhow::Result<Vec<String>> {
     if destinations.is_empty() {
         return Ok(Vec::new());
@@ -332,6 +379,22 @@ fn push(
     let mut pushed = Vec::new();
     for (i, dest) in destinations.iter().enumerate() {
         let name = dest.reference.name();
+        if let Some((cache, left)) = left.filter(|(_, l)| !l.is_empty()) {
+            let wanted: Vec<(Digest, u64)> = left.iter().map(|l| (l.digest, l.size)).collect();
+            let repo = dest.reference.repository();
+            let placed = waits
+                .run(cache.place(&dest.registry, repo, &wanted, store, &progress))
+                .with_context(|| {
+                    format!("interrupted (Ctrl-C or SIGTERM) while pushing to {name}")
+                })?
+                .with_context(|| {
+                    format!("pushing to {name}: the layers left in the registry cache")
+                })?;
+            progress.info(format!(
+                "{name}: of the layers left in the registry, {} mounted, {} downloaded to upload ({} bytes)",
+                placed.mounted, placed.downloaded, placed.bytes_downloaded
+            ));
+        }
         let blobs = StoreBlobs(store);
         let pushing = dest.registry.push_image(
             dest.reference.repository(),

@@ -210,6 +210,32 @@ impl Registry {
         sink: &S,
         progress: &Progress,
     ) -> Result<Pulled, RegistryError> {
+        self.pull(reference, platform, sink, true, progress).await
+    }
+
+    /// [`Registry::pull_image`] without the layers: the index, manifest and config go into
+    /// `sink`, and [`BlobSink::record_pulled`] hears of every blob (layers included) so they
+    /// can be mounted from this repository or fetched later. For a build that may never need
+    /// the layers here (`kiln build --push` from a registry cache). The sink then holds an
+    /// image whose layers it lacks: it must not name it.
+    pub async fn pull_image_lazily<S: BlobSink>(
+        &self,
+        reference: &Reference,
+        platform: &Platform,
+        sink: &S,
+        progress: &Progress,
+    ) -> Result<Pulled, RegistryError> {
+        self.pull(reference, platform, sink, false, progress).await
+    }
+
+    async fn pull<S: BlobSink>(
+        &self,
+        reference: &Reference,
+        platform: &Platform,
+        sink: &S,
+        with_layers: bool,
+        progress: &Progress,
+    ) -> Result<Pulled, RegistryError> {
         let (index, manifest) = self.resolve(reference, platform).await?;
         let what = format!("manifest {reference}");
         let Parsed::Image { config, layers } = manifest
@@ -222,8 +248,12 @@ impl Registry {
         let mut blobs = vec![(config.digest, config.size)];
         blobs.extend(layers.iter().map(|l| (l.digest, l.size)));
         blobs.dedup();
-        let skipped = blobs.iter().filter(|(d, _)| sink.has_blob(d)).count();
-        let todo: Vec<_> = blobs.iter().filter(|(d, _)| !sink.has_blob(d)).collect();
+        let wanted = match with_layers {
+            true => &blobs[..],
+            false => &blobs[..1],
+        };
+        let skipped = wanted.iter().filter(|(d, _)| sink.has_blob(d)).count();
+        let todo: Vec<_> = wanted.iter().filter(|(d, _)| !sink.has_blob(d)).collect();
         let downloaded: Vec<u64> = stream::iter(todo)
             .map(|(d, size)| self.pull_blob_into(repo, d, *size, sink, progress))
             .buffer_unordered(self.config.concurrency.max(1))

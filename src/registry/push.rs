@@ -143,6 +143,61 @@ impl Registry {
         }
     }
 
+    /// Asks the registry to mount blob `digest` of repository `from` into `repo` (a
+    /// cross-repository mount), for a blob the caller does not hold (HEAD `repo` first with
+    /// [`Registry::blob_exists`]). `Ok(true)` when the mount was made. `Ok(false)` when the registry
+    /// did not mount: it answered `202` (it does not mount, the source lacks the blob, or we
+    /// may not read it there; the upload session it opened instead is cancelled) or refused
+    /// the mount source (401/403); the caller must then upload the blob.
+    pub async fn mount_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        from: &str,
+    ) -> Result<bool, RegistryError> {
+        let what = format!("POST mount {repo}@{digest} from {from}");
+        let path = format!("v2/{repo}/blobs/uploads/?mount={digest}&from={from}");
+        let sent = self
+            .send(
+                &what,
+                &Scopes::push(repo, Some(from)),
+                true,
+                |http, base| {
+                    http.post(base.join(&path).expect("valid path"))
+                        .header(CONTENT_LENGTH, 0)
+                },
+            )
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(
+                RegistryError::Status {
+                    status: 401 | 403, ..
+                }
+                | RegistryError::Auth { .. },
+            ) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        match resp.status().as_u16() {
+            201 => Ok(true),
+            202 => {
+                // Not mounted: an empty upload session was opened instead. Cancelling it is
+                // a courtesy (registries expire idle sessions), so its outcome is ignored.
+                if let Ok(location) = self.location(&resp, &what) {
+                    drop(resp);
+                    let _ = self
+                        .send(&what, &Scopes::push(repo, None), false, |http, _| {
+                            http.delete(location.clone())
+                        })
+                        .await;
+                }
+                Ok(false)
+            }
+            401 | 403 => Ok(false),
+            _ => Err(self.status_error(&what, resp).await),
+        }
+    }
+
     /// [`Registry::push_blob`], mounting from a repository of this registry that `source`
     /// knows holds the blob, else from `mount_from` (never from `repo` itself).
     pub async fn push_blob_mounting(

@@ -26,4 +26,5 @@ mod build_stages;
 mod conformance_fixes;
 mod heredoc;
 mod onbuild;
+mod registry_cache_lazy;
 mod secrets;

@@ -1,25 +1,88 @@
 //! `kiln build --cache-from/--cache-to`: the registry side of the shared build cache, over the
 //! same registry client, flags and credentials as `pull`/`push`.
+//!
+//! Flags take a plain `REF` or BuildKit's form, `type=registry,ref=REF` (and for `--cache-to`
+//! `,mode=max|min`, default max: see [`ExportMode`]).
+//!
+//! Layers that cache hits left in the registry (see `build::remote_cache`) reach another
+//! repository through [`CacheClients::place`]: a cross-repository mount from the cache
+//! repository when both are on one registry, else a download into the store (the push then
+//! uploads it).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
+use futures_util::{StreamExt, TryStreamExt, stream};
 
 use crate::Reference;
-use crate::build::remote_cache::{CacheRegistry, RemoteCache};
+use crate::build::remote_cache::{CacheRegistry, ExportMode, RemoteCache};
 use crate::digest::Digest;
 use crate::progress::Progress;
-use crate::registry::{Manifest, OCI_MANIFEST, Registry, RegistryError, StoreBlobs};
+use crate::registry::{Manifest, OCI_MANIFEST, Parsed, Registry, RegistryError, StoreBlobs};
 use crate::store::Store;
 
 use super::Args;
 
+/// Mounts or downloads at once in [`CacheClients::place`].
+const PLACED_AT_ONCE: usize = 4;
+
 /// One client per cache REF, made up front so a bad REF or credential fails before the build.
 pub(super) struct CacheClients<'a> {
     rt: &'a tokio::runtime::Runtime,
-    clients: HashMap<String, (Reference, Registry)>,
-    /// `--cache-from` REFs, for mounting blobs into the `--cache-to` repository.
+    clients: HashMap<String, Source>,
+    /// Layers of base images pulled without them ([`CacheClients::note_lazy_base`]), with
+    /// the image they belong to.
+    lazy_bases: Mutex<HashMap<Digest, Source>>,
+    /// `--cache-from` REFs, in preference order.
     from: Vec<String>,
+    /// `--cache-to` REF and mode.
+    to: Option<(String, ExportMode)>,
+}
+
+/// A repository holding blobs, with the client for its registry.
+type Source = (Reference, Arc<Registry>);
+
+/// What [`CacheClients::place`] did for the blobs the store lacks.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Placed {
+    /// Already in the destination repository, or mounted into it from a cache repository.
+    pub mounted: usize,
+    /// Downloaded into the store from a cache REF (to be uploaded by the push).
+    pub downloaded: usize,
+    pub bytes_downloaded: u64,
+}
+
+/// A `--cache-from`/`--cache-to` value: `REF`, or `type=registry,ref=REF[,mode=max|min]`.
+fn parse_spec(flag: &str, spec: &str) -> anyhow::Result<(String, Option<ExportMode>)> {
+    if !spec.contains('=') {
+        return Ok((spec.to_string(), None));
+    }
+    let (mut reference, mut mode) = (None, None);
+    for field in spec.split(',') {
+        let (k, v) = field.split_once('=').with_context(|| {
+            format!("{flag} {spec}: expected REF or type=registry,ref=REF fields")
+        })?;
+        match (k.trim(), v) {
+            ("type", "registry") => {}
+            ("type", other) => anyhow::bail!(
+                "{flag} {spec}: type={other} is not supported; kiln caches in a registry \
+                 (type=registry)"
+            ),
+            ("ref", r) => reference = Some(r.to_string()),
+            ("mode", "max") if flag == "--cache-to" => mode = Some(ExportMode::Max),
+            ("mode", "min") if flag == "--cache-to" => mode = Some(ExportMode::Min),
+            ("mode", other) if flag == "--cache-to" => {
+                anyhow::bail!("{flag} {spec}: mode={other}: use mode=max or mode=min")
+            }
+            (other, _) => anyhow::bail!(
+                "{flag} {spec}: unknown key {other:?} (type, ref{})",
+                if flag == "--cache-to" { ", mode" } else { "" }
+            ),
+        }
+    }
+    let reference = reference.with_context(|| format!("{flag} {spec}: ref=REF is required"))?;
+    Ok((reference, mode))
 }
 
 impl<'a> CacheClients<'a> {
@@ -28,12 +91,22 @@ impl<'a> CacheClients<'a> {
         a: &Args,
         rt: &'a tokio::runtime::Runtime,
     ) -> anyhow::Result<Option<CacheClients<'a>>> {
+        let mut from = Vec::new();
+        for spec in &a.cache_from {
+            from.push(parse_spec("--cache-from", spec)?.0);
+        }
+        let to = match &a.cache_to {
+            Some(spec) => {
+                let (r, mode) = parse_spec("--cache-to", spec)?;
+                Some((r, mode.unwrap_or_default()))
+            }
+            None => None,
+        };
         let mut clients = HashMap::new();
-        for (flag, r) in a
-            .cache_from
+        for (flag, r) in from
             .iter()
             .map(|r| ("--cache-from", r))
-            .chain(a.cache_to.iter().map(|r| ("--cache-to", r)))
+            .chain(to.iter().map(|(r, _)| ("--cache-to", r)))
         {
             let reference: Reference = r
                 .parse()
@@ -46,7 +119,7 @@ impl<'a> CacheClients<'a> {
             }
             let cred = a.creds.resolve(&reference)?;
             let client = a.transport.client(reference.api_host(), cred)?;
-            clients.insert(r.clone(), (reference, client));
+            clients.insert(r.clone(), (reference, Arc::new(client)));
         }
         if clients.is_empty() {
             return Ok(None);
@@ -54,33 +127,150 @@ impl<'a> CacheClients<'a> {
         Ok(Some(CacheClients {
             rt,
             clients,
-            from: a.cache_from.clone(),
+            lazy_bases: Mutex::new(HashMap::new()),
+            from,
+            to,
         }))
     }
 
-    /// The hook for `build()`.
-    pub(super) fn hook(&'a self, a: &Args) -> RemoteCache<'a> {
+    /// The hook for `build()`; `leave_layers` when the image is only pushed (see
+    /// [`RemoteCache::leave_layers`]).
+    pub(super) fn hook(&'a self, leave_layers: bool) -> RemoteCache<'a> {
         RemoteCache {
             registry: self,
-            from: a.cache_from.clone(),
-            to: a.cache_to.clone(),
+            from: self.from.clone(),
+            to: self.to.as_ref().map(|(r, _)| r.clone()),
+            mode: self.to.as_ref().map(|(_, m)| *m).unwrap_or_default(),
+            leave_layers,
         }
     }
 
-    fn client(&self, cache_ref: &str) -> Result<&(Reference, Registry), String> {
+    fn client(&self, cache_ref: &str) -> Result<&Source, String> {
         self.clients
             .get(cache_ref)
             .ok_or_else(|| format!("{cache_ref} was not given as --cache-from/--cache-to"))
     }
 
-    /// A `--cache-from` repository on the same registry as `to`, to mount blobs from.
-    fn mount_source(&self, to: &Reference) -> Option<&str> {
-        self.from
+    /// Remembers that the layers of base image `reference` were not pulled (see
+    /// `Registry::pull_image_lazily`): `registry` fetches them when a step needs them, and
+    /// [`CacheClients::place`] mounts them from that repository.
+    pub(super) fn note_lazy_base(
+        &self,
+        reference: &Reference,
+        registry: Arc<Registry>,
+        layers: &[Digest],
+    ) {
+        let mut bases = self.lazy_bases.lock().unwrap_or_else(|e| e.into_inner());
+        for d in layers {
+            bases.insert(*d, (reference.clone(), registry.clone()));
+        }
+    }
+
+    /// Where `digest` may be found: the base image it belongs to if it was pulled without
+    /// its layers, then the `--cache-from` repositories, in order.
+    fn sources(&self, digest: &Digest) -> Vec<Source> {
+        let bases = self.lazy_bases.lock().unwrap_or_else(|e| e.into_inner());
+        let base = bases.get(digest).cloned();
+        base.into_iter()
+            .chain(
+                self.from
+                    .iter()
+                    .filter_map(|r| self.clients.get(r))
+                    .cloned(),
+            )
+            .collect()
+    }
+
+    /// Makes sure that `repo` on `dest` will get each of `blobs` (digest, size) that the store
+    /// lacks, in the order: it has it already, a mount from a `--cache-from` repository of
+    /// the same registry, a download into the store from the first `--cache-from` REF that
+    /// serves it (for the push to upload). Errors name the blob and what was tried.
+    pub(super) async fn place(
+        &self,
+        dest: &Registry,
+        repo: &str,
+        blobs: &[(Digest, u64)],
+        store: &Store,
+        progress: &Progress,
+    ) -> Result<Placed, RegistryError> {
+        let missing: Vec<(Digest, u64)> = blobs
             .iter()
-            .filter_map(|r| self.clients.get(r))
-            .map(|(r, _)| r)
-            .find(|r| r.api_host() == to.api_host() && r.repository() != to.repository())
-            .map(|r| r.repository())
+            .filter(|(d, _)| !store.has_blob(d))
+            .copied()
+            .collect();
+        let outcomes: Vec<Option<u64>> = stream::iter(missing)
+            .map(|(digest, size)| self.place_one(dest, repo, digest, size, store, progress))
+            .buffer_unordered(PLACED_AT_ONCE)
+            .try_collect()
+            .await?;
+        let mut placed = Placed::default();
+        for o in outcomes {
+            match o {
+                None => placed.mounted += 1,
+                Some(bytes) => {
+                    placed.downloaded += 1;
+                    placed.bytes_downloaded += bytes;
+                }
+            }
+        }
+        Ok(placed)
+    }
+
+    /// `None` when `repo` has the blob (mounted or there), `Some(size)` when downloaded.
+    async fn place_one(
+        &self,
+        dest: &Registry,
+        repo: &str,
+        digest: Digest,
+        size: u64,
+        store: &Store,
+        progress: &Progress,
+    ) -> Result<Option<u64>, RegistryError> {
+        if dest.blob_exists(repo, &digest).await?.is_some() {
+            return Ok(None);
+        }
+        let sources = self.sources(&digest);
+        let same_registry = sources
+            .iter()
+            .filter(|(r, _)| r.api_host() == dest.host() && r.repository() != repo)
+            .map(|(r, _)| r.repository());
+        for from in same_registry {
+            if dest.mount_blob(repo, &digest, from).await? {
+                return Ok(None);
+            }
+        }
+        let mut last = None;
+        for (reference, client) in &sources {
+            let mut w = store
+                .begin_blob()
+                .map_err(|e| io_error(&digest, std::io::Error::other(e)))?;
+            let got = client
+                .pull_blob(reference.repository(), &digest, size, &mut w, progress)
+                .await;
+            match got {
+                Ok(()) => {
+                    w.commit(Some(&digest))
+                        .map_err(|e| io_error(&digest, std::io::Error::other(e)))?;
+                    return Ok(Some(size));
+                }
+                // Dropping the uncommitted writer discards it; the next REF may have it.
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| RegistryError::Manifest {
+            registry: dest.host().to_string(),
+            what: format!("blob {digest} for {repo}"),
+            message: "it is not in the store and kiln knows no repository to fetch it from; \
+                      build again without --push to have it locally"
+                .into(),
+        }))
+    }
+}
+
+fn io_error(digest: &Digest, source: std::io::Error) -> RegistryError {
+    RegistryError::Io {
+        what: format!("storing blob {digest} from the registry cache"),
+        source,
     }
 }
 
@@ -123,22 +313,104 @@ impl CacheRegistry for CacheClients<'_> {
         Ok(())
     }
 
+    fn pull_base_layer(
+        &self,
+        digest: &Digest,
+        size: u64,
+        store: &Store,
+    ) -> Option<Result<(), String>> {
+        let (reference, registry) = self
+            .lazy_bases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(digest)
+            .cloned()?;
+        let pulled = (|| -> Result<(), String> {
+            let mut w = store.begin_blob().map_err(|e| e.to_string())?;
+            self.rt
+                .block_on(registry.pull_blob(
+                    reference.repository(),
+                    digest,
+                    size,
+                    &mut w,
+                    &Progress::none(),
+                ))
+                .map_err(|e| e.to_string())?;
+            w.commit(Some(digest)).map_err(|e| e.to_string())?;
+            Ok(())
+        })();
+        Some(pulled.map_err(|e| format!("{reference}: {e}")))
+    }
+
     fn push(&self, cache_ref: &str, manifest: &[u8], store: &Store) -> Result<(), String> {
         let (reference, registry) = self.client(cache_ref)?;
         let tag = reference
             .tag()
             .ok_or_else(|| format!("{cache_ref} has no tag"))?;
         let manifest = Manifest::from_bytes(manifest.to_vec(), Some(OCI_MANIFEST));
+        let layers: Vec<(Digest, u64)> = match manifest.parse() {
+            Ok(Parsed::Image { layers, .. }) => layers.iter().map(|l| (l.digest, l.size)).collect(),
+            _ => Vec::new(),
+        };
+        let repo = reference.repository();
         self.rt
-            .block_on(registry.push_image(
-                reference.repository(),
-                &[tag.to_string()],
-                &manifest,
-                &StoreBlobs(store),
-                self.mount_source(reference),
-                &Progress::none(),
-            ))
+            .block_on(async {
+                // Layers of hits this build left in the registry, and of earlier records.
+                self.place(registry, repo, &layers, store, &Progress::none())
+                    .await?;
+                let mount_from = self
+                    .from
+                    .iter()
+                    .filter_map(|r| self.clients.get(r))
+                    .find(|(r, _)| r.api_host() == reference.api_host() && r.repository() != repo)
+                    .map(|(r, _)| r.repository());
+                registry
+                    .push_image(
+                        repo,
+                        &[tag.to_string()],
+                        &manifest,
+                        &StoreBlobs(store),
+                        mount_from,
+                        &Progress::none(),
+                    )
+                    .await
+            })
             .map(drop)
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_flags_take_a_ref_or_buildkit_fields() {
+        assert_eq!(
+            parse_spec("--cache-to", "reg/c:main").unwrap(),
+            ("reg/c:main".into(), None)
+        );
+        assert_eq!(
+            parse_spec("--cache-to", "type=registry,ref=reg/c:main,mode=min").unwrap(),
+            ("reg/c:main".into(), Some(ExportMode::Min))
+        );
+        assert_eq!(
+            parse_spec("--cache-to", "ref=reg/c:main,mode=max").unwrap(),
+            ("reg/c:main".into(), Some(ExportMode::Max))
+        );
+        assert_eq!(
+            parse_spec("--cache-from", "type=registry,ref=reg/c:main").unwrap(),
+            ("reg/c:main".into(), None)
+        );
+        for (flag, bad, says) in [
+            ("--cache-to", "type=local,dest=/x", "type=local"),
+            ("--cache-to", "ref=r:t,mode=all", "mode=all"),
+            ("--cache-from", "ref=r:t,mode=max", "unknown key \"mode\""),
+            ("--cache-to", "mode=max", "ref=REF is required"),
+            ("--cache-to", "ref=r:t,colour=red", "unknown key"),
+        ] {
+            let err = format!("{:#}", parse_spec(flag, bad).unwrap_err());
+            assert!(err.contains(says) && err.contains(flag), "{bad}: {err}");
+        }
     }
 }

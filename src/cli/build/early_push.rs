@@ -58,6 +58,10 @@ impl<'a> EarlyPush<'a> {
 
     /// The build's [`crate::build::LayerReady`] hook: queues the layer and returns at once.
     pub(super) fn layer_ready(&self, layer: &Layer) {
+        // A cache hit's layer left in the registry: the push after the build mounts it.
+        if !self.store.has_blob(&layer.digest) {
+            return;
+        }
         if let Some(tx) = lock(&self.queue).as_ref() {
             // The uploader is gone only after a cancel: nothing to do then.
             let _ = tx.send(*layer);
