@@ -149,7 +149,7 @@ pub(crate) fn run_step(
     }
     let id_map = match probe.isolation {
         Isolation::Rootless => {
-            let (map, warning) = idmap::plan_rootless(
+            let (map, warning) = idmap::plan(
                 nix::unistd::getuid().as_raw(),
                 nix::unistd::getgid().as_raw(),
             );
@@ -164,6 +164,13 @@ pub(crate) fn run_step(
     };
     if !probe.mount_namespace {
         refuse_without_mounts(spec)?;
+        // No pid or user namespace stands between the step (root, with the default
+        // capabilities) and this process: non-dumpable, so it cannot ptrace kiln or read
+        // its memory (that needs CAP_SYS_PTRACE then, which steps never get).
+        nix::sys::prctl::set_dumpable(false).map_err(|e| SandboxError::Setup {
+            step: spec.id.clone(),
+            message: format!("making kiln non-dumpable (PR_SET_DUMPABLE): {e}"),
+        })?;
     }
     report_protections(spec, progress);
     let (mounts, _cache_locks) = resolve_mounts(spec)?;
@@ -527,6 +534,12 @@ fn host_resolv_conf() -> String {
 
 type Executed = (i32, Vec<String>, Vec<PathBuf>);
 
+/// Said once when a step gets the container's /proc (`rootfs::mount_proc`).
+const PROC_BOUND: &str = "protections in force: this container refuses a fresh /proc (it masks \
+    parts of its own), so steps see the container's /proc with its masks and kiln's: its \
+    processes are listed (their command lines are readable) but live in a parent user and pid \
+    namespace, out of the step's reach (no signals, no ptrace, no environment)";
+
 fn execute(
     sandbox: &Sandbox,
     init: &InitSpec,
@@ -548,7 +561,19 @@ fn execute(
         if let Some(err) = stderr {
             s.spawn(|| log.read(err));
         }
-        let talk = converse(&mut child, status_file, init, map, &sandbox.cancel, token);
+        let proc_bound = || {
+            if !sandbox.warned_proc.swap(true, Ordering::Relaxed) {
+                progress.info(PROC_BOUND.to_string());
+            }
+        };
+        let talk = converse(
+            &mut child,
+            status_file,
+            init,
+            map,
+            (&sandbox.cancel, token),
+            &proc_bound,
+        );
         let status = child.wait();
         (talk, status)
     });
@@ -649,8 +674,8 @@ fn converse(
     status_file: std::fs::File,
     init: &InitSpec,
     map: &IdMap,
-    cancel: &Cancel,
-    token: u64,
+    (cancel, token): (&Cancel, u64),
+    proc_bound: &dyn Fn(),
 ) -> Result<(Vec<PathBuf>, Option<String>), SandboxError> {
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let mut line = serde_json::to_vec(init).expect("init spec serializes");
@@ -683,6 +708,7 @@ fn converse(
                 }
             }
             Ok(Status::Created(p)) if !running => created.push(p),
+            Ok(Status::ProcBound) if !running => proc_bound(),
             Ok(Status::Error(e)) => error = Some(e),
             Ok(Status::Running) => running = true,
             Ok(_) => {} // a line out of order: not from kiln's init, ignored
