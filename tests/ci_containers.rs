@@ -60,6 +60,8 @@ RUN p=probe; echo "$p-id: $(id)"; \
     chroot / /bin/true 2>/dev/null && echo "$p-chroot: allowed" || echo "$p-chroot: refused"; \
     mkdir /tmp/suid && cp /bin/busybox /tmp/suid/id && chmod 4755 /tmp/suid/id \
     && echo "$p-setuid: euid=$(su -s /bin/sh -c '/tmp/suid/id -u' nobody 2>/dev/null)"; \
+    env() {{ cat /proc/[0-9]*/environ 2>/dev/null | tr '\0' '\n' | grep -c "^$1="; }}; \
+    echo "$p-environ: $(env KILN_ROOT) $(env HOSTNAME)"; \
     rm -rf /tmp/suid /tmp/disk
 ENV BUILT=yes
 "#
@@ -372,7 +374,8 @@ fn probed<'a>(log: &'a str, key: &str) -> Option<&'a str> {
 
 /// The hostile step got no more than runc's defaults: a subset of the default capabilities
 /// (bounding set too), no_new_privs (a setuid-root binary run as nobody stays nobody),
-/// the seccomp filter, and no device node for the host's disk.
+/// the seccomp filter, no device node for the host's disk, and no process's environment
+/// but its own.
 fn assert_contained(name: &str, log: &str, with_proc: bool) {
     let hex = |key: &str| {
         let v = probed(log, key).unwrap_or_else(|| panic!("{name}: no {key} line:\n{log}"));
@@ -404,6 +407,17 @@ fn assert_contained(name: &str, log: &str, with_proc: bool) {
         probed(log, "mknod"),
         Some("refused"),
         "{name}: CAP_MKNOD\n{log}"
+    );
+    // kiln's environment (it has KILN_ROOT; steps never do) is out of reach, even where
+    // the step sees the container's /proc; the step's own (HOSTNAME) is readable.
+    let environ = probed(log, "environ").unwrap_or_default();
+    let (kiln, own) = environ.split_once(' ').unwrap_or_default();
+    assert_eq!(kiln, "0", "{name}: read kiln's environ\n{log}");
+    let own: u32 = own.parse().unwrap_or_default();
+    assert_eq!(
+        own > 0,
+        with_proc,
+        "{name}: the step's own environ: {environ}\n{log}"
     );
     let euid = probed(log, "setuid").unwrap_or_else(|| panic!("{name}: no setuid line\n{log}"));
     assert_ne!(
@@ -444,6 +458,9 @@ fn a_podman_default_container_runs_rootless_and_builds_the_host_image() {
         !log.contains("maps only uid"),
         "a full map, no warning:\n{log}"
     );
+    // runc masks parts of the container's /proc: the step gets that one, masks and all,
+    // and the build says so once.
+    assert_eq!(log.matches("refuses a fresh /proc").count(), 1, "{log}");
 }
 
 #[test]
