@@ -368,8 +368,8 @@ fn build_and_compare(case: &Case) -> String {
 fn probed<'a>(log: &'a str, key: &str) -> Option<&'a str> {
     let needle = format!("probe-{key}:");
     log.lines()
-        .filter_map(|l| l.split_once(&needle).map(|(_, v)| v.trim()))
-        .last()
+        .rev()
+        .find_map(|l| l.split_once(&needle).map(|(_, v)| v.trim()))
 }
 
 /// The hostile step got no more than runc's defaults: a subset of the default capabilities
