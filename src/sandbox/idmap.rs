@@ -59,11 +59,11 @@ fn to_container(ranges: &[IdRange], host: u32) -> Option<u32> {
         .map(|r| r.container + (host - r.host))
 }
 
-/// The map for a step's user namespace and, when only a single id can be mapped, the
-/// warning to show. With CAP_SETUID and CAP_SETGID (root in a container that forbids mount
-/// namespaces, podman's default) every id of kiln's own namespace is mapped to itself and
-/// written directly: the step owns the same ids it would in chroot mode, so the image is
-/// the same. Otherwise [`plan_rootless`].
+/// The map for the user namespace of root in a container that refuses mount namespaces
+/// (podman's default; `Probe::own_ids`) and, when only a single id can be mapped, the
+/// warning to show. With CAP_SETUID and CAP_SETGID every id of kiln's own namespace is
+/// mapped to itself and written directly: the step owns the same ids it would in chroot
+/// mode, so the image is the same. Otherwise [`plan_rootless`].
 pub(crate) fn plan(uid: u32, gid: u32) -> (IdMap, Option<String>) {
     use super::security::caps;
     if caps::have(&[caps::SETUID, caps::SETGID]) {
@@ -96,7 +96,8 @@ fn own_ranges(map: &str) -> Option<Vec<IdRange>> {
 /// The map for a rootless step of a user without CAP_SETUID/CAP_SETGID: a subordinate range
 /// through `newuidmap`/`newgidmap`, else the user's own id alone (with a warning).
 pub(crate) fn plan_rootless(uid: u32, gid: u32) -> (IdMap, Option<String>) {
-    if uid == 0 {
+    use super::security::caps;
+    if uid == 0 && !caps::have(&[caps::SETUID, caps::SETGID]) {
         // Root without CAP_SETUID/CAP_SETGID (`--cap-drop=all`): newuidmap would not help.
         let warning = "rootless sandbox maps only uid 0/gid 0: kiln runs as root without \
                        CAP_SETUID and CAP_SETGID, so no other id can be mapped; files owned \

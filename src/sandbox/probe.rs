@@ -24,6 +24,10 @@ pub struct Probe {
     /// `false`: the surrounding container forbids mount namespaces, steps run by plain
     /// chroot(2) into a copy of the root, without a fresh /proc or /dev (chroot mode only).
     pub mount_namespace: bool,
+    /// Rootless mode of root in a container (`auto` only): the user namespace maps every id
+    /// of kiln's own namespace to itself where CAP_SETUID/CAP_SETGID allow (`idmap::plan`),
+    /// instead of the subordinate range or single id an explicit `rootless` gets.
+    pub own_ids: bool,
     pub reason: String,
 }
 
@@ -85,10 +89,13 @@ fn auto_as_root(tries: &Tries) -> Result<Probe, SandboxError> {
     };
     let userns = match tries.user_namespace() {
         Ok(()) => {
-            return Ok(rootless(format!(
-                "running as root in a container that refuses mount namespaces ({mountns}); \
-                 user namespaces work: rootless isolation"
-            )));
+            return Ok(Probe {
+                own_ids: true,
+                ..rootless(format!(
+                    "running as root in a container that refuses mount namespaces \
+                     ({mountns}); user namespaces work: rootless isolation"
+                ))
+            });
         }
         Err(why) => why,
     };
@@ -129,6 +136,7 @@ fn chroot(reason: String) -> Probe {
     Probe {
         isolation: Isolation::Chroot,
         mount_namespace: true,
+        own_ids: false,
         reason,
     }
 }
@@ -137,6 +145,7 @@ fn rootless(reason: String) -> Probe {
     Probe {
         isolation: Isolation::Rootless,
         mount_namespace: true,
+        own_ids: false,
         reason,
     }
 }
@@ -145,6 +154,7 @@ fn plain_chroot(reason: String) -> Probe {
     Probe {
         isolation: Isolation::Chroot,
         mount_namespace: false,
+        own_ids: false,
         reason: format!(
             "{reason}: plain chroot into a copy of the root, without a fresh /proc, /dev \
              or RUN --mount; the job's container is the isolation boundary"

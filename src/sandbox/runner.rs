@@ -149,10 +149,12 @@ pub(crate) fn run_step(
     }
     let id_map = match probe.isolation {
         Isolation::Rootless => {
-            let (map, warning) = idmap::plan(
-                nix::unistd::getuid().as_raw(),
-                nix::unistd::getgid().as_raw(),
-            );
+            let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+            let (map, warning) = if probe.own_ids {
+                idmap::plan(uid.as_raw(), gid.as_raw())
+            } else {
+                idmap::plan_rootless(uid.as_raw(), gid.as_raw())
+            };
             if let Some(w) = warning
                 && !sandbox.warned_single_map.swap(true, Ordering::Relaxed)
             {
