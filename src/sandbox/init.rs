@@ -9,7 +9,6 @@
 
 use std::ffi::{CString, OsString};
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{FromRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -18,7 +17,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
 
-use super::protocol::{GO, InitSpec, STATUS_FD, Status};
+use super::protocol::{GO, InitSpec, STATUS_FD, Status, StatusPipe};
 use super::security::{Security, caps, seccomp};
 use super::{Network, snapshot, user};
 
@@ -74,48 +73,23 @@ fn probe_main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The write end of the status pipe. Pid 1 closes its copy before the command is forked,
-/// so the command can never write a status line (e.g. through `/proc/1/fd/3`).
-struct StatusPipe(Option<std::fs::File>);
-
-impl StatusPipe {
-    fn send(&mut self, status: &Status) {
-        let mut line = serde_json::to_vec(status).expect("status serializes");
-        line.push(b'\n');
-        // The parent going away is handled by PDEATHSIG; nothing useful to do here.
-        if let Some(file) = &mut self.0 {
-            let _ = file.write_all(&line);
-        }
-    }
-
-    fn close(&mut self) {
-        self.0 = None;
-    }
-}
-
 fn outer_main() -> ExitCode {
     // The parent may have had signals blocked for its own handler thread; the mask survives
     // exec, and the step must see SIGINT/SIGTERM normally.
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    // SAFETY: F_GETFD only asks whether the descriptor is open.
-    if unsafe { libc::fcntl(STATUS_FD, libc::F_GETFD) } < 0 {
+    // Close-on-exec from here on: no exec of this process tree may inherit it.
+    let Some(mut status) = StatusPipe::from_fd() else {
         eprintln!("__sandbox-init is internal to kiln: it needs the status pipe on fd {STATUS_FD}");
         return ExitCode::from(SETUP_FAILED);
-    }
-    // Close-on-exec from here on: no exec of this process tree may inherit it. Whatever
-    // else kiln's caller leaked into this process (a jobserver pipe…) is closed: pid 1
-    // must hold nothing a command could reach through /proc/1/fd.
-    // SAFETY: F_SETFD on an fd checked open above; close_range only closes descriptors,
-    // and none above the status pipe is used by this process.
+    };
+    // Whatever else kiln's caller leaked into this process (a jobserver pipe…) is closed:
+    // pid 1 must hold nothing a command could reach through /proc/1/fd.
+    // SAFETY: close_range only closes descriptors, and none above the status pipe is used
+    // by this process.
     unsafe {
-        libc::fcntl(STATUS_FD, libc::F_SETFD, libc::FD_CLOEXEC);
         libc::syscall(libc::SYS_close_range, STATUS_FD as u32 + 1, u32::MAX, 0u32);
     }
-    // SAFETY: fd 3 is open (checked above) and was set up by the parent for us alone.
-    let mut status = StatusPipe(Some(unsafe {
-        std::fs::File::from_raw_fd(STATUS_FD as RawFd)
-    }));
     let mut stdin = BufReader::new(std::io::stdin());
     match outer(&mut stdin, &mut status) {
         Ok(code) => code,

@@ -3,8 +3,6 @@
 //! progress events, and cleans up (mountpoint stubs out of the diff, state dir removed).
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -17,7 +15,9 @@ use super::cache::CacheLock;
 use super::idmap::{self, IdMap};
 use super::output::StepLog;
 use super::pidfd::PidFd;
-use super::protocol::{FileId, GO, InitMount, InitSpec, OVERLAY_FAILED, STATUS_FD, Status};
+use super::protocol::{
+    FileId, GO, InitMount, InitSpec, OVERLAY_FAILED, Status, spawn_with_status_pipe,
+};
 use super::rootfs::overlay_safe;
 use super::{
     Force, Isolation, MountSpec, Probe, Sandbox, SandboxError, Security, StepOutcome, StepSpec,
@@ -635,38 +635,16 @@ fn limit_pids(
 }
 
 fn spawn_init(exe: &Path) -> Result<(Child, std::fs::File), SandboxError> {
-    let spawn_err = |e: &dyn std::fmt::Display| SandboxError::Spawn {
-        exe: exe.to_path_buf(),
-        message: e.to_string(),
-    };
-    let (status_r, status_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| spawn_err(&e))?;
-    let w = status_w.as_raw_fd();
     let mut cmd = Command::new(exe);
     cmd.arg("__sandbox-init")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
-    // dup2/fcntl on fds that stay open in the parent until spawn returns.
-    unsafe {
-        cmd.pre_exec(move || {
-            let rc = if w == STATUS_FD {
-                libc::fcntl(w, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(w, STATUS_FD)
-            };
-            if rc < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        });
-    }
-    let child = cmd.spawn().map_err(|e| spawn_err(&e))?;
-    // Only the init's processes may hold the write end, so EOF means the step is over.
-    drop(status_w);
-    Ok((child, std::fs::File::from(status_r)))
+    // Only the init's processes hold the write end, so EOF means the step is over.
+    spawn_with_status_pipe(&mut cmd).map_err(|e| SandboxError::Spawn {
+        exe: exe.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 /// The handshake and status stream: spec, maps, `go`, then status lines until every
