@@ -12,7 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use super::copy::{DirMeta, ImageView, Node};
-use crate::layer::{is_opaque_dir, is_whiteout};
+use crate::layer::{is_opaque_dir, is_whiteout_at};
 
 /// One layer: its unpacked directory.
 pub(crate) struct LayerView {
@@ -38,7 +38,7 @@ impl LayerView {
                 let hidden = (0..=i).any(|j| is_opaque_dir(&self.dir.join(comps[..j].join("/"))));
                 return (None, hidden);
             };
-            if is_whiteout(&m) {
+            if is_whiteout_at(&here, &m) {
                 return (None, true);
             }
             if last {

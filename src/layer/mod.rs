@@ -54,7 +54,8 @@ pub use idmap::{IdMap, IdRange};
 pub use owners::{Owners, apply_layer_owners};
 pub use unpack::{diff_id, unpack_layer};
 pub use whiteouts::{
-    drop_user_overlay_xattrs, hides_lower_layers, is_opaque_dir, is_whiteout, visible_layers,
+    drop_user_overlay_xattrs, hides_lower_layers, is_opaque_dir, is_whiteout, is_whiteout_at,
+    visible_layers,
 };
 pub use write::write_layer;
 

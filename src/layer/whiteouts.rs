@@ -23,6 +23,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
+use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::{Mode, SFlag, mknodat};
 
 use super::OpaqueXattr;
@@ -35,10 +36,26 @@ pub(crate) const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 
 const OPAQUE: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
 
-/// Creates the overlay whiteout `name` in `dir`.
+/// Creates the overlay whiteout `name` in `dir`: a 0/0 character device, or where that is
+/// refused (overlayfs refuses such devices, so a store on a container's own root gets
+/// EPERM) an empty file with `user.overlay.whiteout` in a directory marked
+/// `user.overlay.opaque=x`, the form the copy fallback's diff also writes (`sandbox/snapshot.rs`).
 pub(crate) fn make_whiteout(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
-    let name = Path::new(std::ffi::OsStr::from_bytes(name));
-    Ok(mknodat(dir, name, SFlag::S_IFCHR, Mode::empty(), 0)?)
+    let path = Path::new(std::ffi::OsStr::from_bytes(name));
+    match mknodat(dir, path, SFlag::S_IFCHR, Mode::empty(), 0) {
+        Err(nix::errno::Errno::EPERM) => {}
+        other => return Ok(other?),
+    }
+    let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW;
+    let mode = Mode::S_IRUSR | Mode::S_IWUSR; // user.* xattrs need write access
+    let file = File::from(openat(dir, path, flags | OFlag::O_CLOEXEC, mode)?);
+    xattr::FileExt::set_xattr(&file, "user.overlay.whiteout", b"")?;
+    let parent = File::from(open_dir(dir, b".")?);
+    let opaque = xattr::FileExt::get_xattr(&parent, OPAQUE[1])?;
+    if opaque.as_deref() != Some(b"y") {
+        xattr::FileExt::set_xattr(&parent, OPAQUE[1], b"x")?;
+    }
+    Ok(())
 }
 
 /// Marks the directory `name` in `dir` opaque (`b"."`: `dir` itself).
@@ -77,6 +94,17 @@ pub fn drop_user_overlay_xattrs(upper: &Path) -> io::Result<()> {
 /// Whether an entry of an unpacked layer dir is a whiteout (the name is deleted below).
 pub fn is_whiteout(meta: &Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
+}
+
+/// [`is_whiteout`], or the xattr form [`make_whiteout`] falls back to: an empty file at
+/// `path` (not followed) carrying `overlay.whiteout`.
+pub fn is_whiteout_at(path: &Path, meta: &Metadata) -> bool {
+    is_whiteout(meta)
+        || (meta.is_file()
+            && meta.len() == 0
+            && ["user.overlay.whiteout", "trusted.overlay.whiteout"]
+                .iter()
+                .any(|k| xattr::get(path, k).is_ok_and(|v| v.is_some())))
 }
 
 /// Whether the directory at `path` of an unpacked layer dir is opaque (nothing of the

@@ -32,6 +32,12 @@ impl IdMap {
         self.uids.len() == 1 && self.uids[0].count == 1
     }
 
+    /// True when every range maps ids to themselves (kiln's own ids, see `plan`).
+    pub fn is_own_ids(&self) -> bool {
+        let same = |r: &[IdRange]| !r.is_empty() && r.iter().all(|r| r.container == r.host);
+        same(&self.uids) && same(&self.gids) && !self.is_single()
+    }
+
     /// The container uid a host uid (as found in the upper dir) stands for.
     pub fn container_uid(&self, host: u32) -> Option<u32> {
         to_container(&self.uids, host)
@@ -53,8 +59,58 @@ fn to_container(ranges: &[IdRange], host: u32) -> Option<u32> {
         .map(|r| r.container + (host - r.host))
 }
 
-/// The map for a rootless step and, when only a single id can be mapped, the warning to show.
+/// The map for the user namespace of root in a container that refuses mount namespaces
+/// (podman's default; `Probe::own_ids`) and, when only a single id can be mapped, the
+/// warning to show. With CAP_SETUID and CAP_SETGID every id of kiln's own namespace is
+/// mapped to itself and written directly: the step owns the same ids it would in chroot
+/// mode, so the image is the same. Otherwise [`plan_rootless`].
+pub(crate) fn plan(uid: u32, gid: u32) -> (IdMap, Option<String>) {
+    use super::security::caps;
+    if caps::have(&[caps::SETUID, caps::SETGID]) {
+        let read = |p: &str| std::fs::read_to_string(p).ok().and_then(|t| own_ranges(&t));
+        if let (Some(uids), Some(gids)) = (read("/proc/self/uid_map"), read("/proc/self/gid_map")) {
+            return (IdMap { uids, gids }, None);
+        }
+    }
+    plan_rootless(uid, gid)
+}
+
+/// Every id of a namespace (its `/proc/self/uid_map` text) mapped to itself.
+fn own_ranges(map: &str) -> Option<Vec<IdRange>> {
+    let ranges: Option<Vec<IdRange>> = map
+        .lines()
+        .map(|l| {
+            let f: Vec<u32> = l
+                .split_whitespace()
+                .map(|n| n.parse().ok())
+                .collect::<Option<_>>()?;
+            match f[..] {
+                [inside, _, count] if count > 0 => Some(one(inside, inside, count)),
+                _ => None,
+            }
+        })
+        .collect();
+    ranges.filter(|r| !r.is_empty())
+}
+
+/// The map for a rootless step of a user without CAP_SETUID/CAP_SETGID: a subordinate range
+/// through `newuidmap`/`newgidmap`, else the user's own id alone (with a warning).
 pub(crate) fn plan_rootless(uid: u32, gid: u32) -> (IdMap, Option<String>) {
+    use super::security::caps;
+    if uid == 0 && !caps::have(&[caps::SETUID, caps::SETGID]) {
+        // Root without CAP_SETUID/CAP_SETGID (`--cap-drop=all`): newuidmap would not help.
+        let warning = "rootless sandbox maps only uid 0/gid 0: kiln runs as root without \
+                       CAP_SETUID and CAP_SETGID, so no other id can be mapped; files owned \
+                       by other ids cannot be created (chown, USER 1000 fail). To fix, give \
+                       the container those two capabilities (e.g. --cap-add=SETUID,SETGID)";
+        return (
+            IdMap {
+                uids: vec![one(0, uid, 1)],
+                gids: vec![one(0, gid, 1)],
+            },
+            Some(warning.to_string()),
+        );
+    }
     let name = user_name(uid);
     let sub_u = subordinate_range(Path::new("/etc/subuid"), uid, name.as_deref());
     let sub_g = subordinate_range(Path::new("/etc/subgid"), uid, name.as_deref());
@@ -108,11 +164,18 @@ fn one(container: u32, host: u32, count: u32) -> IdRange {
 
 /// Writes the maps of the process `pid` (which has just unshared its user namespace).
 pub(crate) fn apply(pid: u32, map: &IdMap) -> Result<(), SandboxError> {
+    let proc = PathBuf::from(format!("/proc/{pid}"));
     if map.is_single() {
-        let proc = PathBuf::from(format!("/proc/{pid}"));
         write_proc(&proc.join("setgroups"), "deny")?;
         write_proc(&proc.join("uid_map"), &map_line(&map.uids[0]))?;
         write_proc(&proc.join("gid_map"), &map_line(&map.gids[0]))?;
+        return Ok(());
+    }
+    if map.is_own_ids() {
+        // kiln's own ids, written with its CAP_SETUID/CAP_SETGID (see `plan`).
+        let lines = |r: &[IdRange]| r.iter().map(map_line).collect::<String>();
+        write_proc(&proc.join("uid_map"), &lines(&map.uids))?;
+        write_proc(&proc.join("gid_map"), &lines(&map.gids))?;
         return Ok(());
     }
     run_helper("newuidmap", pid, &map.uids)?;
@@ -196,6 +259,28 @@ mod tests {
             Some((200000, 1000))
         );
         assert_eq!(parse_subordinate(text, 1002, Some("bob")), None);
+    }
+
+    #[test]
+    fn own_ids_map_to_themselves() {
+        let rootful = own_ranges("         0          0 4294967295\n").unwrap();
+        assert_eq!(rootful, vec![one(0, 0, u32::MAX)]);
+        // A rootless podman container: the ids are those of its own namespace.
+        let rootless = own_ranges("0 1000 1\n1 100000 65536\n").unwrap();
+        assert_eq!(rootless, vec![one(0, 0, 1), one(1, 1, 65536)]);
+        assert_eq!(own_ranges(""), None);
+        assert_eq!(own_ranges("0 0\n"), None);
+        let map = IdMap {
+            uids: rootless.clone(),
+            gids: rootless,
+        };
+        assert!(map.is_own_ids() && !map.is_single());
+        assert_eq!(map.container_uid(4242), Some(4242));
+        let subordinate = IdMap {
+            uids: vec![one(0, 1000, 1), one(1, 100000, 65536)],
+            gids: vec![one(0, 1000, 1), one(1, 100000, 65536)],
+        };
+        assert!(!subordinate.is_own_ids());
     }
 
     #[test]

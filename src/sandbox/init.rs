@@ -9,7 +9,6 @@
 
 use std::ffi::{CString, OsString};
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{FromRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -18,7 +17,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
 
-use super::protocol::{GO, InitSpec, STATUS_FD, Status};
+use super::protocol::{GO, InitSpec, STATUS_FD, Status, StatusPipe};
 use super::security::{Security, caps, seccomp};
 use super::{Network, snapshot, user};
 
@@ -38,40 +37,40 @@ pub fn enter_if_requested() -> Option<ExitCode> {
     }
 }
 
-/// Tries what a rootless step needs first: a user namespace with a mount namespace in it.
-/// With the argument `mountns` (chroot mode, root): a mount namespace alone.
+/// Exit code of `__sandbox-probe userns` when the namespace was made but the kernel refused
+/// to map this process's own id into it (root without CAP_SETFCAP, Linux ≥ 5.12).
+pub(crate) const PROBE_MAP_REFUSED: u8 = 2;
+
+/// Tries what a rootless step needs first: a user namespace with a mount namespace in it,
+/// and this process's own id mapped to root there (the least any map holds). With the
+/// argument `mountns` (chroot mode, root): a mount namespace alone.
 fn probe_main() -> ExitCode {
-    let flags = if std::env::args().nth(2).as_deref() == Some("mountns") {
-        CloneFlags::CLONE_NEWNS
-    } else {
+    let user = std::env::args().nth(2).as_deref() != Some("mountns");
+    let flags = if user {
         CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS
+    } else {
+        CloneFlags::CLONE_NEWNS
     };
-    match unshare(flags) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("unshare({flags:?}): {e}");
-            ExitCode::from(1)
+    let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+    if let Err(e) = unshare(flags) {
+        eprintln!("unshare({flags:?}): {e}");
+        return ExitCode::from(1);
+    }
+    if !user {
+        return ExitCode::SUCCESS;
+    }
+    let maps = [
+        ("/proc/self/setgroups", "deny".to_string()),
+        ("/proc/self/uid_map", format!("0 {uid} 1")),
+        ("/proc/self/gid_map", format!("0 {gid} 1")),
+    ];
+    for (file, text) in maps {
+        if let Err(e) = std::fs::write(file, &text) {
+            eprintln!("writing {text:?} to {file}: {e}");
+            return ExitCode::from(PROBE_MAP_REFUSED);
         }
     }
-}
-
-/// The write end of the status pipe. Pid 1 closes its copy before the command is forked,
-/// so the command can never write a status line (e.g. through `/proc/1/fd/3`).
-struct StatusPipe(Option<std::fs::File>);
-
-impl StatusPipe {
-    fn send(&mut self, status: &Status) {
-        let mut line = serde_json::to_vec(status).expect("status serializes");
-        line.push(b'\n');
-        // The parent going away is handled by PDEATHSIG; nothing useful to do here.
-        if let Some(file) = &mut self.0 {
-            let _ = file.write_all(&line);
-        }
-    }
-
-    fn close(&mut self) {
-        self.0 = None;
-    }
+    ExitCode::SUCCESS
 }
 
 fn outer_main() -> ExitCode {
@@ -79,24 +78,18 @@ fn outer_main() -> ExitCode {
     // exec, and the step must see SIGINT/SIGTERM normally.
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    // SAFETY: F_GETFD only asks whether the descriptor is open.
-    if unsafe { libc::fcntl(STATUS_FD, libc::F_GETFD) } < 0 {
+    // Close-on-exec from here on: no exec of this process tree may inherit it.
+    let Some(mut status) = StatusPipe::from_fd() else {
         eprintln!("__sandbox-init is internal to kiln: it needs the status pipe on fd {STATUS_FD}");
         return ExitCode::from(SETUP_FAILED);
-    }
-    // Close-on-exec from here on: no exec of this process tree may inherit it. Whatever
-    // else kiln's caller leaked into this process (a jobserver pipe…) is closed: pid 1
-    // must hold nothing a command could reach through /proc/1/fd.
-    // SAFETY: F_SETFD on an fd checked open above; close_range only closes descriptors,
-    // and none above the status pipe is used by this process.
+    };
+    // Whatever else kiln's caller leaked into this process (a jobserver pipe…) is closed:
+    // pid 1 must hold nothing a command could reach through /proc/1/fd.
+    // SAFETY: close_range only closes descriptors, and none above the status pipe is used
+    // by this process.
     unsafe {
-        libc::fcntl(STATUS_FD, libc::F_SETFD, libc::FD_CLOEXEC);
         libc::syscall(libc::SYS_close_range, STATUS_FD as u32 + 1, u32::MAX, 0u32);
     }
-    // SAFETY: fd 3 is open (checked above) and was set up by the parent for us alone.
-    let mut status = StatusPipe(Some(unsafe {
-        std::fs::File::from_raw_fd(STATUS_FD as RawFd)
-    }));
     let mut stdin = BufReader::new(std::io::stdin());
     match outer(&mut stdin, &mut status) {
         Ok(code) => code,
@@ -124,10 +117,19 @@ fn outer(stdin: &mut impl BufRead, status: &mut StatusPipe) -> Result<ExitCode, 
         flags |= CloneFlags::CLONE_NEWNET;
     }
     if !spec.mount_namespace {
-        // Plain chroot: no namespace at all (the container forbids them).
+        // Plain chroot: no namespace at all (the container forbids them, and its seccomp
+        // profile may refuse unshare(2) itself). The command runs as root beside this
+        // process and pid 1 (forked from it, inheriting the flag): non-dumpable, they
+        // cannot be ptraced by it without CAP_SYS_PTRACE.
         flags = CloneFlags::empty();
+        nix::sys::prctl::set_dumpable(false).map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
     }
-    unshare(flags).map_err(|e| {
+    let unshared = if flags.is_empty() {
+        Ok(())
+    } else {
+        unshare(flags)
+    };
+    unshared.map_err(|e| {
         let hint = if spec.user_namespace {
             "user namespaces are forbidden here; run kiln as root for chroot isolation"
         } else {
@@ -221,21 +223,32 @@ fn pid1(spec: &InitSpec, status: &mut StatusPipe) -> Result<i32, String> {
     // the caller kills pid 1 too (Cancel).
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("pdeathsig: {e}"))?;
     if spec.mount_namespace {
-        nix::unistd::sethostname(&spec.hostname).map_err(|e| format!("sethostname: {e}"))?;
+        match nix::unistd::sethostname(&spec.hostname) {
+            // Container seccomp profiles (podman's, Docker's) refuse sethostname without
+            // CAP_SYS_ADMIN in the container, even in a UTS namespace of the step's own:
+            // the step then keeps the container's name (its /etc/hostname is still ours).
+            Err(nix::errno::Errno::EPERM) if spec.user_namespace => {}
+            other => other.map_err(|e| format!("sethostname: {e}"))?,
+        }
     }
     if spec.network == Network::None {
         loopback_up()?;
     }
+    let bound = std::cell::Cell::new(false);
     let mut created = |p: &Path| status.send(&Status::Created(p.to_path_buf()));
+    let mut proc_bound = || bound.set(true);
     if !spec.mount_namespace {
         super::rootfs::plain_chroot(spec, &mut created)?;
     } else if spec.copy {
         // The outer process walks the copy afterwards: pid 1's pivot_root must not move its
         // root too, so pid 1 gets a mount namespace of its own.
         unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))?;
-        super::rootfs::prepare(spec, &mut created)?;
+        super::rootfs::prepare(spec, &mut created, &mut proc_bound)?;
     } else {
-        super::rootfs::prepare(spec, &mut created)?;
+        super::rootfs::prepare(spec, &mut created, &mut proc_bound)?;
+    }
+    if bound.get() {
+        status.send(&Status::ProcBound);
     }
     let creds = credentials(spec)?;
     let workdir = super::rootfs::resolve_in_root(Path::new("/"), &spec.workdir)?;

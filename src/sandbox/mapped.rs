@@ -9,9 +9,11 @@
 //! - removing trees that hold such files (step scratch dirs, unpacked layers on `rmi`/`prune`).
 //!
 //! Each operation is a re-exec of kiln as `__sandbox-mapped <op> …`: the child unshares a
-//! user namespace while it is still single-threaded and says `ready`; the parent writes the
-//! full map with `newuidmap`/`newgidmap` and says `go`; the child, now uid 0 in the
-//! namespace, does the work. Data streams through its stdin/stdout (never held whole).
+//! user namespace while it is still single-threaded and reports `Unshared`; the parent
+//! writes the full map with `newuidmap`/`newgidmap` and says `go`; the child, now uid 0 in
+//! the namespace, does the work. Data streams through its stdin/stdout (never held whole);
+//! reports (warnings, the written layer's digests, errors) are typed JSON lines on its fd 3,
+//! the init's protocol ([`MappedStatus`]).
 //! Without a subordinate range there are no other ids to hand out: callers keep the
 //! single-id behaviour (files owned by the user) and [`MappedFs::detect`] returns `None`.
 
@@ -19,23 +21,20 @@ use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitCode, Stdio};
+use std::sync::mpsc;
 
 use nix::sched::{CloneFlags, unshare};
 
 use super::SandboxError;
 use super::idmap::{self, IdMap};
+use super::protocol::{MappedStatus, StatusPipe, spawn_with_status_pipe};
 use crate::layer::{
     self, Compression, Deletions, DiffKind, LayerBlob, LayerOptions, OpaqueXattr, Ownership,
     UnpackOptions,
 };
 
 const ENTRY: &str = "__sandbox-mapped";
-const READY: &str = "ready";
 const GO: &str = "go";
-/// Prefix of the child's stderr line that carries a written layer's identity.
-const LAYER_LINE: &str = "kiln-layer ";
-/// Prefix of the child's stderr lines that carry unpack warnings.
-const WARNING_LINE: &str = "kiln-warning ";
 
 /// Runs file operations as root of the caller's full subordinate id map.
 #[derive(Debug, Clone)]
@@ -71,13 +70,15 @@ impl MappedFs {
         let mut stdin = helper.child.stdin.take().expect("stdin is piped");
         let copied = std::io::copy(blob, &mut stdin);
         drop(stdin);
-        let stderr = helper.finish("unpacking a layer")?;
+        let reports = helper.finish("unpacking a layer")?;
         // A child that failed reports why above; a copy error alone means our reader failed.
         copied.map_err(|e| SandboxError::io(dest, format!("reading the layer blob: {e}")))?;
-        Ok(stderr
-            .lines()
-            .filter_map(|l| l.strip_prefix(WARNING_LINE))
-            .map(str::to_string)
+        Ok(reports
+            .into_iter()
+            .filter_map(|r| match r {
+                MappedStatus::Warning(w) => Some(w),
+                _ => None,
+            })
             .collect())
     }
 
@@ -106,9 +107,9 @@ impl MappedFs {
         ];
         let mut helper = self.start("write-layer", &args.map(OsString::from))?;
         let copied = std::io::copy(&mut helper.stdout, out);
-        let stderr = helper.finish("writing a RUN layer")?;
+        let reports = helper.finish("writing a RUN layer")?;
         copied.map_err(|e| SandboxError::io(upper, format!("storing the layer: {e}")))?;
-        parse_layer_line(&stderr, opts.compression).ok_or_else(|| {
+        layer_of(&reports, opts.compression).ok_or_else(|| {
             SandboxError::io(upper, "the layer helper did not report the layer's digests")
         })
     }
@@ -129,33 +130,54 @@ impl MappedFs {
             exe: self.kiln_exe.clone(),
             message: e.to_string(),
         };
-        let mut child = Command::new(&self.kiln_exe)
-            .arg(ENTRY)
+        let mut cmd = Command::new(&self.kiln_exe);
+        cmd.arg(ENTRY)
             .arg(op)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(spawn_err)?;
+            .stderr(Stdio::piped());
+        let (mut child, status) = spawn_with_status_pipe(&mut cmd).map_err(spawn_err)?;
         let stderr = child.stderr.take().expect("stderr is piped");
         let stderr = std::thread::spawn(move || {
             let mut text = String::new();
             let _ = BufReader::new(stderr).read_to_string(&mut text);
             text
         });
+        // Read as they come (a long list of warnings must not fill the pipe and stall the
+        // child while the parent still streams its stdin).
+        let (tx, reports) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(status).lines() {
+                let Ok(line) = line else { break };
+                let report = serde_json::from_str(&line).unwrap_or_else(|e| {
+                    MappedStatus::Error(format!("unreadable report from the helper ({e}): {line}"))
+                });
+                if tx.send(report).is_err() {
+                    break;
+                }
+            }
+        });
         let stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
-        let mut helper = Helper {
+        let helper = Helper {
             child,
             stdout,
             stderr: Some(stderr),
+            reports,
             mapped_ids: self.map.uids.iter().map(|r| u64::from(r.count)).sum(),
         };
-        let mut line = String::new();
-        let _ = helper.stdout.read_line(&mut line);
-        if line.trim() != READY {
-            return Err(helper.failed("entering a user namespace"));
-        }
+        let mut helper = match helper.reports.recv() {
+            Ok(MappedStatus::Unshared) => helper,
+            Ok(MappedStatus::Error(e)) => {
+                let mut helper = helper;
+                let _ = helper.child.wait(); // it exits after saying why
+                return Err(SandboxError::Mapped {
+                    action: "entering a user namespace".into(),
+                    message: e,
+                });
+            }
+            _ => return Err(helper.failed("entering a user namespace")),
+        };
         if let Err(e) = idmap::apply(helper.child.id(), &self.map) {
             let _ = helper.child.kill();
             let _ = helper.child.wait();
@@ -173,23 +195,29 @@ struct Helper {
     child: Child,
     stdout: BufReader<ChildStdout>,
     stderr: Option<std::thread::JoinHandle<String>>,
+    /// The child's reports, in order; ends when its status pipe closes.
+    reports: mpsc::Receiver<MappedStatus>,
     /// How many container ids the map has (for the hint on ids beyond it).
     mapped_ids: u64,
 }
 
 impl Helper {
-    /// Waits for the child; its stderr on success, an error naming `action` otherwise.
-    fn finish(mut self, action: &str) -> Result<String, SandboxError> {
+    /// Waits for the child; its reports on success, an error naming `action` otherwise.
+    fn finish(mut self, action: &str) -> Result<Vec<MappedStatus>, SandboxError> {
         drop(self.child.stdin.take());
         let status = self.child.wait();
         let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default());
         let stderr = stderr.unwrap_or_default();
+        let reports: Vec<MappedStatus> = self.reports.iter().collect();
         match status {
-            Ok(s) if s.success() => Ok(stderr),
-            Ok(s) => Err(SandboxError::Mapped {
-                action: action.into(),
-                message: format!("{} ({s}){}", error_text(&stderr), self.hint(&stderr)),
-            }),
+            Ok(s) if s.success() => Ok(reports),
+            Ok(s) => {
+                let text = error_text(&reports, &stderr);
+                Err(SandboxError::Mapped {
+                    action: action.into(),
+                    message: format!("{text} ({s}){}", self.hint(&text)),
+                })
+            }
             Err(e) => Err(SandboxError::io("kiln __sandbox-mapped", e)),
         }
     }
@@ -198,9 +226,9 @@ impl Helper {
         let _ = self.child.kill();
         match self.finish(action) {
             Err(e) => e,
-            Ok(stderr) => SandboxError::Mapped {
+            Ok(reports) => SandboxError::Mapped {
                 action: action.into(),
-                message: format!("the helper stopped early: {}", error_text(&stderr)),
+                message: format!("the helper stopped early: {}", error_text(&reports, "")),
             },
         }
     }
@@ -221,26 +249,36 @@ impl Helper {
     }
 }
 
-fn error_text(stderr: &str) -> String {
-    let lines: Vec<&str> = stderr
-        .lines()
-        .filter(|l| !l.starts_with(WARNING_LINE) && !l.starts_with(LAYER_LINE))
+/// The child's own error reports, else what it printed (a panic), else "no message".
+fn error_text(reports: &[MappedStatus], stderr: &str) -> String {
+    let errors: Vec<&str> = reports
+        .iter()
+        .filter_map(|r| match r {
+            MappedStatus::Error(e) => Some(e.as_str()),
+            _ => None,
+        })
+        .chain(stderr.lines().filter(|l| !l.trim().is_empty()))
         .collect();
-    if lines.is_empty() {
+    if errors.is_empty() {
         "no message".into()
     } else {
-        lines.join("; ")
+        errors.join("; ")
     }
 }
 
-fn parse_layer_line(stderr: &str, compression: Compression) -> Option<LayerBlob> {
-    let line = stderr.lines().find_map(|l| l.strip_prefix(LAYER_LINE))?;
-    let mut f = line.split(' ');
-    Some(LayerBlob {
-        diff_id: f.next()?.parse().ok()?,
-        digest: f.next()?.parse().ok()?,
-        size: f.next()?.parse().ok()?,
-        compression,
+fn layer_of(reports: &[MappedStatus], compression: Compression) -> Option<LayerBlob> {
+    reports.iter().find_map(|r| match r {
+        MappedStatus::Layer {
+            diff_id,
+            digest,
+            size,
+        } => Some(LayerBlob {
+            diff_id: diff_id.parse().ok()?,
+            digest: digest.parse().ok()?,
+            size: *size,
+            compression,
+        }),
+        _ => None,
     })
 }
 
@@ -257,24 +295,26 @@ pub fn remove_tree_as_mapped_root(path: &Path) -> Result<bool, SandboxError> {
 /// The child side; `args` follow `__sandbox-mapped`. Called while single-threaded.
 pub(crate) fn child_main(args: Vec<OsString>) -> ExitCode {
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-    match child(args) {
+    let Some(mut status) = StatusPipe::from_fd() else {
+        eprintln!("{ENTRY} is internal to kiln: it needs the status pipe on fd 3");
+        return ExitCode::from(1);
+    };
+    match child(args, &mut status) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("{message}");
+            status.send(&MappedStatus::Error(message));
             ExitCode::from(1)
         }
     }
 }
 
-fn child(args: Vec<OsString>) -> Result<(), String> {
+fn child(args: Vec<OsString>, status: &mut StatusPipe) -> Result<(), String> {
     if args.is_empty() {
         return Err(format!("{ENTRY} is internal to kiln"));
     }
     unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| format!("unshare(CLONE_NEWUSER): {e}"))?;
+    status.send(&MappedStatus::Unshared);
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{READY}")
-        .and_then(|()| stdout.flush())
-        .map_err(|e| format!("handshake: {e}"))?;
     // Not `lock()`ed: the unpacker reads it from another thread (a lock is not `Send`).
     let mut stdin = BufReader::new(std::io::stdin());
     let mut line = String::new();
@@ -294,8 +334,8 @@ fn child(args: Vec<OsString>) -> Result<(), String> {
             .ok_or_else(|| format!("{ENTRY} {op}: missing argument {i}"))
     };
     match op {
-        "unpack" => child_unpack(&mut stdin, &path(1)?),
-        "write-layer" => child_write_layer(&args[1..], &mut stdout),
+        "unpack" => child_unpack(&mut stdin, &path(1)?, status),
+        "write-layer" => child_write_layer(&args[1..], &mut stdout, status),
         "rm" => {
             let p = path(1)?;
             let r = match std::fs::symlink_metadata(&p) {
@@ -309,7 +349,11 @@ fn child(args: Vec<OsString>) -> Result<(), String> {
     }
 }
 
-fn child_unpack(stdin: &mut (impl Read + Send), dest: &Path) -> Result<(), String> {
+fn child_unpack(
+    stdin: &mut (impl Read + Send),
+    dest: &Path,
+    status: &mut StatusPipe,
+) -> Result<(), String> {
     // Kept as overlay whiteouts: the dir is a lower dir of `userxattr` overlays.
     let opts = UnpackOptions {
         ownership: Ownership::Preserve,
@@ -318,13 +362,17 @@ fn child_unpack(stdin: &mut (impl Read + Send), dest: &Path) -> Result<(), Strin
     };
     let report = layer::unpack_layer(stdin, dest, &opts)
         .map_err(|e| format!("unpacking into {}: {e}", dest.display()))?;
-    for w in &report.warnings {
-        eprintln!("{WARNING_LINE}{w}");
+    for w in report.warnings {
+        status.send(&MappedStatus::Warning(w));
     }
     Ok(())
 }
 
-fn child_write_layer(args: &[OsString], out: &mut impl Write) -> Result<(), String> {
+fn child_write_layer(
+    args: &[OsString],
+    out: &mut impl Write,
+    status: &mut StatusPipe,
+) -> Result<(), String> {
     let arg = |i: usize| args.get(i).and_then(|a| a.to_str()).unwrap_or_default();
     let bad = || format!("{ENTRY} write-layer: bad arguments {args:?}");
     let compression = match (arg(1), arg(2)) {
@@ -350,7 +398,11 @@ fn child_write_layer(args: &[OsString], out: &mut impl Write) -> Result<(), Stri
     let blob = layer::write_layer(&upper, DiffKind::OverlayUpper, &opts, &mut *out)
         .map_err(|e| format!("writing the layer of {}: {e}", upper.display()))?;
     out.flush().map_err(|e| format!("writing the layer: {e}"))?;
-    eprintln!("{LAYER_LINE}{} {} {}", blob.diff_id, blob.digest, blob.size);
+    status.send(&MappedStatus::Layer {
+        diff_id: blob.diff_id.to_string(),
+        digest: blob.digest.to_string(),
+        size: blob.size,
+    });
     Ok(())
 }
 
@@ -359,13 +411,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_layer_line_is_found_among_other_stderr_lines() {
+    fn the_layer_report_and_errors_are_read_from_typed_reports() {
         let d = format!("sha256:{}", "a".repeat(64));
-        let text = format!("noise\n{LAYER_LINE}{d} {d} 42\n");
-        let blob = parse_layer_line(&text, Compression::None).unwrap();
+        let line = format!(r#"{{"Layer":{{"diff_id":"{d}","digest":"{d}","size":42}}}}"#);
+        let layer: MappedStatus = serde_json::from_str(&line).unwrap();
+        let reports = vec![MappedStatus::Warning("skipped".into()), layer];
+        let blob = layer_of(&reports, Compression::None).unwrap();
         assert_eq!(blob.size, 42);
         assert_eq!(blob.diff_id.to_string(), d);
-        assert!(parse_layer_line("noise\n", Compression::None).is_none());
-        assert_eq!(error_text(&text), "noise");
+        assert!(layer_of(&reports[..1], Compression::None).is_none());
+        let bad = vec![MappedStatus::Layer {
+            diff_id: "nonsense".into(),
+            digest: d.clone(),
+            size: 1,
+        }];
+        assert!(layer_of(&bad, Compression::None).is_none());
+        let failed = vec![
+            MappedStatus::Unshared,
+            MappedStatus::Error("no room".into()),
+        ];
+        assert_eq!(error_text(&failed, "panicked\n"), "no room; panicked");
+        assert_eq!(error_text(&[], ""), "no message");
     }
 }

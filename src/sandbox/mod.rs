@@ -59,8 +59,14 @@
 //! # Modes
 //! `Rootless`: a user namespace; with a `/etc/subuid`+`/etc/subgid` range and
 //! `newuidmap`/`newgidmap` the map is `0 → user, 1..=N → range`, else `0 → user` only (one
-//! warning). Overlay is mounted with `userxattr`. `Chroot`: for root, no user namespace, same
-//! mount/pid/ipc/uts namespaces.
+//! warning). Overlay is mounted with `userxattr`. Root in a container that refuses mount
+//! namespaces but allows user namespaces (podman's default) runs rootless too; with
+//! CAP_SETUID/CAP_SETGID its map is every id of its own namespace to itself, written
+//! directly (`idmap::plan`), so files keep the ids chroot mode would give them. Where the
+//! container masks parts of its /proc, the kernel refuses a fresh proc in a user namespace:
+//! the container's /proc is bound instead, masks included (`rootfs::mount_proc`, said once).
+//! `Chroot`: for root, no user namespace, same mount/pid/ipc/uts namespaces. Which mode
+//! `auto` takes, in which order, and when it gives up: `probe.rs`.
 //!
 //! # Fallbacks ([`Force`] forces them)
 //! - Overlay cannot be mounted (old kernel, some containers): the step is retried (it had not
@@ -72,7 +78,9 @@
 //!   chroot(2) into that copy, no namespaces at all, no fresh `/proc`, basic `/dev` nodes
 //!   created (and kept out of the diff), the image's own `/etc/hosts`; `RUN --mount` and
 //!   `--network none` are refused. [`Probe::mount_namespace`] is `false` and its reason says
-//!   why. Cancel kills the command's process group (no pid namespace to tear down).
+//!   why. Cancel kills the command's process group (no pid namespace to tear down). kiln and
+//!   the step's init are non-dumpable then, so the command (root, same user namespace)
+//!   cannot ptrace them.
 
 mod cache;
 mod cgroup;
@@ -293,6 +301,8 @@ pub struct Sandbox {
     /// Overlay failed once (or is forced off): later steps go straight to the copy.
     no_overlay: std::sync::atomic::AtomicBool,
     warned_copy: std::sync::atomic::AtomicBool,
+    /// A step got the container's /proc: said once.
+    warned_proc: std::sync::atomic::AtomicBool,
     mapped: std::sync::OnceLock<Option<MappedFs>>,
     /// Most pids (processes and threads) one step may have; 0 is no limit.
     pids_limit: u32,
@@ -318,6 +328,7 @@ impl Sandbox {
             warned_single_map: Default::default(),
             no_overlay: Default::default(),
             warned_copy: Default::default(),
+            warned_proc: Default::default(),
             mapped: Default::default(),
             pids_limit: DEFAULT_PIDS_LIMIT,
             pids_parent: Default::default(),

@@ -1,5 +1,7 @@
 //! What the parent tells the re-executed init (one JSON line on its stdin, then `go`), and
 //! what the init reports back (JSON lines on fd 3). Host paths are resolved by the parent.
+//! The `__sandbox-mapped` helper speaks the same way: [`MappedStatus`] lines on fd 3
+//! ([`spawn_with_status_pipe`], [`StatusPipe`]), `go` on its stdin.
 //!
 //! The parent believes a status line only as far as it can check it: pid 1 closes the pipe
 //! before the command starts (the command never holds it), `Created` and `Unshared` after
@@ -7,7 +9,11 @@
 //! are real directories of the upper dir, and a `Pid1` must be a child of the outer init
 //! (see `runner.rs`).
 
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
+use std::process::{Child, Command};
 
 use super::security::Security;
 use super::{Network, SecretBytes};
@@ -109,8 +115,88 @@ pub(crate) enum Status {
     Pid1(i32),
     /// A mountpoint the sandbox had to create (path inside the root).
     Created(PathBuf),
+    /// The step got the container's /proc (bound), not a fresh one (`rootfs::mount_proc`).
+    ProcBound,
     /// Setup failed; the command did not run.
     Error(String),
     /// The command is starting.
     Running,
+}
+
+/// What the `__sandbox-mapped` helper reports (see `mapped.rs`).
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) enum MappedStatus {
+    /// In its user namespace: the parent may write the id maps.
+    Unshared,
+    /// Something the unpacker skipped or neutralised.
+    Warning(String),
+    /// The layer written on stdout.
+    Layer {
+        diff_id: String,
+        digest: String,
+        size: u64,
+    },
+    /// The operation failed.
+    Error(String),
+}
+
+/// The write end of a status pipe (fd [`STATUS_FD`] of a re-executed kiln): one JSON line
+/// per report. The init's pid 1 closes it before the command starts.
+pub(crate) struct StatusPipe(Option<std::fs::File>);
+
+impl StatusPipe {
+    /// Takes fd [`STATUS_FD`], made close-on-exec; `None` when it is not open (the hidden
+    /// entry was run by hand).
+    pub fn from_fd() -> Option<StatusPipe> {
+        // SAFETY: F_GETFD only asks whether the descriptor is open.
+        if unsafe { libc::fcntl(STATUS_FD, libc::F_GETFD) } < 0 {
+            return None;
+        }
+        // SAFETY: F_SETFD on the descriptor checked open above; it was set up by the parent
+        // for this process alone, so owning it here is sound.
+        let file = unsafe {
+            libc::fcntl(STATUS_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+            std::fs::File::from_raw_fd(STATUS_FD)
+        };
+        Some(StatusPipe(Some(file)))
+    }
+
+    pub fn send<T: serde::Serialize>(&mut self, status: &T) {
+        let mut line = serde_json::to_vec(status).expect("status serializes");
+        line.push(b'\n');
+        // A parent gone away is handled by PDEATHSIG; nothing useful to do here.
+        if let Some(file) = &mut self.0 {
+            let _ = file.write_all(&line);
+        }
+    }
+
+    pub fn close(&mut self) {
+        self.0 = None;
+    }
+}
+
+/// Spawns `cmd` with the write end of a new pipe as its fd [`STATUS_FD`]; returns the child
+/// and the read end, which reaches EOF once every process holding the write end is gone.
+pub(crate) fn spawn_with_status_pipe(cmd: &mut Command) -> std::io::Result<(Child, std::fs::File)> {
+    let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let w = status_w.as_raw_fd();
+    // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
+    // dup2/fcntl on fds that stay open in the parent until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rc = if w == STATUS_FD {
+                libc::fcntl(w, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(w, STATUS_FD)
+            };
+            if rc < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        });
+    }
+    let child = cmd.spawn()?;
+    drop(status_w);
+    Ok((child, std::fs::File::from(status_r)))
 }

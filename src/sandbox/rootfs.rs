@@ -36,7 +36,12 @@ type Res<T> = Result<T, String>;
 
 /// Mounts everything and pivots into the merged root. `created` hears of each mountpoint
 /// the sandbox had to create, so the parent can take it out of the diff afterwards.
-pub(crate) fn prepare(spec: &InitSpec, created: &mut dyn FnMut(&Path)) -> Res<()> {
+/// `proc_bound` hears when the step gets the container's /proc instead of a fresh one.
+pub(crate) fn prepare(
+    spec: &InitSpec,
+    created: &mut dyn FnMut(&Path),
+    proc_bound: &mut dyn FnMut(),
+) -> Res<()> {
     let root = spec.merged.as_path();
     mnt(
         None::<&Path>,
@@ -47,8 +52,9 @@ pub(crate) fn prepare(spec: &InitSpec, created: &mut dyn FnMut(&Path)) -> Res<()
     )?;
     mount_overlay(spec)?;
     let proc_dir = ensure(root, "/proc", Kind::Dir, created)?;
-    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mnt(Some("proc"), &proc_dir, Some("proc"), nosuid, None)?;
+    if mount_proc(spec, &proc_dir)? == Proc::Bound {
+        proc_bound();
+    }
     mount_dev(root, created)?;
     let sys_dir = mount_sys(root, created);
     if spec.security == Security::Sandbox {
@@ -62,6 +68,34 @@ pub(crate) fn prepare(spec: &InitSpec, created: &mut dyn FnMut(&Path)) -> Res<()
         mount_one(spec, i, m, created)?;
     }
     pivot(root)
+}
+
+#[derive(Debug, PartialEq)]
+enum Proc {
+    Fresh,
+    Bound,
+}
+
+/// A fresh proc for the step's pid namespace. In a user namespace the kernel refuses one
+/// where the surrounding container masks parts of its own /proc (podman, Docker,
+/// Kubernetes: the mount would reveal what the masks hide); the container's /proc is then
+/// bound instead, recursively, so its masks come along (kiln's own go on top). It lists the
+/// container's processes, but those live in a parent user and pid namespace: the step finds
+/// none of them by pid (kill, ptrace and pidfd_open look pids up in its own pid namespace)
+/// and may not read their memory or environment (ptrace access needs CAP_SYS_PTRACE in
+/// their user namespace). Without a user namespace (chroot mode, real root) a refusal fails.
+fn mount_proc(spec: &InitSpec, proc_dir: &Path) -> Res<Proc> {
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    match mnt(Some("proc"), proc_dir, Some("proc"), flags, None) {
+        Ok(()) => Ok(Proc::Fresh),
+        Err(fresh) if spec.user_namespace => {
+            bind_as_is(Path::new("/proc"), proc_dir)
+                .and_then(|()| remount(proc_dir, flags))
+                .map_err(|bound| format!("{fresh}; binding the container's /proc: {bound}"))?;
+            Ok(Proc::Bound)
+        }
+        Err(fresh) => Err(fresh),
+    }
 }
 
 fn mount_overlay(spec: &InitSpec) -> Res<()> {

@@ -3,8 +3,6 @@
 //! progress events, and cleans up (mountpoint stubs out of the diff, state dir removed).
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -17,7 +15,9 @@ use super::cache::CacheLock;
 use super::idmap::{self, IdMap};
 use super::output::StepLog;
 use super::pidfd::PidFd;
-use super::protocol::{FileId, GO, InitMount, InitSpec, OVERLAY_FAILED, STATUS_FD, Status};
+use super::protocol::{
+    FileId, GO, InitMount, InitSpec, OVERLAY_FAILED, Status, spawn_with_status_pipe,
+};
 use super::rootfs::overlay_safe;
 use super::{
     Force, Isolation, MountSpec, Probe, Sandbox, SandboxError, Security, StepOutcome, StepSpec,
@@ -149,10 +149,12 @@ pub(crate) fn run_step(
     }
     let id_map = match probe.isolation {
         Isolation::Rootless => {
-            let (map, warning) = idmap::plan_rootless(
-                nix::unistd::getuid().as_raw(),
-                nix::unistd::getgid().as_raw(),
-            );
+            let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+            let (map, warning) = if probe.own_ids {
+                idmap::plan(uid.as_raw(), gid.as_raw())
+            } else {
+                idmap::plan_rootless(uid.as_raw(), gid.as_raw())
+            };
             if let Some(w) = warning
                 && !sandbox.warned_single_map.swap(true, Ordering::Relaxed)
             {
@@ -164,6 +166,13 @@ pub(crate) fn run_step(
     };
     if !probe.mount_namespace {
         refuse_without_mounts(spec)?;
+        // No pid or user namespace stands between the step (root, with the default
+        // capabilities) and this process: non-dumpable, so it cannot ptrace kiln or read
+        // its memory (that needs CAP_SYS_PTRACE then, which steps never get).
+        nix::sys::prctl::set_dumpable(false).map_err(|e| SandboxError::Setup {
+            step: spec.id.clone(),
+            message: format!("making kiln non-dumpable (PR_SET_DUMPABLE): {e}"),
+        })?;
     }
     report_protections(spec, progress);
     let (mounts, _cache_locks) = resolve_mounts(spec)?;
@@ -527,6 +536,12 @@ fn host_resolv_conf() -> String {
 
 type Executed = (i32, Vec<String>, Vec<PathBuf>);
 
+/// Said once when a step gets the container's /proc (`rootfs::mount_proc`).
+const PROC_BOUND: &str = "protections in force: this container refuses a fresh /proc (it masks \
+    parts of its own), so steps see the container's /proc with its masks and kiln's: its \
+    processes are listed (their command lines are readable) but live in a parent user and pid \
+    namespace, out of the step's reach (no signals, no ptrace, no environment)";
+
 fn execute(
     sandbox: &Sandbox,
     init: &InitSpec,
@@ -548,7 +563,19 @@ fn execute(
         if let Some(err) = stderr {
             s.spawn(|| log.read(err));
         }
-        let talk = converse(&mut child, status_file, init, map, &sandbox.cancel, token);
+        let proc_bound = || {
+            if !sandbox.warned_proc.swap(true, Ordering::Relaxed) {
+                progress.info(PROC_BOUND.to_string());
+            }
+        };
+        let talk = converse(
+            &mut child,
+            status_file,
+            init,
+            map,
+            (&sandbox.cancel, token),
+            &proc_bound,
+        );
         let status = child.wait();
         (talk, status)
     });
@@ -608,38 +635,16 @@ fn limit_pids(
 }
 
 fn spawn_init(exe: &Path) -> Result<(Child, std::fs::File), SandboxError> {
-    let spawn_err = |e: &dyn std::fmt::Display| SandboxError::Spawn {
-        exe: exe.to_path_buf(),
-        message: e.to_string(),
-    };
-    let (status_r, status_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| spawn_err(&e))?;
-    let w = status_w.as_raw_fd();
     let mut cmd = Command::new(exe);
     cmd.arg("__sandbox-init")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
-    // dup2/fcntl on fds that stay open in the parent until spawn returns.
-    unsafe {
-        cmd.pre_exec(move || {
-            let rc = if w == STATUS_FD {
-                libc::fcntl(w, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(w, STATUS_FD)
-            };
-            if rc < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        });
-    }
-    let child = cmd.spawn().map_err(|e| spawn_err(&e))?;
-    // Only the init's processes may hold the write end, so EOF means the step is over.
-    drop(status_w);
-    Ok((child, std::fs::File::from(status_r)))
+    // Only the init's processes hold the write end, so EOF means the step is over.
+    spawn_with_status_pipe(&mut cmd).map_err(|e| SandboxError::Spawn {
+        exe: exe.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 /// The handshake and status stream: spec, maps, `go`, then status lines until every
@@ -649,8 +654,8 @@ fn converse(
     status_file: std::fs::File,
     init: &InitSpec,
     map: &IdMap,
-    cancel: &Cancel,
-    token: u64,
+    (cancel, token): (&Cancel, u64),
+    proc_bound: &dyn Fn(),
 ) -> Result<(Vec<PathBuf>, Option<String>), SandboxError> {
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let mut line = serde_json::to_vec(init).expect("init spec serializes");
@@ -683,6 +688,7 @@ fn converse(
                 }
             }
             Ok(Status::Created(p)) if !running => created.push(p),
+            Ok(Status::ProcBound) if !running => proc_bound(),
             Ok(Status::Error(e)) => error = Some(e),
             Ok(Status::Running) => running = true,
             Ok(_) => {} // a line out of order: not from kiln's init, ignored

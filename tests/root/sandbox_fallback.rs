@@ -289,6 +289,12 @@ fn plain_chroot_without_a_mount_namespace_runs_and_diffs_like_overlay() {
     let (outcome, events) = run(&sandbox, &plain);
     assert_eq!(outcome.exit_code, 0, "{:?}", output_of(&events));
     assert_eq!(outcome.isolation, Isolation::Chroot);
+    // No pid or user namespace stands between the step (root) and kiln, which runs the
+    // sandbox in this process: it made itself non-dumpable, so the step cannot ptrace it.
+    assert!(
+        !nix::sys::prctl::get_dumpable().unwrap(),
+        "kiln is still dumpable after a plain chroot step"
+    );
     assert_eq!(
         output_of(&events),
         ["hidden-ok", "done", "dev-ok", "no-proc", "0 /"]

@@ -43,6 +43,44 @@ struct Data {
 /// (no mount namespace) root with it leaves the chroot (`chroot(subdir)` then `..` up to
 /// the real root), so that mode runs without it.
 pub(crate) const SYS_CHROOT: u32 = 18;
+pub(crate) const SETGID: u32 = 6;
+pub(crate) const SETUID: u32 = 7;
+pub(crate) const SETPCAP: u32 = 8;
+pub(crate) const SYS_ADMIN: u32 = 21;
+pub(crate) const MKNOD: u32 = 27;
+
+/// The capability names `auto`'s reasons use.
+pub(crate) fn name(cap: u32) -> &'static str {
+    match cap {
+        SETGID => "CAP_SETGID",
+        SETUID => "CAP_SETUID",
+        SETPCAP => "CAP_SETPCAP",
+        SYS_CHROOT => "CAP_SYS_CHROOT",
+        SYS_ADMIN => "CAP_SYS_ADMIN",
+        MKNOD => "CAP_MKNOD",
+        _ => "a capability",
+    }
+}
+
+/// This process's effective capabilities (`CapEff` of `/proc/self/status`); none when it
+/// cannot be read, so a caller never assumes a capability it may not have.
+pub(crate) fn effective() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| parse_cap_eff(&s))
+        .unwrap_or(0)
+}
+
+fn parse_cap_eff(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// Whether this process has every capability of `caps` in its effective set.
+pub(crate) fn have(caps: &[u32]) -> bool {
+    let eff = effective();
+    caps.iter().all(|c| eff & (1 << c) != 0)
+}
 
 /// Drops every capability outside `mask` (a subset of [`default_mask`]) from the bounding
 /// set, then sets permitted, effective and inheritable to exactly `mask` and clears the
@@ -91,4 +129,17 @@ pub(crate) fn restrict_to(mask: u64) -> Result<(), ConfineError> {
         return Err(ConfineError::Ambient(std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_effective_set_is_read_from_the_status_text() {
+        let status = "Name:\tkiln\nCapPrm:\t00000000a80425fb\nCapEff:\t00000000800405fb\n";
+        assert_eq!(parse_cap_eff(status), Some(0x8004_05fb));
+        assert_eq!(parse_cap_eff("CapEff:\tzz\n"), None);
+        assert_eq!(parse_cap_eff(""), None);
+    }
 }
