@@ -14,6 +14,7 @@ mod common;
 mod registry_support;
 
 mod build_examples;
+mod ci_containers;
 mod conformance_corpus;
 mod examples_buildah;
 mod image_outputs;

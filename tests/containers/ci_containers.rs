@@ -20,17 +20,13 @@
 //! host's `/usr` is bound read-only into it, so kiln (dynamic, glibc) finds its libraries.
 //! Rootful podman, `--network host` (the registry listens on 127.0.0.1).
 
-mod build_support;
-mod common;
-mod registry_support;
-
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use build_support::{Node, bases, file_tree, kiln_build, read_layout, succeeded, tree_diff};
+use crate::build_support::{Node, bases, file_tree, kiln_build, read_layout, succeeded, tree_diff};
 
 const EPOCH: &str = "1700000000";
 /// The container image kiln runs in (made by [`host_usr_image`]).
@@ -39,7 +35,8 @@ const IMAGE: &str = "localhost/kiln-ci-host-usr:1";
 const DEFAULT_CAPS: u64 = 0x8004_05fb;
 
 fn skip_reason() -> Option<String> {
-    build_support::missing_for_bases().or_else(|| build_support::missing(&["podman", "tar"]))
+    crate::build_support::missing_for_bases()
+        .or_else(|| crate::build_support::missing(&["podman", "tar"]))
 }
 
 /// The build under test: files written, one deleted from the base and from an earlier
@@ -128,7 +125,7 @@ fn host_usr_rootfs_tar() -> &'static Path {
         // /tmp and /var/tmp are sticky and world-writable, as in any image.
         mode(&root.join("tmp"), 0o1777);
         mode(&root.join("var/tmp"), 0o1777);
-        build_support::run_ok(
+        crate::build_support::run_ok(
             Command::new("tar")
                 .arg("-C")
                 .arg(&root)
@@ -145,13 +142,13 @@ fn host_usr_rootfs_tar() -> &'static Path {
 fn podman_image() -> &'static str {
     static MADE: OnceLock<()> = OnceLock::new();
     MADE.get_or_init(|| {
-        let exists = common::podman()
+        let exists = crate::common::podman()
             .args(["image", "exists", IMAGE])
             .status()
             .unwrap();
         if !exists.success() {
             let tar = host_usr_rootfs_tar();
-            build_support::run_ok(common::podman().arg("import").arg(tar).arg(IMAGE));
+            crate::build_support::run_ok(crate::common::podman().arg("import").arg(tar).arg(IMAGE));
         }
     });
     IMAGE
@@ -180,7 +177,7 @@ fn dockerd() -> Result<&'static Dockerd, String> {
 }
 
 fn start_dockerd() -> Result<Dockerd, String> {
-    if !build_support::have("dockerd") || !build_support::have("docker") {
+    if !crate::build_support::have("dockerd") || !crate::build_support::have("docker") {
         return Err("SKIPPED: dockerd or docker is not installed (Debian: docker.io)".into());
     }
     let dir = tempfile::Builder::new()
@@ -219,7 +216,7 @@ fn start_dockerd() -> Result<Dockerd, String> {
             .stderr(Stdio::null());
         if ready.status().is_ok_and(|s| s.success()) {
             let tar = host_usr_rootfs_tar();
-            build_support::run_ok(daemon.docker().arg("import").arg(tar).arg(IMAGE));
+            crate::build_support::run_ok(daemon.docker().arg("import").arg(tar).arg(IMAGE));
             return Ok(daemon);
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
@@ -236,7 +233,7 @@ fn stop_when_this_process_exits(pid: u32, dir: &Path) {
     let script = r#"(tail --pid="$1" -f /dev/null; kill "$2"; tail --pid="$2" -f /dev/null;
         grep -o " $3/[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l;
         rm -rf "$3") </dev/null >/dev/null 2>&1 &"#;
-    build_support::run_ok(
+    crate::build_support::run_ok(
         Command::new("bash")
             .arg("-c")
             .arg(script)
@@ -267,7 +264,7 @@ struct Case {
 }
 
 fn docker_seccomp() -> String {
-    let profile = common::repo_root().join("testdata/seccomp/docker-default.json");
+    let profile = crate::common::repo_root().join("testdata/seccomp/docker-default.json");
     format!("seccomp={}", profile.display())
 }
 
@@ -285,7 +282,7 @@ fn kiln_in_container(case: &Case, ctx: &Path, out: &Path, args: &[&str]) -> Outp
         "/tmp/kiln-store"
     };
     let (mut cmd, image) = match case.engine {
-        Engine::Podman => (common::podman(), podman_image()),
+        Engine::Podman => (crate::common::podman(), podman_image()),
         Engine::Docker(d) => (d.docker(), IMAGE),
     };
     cmd.args(["run", "--rm", "--network", "host"])
@@ -321,7 +318,7 @@ fn reference() -> &'static (serde_json::Value, BTreeMap<String, Node>) {
         let dir = tempfile::tempdir().unwrap();
         let layout = dir.path().join("layout");
         let dest = format!("--output=type=oci,dest={}", layout.display());
-        let out = build_support::kiln(&dir.path().join("store"))
+        let out = crate::build_support::kiln(&dir.path().join("store"))
             .env("SOURCE_DATE_EPOCH", EPOCH)
             .args(["build", "--progress", "plain", &dest])
             .arg(ctx.path())
@@ -630,7 +627,7 @@ fn refused_but_copy_works(case: &Case, words: &[&str]) {
     );
     let image = read_layout(&out.path().join("layout"), "latest");
     assert_eq!(
-        build_support::file_content(&image, "hello.txt").as_deref(),
+        crate::build_support::file_content(&image, "hello.txt").as_deref(),
         Some(&b"hello\n"[..])
     );
 }
