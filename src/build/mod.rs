@@ -47,6 +47,7 @@ use chrono::{DateTime, TimeZone, Timelike, Utc};
 
 use crate::digest::Digest;
 use crate::dockerfile::{Span, render_at};
+use crate::error_chain::Causes;
 use crate::image::{ImageFormat, Layer, StoredImage};
 use crate::layer::Compression;
 use crate::plan::{self, PlanOptions, ignore::DockerIgnore};
@@ -150,6 +151,9 @@ pub enum BuildError {
     /// A step failed; `message` says what to do.
     #[error("{message}")]
     Step { span: Span, message: String },
+    /// A step failed because of a typed error, kept as the cause.
+    #[error(transparent)]
+    StepFailed(StepFailure),
     #[error(transparent)]
     Ignore(#[from] plan::ignore::IgnoreError),
     #[error(transparent)]
@@ -166,23 +170,62 @@ pub enum BuildError {
     /// Ctrl-C or SIGTERM between steps (see [`crate::progress::interrupt`]).
     #[error("interrupted (Ctrl-C or SIGTERM): the build stopped before step {step}")]
     Interrupted { step: String },
-    #[error("{action}: {source}")]
+    #[error("{action}")]
     Io {
         action: &'static str,
+        #[source]
         source: std::io::Error,
     },
 }
 
 impl BuildError {
-    /// The error as the user sees it: step errors point at their Dockerfile line.
+    /// The error as the user sees it, with its causes: step errors point at their Dockerfile
+    /// line.
     pub fn render(&self, req: &BuildRequest) -> String {
         match self {
             BuildError::Step { span, message } => {
                 render_at(&req.dockerfile_name, &req.dockerfile, *span, message)
             }
-            other => other.to_string(),
+            BuildError::StepFailed(f) => render_at(
+                &req.dockerfile_name,
+                &req.dockerfile,
+                f.span,
+                &Causes(f).to_string(),
+            ),
+            other => Causes(other).to_string(),
         }
     }
+}
+
+/// A step that failed because of `cause`. It reads as the cause itself (its message, then the
+/// cause's own causes), plus the step's place in the Dockerfile.
+#[derive(Debug)]
+pub struct StepFailure {
+    pub span: Span,
+    cause: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl std::fmt::Display for StepFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.cause.fmt(f)
+    }
+}
+
+impl std::error::Error for StepFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.source()
+    }
+}
+
+/// The error of the step at `span` that failed because of `cause` (see [`StepFailure`]).
+pub(crate) fn step_failed(
+    span: Span,
+    cause: impl std::error::Error + Send + Sync + 'static,
+) -> BuildError {
+    BuildError::StepFailed(StepFailure {
+        span,
+        cause: Box::new(cause),
+    })
 }
 
 /// Builds the image `req` describes into `store`.
@@ -299,8 +342,8 @@ fn base_envs(
         }
         let mut runner = stage::Runner::new(env, &Default::default());
         if let Some(p) = &stage.platform {
-            runner.platform = crate::image::Platform::parse(p)
-                .map_err(|e| stage::step_err(stage.span, e.to_string()))?;
+            runner.platform =
+                crate::image::Platform::parse(p).map_err(|e| step_failed(stage.span, e))?;
         }
         let stored = runner
             .stored_image(name)

@@ -283,7 +283,7 @@ impl<'a> Runner<'a> {
         let triggers = img.config().on_build.clone();
         img.clear_on_build();
         onbuild::trigger_steps(&triggers, img.config(), &self.env.plan_options, stage.span)
-            .map_err(|m| step_err(stage.span, m))
+            .map_err(|e| super::step_failed(stage.span, e))
     }
 
     /// A layer-writing step through the cache: reuse a recorded layer, or say why there is
@@ -629,7 +629,7 @@ impl<'a> Runner<'a> {
         };
         let mut w = self.store.begin_blob()?;
         let blob = rootless::write_run_layer(self.sandbox, &upper_dir, &outcome, opts, &mut w)
-            .map_err(|m| step_err(step.span, m))?;
+            .map_err(|e| super::step_failed(step.span, e))?;
         w.commit(Some(&blob.digest))?;
         img.add_layer(Layer::from(blob), created_by);
         self.layers_built += 1;

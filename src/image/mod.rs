@@ -47,15 +47,28 @@ pub enum ImageError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Layer(#[from] crate::layer::LayerError),
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}")]
     Io {
         action: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{digest} is not a single-platform image manifest: {reason}")]
-    NotAnImage { digest: Digest, reason: String },
+    #[error("{digest} cannot be read as an image manifest")]
+    BadManifest {
+        digest: Digest,
+        #[source]
+        source: crate::manifest::ManifestError,
+    },
+    #[error("{0} is a multi-platform index; pick one platform's manifest")]
+    IsAnIndex(Digest),
+    #[error("the index {digest} has no manifest for {wanted} (it has: {available})")]
+    NoPlatform {
+        digest: Digest,
+        /// `os/arch[/variant]` (a `String` keeps the error small).
+        wanted: String,
+        available: String,
+    },
     #[error("layer {digest} has media type {media_type:?}, which kiln cannot read")]
     UnsupportedMediaType { digest: Digest, media_type: String },
     #[error(
@@ -63,8 +76,12 @@ pub enum ImageError {
          use --format oci or --compression gzip"
     )]
     ZstdInDockerFormat,
-    #[error("image config {digest} cannot be read: {reason}")]
-    BadConfig { digest: Digest, reason: String },
+    #[error("image config {digest} cannot be read")]
+    BadConfig {
+        digest: Digest,
+        #[source]
+        source: crate::manifest::ConfigError,
+    },
     #[error(
         "layer {digest} does not match its diffID: config says {expected}, content is {actual}"
     )]

@@ -221,7 +221,7 @@ pub struct UnpackReport {
 /// Everything that can go wrong writing or unpacking a layer.
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
-    #[error("layer source {}: {source}", path.display())]
+    #[error("layer source {}", path.display())]
     Source {
         path: PathBuf,
         #[source]
@@ -238,16 +238,16 @@ pub enum LayerError {
     },
     #[error("{}: path is not valid for a tar entry: {reason}", path.display())]
     BadPath { path: PathBuf, reason: String },
-    #[error("writing the layer blob: {0}")]
+    #[error("writing the layer blob")]
     Output(#[source] std::io::Error),
-    #[error("reading the layer blob: {0}")]
+    #[error("reading the layer blob")]
     Input(#[source] std::io::Error),
     #[error("layer entry {entry:?}: {reason}")]
     BadEntry { entry: String, reason: String },
     /// Ctrl-C or SIGTERM ([`crate::progress::interrupt`]) between two entries.
     #[error("interrupted while writing or unpacking a layer")]
     Interrupted,
-    #[error("unpacking layer entry {entry:?} to {}: {source}", dest.display())]
+    #[error("unpacking layer entry {entry:?} to {}", dest.display())]
     Unpack {
         entry: String,
         dest: PathBuf,

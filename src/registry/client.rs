@@ -11,6 +11,7 @@ use reqwest::{RequestBuilder, Response, Url};
 
 use super::auth::{Challenge, Credential, Scopes, TokenCache, TokenResponse};
 use super::error::{RegistryError, error_detail, hint_for, is_transient_status};
+use crate::error_chain::Causes;
 
 /// How the client talks to registries. `Default` is the safe choice: TLS verified, HTTP only for
 /// loopback, CAs from the standard `certs.d` directories.
@@ -397,7 +398,7 @@ impl Registry {
         }
         let body = read_capped(resp, 1 << 20)
             .await
-            .map_err(|e| auth_err(format!("token server {url}: {e}")))?;
+            .map_err(|e| auth_err(format!("token server {url}: {}", Causes(&e))))?;
         serde_json::from_slice::<TokenResponse>(&body)
             .ok()
             .and_then(|t| t.into_token(Instant::now()))
@@ -406,15 +407,24 @@ impl Registry {
 }
 
 /// Reads a small response body, refusing more than `cap` bytes.
-pub(crate) async fn read_capped(mut resp: Response, cap: usize) -> Result<Vec<u8>, String> {
+pub(crate) async fn read_capped(mut resp: Response, cap: usize) -> Result<Vec<u8>, BodyError> {
     let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Read)? {
         if out.len() + chunk.len() > cap {
-            return Err(format!("response larger than {cap} bytes"));
+            return Err(BodyError::TooLarge(cap));
         }
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+/// Why a small response body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("reading the response body")]
+    Read(#[source] reqwest::Error),
+    #[error("response larger than {0} bytes")]
+    TooLarge(usize),
 }
 
 fn retry_after(resp: &Response) -> Option<Duration> {

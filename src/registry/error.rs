@@ -51,6 +51,20 @@ pub enum RegistryError {
         what: String,
         message: String,
     },
+    #[error("{registry}: {what}")]
+    Body {
+        registry: String,
+        what: String,
+        #[source]
+        source: super::client::BodyError,
+    },
+    #[error("{registry}: {what}: not a manifest or index kiln can read")]
+    UnreadableManifest {
+        registry: String,
+        what: String,
+        #[source]
+        source: crate::manifest::ManifestError,
+    },
     #[error(
         "{reference}: no image for platform {wanted} (available: {available}); pass --platform"
     )]
@@ -59,7 +73,7 @@ pub enum RegistryError {
         wanted: String,
         available: String,
     },
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: String,
         #[source]

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::layers::{remove_tree, write_atomically};
 use super::{IoContext, Result, Store, StoreError};
 use crate::digest::Digest;
+use crate::manifest::{ImageConfig, MAX_MANIFEST, Parsed};
 
 /// Content a build-cache entry keeps alive through `prune`: blobs (manifests are followed to
 /// their config and layers) and unpacked layer dirs by diffID.
@@ -40,41 +41,26 @@ pub(crate) struct ManifestRefs {
     pub children: Vec<Digest>,
 }
 
-/// Reads descriptors from an OCI or Docker manifest or index; tolerant of what it does not know.
+/// The descriptors of a manifest or index, read by the same reader as pull and
+/// [`crate::image::StoredImage`]; anything it does not read as one (a layer, a config, junk)
+/// references nothing.
 pub(crate) fn manifest_refs(bytes: &[u8]) -> ManifestRefs {
-    #[derive(Deserialize)]
-    struct Desc {
-        digest: Digest,
-    }
-    #[derive(Deserialize)]
-    struct AnyManifest {
-        config: Option<Desc>,
-        #[serde(default)]
-        layers: Vec<Desc>,
-        #[serde(default)]
-        manifests: Vec<Desc>,
-    }
-    match serde_json::from_slice::<AnyManifest>(bytes) {
-        Ok(m) => ManifestRefs {
-            config: m.config.map(|d| d.digest),
-            layers: m.layers.into_iter().map(|d| d.digest).collect(),
-            children: m.manifests.into_iter().map(|d| d.digest).collect(),
+    match crate::manifest::read(bytes, None).map(|d| d.parsed) {
+        Ok(Parsed::Image { config, layers }) => ManifestRefs {
+            config: Some(config.digest),
+            layers: layers.into_iter().map(|d| d.digest).collect(),
+            children: Vec::new(),
+        },
+        Ok(Parsed::Index { manifests }) => ManifestRefs {
+            children: manifests.into_iter().map(|d| d.digest).collect(),
+            ..ManifestRefs::default()
         },
         Err(_) => ManifestRefs::default(),
     }
 }
 
 fn config_diff_ids(bytes: &[u8]) -> Vec<Digest> {
-    #[derive(Deserialize)]
-    struct RootFs {
-        #[serde(default)]
-        diff_ids: Vec<Digest>,
-    }
-    #[derive(Deserialize)]
-    struct Config {
-        rootfs: RootFs,
-    }
-    serde_json::from_slice::<Config>(bytes)
+    ImageConfig::read(bytes)
         .map(|c| c.rootfs.diff_ids)
         .unwrap_or_default()
 }
@@ -153,7 +139,7 @@ impl Store {
             let Ok(size) = self.blob_size(&d) else {
                 continue;
             };
-            if size > 4 << 20 {
+            if size > MAX_MANIFEST as u64 {
                 continue;
             }
             let bytes = self.read_blob(&d)?;
@@ -410,5 +396,75 @@ mod tests {
         assert!(matches!(store.prune(), Err(StoreError::Busy(_))));
         drop(lease);
         store.prune().unwrap();
+    }
+
+    /// Pull (which has the registry's `Content-Type`) and GC (which has only the stored bytes)
+    /// must see the same references in every manifest pull accepts: were GC to see fewer, a
+    /// prune would delete the layers of a pulled image.
+    #[test]
+    fn gc_reads_every_manifest_pull_accepts_the_same_way() {
+        use crate::manifest::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+        use crate::registry::{Manifest, Parsed};
+        let d = |s: &str| Digest::of(s.as_bytes());
+        let desc = |s: &str| serde_json::json!({"mediaType": "x", "digest": d(s), "size": 1});
+        let fields = [
+            serde_json::json!({"config": desc("c"), "layers": [desc("l1"), desc("l2")]}),
+            serde_json::json!({"config": desc("c"), "layers": null}),
+            serde_json::json!({"config": desc("c"), "manifests": []}),
+            serde_json::json!({"config": desc("c"), "manifests": [desc("m")]}),
+            serde_json::json!({"manifests": [desc("m1"), desc("m2")]}),
+            serde_json::json!({"manifests": [desc("m")], "layers": [desc("l")]}),
+            serde_json::json!({"manifests": null}),
+        ];
+        let types = [
+            None,
+            Some(OCI_MANIFEST),
+            Some(DOCKER_MANIFEST),
+            Some(OCI_INDEX),
+            Some(DOCKER_LIST),
+        ];
+        let headers = [
+            None,
+            Some("application/json"),
+            Some(OCI_MANIFEST),
+            Some(DOCKER_MANIFEST),
+            Some(OCI_INDEX),
+            Some(DOCKER_LIST),
+        ];
+        let mut accepted = 0;
+        for f in &fields {
+            for t in types {
+                let mut body = f.clone();
+                body["schemaVersion"] = serde_json::json!(2);
+                if let Some(t) = t {
+                    body["mediaType"] = serde_json::json!(t);
+                }
+                let bytes = serde_json::to_vec(&body).unwrap();
+                for h in headers {
+                    let Ok(parsed) = Manifest::from_bytes(bytes.clone(), h).parse() else {
+                        continue;
+                    };
+                    accepted += 1;
+                    let gc = manifest_refs(&bytes);
+                    let digests = |v: Vec<crate::manifest::Descriptor>| -> Vec<Digest> {
+                        v.into_iter().map(|d| d.digest).collect()
+                    };
+                    let (config, layers, children) = match parsed {
+                        Parsed::Image { config, layers } => {
+                            (Some(config.digest), digests(layers), vec![])
+                        }
+                        Parsed::Index { manifests } => (None, vec![], digests(manifests)),
+                    };
+                    let what = format!("{body} served as {h:?}");
+                    assert_eq!(gc.config, config, "{what}");
+                    assert_eq!(gc.layers, layers, "{what}");
+                    assert_eq!(gc.children, children, "{what}");
+                }
+            }
+        }
+        assert!(
+            accepted > 20,
+            "only {accepted} cases accepted: the table tests nothing"
+        );
     }
 }

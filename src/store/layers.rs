@@ -203,7 +203,8 @@ mod tests {
                 Err(io::Error::other("corrupt tar"))
             })
             .unwrap_err();
-        assert!(err.to_string().contains("corrupt tar"), "{err}");
+        let shown = crate::error_chain::Causes(&err).to_string();
+        assert!(shown.contains("corrupt tar"), "{shown}");
         assert!(!store.layer_dir(&diff_id).exists());
         assert!(!store.is_unpacked(&diff_id));
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);

@@ -62,7 +62,7 @@ pub use scratch::{ScratchDir, ScratchFreed};
 /// Everything that can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}")]
     Io {
         action: &'static str,
         path: PathBuf,
@@ -87,7 +87,7 @@ pub enum StoreError {
     InvalidKey(String),
     #[error("the store at {0} is in use by another kiln process; run prune again when it is done")]
     Busy(PathBuf),
-    #[error("unpacking layer {diff_id} failed: {source}")]
+    #[error("unpacking layer {diff_id} failed")]
     Unpack {
         diff_id: Digest,
         #[source]
