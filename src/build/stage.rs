@@ -561,7 +561,7 @@ impl<'a> Runner<'a> {
                 let blob = self
                     .store
                     .open_blob(&digest)
-                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    .map_err(std::io::Error::other)?;
                 rootless::unpack(self.sandbox, blob, tmp)
             })?;
             dirs.push(dir);

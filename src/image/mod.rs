@@ -62,7 +62,7 @@ pub enum ImageError {
     },
     #[error("{0} is a multi-platform index; pick one platform's manifest")]
     IsAnIndex(Digest),
-    #[error("the index {digest} has no manifest for {wanted} (it has: {available})")]
+    #[error("{digest}: the index has no manifest for {wanted} (it has: {available})")]
     NoPlatform {
         digest: Digest,
         /// `os/arch[/variant]` (a `String` keeps the error small).
