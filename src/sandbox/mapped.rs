@@ -245,10 +245,9 @@ fn parse_layer_line(stderr: &str, compression: Compression) -> Option<LayerBlob>
 }
 
 /// Removes a tree that an unprivileged remove could not (files owned by sub-uids), through
-/// the running kiln executable; `Ok(false)` when there is no subordinate map to use.
-pub fn remove_tree_as_mapped_root(path: &Path) -> Result<bool, SandboxError> {
-    let exe = std::env::current_exe().map_err(|e| SandboxError::io("/proc/self/exe", e))?;
-    match MappedFs::detect(exe) {
+/// the kiln executable `exe`; `Ok(false)` when there is no subordinate map to use.
+pub fn remove_tree_as_mapped_root(exe: &Path, path: &Path) -> Result<bool, SandboxError> {
+    match MappedFs::detect(exe.to_path_buf()) {
         Some(m) => m.remove_tree(path).map(|()| true),
         None => Ok(false),
     }

@@ -54,7 +54,8 @@
 //! by the unprivileged host user outside the namespace: [`Sandbox::mapped_fs`] gives a
 //! [`MappedFs`] that unpacks base layers with their owners, writes the layer and removes such
 //! trees as root of the map (a re-exec, `__sandbox-mapped`); [`remove_tree_as_mapped_root`]
-//! does the removal for the store (`rmi`/`prune`).
+//! does the removal for the store (`rmi`/`prune`), which the CLI hands it as its
+//! [`SubIdRemover`](crate::store::SubIdRemover).
 //!
 //! # Modes
 //! `Rootless`: a user namespace; with a `/etc/subuid`+`/etc/subgid` range and

@@ -198,7 +198,7 @@ impl Store {
                     }
                     _ => {}
                 }
-                remove_tree(&path)?;
+                remove_tree(&path, self.sub_id_remover())?;
                 report.layer_dirs += 1;
             }
         }
@@ -245,7 +245,7 @@ impl Store {
                     report.temp_files += 1;
                 }
                 if path.is_dir() {
-                    remove_tree(&path)?;
+                    remove_tree(&path, self.sub_id_remover())?;
                 } else {
                     fs::remove_file(&path).ctx("remove", &path)?;
                 }

@@ -49,6 +49,7 @@ mod scratch;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::digest::Digest;
 
@@ -113,16 +114,35 @@ impl<T> IoContext<T> for io::Result<T> {
 }
 
 /// A handle on a store directory. Cheap to clone; safe to share between threads and processes.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Store {
     root: PathBuf,
+    sub_id_remover: Option<Arc<SubIdRemover>>,
+}
+
+/// Removes a tree holding files of ids this process does not own (the sub-uids a rootless
+/// build unpacked), which a plain remove cannot; `Ok(false)` when it cannot either. Supplied
+/// by the caller that knows how ([`Store::with_sub_id_remover`]; the CLI passes the sandbox's
+/// id-mapped helper), so the store depends on no module above it.
+pub type SubIdRemover = dyn Fn(&Path) -> io::Result<bool> + Send + Sync;
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("root", &self.root)
+            .field("sub_id_remover", &self.sub_id_remover.is_some())
+            .finish()
+    }
 }
 
 impl Store {
     /// Opens (creating if needed) the store at `root`, private to the user (see the module
     /// doc): the root when it is kiln's, and the store's directories, are `0700`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
-        let store = Store { root: root.into() };
+        let store = Store {
+            root: root.into(),
+            sub_id_remover: None,
+        };
         let ours = store.root_is_kilns()?;
         if ours {
             make_private_dir(&store.root, true)?;
@@ -141,6 +161,17 @@ impl Store {
             }
         }
         Ok(store)
+    }
+
+    /// This store, removing trees of other ids (left by rootless builds) with `remover` when a
+    /// plain remove is refused.
+    pub fn with_sub_id_remover(mut self, remover: Arc<SubIdRemover>) -> Store {
+        self.sub_id_remover = Some(remover);
+        self
+    }
+
+    pub(crate) fn sub_id_remover(&self) -> Option<&SubIdRemover> {
+        self.sub_id_remover.as_deref()
     }
 
     /// Whether the root is kiln's to make private: missing, marked, or holding nothing but
