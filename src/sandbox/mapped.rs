@@ -24,6 +24,7 @@ use nix::sched::{CloneFlags, unshare};
 
 use super::SandboxError;
 use super::idmap::{self, IdMap};
+use crate::error_chain::Causes;
 use crate::layer::{
     self, Compression, Deletions, DiffKind, LayerBlob, LayerOptions, OpaqueXattr, Ownership,
     UnpackOptions,
@@ -316,7 +317,7 @@ fn child_unpack(stdin: &mut (impl Read + Send), dest: &Path) -> Result<(), Strin
         deletions: Deletions::Overlay(OpaqueXattr::User),
     };
     let report = layer::unpack_layer(stdin, dest, &opts)
-        .map_err(|e| format!("unpacking into {}: {e}", dest.display()))?;
+        .map_err(|e| format!("unpacking into {}: {}", dest.display(), Causes(&e)))?;
     for w in &report.warnings {
         eprintln!("{WARNING_LINE}{w}");
     }
@@ -347,7 +348,7 @@ fn child_write_layer(args: &[OsString], out: &mut impl Write) -> Result<(), Stri
     };
     let upper = PathBuf::from(args.first().ok_or_else(bad)?);
     let blob = layer::write_layer(&upper, DiffKind::OverlayUpper, &opts, &mut *out)
-        .map_err(|e| format!("writing the layer of {}: {e}", upper.display()))?;
+        .map_err(|e| format!("writing the layer of {}: {}", upper.display(), Causes(&e)))?;
     out.flush().map_err(|e| format!("writing the layer: {e}"))?;
     eprintln!("{LAYER_LINE}{} {} {}", blob.diff_id, blob.digest, blob.size);
     Ok(())
