@@ -96,10 +96,15 @@ pub struct BuildRequest {
 
 /// How a build gets a base image that is not in the store (or not for the platform): pulls
 /// it for the platform into the store, names it there, and returns its manifest (or index)
-/// digest; the error is a message for the user. The CLI passes the registry client; library
-/// users may refuse (offline builds). Called from several stage threads at once.
-pub type PullBase<'a> =
-    dyn Fn(&Reference, &crate::platform::Platform, &Progress) -> Result<Digest, String> + Sync + 'a;
+/// digest; the error (with its causes) is shown to the user. The CLI passes the registry client;
+/// library users may refuse (offline builds). Called from several stage threads at once.
+pub type PullBase<'a> = dyn Fn(&Reference, &crate::platform::Platform, &Progress) -> Result<Digest, HookError>
+    + Sync
+    + 'a;
+
+/// The error of a hook ([`PullBase`], [`Fetch`]): the caller's own error, kept typed as the
+/// cause of the step that called it (a plain message converts with `?` or `.into()`).
+pub type HookError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a build asks of the world outside the store, supplied by the caller (the CLI wires
 /// the registry client in). One field per service, so the library stays free of network and
@@ -128,7 +133,8 @@ pub type LayerReady<'a> = dyn Fn(&Layer) + Sync + 'a;
 /// writer (never holding it whole) and reports `Last-Modified`; the error is a message for
 /// the user naming the URL and the HTTP status. The CLI implements it with its HTTP client
 /// and TLS settings; library users may refuse (offline builds).
-pub type Fetch<'a> = dyn Fn(&str, &mut dyn std::io::Write) -> Result<FetchInfo, String> + Sync + 'a;
+pub type Fetch<'a> =
+    dyn Fn(&str, &mut dyn std::io::Write) -> Result<FetchInfo, HookError> + Sync + 'a;
 
 pub use add::FetchInfo;
 
@@ -299,7 +305,8 @@ pub fn build(
     if let Some(ctx) = &context {
         if let Err(e) = ctx.save_cache() {
             progress.warn(format!(
-                "could not save the context stat cache (the next build re-reads files): {e}"
+                "could not save the context stat cache (the next build re-reads files): {}",
+                Causes(&e)
             ));
         }
     }
@@ -321,7 +328,8 @@ fn remove_abandoned_scratch(store: &Store, progress: &Progress) {
         )),
         Ok(_) => {}
         Err(e) => progress.warn(format!(
-            "could not remove the scratch dirs of interrupted builds (`kiln prune` will): {e}"
+            "could not remove the scratch dirs of interrupted builds (`kiln prune` will): {}",
+            Causes(&e)
         )),
     }
 }

@@ -18,6 +18,7 @@ use super::run::{self, RunArgs, RunEnv};
 use super::{BuildError, BuildRequest, Hooks};
 use crate::Digest;
 use crate::dockerfile::{CommandLine, Healthcheck, Span};
+use crate::error_chain::Causes;
 use crate::image::{self, ImageBuilder, Layer, StoredImage};
 use crate::layer::{self, Deletions, LayerEntry, LayerOptions, Ownership, UnpackOptions};
 use crate::plan::{Base, CopyFrom, Mount, MountKind, SourceSpec, Stage, Step, StepKind};
@@ -441,6 +442,7 @@ impl<'a> Runner<'a> {
             self.platform
         ));
         let digest = (self.hooks.pull)(&reference, &self.platform, self.progress).map_err(|e| {
+            let e = Causes(e.as_ref());
             match stored {
                 // Say why a stored image was not enough before the pull's own error.
                 Some(_) => format!(
@@ -451,7 +453,7 @@ impl<'a> Runner<'a> {
             }
         })?;
         let img = StoredImage::load_for(self.store, &digest, &self.platform)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Causes(&e).to_string())?;
         if !platform_matches(&img, &self.platform) {
             return Err(format!(
                 "{reference} has no image for {}: choose another base or --platform",

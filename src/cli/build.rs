@@ -164,7 +164,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     let pull = |reference: &Reference,
                 platform: &crate::platform::Platform,
                 progress: &Progress|
-     -> Result<Digest, String> {
+     -> Result<Digest, crate::build::HookError> {
         let cred = a.creds.resolve(reference).map_err(|e| format!("{e:#}"))?;
         let registry = a
             .transport
@@ -172,16 +172,17 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
             .map_err(|e| format!("{e:#}"))?;
         let pulled = waits
             .run(registry.pull_image(reference, platform, &StoreBlobs(&store), progress))
-            .ok_or_else(|| format!("interrupted (Ctrl-C or SIGTERM) while pulling {reference}"))?
-            .map_err(|e| e.to_string())?;
-        store
-            .tag(reference, &pulled.manifest.digest)
-            .map_err(|e| e.to_string())?;
+            .ok_or_else(|| {
+                format!("interrupted (Ctrl-C or SIGTERM) while pulling {reference}")
+            })??;
+        store.tag(reference, &pulled.manifest.digest)?;
         Ok(pulled.manifest.digest)
     };
     let cache_clients = super::build_cache::CacheClients::new(&a, &rt)?;
     let http = http_client(a.transport.config().tls_verify)?;
-    let fetch = |url: &str, out: &mut dyn std::io::Write| fetch_url(&rt, &http, url, out);
+    let fetch = |url: &str, out: &mut dyn std::io::Write| {
+        fetch_url(&rt, &http, url, out).map_err(Into::into)
+    };
     // Made before the build: a push that cannot start fails before the work, and the
     // uploads during the build share the final push's clients (credentials, tokens).
     let destinations = match a.push {

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use crate::Reference;
 use crate::build::remote_cache::{CacheRegistry, RemoteCache};
 use crate::digest::Digest;
+use crate::error_chain::Causes;
 use crate::progress::Progress;
 use crate::registry::{Manifest, OCI_MANIFEST, Registry, RegistryError, StoreBlobs};
 use crate::store::Store;
@@ -96,7 +97,7 @@ impl CacheRegistry for CacheClients<'_> {
             Ok(m) => Ok(Some(m.bytes)),
             // MANIFEST_UNKNOWN and NAME_UNKNOWN: nothing exported there yet.
             Err(RegistryError::Status { status: 404, .. }) => Ok(None),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(Causes(&e).to_string()),
         }
     }
 
@@ -108,7 +109,7 @@ impl CacheRegistry for CacheClients<'_> {
         store: &Store,
     ) -> Result<(), String> {
         let (reference, registry) = self.client(cache_ref)?;
-        let mut w = store.begin_blob().map_err(|e| e.to_string())?;
+        let mut w = store.begin_blob().map_err(|e| Causes(&e).to_string())?;
         self.rt
             .block_on(registry.pull_blob(
                 reference.repository(),
@@ -117,9 +118,9 @@ impl CacheRegistry for CacheClients<'_> {
                 &mut w,
                 &Progress::none(),
             ))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Causes(&e).to_string())?;
         // Dropping an uncommitted writer on error discards it; commit checks the digest again.
-        w.commit(Some(digest)).map_err(|e| e.to_string())?;
+        w.commit(Some(digest)).map_err(|e| Causes(&e).to_string())?;
         Ok(())
     }
 
@@ -139,6 +140,6 @@ impl CacheRegistry for CacheClients<'_> {
                 &Progress::none(),
             ))
             .map(drop)
-            .map_err(|e| e.to_string())
+            .map_err(|e| Causes(&e).to_string())
     }
 }

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::GlobalArgs;
 use crate::Reference;
+use crate::error_chain::Causes;
 use crate::image::{LayoutKind, Platform, StoredImage, write_docker_archive, write_oci_layout};
 use crate::store::Store;
 
@@ -71,7 +72,7 @@ fn rows(store: &Store) -> anyhow::Result<Vec<ImageRow>> {
             match StoredImage::load_for(store, &record.manifest, &Platform::host()) {
                 Ok(image) => (image.config_digest, image.created(), image.size()),
                 Err(e) => {
-                    eprintln!("warning: {familiar}: {e}");
+                    eprintln!("warning: {familiar}: {}", Causes(&e));
                     (record.manifest, None, 0)
                 }
             };
