@@ -163,6 +163,15 @@ mod tests {
                 digest: d,
                 source: crate::manifest::ConfigError(bad_json()),
             }),
+            Box::new(RegistryError::UnreadableManifest {
+                registry: "r.io".into(),
+                what: "manifest r.io/a:1".into(),
+                source: crate::manifest::read(CAUSE.as_bytes(), None).unwrap_err(),
+            }),
+            Box::new(RegistryError::CredentialsFile {
+                path: p(),
+                source: bad_json(),
+            }),
         ] {
             assert!(!e.to_string().contains(&json_text), "{e}");
             assert!(Causes(e.as_ref()).to_string().contains(&json_text));

@@ -619,7 +619,7 @@ impl<'a> Runner<'a> {
         let outcome = self
             .sandbox
             .run_step(&spec, self.progress)
-            .map_err(|e| step_err(step.span, e.to_string()))?;
+            .map_err(|e| super::step_failed(step.span, e))?;
         drop(agents);
         if !outcome.success() {
             return Err(step_err(step.span, run::failure(&step.original, &outcome)));
@@ -706,7 +706,7 @@ impl<'a> Runner<'a> {
             let probe = self
                 .sandbox
                 .probe()
-                .map_err(|e| step_err(span, e.to_string()))?;
+                .map_err(|e| super::step_failed(span, e))?;
             self.progress.info(
                 format!(
                     "RUN steps use {:?} isolation: {}",

@@ -5,7 +5,8 @@
 //!   semantics for ENV, CMD/ENTRYPOINT, …), plus layers and history; [`ImageBuilder::finish`]
 //!   gives the config and manifest bytes ([`ImageBlobs`]), [`ImageBuilder::commit`] writes them
 //!   to a [`Store`](crate::store::Store) and names the image.
-//! - [`StoredImage::load`]: an image already in the store (manifest, config, layer list), the
+//! - [`StoredImage::load`]: an image already in the store (manifest, config, layer list, read
+//!   by [`crate::manifest`], the reader pull and GC share), the
 //!   starting point for `FROM`, `save`, `inspect` and `push`.
 //! - Outputs: [`write_oci_layout`] (directory or tar, [`LayoutKind`]) and
 //!   [`write_docker_archive`] (what `docker load` / `podman load` accept). Blobs stream from

@@ -106,9 +106,11 @@ impl Registry {
             cas.extend(ca_files(std::slice::from_ref(dir), "")?);
         }
         for pem in cas {
-            let cert = reqwest::Certificate::from_pem(&pem.1).map_err(|e| {
-                RegistryError::Credentials(format!("CA file {}: {e}", pem.0.display()))
-            })?;
+            let cert =
+                reqwest::Certificate::from_pem(&pem.1).map_err(|source| RegistryError::CaFile {
+                    path: pem.0.clone(),
+                    source,
+                })?;
             builder = builder.add_root_certificate(cert);
         }
         let http = builder.build().map_err(|e| RegistryError::Transport {

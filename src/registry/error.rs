@@ -81,6 +81,28 @@ pub enum RegistryError {
     },
     #[error("credentials: {0}")]
     Credentials(String),
+    #[error(
+        "credentials: {}: the entry for {key} could not be read; fix or remove it",
+        path.display()
+    )]
+    CredentialEntry {
+        path: std::path::PathBuf,
+        key: String,
+        #[source]
+        source: docker_credential::CredentialRetrievalError,
+    },
+    #[error("credentials: {} is not valid JSON; fix or move it away", path.display())]
+    CredentialsFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("CA file {} cannot be used", path.display())]
+    CaFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: reqwest::Error,
+    },
 }
 
 impl RegistryError {

@@ -25,7 +25,11 @@
 //!
 //! Public API:
 //! - [`Store::open`], [`Store::default_root`], [`Store::lease`] (hold while building so a
-//!   concurrent `prune` cannot delete fresh, not yet named content).
+//!   concurrent `prune` cannot delete fresh, not yet named content);
+//!   [`Store::with_sub_id_remover`]: how to remove trees of sub-uids a plain remove cannot
+//!   (the CLI passes the sandbox's id-mapped helper; the store depends on nothing above it).
+//! - Manifests and configs are read by [`crate::manifest`], as pull reads them (GC follows
+//!   exactly the references pull stored).
 //! - Blobs: [`Store::begin_blob`] → [`BlobWriter`] → [`BlobWriter::commit`]; [`Store::put_blob`],
 //!   [`Store::has_blob`], [`Store::open_blob`], [`Store::blob_size`], [`Store::lock_digest`];
 //!   [`Store::begin_unhashed_blob`] → [`UnhashedBlobWriter`] for a writer that computes the
