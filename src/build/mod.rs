@@ -452,4 +452,35 @@ mod tests {
         assert_eq!(stages_of(df, Some("b")), vec![1]);
         assert_eq!(stages_of("FROM scratch\n", None), vec![0]);
     }
+
+    #[test]
+    fn no_build_error_repeats_its_cause() {
+        use crate::error_chain::testing::{CAUSE, assert_each_cause_once, io};
+        let path = || PathBuf::from("/some/path");
+        let store_io = || crate::store::StoreError::Io {
+            action: "create",
+            path: path(),
+            source: io(),
+        };
+        let errors: Vec<Box<dyn std::error::Error>> = vec![
+            Box::new(BuildError::Io {
+                action: "creating",
+                source: io(),
+            }),
+            Box::new(BuildError::Store(store_io())),
+            Box::new(step_failed(Span::new(1, 1, 1), store_io())),
+            Box::new(cache::CacheError::Io {
+                action: "write",
+                path: path(),
+                source: io(),
+            }),
+            Box::new(context::ContextError::Io {
+                path: path(),
+                source: io(),
+            }),
+        ];
+        for e in &errors {
+            assert_each_cause_once(e.as_ref(), CAUSE);
+        }
+    }
 }

@@ -114,3 +114,48 @@ impl<T> IoContext<T> for std::io::Result<T> {
         })
     }
 }
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+    use crate::error_chain::testing::{CAUSE, assert_each_cause_once, io};
+
+    #[test]
+    fn no_image_error_repeats_its_cause() {
+        let d = Digest::of(b"x");
+        assert_each_cause_once(
+            &ImageError::Io {
+                action: "read",
+                path: PathBuf::from("/some/path"),
+                source: io(),
+            },
+            CAUSE,
+        );
+        assert_each_cause_once(
+            &ImageError::Store(StoreError::Io {
+                action: "read",
+                path: PathBuf::from("/some/path"),
+                source: io(),
+            }),
+            CAUSE,
+        );
+        let json = || serde_json::from_slice::<u8>(b"{").unwrap_err();
+        let text = json().to_string();
+        assert_each_cause_once(
+            &ImageError::BadConfig {
+                digest: d,
+                source: crate::manifest::ConfigError(json()),
+            },
+            &text,
+        );
+        let manifest = crate::manifest::read(b"{", None).unwrap_err();
+        let text = std::error::Error::source(&manifest).unwrap().to_string();
+        assert_each_cause_once(
+            &ImageError::BadManifest {
+                digest: d,
+                source: manifest,
+            },
+            &text,
+        );
+    }
+}

@@ -259,3 +259,29 @@ pub enum LayerError {
     #[error("invalid compression level {0}: gzip takes 0..=9, zstd 1..=22")]
     Level(i64),
 }
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+    use crate::error_chain::testing::{CAUSE, assert_each_cause_once, io};
+
+    #[test]
+    fn no_layer_error_repeats_its_cause() {
+        let path = || PathBuf::from("/some/path");
+        for e in [
+            LayerError::Source {
+                path: path(),
+                source: io(),
+            },
+            LayerError::Output(io()),
+            LayerError::Input(io()),
+            LayerError::Unpack {
+                entry: "e".into(),
+                dest: path(),
+                source: io(),
+            },
+        ] {
+            assert_each_cause_once(&e, CAUSE);
+        }
+    }
+}

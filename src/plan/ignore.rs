@@ -616,4 +616,14 @@ mod tests {
         let err = DockerIgnore::load(&ctx, Some(&outside_df)).unwrap_err();
         assert!(err.to_string().contains("bad pattern"), "{err}");
     }
+
+    #[test]
+    fn a_read_error_does_not_repeat_its_cause() {
+        use crate::error_chain::testing::{CAUSE, assert_each_cause_once, io};
+        let e = IgnoreError::Read {
+            path: PathBuf::from("/ctx/.dockerignore"),
+            source: io(),
+        };
+        assert_each_cause_once(&e, CAUSE);
+    }
 }

@@ -10,7 +10,7 @@ use reqwest::header::{AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, Url};
 
 use super::auth::{Challenge, Credential, Scopes, TokenCache, TokenResponse};
-use super::error::{RegistryError, error_detail, hint_for, is_transient_status};
+use super::error::{BodyError, RegistryError, error_detail, hint_for, is_transient_status};
 use crate::error_chain::Causes;
 
 /// How the client talks to registries. `Default` is the safe choice: TLS verified, HTTP only for
@@ -418,15 +418,6 @@ pub(crate) async fn read_capped(mut resp: Response, cap: usize) -> Result<Vec<u8
         out.extend_from_slice(&chunk);
     }
     Ok(out)
-}
-
-/// Why a small response body could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum BodyError {
-    #[error("reading the response body")]
-    Read(#[source] reqwest::Error),
-    #[error("response larger than {0} bytes")]
-    TooLarge(usize),
 }
 
 fn retry_after(resp: &Response) -> Option<Duration> {

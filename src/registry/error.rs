@@ -56,7 +56,7 @@ pub enum RegistryError {
         registry: String,
         what: String,
         #[source]
-        source: super::client::BodyError,
+        source: BodyError,
     },
     #[error("{registry}: {what}: not a manifest or index kiln can read")]
     UnreadableManifest {
@@ -103,6 +103,15 @@ pub enum RegistryError {
         #[source]
         source: reqwest::Error,
     },
+}
+
+/// Why a small response body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("reading the response body")]
+    Read(#[source] reqwest::Error),
+    #[error("response larger than {0} bytes")]
+    TooLarge(usize),
 }
 
 impl RegistryError {
@@ -189,5 +198,36 @@ mod tests {
         assert!(is_transient_status(503));
         assert!(!is_transient_status(404));
         assert!(!is_transient_status(401));
+    }
+
+    #[test]
+    fn no_registry_error_repeats_its_cause() {
+        use crate::error_chain::testing::{CAUSE, assert_each_cause_once, io};
+        assert_each_cause_once(
+            &RegistryError::Io {
+                what: "reading x".into(),
+                source: io(),
+            },
+            CAUSE,
+        );
+        let json = || serde_json::from_slice::<u8>(b"{").unwrap_err();
+        let text = json().to_string();
+        assert_each_cause_once(
+            &RegistryError::CredentialsFile {
+                path: "/a/auth.json".into(),
+                source: json(),
+            },
+            &text,
+        );
+        let manifest = crate::manifest::read(b"{", None).unwrap_err();
+        let text = std::error::Error::source(&manifest).unwrap().to_string();
+        assert_each_cause_once(
+            &RegistryError::UnreadableManifest {
+                registry: "r.io".into(),
+                what: "manifest r.io/a:1".into(),
+                source: manifest,
+            },
+            &text,
+        );
     }
 }

@@ -94,4 +94,73 @@ mod tests {
         let err = s1.parse().unwrap_err();
         assert!(err.to_string().contains("schema version 1"), "{err}");
     }
+
+    /// Pull (which has the registry's `Content-Type`) and GC (which has only the stored bytes)
+    /// must see the same references in every manifest pull accepts: were GC to see fewer, a
+    /// prune would delete the layers of a pulled image.
+    #[test]
+    fn gc_reads_every_manifest_pull_accepts_the_same_way() {
+        use crate::manifest::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+        let d = |s: &str| Digest::of(s.as_bytes());
+        let desc = |s: &str| serde_json::json!({"mediaType": "x", "digest": d(s), "size": 1});
+        let fields = [
+            serde_json::json!({"config": desc("c"), "layers": [desc("l1"), desc("l2")]}),
+            serde_json::json!({"config": desc("c"), "layers": null}),
+            serde_json::json!({"config": desc("c"), "manifests": []}),
+            serde_json::json!({"config": desc("c"), "manifests": [desc("m")]}),
+            serde_json::json!({"manifests": [desc("m1"), desc("m2")]}),
+            serde_json::json!({"manifests": [desc("m")], "layers": [desc("l")]}),
+            serde_json::json!({"manifests": null}),
+        ];
+        let types = [
+            None,
+            Some(OCI_MANIFEST),
+            Some(DOCKER_MANIFEST),
+            Some(OCI_INDEX),
+            Some(DOCKER_LIST),
+        ];
+        let headers = [
+            None,
+            Some("application/json"),
+            Some(OCI_MANIFEST),
+            Some(DOCKER_MANIFEST),
+            Some(OCI_INDEX),
+            Some(DOCKER_LIST),
+        ];
+        let mut accepted = 0;
+        for f in &fields {
+            for t in types {
+                let mut body = f.clone();
+                body["schemaVersion"] = serde_json::json!(2);
+                if let Some(t) = t {
+                    body["mediaType"] = serde_json::json!(t);
+                }
+                let bytes = serde_json::to_vec(&body).unwrap();
+                for h in headers {
+                    let Ok(parsed) = Manifest::from_bytes(bytes.clone(), h).parse() else {
+                        continue;
+                    };
+                    accepted += 1;
+                    let gc = crate::store::manifest_refs(&bytes);
+                    let digests = |v: Vec<crate::manifest::Descriptor>| -> Vec<Digest> {
+                        v.into_iter().map(|d| d.digest).collect()
+                    };
+                    let (config, layers, children) = match parsed {
+                        Parsed::Image { config, layers } => {
+                            (Some(config.digest), digests(layers), vec![])
+                        }
+                        Parsed::Index { manifests } => (None, vec![], digests(manifests)),
+                    };
+                    let what = format!("{body} served as {h:?}");
+                    assert_eq!(gc.config, config, "{what}");
+                    assert_eq!(gc.layers, layers, "{what}");
+                    assert_eq!(gc.children, children, "{what}");
+                }
+            }
+        }
+        assert!(
+            accepted > 20,
+            "only {accepted} cases accepted: the table tests nothing"
+        );
+    }
 }

@@ -23,8 +23,8 @@ mod push;
 mod store_blobs;
 
 pub use auth::{Challenge, Credential, Scopes};
-pub use client::{BodyError, ClientConfig, Registry, is_loopback};
-pub use error::RegistryError;
+pub use client::{ClientConfig, Registry, is_loopback};
+pub use error::{BodyError, RegistryError};
 pub use manifest::{
     DOCKER_LIST, DOCKER_MANIFEST, Descriptor, MANIFEST_ACCEPT, Manifest, OCI_INDEX, OCI_MANIFEST,
     Parsed, Platform, available_platforms, select_platform,

@@ -58,6 +58,9 @@ use std::sync::Arc;
 use crate::digest::Digest;
 
 pub use blobs::{BlobWriter, UnhashedBlobWriter};
+/// For the registry's test that GC reads every manifest as pull reads it.
+#[cfg(test)]
+pub(crate) use gc::manifest_refs;
 pub use gc::{Pin, PruneReport};
 pub use locations::BlobLocation;
 pub use lock::{DigestLock, Lease};
@@ -338,5 +341,31 @@ mod tests {
         fs::create_dir(root.join("run-abc123")).unwrap();
         Store::open(&root).unwrap().prune().unwrap();
         assert!(root.join("run-abc123").is_dir());
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+    use crate::error_chain::testing::{CAUSE, assert_each_cause_once, io};
+
+    #[test]
+    fn no_store_error_repeats_its_cause() {
+        let path = PathBuf::from("/some/path");
+        assert_each_cause_once(
+            &StoreError::Io {
+                action: "create",
+                path,
+                source: io(),
+            },
+            CAUSE,
+        );
+        assert_each_cause_once(
+            &StoreError::Unpack {
+                diff_id: Digest::of(b"x"),
+                source: Box::new(io()),
+            },
+            CAUSE,
+        );
     }
 }
