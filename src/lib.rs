@@ -6,9 +6,14 @@
 //! `layer` (diff → tar → compressed blob) → `store` / `registry` → `image` (config, manifest,
 //! outputs) → `build` (wires them) → `cli` (the only place that prints).
 //!
+//! `manifest` (with `digest` and `platform`) is the bottom of the graph: the one reader of
+//! manifests, indexes and image configs, used by every stage that reads them.
+//!
 //! Nothing below `cli` prints: it reports through return values and [`progress`] events.
 
 pub mod digest;
+pub mod error_chain;
+pub mod manifest;
 pub mod platform;
 pub mod progress;
 pub mod reference;

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use super::copy::{CopyError, join};
 use crate::digest::{Digest, HashingWriter};
+use crate::error_chain::Causes;
 use crate::layer::{EntrySource, LayerEntry};
 
 /// Opens `path` as a tar stream if it is a tar archive, compressed or not (decided by the
@@ -237,7 +238,7 @@ pub(crate) fn download(
     let path = scratch.join(name);
     let file = File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut w = HashingWriter::new(io::BufWriter::new(file));
-    let info = fetch(url, &mut w)?;
+    let info = fetch(url, &mut w).map_err(|e| Causes(e.as_ref()).to_string())?;
     let (out, digest, size) = w.finish();
     out.into_inner()
         .map_err(|e| e.into_error())

@@ -47,7 +47,7 @@ const NAMES_SHOWN: usize = 3;
 /// Why a cache record could not be written.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CacheError {
-    #[error("cannot {action} build cache file {path}: {source}")]
+    #[error("cannot {action} build cache file {path}")]
     Io {
         action: &'static str,
         path: PathBuf,

@@ -35,7 +35,7 @@ const LOOKUP_CHUNK: usize = 512;
 /// Why the context could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
-    #[error("cannot read build context {path}: {source}")]
+    #[error("cannot read build context {path}")]
     Io { path: PathBuf, source: io::Error },
     #[error("build context path {0:?} is not in the context (it may be excluded by .dockerignore)")]
     NotFound(String),

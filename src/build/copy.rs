@@ -53,7 +53,7 @@ pub(crate) enum CopyError {
     SymlinkLoop(String),
     #[error("COPY destination {path:?}: {blocker:?} is not a directory in the image")]
     NotDir { path: String, blocker: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Context(#[from] ContextError),
     /// ADD could not read or extract a source (the message names it).
     #[error("{0}")]

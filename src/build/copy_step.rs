@@ -9,8 +9,9 @@ use super::context::Context;
 use super::copy::{self, Chmod, CopyOptions};
 use super::image_tree::{ImageTree, LayerView};
 use super::stage::{Runner, step_err, unpack_options};
-use super::{BuildError, add, git};
+use super::{BuildError, add, git, step_failed};
 use crate::dockerfile::Span;
+use crate::error_chain::Causes;
 use crate::image::{ImageBuilder, Layer};
 use crate::layer;
 use crate::plan::ignore::DockerIgnore;
@@ -114,7 +115,7 @@ impl<'a> Runner<'a> {
             None => (spec.sources.to_vec(), Vec::new()),
         };
         let entries = copy::entries(tree, &local, spec.dest, &opts, downloads)
-            .map_err(|e| step_err(span, e.to_string()))?;
+            .map_err(|e| step_failed(span, e))?;
         for w in extractor.into_warnings() {
             self.progress.warn(w);
         }
@@ -148,7 +149,7 @@ impl<'a> Runner<'a> {
             }
         }
         let (dest, dest_is_dir) =
-            copy::destination(spec.dest, opts.image).map_err(|e| step_err(span, e.to_string()))?;
+            copy::destination(spec.dest, opts.image).map_err(|e| step_failed(span, e))?;
         for (i, s) in urls.iter().enumerate() {
             let SourceSpec::Path { path: url } = s else {
                 continue;
@@ -156,7 +157,7 @@ impl<'a> Runner<'a> {
             let got = self.fetch_url(url, add.checksum, scratch, i, span)?;
             if add.unpack == Some(true) {
                 if let Some(entries) =
-                    extract(&got.path, &dest).map_err(|e| step_err(span, e.to_string()))?
+                    extract(&got.path, &dest).map_err(|e| step_failed(span, e))?
                 {
                     out.extend(entries);
                     continue;
@@ -447,7 +448,7 @@ impl Downloads {
         if self.dir.is_none() {
             let dir = store
                 .scratch_dir("fetch-")
-                .map_err(|e| format!("creating a download dir in the store: {e}"))?;
+                .map_err(|e| format!("creating a download dir in the store: {}", Causes(&e)))?;
             self.dir = Some(dir);
         }
         let dir = self.dir.as_ref().expect("just made").path();

@@ -47,6 +47,7 @@ use chrono::{DateTime, TimeZone, Timelike, Utc};
 
 use crate::digest::Digest;
 use crate::dockerfile::{Span, render_at};
+use crate::error_chain::Causes;
 use crate::image::{ImageFormat, Layer, StoredImage};
 use crate::layer::Compression;
 use crate::plan::{self, PlanOptions, ignore::DockerIgnore};
@@ -95,10 +96,15 @@ pub struct BuildRequest {
 
 /// How a build gets a base image that is not in the store (or not for the platform): pulls
 /// it for the platform into the store, names it there, and returns its manifest (or index)
-/// digest; the error is a message for the user. The CLI passes the registry client; library
-/// users may refuse (offline builds). Called from several stage threads at once.
-pub type PullBase<'a> =
-    dyn Fn(&Reference, &crate::platform::Platform, &Progress) -> Result<Digest, String> + Sync + 'a;
+/// digest; the error (with its causes) is shown to the user. The CLI passes the registry client;
+/// library users may refuse (offline builds). Called from several stage threads at once.
+pub type PullBase<'a> = dyn Fn(&Reference, &crate::platform::Platform, &Progress) -> Result<Digest, HookError>
+    + Sync
+    + 'a;
+
+/// The error of a hook ([`PullBase`], [`Fetch`]): the caller's own error, kept typed as the
+/// cause of the step that called it (a plain message converts with `?` or `.into()`).
+pub type HookError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a build asks of the world outside the store, supplied by the caller (the CLI wires
 /// the registry client in). One field per service, so the library stays free of network and
@@ -128,7 +134,8 @@ pub type LayerReady<'a> = dyn Fn(&Layer) + Sync + 'a;
 /// writer (never holding it whole) and reports `Last-Modified`; the error is a message for
 /// the user naming the URL and the HTTP status. The CLI implements it with its HTTP client
 /// and TLS settings; library users may refuse (offline builds).
-pub type Fetch<'a> = dyn Fn(&str, &mut dyn std::io::Write) -> Result<FetchInfo, String> + Sync + 'a;
+pub type Fetch<'a> =
+    dyn Fn(&str, &mut dyn std::io::Write) -> Result<FetchInfo, HookError> + Sync + 'a;
 
 pub use add::FetchInfo;
 
@@ -156,6 +163,9 @@ pub enum BuildError {
     /// A step failed; `message` says what to do.
     #[error("{message}")]
     Step { span: Span, message: String },
+    /// A step failed because of a typed error, kept as the cause.
+    #[error(transparent)]
+    StepFailed(StepFailure),
     #[error(transparent)]
     Ignore(#[from] plan::ignore::IgnoreError),
     #[error(transparent)]
@@ -175,23 +185,62 @@ pub enum BuildError {
     /// Ctrl-C or SIGTERM between steps (see [`crate::progress::interrupt`]).
     #[error("interrupted (Ctrl-C or SIGTERM): the build stopped before step {step}")]
     Interrupted { step: String },
-    #[error("{action}: {source}")]
+    #[error("{action}")]
     Io {
         action: &'static str,
+        #[source]
         source: std::io::Error,
     },
 }
 
 impl BuildError {
-    /// The error as the user sees it: step errors point at their Dockerfile line.
+    /// The error as the user sees it, with its causes: step errors point at their Dockerfile
+    /// line.
     pub fn render(&self, req: &BuildRequest) -> String {
         match self {
             BuildError::Step { span, message } => {
                 render_at(&req.dockerfile_name, &req.dockerfile, *span, message)
             }
-            other => other.to_string(),
+            BuildError::StepFailed(f) => render_at(
+                &req.dockerfile_name,
+                &req.dockerfile,
+                f.span,
+                &Causes(f).to_string(),
+            ),
+            other => Causes(other).to_string(),
         }
     }
+}
+
+/// A step that failed because of `cause`. It reads as the cause itself (its message, then the
+/// cause's own causes), plus the step's place in the Dockerfile.
+#[derive(Debug)]
+pub struct StepFailure {
+    pub span: Span,
+    cause: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl std::fmt::Display for StepFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.cause.fmt(f)
+    }
+}
+
+impl std::error::Error for StepFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.source()
+    }
+}
+
+/// The error of the step at `span` that failed because of `cause` (see [`StepFailure`]).
+pub(crate) fn step_failed(
+    span: Span,
+    cause: impl std::error::Error + Send + Sync + 'static,
+) -> BuildError {
+    BuildError::StepFailed(StepFailure {
+        span,
+        cause: Box::new(cause),
+    })
 }
 
 /// Builds the image `req` describes into `store`.
@@ -295,7 +344,8 @@ pub fn build(
     if let Some(ctx) = &context {
         if let Err(e) = ctx.save_cache() {
             progress.warn(format!(
-                "could not save the context stat cache (the next build re-reads files): {e}"
+                "could not save the context stat cache (the next build re-reads files): {}",
+                Causes(&e)
             ));
         }
     }
@@ -318,7 +368,8 @@ fn remove_abandoned_scratch(store: &Store, progress: &Progress) {
         )),
         Ok(_) => {}
         Err(e) => progress.warn(format!(
-            "could not remove the scratch dirs of interrupted builds (`kiln prune` will): {e}"
+            "could not remove the scratch dirs of interrupted builds (`kiln prune` will): {}",
+            Causes(&e)
         )),
     }
 }
@@ -339,8 +390,8 @@ fn base_envs(
         }
         let mut runner = stage::Runner::new(env, &Default::default());
         if let Some(p) = &stage.platform {
-            runner.platform = crate::image::Platform::parse(p)
-                .map_err(|e| stage::step_err(stage.span, e.to_string()))?;
+            runner.platform =
+                crate::image::Platform::parse(p).map_err(|e| step_failed(stage.span, e))?;
         }
         let stored = runner
             .stored_image(name)
@@ -440,5 +491,36 @@ mod tests {
         assert_eq!(stages_of(df, None), vec![0, 2, 3]);
         assert_eq!(stages_of(df, Some("b")), vec![1]);
         assert_eq!(stages_of("FROM scratch\n", None), vec![0]);
+    }
+
+    #[test]
+    fn no_build_error_repeats_its_cause() {
+        use crate::error_chain::testing::{CAUSE, assert_each_cause_once, io};
+        let path = || PathBuf::from("/some/path");
+        let store_io = || crate::store::StoreError::Io {
+            action: "create",
+            path: path(),
+            source: io(),
+        };
+        let errors: Vec<Box<dyn std::error::Error>> = vec![
+            Box::new(BuildError::Io {
+                action: "creating",
+                source: io(),
+            }),
+            Box::new(BuildError::Store(store_io())),
+            Box::new(step_failed(Span::new(1, 1, 1), store_io())),
+            Box::new(cache::CacheError::Io {
+                action: "write",
+                path: path(),
+                source: io(),
+            }),
+            Box::new(context::ContextError::Io {
+                path: path(),
+                source: io(),
+            }),
+        ];
+        for e in &errors {
+            assert_each_cause_once(e.as_ref(), CAUSE);
+        }
     }
 }

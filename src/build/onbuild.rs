@@ -17,13 +17,13 @@ use crate::plan::{self, PlanOptions, Step};
 const BASE: &str = "kiln-onbuild-base";
 
 /// The planned steps of `triggers`, each pointing at the stage's FROM line (`from`), which
-/// is where the user can act on them. `Err` is a message naming the trigger.
+/// is where the user can act on them.
 pub(super) fn trigger_steps(
     triggers: &[String],
     base: &RunConfig,
     opts: &PlanOptions,
     from: Span,
-) -> Result<Vec<Step>, String> {
+) -> Result<Vec<Step>, OnbuildError> {
     if triggers.is_empty() {
         return Ok(Vec::new());
     }
@@ -39,11 +39,8 @@ pub(super) fn trigger_steps(
         target: None,
         ..opts.clone()
     };
-    let plan = plan::plan(&source, &opts).map_err(|e| {
-        format!(
-            "the base image's ONBUILD triggers do not parse: {}",
-            e.render("ONBUILD", &source)
-        )
+    let plan = plan::plan(&source, &opts).map_err(|e| OnbuildError::Parse {
+        rendered: e.render("ONBUILD", &source),
     })?;
     let mut steps = plan.stages[plan.target].steps.clone();
     steps.drain(..preamble);
@@ -57,7 +54,10 @@ pub(super) fn trigger_steps(
 /// `FROM base`, the base's WORKDIR and SHELL (so relative paths and shell-form commands
 /// resolve as they would in the stage), then one line per trigger. Returns the text and how
 /// many preamble steps to drop.
-fn synthetic_dockerfile(triggers: &[String], base: &RunConfig) -> Result<(String, usize), String> {
+fn synthetic_dockerfile(
+    triggers: &[String],
+    base: &RunConfig,
+) -> Result<(String, usize), OnbuildError> {
     let mut text = format!("FROM {BASE}\n");
     let mut preamble = 0;
     if let Some(dir) = base.working_dir.as_deref().filter(|d| !d.is_empty()) {
@@ -78,14 +78,25 @@ fn synthetic_dockerfile(triggers: &[String], base: &RunConfig) -> Result<(String
             .to_ascii_uppercase();
         // Docker refuses these as triggers; so do we, naming the trigger.
         if matches!(keyword.as_str(), "FROM" | "ONBUILD" | "MAINTAINER") {
-            return Err(format!(
-                "ONBUILD {t}: {keyword} is not allowed as an ONBUILD trigger"
-            ));
+            return Err(OnbuildError::NotAllowed {
+                trigger: t.to_string(),
+                keyword,
+            });
         }
         text.push_str(t);
         text.push('\n');
     }
     Ok((text, preamble))
+}
+
+/// Why the base image's ONBUILD triggers cannot run.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum OnbuildError {
+    /// The plan error, rendered against the synthetic Dockerfile (`ONBUILD:2:1: …`).
+    #[error("the base image's ONBUILD triggers do not parse: {rendered}")]
+    Parse { rendered: String },
+    #[error("ONBUILD {trigger}: {keyword} is not allowed as an ONBUILD trigger")]
+    NotAllowed { trigger: String, keyword: String },
 }
 
 fn json_string(s: &str) -> String {
@@ -132,7 +143,7 @@ mod tests {
             Span::new(1, 1, 1),
         )
         .unwrap_err();
-        assert!(err.contains("not allowed"), "{err}");
+        assert!(err.to_string().contains("not allowed"), "{err}");
     }
 
     #[test]

@@ -2,20 +2,14 @@
 //! is possible only when the kernel's binfmt_misc has an emulator registered for the
 //! platform's machine (qemu-user-static + binfmt-support install them).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::image::{Platform, StoredImage};
 
 /// Whether a stored image's config is for `want` (a missing variant matches any; a config
 /// that names no platform is taken as matching, as the registry index already chose it).
 pub(super) fn platform_matches(img: &StoredImage, want: &Platform) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Cfg {
-        os: Option<String>,
-        architecture: Option<String>,
-        variant: Option<String>,
-    }
-    let Ok(c) = serde_json::from_slice::<Cfg>(&img.config) else {
+    let Ok(c) = crate::manifest::ImageConfig::read(&img.config) else {
         return true;
     };
     c.os.is_none_or(|os| os == want.os)
@@ -25,17 +19,40 @@ pub(super) fn platform_matches(img: &StoredImage, want: &Platform) -> bool {
 
 const BINFMT_DIR: &str = "/proc/sys/fs/binfmt_misc";
 
-/// `Ok` when a RUN step for `target` can execute on this machine; else the message to show.
-pub(super) fn check_can_run(target: &Platform) -> Result<(), String> {
+/// Why a RUN step cannot execute programs of its platform here.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CannotRun {
+    #[error(
+        "RUN cannot execute {} programs on {} (a different OS); build for {}/{} or drop the RUN",
+        target.os, host.os, host.os, host.architecture
+    )]
+    OtherOs { target: Platform, host: Platform },
+    #[error(
+        "RUN needs to execute {}/{} programs on this {} machine, and binfmt_misc has no \
+         enabled handler for {machine} (looked in {}): install qemu-user-static and \
+         binfmt-support (apt-get install qemu-user-static binfmt-support), or build without \
+         RUN steps for that platform",
+        target.os, target.architecture, host.architecture, dir.display()
+    )]
+    NoEmulator {
+        target: Platform,
+        host: Platform,
+        machine: String,
+        dir: PathBuf,
+    },
+}
+
+/// `Ok` when a RUN step for `target` can execute on this machine.
+pub(super) fn check_can_run(target: &Platform) -> Result<(), Box<CannotRun>> {
     check_in(Path::new(BINFMT_DIR), target, &Platform::host())
 }
 
-fn check_in(dir: &Path, target: &Platform, host: &Platform) -> Result<(), String> {
+fn check_in(dir: &Path, target: &Platform, host: &Platform) -> Result<(), Box<CannotRun>> {
     if target.os != host.os {
-        return Err(format!(
-            "RUN cannot execute {} programs on {} (a different OS); build for {}/{} or drop the RUN",
-            target.os, host.os, host.os, host.architecture
-        ));
+        return Err(Box::new(CannotRun::OtherOs {
+            target: target.clone(),
+            host: host.clone(),
+        }));
     }
     if target.architecture == host.architecture {
         return Ok(());
@@ -44,16 +61,12 @@ fn check_in(dir: &Path, target: &Platform, host: &Platform) -> Result<(), String
     if has_enabled_handler(dir, machine) {
         return Ok(());
     }
-    Err(format!(
-        "RUN needs to execute {}/{} programs on this {} machine, and binfmt_misc has no \
-         enabled handler for {machine} (looked in {}): install qemu-user-static and \
-         binfmt-support (apt-get install qemu-user-static binfmt-support), or build without \
-         RUN steps for that platform",
-        target.os,
-        target.architecture,
-        host.architecture,
-        dir.display()
-    ))
+    Err(Box::new(CannotRun::NoEmulator {
+        target: target.clone(),
+        host: host.clone(),
+        machine: machine.to_string(),
+        dir: dir.to_path_buf(),
+    }))
 }
 
 /// The machine name qemu's binfmt entries use for an OCI architecture.
@@ -105,7 +118,9 @@ mod tests {
     #[test]
     fn a_foreign_platform_needs_an_enabled_qemu_handler() {
         let d = tempfile::tempdir().unwrap();
-        let err = check_in(d.path(), &platform("arm64"), &platform("amd64")).unwrap_err();
+        let err = check_in(d.path(), &platform("arm64"), &platform("amd64"))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("qemu-user-static") && err.contains("aarch64"),
             "{err}"

@@ -15,7 +15,7 @@ use std::path::Path;
 use super::copy::DirMeta;
 use super::run;
 use crate::layer::{self, DiffKind, LayerBlob, LayerOptions};
-use crate::sandbox::{Sandbox, StepOutcome};
+use crate::sandbox::{Sandbox, SandboxError, StepOutcome};
 
 /// Unpacks one base layer blob into the store's temp dir `dest`.
 pub(super) fn unpack(sandbox: &Sandbox, mut blob: File, dest: &Path) -> std::io::Result<()> {
@@ -26,7 +26,7 @@ pub(super) fn unpack(sandbox: &Sandbox, mut blob: File, dest: &Path) -> std::io:
             .map_err(std::io::Error::other),
         None => layer::unpack_layer(blob, dest, &store_layer_options())
             .map(|_| ())
-            .map_err(|e| std::io::Error::other(e.to_string())),
+            .map_err(std::io::Error::other),
     }
 }
 
@@ -48,19 +48,31 @@ pub(super) fn write_run_layer(
     outcome: &StepOutcome,
     mut opts: LayerOptions,
     out: &mut impl Write,
-) -> Result<LayerBlob, String> {
+) -> Result<LayerBlob, RunLayerError> {
     match sandbox.mapped_fs() {
         Some(mapped) if !outcome.id_map.is_identity() => {
             opts.id_map = None;
-            mapped
-                .write_layer(upper, &opts, out)
-                .map_err(|e| e.to_string())
+            Ok(mapped.write_layer(upper, &opts, out)?)
         }
         _ => {
             opts.id_map = run::layer_id_map(&outcome.id_map);
-            layer::write_layer(upper, DiffKind::OverlayUpper, &opts, out).map_err(|e| e.to_string())
+            Ok(layer::write_layer(
+                upper,
+                DiffKind::OverlayUpper,
+                &opts,
+                out,
+            )?)
         }
     }
+}
+
+/// Why a RUN step's layer could not be written: by the mapped helper, or in this process.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RunLayerError {
+    #[error(transparent)]
+    Mapped(#[from] SandboxError),
+    #[error(transparent)]
+    Layer(#[from] layer::LayerError),
 }
 
 /// A directory's metadata from an unpacked base layer with the owner an image sees: the

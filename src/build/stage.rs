@@ -18,6 +18,7 @@ use super::run::{self, RunArgs, RunEnv};
 use super::{BuildError, BuildRequest, Hooks};
 use crate::Digest;
 use crate::dockerfile::{CommandLine, Healthcheck, Span};
+use crate::error_chain::Causes;
 use crate::image::{self, ImageBuilder, Layer, StoredImage};
 use crate::layer::{self, Deletions, LayerEntry, LayerOptions, Ownership, UnpackOptions};
 use crate::plan::{Base, CopyFrom, Mount, MountKind, SourceSpec, Stage, Step, StepKind};
@@ -283,7 +284,7 @@ impl<'a> Runner<'a> {
         let triggers = img.config().on_build.clone();
         img.clear_on_build();
         onbuild::trigger_steps(&triggers, img.config(), &self.env.plan_options, stage.span)
-            .map_err(|m| step_err(stage.span, m))
+            .map_err(|e| super::step_failed(stage.span, e))
     }
 
     /// A layer-writing step through the cache: reuse a recorded layer, or say why there is
@@ -441,6 +442,7 @@ impl<'a> Runner<'a> {
             self.platform
         ));
         let digest = (self.hooks.pull)(&reference, &self.platform, self.progress).map_err(|e| {
+            let e = Causes(e.as_ref());
             match stored {
                 // Say why a stored image was not enough before the pull's own error.
                 Some(_) => format!(
@@ -451,7 +453,7 @@ impl<'a> Runner<'a> {
             }
         })?;
         let img = StoredImage::load_for(self.store, &digest, &self.platform)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Causes(&e).to_string())?;
         if !platform_matches(&img, &self.platform) {
             return Err(format!(
                 "{reference} has no image for {}: choose another base or --platform",
@@ -563,7 +565,7 @@ impl<'a> Runner<'a> {
                 let blob = self
                     .store
                     .open_blob(&digest)
-                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    .map_err(std::io::Error::other)?;
                 rootless::unpack(self.sandbox, blob, tmp)
             })?;
             dirs.push(dir);
@@ -619,7 +621,7 @@ impl<'a> Runner<'a> {
         let outcome = self
             .sandbox
             .run_step(&spec, self.progress)
-            .map_err(|e| step_err(step.span, e.to_string()))?;
+            .map_err(|e| super::step_failed(step.span, e))?;
         drop(agents);
         if !outcome.success() {
             return Err(step_err(step.span, run::failure(&step.original, &outcome)));
@@ -631,7 +633,7 @@ impl<'a> Runner<'a> {
         };
         let mut w = self.store.begin_blob()?;
         let blob = rootless::write_run_layer(self.sandbox, &upper_dir, &outcome, opts, &mut w)
-            .map_err(|m| step_err(step.span, m))?;
+            .map_err(|e| super::step_failed(step.span, e))?;
         w.commit(Some(&blob.digest))?;
         img.add_layer(Layer::from(blob), created_by);
         self.layers_built += 1;
@@ -706,7 +708,7 @@ impl<'a> Runner<'a> {
             let probe = self
                 .sandbox
                 .probe()
-                .map_err(|e| step_err(span, e.to_string()))?;
+                .map_err(|e| super::step_failed(span, e))?;
             self.progress.info(
                 format!(
                     "RUN steps use {:?} isolation: {}",

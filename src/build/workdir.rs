@@ -14,6 +14,7 @@ use super::copy::{self, CopyError, DirMeta, ImageView, Node};
 use super::copy_step::resolve_owner;
 use super::stage::{Runner, step_err};
 use crate::dockerfile::Span;
+use crate::error_chain::Causes;
 use crate::image::ImageBuilder;
 use crate::layer::{EntrySource, LayerEntry};
 
@@ -56,7 +57,7 @@ impl Runner<'_> {
             mtime: u64::try_from(self.created.timestamp()).unwrap_or(0),
         };
         let entries = mkdir_entries(&image, path, owner)
-            .map_err(|m| step_err(span, format!("WORKDIR {path}: {m}")))?;
+            .map_err(|e| step_err(span, format!("WORKDIR {path}: {}", Causes(&e))))?;
         self.add_layer(img, entries, created_by)
     }
 }
@@ -73,13 +74,11 @@ pub(super) fn mkdir_entries(
     image: &dyn ImageView,
     path: &str,
     new: DirMeta,
-) -> Result<Vec<LayerEntry>, String> {
+) -> Result<Vec<LayerEntry>, WorkdirError> {
     let resolved = copy::resolve_in_image(image, path).map_err(|e| match e {
-        CopyError::NotDir { blocker, .. } => {
-            format!("{blocker} exists in the image and is not a directory")
-        }
-        CopyError::SymlinkLoop(_) => "too many levels of symlinks in the image".to_string(),
-        other => other.to_string(),
+        CopyError::NotDir { blocker, .. } => WorkdirError::NotDir(blocker),
+        CopyError::SymlinkLoop(_) => WorkdirError::SymlinkLoop,
+        other => WorkdirError::Resolve(other),
     })?;
     let mut entries = Vec::new();
     let mut creating = false;
@@ -91,9 +90,7 @@ pub(super) fn mkdir_entries(
         let meta = match found {
             Some(Node::Dir(meta)) => meta,
             Some(Node::Other | Node::Symlink(_)) => {
-                return Err(format!(
-                    "/{sofar} exists in the image and is not a directory"
-                ));
+                return Err(WorkdirError::NotDir(format!("/{sofar}")));
             }
             None => {
                 creating = true;
@@ -110,6 +107,17 @@ pub(super) fn mkdir_entries(
         });
     }
     Ok(if creating { entries } else { Vec::new() })
+}
+
+/// Why WORKDIR cannot create its directory in the image.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum WorkdirError {
+    #[error("{0} exists in the image and is not a directory")]
+    NotDir(String),
+    #[error("too many levels of symlinks in the image")]
+    SymlinkLoop,
+    #[error(transparent)]
+    Resolve(CopyError),
 }
 
 #[cfg(test)]
@@ -194,7 +202,9 @@ mod tests {
 
     #[test]
     fn a_file_in_the_way_is_an_error() {
-        let err = mkdir_entries(&image(), "/file", NEW).unwrap_err();
+        let err = mkdir_entries(&image(), "/file", NEW)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("/file") && err.contains("not a directory"),
             "{err}"

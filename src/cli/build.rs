@@ -164,7 +164,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     let pull = |reference: &Reference,
                 platform: &crate::platform::Platform,
                 progress: &Progress|
-     -> Result<Digest, String> {
+     -> Result<Digest, crate::build::HookError> {
         let cred = a.creds.resolve(reference).map_err(|e| format!("{e:#}"))?;
         let registry = a
             .transport
@@ -184,23 +184,22 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
                 }
             }
         };
-        let pulled = waits
-            .run(pulling)
-            .ok_or_else(|| format!("interrupted (Ctrl-C or SIGTERM) while pulling {reference}"))?
-            .map_err(|e| e.to_string())?;
+        let pulled = waits.run(pulling).ok_or_else(|| {
+            format!("interrupted (Ctrl-C or SIGTERM) while pulling {reference}")
+        })??;
         // A name in the store promises every blob: a base pulled without its layers stays
         // unnamed (and is resolved again, manifests only, by the next build).
         if pulled.layers.iter().all(|d| store.has_blob(d)) {
-            store
-                .tag(reference, &pulled.manifest.digest)
-                .map_err(|e| e.to_string())?;
+            store.tag(reference, &pulled.manifest.digest)?;
         } else if let Some(cache) = lazy_bases {
             cache.note_lazy_base(reference, std::sync::Arc::new(registry), &pulled.layers);
         }
         Ok(pulled.manifest.digest)
     };
     let http = http_client(a.transport.config().tls_verify)?;
-    let fetch = |url: &str, out: &mut dyn std::io::Write| fetch_url(&rt, &http, url, out);
+    let fetch = |url: &str, out: &mut dyn std::io::Write| {
+        fetch_url(&rt, &http, url, out).map_err(Into::into)
+    };
     // Made before the build: a push that cannot start fails before the work, and the
     // uploads during the build share the final push's clients (credentials, tokens).
     let destinations = match a.push {

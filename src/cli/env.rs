@@ -12,9 +12,19 @@ use super::args::GlobalArgs;
 use crate::store::Store;
 
 /// Opens the store named by `--root`/`$KILN_ROOT`, else the default location.
+/// Opens the store named by `--root`/`$KILN_ROOT`, else the default location. Trees of the
+/// user's sub-uids (left by rootless builds) are removed as root of its id map, by this
+/// executable re-run as the sandbox's mapped helper.
 pub fn open_store(g: &GlobalArgs) -> anyhow::Result<Store> {
     let root = g.root.clone().unwrap_or_else(Store::default_root);
-    Store::open(&root).with_context(|| format!("opening the kiln store at {}", root.display()))
+    let store = Store::open(&root)
+        .with_context(|| format!("opening the kiln store at {}", root.display()))?;
+    Ok(match std::env::current_exe() {
+        Ok(exe) => store.with_sub_id_remover(std::sync::Arc::new(move |path| {
+            crate::sandbox::remove_tree_as_mapped_root(&exe, path).map_err(std::io::Error::other)
+        })),
+        Err(_) => store,
+    })
 }
 
 /// The async runtime registry transfers run on.

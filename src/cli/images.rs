@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use super::args::{GlobalArgs, parse_duration, parse_size};
 use super::env::open_store;
 use crate::Reference;
+use crate::error_chain::Causes;
 use crate::image::{LayoutKind, Platform, StoredImage, write_docker_archive, write_oci_layout};
 use crate::store::Store;
 
@@ -57,7 +58,7 @@ fn rows(store: &Store) -> anyhow::Result<Vec<ImageRow>> {
             match StoredImage::load_for(store, &record.manifest, &Platform::host()) {
                 Ok(image) => (image.config_digest, image.created(), image.size()),
                 Err(e) => {
-                    eprintln!("warning: {familiar}: {e}");
+                    eprintln!("warning: {familiar}: {}", Causes(&e));
                     (record.manifest, None, 0)
                 }
             };

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use crate::Reference;
+use crate::error_chain::Causes;
 use crate::registry::{Manifest, Parsed};
 use anyhow::{Context, bail};
 
@@ -77,7 +78,11 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     let image_id = match manifest.parse() {
         Ok(Parsed::Image { config, .. }) => Some(config.digest),
         Ok(Parsed::Index { .. }) => None,
-        Err(e) => bail!("{} ({digest}) is not an image manifest: {e}", a.source),
+        Err(e) => bail!(
+            "{} ({digest}) is not an image manifest: {}",
+            a.source,
+            Causes(&e)
+        ),
     };
     let mut config = a.transport.config();
     config.chunk_size = a.chunk_size;

@@ -6,7 +6,6 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use oci_spec::image::{
     Arch, ConfigBuilder, HistoryBuilder, ImageConfigurationBuilder, Os, RootFsBuilder,
 };
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::manifest::{canonical, manifest_json};
@@ -14,31 +13,11 @@ use super::media::{ImageFormat, Layer, Platform};
 use super::stored::StoredImage;
 use super::{ImageError, Result};
 use crate::digest::Digest;
+use crate::manifest::{ContainerConfig, ImageConfig};
 use crate::reference::Reference;
 use crate::store::Store;
 
-/// Docker's HEALTHCHECK (no OCI equivalent), durations in nanoseconds as Docker stores them.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Healthcheck {
-    /// `["NONE"]`, `["CMD", args…]` or `["CMD-SHELL", command]`.
-    #[serde(default)]
-    pub test: Vec<String>,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub interval: i64,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub timeout: i64,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub start_period: i64,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub start_interval: i64,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub retries: i64,
-}
-
-fn is_zero(v: &i64) -> bool {
-    *v == 0
-}
+pub use crate::manifest::Healthcheck;
 
 /// The runtime part of an image config, as the Dockerfile instructions set it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -57,36 +36,8 @@ pub struct RunConfig {
     pub shell: Option<Vec<String>>,
 }
 
-/// What a config blob says, read tolerantly (Docker writes `null` for empty fields).
-#[derive(Debug, Default, Deserialize)]
-struct ConfigIn {
-    architecture: Option<String>,
-    os: Option<String>,
-    variant: Option<String>,
-    author: Option<String>,
-    config: Option<RunConfigIn>,
-    history: Option<Vec<oci_spec::image::History>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct RunConfigIn {
-    user: Option<String>,
-    exposed_ports: Option<BTreeMap<String, serde::de::IgnoredAny>>,
-    env: Option<Vec<String>>,
-    entrypoint: Option<Vec<String>>,
-    cmd: Option<Vec<String>>,
-    volumes: Option<BTreeMap<String, serde::de::IgnoredAny>>,
-    working_dir: Option<String>,
-    labels: Option<BTreeMap<String, String>>,
-    stop_signal: Option<String>,
-    healthcheck: Option<Healthcheck>,
-    on_build: Option<Vec<String>>,
-    shell: Option<Vec<String>>,
-}
-
-impl From<RunConfigIn> for RunConfig {
-    fn from(c: RunConfigIn) -> RunConfig {
+impl From<ContainerConfig> for RunConfig {
+    fn from(c: ContainerConfig) -> RunConfig {
         RunConfig {
             user: c.user.filter(|u| !u.is_empty()),
             exposed_ports: c.exposed_ports.unwrap_or_default().into_keys().collect(),
@@ -149,11 +100,10 @@ impl ImageBuilder {
 
     /// Starts from an image in the store (`FROM image`): its config, layers and history.
     pub fn from_base(base: &StoredImage, created: DateTime<Utc>) -> Result<ImageBuilder> {
-        let parsed: ConfigIn =
-            serde_json::from_slice(&base.config).map_err(|e| ImageError::BadConfig {
-                digest: base.config_digest,
-                reason: e.to_string(),
-            })?;
+        let parsed = ImageConfig::read(&base.config).map_err(|source| ImageError::BadConfig {
+            digest: base.config_digest,
+            source,
+        })?;
         let host = Platform::host();
         Ok(ImageBuilder {
             platform: Platform {
@@ -166,8 +116,8 @@ impl ImageBuilder {
             author: parsed.author.filter(|a| !a.is_empty()),
             cmd_set: false,
             layers: base.layers.clone(),
-            fresh_history: parsed.history.as_ref().map_or(0, Vec::len),
-            history: parsed.history.unwrap_or_default(),
+            fresh_history: parsed.history.len(),
+            history: parsed.history,
         })
     }
 

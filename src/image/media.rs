@@ -5,16 +5,6 @@ use serde::{Deserialize, Serialize};
 use super::{ImageError, Result};
 use crate::digest::Digest;
 
-/// Manifest flavour: OCI (default) or Docker v2 schema 2 (for old registries, like buildah's
-/// `--format docker`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ImageFormat {
-    #[default]
-    Oci,
-    Docker,
-}
-
 /// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -24,28 +14,10 @@ pub enum Compression {
     Zstd,
 }
 
-pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub(crate) const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub(crate) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub(crate) const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub(crate) const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub use crate::manifest::ImageFormat;
+pub(crate) use crate::manifest::{OCI_INDEX, OCI_MANIFEST};
 
 impl ImageFormat {
-    pub fn manifest_media_type(self) -> &'static str {
-        match self {
-            ImageFormat::Oci => OCI_MANIFEST,
-            ImageFormat::Docker => DOCKER_MANIFEST,
-        }
-    }
-
-    pub fn config_media_type(self) -> &'static str {
-        match self {
-            ImageFormat::Oci => OCI_CONFIG,
-            ImageFormat::Docker => DOCKER_CONFIG,
-        }
-    }
-
     /// The media type of a layer blob with this compression in this format.
     pub fn layer_media_type(self, c: Compression) -> Result<&'static str> {
         Ok(match (self, c) {
@@ -60,15 +32,6 @@ impl ImageFormat {
             }
             (ImageFormat::Docker, Compression::Zstd) => return Err(ImageError::ZstdInDockerFormat),
         })
-    }
-
-    /// The format a manifest media type belongs to.
-    pub fn of_manifest(media_type: &str) -> Option<ImageFormat> {
-        match media_type {
-            OCI_MANIFEST => Some(ImageFormat::Oci),
-            DOCKER_MANIFEST => Some(ImageFormat::Docker),
-            _ => None,
-        }
     }
 }
 

@@ -5,7 +5,8 @@
 //!   semantics for ENV, CMD/ENTRYPOINT, …), plus layers and history; [`ImageBuilder::finish`]
 //!   gives the config and manifest bytes ([`ImageBlobs`]), [`ImageBuilder::commit`] writes them
 //!   to a [`Store`](crate::store::Store) and names the image.
-//! - [`StoredImage::load`]: an image already in the store (manifest, config, layer list), the
+//! - [`StoredImage::load`]: an image already in the store (manifest, config, layer list, read
+//!   by [`crate::manifest`], the reader pull and GC share), the
 //!   starting point for `FROM`, `save`, `inspect` and `push`.
 //! - Outputs: [`write_oci_layout`] (directory or tar, [`LayoutKind`]) and
 //!   [`write_docker_archive`] (what `docker load` / `podman load` accept). Blobs stream from
@@ -48,15 +49,28 @@ pub enum ImageError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Layer(#[from] crate::layer::LayerError),
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}")]
     Io {
         action: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{digest} is not a single-platform image manifest: {reason}")]
-    NotAnImage { digest: Digest, reason: String },
+    #[error("{digest} cannot be read as an image manifest")]
+    BadManifest {
+        digest: Digest,
+        #[source]
+        source: crate::manifest::ManifestError,
+    },
+    #[error("{0} is a multi-platform index; pick one platform's manifest")]
+    IsAnIndex(Digest),
+    #[error("{digest}: the index has no manifest for {wanted} (it has: {available})")]
+    NoPlatform {
+        digest: Digest,
+        /// `os/arch[/variant]` (a `String` keeps the error small).
+        wanted: String,
+        available: String,
+    },
     #[error("layer {digest} has media type {media_type:?}, which kiln cannot read")]
     UnsupportedMediaType { digest: Digest, media_type: String },
     #[error(
@@ -64,8 +78,12 @@ pub enum ImageError {
          use --format oci or --compression gzip"
     )]
     ZstdInDockerFormat,
-    #[error("image config {digest} cannot be read: {reason}")]
-    BadConfig { digest: Digest, reason: String },
+    #[error("image config {digest} cannot be read")]
+    BadConfig {
+        digest: Digest,
+        #[source]
+        source: crate::manifest::ConfigError,
+    },
     #[error(
         "layer {digest} does not match its diffID: config says {expected}, content is {actual}"
     )]
@@ -95,5 +113,50 @@ impl<T> IoContext<T> for std::io::Result<T> {
             path: path.to_path_buf(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+    use crate::error_chain::testing::{CAUSE, assert_each_cause_once, io};
+
+    #[test]
+    fn no_image_error_repeats_its_cause() {
+        let d = Digest::of(b"x");
+        assert_each_cause_once(
+            &ImageError::Io {
+                action: "read",
+                path: PathBuf::from("/some/path"),
+                source: io(),
+            },
+            CAUSE,
+        );
+        assert_each_cause_once(
+            &ImageError::Store(StoreError::Io {
+                action: "read",
+                path: PathBuf::from("/some/path"),
+                source: io(),
+            }),
+            CAUSE,
+        );
+        let json = || serde_json::from_slice::<u8>(b"{").unwrap_err();
+        let text = json().to_string();
+        assert_each_cause_once(
+            &ImageError::BadConfig {
+                digest: d,
+                source: crate::manifest::ConfigError(json()),
+            },
+            &text,
+        );
+        let manifest = crate::manifest::read(b"{", None).unwrap_err();
+        let text = std::error::Error::source(&manifest).unwrap().to_string();
+        assert_each_cause_once(
+            &ImageError::BadManifest {
+                digest: d,
+                source: manifest,
+            },
+            &text,
+        );
     }
 }

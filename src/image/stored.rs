@@ -1,11 +1,11 @@
 //! [`StoredImage`]: an image read back from the store.
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 
-use super::media::{Compression, DOCKER_LIST, ImageFormat, Layer, OCI_INDEX, Platform};
+use super::media::{Compression, ImageFormat, Layer, Platform};
 use super::{ImageError, Result};
 use crate::digest::Digest;
+use crate::manifest::{self, ImageConfig, Parsed};
 use crate::store::Store;
 
 /// A single-platform image in the store: manifest and config bytes, and its layers.
@@ -20,140 +20,51 @@ pub struct StoredImage {
     pub layers: Vec<Layer>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Desc {
-    media_type: String,
-    digest: Digest,
-    size: u64,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ManifestIn {
-    media_type: Option<String>,
-    config: Option<Desc>,
-    #[serde(default)]
-    layers: Vec<Desc>,
-    manifests: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-struct ConfigIn {
-    created: Option<DateTime<Utc>>,
-    rootfs: RootFsIn,
-}
-
-#[derive(Deserialize)]
-struct RootFsIn {
-    #[serde(default)]
-    diff_ids: Vec<Digest>,
-}
-
-#[derive(Deserialize)]
-struct IndexIn {
-    manifests: Vec<IndexEntry>,
-}
-
-#[derive(Deserialize)]
-struct IndexEntry {
-    digest: Digest,
-    platform: Option<PlatformIn>,
-}
-
-#[derive(Deserialize)]
-struct PlatformIn {
-    os: String,
-    architecture: String,
-    variant: Option<String>,
-}
-
 impl StoredImage {
     /// Like [`StoredImage::load`], but when `digest` is a multi-platform index, loads the
     /// manifest for `platform` from it (the child must be in the store).
     pub fn load_for(store: &Store, digest: &Digest, platform: &Platform) -> Result<StoredImage> {
         let bytes = store.read_blob(digest)?;
-        let Ok(index) = serde_json::from_slice::<IndexIn>(&bytes) else {
+        let Ok(Parsed::Index { manifests }) = manifest::read(&bytes, None).map(|d| d.parsed) else {
             return StoredImage::load(store, digest);
         };
-        let matches = |p: &PlatformIn| {
-            p.os == platform.os
-                && p.architecture == platform.architecture
-                && (p.variant.is_none()
-                    || platform.variant.is_none()
-                    || p.variant == platform.variant)
-        };
-        match index
-            .manifests
-            .iter()
-            .find(|m| m.platform.as_ref().is_some_and(matches))
-        {
+        match manifest::select_platform(&manifests, platform) {
             Some(m) => StoredImage::load(store, &m.digest),
-            None => {
-                let have: Vec<String> = index
-                    .manifests
-                    .iter()
-                    .filter_map(|m| m.platform.as_ref())
-                    .map(|p| match &p.variant {
-                        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-                        None => format!("{}/{}", p.os, p.architecture),
-                    })
-                    .collect();
-                Err(ImageError::NotAnImage {
-                    digest: *digest,
-                    reason: format!(
-                        "the index has no manifest for {}/{} (it has: {})",
-                        platform.os,
-                        platform.architecture,
-                        if have.is_empty() {
-                            "none".to_string()
-                        } else {
-                            have.join(", ")
-                        }
-                    ),
-                })
-            }
+            None => Err(ImageError::NoPlatform {
+                digest: *digest,
+                wanted: platform.to_string(),
+                available: manifest::available_platforms(&manifests),
+            }),
         }
     }
 
     /// Reads the manifest `digest` and its config from the store.
     pub fn load(store: &Store, digest: &Digest) -> Result<StoredImage> {
-        let not_image = |reason: String| ImageError::NotAnImage {
-            digest: *digest,
-            reason,
-        };
         let manifest = store.read_blob(digest)?;
-        let m: ManifestIn =
-            serde_json::from_slice(&manifest).map_err(|e| not_image(e.to_string()))?;
-        let media_type = m.media_type.as_deref();
-        if m.manifests.is_some() || matches!(media_type, Some(OCI_INDEX | DOCKER_LIST)) {
-            return Err(not_image(
-                "it is a multi-platform index; pick one platform's manifest".into(),
-            ));
-        }
-        let format = match media_type {
-            None => ImageFormat::Oci,
-            Some(t) => ImageFormat::of_manifest(t)
-                .ok_or_else(|| not_image(format!("unknown manifest media type {t:?}")))?,
+        let doc = manifest::read(&manifest, None).map_err(|source| ImageError::BadManifest {
+            digest: *digest,
+            source,
+        })?;
+        let Parsed::Image {
+            config: config_desc,
+            layers: descs,
+        } = doc.parsed
+        else {
+            return Err(ImageError::IsAnIndex(*digest));
         };
-        let config_desc = m
-            .config
-            .ok_or_else(|| not_image("it has no config descriptor".into()))?;
         let config = store.read_blob(&config_desc.digest)?;
-        let parsed: ConfigIn =
-            serde_json::from_slice(&config).map_err(|e| ImageError::BadConfig {
-                digest: config_desc.digest,
-                reason: e.to_string(),
-            })?;
+        let parsed = ImageConfig::read(&config).map_err(|source| ImageError::BadConfig {
+            digest: config_desc.digest,
+            source,
+        })?;
         let diff_ids = parsed.rootfs.diff_ids;
-        if diff_ids.len() != m.layers.len() {
+        if diff_ids.len() != descs.len() {
             return Err(ImageError::LayerCountMismatch {
-                layers: m.layers.len(),
+                layers: descs.len(),
                 diff_ids: diff_ids.len(),
             });
         }
-        let layers = m
-            .layers
+        let layers = descs
             .iter()
             .zip(diff_ids)
             .map(|(d, diff_id)| {
@@ -168,7 +79,7 @@ impl StoredImage {
         Ok(StoredImage {
             manifest_digest: *digest,
             manifest,
-            format,
+            format: doc.media_type.format(),
             config_digest: config_desc.digest,
             config,
             layers,
@@ -198,9 +109,9 @@ impl StoredImage {
 
     /// The `created` time in the config, if any.
     pub fn created(&self) -> Option<DateTime<Utc>> {
-        serde_json::from_slice::<ConfigIn>(&self.config)
+        ImageConfig::read(&self.config)
             .ok()
-            .and_then(|c| c.created)
+            .and_then(|c| c.created_at())
     }
 }
 

@@ -222,7 +222,7 @@ pub struct UnpackReport {
 /// Everything that can go wrong writing or unpacking a layer.
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
-    #[error("layer source {}: {source}", path.display())]
+    #[error("layer source {}", path.display())]
     Source {
         path: PathBuf,
         #[source]
@@ -239,16 +239,16 @@ pub enum LayerError {
     },
     #[error("{}: path is not valid for a tar entry: {reason}", path.display())]
     BadPath { path: PathBuf, reason: String },
-    #[error("writing the layer blob: {0}")]
+    #[error("writing the layer blob")]
     Output(#[source] std::io::Error),
-    #[error("reading the layer blob: {0}")]
+    #[error("reading the layer blob")]
     Input(#[source] std::io::Error),
     #[error("layer entry {entry:?}: {reason}")]
     BadEntry { entry: String, reason: String },
     /// Ctrl-C or SIGTERM ([`crate::progress::interrupt`]) between two entries.
     #[error("interrupted while writing or unpacking a layer")]
     Interrupted,
-    #[error("unpacking layer entry {entry:?} to {}: {source}", dest.display())]
+    #[error("unpacking layer entry {entry:?} to {}", dest.display())]
     Unpack {
         entry: String,
         dest: PathBuf,
@@ -259,4 +259,30 @@ pub enum LayerError {
     Destination { path: PathBuf, reason: String },
     #[error("invalid compression level {0}: gzip takes 0..=9, zstd 1..=22")]
     Level(i64),
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+    use crate::error_chain::testing::{CAUSE, assert_each_cause_once, io};
+
+    #[test]
+    fn no_layer_error_repeats_its_cause() {
+        let path = || PathBuf::from("/some/path");
+        for e in [
+            LayerError::Source {
+                path: path(),
+                source: io(),
+            },
+            LayerError::Output(io()),
+            LayerError::Input(io()),
+            LayerError::Unpack {
+                entry: "e".into(),
+                dest: path(),
+                source: io(),
+            },
+        ] {
+            assert_each_cause_once(&e, CAUSE);
+        }
+    }
 }

@@ -30,7 +30,7 @@ use crate::build::context::in_root::read_maybe_in;
 /// A `.dockerignore` file that could not be read or has a bad pattern.
 #[derive(Debug, thiserror::Error)]
 pub enum IgnoreError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Read {
         path: PathBuf,
         #[source]
@@ -43,8 +43,26 @@ pub enum IgnoreError {
         /// 1-based line number.
         line: usize,
         pattern: String,
-        reason: String,
+        reason: GlobError,
     },
+}
+
+/// Why a pattern is not valid `filepath.Match` syntax (as moby/patternmatcher checks it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GlobError {
+    #[error("a lone \"!\" excludes nothing; remove the line")]
+    LoneBang,
+    #[error("a trailing \\ escapes nothing")]
+    TrailingEscape,
+    #[error("unclosed character class '['")]
+    UnclosedClass,
+    #[error("'-' or ']' must be escaped inside a character class")]
+    Unescaped,
+    #[error("character range {0}-{1} is out of order")]
+    RangeOrder(char, char),
+    /// The regular expression it compiles to is refused (too large); its words are kept.
+    #[error("{0}")]
+    Regex(String),
 }
 
 /// The parsed exclusion rules of a build context.
@@ -117,7 +135,7 @@ impl DockerIgnore {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut patterns = Vec::new();
         for (index, raw) in text.lines().enumerate() {
-            let bad = |reason: String| IgnoreError::BadPattern {
+            let bad = |reason: GlobError| IgnoreError::BadPattern {
                 file: file.to_string(),
                 line: index + 1,
                 pattern: raw.trim().to_string(),
@@ -135,7 +153,7 @@ impl DockerIgnore {
                 None => (false, line),
             };
             if exception && body.is_empty() {
-                return Err(bad("a lone \"!\" excludes nothing; remove the line".into()));
+                return Err(bad(GlobError::LoneBang));
             }
             let mut text = clean(body);
             if text.len() > 1 && text.starts_with('/') {
@@ -251,7 +269,7 @@ fn clean(path: &str) -> String {
 /// Classifies and compiles one cleaned pattern the way moby/patternmatcher does: literal
 /// patterns compare as strings, `lit**` and `**lit` as prefix/suffix, anything else becomes
 /// an anchored regular expression. Syntax follows Go's `filepath.Match` and is checked first.
-fn compile(pattern: &str) -> Result<Matcher, String> {
+fn compile(pattern: &str) -> Result<Matcher, GlobError> {
     let mut regex = String::from("^");
     let mut kind = Kind::Exact;
     let chars: Vec<char> = pattern.chars().collect();
@@ -291,7 +309,7 @@ fn compile(pattern: &str) -> Result<Matcher, String> {
                 kind = Kind::Regex;
             }
             '\\' => {
-                let escaped = chars.get(i).ok_or("a trailing \\ escapes nothing")?;
+                let escaped = chars.get(i).ok_or(GlobError::TrailingEscape)?;
                 i += 1;
                 regex.push_str(&regex::escape(&escaped.to_string()));
                 kind = Kind::Regex;
@@ -310,7 +328,7 @@ fn compile(pattern: &str) -> Result<Matcher, String> {
         Kind::Suffix => Matcher::Suffix(pattern[2..].to_string()),
         Kind::Regex => {
             regex.push('$');
-            Matcher::Regex(Regex::new(&regex).map_err(|e| e.to_string())?)
+            Matcher::Regex(Regex::new(&regex).map_err(|e| GlobError::Regex(e.to_string()))?)
         }
     })
 }
@@ -325,7 +343,7 @@ enum Kind {
 
 /// Parses a `filepath.Match` character class starting after its `[`, appends the equivalent
 /// regex class and returns the index after the closing `]`.
-fn class(chars: &[char], mut i: usize, regex: &mut String) -> Result<usize, String> {
+fn class(chars: &[char], mut i: usize, regex: &mut String) -> Result<usize, GlobError> {
     regex.push('[');
     if chars.get(i) == Some(&'^') {
         regex.push('^');
@@ -334,7 +352,7 @@ fn class(chars: &[char], mut i: usize, regex: &mut String) -> Result<usize, Stri
     let mut ranges = 0;
     loop {
         match chars.get(i) {
-            None => return Err("unclosed character class '['".into()),
+            None => return Err(GlobError::UnclosedClass),
             Some(']') if ranges > 0 => {
                 regex.push(']');
                 return Ok(i + 1);
@@ -347,7 +365,7 @@ fn class(chars: &[char], mut i: usize, regex: &mut String) -> Result<usize, Stri
             i += 1;
             hi = class_char(chars, &mut i)?;
             if hi < lo {
-                return Err(format!("character range {lo}-{hi} is out of order"));
+                return Err(GlobError::RangeOrder(lo, hi));
             }
         }
         regex.push_str(&format!("\\x{{{:x}}}-\\x{{{:x}}}", lo as u32, hi as u32));
@@ -356,13 +374,13 @@ fn class(chars: &[char], mut i: usize, regex: &mut String) -> Result<usize, Stri
 }
 
 /// One (possibly escaped) character inside a class; `-` and `]` must be escaped there.
-fn class_char(chars: &[char], i: &mut usize) -> Result<char, String> {
+fn class_char(chars: &[char], i: &mut usize) -> Result<char, GlobError> {
     let ch = match chars.get(*i) {
-        None => return Err("unclosed character class '['".into()),
-        Some('-' | ']') => return Err("'-' or ']' must be escaped inside a character class".into()),
+        None => return Err(GlobError::UnclosedClass),
+        Some('-' | ']') => return Err(GlobError::Unescaped),
         Some('\\') => {
             *i += 1;
-            *chars.get(*i).ok_or("unclosed character class '['")?
+            *chars.get(*i).ok_or(GlobError::UnclosedClass)?
         }
         Some(&ch) => ch,
     };
@@ -597,5 +615,15 @@ mod tests {
         symlink(&host, dir.path().join("app.Dockerfile.dockerignore")).unwrap();
         let err = DockerIgnore::load(&ctx, Some(&outside_df)).unwrap_err();
         assert!(err.to_string().contains("bad pattern"), "{err}");
+    }
+
+    #[test]
+    fn a_read_error_does_not_repeat_its_cause() {
+        use crate::error_chain::testing::{CAUSE, assert_each_cause_once, io};
+        let e = IgnoreError::Read {
+            path: PathBuf::from("/ctx/.dockerignore"),
+            source: io(),
+        };
+        assert_each_cause_once(&e, CAUSE);
     }
 }

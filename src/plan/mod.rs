@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 pub use args::{PROXY_ARGS, Platform, parse_build_args, platform_args};
 pub use error::{PlanError, PlanErrorKind};
 pub use model::*;
-pub use mount::{Mount, MountKind, Sharing, parse_mount};
+pub use mount::{Mount, MountError, MountKind, Sharing, parse_mount};
 pub use planner::plan;
 
 /// What a plan depends on besides the Dockerfile.

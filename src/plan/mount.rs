@@ -46,8 +46,33 @@ pub enum Sharing {
     Locked,
 }
 
-/// Parses one `--mount` value (already expanded). The error is a message for the user.
-pub fn parse_mount(spec: &str) -> Result<Mount, String> {
+/// Why a `--mount` value is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MountError {
+    #[error("unsupported mount type {0:?} (use bind, cache, tmpfs, secret or ssh)")]
+    Type(String),
+    #[error("{key} needs a value in {field:?}")]
+    NoValue { key: String, field: String },
+    #[error("unexpected key {key:?} in {field:?}")]
+    UnknownKey { key: String, field: String },
+    #[error("unsupported sharing value {0:?} (shared, private or locked)")]
+    Sharing(String),
+    #[error("invalid mode {0:?} (octal, e.g. 0755)")]
+    Mode(String),
+    #[error("invalid {key} {value:?} (a number)")]
+    Id { key: String, value: String },
+    #[error("invalid size {0:?} (e.g. 64m)")]
+    Size(String),
+    #[error("invalid boolean in {0:?} (true or false)")]
+    Bool(String),
+    #[error("secret mount needs id= or target=")]
+    SecretId,
+    #[error("from= is only valid for bind and cache mounts")]
+    From,
+}
+
+/// Parses one `--mount` value (already expanded).
+pub fn parse_mount(spec: &str) -> Result<Mount, MountError> {
     let fields: Vec<&str> = spec
         .split(',')
         .map(str::trim)
@@ -59,11 +84,7 @@ pub fn parse_mount(spec: &str) -> Result<Mount, String> {
         Some("tmpfs") => MountKind::Tmpfs,
         Some("secret") => MountKind::Secret,
         Some("ssh") => MountKind::Ssh,
-        Some(other) => {
-            return Err(format!(
-                "unsupported mount type {other:?} (use bind, cache, tmpfs, secret or ssh)"
-            ));
-        }
+        Some(other) => return Err(MountError::Type(other.to_string())),
     };
     let mut m = Mount {
         kind,
@@ -91,11 +112,19 @@ pub fn parse_mount(spec: &str) -> Result<Mount, String> {
     finish(m)
 }
 
-fn apply_field(m: &mut Mount, key: &str, value: Option<&str>, field: &str) -> Result<(), String> {
+fn apply_field(
+    m: &mut Mount,
+    key: &str,
+    value: Option<&str>,
+    field: &str,
+) -> Result<(), MountError> {
     let need = || {
         value
             .map(str::to_string)
-            .ok_or_else(|| format!("{key} needs a value in {field:?}"))
+            .ok_or_else(|| MountError::NoValue {
+                key: key.to_string(),
+                field: field.to_string(),
+            })
     };
     match key {
         "type" => {}
@@ -112,25 +141,19 @@ fn apply_field(m: &mut Mount, key: &str, value: Option<&str>, field: &str) -> Re
                 "shared" => Sharing::Shared,
                 "private" => Sharing::Private,
                 "locked" => Sharing::Locked,
-                v => {
-                    return Err(format!(
-                        "unsupported sharing value {v:?} (shared, private or locked)"
-                    ));
-                }
+                v => return Err(MountError::Sharing(v.to_string())),
             }
         }
         "mode" => {
             let v = need()?;
-            m.mode = Some(
-                u32::from_str_radix(&v, 8)
-                    .map_err(|_| format!("invalid mode {v:?} (octal, e.g. 0755)"))?,
-            );
+            m.mode = Some(u32::from_str_radix(&v, 8).map_err(|_| MountError::Mode(v.clone()))?);
         }
         "uid" | "gid" => {
             let v = need()?;
-            let n = v
-                .parse()
-                .map_err(|_| format!("invalid {key} {v:?} (a number)"))?;
+            let n = v.parse().map_err(|_| MountError::Id {
+                key: key.to_string(),
+                value: v.clone(),
+            })?;
             if key == "uid" {
                 m.uid = Some(n)
             } else {
@@ -139,18 +162,23 @@ fn apply_field(m: &mut Mount, key: &str, value: Option<&str>, field: &str) -> Re
         }
         "size" => {
             let v = need()?;
-            m.size = Some(parse_size(&v).ok_or_else(|| format!("invalid size {v:?} (e.g. 64m)"))?);
+            m.size = Some(parse_size(&v).ok_or(MountError::Size(v))?);
         }
-        _ => return Err(format!("unexpected key {key:?} in {field:?}")),
+        _ => {
+            return Err(MountError::UnknownKey {
+                key: key.to_string(),
+                field: field.to_string(),
+            });
+        }
     }
     Ok(())
 }
 
-fn parse_bool(value: Option<&str>, field: &str) -> Result<bool, String> {
+fn parse_bool(value: Option<&str>, field: &str) -> Result<bool, MountError> {
     match value.map(str::to_ascii_lowercase).as_deref() {
         None | Some("true") | Some("1") => Ok(true),
         Some("false") | Some("0") => Ok(false),
-        Some(_) => Err(format!("invalid boolean in {field:?} (true or false)")),
+        Some(_) => Err(MountError::Bool(field.to_string())),
     }
 }
 
@@ -168,7 +196,7 @@ fn parse_size(v: &str) -> Option<u64> {
 }
 
 /// Defaults and required fields per type.
-fn finish(mut m: Mount) -> Result<Mount, String> {
+fn finish(mut m: Mount) -> Result<Mount, MountError> {
     match m.kind {
         MountKind::Secret => {
             let id = m.id.clone().or_else(|| {
@@ -179,7 +207,7 @@ fn finish(mut m: Mount) -> Result<Mount, String> {
                     .map(String::from)
             });
             let Some(id) = id else {
-                return Err("secret mount needs id= or target=".into());
+                return Err(MountError::SecretId);
             };
             if m.target.is_empty() && m.env.is_none() {
                 m.target = format!("/run/secrets/{id}");
@@ -198,7 +226,7 @@ fn finish(mut m: Mount) -> Result<Mount, String> {
         _ => {}
     }
     if m.from.is_some() && !matches!(m.kind, MountKind::Bind | MountKind::Cache) {
-        return Err("from= is only valid for bind and cache mounts".into());
+        return Err(MountError::From);
     }
     Ok(m)
 }
@@ -235,26 +263,31 @@ mod tests {
         assert!(
             parse_mount("type=nfs,target=/x")
                 .unwrap_err()
+                .to_string()
                 .contains("unsupported mount type")
         );
         assert!(
             parse_mount("type=cache,target")
                 .unwrap_err()
+                .to_string()
                 .contains("target needs a value")
         );
         assert!(
             parse_mount("target=/x,colour=red")
                 .unwrap_err()
+                .to_string()
                 .contains("unexpected key")
         );
         assert!(
             parse_mount("type=cache,target=/x,sharing=no")
                 .unwrap_err()
+                .to_string()
                 .contains("sharing")
         );
         assert!(
             parse_mount("type=tmpfs,target=/x,from=a")
                 .unwrap_err()
+                .to_string()
                 .contains("from=")
         );
     }

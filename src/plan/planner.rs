@@ -638,8 +638,8 @@ impl<'a> Planner<'a> {
         let mut mounts = Vec::new();
         for raw in &run.mounts {
             let spec = x.word(raw)?;
-            let mut mount =
-                parse_mount(&spec).map_err(|m| bad_flag(ins.span, "--mount", &spec, m))?;
+            let mut mount = parse_mount(&spec)
+                .map_err(|e| bad_flag(ins.span, "--mount", &spec, e.to_string()))?;
             // BuildKit mounts an empty or relative target relative to WORKDIR; an `env=`
             // secret without a target is only an environment variable (no file).
             // An ssh mount without a target gets its numbered default when the step runs.

@@ -10,7 +10,8 @@ use reqwest::header::{AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, Url};
 
 use super::auth::{Challenge, Credential, Scopes, TokenCache, TokenResponse};
-use super::error::{RegistryError, error_detail, hint_for, is_transient_status};
+use super::error::{BodyError, RegistryError, error_detail, hint_for, is_transient_status};
+use crate::error_chain::Causes;
 
 /// How the client talks to registries. `Default` is the safe choice: TLS verified, HTTP only for
 /// loopback, CAs from the standard `certs.d` directories.
@@ -105,9 +106,11 @@ impl Registry {
             cas.extend(ca_files(std::slice::from_ref(dir), "")?);
         }
         for pem in cas {
-            let cert = reqwest::Certificate::from_pem(&pem.1).map_err(|e| {
-                RegistryError::Credentials(format!("CA file {}: {e}", pem.0.display()))
-            })?;
+            let cert =
+                reqwest::Certificate::from_pem(&pem.1).map_err(|source| RegistryError::CaFile {
+                    path: pem.0.clone(),
+                    source,
+                })?;
             builder = builder.add_root_certificate(cert);
         }
         let http = builder.build().map_err(|e| RegistryError::Transport {
@@ -397,7 +400,7 @@ impl Registry {
         }
         let body = read_capped(resp, 1 << 20)
             .await
-            .map_err(|e| auth_err(format!("token server {url}: {e}")))?;
+            .map_err(|e| auth_err(format!("token server {url}: {}", Causes(&e))))?;
         serde_json::from_slice::<TokenResponse>(&body)
             .ok()
             .and_then(|t| t.into_token(Instant::now()))
@@ -406,11 +409,11 @@ impl Registry {
 }
 
 /// Reads a small response body, refusing more than `cap` bytes.
-pub(crate) async fn read_capped(mut resp: Response, cap: usize) -> Result<Vec<u8>, String> {
+pub(crate) async fn read_capped(mut resp: Response, cap: usize) -> Result<Vec<u8>, BodyError> {
     let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Read)? {
         if out.len() + chunk.len() > cap {
-            return Err(format!("response larger than {cap} bytes"));
+            return Err(BodyError::TooLarge(cap));
         }
         out.extend_from_slice(&chunk);
     }

@@ -57,11 +57,12 @@ fn lookup_in(files: &[PathBuf], auth_key: &str) -> Result<Option<Credential>, Re
                 return Ok(Some(Credential::IdentityToken(t)));
             }
             Err(CredentialRetrievalError::NoCredentialConfigured) => continue,
-            Err(e) => {
-                return Err(RegistryError::Credentials(format!(
-                    "{}: credentials for {auth_key} could not be read ({e}); fix or remove the entry",
-                    path.display()
-                )));
+            Err(source) => {
+                return Err(RegistryError::CredentialEntry {
+                    path: path.clone(),
+                    key: auth_key.to_string(),
+                    source,
+                });
             }
         }
     }
@@ -118,9 +119,12 @@ fn not_object(path: &Path) -> RegistryError {
 
 fn read_config(path: &Path) -> Result<serde_json::Value, RegistryError> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-            RegistryError::Credentials(format!("{} is not valid JSON: {e}", path.display()))
-        }),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map_err(|source| RegistryError::CredentialsFile {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(serde_json::json!({})),
         Err(source) => Err(RegistryError::Io {
             what: format!("reading {}", path.display()),

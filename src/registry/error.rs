@@ -51,6 +51,20 @@ pub enum RegistryError {
         what: String,
         message: String,
     },
+    #[error("{registry}: {what}")]
+    Body {
+        registry: String,
+        what: String,
+        #[source]
+        source: BodyError,
+    },
+    #[error("{registry}: {what}: not a manifest or index kiln can read")]
+    UnreadableManifest {
+        registry: String,
+        what: String,
+        #[source]
+        source: crate::manifest::ManifestError,
+    },
     #[error(
         "{reference}: no image for platform {wanted} (available: {available}); pass --platform"
     )]
@@ -59,7 +73,7 @@ pub enum RegistryError {
         wanted: String,
         available: String,
     },
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: String,
         #[source]
@@ -67,6 +81,37 @@ pub enum RegistryError {
     },
     #[error("credentials: {0}")]
     Credentials(String),
+    #[error(
+        "credentials: {}: the entry for {key} could not be read; fix or remove it",
+        path.display()
+    )]
+    CredentialEntry {
+        path: std::path::PathBuf,
+        key: String,
+        #[source]
+        source: docker_credential::CredentialRetrievalError,
+    },
+    #[error("credentials: {} is not valid JSON; fix or move it away", path.display())]
+    CredentialsFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("CA file {} cannot be used", path.display())]
+    CaFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+/// Why a small response body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("reading the response body")]
+    Read(#[source] reqwest::Error),
+    #[error("response larger than {0} bytes")]
+    TooLarge(usize),
 }
 
 impl RegistryError {
@@ -153,5 +198,36 @@ mod tests {
         assert!(is_transient_status(503));
         assert!(!is_transient_status(404));
         assert!(!is_transient_status(401));
+    }
+
+    #[test]
+    fn no_registry_error_repeats_its_cause() {
+        use crate::error_chain::testing::{CAUSE, assert_each_cause_once, io};
+        assert_each_cause_once(
+            &RegistryError::Io {
+                what: "reading x".into(),
+                source: io(),
+            },
+            CAUSE,
+        );
+        let json = || serde_json::from_slice::<u8>(b"{").unwrap_err();
+        let text = json().to_string();
+        assert_each_cause_once(
+            &RegistryError::CredentialsFile {
+                path: "/a/auth.json".into(),
+                source: json(),
+            },
+            &text,
+        );
+        let manifest = crate::manifest::read(b"{", None).unwrap_err();
+        let text = std::error::Error::source(&manifest).unwrap().to_string();
+        assert_each_cause_once(
+            &RegistryError::UnreadableManifest {
+                registry: "r.io".into(),
+                what: "manifest r.io/a:1".into(),
+                source: manifest,
+            },
+            &text,
+        );
     }
 }

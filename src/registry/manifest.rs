@@ -1,23 +1,11 @@
-//! Manifests and indexes as the registry serves them: media types, the descriptors we need, and
-//! platform selection.
-
-use serde::Deserialize;
+//! Manifests as the registry serves them (bytes, digest, media type) and platform selection;
+//! the bytes are read by [`crate::manifest`], the reader every module shares.
 
 use crate::digest::Digest;
-
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-
-/// The `Accept` header for manifest requests: every type we can read.
-pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
-     application/vnd.docker.distribution.manifest.list.v2+json, \
-     application/vnd.oci.image.manifest.v1+json, \
-     application/vnd.docker.distribution.manifest.v2+json";
-
-/// Manifests larger than this are refused (the distribution spec's own limit is 4 MiB).
-pub const MAX_MANIFEST: usize = 4 << 20;
+pub use crate::manifest::{
+    DOCKER_LIST, DOCKER_MANIFEST, Descriptor, MANIFEST_ACCEPT, MAX_MANIFEST, ManifestError,
+    OCI_INDEX, OCI_MANIFEST, Parsed,
+};
 
 /// Raw manifest bytes with their digest and media type; the bytes are what the digest covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,112 +15,26 @@ pub struct Manifest {
     pub bytes: Vec<u8>,
 }
 
-/// A content descriptor, reduced to what transfers need.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Descriptor {
-    #[serde(rename = "mediaType", default)]
-    pub media_type: String,
-    pub digest: Digest,
-    pub size: u64,
-    #[serde(default)]
-    pub platform: Option<Platform>,
-}
-
-/// What a manifest's bytes say.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Parsed {
-    Image {
-        config: Descriptor,
-        layers: Vec<Descriptor>,
-    },
-    Index {
-        manifests: Vec<Descriptor>,
-    },
-}
-
-#[derive(Deserialize)]
-struct Raw {
-    #[serde(rename = "schemaVersion", default)]
-    schema_version: u32,
-    #[serde(rename = "mediaType", default)]
-    media_type: Option<String>,
-    config: Option<Descriptor>,
-    layers: Option<Vec<Descriptor>>,
-    manifests: Option<Vec<Descriptor>>,
-}
-
 impl Manifest {
     /// Wraps bytes, computing their digest; the media type comes from the body when `given` is
     /// missing or generic (some registries answer `application/json`).
     pub fn from_bytes(bytes: Vec<u8>, given: Option<&str>) -> Manifest {
-        let given = given
-            .map(|g| g.split(';').next().unwrap_or(g).trim().to_string())
-            .filter(|g| g.starts_with("application/vnd."));
-        let media_type = given
-            .or_else(|| {
-                serde_json::from_slice::<Raw>(&bytes)
-                    .ok()
-                    .and_then(|r| r.media_type.clone().or_else(|| infer_type(&r)))
-            })
-            .unwrap_or_else(|| OCI_MANIFEST.to_string());
         Manifest {
             digest: Digest::of(&bytes),
-            media_type,
+            media_type: crate::manifest::media_type_of(&bytes, given),
             bytes,
         }
     }
 
-    /// Parses the body as an image manifest or an index; schema 1 and unknown types are refused.
-    pub fn parse(&self) -> Result<Parsed, String> {
-        let raw: Raw = serde_json::from_slice(&self.bytes)
-            .map_err(|e| format!("invalid manifest JSON: {e}"))?;
-        if raw.schema_version != 2 {
-            return Err(format!(
-                "schema version {} is not supported (only schema 2 / OCI); re-push the image with a current client",
-                raw.schema_version
-            ));
-        }
-        match self.media_type.as_str() {
-            OCI_INDEX | DOCKER_LIST => Ok(Parsed::Index {
-                manifests: raw.manifests.ok_or("index without \"manifests\"")?,
-            }),
-            OCI_MANIFEST | DOCKER_MANIFEST => Ok(Parsed::Image {
-                config: raw.config.ok_or("manifest without \"config\"")?,
-                layers: raw.layers.unwrap_or_default(),
-            }),
-            other => Err(format!("unsupported manifest media type {other:?}")),
-        }
+    /// Parses the body as an image manifest or an index (see [`crate::manifest::read`] for
+    /// what is accepted).
+    pub fn parse(&self) -> Result<Parsed, ManifestError> {
+        Ok(crate::manifest::read(&self.bytes, Some(&self.media_type))?.parsed)
     }
 }
 
-fn infer_type(r: &Raw) -> Option<String> {
-    if r.manifests.is_some() {
-        Some(OCI_INDEX.into())
-    } else if r.config.is_some() {
-        Some(OCI_MANIFEST.into())
-    } else {
-        None
-    }
-}
-
+pub use crate::manifest::{available_platforms, select_platform};
 pub use crate::platform::Platform;
-
-/// Picks the entry for `wanted` from an index; the first match wins, as in Docker.
-pub fn select_platform<'a>(
-    manifests: &'a [Descriptor],
-    wanted: &Platform,
-) -> Result<&'a Descriptor, String> {
-    manifests
-        .iter()
-        .find(|d| d.platform.as_ref().is_some_and(|p| wanted.matches(p)))
-        .ok_or_else(|| {
-            let avail: Vec<String> = manifests
-                .iter()
-                .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
-                .collect();
-            avail.join(", ")
-        })
-}
 
 #[cfg(test)]
 mod tests {
@@ -169,8 +71,11 @@ mod tests {
         ];
         let got = select_platform(&m, &"linux/arm/v7".parse().unwrap()).unwrap();
         assert_eq!(got.digest, Digest::of(&[3]));
-        let err = select_platform(&m, &"windows/amd64".parse().unwrap()).unwrap_err();
-        assert_eq!(err, "linux/amd64, linux/arm/v6, linux/arm/v7");
+        assert!(select_platform(&m, &"windows/amd64".parse().unwrap()).is_none());
+        assert_eq!(
+            available_platforms(&m),
+            "linux/amd64, linux/arm/v6, linux/arm/v7"
+        );
     }
 
     #[test]
@@ -186,6 +91,76 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let s1 = Manifest::from_bytes(br#"{"schemaVersion":1}"#.to_vec(), Some(DOCKER_MANIFEST));
-        assert!(s1.parse().unwrap_err().contains("schema version 1"));
+        let err = s1.parse().unwrap_err();
+        assert!(err.to_string().contains("schema version 1"), "{err}");
+    }
+
+    /// Pull (which has the registry's `Content-Type`) and GC (which has only the stored bytes)
+    /// must see the same references in every manifest pull accepts: were GC to see fewer, a
+    /// prune would delete the layers of a pulled image.
+    #[test]
+    fn gc_reads_every_manifest_pull_accepts_the_same_way() {
+        use crate::manifest::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+        let d = |s: &str| Digest::of(s.as_bytes());
+        let desc = |s: &str| serde_json::json!({"mediaType": "x", "digest": d(s), "size": 1});
+        let fields = [
+            serde_json::json!({"config": desc("c"), "layers": [desc("l1"), desc("l2")]}),
+            serde_json::json!({"config": desc("c"), "layers": null}),
+            serde_json::json!({"config": desc("c"), "manifests": []}),
+            serde_json::json!({"config": desc("c"), "manifests": [desc("m")]}),
+            serde_json::json!({"manifests": [desc("m1"), desc("m2")]}),
+            serde_json::json!({"manifests": [desc("m")], "layers": [desc("l")]}),
+            serde_json::json!({"manifests": null}),
+        ];
+        let types = [
+            None,
+            Some(OCI_MANIFEST),
+            Some(DOCKER_MANIFEST),
+            Some(OCI_INDEX),
+            Some(DOCKER_LIST),
+        ];
+        let headers = [
+            None,
+            Some("application/json"),
+            Some(OCI_MANIFEST),
+            Some(DOCKER_MANIFEST),
+            Some(OCI_INDEX),
+            Some(DOCKER_LIST),
+        ];
+        let mut accepted = 0;
+        for f in &fields {
+            for t in types {
+                let mut body = f.clone();
+                body["schemaVersion"] = serde_json::json!(2);
+                if let Some(t) = t {
+                    body["mediaType"] = serde_json::json!(t);
+                }
+                let bytes = serde_json::to_vec(&body).unwrap();
+                for h in headers {
+                    let Ok(parsed) = Manifest::from_bytes(bytes.clone(), h).parse() else {
+                        continue;
+                    };
+                    accepted += 1;
+                    let gc = crate::store::manifest_refs(&bytes);
+                    let digests = |v: Vec<crate::manifest::Descriptor>| -> Vec<Digest> {
+                        v.into_iter().map(|d| d.digest).collect()
+                    };
+                    let (config, layers, children) = match parsed {
+                        Parsed::Image { config, layers } => {
+                            (Some(config.digest), digests(layers), vec![])
+                        }
+                        Parsed::Index { manifests } => (None, vec![], digests(manifests)),
+                    };
+                    let what = format!("{body} served as {h:?}");
+                    assert_eq!(gc.config, config, "{what}");
+                    assert_eq!(gc.layers, layers, "{what}");
+                    assert_eq!(gc.children, children, "{what}");
+                }
+            }
+        }
+        assert!(
+            accepted > 20,
+            "only {accepted} cases accepted: the table tests nothing"
+        );
     }
 }

@@ -24,10 +24,10 @@ mod store_blobs;
 
 pub use auth::{Challenge, Credential, Scopes};
 pub use client::{ClientConfig, Registry, is_loopback};
-pub use error::RegistryError;
+pub use error::{BodyError, RegistryError};
 pub use manifest::{
     DOCKER_LIST, DOCKER_MANIFEST, Descriptor, MANIFEST_ACCEPT, Manifest, OCI_INDEX, OCI_MANIFEST,
-    Parsed, Platform, select_platform,
+    Parsed, Platform, available_platforms, select_platform,
 };
 pub use pull::{BlobSink, Pulled};
 pub use push::{BlobPushed, BlobSource, PushSummary};

@@ -9,8 +9,12 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use super::auth::Scopes;
 use super::client::{Registry, read_capped};
 use super::error::RegistryError;
-use super::manifest::{MANIFEST_ACCEPT, MAX_MANIFEST, Manifest, Parsed, Platform, select_platform};
+use super::manifest::{
+    MANIFEST_ACCEPT, MAX_MANIFEST, Manifest, ManifestError, Parsed, Platform, available_platforms,
+    select_platform,
+};
 use crate::digest::{Digest, HashingWriter};
+use crate::error_chain::Causes;
 use crate::progress::{Event, Progress};
 use crate::reference::Reference;
 
@@ -68,9 +72,14 @@ impl Registry {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let bytes = read_capped(resp, MAX_MANIFEST)
-            .await
-            .map_err(|message| self.manifest_error(&what, message))?;
+        let bytes =
+            read_capped(resp, MAX_MANIFEST)
+                .await
+                .map_err(|source| RegistryError::Body {
+                    registry: self.host().to_string(),
+                    what: what.clone(),
+                    source,
+                })?;
         let m = Manifest::from_bytes(bytes, media.as_deref());
         let pinned = expected
             .map(|(d, _)| *d)
@@ -92,6 +101,14 @@ impl Registry {
             });
         }
         Ok(m)
+    }
+
+    fn unreadable(&self, what: &str, source: ManifestError) -> RegistryError {
+        RegistryError::UnreadableManifest {
+            registry: self.host().to_string(),
+            what: what.to_string(),
+            source,
+        }
     }
 
     fn manifest_error(&self, what: &str, message: String) -> RegistryError {
@@ -178,14 +195,14 @@ impl Registry {
             .get_manifest(repo, &reference.manifest_selector(), None)
             .await?;
         let what = format!("manifest {reference}");
-        match top.parse().map_err(|m| self.manifest_error(&what, m))? {
+        match top.parse().map_err(|e| self.unreadable(&what, e))? {
             Parsed::Image { .. } => Ok((None, top)),
             Parsed::Index { manifests } => {
-                let chosen = select_platform(&manifests, platform).map_err(|available| {
+                let chosen = select_platform(&manifests, platform).ok_or_else(|| {
                     RegistryError::NoPlatform {
                         reference: reference.to_string(),
                         wanted: platform.to_string(),
-                        available,
+                        available: available_platforms(&manifests),
                     }
                 })?;
                 let child = self
@@ -238,9 +255,8 @@ impl Registry {
     ) -> Result<Pulled, RegistryError> {
         let (index, manifest) = self.resolve(reference, platform).await?;
         let what = format!("manifest {reference}");
-        let Parsed::Image { config, layers } = manifest
-            .parse()
-            .map_err(|m| self.manifest_error(&what, m))?
+        let Parsed::Image { config, layers } =
+            manifest.parse().map_err(|e| self.unreadable(&what, e))?
         else {
             return Err(self.manifest_error(&what, "an index points at another index".into()));
         };
@@ -266,7 +282,8 @@ impl Registry {
         let digests: Vec<Digest> = blobs.iter().map(|(d, _)| *d).collect();
         if let Err(e) = sink.record_pulled(self.host(), repo, &digests) {
             progress.warn(format!(
-                "could not remember where blobs were pulled from: {e}"
+                "could not remember where blobs were pulled from: {}",
+                Causes(&e)
             ));
         }
         Ok(Pulled {
@@ -301,7 +318,7 @@ impl Registry {
                 }
                 Err(e) if e.is_transient() && attempt < self.config.retries => {
                     drop(w);
-                    progress.warn(format!("{e}; retrying"));
+                    progress.warn(format!("{}; retrying", Causes(&e)));
                     tokio::time::sleep(self.backoff(attempt, None)).await;
                     attempt += 1;
                 }

@@ -17,6 +17,7 @@ use super::client::Registry;
 use super::error::RegistryError;
 use super::manifest::{Manifest, Parsed};
 use crate::digest::Digest;
+use crate::error_chain::Causes;
 use crate::progress::{Event, Progress};
 
 /// Where pushed blobs are read from (the content store, a file, …). Each retry opens the blob
@@ -130,11 +131,11 @@ impl Registry {
                     }
                     | RegistryError::Auth { .. }),
                 ) if mount_from.is_some() => {
-                    progress.warn(format!("{e}; uploading instead of mounting"));
+                    progress.warn(format!("{}; uploading instead of mounting", Causes(&e)));
                     mount_from = None;
                 }
                 Err(e) if e.is_transient() && attempt < self.config.retries => {
-                    progress.warn(format!("{e}; restarting the upload"));
+                    progress.warn(format!("{}; restarting the upload", Causes(&e)));
                     tokio::time::sleep(self.backoff(attempt, None)).await;
                     attempt += 1;
                 }
@@ -456,7 +457,10 @@ impl Registry {
             self.put_manifest(repo, tag, root).await?;
         }
         if let Err(e) = source.record_pushed(self.host(), repo, &pushed) {
-            progress.warn(format!("could not remember where blobs were pushed: {e}"));
+            progress.warn(format!(
+                "could not remember where blobs were pushed: {}",
+                Causes(&e)
+            ));
         }
         let count = |k| outcomes.iter().filter(|(o, _)| *o == k).count();
         let bytes = |k| {
@@ -484,37 +488,45 @@ impl Registry {
         root: &Manifest,
         source: &dyn BlobSource,
     ) -> Result<(Vec<Manifest>, Vec<(Digest, u64)>), RegistryError> {
+        let what = format!("manifest {} to push", root.digest);
         let bad = |message: String| RegistryError::Manifest {
             registry: self.host().to_string(),
-            what: format!("manifest {} to push", root.digest),
+            what: what.clone(),
             message,
+        };
+        let unreadable = |source| RegistryError::UnreadableManifest {
+            registry: self.host().to_string(),
+            what: what.clone(),
+            source,
         };
         let mut children = Vec::new();
         let mut blobs = BTreeMap::new();
-        let add_image = |m: &Manifest, blobs: &mut BTreeMap<Digest, u64>| match m.parse() {
-            Ok(Parsed::Image { config, layers }) => {
+        let mut add_image = |m: &Manifest| match m.parse().map_err(unreadable)? {
+            Parsed::Image { config, layers } => {
                 blobs.insert(config.digest, config.size);
                 for l in layers {
                     blobs.insert(l.digest, l.size);
                 }
                 Ok(())
             }
-            Ok(Parsed::Index { .. }) => Err("nested indexes are not supported".to_string()),
-            Err(e) => Err(e),
+            Parsed::Index { .. } => Err(bad("nested indexes are not supported".to_string())),
         };
-        match root.parse().map_err(bad)? {
-            Parsed::Image { .. } => add_image(root, &mut blobs).map_err(bad)?,
+        match root.parse().map_err(unreadable)? {
+            Parsed::Image { .. } => add_image(root)?,
             Parsed::Index { manifests } => {
                 for d in manifests {
                     let mut bytes = Vec::new();
                     self.open(source, &d.digest)?
                         .read_to_end(&mut bytes)
-                        .map_err(|e| bad(format!("reading child manifest {}: {e}", d.digest)))?;
+                        .map_err(|source| RegistryError::Io {
+                            what: format!("reading child manifest {} of {what}", d.digest),
+                            source,
+                        })?;
                     let child = Manifest::from_bytes(bytes, Some(&d.media_type));
                     if child.digest != d.digest {
                         return Err(bad(format!("child manifest {} is corrupt", d.digest)));
                     }
-                    add_image(&child, &mut blobs).map_err(bad)?;
+                    add_image(&child)?;
                     children.push(child);
                 }
             }

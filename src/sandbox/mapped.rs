@@ -28,6 +28,7 @@ use nix::sched::{CloneFlags, unshare};
 use super::SandboxError;
 use super::idmap::{self, IdMap};
 use super::protocol::{MappedStatus, StatusPipe, spawn_with_status_pipe};
+use crate::error_chain::Causes;
 use crate::layer::{
     self, Compression, Deletions, DiffKind, LayerBlob, LayerOptions, OpaqueXattr, Ownership,
     UnpackOptions,
@@ -283,10 +284,9 @@ fn layer_of(reports: &[MappedStatus], compression: Compression) -> Option<LayerB
 }
 
 /// Removes a tree that an unprivileged remove could not (files owned by sub-uids), through
-/// the running kiln executable; `Ok(false)` when there is no subordinate map to use.
-pub fn remove_tree_as_mapped_root(path: &Path) -> Result<bool, SandboxError> {
-    let exe = std::env::current_exe().map_err(|e| SandboxError::io("/proc/self/exe", e))?;
-    match MappedFs::detect(exe) {
+/// the kiln executable `exe`; `Ok(false)` when there is no subordinate map to use.
+pub fn remove_tree_as_mapped_root(exe: &Path, path: &Path) -> Result<bool, SandboxError> {
+    match MappedFs::detect(exe.to_path_buf()) {
         Some(m) => m.remove_tree(path).map(|()| true),
         None => Ok(false),
     }
@@ -361,7 +361,7 @@ fn child_unpack(
         deletions: Deletions::Overlay(OpaqueXattr::User),
     };
     let report = layer::unpack_layer(stdin, dest, &opts)
-        .map_err(|e| format!("unpacking into {}: {e}", dest.display()))?;
+        .map_err(|e| format!("unpacking into {}: {}", dest.display(), Causes(&e)))?;
     for w in report.warnings {
         status.send(&MappedStatus::Warning(w));
     }
@@ -396,7 +396,7 @@ fn child_write_layer(
     };
     let upper = PathBuf::from(args.first().ok_or_else(bad)?);
     let blob = layer::write_layer(&upper, DiffKind::OverlayUpper, &opts, &mut *out)
-        .map_err(|e| format!("writing the layer of {}: {e}", upper.display()))?;
+        .map_err(|e| format!("writing the layer of {}: {}", upper.display(), Causes(&e)))?;
     out.flush().map_err(|e| format!("writing the layer: {e}"))?;
     status.send(&MappedStatus::Layer {
         diff_id: blob.diff_id.to_string(),

@@ -54,7 +54,8 @@
 //! by the unprivileged host user outside the namespace: [`Sandbox::mapped_fs`] gives a
 //! [`MappedFs`] that unpacks base layers with their owners, writes the layer and removes such
 //! trees as root of the map (a re-exec, `__sandbox-mapped`); [`remove_tree_as_mapped_root`]
-//! does the removal for the store (`rmi`/`prune`).
+//! does the removal for the store (`rmi`/`prune`), which the CLI hands it as its
+//! [`SubIdRemover`](crate::store::SubIdRemover).
 //!
 //! # Modes
 //! `Rootless`: a user namespace; with a `/etc/subuid`+`/etc/subgid` range and
@@ -81,6 +82,9 @@
 //!   why. Cancel kills the command's process group (no pid namespace to tear down). kiln and
 //!   the step's init are non-dumpable then, so the command (root, same user namespace)
 //!   cannot ptrace them.
+
+// The one module allowed `unsafe` (Cargo.toml denies it everywhere else).
+#![allow(unsafe_code)]
 
 mod cache;
 mod cgroup;

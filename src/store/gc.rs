@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::layers::{remove_tree, write_atomically};
 use super::{IoContext, Result, Store, StoreError};
 use crate::digest::Digest;
+use crate::manifest::{ImageConfig, MAX_MANIFEST, Parsed};
 
 /// Content a build-cache entry keeps alive through `prune`: blobs (manifests are followed to
 /// their config and layers) and unpacked layer dirs by diffID.
@@ -40,41 +41,26 @@ pub(crate) struct ManifestRefs {
     pub children: Vec<Digest>,
 }
 
-/// Reads descriptors from an OCI or Docker manifest or index; tolerant of what it does not know.
+/// The descriptors of a manifest or index, read by the same reader as pull and
+/// [`crate::image::StoredImage`]; anything it does not read as one (a layer, a config, junk)
+/// references nothing.
 pub(crate) fn manifest_refs(bytes: &[u8]) -> ManifestRefs {
-    #[derive(Deserialize)]
-    struct Desc {
-        digest: Digest,
-    }
-    #[derive(Deserialize)]
-    struct AnyManifest {
-        config: Option<Desc>,
-        #[serde(default)]
-        layers: Vec<Desc>,
-        #[serde(default)]
-        manifests: Vec<Desc>,
-    }
-    match serde_json::from_slice::<AnyManifest>(bytes) {
-        Ok(m) => ManifestRefs {
-            config: m.config.map(|d| d.digest),
-            layers: m.layers.into_iter().map(|d| d.digest).collect(),
-            children: m.manifests.into_iter().map(|d| d.digest).collect(),
+    match crate::manifest::read(bytes, None).map(|d| d.parsed) {
+        Ok(Parsed::Image { config, layers }) => ManifestRefs {
+            config: Some(config.digest),
+            layers: layers.into_iter().map(|d| d.digest).collect(),
+            children: Vec::new(),
+        },
+        Ok(Parsed::Index { manifests }) => ManifestRefs {
+            children: manifests.into_iter().map(|d| d.digest).collect(),
+            ..ManifestRefs::default()
         },
         Err(_) => ManifestRefs::default(),
     }
 }
 
 fn config_diff_ids(bytes: &[u8]) -> Vec<Digest> {
-    #[derive(Deserialize)]
-    struct RootFs {
-        #[serde(default)]
-        diff_ids: Vec<Digest>,
-    }
-    #[derive(Deserialize)]
-    struct Config {
-        rootfs: RootFs,
-    }
-    serde_json::from_slice::<Config>(bytes)
+    ImageConfig::read(bytes)
         .map(|c| c.rootfs.diff_ids)
         .unwrap_or_default()
 }
@@ -153,7 +139,7 @@ impl Store {
             let Ok(size) = self.blob_size(&d) else {
                 continue;
             };
-            if size > 4 << 20 {
+            if size > MAX_MANIFEST as u64 {
                 continue;
             }
             let bytes = self.read_blob(&d)?;
@@ -212,7 +198,7 @@ impl Store {
                     }
                     _ => {}
                 }
-                remove_tree(&path)?;
+                remove_tree(&path, self.sub_id_remover())?;
                 report.layer_dirs += 1;
             }
         }
@@ -259,7 +245,7 @@ impl Store {
                     report.temp_files += 1;
                 }
                 if path.is_dir() {
-                    remove_tree(&path)?;
+                    remove_tree(&path, self.sub_id_remover())?;
                 } else {
                     fs::remove_file(&path).ctx("remove", &path)?;
                 }

@@ -5,7 +5,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{IoContext, Result, Store, StoreError, sync_dir};
+use super::{IoContext, Result, Store, StoreError, SubIdRemover, sync_dir};
 use crate::digest::Digest;
 
 /// The format of unpacked layer directories, first word of their `.complete` marker:
@@ -54,7 +54,7 @@ impl Store {
         }
         // A directory without its marker is what a crash mid-rename leaves: start over.
         if dir.exists() {
-            remove_tree(&dir)?;
+            remove_tree(&dir, self.sub_id_remover())?;
         }
         let tmp = tempfile::Builder::new()
             .prefix("layer-")
@@ -66,7 +66,7 @@ impl Store {
         })?;
         let tmp_path = tmp.keep();
         if let Err(e) = fs::rename(&tmp_path, &dir) {
-            let _ = remove_tree(&tmp_path);
+            let _ = remove_tree(&tmp_path, self.sub_id_remover());
             return Err(e).ctx("rename unpacked layer to", &dir);
         }
         let layers = self.root.join("layers");
@@ -139,8 +139,8 @@ pub(super) fn write_atomically(store: &Store, path: &Path, bytes: &[u8]) -> Resu
 
 /// Removes a directory tree, first making read-only directories writable (layers contain
 /// `0555` directories that would otherwise stop an unprivileged remove), then, for trees
-/// holding files of sub-uids, through the sandbox's id-mapped helper.
-pub(super) fn remove_tree(path: &Path) -> Result<()> {
+/// holding files of sub-uids, through `sub_ids` (see [`super::SubIdRemover`]).
+pub(super) fn remove_tree(path: &Path, sub_ids: Option<&SubIdRemover>) -> Result<()> {
     if fs::remove_dir_all(path).is_ok() || !path.exists() {
         return Ok(());
     }
@@ -154,8 +154,8 @@ pub(super) fn remove_tree(path: &Path) -> Result<()> {
         // An unprivileged user's rootless builds leave files of its sub-uids (unpacked with
         // their owners): those go as root of the user's id map.
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            match crate::sandbox::remove_tree_as_mapped_root(path) {
-                Ok(true) => Ok(()),
+            match sub_ids.map(|remove| remove(path)) {
+                Some(Ok(true)) => Ok(()),
                 _ => Err(e).ctx("remove", path),
             }
         }
@@ -203,7 +203,8 @@ mod tests {
                 Err(io::Error::other("corrupt tar"))
             })
             .unwrap_err();
-        assert!(err.to_string().contains("corrupt tar"), "{err}");
+        let shown = crate::error_chain::Causes(&err).to_string();
+        assert!(shown.contains("corrupt tar"), "{shown}");
         assert!(!store.layer_dir(&diff_id).exists());
         assert!(!store.is_unpacked(&diff_id));
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);

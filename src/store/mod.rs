@@ -25,7 +25,11 @@
 //!
 //! Public API:
 //! - [`Store::open`], [`Store::default_root`], [`Store::lease`] (hold while building so a
-//!   concurrent `prune` cannot delete fresh, not yet named content).
+//!   concurrent `prune` cannot delete fresh, not yet named content);
+//!   [`Store::with_sub_id_remover`]: how to remove trees of sub-uids a plain remove cannot
+//!   (the CLI passes the sandbox's id-mapped helper; the store depends on nothing above it).
+//! - Manifests and configs are read by [`crate::manifest`], as pull reads them (GC follows
+//!   exactly the references pull stored).
 //! - Blobs: [`Store::begin_blob`] → [`BlobWriter`] → [`BlobWriter::commit`]; [`Store::put_blob`],
 //!   [`Store::has_blob`], [`Store::open_blob`], [`Store::blob_size`], [`Store::lock_digest`];
 //!   [`Store::begin_unhashed_blob`] → [`UnhashedBlobWriter`] for a writer that computes the
@@ -49,10 +53,14 @@ mod scratch;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::digest::Digest;
 
 pub use blobs::{BlobWriter, UnhashedBlobWriter};
+/// For the registry's test that GC reads every manifest as pull reads it.
+#[cfg(test)]
+pub(crate) use gc::manifest_refs;
 pub use gc::{Pin, PruneReport};
 pub use locations::BlobLocation;
 pub use lock::{DigestLock, Lease};
@@ -62,7 +70,7 @@ pub use scratch::{ScratchDir, ScratchFreed};
 /// Everything that can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}")]
     Io {
         action: &'static str,
         path: PathBuf,
@@ -87,7 +95,7 @@ pub enum StoreError {
     InvalidKey(String),
     #[error("the store at {0} is in use by another kiln process; run prune again when it is done")]
     Busy(PathBuf),
-    #[error("unpacking layer {diff_id} failed: {source}")]
+    #[error("unpacking layer {diff_id} failed")]
     Unpack {
         diff_id: Digest,
         #[source]
@@ -113,16 +121,35 @@ impl<T> IoContext<T> for io::Result<T> {
 }
 
 /// A handle on a store directory. Cheap to clone; safe to share between threads and processes.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Store {
     root: PathBuf,
+    sub_id_remover: Option<Arc<SubIdRemover>>,
+}
+
+/// Removes a tree holding files of ids this process does not own (the sub-uids a rootless
+/// build unpacked), which a plain remove cannot; `Ok(false)` when it cannot either. Supplied
+/// by the caller that knows how ([`Store::with_sub_id_remover`]; the CLI passes the sandbox's
+/// id-mapped helper), so the store depends on no module above it.
+pub type SubIdRemover = dyn Fn(&Path) -> io::Result<bool> + Send + Sync;
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("root", &self.root)
+            .field("sub_id_remover", &self.sub_id_remover.is_some())
+            .finish()
+    }
 }
 
 impl Store {
     /// Opens (creating if needed) the store at `root`, private to the user (see the module
     /// doc): the root when it is kiln's, and the store's directories, are `0700`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
-        let store = Store { root: root.into() };
+        let store = Store {
+            root: root.into(),
+            sub_id_remover: None,
+        };
         let ours = store.root_is_kilns()?;
         if ours {
             make_private_dir(&store.root, true)?;
@@ -141,6 +168,17 @@ impl Store {
             }
         }
         Ok(store)
+    }
+
+    /// This store, removing trees of other ids (left by rootless builds) with `remover` when a
+    /// plain remove is refused.
+    pub fn with_sub_id_remover(mut self, remover: Arc<SubIdRemover>) -> Store {
+        self.sub_id_remover = Some(remover);
+        self
+    }
+
+    pub(crate) fn sub_id_remover(&self) -> Option<&SubIdRemover> {
+        self.sub_id_remover.as_deref()
     }
 
     /// Whether the root is kiln's to make private: missing, marked, or holding nothing but
@@ -303,5 +341,31 @@ mod tests {
         fs::create_dir(root.join("run-abc123")).unwrap();
         Store::open(&root).unwrap().prune().unwrap();
         assert!(root.join("run-abc123").is_dir());
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+    use crate::error_chain::testing::{CAUSE, assert_each_cause_once, io};
+
+    #[test]
+    fn no_store_error_repeats_its_cause() {
+        let path = PathBuf::from("/some/path");
+        assert_each_cause_once(
+            &StoreError::Io {
+                action: "create",
+                path,
+                source: io(),
+            },
+            CAUSE,
+        );
+        assert_each_cause_once(
+            &StoreError::Unpack {
+                diff_id: Digest::of(b"x"),
+                source: Box::new(io()),
+            },
+            CAUSE,
+        );
     }
 }

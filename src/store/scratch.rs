@@ -33,6 +33,8 @@ pub struct ScratchDir {
     _lock: File,
     // `prune` removes every scratch dir: it must wait until this one is dropped.
     _lease: Lease,
+    /// For its sub-id remover.
+    store: Store,
 }
 
 /// What removing abandoned scratch dirs freed.
@@ -52,7 +54,7 @@ impl Drop for ScratchDir {
     fn drop(&mut self) {
         // Lock file last, and only once the dir is gone: a dir that could not be removed keeps
         // its lock file, so the next build or `prune` finds and retries it.
-        if remove_tree(&self.dir).is_ok() {
+        if remove_tree(&self.dir, self.store.sub_id_remover()).is_ok() {
             let _ = fs::remove_file(&self.lock_path);
         }
     }
@@ -90,6 +92,7 @@ impl Store {
                         lock_path,
                         _lock: file,
                         _lease: lease,
+                        store: self.clone(),
                     });
                 }
                 // A dir without a lock file (never made by a live kiln): `prune` removes it.
@@ -131,7 +134,7 @@ impl Store {
             let dir = dir_of(&lock_path);
             if fs::symlink_metadata(&dir).is_ok() {
                 freed.bytes += super::gc::tree_size(&dir);
-                remove_tree(&dir)?;
+                remove_tree(&dir, self.sub_id_remover())?;
                 freed.dirs += 1;
             }
             match fs::remove_file(&lock_path) {
@@ -151,7 +154,7 @@ impl Store {
         let mut remove = |path: &Path| -> Result<()> {
             freed.bytes += super::gc::tree_size(path);
             freed.dirs += 1;
-            remove_tree(path)
+            remove_tree(path, self.sub_id_remover())
         };
         let parent = self.scratch_root();
         for entry in fs::read_dir(&parent).ctx("list", &parent)? {

@@ -196,7 +196,8 @@ fn a_layer_whose_tar_does_not_match_its_diff_id_is_not_cached() {
     .unwrap();
     layer.diff_id = kiln::Digest::of(b"something else");
     let err = unpacked_layer(&store, &layer, &UnpackOptions::default()).unwrap_err();
-    assert!(err.to_string().contains("diffID"), "{err}");
+    let shown = kiln::error_chain::Causes(&err).to_string();
+    assert!(shown.contains("diffID"), "{shown}");
     assert!(!store.is_unpacked(&layer.diff_id));
     assert!(!store.layer_dir(&layer.diff_id).exists());
 }

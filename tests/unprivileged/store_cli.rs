@@ -245,3 +245,22 @@ fn kiln_root_env_selects_the_store() {
         .clone();
     assert_eq!(String::from_utf8(out).unwrap().lines().count(), 1);
 }
+
+/// Issue 14: an error's cause is printed once (it used to be in the message and again as the
+/// cause: `…: Not a directory (os error 20): Not a directory (os error 20)`).
+#[test]
+fn a_store_error_prints_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("notadir"), b"").unwrap();
+    let out = kiln(&dir.path().join("notadir/y"))
+        .arg("images")
+        .assert()
+        .failure()
+        .get_output()
+        .stderr
+        .clone();
+    let err = String::from_utf8(out).unwrap();
+    let cause = std::io::Error::from_raw_os_error(libc::ENOTDIR).to_string();
+    assert_eq!(err.matches(&cause).count(), 1, "{err}");
+    assert!(err.contains("notadir/y"), "{err}");
+}

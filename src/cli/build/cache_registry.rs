@@ -18,6 +18,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use crate::Reference;
 use crate::build::remote_cache::{CacheRegistry, ExportMode, RemoteCache};
 use crate::digest::Digest;
+use crate::error_chain::Causes;
 use crate::progress::Progress;
 use crate::registry::{Manifest, OCI_MANIFEST, Parsed, Registry, RegistryError, StoreBlobs};
 use crate::store::Store;
@@ -286,7 +287,7 @@ impl CacheRegistry for CacheClients<'_> {
             Ok(m) => Ok(Some(m.bytes)),
             // MANIFEST_UNKNOWN and NAME_UNKNOWN: nothing exported there yet.
             Err(RegistryError::Status { status: 404, .. }) => Ok(None),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(Causes(&e).to_string()),
         }
     }
 
@@ -298,7 +299,7 @@ impl CacheRegistry for CacheClients<'_> {
         store: &Store,
     ) -> Result<(), String> {
         let (reference, registry) = self.client(cache_ref)?;
-        let mut w = store.begin_blob().map_err(|e| e.to_string())?;
+        let mut w = store.begin_blob().map_err(|e| Causes(&e).to_string())?;
         self.rt
             .block_on(registry.pull_blob(
                 reference.repository(),
@@ -307,9 +308,9 @@ impl CacheRegistry for CacheClients<'_> {
                 &mut w,
                 &Progress::none(),
             ))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Causes(&e).to_string())?;
         // Dropping an uncommitted writer on error discards it; commit checks the digest again.
-        w.commit(Some(digest)).map_err(|e| e.to_string())?;
+        w.commit(Some(digest)).map_err(|e| Causes(&e).to_string())?;
         Ok(())
     }
 
@@ -326,7 +327,7 @@ impl CacheRegistry for CacheClients<'_> {
             .get(digest)
             .cloned()?;
         let pulled = (|| -> Result<(), String> {
-            let mut w = store.begin_blob().map_err(|e| e.to_string())?;
+            let mut w = store.begin_blob().map_err(|e| Causes(&e).to_string())?;
             self.rt
                 .block_on(registry.pull_blob(
                     reference.repository(),
@@ -335,8 +336,8 @@ impl CacheRegistry for CacheClients<'_> {
                     &mut w,
                     &Progress::none(),
                 ))
-                .map_err(|e| e.to_string())?;
-            w.commit(Some(digest)).map_err(|e| e.to_string())?;
+                .map_err(|e| Causes(&e).to_string())?;
+            w.commit(Some(digest)).map_err(|e| Causes(&e).to_string())?;
             Ok(())
         })();
         Some(pulled.map_err(|e| format!("{reference}: {e}")))
@@ -376,7 +377,7 @@ impl CacheRegistry for CacheClients<'_> {
                     .await
             })
             .map(drop)
-            .map_err(|e| e.to_string())
+            .map_err(|e| Causes(&e).to_string())
     }
 }
 

@@ -29,6 +29,8 @@ mod chars;
 mod lex;
 mod pattern;
 
+pub use pattern::InvalidPattern;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasher;
 
@@ -88,7 +90,10 @@ pub enum ExpandErrorKind {
     #[error("{name}: {message}")]
     Required { name: String, message: String },
     #[error("invalid pattern ({pattern}) in substitution: {reason}")]
-    InvalidPattern { pattern: String, reason: String },
+    InvalidPattern {
+        pattern: String,
+        reason: pattern::InvalidPattern,
+    },
     /// A guard against unbounded recursion; BuildKit has no limit (Go stacks grow).
     #[error("more than {0} nested ${{...}} expansions")]
     TooDeep(usize),

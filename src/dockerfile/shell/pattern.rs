@@ -15,12 +15,25 @@ use super::chars::{is_digit, is_letter};
 /// Why a pattern operation failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum PatternError {
-    /// Not a pattern this syntax accepts; the reason in words.
-    Invalid(String),
+    /// Not a pattern this syntax accepts.
+    Invalid(InvalidPattern),
     /// Matching would cost more than [`MATCH_BUDGET`](super::MATCH_BUDGET) steps.
     TooCostly { pattern_chars: usize },
     /// The result would be larger than [`MAX_EXPANDED`].
     TooLarge,
+}
+
+/// Why a pattern is not one this syntax accepts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidPattern {
+    #[error("invalid escape '\\{0}'")]
+    Escape(char),
+    #[error("invalid escape '\\' at the end")]
+    TrailingEscape,
+    /// The regular expression it compiles to is refused (too large); `regex::Error` is not
+    /// `Eq`, so its words are kept.
+    #[error("{0}")]
+    Regex(String),
 }
 
 /// Takes a match's worst-case cost out of `budget` (what is left of [`MATCH_BUDGET`](super::MATCH_BUDGET) for the
@@ -65,7 +78,7 @@ fn compile(pattern: &str, greedy: bool, anchored: bool) -> Result<Glob, PatternE
 /// Compiling a regular expression costs far more than matching one (hundreds of
 /// microseconds), and a Dockerfile tends to repeat the same few patterns, so compiled ones are
 /// kept per thread. The cache is small and simply emptied when full.
-fn cached_regex(source: &str) -> Result<Regex, String> {
+fn cached_regex(source: &str) -> Result<Regex, InvalidPattern> {
     const CAPACITY: usize = 64;
     thread_local! {
         static CACHE: RefCell<HashMap<String, Regex>> = RefCell::new(HashMap::new());
@@ -74,7 +87,7 @@ fn cached_regex(source: &str) -> Result<Regex, String> {
         if let Some(re) = cache.borrow().get(source) {
             return Ok(re.clone());
         }
-        let re = Regex::new(source).map_err(|err| err.to_string())?;
+        let re = Regex::new(source).map_err(|err| InvalidPattern::Regex(err.to_string()))?;
         let mut cache = cache.borrow_mut();
         if cache.len() >= CAPACITY {
             cache.clear();
@@ -90,7 +103,7 @@ fn regex_source(
     pattern: &str,
     greedy: bool,
     anchored: bool,
-) -> Result<(String, Option<String>), String> {
+) -> Result<(String, Option<String>), InvalidPattern> {
     let mut out = String::with_capacity(pattern.len() + 4);
     let mut literal = String::with_capacity(pattern.len());
     let mut wildcards = false;
@@ -125,8 +138,8 @@ fn regex_source(
                         out.push(escaped);
                         literal.push(escaped);
                     }
-                    Some(other) => return Err(format!("invalid escape '\\{other}'")),
-                    None => return Err("invalid escape '\\' at the end".to_string()),
+                    Some(other) => return Err(InvalidPattern::Escape(other)),
+                    None => return Err(InvalidPattern::TrailingEscape),
                 }
             }
             '[' | ']' | '{' | '}' | '.' | '+' | '(' | ')' | '|' | '^' | '$' => {
