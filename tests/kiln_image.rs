@@ -271,11 +271,15 @@ fn kiln_image_runs_the_documented_job_restricted_and_pushes() {
     let storage = Storage::new(None);
     storage.pull(&image);
     let message = "built by kiln's image as uid 1000 with every capability dropped\n";
-    let ctx = copy_only_context(&bases.busybox(), message);
+    // The registry named `localhost`: the static binary resolves it through the container's
+    // /etc/hosts (glibc's built-in `files` source; the image has no NSS module).
+    let registry = bases.addr().replace("127.0.0.1", "localhost");
+    let base = format!("{registry}/kiln-test/busybox:latest");
+    let ctx = copy_only_context(&base, message);
     let kiln_volume = tempfile::tempdir().unwrap();
     open_dir(kiln_volume.path(), true);
-    let app = format!("{}/kiln-test/app:v1.2.3", bases.addr());
-    let cache = format!("{}/kiln-test/app:buildcache", bases.addr());
+    let app = format!("{registry}/kiln-test/app:v1.2.3");
+    let cache = format!("{registry}/kiln-test/app:buildcache");
     run_ok(
         podman_run(&storage)
             .args([
@@ -301,6 +305,11 @@ fn kiln_image_runs_the_documented_job_restricted_and_pushes() {
             ]),
     );
     assert_pushed_copy_only_image(bases, &storage, &app, message);
+    run_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{cache}")),
+    );
     // The store went where the image says (the volume), owned by the job's uid.
     let store = kiln_volume.path().join("store");
     assert!(
