@@ -230,7 +230,8 @@ fn add_extracts_every_archive_format_detected_by_content() {
     let t = tempfile::tempdir().unwrap();
     let ctx = t.path().join("ctx");
     let tar = owned_tar();
-    let mut xz = xz2::write::XzEncoder::new(Vec::new(), 1);
+    let mut xz =
+        lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::with_preset(1)).unwrap();
     xz.write_all(&tar).unwrap();
     write(&ctx.join("plain.bin"), &tar);
     write(&ctx.join("gz.bin"), &gzip(&tar));
