@@ -18,3 +18,4 @@ mod ci_containers;
 mod conformance_corpus;
 mod examples_buildah;
 mod image_outputs;
+mod kiln_image;

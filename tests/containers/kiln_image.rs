@@ -11,16 +11,12 @@
 //! Slow the first time: the release binary is built with the `dist` profile (minutes); later
 //! runs reuse it (cargo finds it fresh). Needs root (podman), podman, skopeo, docker-registry.
 
-mod build_support;
-mod common;
-mod registry_support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use build_support::{Bases, Storage, file_tree, missing, read_layout, run_ok};
+use crate::build_support::{Bases, Storage, file_tree, missing, read_layout, run_ok};
 
 fn skip_reason() -> Option<String> {
     missing(&[
@@ -34,17 +30,21 @@ fn skip_reason() -> Option<String> {
 }
 
 /// The static binary `.ci/release.sh` builds (once per test binary; cargo makes it a no-op when
-/// the binary is up to date).
+/// the binary is up to date). Without LTO and with many codegen units: what is tested (static
+/// linking, running in scratch and busybox) does not depend on them, and a thin-LTO build took
+/// most of CI's time budget on 2 cores.
 fn release_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let out = run_ok(&mut Command::new(
-            common::repo_root().join(".ci/release.sh"),
-        ));
+        let out = run_ok(
+            Command::new(crate::common::repo_root().join(".ci/release.sh"))
+                .env("CARGO_PROFILE_DIST_LTO", "off")
+                .env("CARGO_PROFILE_DIST_CODEGEN_UNITS", "16"),
+        );
         // Last line: "PATH SIZE bytes".
         let stdout = String::from_utf8(out.stdout).unwrap();
         let line = stdout.lines().last().expect("release.sh prints the binary");
-        let path = common::repo_root().join(line.split(' ').next().unwrap());
+        let path = crate::common::repo_root().join(line.split(' ').next().unwrap());
         assert!(path.is_file(), "release.sh printed {line:?}");
         path
     })
@@ -64,7 +64,7 @@ fn open_dir(dir: &Path, writable: bool) {
 
 /// A COPY-only build context on `base`: one file and a CMD that prints it.
 fn copy_only_context(base: &str, message: &str) -> tempfile::TempDir {
-    let ctx = build_support::context(&[
+    let ctx = crate::build_support::context(&[
         (
             "Containerfile",
             &format!(
@@ -141,7 +141,7 @@ fn release_binary_is_static_and_builds_in_scratch_and_busybox() {
         "not stripped:\n{headers}"
     );
 
-    let bases = build_support::bases();
+    let bases = crate::build_support::bases();
     let storage = Storage::new(None);
     // A scratch image with nothing but the binary (distroless-like: no libc, no /etc, no /tmp).
     let t = tempfile::tempdir().unwrap();
@@ -202,13 +202,13 @@ fn kiln_image_runs_the_documented_job_restricted_and_pushes() {
         return println!("{skip}");
     }
     let bin = release_binary();
-    let bases = build_support::bases();
+    let bases = crate::build_support::bases();
     let image = format!("{}/kiln-test/kiln:test", bases.addr());
 
     // Built by kiln itself (the static binary), pushed to the loopback registry.
     let store = tempfile::tempdir().unwrap();
     run_ok(
-        Command::new(common::repo_root().join(".ci/image/build.sh"))
+        Command::new(crate::common::repo_root().join(".ci/image/build.sh"))
             .env("KILN_BINARY", bin)
             .env("KILN_ROOT", store.path())
             .args(["-t", &image, "--push"]),
@@ -328,11 +328,11 @@ fn kiln_image_on_busybox_has_a_shell_that_finds_kiln() {
         return println!("{skip}");
     }
     let bin = release_binary();
-    let bases = build_support::bases();
+    let bases = crate::build_support::bases();
     let image = format!("{}/kiln-test/kiln:test-debug", bases.addr());
     let store = tempfile::tempdir().unwrap();
     run_ok(
-        Command::new(common::repo_root().join(".ci/image/build.sh"))
+        Command::new(crate::common::repo_root().join(".ci/image/build.sh"))
             .env("KILN_BINARY", bin)
             .env("KILN_ROOT", store.path())
             .arg(format!("--build-arg=BASE={}", bases.busybox()))
