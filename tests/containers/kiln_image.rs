@@ -5,7 +5,7 @@
 //!   inside a scratch image holding nothing but that binary, and inside busybox.
 //! - `.ci/image/build.sh` builds kiln's image with kiln; the documented Kubernetes Job command
 //!   (docs/ci.md) then runs in it under podman with the restricted settings
-//!   (`--cap-drop=all --security-opt no-new-privileges --user 1000`) on a COPY-only context, and
+//!   (`--cap-drop=all --security-opt no-new-privileges --user 1000`) on a context with COPY and RUN, and
 //!   the image it pushes holds what the Containerfile says.
 //!
 //! Slow the first time: the release binary is built with the `dist` profile (minutes); later
@@ -64,13 +64,26 @@ fn open_dir(dir: &Path, writable: bool) {
 
 /// A COPY-only build context on `base`: one file and a CMD that prints it.
 fn copy_only_context(base: &str, message: &str) -> tempfile::TempDir {
+    context_with(
+        base,
+        message,
+        "COPY hello.txt /srv/hello.txt\nCMD [\"cat\", \"/srv/hello.txt\"]\n",
+    )
+}
+
+/// The same with a RUN step: the copy the image's CMD prints is made by the step.
+fn run_context(base: &str, message: &str) -> tempfile::TempDir {
+    context_with(
+        base,
+        message,
+        "COPY hello.txt /srv/hello.txt\nRUN cp /srv/hello.txt /srv/ran.txt\n\
+         CMD [\"cat\", \"/srv/ran.txt\"]\n",
+    )
+}
+
+fn context_with(base: &str, message: &str, steps: &str) -> tempfile::TempDir {
     let ctx = crate::build_support::context(&[
-        (
-            "Containerfile",
-            &format!(
-                "FROM {base}\nCOPY hello.txt /srv/hello.txt\nCMD [\"cat\", \"/srv/hello.txt\"]\n"
-            ),
-        ),
+        ("Containerfile", &format!("FROM {base}\n{steps}")),
         ("hello.txt", message),
     ]);
     open_dir(ctx.path(), false);
@@ -91,6 +104,11 @@ fn podman_run(storage: &Storage) -> Command {
 /// Checks that `image` (a reference in the loopback registry) is `bases`' busybox plus one layer
 /// and prints `message` when run.
 fn assert_pushed_copy_only_image(bases: &Bases, storage: &Storage, image: &str, message: &str) {
+    assert_pushed_image(bases, storage, image, message, 1)
+}
+
+/// `image` is the busybox base plus `added` layers, and running it prints `message`.
+fn assert_pushed_image(bases: &Bases, storage: &Storage, image: &str, message: &str, added: usize) {
     let inspect: serde_json::Value = serde_json::from_str(&stdout_of(
         Command::new("skopeo")
             .args(["inspect", "--tls-verify=false"])
@@ -105,7 +123,7 @@ fn assert_pushed_copy_only_image(bases: &Bases, storage: &Storage, image: &str, 
     .unwrap();
     let layers = inspect["Layers"].as_array().unwrap();
     let base_layers = base["Layers"].as_array().unwrap();
-    assert_eq!(layers.len(), base_layers.len() + 1, "{inspect}");
+    assert_eq!(layers.len(), base_layers.len() + added, "{inspect}");
     assert_eq!(&layers[..base_layers.len()], &base_layers[..], "{inspect}");
     storage.pull(image);
     let out = stdout_of(podman_run(storage).arg(image));
@@ -275,7 +293,8 @@ fn kiln_image_runs_the_documented_job_restricted_and_pushes() {
     // /etc/hosts (glibc's built-in `files` source; the image has no NSS module).
     let registry = bases.addr().replace("127.0.0.1", "localhost");
     let base = format!("{registry}/kiln-test/busybox:latest");
-    let ctx = copy_only_context(&base, message);
+    // With a RUN: a single-id user namespace for uid 1000 (docs/ci.md, case d).
+    let ctx = run_context(&base, message);
     let kiln_volume = tempfile::tempdir().unwrap();
     open_dir(kiln_volume.path(), true);
     let app = format!("{registry}/kiln-test/app:v1.2.3");
@@ -304,7 +323,7 @@ fn kiln_image_runs_the_documented_job_restricted_and_pushes() {
                 "/workspace",
             ]),
     );
-    assert_pushed_copy_only_image(bases, &storage, &app, message);
+    assert_pushed_image(bases, &storage, &app, message, 2);
     run_ok(
         Command::new("skopeo")
             .args(["inspect", "--raw", "--tls-verify=false"])
