@@ -173,6 +173,15 @@ impl Context {
             .map_err(self.lookup_err(rel))
     }
 
+    /// The host path of an entry this context listed ([`Context::entries`]): the walk named
+    /// it by real directories only, below the canonical root, so it is joined, not resolved
+    /// again (a resolution per file cost more than reading it). Only for openers that refuse
+    /// symlinks on the way themselves (`EntrySource::ResolvedFile`): the tree may have
+    /// changed since the walk.
+    pub fn listed_path(&self, e: &Entry) -> PathBuf {
+        self.host_join(&e.rel)
+    }
+
     /// `rel` with every symlink in it resolved inside the context, the last one too when
     /// `follow` is set (Docker follows a symlink named as a COPY source, with the context
     /// as `/`). A dangling link is [`ContextError::NotFound`].

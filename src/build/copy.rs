@@ -497,7 +497,8 @@ fn exclude(opts: &CopyOptions, rel: &str) -> Option<bool> {
 }
 
 /// One layer entry for a source entry placed at `path` (image-relative). A file's source is
-/// its host path resolved inside the tree (the layer writer opens it refusing symlinks); a
+/// its host path as the tree's walk found it, with no symlink in it (the layer writer opens
+/// it refusing symlinks, so one swapped in since fails the layer); a
 /// file whose inode this COPY met before becomes a hard link to the name it got then.
 fn entry(
     e: &Entry,
@@ -519,7 +520,7 @@ fn entry(
             target: first.expect("checked"),
         },
         EntryKind::File { size } => EntrySource::ResolvedFile {
-            path: tree.host_path(&e.rel)?,
+            path: tree.listed_path(e),
             size: *size,
         },
         EntryKind::Symlink { target } => EntrySource::Symlink {

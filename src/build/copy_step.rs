@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use super::cache::{self, SourceDigest};
-use super::context::Context;
+use super::context::{Context, EntryKind};
 use super::copy::{self, Chmod, CopyOptions};
 use super::image_tree::{ImageTree, LayerView};
 use super::stage::{Runner, step_err, unpack_options};
@@ -90,7 +90,10 @@ impl<'a> Runner<'a> {
             )
         };
         let now = u64::try_from(self.created.timestamp()).unwrap_or(0);
-        let (tree_holder, from) = self.source_tree(spec.from, span)?;
+        let (tree_holder, from) = match self.layer_source_tree(spec)? {
+            Some(t) => t,
+            None => self.source_tree(spec.from, span)?,
+        };
         let tree = tree_holder.tree();
         // Extracted archives and downloads are spooled here until the layer is written.
         let scratch = self.store.scratch_dir("add-")?;
@@ -374,6 +377,70 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// For `COPY --from` a stage or image whose sources each lie in one layer (a directory
+    /// a RUN or COPY made, no other layer adding to it), the directory of that layer in the
+    /// store as the source tree: read where the step left it, nothing unpacked. None when
+    /// the sources need the merged tree ([`Runner::rootfs`]): wildcards, symlinks on the
+    /// way, deletions or device nodes below a source, several layers, several source
+    /// layers, or owners the store does not keep as the image has them (rootless).
+    fn layer_source_tree(
+        &self,
+        spec: &CopySpec,
+    ) -> Result<Option<(SourceTree<'a>, String)>, BuildError> {
+        let (layers, from) = match spec.from {
+            CopyFrom::Stage(i) => {
+                let img = self.done.get(i).expect("plan orders dependencies first");
+                (img.layers().to_vec(), format!("stage {i}"))
+            }
+            _ => return Ok(None),
+        };
+        if spec.add.is_some()
+            || spec.parents
+            || unpack_options().ownership != layer::Ownership::Preserve
+            || self.sandbox.mapped_fs().is_some()
+        {
+            return Ok(None);
+        }
+        let mut paths = Vec::new();
+        for s in spec.sources {
+            match s {
+                SourceSpec::Path { path } if !path.contains(['*', '?', '[', '\\']) => {
+                    paths.push(copy::clean(path))
+                }
+                _ => return Ok(None),
+            }
+        }
+        let lowers = self.unpacked_layers(&layers)?;
+        let image = self.image_tree(&lowers);
+        let mut dir = None;
+        for p in &paths {
+            let real = copy::resolve_in_image(&image, p).ok();
+            let sole = real
+                .filter(|r| r == p && !r.is_empty())
+                .and_then(|r| image.sole_layer(&r));
+            match (sole, dir) {
+                (Some(d), None) => dir = Some(d),
+                (Some(d), Some(seen)) if d == seen => {}
+                _ => return Ok(None),
+            }
+        }
+        let Some(dir) = dir else { return Ok(None) };
+        let tree = Context::open(dir, DockerIgnore::parse("").expect("empty ignore"), None)?;
+        for p in &paths {
+            // A deletion below the source is a device node here; the merged tree drops it.
+            let listed = tree.entries(p)?;
+            if listed.iter().any(|e| e.kind == EntryKind::Other) {
+                return Ok(None);
+            }
+        }
+        let tree = SourceTree::Rootfs {
+            tree,
+            owners: None,
+            _dir: None,
+        };
+        Ok(Some((tree, from)))
+    }
+
     /// The merged file tree of `layers`, unpacked into a temp dir (whiteouts applied). The dir
     /// is in the store, like a RUN step's scratch dir: a big stage must not fill a small /tmp,
     /// and the files land on the filesystem the layers come from.
@@ -399,7 +466,7 @@ impl<'a> Runner<'a> {
         Ok(SourceTree::Rootfs {
             tree: ctx,
             owners,
-            _dir: Box::new(dir),
+            _dir: Some(Box::new(dir)),
         })
     }
 }
@@ -475,14 +542,14 @@ fn git_err(span: Span, e: &git::GitError) -> BuildError {
 }
 
 /// Where COPY reads from: the context, or a stage/image rootfs unpacked into a temp dir that
-/// lives as long as this value.
+/// lives as long as this value (or a layer directory of the store, which outlives it).
 pub(super) enum SourceTree<'a> {
     Context(&'a Context),
     Rootfs {
         tree: Context,
         /// The owners the layers give the files, when the unpack could not (unprivileged).
         owners: Option<Box<layer::Owners>>,
-        _dir: Box<crate::store::ScratchDir>,
+        _dir: Option<Box<crate::store::ScratchDir>>,
     },
 }
 

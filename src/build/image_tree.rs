@@ -109,6 +109,28 @@ impl ImageTree<'_> {
     }
 }
 
+impl ImageTree<'_> {
+    /// The one layer whose directory holds all the merged image has at `path` (a real
+    /// path: no symlink on the way), so that it can be read there directly: the top layer
+    /// that has it, when it is a file, or a directory no other layer has anything of.
+    pub fn sole_layer(&self, path: &str) -> Option<&std::path::Path> {
+        let mut layers = self.layers.iter();
+        let top = loop {
+            let l = layers.next()?;
+            match l.lookup(path) {
+                (Some(n), _) => break (l, n),
+                (None, true) => return None,
+                (None, false) => {}
+            }
+        };
+        match top.1 {
+            Node::Other => Some(&top.0.dir),
+            Node::Dir(_) if layers.all(|l| l.lookup(path).0.is_none()) => Some(&top.0.dir),
+            _ => None,
+        }
+    }
+}
+
 impl ImageView for ImageTree<'_> {
     fn node(&self, path: &str) -> Option<Node> {
         if path.is_empty() {

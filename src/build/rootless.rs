@@ -8,7 +8,6 @@
 //!
 //! [`MappedFs`]: crate::sandbox::MappedFs
 
-use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
@@ -17,8 +16,12 @@ use super::run;
 use crate::layer::{self, DiffKind, LayerBlob, LayerOptions};
 use crate::sandbox::{Sandbox, SandboxError, StepOutcome};
 
-/// Unpacks one base layer blob into the store's temp dir `dest`.
-pub(super) fn unpack(sandbox: &Sandbox, mut blob: File, dest: &Path) -> std::io::Result<()> {
+/// Unpacks one layer (a blob, or the tar a COPY is writing) into the store's temp dir `dest`.
+pub(super) fn unpack(
+    sandbox: &Sandbox,
+    mut blob: impl std::io::Read + Send,
+    dest: &Path,
+) -> std::io::Result<()> {
     match sandbox.mapped_fs() {
         Some(mapped) => mapped
             .unpack(&mut blob, dest)
@@ -73,6 +76,17 @@ pub(super) enum RunLayerError {
     Mapped(#[from] SandboxError),
     #[error(transparent)]
     Layer(#[from] layer::LayerError),
+}
+
+/// Whether a finished step's upper dir is what unpacking its layer into the store would
+/// make, so that it can be kept as the unpacked layer: its deletions are marked in the
+/// xattr namespace this process gives the store's layers (`user.` for a step in a user
+/// namespace, `trusted.` for real root's), and its files carry the host ids the store's
+/// layers do (the step's id map is the one [`unpack`] uses, or identity).
+pub(super) fn upper_is_a_layer_dir(outcome: &StepOutcome) -> bool {
+    let in_userns = outcome.isolation == crate::sandbox::Isolation::Rootless;
+    let user_marks = layer::OpaqueXattr::for_this_process() == layer::OpaqueXattr::User;
+    in_userns == user_marks
 }
 
 /// A directory's metadata from an unpacked base layer with the owner an image sees: the

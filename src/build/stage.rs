@@ -139,6 +139,10 @@ pub(crate) struct Runner<'a> {
     pub(super) newest_hit: Option<i64>,
     /// ADD downloads made for cache keys, reused by their steps.
     pub(super) downloads: std::sync::Mutex<super::copy_step::Downloads>,
+    /// Whether a later step may stack the layer the current step writes (a later RUN, COPY
+    /// or ADD of this stage, or another stage): a COPY's layer is then also unpacked into
+    /// the store as it is written, instead of from its blob when that step needs it.
+    pub(super) layer_read_later: bool,
 }
 
 pub(super) fn step_err(span: Span, message: impl Into<String>) -> BuildError {
@@ -187,6 +191,7 @@ impl<'a> Runner<'a> {
             layers_reused: 0,
             downloads: Default::default(),
             newest_hit: None,
+            layer_read_later: true,
         }
     }
 
@@ -232,6 +237,8 @@ impl<'a> Runner<'a> {
             });
             let t0 = Instant::now();
             let layers_before = img.layers().len();
+            self.layer_read_later = self.env.image_stages.iter().max() != Some(&stage.index)
+                || steps[i + 1..].iter().any(|s| reads_layers(s));
             let sources = self.sources(step)?;
             let key = BuildCache::key(&parent, step, sources.as_ref());
             let cached = if writes_layer(step) {
@@ -635,6 +642,10 @@ impl<'a> Runner<'a> {
         let blob = rootless::write_run_layer(self.sandbox, &upper_dir, &outcome, opts, &mut w)
             .map_err(|e| super::step_failed(step.span, e))?;
         w.commit(Some(&blob.digest))?;
+        if rootless::upper_is_a_layer_dir(&outcome) {
+            // The upper dir is the layer unpacked: kept, for the next step to stack.
+            self.store.adopt_layer_dir(&blob.diff_id, &upper_dir)?;
+        }
         img.add_layer(Layer::from(blob), created_by);
         self.layers_built += 1;
         Ok(())
@@ -732,8 +743,30 @@ impl<'a> Runner<'a> {
             id_map: None,
         };
         let mut w = self.store.begin_unhashed_blob()?;
-        let blob = layer::write_entries(entries, &opts, &mut w)?;
+        if !self.layer_read_later {
+            let blob = layer::write_entries(entries, &opts, &mut w)?;
+            w.commit(&blob.digest)?;
+            img.add_layer(Layer::from(blob), created_by);
+            self.layers_built += 1;
+            return Ok(());
+        }
+        // Unpacked from the tar as it is written, then kept as the layer's directory.
+        let scratch = self.store.scratch_dir("copy-")?;
+        let tree = scratch.path().join("layer");
+        std::fs::create_dir(&tree).map_err(|source| BuildError::Io {
+            action: "creating the COPY step's layer dir",
+            source,
+        })?;
+        let sandbox = self.sandbox;
+        let (blob, unpacked) = layer::write_entries_teed(entries, &opts, &mut w, |tar| {
+            rootless::unpack(sandbox, tar, &tree)
+        })?;
         w.commit(&blob.digest)?;
+        // A tree that failed is left to the scratch dir: a step that needs the layer unpacks
+        // it from the blob, and reports what fails then.
+        if unpacked.is_ok() {
+            self.store.adopt_layer_dir(&blob.diff_id, &tree)?;
+        }
         img.add_layer(Layer::from(blob), created_by);
         self.layers_built += 1;
         Ok(())
@@ -803,6 +836,15 @@ fn healthcheck(h: &Healthcheck) -> image::Healthcheck {
             }
         }
     }
+}
+
+/// Steps that stack the image's unpacked layers (RUN mounts them, COPY and ADD look up
+/// the image's paths in them).
+fn reads_layers(step: &Step) -> bool {
+    matches!(
+        step.kind,
+        StepKind::Copy { .. } | StepKind::Add { .. } | StepKind::Run { .. }
+    )
 }
 
 /// Steps that write a layer go through the cache; metadata steps are cheaper to redo.

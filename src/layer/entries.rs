@@ -4,7 +4,11 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
-use std::path::PathBuf;
+use std::os::fd::OwnedFd;
+use std::path::{Component, Path, PathBuf};
+
+use nix::fcntl::{AT_FDCWD, OFlag, OpenHow, ResolveFlag, openat, openat2};
+use nix::sys::stat::Mode;
 
 use tar::EntryType;
 
@@ -82,11 +86,81 @@ pub fn write_entries(
     entries.reverse();
     write_blob(opts, out, |w| {
         let mut b = tar::Builder::new(w);
+        let mut dirs = ResolvedDirs::default();
         for e in &entries {
-            append(&mut b, e, opts.source_date_epoch)?;
+            append(&mut b, e, opts.source_date_epoch, &mut dirs)?;
         }
         b.finish().map_err(LayerError::Output)
     })
+}
+
+/// [`write_entries`], with a copy of the uncompressed tar streamed to `consume` on a thread
+/// of its own as it is written: a COPY's layer is unpacked into the store (for the steps
+/// that stack it) from the tar it is made of, instead of being inflated again from its blob.
+/// The layer is written whatever `consume` does; its result comes back beside the blob's.
+pub fn write_entries_teed<T: Send>(
+    entries: Vec<LayerEntry>,
+    opts: &LayerOptions,
+    out: impl Write,
+    consume: impl FnOnce(&mut (dyn Read + Send)) -> T + Send,
+) -> Result<(LayerBlob, T), LayerError> {
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(super::unpack::CHUNKS_AHEAD);
+        let reader = s.spawn(move || consume(&mut super::unpack::ChunkReader::new(rx)));
+        let mut tee = Tee {
+            out,
+            buf: Vec::with_capacity(super::unpack::CHUNK),
+            tx: Some(tx),
+        };
+        let blob = write_entries(entries, opts, &mut tee);
+        tee.send();
+        // A failed layer must not read as a complete tar.
+        if let (Err(_), Some(tx)) = (&blob, tee.tx.take()) {
+            let _ = tx.send(Err(io::Error::other("the layer was not written")));
+        }
+        drop(tee);
+        let consumed = reader.join().expect("the tar consumer does not panic");
+        Ok((blob?, consumed))
+    })
+}
+
+/// Writes to `out` and queues a copy, in chunks, for the consumer of [`write_entries_teed`].
+struct Tee<W> {
+    out: W,
+    buf: Vec<u8>,
+    /// Gone once the consumer stopped reading (its result says why).
+    tx: Option<std::sync::mpsc::SyncSender<super::unpack::Chunk>>,
+}
+
+impl<W> Tee<W> {
+    fn send(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(super::unpack::CHUNK));
+        if let Some(tx) = &self.tx {
+            if tx.send(Ok(std::sync::Arc::new(chunk))).is_err() {
+                self.tx = None;
+            }
+        }
+    }
+}
+
+impl<W: Write> Write for Tee<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(data)?;
+        if self.tx.is_some() {
+            self.buf.extend_from_slice(&data[..n]);
+            if self.buf.len() >= super::unpack::CHUNK {
+                self.send();
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
 }
 
 fn entry_header<'a>(
@@ -115,6 +189,7 @@ fn append(
     b: &mut tar::Builder<&mut dyn Write>,
     e: &LayerEntry,
     epoch: Option<i64>,
+    dirs: &mut ResolvedDirs,
 ) -> Result<(), LayerError> {
     let mtime = match epoch {
         Some(sde) => e.mtime.min(u64::try_from(sde).unwrap_or(0)),
@@ -151,7 +226,7 @@ fn append(
         )),
         EntrySource::File { path, size } | EntrySource::ResolvedFile { path, size } => {
             let file = match e.source {
-                EntrySource::ResolvedFile { .. } => open_without_symlinks(path),
+                EntrySource::ResolvedFile { .. } => dirs.open(path),
                 _ => File::open(path),
             }
             .map_err(source_err(path))?;
@@ -176,36 +251,61 @@ fn append(
     }
 }
 
-/// Opens `path` for reading, refusing any symlink on the way (see
-/// [`EntrySource::ResolvedFile`]).
-fn open_without_symlinks(path: &std::path::Path) -> io::Result<File> {
-    use nix::fcntl::{AT_FDCWD, OFlag, OpenHow, ResolveFlag, openat, openat2};
-    use nix::sys::stat::Mode;
+/// Opens [`EntrySource::ResolvedFile`]s, refusing any symlink on the way, with one
+/// resolution per directory rather than per file: entries come sorted, so the files of a
+/// directory follow each other and share the descriptor of their parent. The parent is
+/// opened with `RESOLVE_NO_SYMLINKS` and each file `O_NOFOLLOW` relative to it, which refuses
+/// exactly what a whole-path `RESOLVE_NO_SYMLINKS` open refuses (a full resolution per file
+/// was a third of a 50,000-file COPY's system time).
+#[derive(Default)]
+struct ResolvedDirs {
+    last: Option<(PathBuf, OwnedFd)>,
+}
+
+impl ResolvedDirs {
+    fn open(&mut self, path: &Path) -> io::Result<File> {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(io::Error::from(io::ErrorKind::IsADirectory));
+        };
+        // `..` would climb out of the directory the caller resolved the path in; no resolved
+        // path has one.
+        if path
+            .components()
+            .any(|c| !matches!(c, Component::RootDir | Component::Normal(_)))
+        {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let dir = match self.last.take() {
+            Some((p, fd)) if p == parent => fd,
+            _ => open_dir_without_symlinks(parent)?,
+        };
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let file = openat(&dir, name, flags, Mode::empty());
+        self.last = Some((parent.to_path_buf(), dir));
+        Ok(File::from(file?))
+    }
+}
+
+/// Opens the directory `path` (absolute) as `O_PATH`, refusing any symlink on the way.
+fn open_dir_without_symlinks(path: &Path) -> io::Result<OwnedFd> {
+    // RESOLVE_NO_SYMLINKS refuses a symlink anywhere, the last component included (ELOOP).
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC)
+        .flags(flags)
         .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
     match openat2(AT_FDCWD, path, how) {
         Err(nix::Error::ENOSYS) => {}
-        other => return Ok(File::from(other?)),
+        other => return Ok(other?),
     }
     // No openat2 (Linux before 5.6): one component at a time, none of them followed.
-    let names: Vec<&std::ffi::OsStr> = path
-        .components()
-        .filter_map(|c| match c {
-            std::path::Component::Normal(n) => Some(n),
-            _ => None,
-        })
-        .collect();
-    let Some((file, dirs)) = names.split_last() else {
-        return Err(io::Error::from(io::ErrorKind::IsADirectory));
-    };
-    let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let mut dir = openat(AT_FDCWD, "/", dir_flags, Mode::empty())?;
-    for name in dirs {
-        dir = openat(&dir, *name, dir_flags, Mode::empty())?;
+    let flags = flags | OFlag::O_NOFOLLOW;
+    let mut dir = openat(AT_FDCWD, "/", flags, Mode::empty())?;
+    for c in path.components() {
+        if let Component::Normal(name) = c {
+            dir = openat(&dir, name, flags, Mode::empty())?;
+        }
     }
-    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    Ok(File::from(openat(&dir, *file, flags, Mode::empty())?))
+    Ok(dir)
 }
 
 #[cfg(test)]
@@ -326,6 +426,28 @@ mod tests {
     }
 
     #[test]
+    fn resolved_files_of_one_directory_share_its_descriptor_and_are_each_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(d.path()).unwrap();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/b/one"), b"1").unwrap();
+        std::fs::write(root.join("a/b/two"), b"22").unwrap();
+        std::os::unix::fs::symlink("one", root.join("a/b/three")).unwrap();
+        let mut dirs = ResolvedDirs::default();
+        let read = |dirs: &mut ResolvedDirs, name: &str| {
+            dirs.open(&root.join("a/b").join(name))
+                .and_then(io::read_to_string)
+                .map_err(|e| e.raw_os_error())
+        };
+        assert_eq!(read(&mut dirs, "one"), Ok("1".into()));
+        let held = dirs.last.as_ref().map(|(p, _)| p.clone());
+        assert_eq!(read(&mut dirs, "two"), Ok("22".into()));
+        assert_eq!(dirs.last.as_ref().map(|(p, _)| p.clone()), held);
+        // Same directory, but the name is a link: refused, not followed.
+        assert_eq!(read(&mut dirs, "three"), Err(Some(libc::ELOOP)));
+    }
+
+    #[test]
     fn a_resolved_file_behind_a_symlink_is_refused() {
         let d = tempfile::tempdir().unwrap();
         let root = std::fs::canonicalize(d.path()).unwrap();
@@ -341,6 +463,14 @@ mod tests {
             )
         };
         assert!(write(root.join("real/f")).is_ok());
+        // The last component a symlink, and a path climbing out with `..`.
+        std::os::unix::fs::symlink("f", root.join("real/link")).unwrap();
+        for bad in [root.join("real/link"), root.join("real/../real/f")] {
+            match write(bad.clone()) {
+                Err(LayerError::Source { path, .. }) => assert_eq!(path, bad),
+                other => panic!("expected a source error for {bad:?}, got {other:?}"),
+            }
+        }
         // A component that became a symlink after the caller resolved the path.
         match write(root.join("swapped/f")) {
             Err(LayerError::Source { source, .. }) => {

@@ -49,7 +49,7 @@ mod write;
 use std::path::PathBuf;
 
 pub use crate::digest::Digest;
-pub use entries::{EntrySource, LayerEntry, write_entries};
+pub use entries::{EntrySource, LayerEntry, write_entries, write_entries_teed};
 pub use idmap::{IdMap, IdRange};
 pub use owners::{Owners, apply_layer_owners};
 pub use unpack::{diff_id, unpack_layer};

@@ -51,10 +51,10 @@ pub fn unpack_layer(
 }
 
 /// Decompressed chunks queued between the inflating thread and the unpacker.
-const CHUNKS_AHEAD: usize = 4;
-const CHUNK: usize = 1 << 20;
+pub(super) const CHUNKS_AHEAD: usize = 4;
+pub(super) const CHUNK: usize = 1 << 20;
 
-type Chunk = io::Result<Arc<Vec<u8>>>;
+pub(super) type Chunk = io::Result<Arc<Vec<u8>>>;
 
 /// Decompresses `blob` into `tx` in chunks, each also sent to `hash`; returns the diffID, or
 /// the decompression error (also sent on, so the unpacker stops at the same point).
@@ -102,14 +102,14 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// `Read` over the chunks the inflating thread sends.
-struct ChunkReader {
+pub(super) struct ChunkReader {
     rx: mpsc::Receiver<Chunk>,
     chunk: Arc<Vec<u8>>,
     at: usize,
 }
 
 impl ChunkReader {
-    fn new(rx: mpsc::Receiver<Chunk>) -> ChunkReader {
+    pub(super) fn new(rx: mpsc::Receiver<Chunk>) -> ChunkReader {
         ChunkReader {
             rx,
             chunk: Arc::new(Vec::new()),

@@ -79,6 +79,37 @@ impl Store {
         Ok(dir)
     }
 
+    /// Makes `dir`, a finished tree in the unpacked-layer format (deletions in overlay form),
+    /// the unpacked layer `diff_id` by renaming it into place: a step's result is kept as
+    /// the directory it was made in (a RUN's upper dir, a COPY's tree), never unpacked again
+    /// from its blob. `dir` must be in this store (a scratch dir), so the rename stays on one
+    /// filesystem. False when `dir` stays where it was: the layer is unpacked already, or the
+    /// rename was refused (a RUN that gave its root dir to a sub-uid, say); the caller's
+    /// scratch dir then removes it, and the layer is unpacked from its blob when needed.
+    pub fn adopt_layer_dir(&self, diff_id: &Digest, dir: &Path) -> Result<bool> {
+        if self.is_unpacked(diff_id) {
+            return Ok(false);
+        }
+        let _lock = self.lock_layer(diff_id)?;
+        if self.is_unpacked(diff_id) {
+            return Ok(false);
+        }
+        let dest = self.layer_dir(diff_id);
+        if dest.exists() {
+            remove_tree(&dest, self.sub_id_remover())?;
+        }
+        if fs::rename(dir, &dest).is_err() {
+            return Ok(false);
+        }
+        sync_dir(&self.root.join("layers"))?;
+        write_atomically(
+            self,
+            &self.layer_marker(diff_id),
+            format!("{LAYER_FORMAT} {diff_id}\n").as_bytes(),
+        )?;
+        Ok(true)
+    }
+
     fn compressed_entry(&self, diff_id: &Digest, compression: &str) -> Result<PathBuf> {
         let valid = !compression.is_empty()
             && compression
@@ -238,6 +269,33 @@ mod tests {
         assert!(out.join("fresh").exists());
         assert!(!out.join("resurrected").exists());
         assert!(store.is_unpacked(&diff_id));
+    }
+
+    #[test]
+    fn an_adopted_dir_is_moved_into_place_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let diff_id = Digest::of(b"made here");
+        let scratch = store.scratch_dir("run-").unwrap();
+        let made = scratch.path().join("upper");
+        fs::create_dir(&made).unwrap();
+        fs::write(made.join("f"), b"x").unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let ino = fs::metadata(made.join("f")).unwrap().ino();
+        assert!(store.adopt_layer_dir(&diff_id, &made).unwrap());
+        assert!(store.is_unpacked(&diff_id));
+        let kept = store.layer_dir(&diff_id).join("f");
+        assert_eq!(fs::metadata(&kept).unwrap().ino(), ino, "moved, not copied");
+        assert!(!made.exists());
+        // A second tree for the same layer is left to its scratch dir, and nothing unpacks.
+        let again = scratch.path().join("again");
+        fs::create_dir(&again).unwrap();
+        assert!(!store.adopt_layer_dir(&diff_id, &again).unwrap());
+        assert!(again.exists());
+        let out = store
+            .ensure_unpacked(&diff_id, |_| Err(io::Error::other("must not unpack")))
+            .unwrap();
+        assert_eq!(fs::metadata(out.join("f")).unwrap().ino(), ino);
     }
 
     #[test]

@@ -28,3 +28,4 @@ mod heredoc;
 mod onbuild;
 mod registry_cache_lazy;
 mod secrets;
+mod snapshot_kept;
