@@ -65,7 +65,7 @@
 //! CAP_SETUID/CAP_SETGID its map is every id of its own namespace to itself, written
 //! directly (`idmap::plan`), so files keep the ids chroot mode would give them. Where the
 //! container masks parts of its /proc, the kernel refuses a fresh proc in a user namespace:
-//! the container's /proc is bound instead, masks included (`rootfs::mount_proc`, said once).
+//! the container's /proc is bound instead, masks included (`MountOp::Proc`, said once).
 //! `Chroot`: for root, no user namespace, same mount/pid/ipc/uts namespaces. Which mode
 //! `auto` takes, in which order, and when it gives up: `probe.rs`.
 //!
@@ -93,6 +93,7 @@ mod error;
 mod idmap;
 pub mod init;
 mod mapped;
+mod mount_plan;
 mod output;
 mod pidfd;
 mod probe;
@@ -150,7 +151,7 @@ pub enum CacheSharing {
 }
 
 /// Secret bytes; never printed (the `Debug` impl redacts them).
-#[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SecretBytes(pub Vec<u8>);
 
 impl fmt::Debug for SecretBytes {
