@@ -45,6 +45,13 @@
 //! any symlink, and the init mounts that same file (checked by device and inode) through
 //! its descriptor, so a component swapped for a symlink after the caller's check is refused.
 //!
+//! # How the root is built
+//! `mount_plan.rs` decides, `rootfs.rs` performs: `mount_plan::plan` is a pure function
+//! from the step's spec (mode, probe result, `RUN --mount` list, `--security`) to an ordered
+//! list of `MountOp`s, whose targets are paths inside the root and whose bind sources are
+//! either files the parent checked (device, inode) or kiln's own; `rootfs::prepare` applies
+//! them in the step's pid 1 and is the only code that calls mount(2).
+//!
 //! # The upper dir afterwards
 //! Overlay's own format: whiteouts are 0/0 character devices, opaque directories carry
 //! `user.overlay.opaque` (rootless) or `trusted.overlay.opaque` (chroot). In rootless mode the

@@ -604,6 +604,60 @@ mod tests {
     }
 
     #[test]
+    fn ops_on_an_image_whose_dev_points_at_the_host_stay_in_the_root() {
+        let host = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        // A hostile image: /dev is a symlink to a host directory, absolute and relative.
+        let up = "../".repeat(root.path().components().count());
+        for link in [
+            host.path().to_path_buf(),
+            PathBuf::from(up).join(host.path()),
+        ] {
+            let dev = root.path().join("dev");
+            let _ = std::fs::remove_file(&dev);
+            std::os::unix::fs::symlink(&link, &dev).unwrap();
+            let mut made = Vec::new();
+            let (mut created, mut proc_bound) = (|p: &Path| made.push(p.to_path_buf()), || {});
+            let mut applier = Applier {
+                root: root.path(),
+                created: &mut created,
+                proc_bound: &mut proc_bound,
+            };
+            let dev = InRoot::new("/dev");
+            let ops = [
+                MountOp::MakeFile {
+                    at: dev.join("null"),
+                },
+                MountOp::MakeDir {
+                    at: dev.join("pts"),
+                },
+                MountOp::Symlink {
+                    at: dev.join("fd"),
+                    target: "/proc/self/fd".into(),
+                },
+            ];
+            for op in &ops {
+                // The symlink resolves inside the root, where its target does not exist.
+                assert!(applier.apply(op).is_err(), "{op:?} through {link:?}");
+            }
+            assert_eq!(std::fs::read_dir(host.path()).unwrap().count(), 0);
+            assert!(made.is_empty());
+        }
+        // Without the symlink the same ops make the files in the root.
+        std::fs::remove_file(root.path().join("dev")).unwrap();
+        std::fs::create_dir(root.path().join("dev")).unwrap();
+        let (mut created, mut proc_bound) = (|_: &Path| {}, || {});
+        let mut applier = Applier {
+            root: root.path(),
+            created: &mut created,
+            proc_bound: &mut proc_bound,
+        };
+        let null = InRoot::new("/dev/null");
+        applier.apply(&MountOp::MakeFile { at: null }).unwrap();
+        assert!(root.path().join("dev/null").is_file());
+    }
+
+    #[test]
     fn ensure_creates_missing_parents_and_reports_them() {
         let root = tempfile::tempdir().unwrap();
         let mut made = Vec::new();
