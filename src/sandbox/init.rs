@@ -237,16 +237,13 @@ fn pid1(spec: &InitSpec, status: &mut StatusPipe) -> Result<i32, String> {
     let bound = std::cell::Cell::new(false);
     let mut created = |p: &Path| status.send(&Status::Created(p.to_path_buf()));
     let mut proc_bound = || bound.set(true);
-    if !spec.mount_namespace {
-        super::rootfs::plain_chroot(spec, &mut created)?;
-    } else if spec.copy {
+    if spec.mount_namespace && spec.copy {
         // The outer process walks the copy afterwards: pid 1's pivot_root must not move its
         // root too, so pid 1 gets a mount namespace of its own.
         unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))?;
-        super::rootfs::prepare(spec, &mut created, &mut proc_bound)?;
-    } else {
-        super::rootfs::prepare(spec, &mut created, &mut proc_bound)?;
     }
+    // Plain chroot (no mount namespace) too: its plan makes /dev nodes and chroots.
+    super::rootfs::prepare(spec, &mut created, &mut proc_bound)?;
     if bound.get() {
         status.send(&Status::ProcBound);
     }

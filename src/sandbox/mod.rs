@@ -45,6 +45,13 @@
 //! any symlink, and the init mounts that same file (checked by device and inode) through
 //! its descriptor, so a component swapped for a symlink after the caller's check is refused.
 //!
+//! # How the root is built
+//! `mount_plan.rs` decides, `rootfs.rs` performs: `mount_plan::plan` is a pure function
+//! from the step's spec (mode, probe result, `RUN --mount` list, `--security`) to an ordered
+//! list of `MountOp`s, whose targets are paths inside the root and whose bind sources are
+//! either files the parent checked (device, inode) or kiln's own; `rootfs::prepare` applies
+//! them in the step's pid 1 and is the only code that calls mount(2).
+//!
 //! # The upper dir afterwards
 //! Overlay's own format: whiteouts are 0/0 character devices, opaque directories carry
 //! `user.overlay.opaque` (rootless) or `trusted.overlay.opaque` (chroot). In rootless mode the
@@ -65,7 +72,7 @@
 //! CAP_SETUID/CAP_SETGID its map is every id of its own namespace to itself, written
 //! directly (`idmap::plan`), so files keep the ids chroot mode would give them. Where the
 //! container masks parts of its /proc, the kernel refuses a fresh proc in a user namespace:
-//! the container's /proc is bound instead, masks included (`rootfs::mount_proc`, said once).
+//! the container's /proc is bound instead, masks included (`MountOp::Proc`, said once).
 //! `Chroot`: for root, no user namespace, same mount/pid/ipc/uts namespaces. Which mode
 //! `auto` takes, in which order, and when it gives up: `probe.rs`.
 //!
@@ -93,6 +100,7 @@ mod error;
 mod idmap;
 pub mod init;
 mod mapped;
+mod mount_plan;
 mod output;
 mod pidfd;
 mod probe;
@@ -150,7 +158,7 @@ pub enum CacheSharing {
 }
 
 /// Secret bytes; never printed (the `Debug` impl redacts them).
-#[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SecretBytes(pub Vec<u8>);
 
 impl fmt::Debug for SecretBytes {

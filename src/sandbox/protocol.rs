@@ -115,7 +115,7 @@ pub(crate) enum Status {
     Pid1(i32),
     /// A mountpoint the sandbox had to create (path inside the root).
     Created(PathBuf),
-    /// The step got the container's /proc (bound), not a fresh one (`rootfs::mount_proc`).
+    /// The step got the container's /proc (bound), not a fresh one (`MountOp::Proc`).
     ProcBound,
     /// Setup failed; the command did not run.
     Error(String),

@@ -1,7 +1,8 @@
-//! Builds the step's root inside its own mount namespace (runs in the step's pid 1, before
-//! `pivot_root`): overlay, /proc, /dev, /sys, generated /etc files, RUN --mount, pivot.
-//! Mountpoints are resolved inside the root ([`resolve_in_root`]) so an image symlink such as
-//! `/run -> /host` can never make the sandbox mount over a host path.
+//! Performs the step's mount plan (`mount_plan.rs`) inside its own mount namespace (in the
+//! step's pid 1, before `pivot_root`): the only code that calls mount(2). Every target is
+//! resolved inside the root ([`resolve_in_root`]) so an image symlink such as `/run -> /host`
+//! can never make the sandbox mount over a host path; a checked bind source is mounted only
+//! through a descriptor of the file the parent checked.
 
 use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -14,394 +15,362 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat};
 use nix::sys::statvfs::{FsFlags, statvfs};
 
-use super::protocol::{FileId, InitMount, InitSpec, OVERLAY_FAILED};
-use super::security::Security;
-
-/// runc's default masked paths: `/dev/null` over files, an empty read-only tmpfs over dirs.
-const MASKED_PROC: [&str; 8] = [
-    "acpi",
-    "kcore",
-    "keys",
-    "latency_stats",
-    "timer_list",
-    "timer_stats",
-    "sched_debug",
-    "scsi",
-];
-const MASKED_SYS: [&str; 2] = ["firmware", "devices/virtual/powercap"];
-/// runc's default read-only paths.
-const READ_ONLY_PROC: [&str; 6] = ["asound", "bus", "fs", "irq", "sys", "sysrq-trigger"];
+use super::mount_plan::{BindFlags, BindSource, InRoot, Kind, MountOp};
+use super::protocol::{FileId, InitSpec, OVERLAY_FAILED};
 
 type Res<T> = Result<T, String>;
 
-/// Mounts everything and pivots into the merged root. `created` hears of each mountpoint
-/// the sandbox had to create, so the parent can take it out of the diff afterwards.
-/// `proc_bound` hears when the step gets the container's /proc instead of a fresh one.
+/// Plans the step's mounts and performs them: afterwards the process is in the new root
+/// (pivoted, or chroot'ed in plain chroot). `created` hears of each mountpoint the sandbox
+/// had to create, so the parent can take it out of the diff afterwards; `proc_bound` hears
+/// when the step gets the container's /proc instead of a fresh one.
 pub(crate) fn prepare(
     spec: &InitSpec,
     created: &mut dyn FnMut(&Path),
     proc_bound: &mut dyn FnMut(),
 ) -> Res<()> {
-    let root = spec.merged.as_path();
-    mnt(
-        None::<&Path>,
-        Path::new("/"),
-        None,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None,
-    )?;
-    mount_overlay(spec)?;
-    let proc_dir = ensure(root, "/proc", Kind::Dir, created)?;
-    if mount_proc(spec, &proc_dir)? == Proc::Bound {
-        proc_bound();
-    }
-    mount_dev(root, created)?;
-    let sys_dir = mount_sys(root, created);
-    if spec.security == Security::Sandbox {
-        mask_kernel_paths(&proc_dir, sys_dir.as_deref())?;
-    }
-    for (source, name) in &spec.etc_files {
-        let target = ensure(root, format!("/etc/{name}"), Kind::File, created)?;
-        bind(source, &target, true)?;
-    }
-    for (i, m) in spec.mounts.iter().enumerate() {
-        mount_one(spec, i, m, created)?;
-    }
-    pivot(root)
+    let ops = super::mount_plan::plan(spec).map_err(|e| e.to_string())?;
+    let mut applier = Applier {
+        root: &spec.merged,
+        created,
+        proc_bound,
+    };
+    applier.apply_all(&ops)
 }
 
-#[derive(Debug, PartialEq)]
-enum Proc {
-    Fresh,
-    Bound,
+struct Applier<'a> {
+    root: &'a Path,
+    created: &'a mut dyn FnMut(&Path),
+    proc_bound: &'a mut dyn FnMut(),
 }
 
-/// A fresh proc for the step's pid namespace. In a user namespace the kernel refuses one
-/// where the surrounding container masks parts of its own /proc (podman, Docker,
-/// Kubernetes: the mount would reveal what the masks hide); the container's /proc is then
-/// bound instead, recursively, so its masks come along (kiln's own go on top). It lists the
-/// container's processes, but those live in a parent user and pid namespace: the step finds
-/// none of them by pid (kill, ptrace and pidfd_open look pids up in its own pid namespace)
-/// and may not read their memory or environment (ptrace access needs CAP_SYS_PTRACE in
-/// their user namespace). Without a user namespace (chroot mode, real root) a refusal fails.
-fn mount_proc(spec: &InitSpec, proc_dir: &Path) -> Res<Proc> {
-    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    match mnt(Some("proc"), proc_dir, Some("proc"), flags, None) {
-        Ok(()) => Ok(Proc::Fresh),
-        Err(fresh) if spec.user_namespace => {
-            bind_as_is(Path::new("/proc"), proc_dir)
-                .and_then(|()| remount(proc_dir, flags))
-                .map_err(|bound| format!("{fresh}; binding the container's /proc: {bound}"))?;
-            Ok(Proc::Bound)
+impl Applier<'_> {
+    fn apply_all(&mut self, ops: &[MountOp]) -> Res<()> {
+        ops.iter().try_for_each(|op| self.apply(op))
+    }
+
+    fn apply(&mut self, op: &MountOp) -> Res<()> {
+        match op {
+            MountOp::PrivateMounts => mnt(
+                None::<&Path>,
+                Path::new("/"),
+                None,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None,
+            ),
+            MountOp::RootOverlay {
+                links,
+                lowers,
+                data,
+            } => root_overlay(self.root, links, lowers, data),
+            MountOp::RootSelfBind => bind(self.root, self.root, BindFlags::NoDev),
+            MountOp::Mount {
+                fstype,
+                source,
+                at,
+                flags,
+                data,
+            } => {
+                let target = self.ensure(at, Kind::Dir)?;
+                mnt(
+                    Some(*source),
+                    &target,
+                    Some(fstype),
+                    *flags,
+                    data.as_deref(),
+                )
+            }
+            MountOp::Proc {
+                at,
+                flags,
+                or_bind_container,
+            } => self.proc(at, *flags, *or_bind_container),
+            MountOp::Sys { at, then } => match self.sys(at) {
+                true => self.apply_all(then),
+                false => Ok(()),
+            },
+            MountOp::Bind { source, at, flags } => self.bind(source, at, *flags),
+            MountOp::WritableBind {
+                path,
+                id,
+                at,
+                tmp,
+                copy,
+                userxattr,
+            } => self.writable_bind(path, *id, at, tmp, *copy, *userxattr),
+            MountOp::MakeDir { at } => {
+                let path = self.resolve(at)?;
+                std::fs::create_dir(&path).map_err(|e| format!("{}: {e}", at.absolute().display()))
+            }
+            MountOp::MakeFile { at } => {
+                let path = self.resolve(at)?;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map(drop)
+                    .map_err(|e| format!("{}: {e}", at.absolute().display()))
+            }
+            MountOp::Symlink { at, target } => {
+                let path = self.resolve(at)?;
+                std::os::unix::fs::symlink(target, &path)
+                    .map_err(|e| format!("{}: {e}", at.absolute().display()))
+            }
+            MountOp::Mask { at } => self.mask(at),
+            MountOp::ReadOnly { at } => {
+                let path = self.resolve(at)?;
+                match path.exists() {
+                    true => bind(&path, &path, BindFlags::ReadOnly),
+                    false => Ok(()),
+                }
+            }
+            MountOp::Secret {
+                at,
+                staging,
+                data,
+                mode,
+                uid,
+                gid,
+            } => {
+                let target = self.ensure(at, Kind::File)?;
+                let file = stage_secret(staging, &data.0, *mode, *uid, *gid)?;
+                bind(&file, &target, BindFlags::ReadOnly)
+            }
+            MountOp::OwnSocket {
+                socket,
+                mode,
+                uid,
+                gid,
+            } => {
+                std::fs::set_permissions(socket, std::fs::Permissions::from_mode(*mode))
+                    .map_err(|e| format!("ssh socket: {e}"))?;
+                std::os::unix::fs::chown(socket, Some(*uid), Some(*gid))
+                    .map_err(|e| format!("ssh socket owner {uid}:{gid}: {e}"))
+            }
+            MountOp::Mknod { at, major, minor } => self.mknod(at, *major, *minor),
+            MountOp::Chroot => {
+                let root = self.root;
+                nix::unistd::chroot(root).map_err(|e| format!("chroot {}: {e}", root.display()))?;
+                nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))
+            }
+            MountOp::Pivot => pivot(self.root),
         }
-        Err(fresh) => Err(fresh),
+    }
+
+    /// The host path of `at`, resolved inside the root (missing components kept).
+    fn resolve(&self, at: &InRoot) -> Res<PathBuf> {
+        resolve_in_root(self.root, &at.absolute())
+    }
+
+    /// [`resolve`](Self::resolve), creating missing parents as directories and the last
+    /// component as `kind`; each created path is reported.
+    fn ensure(&mut self, at: &InRoot, kind: Kind) -> Res<PathBuf> {
+        ensure(self.root, at.absolute(), kind, self.created)
+    }
+
+    /// A fresh proc for the step's pid namespace. In a user namespace the kernel refuses one
+    /// where the surrounding container masks parts of its own /proc (podman, Docker,
+    /// Kubernetes: the mount would reveal what the masks hide); the container's /proc is then
+    /// bound instead, recursively, so its masks come along (kiln's own go on top). It lists
+    /// the container's processes, but those live in a parent user and pid namespace: the
+    /// step finds none of them by pid (kill, ptrace and pidfd_open look pids up in its own
+    /// pid namespace) and may not read their memory or environment (ptrace access needs
+    /// CAP_SYS_PTRACE in their user namespace). Without a user namespace (chroot mode, real
+    /// root) a refusal fails.
+    fn proc(&mut self, at: &InRoot, flags: MsFlags, or_bind_container: bool) -> Res<()> {
+        let target = self.ensure(at, Kind::Dir)?;
+        match mnt(Some("proc"), &target, Some("proc"), flags, None) {
+            Ok(()) => Ok(()),
+            Err(fresh) if or_bind_container => {
+                bind(Path::new("/proc"), &target, BindFlags::AsIs)
+                    .and_then(|()| remount(&target, flags))
+                    .map_err(|bound| format!("{fresh}; binding the container's /proc: {bound}"))?;
+                (self.proc_bound)();
+                Ok(())
+            }
+            Err(fresh) => Err(fresh),
+        }
+    }
+
+    /// `/sys` read-only where the kernel lets us: a fresh sysfs (root, or a private network
+    /// namespace), else a bind of the host's (without its cgroup submounts when allowed).
+    /// When it cannot be made read-only it is not mounted at all rather than left writable.
+    fn sys(&mut self, at: &InRoot) -> bool {
+        let Ok(sys) = self.ensure(at, Kind::Dir) else {
+            return false;
+        };
+        let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        if mnt(Some("sysfs"), &sys, Some("sysfs"), ro, None).is_ok() {
+            return true;
+        }
+        // In a user namespace a bind of a mount with submounts must be recursive (EINVAL).
+        let bound = mnt(Some("/sys"), &sys, None, MsFlags::MS_BIND, None).or_else(|_| {
+            let rec = MsFlags::MS_BIND | MsFlags::MS_REC;
+            mnt(Some("/sys"), &sys, None, rec, None)
+        });
+        if bound.is_err() {
+            return false;
+        }
+        if remount(&sys, MsFlags::MS_RDONLY).is_err() {
+            let _ = umount2(&sys, MntFlags::MNT_DETACH);
+            return false;
+        }
+        true
+    }
+
+    /// A kernel file system path under runc's mask; one this kernel lacks is skipped.
+    fn mask(&mut self, at: &InRoot) -> Res<()> {
+        let path = self.resolve(at)?;
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("masking {}: {e}", at.absolute().display())),
+            Ok(m) if m.is_dir() => {
+                let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+                mnt(Some("tmpfs"), &path, Some("tmpfs"), ro, Some("size=0"))
+            }
+            Ok(_) => bind(Path::new("/dev/null"), &path, BindFlags::AsIs),
+        }
+    }
+
+    fn bind(&mut self, source: &BindSource, at: &InRoot, flags: BindFlags) -> Res<()> {
+        match source {
+            BindSource::Checked { path, id } => {
+                let (fd, st) = open_checked(path, *id)?;
+                let target = self.ensure(at, kind_of(&st))?;
+                bind(&fd_path(&fd), &target, flags)
+            }
+            BindSource::Kiln(path) => {
+                let is_dir = std::fs::metadata(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?
+                    .is_dir();
+                let kind = if is_dir { Kind::Dir } else { Kind::File };
+                let target = self.ensure(at, kind)?;
+                bind(path, &target, flags)
+            }
+        }
+    }
+
+    fn writable_bind(
+        &mut self,
+        path: &Path,
+        id: FileId,
+        at: &InRoot,
+        tmp: &Path,
+        copy: bool,
+        userxattr: bool,
+    ) -> Res<()> {
+        // Held until the overlay (or the copy) is made from it.
+        let (fd, _) = open_checked(path, id)?;
+        let source = &fd_path(&fd);
+        let target = self.ensure(at, Kind::Dir)?;
+        std::fs::create_dir_all(tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        // The writes of a read-write bind are thrown away: they land on a tmpfs.
+        let data = Some("mode=700");
+        mnt(Some("tmpfs"), tmp, Some("tmpfs"), MsFlags::empty(), data)?;
+        if copy {
+            // No overlay here: the writes go to a throwaway copy on that tmpfs.
+            let copy = tmp.join("copy");
+            std::fs::create_dir(&copy).map_err(|e| format!("{}: {e}", copy.display()))?;
+            super::snapshot::populate(std::slice::from_ref(source), &copy)?;
+            return bind(&copy, &target, BindFlags::NoDev);
+        }
+        for d in ["upper", "work"] {
+            std::fs::create_dir(tmp.join(d)).map_err(|e| format!("{d}: {e}"))?;
+        }
+        let mut data = format!(
+            "lowerdir={},upperdir={}/upper,workdir={}/work",
+            source.display(),
+            tmp.display(),
+            tmp.display()
+        );
+        if userxattr {
+            data.push_str(",userxattr");
+        }
+        let flags = MsFlags::MS_NODEV;
+        mnt(
+            Some("overlay"),
+            &target,
+            Some("overlay"),
+            flags,
+            Some(&data),
+        )
+    }
+
+    /// Plain chroot: a basic device node the image lacks (reported, so it leaves the diff).
+    fn mknod(&mut self, at: &InRoot, major: u64, minor: u64) -> Res<()> {
+        let name = at
+            .as_path()
+            .file_name()
+            .ok_or("a device node needs a name")?;
+        let parent = InRoot::new(at.as_path().parent().unwrap_or(Path::new("")));
+        let path = self.ensure(&parent, Kind::Dir)?.join(name);
+        if std::fs::symlink_metadata(&path).is_ok() {
+            return Ok(());
+        }
+        let shown = at.absolute();
+        let mode = Mode::from_bits_truncate(0o666);
+        let devno = nix::sys::stat::makedev(major, minor);
+        nix::sys::stat::mknod(&path, SFlag::S_IFCHR, mode, devno)
+            .map_err(|e| format!("creating {}: {e}", shown.display()))?;
+        // mknod honours the umask; the nodes must be usable by every user.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))
+            .map_err(|e| format!("{}: {e}", shown.display()))?;
+        (self.created)(&in_root_path(self.root, &path));
+        Ok(())
     }
 }
 
-fn mount_overlay(spec: &InitSpec) -> Res<()> {
-    if spec.copy {
-        // The root is a plain copy; pivot_root needs it to be a mount point.
-        return bind(&spec.merged, &spec.merged, false);
+fn kind_of(st: &FileStat) -> Kind {
+    match st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits() {
+        true => Kind::Dir,
+        false => Kind::File,
     }
-    let links = spec.scratch.join("lower");
-    let data = overlay_options(spec, &links)?;
-    // The short lower dir names are relative to `links`: mount from there.
-    nix::unistd::chdir(&links).map_err(|e| format!("chdir {}: {e}", links.display()))?;
-    // nodev: a base layer may ship a block device node for the host's disk; only the /dev
-    // nodes bound in below may work.
-    let mounted = mnt(
-        Some("overlay"),
-        &spec.merged,
-        Some("overlay"),
-        MsFlags::MS_NODEV,
-        Some(&data),
-    );
+}
+
+/// The root overlay: each lower dir as a short symlink `links/<n>`, mounted from `links`
+/// (the names in `data` are relative to it). `nodev`: a base layer may ship a block
+/// device node for the host's disk; only the /dev nodes bound in later may work.
+fn root_overlay(root: &Path, links: &Path, lowers: &[PathBuf], data: &str) -> Res<()> {
+    std::fs::create_dir(links).map_err(|e| format!("{}: {e}", links.display()))?;
+    for (i, lower) in lowers.iter().enumerate() {
+        let link = links.join(i.to_string());
+        std::os::unix::fs::symlink(lower, &link)
+            .map_err(|e| format!("{} -> {}: {e}", link.display(), lower.display()))?;
+    }
+    nix::unistd::chdir(links).map_err(|e| format!("chdir {}: {e}", links.display()))?;
+    let flags = MsFlags::MS_NODEV;
+    let mounted = mnt(Some("overlay"), root, Some("overlay"), flags, Some(data));
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
     mounted.map_err(|e| format!("{OVERLAY_FAILED}{e}"))
 }
 
-/// Overlay's options, with each lower dir as a short symlink `links/<n>` named relative to
-/// `links` (as Docker's overlay2 does): mount(2) takes one page of options, which the store
-/// paths of ~40 layers already fill, and Docker allows 127 layers.
-fn overlay_options(spec: &InitSpec, links: &Path) -> Res<String> {
-    std::fs::create_dir(links).map_err(|e| format!("{}: {e}", links.display()))?;
-    let mut names = Vec::with_capacity(spec.lowers.len());
-    for (i, lower) in spec.lowers.iter().enumerate() {
-        let name = i.to_string();
-        let link = links.join(&name);
-        std::os::unix::fs::symlink(lower, &link)
-            .map_err(|e| format!("{} -> {}: {e}", link.display(), lower.display()))?;
-        names.push(name);
-    }
-    let mut data = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        names.join(":"),
-        spec.upper.display(),
-        spec.work.display()
-    );
-    if spec.user_namespace {
-        data.push_str(",userxattr");
-    }
-    // mount(2) takes at most one page of options.
-    if data.len() >= 4096 {
-        return Err(format!(
-            "the overlay options for {} lower dirs are {} bytes, over the kernel's 4 KiB limit: \
-             use a shorter store path or fewer layers",
-            names.len(),
-            data.len()
-        ));
-    }
-    Ok(data)
-}
-
-/// runc's masked and read-only paths over the fresh `/proc` and `/sys` (kernel file systems:
-/// no image symlink can redirect these joins). A path this kernel lacks is skipped.
-fn mask_kernel_paths(proc_dir: &Path, sys_dir: Option<&Path>) -> Res<()> {
-    let sys = sys_dir
-        .into_iter()
-        .flat_map(|d| MASKED_SYS.map(|p| d.join(p)));
-    for path in MASKED_PROC.map(|p| proc_dir.join(p)).into_iter().chain(sys) {
-        match std::fs::symlink_metadata(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("masking {}: {e}", path.display())),
-            Ok(m) if m.is_dir() => {
-                let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-                mnt(Some("tmpfs"), &path, Some("tmpfs"), ro, Some("size=0"))?;
-            }
-            Ok(_) => bind_as_is(Path::new("/dev/null"), &path)?,
-        }
-    }
-    for path in READ_ONLY_PROC.map(|p| proc_dir.join(p)) {
-        if path.exists() {
-            bind(&path, &path, true)?;
-        }
-    }
-    Ok(())
-}
-
-/// Plain chroot(2) into the copy, for containers that forbid mount namespaces: no mounts at
-/// all (no fresh /proc, the image's own /etc files). Missing basic devices are created as
-/// nodes (reported, so they leave the diff again).
-pub(crate) fn plain_chroot(spec: &InitSpec, created: &mut dyn FnMut(&Path)) -> Res<()> {
-    let root = spec.merged.as_path();
-    let dev = ensure(root, "/dev", Kind::Dir, created)?;
-    let nodes = [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ];
-    for (name, major, minor) in nodes {
-        let path = dev.join(name);
-        if std::fs::symlink_metadata(&path).is_ok() {
-            continue;
-        }
-        let mode = nix::sys::stat::Mode::from_bits_truncate(0o666);
-        let devno = nix::sys::stat::makedev(major, minor);
-        nix::sys::stat::mknod(&path, nix::sys::stat::SFlag::S_IFCHR, mode, devno)
-            .map_err(|e| format!("creating /dev/{name}: {e}"))?;
-        // mknod honours the umask; the nodes must be usable by every user.
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))
-            .map_err(|e| format!("/dev/{name}: {e}"))?;
-        created(&Path::new("/dev").join(name));
-    }
-    nix::unistd::chroot(root).map_err(|e| format!("chroot {}: {e}", root.display()))?;
-    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))
-}
-
-fn mount_dev(root: &Path, created: &mut dyn FnMut(&Path)) -> Res<()> {
-    let dev = ensure(root, "/dev", Kind::Dir, created)?;
+/// The secret's bytes in a file on a tmpfs only this mount namespace sees (it never
+/// touches a disk), with the step's mode and owner.
+fn stage_secret(staging: &Path, data: &[u8], mode: u32, uid: u32, gid: u32) -> Res<PathBuf> {
+    std::fs::create_dir_all(staging).map_err(|e| format!("{}: {e}", staging.display()))?;
+    let opts = Some("mode=700,size=4m");
     mnt(
         Some("tmpfs"),
-        &dev,
+        staging,
         Some("tmpfs"),
-        MsFlags::MS_NOSUID,
-        Some("mode=755,size=65536k"),
+        MsFlags::empty(),
+        opts,
     )?;
-    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
-        let target = dev.join(name);
-        std::fs::write(&target, b"").map_err(|e| format!("{}: {e}", target.display()))?;
-        bind_as_is(&Path::new("/dev").join(name), &target)?;
-    }
-    for dir in ["pts", "shm"] {
-        std::fs::create_dir(dev.join(dir)).map_err(|e| format!("/dev/{dir}: {e}"))?;
-    }
-    let pts_flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
-    mnt(
-        Some("devpts"),
-        &dev.join("pts"),
-        Some("devpts"),
-        pts_flags,
-        Some("newinstance,ptmxmode=0666,mode=0620"),
-    )?;
-    let shm_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mnt(
-        Some("shm"),
-        &dev.join("shm"),
-        Some("tmpfs"),
-        shm_flags,
-        Some("mode=1777,size=65536k"),
-    )?;
-    let links = [
-        ("ptmx", "pts/ptmx"),
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ];
-    for (name, target) in links {
-        std::os::unix::fs::symlink(target, dev.join(name))
-            .map_err(|e| format!("/dev/{name}: {e}"))?;
-    }
-    Ok(())
+    let file = staging.join("secret");
+    std::fs::write(&file, data).map_err(|e| format!("secret: {e}"))?;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("secret: {e}"))?;
+    std::os::unix::fs::chown(&file, Some(uid), Some(gid))
+        .map_err(|e| format!("secret owner {uid}:{gid}: {e}"))?;
+    Ok(file)
 }
 
-/// `/sys` read-only where the kernel lets us: a fresh sysfs (root, or a private network
-/// namespace), else a bind of the host's (without its cgroup submounts when allowed). When it
-/// cannot be made read-only it is not mounted at all rather than left writable.
-fn mount_sys(root: &Path, created: &mut dyn FnMut(&Path)) -> Option<PathBuf> {
-    let sys = ensure(root, "/sys", Kind::Dir, created).ok()?;
-    let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    if mnt(Some("sysfs"), &sys, Some("sysfs"), ro, None).is_ok() {
-        return Some(sys);
-    }
-    // In a user namespace a bind of a mount with submounts must be recursive (EINVAL).
-    let bound = mnt(Some("/sys"), &sys, None, MsFlags::MS_BIND, None).or_else(|_| {
-        mnt(
-            Some("/sys"),
-            &sys,
-            None,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None,
-        )
-    });
-    if bound.is_err() {
-        return None;
-    }
-    if remount(&sys, MsFlags::MS_RDONLY).is_err() {
-        let _ = umount2(&sys, MntFlags::MNT_DETACH);
-        return None;
-    }
-    Some(sys)
-}
-
-fn mount_one(spec: &InitSpec, i: usize, m: &InitMount, created: &mut dyn FnMut(&Path)) -> Res<()> {
-    let root = spec.merged.as_path();
-    match m {
-        InitMount::Bind {
-            source,
-            source_id,
-            target,
-            readonly,
-        } => {
-            let (fd, st) = open_checked(source, *source_id)?;
-            let is_dir = st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits();
-            let kind = if is_dir { Kind::Dir } else { Kind::File };
-            let target = ensure(root, target, kind, created)?;
-            bind(&fd_path(&fd), &target, *readonly)
-        }
-        InitMount::Overlay {
-            source,
-            source_id,
-            target,
-        } => {
-            // Held until the overlay (or the copy) is made from it.
-            let (fd, _) = open_checked(source, *source_id)?;
-            let source = &fd_path(&fd);
-            let target = ensure(root, target, Kind::Dir, created)?;
-            let base = spec.scratch.join(format!("bind-{i}"));
-            std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
-            // The writes of a read-write bind are thrown away: they land on a tmpfs.
-            mnt(
-                Some("tmpfs"),
-                &base,
-                Some("tmpfs"),
-                MsFlags::empty(),
-                Some("mode=700"),
-            )?;
-            if spec.copy {
-                // No overlay here: the writes go to a throwaway copy on that tmpfs.
-                let copy = base.join("copy");
-                std::fs::create_dir(&copy).map_err(|e| format!("{}: {e}", copy.display()))?;
-                super::snapshot::populate(std::slice::from_ref(source), &copy)?;
-                return bind(&copy, &target, false);
-            }
-            for d in ["upper", "work"] {
-                std::fs::create_dir(base.join(d)).map_err(|e| format!("{d}: {e}"))?;
-            }
-            let mut data = format!(
-                "lowerdir={},upperdir={}/upper,workdir={}/work",
-                source.display(),
-                base.display(),
-                base.display()
-            );
-            if spec.user_namespace {
-                data.push_str(",userxattr");
-            }
-            mnt(
-                Some("overlay"),
-                &target,
-                Some("overlay"),
-                MsFlags::MS_NODEV,
-                Some(&data),
-            )
-        }
-        InitMount::Tmpfs { target, size_bytes } => {
-            let target = ensure(root, target, Kind::Dir, created)?;
-            let data = size_bytes.map(|s| format!("size={s}"));
-            mnt(
-                Some("tmpfs"),
-                &target,
-                Some("tmpfs"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                data.as_deref(),
-            )
-        }
-        InitMount::Secret {
-            target,
-            data,
-            mode,
-            uid,
-            gid,
-        } => {
-            let target = ensure(root, target, Kind::File, created)?;
-            let staging = spec.scratch.join(format!("secret-{i}"));
-            std::fs::create_dir_all(&staging).map_err(|e| format!("{}: {e}", staging.display()))?;
-            // A tmpfs only this mount namespace sees: the secret never touches a disk.
-            mnt(
-                Some("tmpfs"),
-                &staging,
-                Some("tmpfs"),
-                MsFlags::empty(),
-                Some("mode=700,size=4m"),
-            )?;
-            let file = staging.join("secret");
-            std::fs::write(&file, &data.0).map_err(|e| format!("secret: {e}"))?;
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*mode))
-                .map_err(|e| format!("secret: {e}"))?;
-            std::os::unix::fs::chown(&file, Some(*uid), Some(*gid))
-                .map_err(|e| format!("secret owner {uid}:{gid}: {e}"))?;
-            bind(&file, &target, true)
-        }
-        InitMount::Ssh {
-            socket,
-            target,
-            mode,
-            uid,
-            gid,
-        } => {
-            let target = ensure(root, target, Kind::File, created)?;
-            // The socket is kiln's relay, made for this step alone: its mode and owner are
-            // the step's to have (connecting needs write permission on it).
-            std::fs::set_permissions(socket, std::fs::Permissions::from_mode(*mode))
-                .map_err(|e| format!("ssh socket: {e}"))?;
-            std::os::unix::fs::chown(socket, Some(*uid), Some(*gid))
-                .map_err(|e| format!("ssh socket owner {uid}:{gid}: {e}"))?;
-            bind(socket, &target, true)
-        }
-    }
+/// `/` + `host` relative to `root` (a path the applier resolved inside it).
+fn in_root_path(root: &Path, host: &Path) -> PathBuf {
+    Path::new("/").join(
+        host.strip_prefix(root)
+            .expect("resolved paths stay in the root"),
+    )
 }
 
 /// Opens a mount source without following any symlink on its path (`openat2` with
@@ -456,26 +425,23 @@ fn pivot(root: &Path) -> Res<()> {
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))
 }
 
-/// A bind of image, context or cache content: always `nodev` (another stage's root or a
-/// cache may hold device nodes), read-only when asked.
-fn bind(source: &Path, target: &Path, readonly: bool) -> Res<()> {
-    bind_as_is(source, target)?;
-    let mut flags = MsFlags::MS_NODEV;
-    if readonly {
-        flags |= MsFlags::MS_RDONLY;
-    }
-    remount(target, flags)
-}
-
-/// A bind that keeps the source's flags: the `/dev` nodes the sandbox binds in.
-fn bind_as_is(source: &Path, target: &Path) -> Res<()> {
+/// A recursive bind with the flags the plan asks for: `nodev` for image, context or cache
+/// content (another stage's root or a cache may hold device nodes), read-only when asked;
+/// the source's own flags for the `/dev` nodes.
+fn bind(source: &Path, target: &Path, flags: BindFlags) -> Res<()> {
     mnt(
         Some(source),
         target,
         None,
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None,
-    )
+    )?;
+    let extra = match flags {
+        BindFlags::AsIs => return Ok(()),
+        BindFlags::NoDev => MsFlags::MS_NODEV,
+        BindFlags::ReadOnly => MsFlags::MS_NODEV | MsFlags::MS_RDONLY,
+    };
+    remount(target, extra)
 }
 
 /// Remounts a bind with `extra` flags added; in a user namespace the source's
@@ -513,12 +479,6 @@ fn mnt<S: AsRef<Path> + ?Sized>(
     })
 }
 
-#[derive(Clone, Copy, PartialEq)]
-pub(crate) enum Kind {
-    Dir,
-    File,
-}
-
 /// The host path of `inside` (absolute, inside `root`), creating missing parents as
 /// directories and the last component as `kind`; each created path is reported.
 fn ensure(
@@ -546,7 +506,7 @@ fn ensure(
             std::fs::create_dir(&host)
         };
         made.map_err(|e| format!("creating mountpoint {}: {e}", inside.display()))?;
-        created(&Path::new("/").join(host.strip_prefix(root).expect("in root")));
+        created(&in_root_path(root, &host));
     }
     Ok(host)
 }
@@ -641,6 +601,60 @@ mod tests {
         assert_eq!(got, r.join("etc/passwd"));
         assert!(resolve_in_root(r, Path::new("/loop/x")).is_err());
         assert!(!overlay_safe(Path::new("/a,b")) && overlay_safe(Path::new("/a/b")));
+    }
+
+    #[test]
+    fn ops_on_an_image_whose_dev_points_at_the_host_stay_in_the_root() {
+        let host = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        // A hostile image: /dev is a symlink to a host directory, absolute and relative.
+        let up = "../".repeat(root.path().components().count());
+        for link in [
+            host.path().to_path_buf(),
+            PathBuf::from(up).join(host.path()),
+        ] {
+            let dev = root.path().join("dev");
+            let _ = std::fs::remove_file(&dev);
+            std::os::unix::fs::symlink(&link, &dev).unwrap();
+            let mut made = Vec::new();
+            let (mut created, mut proc_bound) = (|p: &Path| made.push(p.to_path_buf()), || {});
+            let mut applier = Applier {
+                root: root.path(),
+                created: &mut created,
+                proc_bound: &mut proc_bound,
+            };
+            let dev = InRoot::new("/dev");
+            let ops = [
+                MountOp::MakeFile {
+                    at: dev.join("null"),
+                },
+                MountOp::MakeDir {
+                    at: dev.join("pts"),
+                },
+                MountOp::Symlink {
+                    at: dev.join("fd"),
+                    target: "/proc/self/fd".into(),
+                },
+            ];
+            for op in &ops {
+                // The symlink resolves inside the root, where its target does not exist.
+                assert!(applier.apply(op).is_err(), "{op:?} through {link:?}");
+            }
+            assert_eq!(std::fs::read_dir(host.path()).unwrap().count(), 0);
+            assert!(made.is_empty());
+        }
+        // Without the symlink the same ops make the files in the root.
+        std::fs::remove_file(root.path().join("dev")).unwrap();
+        std::fs::create_dir(root.path().join("dev")).unwrap();
+        let (mut created, mut proc_bound) = (|_: &Path| {}, || {});
+        let mut applier = Applier {
+            root: root.path(),
+            created: &mut created,
+            proc_bound: &mut proc_bound,
+        };
+        let null = InRoot::new("/dev/null");
+        applier.apply(&MountOp::MakeFile { at: null }).unwrap();
+        assert!(root.path().join("dev/null").is_file());
     }
 
     #[test]

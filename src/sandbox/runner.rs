@@ -536,7 +536,7 @@ fn host_resolv_conf() -> String {
 
 type Executed = (i32, Vec<String>, Vec<PathBuf>);
 
-/// Said once when a step gets the container's /proc (`rootfs::mount_proc`).
+/// Said once when a step gets the container's /proc (`MountOp::Proc`).
 const PROC_BOUND: &str = "protections in force: this container refuses a fresh /proc (it masks \
     parts of its own), so steps see the container's /proc with its masks and kiln's: its \
     processes are listed (their command lines are readable) but live in a parent user and pid \
