@@ -3,7 +3,8 @@
 # tools). Idempotent: packages already present are not reinstalled. Needs root (CI runs as root).
 set -euo pipefail
 pkgs=(docker-registry skopeo umoci podman buildah runc uidmap busybox-static debootstrap
-      hyperfine slirp4netns apache2-utils openssl jq time yarnpkg python3 git openssh-client)
+      hyperfine slirp4netns apache2-utils openssl jq time yarnpkg python3 git openssh-client
+      qemu-user-static)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
