@@ -588,8 +588,7 @@ impl<'a> Runner<'a> {
         id: &str,
     ) -> Result<(), BuildError> {
         let created_by = step.original.trim();
-        platform::check_can_run(&self.platform)
-            .map_err(|m| step_err(step.span, format!("building for {}: {m}", self.platform)))?;
+        platform::check_can_run(&self.platform).map_err(|e| super::step_failed(step.span, *e))?;
         self.announce_isolation(step.span)?;
         let mut lower_dirs = self.unpacked_layers(img.layers())?;
         // Overlay ignores an opaque mark on a lower dir's root: the layers it hides go here.

@@ -146,6 +146,7 @@ pub fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
 pub struct Bases {
     registry: TestRegistry,
     node: OnceLock<()>,
+    arm64: OnceLock<()>,
 }
 
 static BASES: OnceLock<Bases> = OnceLock::new();
@@ -173,6 +174,7 @@ pub fn bases() -> &'static Bases {
         Bases {
             registry,
             node: OnceLock::new(),
+            arm64: OnceLock::new(),
         }
     })
 }
@@ -200,6 +202,17 @@ pub fn bases_with_node() -> &'static Bases {
     let b = bases();
     b.node
         .get_or_init(|| push_base_images(&b.registry.addr, &["node"]));
+    b
+}
+
+/// The shared registry with the busybox base plus the arm64 busybox, alone and with the amd64
+/// one in an image index (made once per machine from Debian's arm64 `busybox-static`; needs
+/// `qemu-aarch64-static`, which `tests/scripts/binfmt.sh` installs).
+pub fn bases_with_arm64() -> &'static Bases {
+    let b = bases();
+    b.arm64.get_or_init(|| {
+        push_base_images(&b.registry.addr, &["busybox-arm64", "busybox-multiarch"])
+    });
     b
 }
 
@@ -233,6 +246,17 @@ impl Bases {
     /// The busybox base image's reference.
     pub fn busybox(&self) -> String {
         format!("{}/kiln-test/busybox:latest", self.addr())
+    }
+
+    /// The linux/arm64/v8 busybox image (after [`bases_with_arm64`]).
+    pub fn busybox_arm64(&self) -> String {
+        format!("{}/kiln-test/busybox-arm64:latest", self.addr())
+    }
+
+    /// An image index holding the busybox image (linux/amd64) and the arm64 one (after
+    /// [`bases_with_arm64`]).
+    pub fn busybox_multiarch(&self) -> String {
+        format!("{}/kiln-test/busybox-multiarch:latest", self.addr())
     }
 }
 

@@ -7,12 +7,19 @@
 #
 #   busybox  /bin/busybox (busybox-static) + applet symlinks, /etc/passwd and /etc/group with root
 #            and nobody, /tmp, /root. Cmd ["sh"].
+#   busybox-arm64      the same for linux/arm64/v8, from Debian's arm64 busybox-static .deb
+#            (fetched with apt into OUTDIR/.cache with a private package list, so the machine's
+#            dpkg architectures stay as they are; the applet list comes from running it under
+#            qemu-aarch64-static, so qemu-user-static is needed, not a binfmt handler).
+#   busybox-multiarch  an image index of busybox (linux/amd64) and busybox-arm64, as Docker Hub
+#            serves multi-platform images.
 #   node     busybox + Debian's nodejs and yarnpkg (node's shared libraries copied per ldd; yarn with
 #            the node modules it loads, traced by running it). `node` and `yarn`/`yarnpkg` on PATH.
 #   debian   `debootstrap --variant=minbase bookworm` (slow, needs the Debian mirror: only with
 #            --debian; the rootfs is cached under OUTDIR/.cache).
 #
-# Output: OUTDIR/<name>/ is an OCI layout whose index.json names the manifest "latest". With
+# Output: OUTDIR/<name>/ is an OCI layout whose index.json names the manifest (or, for
+# busybox-multiarch, the image index) "latest". With
 # --push, each image is copied with skopeo to REGISTRY/kiln-test/<name>:latest over plain HTTP
 # (a loopback registry). Deterministic: sorted tar entries, uid/gid 0, mtimes and created time
 # fixed to $SOURCE_DATE_EPOCH (default 2024-01-01). Idempotent: an image whose inputs (this
@@ -23,7 +30,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/scripts/lib.sh
 . "$here/lib.sh"
 
-usage() { echo "usage: $0 OUTDIR [--push REGISTRY] [--debian] [--only busybox|node|debian]..." >&2; exit 2; }
+usage() { echo "usage: $0 OUTDIR [--push REGISTRY] [--debian] [--only busybox|busybox-arm64|busybox-multiarch|node|debian]..." >&2; exit 2; }
 
 (($# >= 1)) || usage
 outdir=$1; shift
@@ -76,14 +83,15 @@ put_blob() {
   echo "sha256:$d $(stat -c %s "$layout/blobs/sha256/$d")"
 }
 
-# write_image LAYOUT CONFIG_JSON LAYERS_FILE: LAYERS_FILE has one "diffID digest size comment"
-# line per layer, bottom first. CONFIG_JSON is the image's "config" object. Writes config,
-# manifest and index.json (ref "latest").
+# write_image LAYOUT CONFIG_JSON LAYERS_FILE [PLATFORM_JSON]: LAYERS_FILE has one "diffID digest
+# size comment" line per layer, bottom first. CONFIG_JSON is the image's "config" object;
+# PLATFORM_JSON its OCI platform (default linux/amd64), in the config and the index entry.
+# Writes config, manifest and index.json (ref "latest").
 write_image() {
-  local layout=$1 cfg=$2 layers=$3 cd cs md ms
-  jq -n --argjson cfg "$cfg" --arg created "$created" --rawfile layers "$layers" '
+  local layout=$1 cfg=$2 layers=$3 platform=${4:-'{"architecture":"amd64","os":"linux"}'} cd cs md ms
+  jq -n --argjson cfg "$cfg" --arg created "$created" --rawfile layers "$layers" --argjson p "$platform" '
     ($layers | split("\n") | map(select(length > 0) | split(" "))) as $l |
-    { created: $created, architecture: "amd64", os: "linux", config: $cfg,
+    { created: $created } + $p + { config: $cfg,
       rootfs: { type: "layers", diff_ids: [ $l[] | .[0] ] },
       history: [ $l[] | { created: $created, created_by: ("tests/scripts/base-images.sh: " + (.[3:] | join(" "))) } ] }
   ' >"$layout/config.json"
@@ -96,10 +104,10 @@ write_image() {
                          digest: .[1], size: (.[2] | tonumber) } ] }
   ' >"$layout/manifest.json"
   read -r md ms < <(put_blob "$layout" "$layout/manifest.json")
-  jq -n --arg md "$md" --argjson ms "$ms" '
+  jq -n --arg md "$md" --argjson ms "$ms" --argjson p "$platform" '
     { schemaVersion: 2, mediaType: "application/vnd.oci.image.index.v1+json",
       manifests: [ { mediaType: "application/vnd.oci.image.manifest.v1+json", digest: $md, size: $ms,
-                     platform: { architecture: "amd64", os: "linux" },
+                     platform: $p,
                      annotations: { "org.opencontainers.image.ref.name": "latest" } } ] }
   ' >"$layout/index.json"
 }
@@ -130,12 +138,14 @@ default_path="PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # ---- busybox --------------------------------------------------------------------------------
 
+# busybox_rootfs ROOT [BUSYBOX [RUNNER]]: BUSYBOX (default the host's /bin/busybox) and its
+# applets; RUNNER runs it to list them (qemu for a foreign one).
 busybox_rootfs() {
-  local root=$1 applet
+  local root=$1 busybox=${2:-/bin/busybox} runner=${3:-} applet
   mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,root,tmp,var/tmp,home,proc,sys,dev}
-  cp /bin/busybox "$root/bin/busybox"
+  cp "$busybox" "$root/bin/busybox"
   chmod 0755 "$root/bin/busybox"
-  for applet in $(/bin/busybox --list-full); do
+  for applet in $($runner "$busybox" --list-full); do
     [[ $applet == linuxrc || $applet == bin/busybox ]] && continue
     ln -sf /bin/busybox "$root/$applet"
   done
@@ -158,6 +168,81 @@ build_busybox() {
   write_image "$tmp" "{\"Env\":[\"$default_path\"],\"Cmd\":[\"sh\"]}" "$work/layers"
   rm -rf "$work"
   finish busybox "$tmp" "$inputs"
+}
+
+# ---- busybox for arm64, and both as one index -----------------------------------------------
+
+arm64_platform='{"architecture":"arm64","os":"linux","variant":"v8"}'
+
+# arm64_busybox_deb: the path of Debian's arm64 busybox-static .deb, fetched once into
+# OUTDIR/.cache. apt reads the machine's sources but keeps its package lists and downloads in
+# the cache, for arm64 only, so neither dpkg's architectures nor the machine's lists change.
+arm64_busybox_deb() {
+  local cache="$outdir/.cache/busybox-static-arm64" deb
+  deb=$(find "$cache" -maxdepth 1 -name 'busybox-static_*_arm64.deb' 2>/dev/null | head -1)
+  if [[ -z $deb ]]; then
+    need apt-get apt
+    rm -rf "$cache"
+    mkdir -p "$cache/apt/lists/partial" "$cache/apt/cache/archives/partial" "$cache/dl"
+    local apt=(apt-get -qq -o APT::Architecture=arm64 -o APT::Architectures::=arm64
+               -o "Dir::State::Lists=$cache/apt/lists" -o "Dir::Cache=$cache/apt/cache"
+               -o Dir::State::status=/dev/null -o APT::Sandbox::User=root)
+    log "fetching Debian's arm64 busybox-static (apt-get download, lists in $cache/apt)"
+    "${apt[@]}" update >"$cache/apt.log" 2>&1 || die "apt-get update for arm64 failed; see $cache/apt.log"
+    (cd "$cache/dl" && "${apt[@]}" download busybox-static) >>"$cache/apt.log" 2>&1 ||
+      die "apt-get download busybox-static:arm64 failed; see $cache/apt.log"
+    mv "$cache/dl/"busybox-static_*_arm64.deb "$cache/"
+    rm -rf "$cache/apt" "$cache/dl"
+    deb=$(find "$cache" -maxdepth 1 -name 'busybox-static_*_arm64.deb' | head -1)
+  fi
+  [[ -n $deb ]] || die "no arm64 busybox-static .deb in $cache"
+  echo "$deb"
+}
+
+build_busybox_arm64() {
+  need dpkg-deb dpkg; need qemu-aarch64-static qemu-user-static
+  local deb version inputs
+  deb=$(arm64_busybox_deb)
+  version=$(dpkg-deb -f "$deb" Version)
+  inputs="$script_sum busybox-static:arm64=$version $(sha256_of "$deb")"
+  if up_to_date busybox-arm64 "$inputs"; then log "busybox-arm64 is up to date"; return; fi
+  local tmp="$outdir/.busybox-arm64.tmp" work
+  new_layout "$tmp"
+  work=$(mktemp -d)
+  dpkg-deb -x "$deb" "$work/deb"
+  # ELF e_machine 0xb7 is aarch64: a wrong .deb must not pass as an arm64 image.
+  [[ $(od -An -tx1 -j18 -N2 "$work/deb/bin/busybox" | tr -d ' ') == b700 ]] ||
+    die "$deb: bin/busybox is not an aarch64 program"
+  busybox_rootfs "$work/rootfs" "$work/deb/bin/busybox" qemu-aarch64-static
+  echo "$(layer_from_dir "$work/rootfs" "$tmp") busybox-static:arm64 $version" >"$work/layers"
+  write_image "$tmp" "{\"Env\":[\"$default_path\"],\"Cmd\":[\"sh\"]}" "$work/layers" "$arm64_platform"
+  rm -rf "$work"
+  finish busybox-arm64 "$tmp" "$inputs"
+}
+
+# build_busybox_multiarch: one OCI image index with busybox (amd64) and busybox-arm64 in it.
+build_busybox_multiarch() {
+  build_busybox
+  build_busybox_arm64
+  local inputs
+  inputs="$script_sum $(cat "$outdir/.stamps/busybox") $(cat "$outdir/.stamps/busybox-arm64")"
+  if up_to_date busybox-multiarch "$inputs"; then log "busybox-multiarch is up to date"; return; fi
+  local tmp="$outdir/.busybox-multiarch.tmp" member id is
+  new_layout "$tmp"
+  for member in busybox busybox-arm64; do
+    cp "$outdir/$member/blobs/sha256/"* "$tmp/blobs/sha256/"
+  done
+  # The members' own index entries, platform included, without their "latest" names.
+  jq -s '{ schemaVersion: 2, mediaType: "application/vnd.oci.image.index.v1+json",
+           manifests: [ .[].manifests[0] | del(.annotations) ] }' \
+    "$outdir/busybox/index.json" "$outdir/busybox-arm64/index.json" >"$tmp/image-index.json"
+  read -r id is < <(put_blob "$tmp" "$tmp/image-index.json")
+  jq -n --arg id "$id" --argjson is "$is" '
+    { schemaVersion: 2, mediaType: "application/vnd.oci.image.index.v1+json",
+      manifests: [ { mediaType: "application/vnd.oci.image.index.v1+json", digest: $id, size: $is,
+                     annotations: { "org.opencontainers.image.ref.name": "latest" } } ] }
+  ' >"$tmp/index.json"
+  finish busybox-multiarch "$tmp" "$inputs"
 }
 
 # ---- node -----------------------------------------------------------------------------------
@@ -297,14 +382,17 @@ fi
 for n in "${names[@]}"; do
   case $n in
     busybox|node|debian) "build_$n" ;;
-    *) die "unknown image '$n' (busybox, node, debian)" ;;
+    busybox-arm64) build_busybox_arm64 ;;
+    busybox-multiarch) build_busybox_multiarch ;;
+    *) die "unknown image '$n' (busybox, busybox-arm64, busybox-multiarch, node, debian)" ;;
   esac
 done
 
 if [[ -n $push ]]; then
   need skopeo
   for n in "${names[@]}"; do
-    skopeo copy --quiet --dest-tls-verify=false "oci:$outdir/$n:latest" "docker://$push/kiln-test/$n:latest" ||
+    # --all: an index goes with every member (a single image is unaffected).
+    skopeo copy --quiet --all --dest-tls-verify=false "oci:$outdir/$n:latest" "docker://$push/kiln-test/$n:latest" ||
       die "pushing $n to $push failed (is a registry listening there?)"
     log "pushed $push/kiln-test/$n:latest"
   done

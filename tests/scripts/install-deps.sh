@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(docker-registry skopeo umoci podman buildah runc uidmap busybox-static debootstrap
       hyperfine slirp4netns apache2-utils openssl jq time yarnpkg python3 git openssh-client
-      docker.io libc6-dev binutils ca-certificates)
+      docker.io libc6-dev binutils ca-certificates qemu-user-static)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
