@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use regex::Regex;
 
 use crate::build::context::in_root::read_maybe_in;
+use crate::lexical_path::clean;
 
 /// A `.dockerignore` file that could not be read or has a bad pattern.
 #[derive(Debug, thiserror::Error)]
@@ -240,32 +241,6 @@ fn has_wildcards(pattern: &str) -> bool {
     pattern.contains(['*', '?', '[', '\\'])
 }
 
-/// Go's `path.Clean` for `/`-separated paths: drops empty and `.` elements, resolves `..`
-/// lexically (never above the root), removes the trailing `/`; empty becomes `.`.
-fn clean(path: &str) -> String {
-    let rooted = path.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => match parts.last() {
-                Some(&last) if last != ".." => {
-                    parts.pop();
-                }
-                _ if rooted => {}
-                _ => parts.push(".."),
-            },
-            _ => parts.push(part),
-        }
-    }
-    let joined = parts.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_string(),
-        (false, false) => joined,
-    }
-}
-
 /// Classifies and compiles one cleaned pattern the way moby/patternmatcher does: literal
 /// patterns compare as strings, `lit**` and `**lit` as prefix/suffix, anything else becomes
 /// an anchored regular expression. Syntax follows Go's `filepath.Match` and is checked first.
@@ -394,21 +369,6 @@ mod tests {
 
     fn ignore(text: &str) -> DockerIgnore {
         DockerIgnore::parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}"))
-    }
-
-    #[test]
-    fn cleans_like_go() {
-        for (input, want) in [
-            ("", "."),
-            ("a/", "a"),
-            ("./a//b/./c/", "a/b/c"),
-            ("a/../../b", "../b"),
-            ("/../a", "/a"),
-            ("/", "/"),
-            ("a/b/..", "a"),
-        ] {
-            assert_eq!(clean(input), want, "{input:?}");
-        }
     }
 
     #[test]
