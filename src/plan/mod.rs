@@ -15,6 +15,7 @@
 
 mod args;
 mod error;
+pub mod glob;
 pub mod ignore;
 mod lint;
 mod model;
