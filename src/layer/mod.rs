@@ -50,7 +50,7 @@ use std::path::PathBuf;
 
 pub use crate::digest::Digest;
 pub use entries::{EntrySource, LayerEntry, write_entries};
-pub use idmap::{IdMap, IdRange};
+pub use idmap::{IdMap, IdMapError, IdRange};
 pub use owners::{Owners, apply_layer_owners};
 pub use unpack::{diff_id, unpack_layer};
 pub use whiteouts::{
