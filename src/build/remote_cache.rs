@@ -53,7 +53,9 @@ use serde::{Deserialize, Serialize};
 
 use super::cache::{BuildCache, CachedStep};
 use crate::digest::Digest;
+use crate::error_chain::Causes;
 use crate::image::{Compression, ImageFormat, Layer};
+use crate::manifest::{self, ManifestError, OCI_MANIFEST, Parsed};
 use crate::progress::Progress;
 use crate::store::{Store, StoreError};
 
@@ -61,7 +63,6 @@ use crate::store::{Store, StoreError};
 pub const ARTIFACT_TYPE: &str = "application/vnd.kiln.cache.v1";
 /// The media type of the cache manifest's config blob (the record list).
 pub const CONFIG_TYPE: &str = "application/vnd.kiln.cache.config.v1+json";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// Bumped when the record format changes; other versions are ignored, not misread.
 const FORMAT_VERSION: u32 = 1;
 /// A record list larger than this is refused (a build with thousands of steps is ~1 MiB).
@@ -73,11 +74,15 @@ pub const MAX_LAYER_BYTES: u64 = 20 << 30;
 /// Layers downloaded at once when the image is completed at the end of a build.
 const FETCHES_AT_ONCE: usize = 4;
 
-/// The registry operations the cache needs. Errors are messages for the user that name the
-/// registry and the REF (and never a credential).
+/// The error of a [`CacheRegistry`] operation: the caller's own typed error, which names the
+/// registry and the REF (never a credential). Boxed so this module needs no registry client;
+/// kept whole as the cause of the error it ends up in.
+pub type RegistryFailure = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The registry operations the cache needs.
 pub trait CacheRegistry: Sync {
     /// The manifest tagged `cache_ref`, or `Ok(None)` when the registry has none there.
-    fn get_manifest(&self, cache_ref: &str) -> Result<Option<Vec<u8>>, String>;
+    fn get_manifest(&self, cache_ref: &str) -> Result<Option<Vec<u8>>, RegistryFailure>;
     /// Streams blob `digest` (`size` bytes) of `cache_ref`'s repository into `store`,
     /// committed only once its digest is verified.
     fn pull_blob(
@@ -86,11 +91,11 @@ pub trait CacheRegistry: Sync {
         digest: &Digest,
         size: u64,
         store: &Store,
-    ) -> Result<(), String>;
+    ) -> Result<(), RegistryFailure>;
     /// Pushes the OCI manifest `manifest` to `cache_ref`: its config and layer blobs first
     /// (skipped or mounted when the registry has them; a layer missing from `store`, left in
     /// a `--cache-from` repository, is mounted from there or downloaded), then the manifest.
-    fn push(&self, cache_ref: &str, manifest: &[u8], store: &Store) -> Result<(), String>;
+    fn push(&self, cache_ref: &str, manifest: &[u8], store: &Store) -> Result<(), RegistryFailure>;
     /// Downloads into `store` a layer of a base image the caller pulled without its layers
     /// (it does so when the image is only pushed: see [`RemoteCache::leave_layers`]); `None`
     /// when it knows of no such layer.
@@ -99,7 +104,7 @@ pub trait CacheRegistry: Sync {
         _digest: &Digest,
         _size: u64,
         _store: &Store,
-    ) -> Option<Result<(), String>> {
+    ) -> Option<Result<(), RegistryFailure>> {
         None
     }
 }
@@ -157,15 +162,16 @@ pub struct RemoteLayer {
 /// Why the layer of a cache hit could not be put in the store when a step needed it.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    /// The registry refused or broke off (`message` names the registry and the status).
+    /// The registry refused or broke off (the cause names the registry and the status).
     #[error(
-        "layer {digest} of a step found in the cache at {cache_ref} cannot be downloaded \
-         ({message}); export the cache again, or build with --no-cache"
+        "layer {digest} of a step found in the cache at {cache_ref} cannot be downloaded; \
+         export the cache again, or build with --no-cache"
     )]
     Download {
         digest: Digest,
         cache_ref: String,
-        message: String,
+        #[source]
+        source: RegistryFailure,
     },
     #[error(
         "layer {digest} from the cache at {cache_ref} has diffID {actual}, not the {recorded} \
@@ -177,8 +183,12 @@ pub enum FetchError {
         actual: Digest,
         recorded: Digest,
     },
-    #[error("cannot download layer {digest} of a base image pulled without its layers ({message})")]
-    Base { digest: Digest, message: String },
+    #[error("cannot download layer {digest} of a base image pulled without its layers")]
+    Base {
+        digest: Digest,
+        #[source]
+        source: RegistryFailure,
+    },
     #[error("reading layer {digest} from the cache at {cache_ref}")]
     Read {
         digest: Digest,
@@ -188,6 +198,63 @@ pub enum FetchError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Why the cache at a REF cannot be read or written. Shown after the REF, as in
+/// "cannot use the cache at REF, building without it: …".
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The registry operation failed; its error names the registry and the REF.
+    #[error(transparent)]
+    Registry(RegistryFailure),
+    #[error("not a kiln cache manifest")]
+    Manifest(#[source] ManifestError),
+    #[error(
+        "not a kiln cache ({found}); point --cache-from/--cache-to at a tag used only for the \
+         cache"
+    )]
+    NotACache { found: NotACache },
+    #[error("its record list is {size} bytes, over the {MAX_CONFIG} byte limit")]
+    TooLarge { size: u64 },
+    #[error(
+        "it was written by a kiln with cache format {version} (this one reads \
+         {FORMAT_VERSION}); export it again with this kiln"
+    )]
+    Version { version: u32 },
+    #[error("reading its record list {digest}")]
+    Read {
+        digest: Digest,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("its record list {digest} is not valid")]
+    Records {
+        digest: Digest,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("storing the record list")]
+    StoreRecords(#[source] StoreError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a REF holds instead of a kiln cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotACache {
+    /// An index (a multi-platform image).
+    Index,
+    /// A manifest whose config has this media type (an image's, usually).
+    Config(String),
+}
+
+impl std::fmt::Display for NotACache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotACache::Index => f.write_str("it is an image index"),
+            NotACache::Config(t) => write!(f, "its config is {t:?}, not {CONFIG_TYPE}"),
+        }
+    }
 }
 
 impl RemoteRecord {
@@ -302,35 +369,27 @@ pub fn merge(
     (out, dropped)
 }
 
-/// The config descriptor of a cache manifest, or why it is not one.
-fn config_descriptor(manifest: &[u8]) -> Result<(Digest, u64), String> {
-    #[derive(Deserialize)]
-    struct Desc {
-        #[serde(rename = "mediaType")]
-        media_type: String,
-        digest: Digest,
-        size: u64,
+/// The config descriptor of a cache manifest, or why it is not one. Read by the one manifest
+/// reader, so a REF is a cache by the same rules the registry client reads images by.
+fn config_descriptor(manifest: &[u8]) -> Result<(Digest, u64), CacheError> {
+    let document = manifest::read(manifest, None).map_err(CacheError::Manifest)?;
+    let config = match document.parsed {
+        Parsed::Index { .. } => {
+            return Err(CacheError::NotACache {
+                found: NotACache::Index,
+            });
+        }
+        Parsed::Image { config, .. } => config,
+    };
+    if config.media_type != CONFIG_TYPE {
+        return Err(CacheError::NotACache {
+            found: NotACache::Config(config.media_type),
+        });
     }
-    #[derive(Deserialize)]
-    struct Raw {
-        config: Desc,
+    if config.size > MAX_CONFIG {
+        return Err(CacheError::TooLarge { size: config.size });
     }
-    let raw: Raw =
-        serde_json::from_slice(manifest).map_err(|e| format!("not a kiln cache manifest ({e})"))?;
-    if raw.config.media_type != CONFIG_TYPE {
-        return Err(format!(
-            "not a kiln cache (its config is {:?}, not {CONFIG_TYPE}); \
-             point --cache-from/--cache-to at a tag used only for the cache",
-            raw.config.media_type
-        ));
-    }
-    if raw.config.size > MAX_CONFIG {
-        return Err(format!(
-            "its record list is {} bytes, over the {MAX_CONFIG} byte limit",
-            raw.config.size
-        ));
-    }
-    Ok((raw.config.digest, raw.config.size))
+    Ok((config.digest, config.size))
 }
 
 /// A hit whose layer is still only in the registry.
@@ -388,7 +447,8 @@ impl<'a> Session<'a> {
                     }
                 }
                 Err(e) => progress.warn(format!(
-                    "cannot use the cache at {cache_ref}, building without it: {e}"
+                    "cannot use the cache at {cache_ref}, building without it: {}",
+                    Causes(&e)
                 )),
             }
         }
@@ -437,14 +497,15 @@ impl<'a> Session<'a> {
                     if let Err(e) = self.check_diff_id(cache_ref, layer) {
                         progress.warn(format!(
                             "{step_name}: cannot use layer {} from the cache at {cache_ref}, \
-                             building the step instead: {e}",
-                            layer.digest
+                             building the step instead: {}",
+                            layer.digest,
+                            Causes(&e)
                         ));
                         return None;
                     }
                 }
                 if let Err(e) = cache.record(key, &step) {
-                    progress.warn(format!("could not record the build cache: {e}"));
+                    progress.warn(format!("could not record the build cache: {}", Causes(&e)));
                 }
             }
         }
@@ -528,10 +589,10 @@ impl<'a> Session<'a> {
             remote
                 .registry
                 .pull_blob(cache_ref, digest, lazy.layer.size, self.store)
-                .map_err(|message| FetchError::Download {
+                .map_err(|source| FetchError::Download {
                     digest: *digest,
                     cache_ref: cache_ref.clone(),
-                    message,
+                    source,
                 })?;
             self.fetched.fetch_add(1, Ordering::Relaxed);
             self.fetched_bytes
@@ -546,7 +607,7 @@ impl<'a> Session<'a> {
         let cache = BuildCache::open(self.store, false);
         for (key, step) in &lazy.steps {
             if let Err(e) = cache.record(key, step) {
-                progress.warn(format!("could not record the build cache: {e}"));
+                progress.warn(format!("could not record the build cache: {}", Causes(&e)));
             }
         }
         lock(&self.lazy).remove(digest);
@@ -572,9 +633,9 @@ impl<'a> Session<'a> {
                 self.fetched_bytes.fetch_add(layer.size, Ordering::Relaxed);
                 Ok(())
             }
-            Some(Err(message)) => Err(FetchError::Base {
+            Some(Err(source)) => Err(FetchError::Base {
                 digest: layer.digest,
-                message,
+                source,
             }),
         }
     }
@@ -631,8 +692,11 @@ impl<'a> Session<'a> {
             let (manifest, config) = encode(&records);
             self.store
                 .put_blob(&config)
-                .map_err(|e| format!("storing the record list: {e}"))?;
-            remote.registry.push(cache_ref, &manifest, self.store)?;
+                .map_err(CacheError::StoreRecords)?;
+            remote
+                .registry
+                .push(cache_ref, &manifest, self.store)
+                .map_err(CacheError::Registry)?;
             Ok((records.len(), dropped))
         });
         match pushed {
@@ -641,7 +705,8 @@ impl<'a> Session<'a> {
                  ({total} in all, {dropped} old one(s) dropped)"
             )),
             Err(e) => progress.warn(format!(
-                "could not export the build cache to {cache_ref} (the image is built): {e}"
+                "could not export the build cache to {cache_ref} (the image is built): {}",
+                Causes(&e)
             )),
         }
     }
@@ -654,7 +719,7 @@ fn earlier_records(
     registry: &dyn CacheRegistry,
     cache_ref: &str,
     store: &Store,
-) -> Result<Vec<RemoteRecord>, String> {
+) -> Result<Vec<RemoteRecord>, CacheError> {
     match read_config(registry, cache_ref, store)? {
         Some(config) if config.version == FORMAT_VERSION => Ok(config.records),
         _ => Ok(Vec::new()),
@@ -666,16 +731,14 @@ fn import(
     registry: &dyn CacheRegistry,
     cache_ref: &str,
     store: &Store,
-) -> Result<Option<Vec<RemoteRecord>>, String> {
+) -> Result<Option<Vec<RemoteRecord>>, CacheError> {
     let Some(config) = read_config(registry, cache_ref, store)? else {
         return Ok(None);
     };
     if config.version != FORMAT_VERSION {
-        return Err(format!(
-            "it was written by a kiln with cache format {} (this one reads {FORMAT_VERSION}); \
-             export it again with this kiln",
-            config.version
-        ));
+        return Err(CacheError::Version {
+            version: config.version,
+        });
     }
     Ok(Some(config.records))
 }
@@ -685,24 +748,28 @@ fn read_config(
     registry: &dyn CacheRegistry,
     cache_ref: &str,
     store: &Store,
-) -> Result<Option<CacheConfig>, String> {
-    let Some(manifest) = registry.get_manifest(cache_ref)? else {
+) -> Result<Option<CacheConfig>, CacheError> {
+    let Some(manifest) = registry
+        .get_manifest(cache_ref)
+        .map_err(CacheError::Registry)?
+    else {
         return Ok(None);
     };
     let (digest, size) = config_descriptor(&manifest)?;
     if !store.has_blob(&digest) {
-        registry.pull_blob(cache_ref, &digest, size, store)?;
+        registry
+            .pull_blob(cache_ref, &digest, size, store)
+            .map_err(CacheError::Registry)?;
     }
     let mut bytes = Vec::with_capacity(size as usize);
     store
-        .open_blob(&digest)
-        .map_err(|e| e.to_string())?
+        .open_blob(&digest)?
         .take(MAX_CONFIG)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("reading its record list {digest}: {e}"))?;
+        .map_err(|source| CacheError::Read { digest, source })?;
     serde_json::from_slice(&bytes)
         .map(Some)
-        .map_err(|e| format!("its record list {digest} is not valid: {e}"))
+        .map_err(|source| CacheError::Records { digest, source })
 }
 
 #[cfg(test)]
@@ -750,7 +817,7 @@ mod tests {
     }
 
     impl CacheRegistry for FakeRegistry {
-        fn get_manifest(&self, cache_ref: &str) -> Result<Option<Vec<u8>>, String> {
+        fn get_manifest(&self, cache_ref: &str) -> Result<Option<Vec<u8>>, RegistryFailure> {
             Ok(self.manifests.lock().unwrap().get(cache_ref).cloned())
         }
         fn pull_blob(
@@ -759,7 +826,7 @@ mod tests {
             digest: &Digest,
             size: u64,
             store: &Store,
-        ) -> Result<(), String> {
+        ) -> Result<(), RegistryFailure> {
             self.pulls.lock().unwrap().push(*digest);
             let blobs = self.blobs.lock().unwrap();
             let bytes = blobs.get(digest).ok_or("blob unknown: HTTP 404")?;
@@ -767,20 +834,22 @@ mod tests {
             assert_eq!(store.put_blob(bytes).unwrap(), *digest);
             Ok(())
         }
-        fn push(&self, cache_ref: &str, manifest: &[u8], store: &Store) -> Result<(), String> {
-            let v: serde_json::Value = serde_json::from_slice(manifest).unwrap();
-            let descs = std::iter::once(&v["config"]).chain(v["layers"].as_array().unwrap());
-            for d in descs {
-                let digest: Digest = d["digest"].as_str().unwrap().parse().unwrap();
+        fn push(
+            &self,
+            cache_ref: &str,
+            manifest: &[u8],
+            store: &Store,
+        ) -> Result<(), RegistryFailure> {
+            let Parsed::Image { config, layers } = manifest::read(manifest, None)?.parsed else {
+                panic!("the cache is a manifest");
+            };
+            for d in std::iter::once(&config).chain(&layers) {
+                let digest = d.digest;
                 if self.blobs.lock().unwrap().contains_key(&digest) {
                     continue;
                 }
                 let mut bytes = Vec::new();
-                store
-                    .open_blob(&digest)
-                    .map_err(|e| e.to_string())?
-                    .read_to_end(&mut bytes)
-                    .unwrap();
+                store.open_blob(&digest)?.read_to_end(&mut bytes).unwrap();
                 self.blobs.lock().unwrap().insert(digest, bytes);
             }
             let mut manifests = self.manifests.lock().unwrap();
@@ -865,7 +934,41 @@ mod tests {
     fn an_image_manifest_is_not_taken_for_a_cache() {
         let image = br#"{"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":2},"layers":[]}"#;
         let err = config_descriptor(image).unwrap_err();
-        assert!(err.contains("not a kiln cache"), "{err}");
+        assert!(err.to_string().contains("not a kiln cache"), "{err}");
+    }
+
+    #[test]
+    fn an_index_or_an_unreadable_manifest_is_not_a_cache_and_says_why_once() {
+        let index = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+        let err = config_descriptor(index).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CacheError::NotACache {
+                    found: NotACache::Index
+                }
+            ),
+            "{err}"
+        );
+        let err = config_descriptor(br#"{"schemaVersion":1}"#).unwrap_err();
+        assert!(matches!(err, CacheError::Manifest(_)), "{err}");
+        assert!(
+            Causes(&err).to_string().contains("schema version 1"),
+            "{err}"
+        );
+        let cause = crate::error_chain::testing::CAUSE;
+        let registry = CacheError::Registry(cause.into());
+        crate::error_chain::testing::assert_each_cause_once(&registry, cause);
+        let read = CacheError::Read {
+            digest: Digest::of(b"c"),
+            source: crate::error_chain::testing::io(),
+        };
+        crate::error_chain::testing::assert_each_cause_once(&read, cause);
+        let base = FetchError::Base {
+            digest: Digest::of(b"l"),
+            source: cause.into(),
+        };
+        crate::error_chain::testing::assert_each_cause_once(&base, cause);
     }
 
     #[test]
@@ -990,11 +1093,12 @@ mod tests {
             .ensure(&[step.layer.unwrap()], &Progress::none())
             .unwrap_err();
         assert!(matches!(err, FetchError::Download { .. }), "{err}");
-        let text = err.to_string();
+        let text = Causes(&err).to_string();
         assert!(
             text.contains("the cache at r") && text.contains("HTTP 404"),
             "{text}"
         );
+        crate::error_chain::testing::assert_each_cause_once(&err, "HTTP 404");
         assert_eq!(cache.lookup(&key), None);
     }
 

@@ -51,7 +51,7 @@ impl DockerfileArgs {
     /// `--build-arg` values; a bare `NAME` takes its value from kiln's environment.
     pub fn build_args(&self) -> anyhow::Result<BTreeMap<String, String>> {
         crate::plan::parse_build_args(&self.build_args, |k| std::env::var(k).ok())
-            .map_err(|w| anyhow::anyhow!("invalid --build-arg {w:?}: use NAME=VALUE"))
+            .map_err(|e| FlagValueError::BuildArg(e).into())
     }
 
     /// `--platform`, when given.
@@ -168,46 +168,46 @@ impl CredsArgs {
 
 // ---- value parsers ---------------------------------------------------------------------------
 
-/// `4194304`, `4MiB`, `4M`, `512KiB`, `5MB` (`push --chunk-size`, `prune --keep-bytes`).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 4MiB"))?;
-    let mult = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "kb" => 1000,
-        "m" | "mib" => 1 << 20,
-        "mb" => 1_000_000,
-        "g" | "gib" => 1 << 30,
-        "gb" => 1_000_000_000,
-        _ => return Err(format!("{s:?}: unknown unit (use KiB, MiB, GiB)")),
-    };
-    match n.checked_mul(mult) {
-        Some(0) | None => Err(format!("{s:?} is not a usable chunk size")),
-        Some(v) => Ok(v),
+/// Why a flag's value is refused (by a clap `value_parser` here, or when a group turns its
+/// raw values into the library's types).
+#[derive(Debug, thiserror::Error)]
+pub enum FlagValueError {
+    #[error(transparent)]
+    Size(#[from] crate::plan::SizeError),
+    #[error("{0:?} is not a usable size: it must be more than 0 bytes")]
+    ZeroSize(String),
+    #[error("{0:?} is not a duration like 90s, 30m, 36h or 7d")]
+    Duration(String),
+    #[error("invalid --build-arg")]
+    BuildArg(#[source] crate::plan::BuildArgError),
+}
+
+/// A byte count of more than 0: `4194304`, `4MiB`, `512k`, `10GB` (`push --chunk-size`,
+/// `images prune --keep-bytes`), with Docker's binary units ([`crate::plan::parse_size`]).
+pub fn parse_size(s: &str) -> Result<u64, FlagValueError> {
+    match crate::plan::parse_size(s.trim())? {
+        0 => Err(FlagValueError::ZeroSize(s.to_string())),
+        n => Ok(n),
     }
 }
 
 /// `90s`, `30m`, `36h`, `7d` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, FlagValueError> {
+    let bad = || FlagValueError::Duration(s.to_string());
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 36h or 7d"))?;
+    let n: u64 = num.parse().map_err(|_| bad())?;
     let secs = match unit {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+        _ => return Err(bad()),
     };
-    Ok(std::time::Duration::from_secs(n * secs))
+    n.checked_mul(secs)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(bad)
 }
 
 #[cfg(test)]
@@ -216,20 +216,23 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(parse_size("4MiB"), Ok(4 << 20));
-        assert_eq!(parse_size("5MB"), Ok(5_000_000));
-        assert_eq!(parse_size("1048576"), Ok(1 << 20));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("4XB").is_err());
+        assert_eq!(parse_size("4MiB").unwrap(), 4 << 20);
+        // Docker's (and `docker builder prune --keep-storage`'s) meaning: binary.
+        assert_eq!(parse_size("5MB").unwrap(), 5 << 20);
+        assert_eq!(parse_size(" 1048576 ").unwrap(), 1 << 20);
+        assert!(matches!(parse_size("0"), Err(FlagValueError::ZeroSize(_))));
+        assert!(matches!(parse_size("4XB"), Err(FlagValueError::Size(_))));
     }
 
     #[test]
     fn durations_take_s_m_h_d() {
         let secs = std::time::Duration::from_secs;
-        assert_eq!(parse_duration("90"), Ok(secs(90)));
-        assert_eq!(parse_duration("36h"), Ok(secs(36 * 3600)));
-        assert_eq!(parse_duration("7d"), Ok(secs(7 * 86_400)));
-        assert!(parse_duration("7w").is_err());
-        assert!(parse_duration("h").is_err());
+        assert_eq!(parse_duration("90").unwrap(), secs(90));
+        assert_eq!(parse_duration("36h").unwrap(), secs(36 * 3600));
+        assert_eq!(parse_duration("7d").unwrap(), secs(7 * 86_400));
+        for bad in ["7w", "h", "99999999999999999d"] {
+            let err = parse_duration(bad).unwrap_err();
+            assert!(err.to_string().contains(bad), "{err}");
+        }
     }
 }

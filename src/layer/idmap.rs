@@ -9,6 +9,15 @@ pub struct IdRange {
     pub count: u32,
 }
 
+/// A line of an id map that is not `image host count` (three numbers below 2^32).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("id map line {line}: expected `image host count` (three numbers), got {text:?}")]
+pub struct IdMapError {
+    /// 1-based.
+    pub line: usize,
+    pub text: String,
+}
+
 /// A set of [`IdRange`]s; an id outside every range is unmapped.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IdMap {
@@ -21,26 +30,25 @@ impl IdMap {
     }
 
     /// Parses the `/proc/<pid>/uid_map` text form: one `image host count` triple per line.
-    pub fn parse(text: &str) -> Result<IdMap, String> {
+    pub fn parse(text: &str) -> Result<IdMap, IdMapError> {
         let mut ranges = Vec::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() {
                 continue;
             }
+            let bad = || IdMapError {
+                line: n + 1,
+                text: line.to_string(),
+            };
             let nums: Vec<u32> = line
                 .split_whitespace()
                 .map(|w| w.parse::<u32>())
                 .collect::<Result<_, _>>()
-                .map_err(|e| format!("id map line {}: {e}: {line:?}", n + 1))?;
+                .map_err(|_| bad())?;
             match nums[..] {
                 [image, host, count] => ranges.push(IdRange { image, host, count }),
-                _ => {
-                    return Err(format!(
-                        "id map line {}: expected `image host count`, got {line:?}",
-                        n + 1
-                    ));
-                }
+                _ => return Err(bad()),
             }
         }
         Ok(IdMap { ranges })
@@ -82,7 +90,14 @@ mod tests {
         assert_eq!(m.image_to_host(0), Some(1000));
         assert_eq!(m.image_to_host(65536), Some(165535));
         assert_eq!(m.image_to_host(65537), None);
-        assert!(IdMap::parse("0 1").is_err());
-        assert!(IdMap::parse("a b c").is_err());
+        let err = |line: usize, text: &str| {
+            Err(IdMapError {
+                line,
+                text: text.into(),
+            })
+        };
+        assert_eq!(IdMap::parse("0 1"), err(1, "0 1"));
+        assert_eq!(IdMap::parse("0 0 1\n a b c "), err(2, "a b c"));
+        assert_eq!(IdMap::parse("0 0 4294967296"), err(1, "0 0 4294967296"));
     }
 }

@@ -50,7 +50,7 @@ use std::path::PathBuf;
 
 pub use crate::digest::Digest;
 pub use entries::{EntrySource, LayerEntry, write_entries, write_entries_teed};
-pub use idmap::{IdMap, IdRange};
+pub use idmap::{IdMap, IdMapError, IdRange};
 pub use owners::{Owners, apply_layer_owners};
 pub use unpack::{diff_id, unpack_layer};
 pub use whiteouts::{
@@ -59,7 +59,9 @@ pub use whiteouts::{
 };
 pub use write::write_layer;
 
-/// How a layer blob is compressed.
+/// How the layer writer compresses a new blob: the algorithm and its level. (The algorithm
+/// alone, what a blob in a manifest is, is `image::Compression`, which carries the media
+/// types; `image::layer_glue` converts.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Compression {
     /// gzip (deflate), level 0..=9; `Compression::default()` is gzip level 5.
@@ -78,25 +80,6 @@ pub enum Compression {
 impl Default for Compression {
     fn default() -> Self {
         Compression::Gzip { level: 5 }
-    }
-}
-
-impl Compression {
-    /// The suffix of the OCI layer media type (`application/vnd.oci.image.layer.v1.tar` + this).
-    pub fn media_type_suffix(&self) -> &'static str {
-        match self {
-            Compression::Gzip { .. } => "+gzip",
-            Compression::Zstd { .. } => "+zstd",
-            Compression::None => "",
-        }
-    }
-
-    /// The OCI layer media type for this compression.
-    pub fn oci_media_type(&self) -> String {
-        format!(
-            "application/vnd.oci.image.layer.v1.tar{}",
-            self.media_type_suffix()
-        )
     }
 }
 

@@ -64,13 +64,10 @@ enum Deletion {
     Children(String),
 }
 
-/// A tar entry's path as the context names it: no `./`, no leading or trailing `/`.
+/// A tar entry's path as the context names it: no `./`, no leading or trailing `/`, no `..`
+/// out of the root (where the unpacker puts the file).
 fn clean(raw: &[u8]) -> String {
-    let s = super::name::encode(raw);
-    s.split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .collect::<Vec<_>>()
-        .join("/")
+    crate::lexical_path::in_root(&super::name::encode(raw))
 }
 
 #[cfg(test)]

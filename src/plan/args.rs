@@ -45,20 +45,27 @@ pub fn is_predefined(name: &str) -> bool {
         })
 }
 
+/// A `--build-arg` word with no name (`=x`, or empty).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "build argument {0:?} has no name: use NAME=VALUE, or NAME to take it from the environment"
+)]
+pub struct BuildArgError(pub String);
+
 /// Parses `--build-arg` words: `K=V`, or `K` alone to take `K` from the environment (skipped
 /// when the environment does not have it, as docker does).
 pub fn parse_build_args(
     words: &[String],
     environment: impl Fn(&str) -> Option<String>,
-) -> Result<BTreeMap<String, String>, String> {
+) -> Result<BTreeMap<String, String>, BuildArgError> {
     let mut out = BTreeMap::new();
     for w in words {
         match w.split_once('=') {
-            Some(("", _)) => return Err(w.clone()),
+            Some(("", _)) => return Err(BuildArgError(w.clone())),
             Some((k, v)) => {
                 out.insert(k.to_string(), v.to_string());
             }
-            None if w.is_empty() => return Err(w.clone()),
+            None if w.is_empty() => return Err(BuildArgError(w.clone())),
             None => {
                 if let Some(v) = environment(w) {
                     out.insert(w.clone(), v);
@@ -100,6 +107,13 @@ mod tests {
                 ("HOME_X".into(), "/h".into())
             ]
         );
-        assert!(parse_build_args(&["=x".into()], env).is_err());
+        assert_eq!(
+            parse_build_args(&["=x".into()], env),
+            Err(BuildArgError("=x".into()))
+        );
+        assert_eq!(
+            parse_build_args(&["".into()], env),
+            Err(BuildArgError("".into()))
+        );
     }
 }

@@ -95,8 +95,6 @@ pub enum PlanErrorKind {
         "invalid containerPort: {0} (EXPOSE takes PORT[/tcp|udp|sctp] or a range such as 8000-8010/udp)"
     )]
     BadPort(String),
-    #[error("invalid --build-arg {0:?}: use NAME=VALUE")]
-    BadBuildArg(String),
     #[error("{rule}: {message} (fatal because of `# check=error=true`)")]
     CheckFailed { rule: String, message: String },
     /// Ctrl-C or SIGTERM while planning (see [`crate::progress::interrupt`]).

@@ -23,9 +23,9 @@
 use std::io::ErrorKind::InvalidData;
 use std::path::{Path, PathBuf};
 
-use regex::Regex;
-
+use super::glob::{Glob, GlobError};
 use crate::build::context::in_root::read_maybe_in;
+use crate::lexical_path::clean;
 
 /// A `.dockerignore` file that could not be read or has a bad pattern.
 #[derive(Debug, thiserror::Error)]
@@ -45,24 +45,13 @@ pub enum IgnoreError {
         pattern: String,
         reason: GlobError,
     },
-}
-
-/// Why a pattern is not valid `filepath.Match` syntax (as moby/patternmatcher checks it).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum GlobError {
-    #[error("a lone \"!\" excludes nothing; remove the line")]
-    LoneBang,
-    #[error("a trailing \\ escapes nothing")]
-    TrailingEscape,
-    #[error("unclosed character class '['")]
-    UnclosedClass,
-    #[error("'-' or ']' must be escaped inside a character class")]
-    Unescaped,
-    #[error("character range {0}-{1} is out of order")]
-    RangeOrder(char, char),
-    /// The regular expression it compiles to is refused (too large); its words are kept.
-    #[error("{0}")]
-    Regex(String),
+    #[error("{file}:{line}: bad pattern \"!\": a lone \"!\" excludes nothing; remove the line")]
+    LoneBang {
+        /// The ignore file (".dockerignore" when parsed from text).
+        file: String,
+        /// 1-based line number.
+        line: usize,
+    },
 }
 
 /// The parsed exclusion rules of a build context.
@@ -75,21 +64,7 @@ pub struct DockerIgnore {
 struct Pattern {
     /// `!pattern`: re-includes what earlier patterns excluded.
     exception: bool,
-    /// The cleaned pattern text, without the `!`.
-    text: String,
-    matcher: Matcher,
-}
-
-/// How a pattern matches, as moby/patternmatcher classifies it.
-#[derive(Debug, Clone)]
-enum Matcher {
-    /// No wildcards: the path must be equal.
-    Exact,
-    /// `literal**`: any path starting with `literal`.
-    Prefix(String),
-    /// `**literal`: any path ending with `literal` (and `**/x` also matches `x`).
-    Suffix(String),
-    Regex(Regex),
+    glob: Glob,
 }
 
 impl DockerIgnore {
@@ -153,18 +128,17 @@ impl DockerIgnore {
                 None => (false, line),
             };
             if exception && body.is_empty() {
-                return Err(bad(GlobError::LoneBang));
+                return Err(IgnoreError::LoneBang {
+                    file: file.to_string(),
+                    line: index + 1,
+                });
             }
             let mut text = clean(body);
             if text.len() > 1 && text.starts_with('/') {
                 text.remove(0);
             }
-            let matcher = compile(&text).map_err(bad)?;
-            patterns.push(Pattern {
-                exception,
-                text,
-                matcher,
-            });
+            let glob = Glob::compile(&text).map_err(bad)?;
+            patterns.push(Pattern { exception, glob });
         }
         Ok(DockerIgnore { patterns })
     }
@@ -191,7 +165,8 @@ impl DockerIgnore {
             if pattern.exception != excluded {
                 continue;
             }
-            let hit = pattern.matches(path) || parents.iter().any(|dir| pattern.matches(dir));
+            let hit =
+                pattern.glob.matches(path) || parents.iter().any(|dir| pattern.glob.matches(dir));
             if hit {
                 excluded = !pattern.exception;
             }
@@ -208,10 +183,9 @@ impl DockerIgnore {
         }
         let dir = clean(rel_dir);
         let dir_slash = format!("{}/", dir.trim_start_matches('/'));
-        self.patterns
-            .iter()
-            .filter(|p| p.exception)
-            .all(|p| !has_wildcards(&p.text) && !format!("{}/", p.text).starts_with(&dir_slash))
+        self.patterns.iter().filter(|p| p.exception).all(|p| {
+            !p.glob.has_wildcards() && !format!("{}/", p.glob.text()).starts_with(&dir_slash)
+        })
     }
 
     /// True when there are no patterns at all (nothing is ever excluded).
@@ -220,195 +194,12 @@ impl DockerIgnore {
     }
 }
 
-impl Pattern {
-    fn matches(&self, path: &str) -> bool {
-        match &self.matcher {
-            Matcher::Exact => path == self.text,
-            Matcher::Prefix(prefix) => path.starts_with(prefix.as_str()),
-            Matcher::Suffix(suffix) => {
-                path.ends_with(suffix.as_str())
-                    || suffix.strip_prefix('/').is_some_and(|rest| path == rest)
-            }
-            Matcher::Regex(re) => re.is_match(path),
-        }
-    }
-}
-
-/// Whether a pattern's text may differ from the paths it matches: wildcards (`*`, `?`, `[`)
-/// and escapes (`\x` matches `x`), which defeat the prefix test of `can_skip_dir`.
-fn has_wildcards(pattern: &str) -> bool {
-    pattern.contains(['*', '?', '[', '\\'])
-}
-
-/// Go's `path.Clean` for `/`-separated paths: drops empty and `.` elements, resolves `..`
-/// lexically (never above the root), removes the trailing `/`; empty becomes `.`.
-fn clean(path: &str) -> String {
-    let rooted = path.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => match parts.last() {
-                Some(&last) if last != ".." => {
-                    parts.pop();
-                }
-                _ if rooted => {}
-                _ => parts.push(".."),
-            },
-            _ => parts.push(part),
-        }
-    }
-    let joined = parts.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_string(),
-        (false, false) => joined,
-    }
-}
-
-/// Classifies and compiles one cleaned pattern the way moby/patternmatcher does: literal
-/// patterns compare as strings, `lit**` and `**lit` as prefix/suffix, anything else becomes
-/// an anchored regular expression. Syntax follows Go's `filepath.Match` and is checked first.
-fn compile(pattern: &str) -> Result<Matcher, GlobError> {
-    let mut regex = String::from("^");
-    let mut kind = Kind::Exact;
-    let chars: Vec<char> = pattern.chars().collect();
-    let mut i = 0;
-    let mut first = true;
-    while i < chars.len() {
-        let ch = chars[i];
-        i += 1;
-        match ch {
-            '*' if chars.get(i) == Some(&'*') => {
-                i += 1;
-                // `**/` is the same as `**`.
-                if chars.get(i) == Some(&'/') {
-                    i += 1;
-                }
-                if i == chars.len() {
-                    if kind == Kind::Exact {
-                        kind = Kind::Prefix;
-                    } else {
-                        regex.push_str(".*");
-                        kind = Kind::Regex;
-                    }
-                } else {
-                    regex.push_str("(?:.*/)?");
-                    kind = Kind::Regex;
-                }
-                if first {
-                    kind = Kind::Suffix;
-                }
-            }
-            '*' => {
-                regex.push_str("[^/]*");
-                kind = Kind::Regex;
-            }
-            '?' => {
-                regex.push_str("[^/]");
-                kind = Kind::Regex;
-            }
-            '\\' => {
-                let escaped = chars.get(i).ok_or(GlobError::TrailingEscape)?;
-                i += 1;
-                regex.push_str(&regex::escape(&escaped.to_string()));
-                kind = Kind::Regex;
-            }
-            '[' => {
-                i = class(&chars, i, &mut regex)?;
-                kind = Kind::Regex;
-            }
-            _ => regex.push_str(&regex::escape(&ch.to_string())),
-        }
-        first = false;
-    }
-    Ok(match kind {
-        Kind::Exact => Matcher::Exact,
-        Kind::Prefix => Matcher::Prefix(pattern[..pattern.len() - 2].to_string()),
-        Kind::Suffix => Matcher::Suffix(pattern[2..].to_string()),
-        Kind::Regex => {
-            regex.push('$');
-            Matcher::Regex(Regex::new(&regex).map_err(|e| GlobError::Regex(e.to_string()))?)
-        }
-    })
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Exact,
-    Prefix,
-    Suffix,
-    Regex,
-}
-
-/// Parses a `filepath.Match` character class starting after its `[`, appends the equivalent
-/// regex class and returns the index after the closing `]`.
-fn class(chars: &[char], mut i: usize, regex: &mut String) -> Result<usize, GlobError> {
-    regex.push('[');
-    if chars.get(i) == Some(&'^') {
-        regex.push('^');
-        i += 1;
-    }
-    let mut ranges = 0;
-    loop {
-        match chars.get(i) {
-            None => return Err(GlobError::UnclosedClass),
-            Some(']') if ranges > 0 => {
-                regex.push(']');
-                return Ok(i + 1);
-            }
-            Some(_) => {}
-        }
-        let lo = class_char(chars, &mut i)?;
-        let mut hi = lo;
-        if chars.get(i) == Some(&'-') {
-            i += 1;
-            hi = class_char(chars, &mut i)?;
-            if hi < lo {
-                return Err(GlobError::RangeOrder(lo, hi));
-            }
-        }
-        regex.push_str(&format!("\\x{{{:x}}}-\\x{{{:x}}}", lo as u32, hi as u32));
-        ranges += 1;
-    }
-}
-
-/// One (possibly escaped) character inside a class; `-` and `]` must be escaped there.
-fn class_char(chars: &[char], i: &mut usize) -> Result<char, GlobError> {
-    let ch = match chars.get(*i) {
-        None => return Err(GlobError::UnclosedClass),
-        Some('-' | ']') => return Err(GlobError::Unescaped),
-        Some('\\') => {
-            *i += 1;
-            *chars.get(*i).ok_or(GlobError::UnclosedClass)?
-        }
-        Some(&ch) => ch,
-    };
-    *i += 1;
-    Ok(ch)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ignore(text: &str) -> DockerIgnore {
         DockerIgnore::parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}"))
-    }
-
-    #[test]
-    fn cleans_like_go() {
-        for (input, want) in [
-            ("", "."),
-            ("a/", "a"),
-            ("./a//b/./c/", "a/b/c"),
-            ("a/../../b", "../b"),
-            ("/../a", "/a"),
-            ("/", "/"),
-            ("a/b/..", "a"),
-        ] {
-            assert_eq!(clean(input), want, "{input:?}");
-        }
     }
 
     #[test]

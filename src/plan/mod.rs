@@ -15,20 +15,23 @@
 
 mod args;
 mod error;
+pub mod glob;
 pub mod ignore;
 mod lint;
 mod model;
 mod mount;
 mod outline;
 mod planner;
+mod size;
 
 use std::collections::BTreeMap;
 
-pub use args::{PROXY_ARGS, Platform, parse_build_args, platform_args};
+pub use args::{BuildArgError, PROXY_ARGS, Platform, parse_build_args, platform_args};
 pub use error::{PlanError, PlanErrorKind};
 pub use model::*;
 pub use mount::{Mount, MountError, MountKind, Sharing, parse_mount};
 pub use planner::plan;
+pub use size::{SizeError, parse_size};
 
 /// What a plan depends on besides the Dockerfile.
 #[derive(Debug, Clone)]

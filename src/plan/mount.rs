@@ -1,6 +1,8 @@
 //! `RUN --mount=` specs: `type=cache,target=/root/.cache,sharing=locked`, checked as BuildKit
 //! checks them, so a bad value fails at plan time with its place.
 
+use super::size::{SizeError, parse_size};
+
 /// One RUN mount, typed.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Mount {
@@ -61,8 +63,8 @@ pub enum MountError {
     Mode(String),
     #[error("invalid {key} {value:?} (a number)")]
     Id { key: String, value: String },
-    #[error("invalid size {0:?} (e.g. 64m)")]
-    Size(String),
+    #[error(transparent)]
+    Size(#[from] SizeError),
     #[error("invalid boolean in {0:?} (true or false)")]
     Bool(String),
     #[error("secret mount needs id= or target=")]
@@ -162,7 +164,7 @@ fn apply_field(
         }
         "size" => {
             let v = need()?;
-            m.size = Some(parse_size(&v).ok_or(MountError::Size(v))?);
+            m.size = Some(parse_size(&v)?);
         }
         _ => {
             return Err(MountError::UnknownKey {
@@ -180,19 +182,6 @@ fn parse_bool(value: Option<&str>, field: &str) -> Result<bool, MountError> {
         Some("false") | Some("0") => Ok(false),
         Some(_) => Err(MountError::Bool(field.to_string())),
     }
-}
-
-fn parse_size(v: &str) -> Option<u64> {
-    let lower = v.to_ascii_lowercase();
-    let digits = lower.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-    let mult = match &lower[digits.len()..] {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return None,
-    };
-    digits.parse::<u64>().ok()?.checked_mul(mult)
 }
 
 /// Defaults and required fields per type.

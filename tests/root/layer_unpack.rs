@@ -105,9 +105,10 @@ fn writer_output_round_trips_through_the_unpacker_for_every_compression() {
         };
         let mut blob = Vec::new();
         let written = write_layer(&src, DiffKind::Directory, &opts, &mut blob).unwrap();
-        let dest = t
-            .path()
-            .join(format!("out-{}", compression.media_type_suffix()));
+        let dest = t.path().join(format!(
+            "out-{}",
+            kiln::image::Compression::from(compression).name()
+        ));
         fs::create_dir(&dest).unwrap();
         let report = unpack(&blob, &dest).unwrap();
         assert_eq!(report.diff_id, written.diff_id, "{compression:?}");

@@ -16,12 +16,11 @@ use anyhow::Context as _;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
 use crate::Reference;
-use crate::build::remote_cache::{CacheRegistry, ExportMode, RemoteCache};
+use crate::build::remote_cache::{CacheRegistry, ExportMode, RegistryFailure, RemoteCache};
 use crate::digest::Digest;
-use crate::error_chain::Causes;
 use crate::progress::Progress;
 use crate::registry::{Manifest, OCI_MANIFEST, Parsed, Registry, RegistryError, StoreBlobs};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 use super::Args;
 
@@ -52,6 +51,27 @@ pub(super) struct Placed {
     /// Downloaded into the store from a cache REF (to be uploaded by the push).
     pub downloaded: usize,
     pub bytes_downloaded: u64,
+}
+
+/// Why a registry operation of the cache failed (the [`RegistryFailure`] the build keeps as
+/// the cause of its own error).
+#[derive(Debug, thiserror::Error)]
+enum CacheClientError {
+    #[error("{0} was not given as --cache-from/--cache-to")]
+    UnknownRef(String),
+    #[error("{0} has no tag; give --cache-to a tag (the cache is rewritten at each export)")]
+    NoTag(String),
+    /// Names the registry and what was asked of it.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("pulling a layer of {reference}")]
+    BaseLayer {
+        reference: Reference,
+        #[source]
+        source: Box<CacheClientError>,
+    },
 }
 
 /// A `--cache-from`/`--cache-to` value: `REF`, or `type=registry,ref=REF[,mode=max|min]`.
@@ -146,10 +166,31 @@ impl<'a> CacheClients<'a> {
         }
     }
 
-    fn client(&self, cache_ref: &str) -> Result<&Source, String> {
+    fn client(&self, cache_ref: &str) -> Result<&Source, CacheClientError> {
         self.clients
             .get(cache_ref)
-            .ok_or_else(|| format!("{cache_ref} was not given as --cache-from/--cache-to"))
+            .ok_or_else(|| CacheClientError::UnknownRef(cache_ref.to_string()))
+    }
+
+    /// Streams blob `digest` of `reference`'s repository into `store`, committed once its
+    /// digest is verified (an uncommitted writer dropped on error is discarded).
+    fn pull_into(
+        &self,
+        (reference, registry): &Source,
+        digest: &Digest,
+        size: u64,
+        store: &Store,
+    ) -> Result<(), CacheClientError> {
+        let mut w = store.begin_blob()?;
+        self.rt.block_on(registry.pull_blob(
+            reference.repository(),
+            digest,
+            size,
+            &mut w,
+            &Progress::none(),
+        ))?;
+        w.commit(Some(digest))?;
+        Ok(())
     }
 
     /// Remembers that the layers of base image `reference` were not pulled (see
@@ -276,7 +317,7 @@ fn io_error(digest: &Digest, source: std::io::Error) -> RegistryError {
 }
 
 impl CacheRegistry for CacheClients<'_> {
-    fn get_manifest(&self, cache_ref: &str) -> Result<Option<Vec<u8>>, String> {
+    fn get_manifest(&self, cache_ref: &str) -> Result<Option<Vec<u8>>, RegistryFailure> {
         let (reference, registry) = self.client(cache_ref)?;
         let got = self.rt.block_on(registry.get_manifest(
             reference.repository(),
@@ -287,7 +328,7 @@ impl CacheRegistry for CacheClients<'_> {
             Ok(m) => Ok(Some(m.bytes)),
             // MANIFEST_UNKNOWN and NAME_UNKNOWN: nothing exported there yet.
             Err(RegistryError::Status { status: 404, .. }) => Ok(None),
-            Err(e) => Err(Causes(&e).to_string()),
+            Err(e) => Err(CacheClientError::from(e).into()),
         }
     }
 
@@ -297,21 +338,9 @@ impl CacheRegistry for CacheClients<'_> {
         digest: &Digest,
         size: u64,
         store: &Store,
-    ) -> Result<(), String> {
-        let (reference, registry) = self.client(cache_ref)?;
-        let mut w = store.begin_blob().map_err(|e| Causes(&e).to_string())?;
-        self.rt
-            .block_on(registry.pull_blob(
-                reference.repository(),
-                digest,
-                size,
-                &mut w,
-                &Progress::none(),
-            ))
-            .map_err(|e| Causes(&e).to_string())?;
-        // Dropping an uncommitted writer on error discards it; commit checks the digest again.
-        w.commit(Some(digest)).map_err(|e| Causes(&e).to_string())?;
-        Ok(())
+    ) -> Result<(), RegistryFailure> {
+        let source = self.client(cache_ref)?;
+        Ok(self.pull_into(source, digest, size, store)?)
     }
 
     fn pull_base_layer(
@@ -319,35 +348,28 @@ impl CacheRegistry for CacheClients<'_> {
         digest: &Digest,
         size: u64,
         store: &Store,
-    ) -> Option<Result<(), String>> {
-        let (reference, registry) = self
+    ) -> Option<Result<(), RegistryFailure>> {
+        let source = self
             .lazy_bases
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(digest)
             .cloned()?;
-        let pulled = (|| -> Result<(), String> {
-            let mut w = store.begin_blob().map_err(|e| Causes(&e).to_string())?;
-            self.rt
-                .block_on(registry.pull_blob(
-                    reference.repository(),
-                    digest,
-                    size,
-                    &mut w,
-                    &Progress::none(),
-                ))
-                .map_err(|e| Causes(&e).to_string())?;
-            w.commit(Some(digest)).map_err(|e| Causes(&e).to_string())?;
-            Ok(())
-        })();
-        Some(pulled.map_err(|e| format!("{reference}: {e}")))
+        let pulled = self.pull_into(&source, digest, size, store);
+        Some(pulled.map_err(|e| {
+            CacheClientError::BaseLayer {
+                reference: source.0,
+                source: Box::new(e),
+            }
+            .into()
+        }))
     }
 
-    fn push(&self, cache_ref: &str, manifest: &[u8], store: &Store) -> Result<(), String> {
+    fn push(&self, cache_ref: &str, manifest: &[u8], store: &Store) -> Result<(), RegistryFailure> {
         let (reference, registry) = self.client(cache_ref)?;
         let tag = reference
             .tag()
-            .ok_or_else(|| format!("{cache_ref} has no tag"))?;
+            .ok_or_else(|| CacheClientError::NoTag(cache_ref.to_string()))?;
         let manifest = Manifest::from_bytes(manifest.to_vec(), Some(OCI_MANIFEST));
         let layers: Vec<(Digest, u64)> = match manifest.parse() {
             Ok(Parsed::Image { layers, .. }) => layers.iter().map(|l| (l.digest, l.size)).collect(),
@@ -377,7 +399,7 @@ impl CacheRegistry for CacheClients<'_> {
                     .await
             })
             .map(drop)
-            .map_err(|e| Causes(&e).to_string())
+            .map_err(|e| CacheClientError::from(e).into())
     }
 }
 
