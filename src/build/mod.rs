@@ -5,8 +5,9 @@
 //!   the stages the target needs (independent ones in parallel, up to `BuildRequest::jobs`;
 //!   the first failure stops the rest), commits the target image to the store under the
 //!   requested names and returns it as a [`BuildOutcome`].
-//! - [`BuildRequest`] also carries the target platform (base images chosen from indexes,
-//!   config os/architecture), `--secret` values (for `RUN --mount=type=secret`; never in
+//! - [`BuildRequest`] also carries the target platforms (base images chosen from indexes,
+//!   config os/architecture; with several, one image per platform, built one after the other
+//!   with one build cache, and their index is what the tags name: [`BuildOutcome::image`]), `--secret` values (for `RUN --mount=type=secret`; never in
 //!   a layer, a cache key or an event) and `--ssh` agent sockets (relayed read-only to
 //!   `RUN --mount=type=ssh` by [`ssh`]; used by git for `git@` sources).
 //! - [`BuildError::render`] names the Dockerfile line (`Dockerfile:12:5: ...`) with a caret.

@@ -60,6 +60,7 @@ pub(crate) struct BuildEnv<'a> {
 }
 
 impl<'a> BuildEnv<'a> {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         store: &'a Store,
         sandbox: &'a Sandbox,
@@ -247,7 +248,8 @@ impl<'a> Runner<'a> {
             let sources = self.sources(step)?;
             let key = BuildCache::key(&parent, step, sources.as_ref());
             let cached = if writes_layer(step) {
-                let slot = format!("{}:{}:{}", self.env.slot_prefix, stage.index, i);
+                // Per platform: a miss is explained by what this platform last built.
+                let slot = format!("{}:{id_prefix}{}:{}", self.env.slot_prefix, stage.index, i);
                 self.cached_step(
                     &mut img,
                     step,

@@ -338,6 +338,18 @@ fn push_sends_the_members_then_the_index_under_the_one_tag() {
         .collect();
     assert_eq!(archs, ["amd64", "arm64"]);
 
+    // `kiln push` sends the index from the store to another tag, members first.
+    let copy = format!("{}/kiln-test/multi-copy:2", bases.addr());
+    kiln_ok(&tmp.path().join("store"), &["push", &dest, &copy]);
+    let raw_copy: Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{copy}"),
+    ]))
+    .unwrap();
+    assert_eq!(raw_copy, raw);
+
     // A client on arm64 gets the arm64 member.
     let layout = tmp.path().join("arm");
     let oci = format!("oci:{}:latest", layout.display());
