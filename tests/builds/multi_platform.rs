@@ -25,9 +25,9 @@ const DOCKERFILE: &str = "\
 FROM --platform=$BUILDPLATFORM scratch AS tools
 COPY shared.txt /shared.txt
 FROM scratch
+COPY --from=tools /shared.txt /shared.txt
 ARG TARGETARCH
 ARG TARGETPLATFORM
-COPY --from=tools /shared.txt /shared.txt
 COPY ${TARGETARCH}.txt /arch.txt
 LABEL built.for=$TARGETPLATFORM
 ";
@@ -142,6 +142,14 @@ fn two_platforms_give_one_index_whose_members_have_their_own_targetarch() {
         .collect();
     assert_eq!(tools.len(), 2, "{log}");
     assert_eq!(tools.iter().filter(|s| !s.cached()).count(), 1, "{log}");
+    // The per-target stage is keyed per platform: arm64 builds its own COPY --from (whose
+    // layer comes out the same bytes as amd64's, checked above).
+    let copy_from: Vec<_> = steps(&log)
+        .into_iter()
+        .filter(|s| s.instruction.starts_with("COPY --from=tools"))
+        .collect();
+    assert_eq!(copy_from.len(), 2, "{log}");
+    assert!(copy_from.iter().all(|s| !s.cached()), "{log}");
     // Every step says which platform it is for.
     let positions: Vec<String> = steps(&log).into_iter().map(|s| s.position).collect();
     assert!(
