@@ -345,7 +345,10 @@ struct BuiltImage {
 }
 
 /// Builds every platform's image, then their index, named by the tags (unless layers stay in
-/// the registry: see [`BuildOutcome::left_in_registry`]).
+/// the registry: see [`BuildOutcome::left_in_registry`]). The first platform is built alone,
+/// so the stages every platform shares (`FROM --platform=$BUILDPLATFORM`) are in the cache
+/// when the others start; those then build in parallel, up to `--jobs` at once. With a
+/// registry cache they stay one after the other: each exports into the same tag.
 #[allow(clippy::too_many_arguments)]
 fn build_index(
     store: &Store,
@@ -357,26 +360,49 @@ fn build_index(
     created: DateTime<Utc>,
     progress: &Progress,
 ) -> Result<BuildOutcome, BuildError> {
-    let mut members = Vec::new();
-    let (mut layers_built, mut layers_reused) = (0, 0);
-    let mut left_in_registry: Vec<Layer> = Vec::new();
-    for platform in platforms {
+    let one = |platform: &Platform| {
         let target = Target {
             platform: platform.clone(),
             in_index: true,
             names: &[],
         };
-        let built = build_platform(
+        build_platform(
             store, sandbox, hooks, req, context, &target, created, progress,
-        )?;
-        layers_built += built.layers_built;
-        layers_reused += built.layers_reused;
-        for l in built.left_in_registry {
+        )
+    };
+    let (first, rest) = platforms.split_first().expect("two platforms or more");
+    let mut built = vec![one(first)?];
+    let at_once = match hooks.remote_cache.is_some() {
+        true => 1,
+        false => req.jobs.max(1),
+    };
+    for group in rest.chunks(at_once) {
+        let results: Vec<Result<BuiltImage, BuildError>> = std::thread::scope(|s| {
+            let threads: Vec<_> = group.iter().map(|p| s.spawn(|| one(p))).collect();
+            threads
+                .into_iter()
+                .map(|t| {
+                    t.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        });
+        for r in results {
+            built.push(r?);
+        }
+    }
+    let (mut layers_built, mut layers_reused) = (0, 0);
+    let mut left_in_registry: Vec<Layer> = Vec::new();
+    let mut members = Vec::new();
+    for (platform, b) in platforms.iter().zip(built) {
+        layers_built += b.layers_built;
+        layers_reused += b.layers_reused;
+        for l in b.left_in_registry {
             if !left_in_registry.iter().any(|k| k.digest == l.digest) {
                 left_in_registry.push(l);
             }
         }
-        members.push((platform.clone(), built.image));
+        members.push((platform.clone(), b.image));
     }
     let index = StoredIndex::create(store, req.format, members)?;
     if left_in_registry.is_empty() {

@@ -394,3 +394,39 @@ fn a_base_without_a_requested_platform_is_named_with_what_it_has() {
     );
     assert!(err.contains("busybox"), "{err}");
 }
+
+#[test]
+fn platforms_after_the_first_build_in_parallel_and_share_the_build_platform_stage() {
+    let ctx = project();
+    std::fs::write(ctx.path().join("s390x.txt"), "s390x files\n").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, layout) = (tmp.path().join("store"), tmp.path().join("layout"));
+    let output = format!("--output=type=oci,dest={}", layout.display());
+    let three = "linux/amd64,linux/arm64,linux/s390x";
+    let args = [
+        "--platform",
+        three,
+        "--jobs",
+        "2",
+        "--progress",
+        "plain",
+        &output,
+    ];
+    let log = succeeded(&kiln_build(&store, &args, ctx.path()));
+    let tools: Vec<_> = steps(&log)
+        .into_iter()
+        .filter(|s| s.position.ends_with("tools 1/1"))
+        .collect();
+    assert_eq!(tools.len(), 3, "{log}");
+    assert_eq!(tools.iter().filter(|s| !s.cached()).count(), 1, "{log}");
+    let members = layout_members(&layout);
+    let got: Vec<(String, String)> = members
+        .iter()
+        .map(|(p, i)| (p.clone(), text(i, "arch.txt")))
+        .collect();
+    let want: Vec<(String, String)> = ["amd64", "arm64", "s390x"]
+        .iter()
+        .map(|a| (format!("linux/{a}"), format!("{a} files\n")))
+        .collect();
+    assert_eq!(got, want);
+}
