@@ -22,6 +22,42 @@ pub struct Platform {
 #[error("invalid platform {0:?}: expected os/arch[/variant], e.g. linux/arm64")]
 pub struct PlatformError(pub String);
 
+/// A well-formed platform whose OS or architecture Go (so every image tool) does not know,
+/// as containerd's platform parser refuses it: a typo like `linux/amd46`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {name:?} in platform {platform:?} (known: {known})")]
+pub struct UnknownPlatform {
+    pub platform: String,
+    pub what: &'static str,
+    pub name: String,
+    pub known: String,
+}
+
+/// Go's GOOS values that images use.
+const KNOWN_OS: &[&str] = &[
+    "aix",
+    "android",
+    "darwin",
+    "dragonfly",
+    "freebsd",
+    "illumos",
+    "ios",
+    "js",
+    "linux",
+    "netbsd",
+    "openbsd",
+    "plan9",
+    "solaris",
+    "wasip1",
+    "windows",
+];
+
+/// Go's GOARCH values (and `arm64be`, `armbe` as containerd accepts them).
+const KNOWN_ARCH: &[&str] = &[
+    "386", "amd64", "arm", "arm64", "loong64", "mips", "mips64", "mips64le", "mipsle", "ppc64",
+    "ppc64le", "riscv64", "s390x", "wasm",
+];
+
 impl Platform {
     /// The platform kiln runs on, in Go's GOOS/GOARCH names as images use them.
     pub fn host() -> Platform {
@@ -55,6 +91,24 @@ impl Platform {
             architecture: parts[1].to_string(),
             variant: parts.get(2).map(|v| v.to_string()),
         })
+    }
+
+    /// `Ok` when Go knows the OS and the architecture (`--platform` values are checked so a
+    /// typo is named, not looked for in every base image's index).
+    pub fn check_known(&self) -> Result<(), UnknownPlatform> {
+        let unknown = |what, name: &str, known: &[&str]| UnknownPlatform {
+            platform: self.to_string(),
+            what,
+            name: name.to_string(),
+            known: known.join(", "),
+        };
+        if !KNOWN_OS.contains(&self.os.as_str()) {
+            return Err(unknown("OS", &self.os, KNOWN_OS));
+        }
+        if !KNOWN_ARCH.contains(&self.architecture.as_str()) {
+            return Err(unknown("architecture", &self.architecture, KNOWN_ARCH));
+        }
+        Ok(())
     }
 
     /// Whether an index entry's platform serves this one. A wanted variant must match (arm64's
@@ -118,6 +172,20 @@ mod tests {
         assert!(p("linux/arm").matches(&p("linux/arm/v6")));
         assert!(!p("linux/arm/v7").matches(&p("linux/arm/v6")));
         assert!(!p("linux/amd64").matches(&p("linux/arm64")));
+    }
+
+    #[test]
+    fn typos_in_the_os_or_architecture_are_named() {
+        let p = |s: &str| Platform::parse(s).unwrap();
+        assert!(p("linux/arm64/v8").check_known().is_ok());
+        assert!(p("windows/amd64").check_known().is_ok());
+        let err = p("linux/amd46").check_known().unwrap_err().to_string();
+        assert!(
+            err.contains("architecture \"amd46\"") && err.contains("amd64, arm"),
+            "{err}"
+        );
+        let err = p("linx/amd64").check_known().unwrap_err().to_string();
+        assert!(err.contains("OS \"linx\""), "{err}");
     }
 
     #[test]

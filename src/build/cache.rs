@@ -182,18 +182,24 @@ impl<'s> BuildCache<'s> {
 
     /// The parent key of a stage's first step: the base image's manifest digest (`None` for
     /// `scratch`; an earlier stage's last key for `FROM stage`) and the build-wide settings
-    /// that change the bytes of every layer the stage writes.
+    /// that change the bytes of every layer the stage writes. A `scratch` stage is keyed by
+    /// its platform too (a base's manifest already is): each platform of a multi-platform
+    /// build gets its own steps, and a `FROM --platform=$BUILDPLATFORM` stage is shared.
     pub fn stage_root(
         base: Option<&Digest>,
+        platform: &crate::platform::Platform,
         compression: Compression,
         source_date_epoch: Option<i64>,
     ) -> Digest {
-        let root = serde_json::json!({
+        let mut root = serde_json::json!({
             "v": KEY_VERSION,
             "base": base,
             "compression": compression.name(),
             "source_date_epoch": source_date_epoch,
         });
+        if base.is_none() {
+            root["platform"] = platform.normalized().to_string().into();
+        }
         Digest::of(root.to_string().as_bytes())
     }
 
@@ -744,8 +750,12 @@ mod tests {
         cache.remember(slot, &key, &inputs).unwrap();
     }
 
+    fn host() -> crate::platform::Platform {
+        crate::platform::Platform::host()
+    }
+
     fn base() -> Digest {
-        BuildCache::stage_root(None, Compression::Gzip, None)
+        BuildCache::stage_root(None, &host(), Compression::Gzip, None)
     }
 
     fn layer(store: &Store, seed: &str) -> Layer {
@@ -928,8 +938,12 @@ mod tests {
         let cache = BuildCache::open(&store, false);
         let a = steps("FROM scratch\nENV A=1\n", &[]).pop().unwrap();
         let b = steps("FROM scratch\nENV A=2\n", &[]).pop().unwrap();
-        let other_base =
-            BuildCache::stage_root(Some(&Digest::of(b"alpine")), Compression::Gzip, None);
+        let other_base = BuildCache::stage_root(
+            Some(&Digest::of(b"alpine")),
+            &host(),
+            Compression::Gzip,
+            None,
+        );
         remember(&cache, "s", &base(), &a, None);
         assert_eq!(
             cache.explain_miss("s", &StepInputs::new(&base(), &b, None)),
@@ -967,13 +981,31 @@ mod tests {
     }
 
     #[test]
+    fn a_scratch_stage_is_keyed_by_its_platform_a_based_one_by_its_base() {
+        let p = |s: &str| crate::platform::Platform::parse(s).unwrap();
+        let root = |base, platform: &str| {
+            BuildCache::stage_root(base, &p(platform), Compression::Gzip, None)
+        };
+        assert_ne!(root(None, "linux/amd64"), root(None, "linux/arm64"));
+        assert_eq!(root(None, "linux/arm64"), root(None, "linux/arm64/v8"));
+        let m = Digest::of(b"m");
+        assert_eq!(root(Some(&m), "linux/amd64"), root(Some(&m), "linux/arm64"));
+    }
+
+    #[test]
     fn build_wide_settings_change_the_stage_root() {
-        let gz = BuildCache::stage_root(None, Compression::Gzip, None);
-        assert_ne!(gz, BuildCache::stage_root(None, Compression::Zstd, None));
-        assert_ne!(gz, BuildCache::stage_root(None, Compression::Gzip, Some(0)));
+        let gz = BuildCache::stage_root(None, &host(), Compression::Gzip, None);
         assert_ne!(
             gz,
-            BuildCache::stage_root(Some(&Digest::of(b"m")), Compression::Gzip, None)
+            BuildCache::stage_root(None, &host(), Compression::Zstd, None)
+        );
+        assert_ne!(
+            gz,
+            BuildCache::stage_root(None, &host(), Compression::Gzip, Some(0))
+        );
+        assert_ne!(
+            gz,
+            BuildCache::stage_root(Some(&Digest::of(b"m")), &host(), Compression::Gzip, None)
         );
     }
 

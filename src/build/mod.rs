@@ -5,8 +5,9 @@
 //!   the stages the target needs (independent ones in parallel, up to `BuildRequest::jobs`;
 //!   the first failure stops the rest), commits the target image to the store under the
 //!   requested names and returns it as a [`BuildOutcome`].
-//! - [`BuildRequest`] also carries the target platform (base images chosen from indexes,
-//!   config os/architecture), `--secret` values (for `RUN --mount=type=secret`; never in
+//! - [`BuildRequest`] also carries the target platforms (base images chosen from indexes,
+//!   config os/architecture; with several, one image per platform, built one after the other
+//!   with one build cache, and their index is what the tags name: [`BuildOutcome::image`]), `--secret` values (for `RUN --mount=type=secret`; never in
 //!   a layer, a cache key or an event) and `--ssh` agent sockets (relayed read-only to
 //!   `RUN --mount=type=ssh` by [`ssh`]; used by git for `git@` sources).
 //! - [`BuildError::render`] names the Dockerfile line (`Dockerfile:12:5: ...`) with a caret.
@@ -48,9 +49,10 @@ use chrono::{DateTime, TimeZone, Timelike, Utc};
 use crate::digest::Digest;
 use crate::dockerfile::{Span, render_at};
 use crate::error_chain::Causes;
-use crate::image::{ImageFormat, Layer, StoredImage};
+use crate::image::{ImageFormat, Layer, Stored, StoredImage, StoredIndex};
 use crate::layer::Compression;
 use crate::plan::{self, PlanOptions, ignore::DockerIgnore};
+use crate::platform::Platform;
 use crate::progress::Progress;
 use crate::reference::Reference;
 use crate::sandbox::{Sandbox, SecretBytes};
@@ -83,8 +85,9 @@ pub struct BuildRequest {
     pub network: crate::sandbox::Network,
     /// How many stages may build at once (`--jobs`); at least 1.
     pub jobs: usize,
-    /// The platform to build for (`--platform`); `None` is this machine's.
-    pub platform: Option<crate::platform::Platform>,
+    /// The platforms to build for (`--platform`): none is this machine's; two or more give a
+    /// multi-platform index of one image per platform.
+    pub platforms: Vec<Platform>,
     /// `--secret` values by id, for `RUN --mount=type=secret` (their `Debug` is redacted).
     pub secrets: BTreeMap<String, SecretBytes>,
     /// `--allow security.insecure`: `RUN --security=insecure` may run unconfined.
@@ -142,7 +145,8 @@ pub use add::FetchInfo;
 /// The result of a successful build.
 #[derive(Debug)]
 pub struct BuildOutcome {
-    pub image: StoredImage,
+    /// The image, or the index of one image per platform.
+    pub image: Stored,
     /// Layers written by this build (cache hits and base layers not counted).
     pub layers_built: usize,
     /// Layers taken from the build cache instead of being built.
@@ -243,7 +247,10 @@ pub(crate) fn step_failed(
     })
 }
 
-/// Builds the image `req` describes into `store`.
+/// Builds the image `req` describes into `store`: one image, or with several
+/// [`BuildRequest::platforms`] one image per platform (one after the other, sharing the build
+/// cache, so a `FROM --platform=$BUILDPLATFORM` stage is built once) and the index of them,
+/// named by the tags.
 ///
 /// RUN steps run in `sandbox`; the caller keeps its cancel handle for Ctrl-C.
 pub fn build(
@@ -253,8 +260,6 @@ pub fn build(
     req: &BuildRequest,
     progress: &Progress,
 ) -> Result<BuildOutcome, BuildError> {
-    let mut plan = plan::plan(&req.dockerfile, &plan_options(req))
-        .map_err(|e| BuildError::Plan(e.render(&req.dockerfile_name, &req.dockerfile)))?;
     let context = match &req.context {
         Some(dir) => {
             let ignore = DockerIgnore::load(dir, req.dockerfile_path.as_deref())?;
@@ -266,25 +271,186 @@ pub fn build(
         }
         None => None,
     };
-    // Held for the whole build so a concurrent `kiln prune` leaves fresh, unnamed blobs alone.
+    // Held for the whole build so a concurrent `kiln prune` leaves fresh, unnamed blobs (the
+    // members of an index until the index is named) alone.
     let _lease = store.lease()?;
     remove_abandoned_scratch(store, progress);
+    let created = created_time(req);
+    let outcome = match req.platforms.as_slice() {
+        [] | [_] => {
+            let platform = req
+                .platforms
+                .first()
+                .cloned()
+                .unwrap_or_else(Platform::host);
+            let one = Target {
+                platform,
+                in_index: false,
+                names: &req.tags,
+            };
+            let built = build_platform(
+                store,
+                sandbox,
+                hooks,
+                req,
+                context.as_ref(),
+                &one,
+                created,
+                progress,
+            )?;
+            BuildOutcome {
+                image: Stored::Image(built.image),
+                layers_built: built.layers_built,
+                layers_reused: built.layers_reused,
+                left_in_registry: built.left_in_registry,
+            }
+        }
+        platforms => build_index(
+            store,
+            sandbox,
+            hooks,
+            req,
+            context.as_ref(),
+            platforms,
+            created,
+            progress,
+        )?,
+    };
+    if let Some(ctx) = &context {
+        if let Err(e) = ctx.save_cache() {
+            progress.warn(format!(
+                "could not save the context stat cache (the next build re-reads files): {}",
+                Causes(&e)
+            ));
+        }
+    }
+    Ok(outcome)
+}
+
+/// One platform's build of a request.
+struct Target<'r> {
+    platform: Platform,
+    /// Several platforms are built: steps are labelled with theirs.
+    in_index: bool,
+    /// Names the image gets (none for an index member: the index is named).
+    names: &'r [Reference],
+}
+
+/// One platform's image, in the store.
+struct BuiltImage {
+    image: StoredImage,
+    layers_built: usize,
+    layers_reused: usize,
+    left_in_registry: Vec<Layer>,
+}
+
+/// Builds every platform's image, then their index, named by the tags (unless layers stay in
+/// the registry: see [`BuildOutcome::left_in_registry`]). The first platform is built alone,
+/// so the stages every platform shares (`FROM --platform=$BUILDPLATFORM`) are in the cache
+/// when the others start; those then build in parallel, up to `--jobs` at once. With a
+/// registry cache they stay one after the other: each exports into the same tag.
+#[allow(clippy::too_many_arguments)]
+fn build_index(
+    store: &Store,
+    sandbox: &Sandbox,
+    hooks: &Hooks,
+    req: &BuildRequest,
+    context: Option<&context::Context>,
+    platforms: &[Platform],
+    created: DateTime<Utc>,
+    progress: &Progress,
+) -> Result<BuildOutcome, BuildError> {
+    let one = |platform: &Platform| {
+        let target = Target {
+            platform: platform.clone(),
+            in_index: true,
+            names: &[],
+        };
+        build_platform(
+            store, sandbox, hooks, req, context, &target, created, progress,
+        )
+    };
+    let (first, rest) = platforms.split_first().expect("two platforms or more");
+    let mut built = vec![one(first)?];
+    let at_once = match hooks.remote_cache.is_some() {
+        true => 1,
+        false => req.jobs.max(1),
+    };
+    for group in rest.chunks(at_once) {
+        let results: Vec<Result<BuiltImage, BuildError>> = std::thread::scope(|s| {
+            let threads: Vec<_> = group.iter().map(|p| s.spawn(|| one(p))).collect();
+            threads
+                .into_iter()
+                .map(|t| {
+                    t.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        });
+        for r in results {
+            built.push(r?);
+        }
+    }
+    let (mut layers_built, mut layers_reused) = (0, 0);
+    let mut left_in_registry: Vec<Layer> = Vec::new();
+    let mut members = Vec::new();
+    for (platform, b) in platforms.iter().zip(built) {
+        layers_built += b.layers_built;
+        layers_reused += b.layers_reused;
+        for l in b.left_in_registry {
+            if !left_in_registry.iter().any(|k| k.digest == l.digest) {
+                left_in_registry.push(l);
+            }
+        }
+        members.push((platform.clone(), b.image));
+    }
+    let index = StoredIndex::create(store, req.format, members)?;
+    if left_in_registry.is_empty() {
+        for name in &req.tags {
+            store.tag(name, &index.digest)?;
+        }
+    }
+    Ok(BuildOutcome {
+        image: Stored::Index(index),
+        layers_built,
+        layers_reused,
+        left_in_registry,
+    })
+}
+
+/// Plans and builds the image for one platform and commits it under `target.names`.
+#[allow(clippy::too_many_arguments)]
+fn build_platform(
+    store: &Store,
+    sandbox: &Sandbox,
+    hooks: &Hooks,
+    req: &BuildRequest,
+    context: Option<&context::Context>,
+    target: &Target,
+    created: DateTime<Utc>,
+    progress: &Progress,
+) -> Result<BuiltImage, BuildError> {
+    let options = plan_options(req, &target.platform);
+    let mut plan = plan::plan(&req.dockerfile, &options)
+        .map_err(|e| BuildError::Plan(e.render(&req.dockerfile_name, &req.dockerfile)))?;
     let mut env = stage::BuildEnv::new(
         store,
         sandbox,
         hooks,
         req,
-        context.as_ref(),
+        context,
         progress,
-        created_time(req),
+        created,
+        target.platform.clone(),
     );
+    env.label_platforms = target.in_index;
     // `ENV PATH=/opt/bin:$PATH` expands with the base image's ENV, as docker does: the bases
     // are resolved (pulled when missing) and the plan made again with their environments.
     let base_env = base_envs(&env, &plan)?;
     if !base_env.is_empty() {
         let opts = PlanOptions {
             base_env,
-            ..plan_options(req)
+            ..options
         };
         plan = plan::plan(&req.dockerfile, &opts)
             .map_err(|e| BuildError::Plan(e.render(&req.dockerfile_name, &req.dockerfile)))?;
@@ -325,7 +491,7 @@ pub fn build(
         }
     };
     let blobs = if left_in_registry.is_empty() {
-        image.commit(store, req.format, &req.tags)?
+        image.commit(store, req.format, target.names)?
     } else {
         // A name in the store promises every blob: the image stays unnamed (and `prune`
         // collects it) until someone needs it here; the push mounts the missing layers.
@@ -341,15 +507,7 @@ pub fn build(
     };
     env.remote.report(progress);
     env.remote.export(image.layers(), progress);
-    if let Some(ctx) = &context {
-        if let Err(e) = ctx.save_cache() {
-            progress.warn(format!(
-                "could not save the context stat cache (the next build re-reads files): {}",
-                Causes(&e)
-            ));
-        }
-    }
-    Ok(BuildOutcome {
+    Ok(BuiltImage {
         image: StoredImage::load(store, &blobs.manifest_digest)?,
         layers_built,
         layers_reused,
@@ -425,18 +583,16 @@ fn image_stages(plan: &plan::Plan) -> std::collections::HashSet<usize> {
     stages
 }
 
-/// The plan options a request implies.
-fn plan_options(req: &BuildRequest) -> PlanOptions {
-    let mut opts = PlanOptions {
+/// The plan options a request implies for one target platform (`TARGETPLATFORM` and the
+/// other platform ARGs in BuildKit's spelling: `linux/arm64`, not `linux/arm64/v8`).
+fn plan_options(req: &BuildRequest, platform: &Platform) -> PlanOptions {
+    PlanOptions {
         build_args: req.build_args.clone(),
         target: req.target.clone(),
         allow_insecure: req.allow_insecure,
+        target_platform: platform.normalized(),
         ..PlanOptions::default()
-    };
-    if let Some(p) = &req.platform {
-        opts.target_platform = p.clone();
     }
-    opts
 }
 
 /// Trims the build cache (`kiln prune --keep-duration/--keep-bytes`): records unused for

@@ -42,6 +42,10 @@ pub(crate) struct BuildEnv<'a> {
     pub(crate) created: DateTime<Utc>,
     /// The platform the image is built for (`--platform`, else this machine's).
     pub(crate) platform: image::Platform,
+    /// One of several platforms is built: step names and ids carry the platform
+    /// (`[linux/arm64 build 2/5]`, BuildKit's `[linux/amd64->arm64 build 1/3]` for a stage
+    /// `FROM --platform=$BUILDPLATFORM`).
+    pub(crate) label_platforms: bool,
     /// Identifies this Dockerfile in this context, for explaining cache misses.
     pub(crate) slot_prefix: String,
     /// What ONBUILD triggers are planned with (build args, platforms).
@@ -56,6 +60,7 @@ pub(crate) struct BuildEnv<'a> {
 }
 
 impl<'a> BuildEnv<'a> {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         store: &'a Store,
         sandbox: &'a Sandbox,
@@ -64,6 +69,7 @@ impl<'a> BuildEnv<'a> {
         context: Option<&'a Context>,
         progress: &'a Progress,
         created: DateTime<Utc>,
+        platform: image::Platform,
     ) -> Self {
         let slot_prefix = format!(
             "{}:{}",
@@ -86,9 +92,10 @@ impl<'a> BuildEnv<'a> {
             context,
             progress,
             created,
-            platform: req.platform.clone().unwrap_or_else(image::Platform::host),
+            plan_options: super::plan_options(req, &platform),
+            platform,
             slot_prefix,
-            plan_options: super::plan_options(req),
+            label_platforms: false,
             remote: super::remote_cache::Session::open(
                 hooks.remote_cache.as_ref(),
                 store,
@@ -209,13 +216,19 @@ impl<'a> Runner<'a> {
         let steps: Vec<&Step> = triggers.iter().chain(&stage.steps).collect();
         let mut parent = BuildCache::stage_root(
             base.as_ref(),
+            &self.platform,
             self.req.compression.into(),
             self.req.source_date_epoch,
         );
-        let label = stage
+        let mut label = stage
             .name
             .clone()
             .unwrap_or_else(|| format!("stage-{}", stage.index));
+        let mut id_prefix = String::new();
+        if self.env.label_platforms {
+            label = format!("{} {label}", self.platform_label());
+            id_prefix = format!("{}:", self.env.platform);
+        }
         for (i, &step) in steps.iter().enumerate() {
             if self.env.cancelled.load(Ordering::SeqCst) {
                 return Err(BuildError::Cancelled);
@@ -224,7 +237,7 @@ impl<'a> Runner<'a> {
                 let step = format!("{label} {}/{}", i + 1, steps.len());
                 return Err(BuildError::Interrupted { step });
             }
-            let id = format!("{}.{}", stage.index, i + 1);
+            let id = format!("{id_prefix}{}.{}", stage.index, i + 1);
             let name = format!(
                 "[{label} {}/{}] {}",
                 i + 1,
@@ -242,7 +255,8 @@ impl<'a> Runner<'a> {
             let sources = self.sources(step)?;
             let key = BuildCache::key(&parent, step, sources.as_ref());
             let cached = if writes_layer(step) {
-                let slot = format!("{}:{}:{}", self.env.slot_prefix, stage.index, i);
+                // Per platform: a miss is explained by what this platform last built.
+                let slot = format!("{}:{id_prefix}{}:{}", self.env.slot_prefix, stage.index, i);
                 self.cached_step(
                     &mut img,
                     step,
@@ -267,6 +281,20 @@ impl<'a> Runner<'a> {
             layers_reused: self.layers_reused,
             newest_hit: self.newest_hit,
         })
+    }
+
+    /// The stage's platform as BuildKit labels steps: the target's, or `build->target-arch`
+    /// for a stage built for another platform (`FROM --platform=$BUILDPLATFORM`).
+    fn platform_label(&self) -> String {
+        let (stage, target) = (self.platform.normalized(), self.env.platform.normalized());
+        if stage == target {
+            return stage.to_string();
+        }
+        let arch = match &target.variant {
+            Some(v) => format!("{}/{v}", target.architecture),
+            None => target.architecture.clone(),
+        };
+        format!("{stage}->{arch}")
     }
 
     /// Reports the image's layers from index `from` on to [`Hooks::layer_ready`] when this

@@ -40,10 +40,11 @@ pub struct DockerfileArgs {
     /// Build this stage (and what it needs) instead of the last one.
     #[arg(long, value_name = "STAGE")]
     pub target: Option<String>,
-    /// Target platform, os/arch[/variant] (default: this machine's): picks base images from
-    /// multi-platform indexes and sets the image's os/architecture. RUN for another
-    /// architecture needs qemu-user-static + binfmt-support.
-    #[arg(long, value_name = "PLATFORM")]
+    /// Target platform(s), os/arch[/variant] (default: this machine's): picks base images
+    /// from multi-platform indexes and sets the image's os/architecture. A comma-separated
+    /// list (`linux/amd64,linux/arm64`) builds one image per platform and names their index.
+    /// RUN for another architecture needs qemu-user-static + binfmt-support.
+    #[arg(long, value_name = "PLATFORM[,…]")]
     pub platform: Option<String>,
 }
 
@@ -54,12 +55,32 @@ impl DockerfileArgs {
             .map_err(|e| FlagValueError::BuildArg(e).into())
     }
 
-    /// `--platform`, when given.
+    /// `--platform`: every platform of the list, each checked, duplicates dropped (the
+    /// first spelling wins); empty when not given.
+    pub fn platforms(&self) -> anyhow::Result<Vec<Platform>> {
+        let Some(list) = self.platform.as_deref() else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<Platform> = Vec::new();
+        for word in list.split(',').map(str::trim) {
+            let p = Platform::parse(word).context("--platform")?;
+            p.check_known().context("--platform")?;
+            if !out.iter().any(|q| q.normalized() == p.normalized()) {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `--platform` for a command that plans for one platform, when given.
     pub fn platform(&self) -> anyhow::Result<Option<Platform>> {
-        self.platform
-            .as_deref()
-            .map(|p| Platform::parse(p).context("--platform"))
-            .transpose()
+        let mut all = self.platforms()?;
+        anyhow::ensure!(
+            all.len() <= 1,
+            "--platform {}: give one platform here (kiln build takes a list)",
+            self.platform.as_deref().unwrap_or_default()
+        );
+        Ok(all.pop())
     }
 }
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use crate::Digest;
 use crate::build::{BuildRequest, LayerReady};
 use crate::image::{ImageFormat, Output};
-use crate::image::{Layer, StoredImage};
+use crate::image::{Layer, Stored};
 use crate::layer::Compression;
 use crate::progress::Progress;
 use crate::reference::Reference;
@@ -234,7 +234,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
         !(a.push && uploads_cancel.is_cancelled()),
         "interrupted: the image {} was built but not pushed",
-        outcome.image.config_digest
+        outcome.image.id()
     );
     let image = &outcome.image;
     for o in &outputs {
@@ -254,7 +254,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
             .map(|c| (c, &outcome.left_in_registry[..])),
     )?;
     if let Some(f) = &a.iidfile {
-        std::fs::write(f, image.config_digest.to_string())
+        std::fs::write(f, image.id().to_string())
             .with_context(|| format!("writing {}", f.display()))?;
     }
     if mode.summary() {
@@ -274,7 +274,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
             eprintln!("{line}");
         }
     }
-    println!("{}", image.config_digest);
+    println!("{}", image.id());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -354,7 +354,7 @@ fn destinations(a: &Args, names: &[Reference]) -> anyhow::Result<Vec<Destination
         .collect()
 }
 
-/// `--push`: the image to every destination, each manifest only after all its blobs are
+/// `--push`: the image (or index) to every destination, each manifest only after all its blobs are
 /// confirmed (the registry client guarantees that). `sent_early` counts, per destination,
 /// the blobs uploaded during the build (the push finds them there). `left` are the layers
 /// the build left in the registry (cache hits', lazily pulled bases'): mounted from where
@@ -365,7 +365,7 @@ fn push(
     mode: Mode,
     store: &Store,
     waits: &Waits,
-    image: &StoredImage,
+    image: &Stored,
     destinations: &[Destination],
     sent_early: &[usize],
     left: Option<(&cache_registry::CacheClients, &[Layer])>,
@@ -373,7 +373,8 @@ fn push(
     if destinations.is_empty() {
         return Ok(Vec::new());
     }
-    let manifest = Manifest::from_bytes(image.manifest.clone(), None);
+    // An index goes up with its members, each before the index that names it.
+    let manifest = Manifest::from_bytes(image.bytes().to_vec(), None);
     let (progress, renderer) = display::start(mode);
     let mut pushed = Vec::new();
     for (i, dest) in destinations.iter().enumerate() {
@@ -470,7 +471,7 @@ fn request(a: &Args) -> anyhow::Result<BuildRequest> {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         },
-        platform: a.dockerfile.platform()?,
+        platforms: a.dockerfile.platforms()?,
         secrets: secrets(&a.secrets, |k| std::env::var_os(k))?,
         allow_insecure: a.allow.iter().any(|e| e == "security.insecure"),
         // Set by `run` once the agents are started.

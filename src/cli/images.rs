@@ -10,7 +10,7 @@ use super::args::{GlobalArgs, parse_duration, parse_size};
 use super::env::open_store;
 use crate::Reference;
 use crate::error_chain::Causes;
-use crate::image::{LayoutKind, Platform, StoredImage, write_docker_archive, write_oci_layout};
+use crate::image::{LayoutKind, Output, Platform, Stored, write_docker_archive};
 use crate::store::Store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -43,8 +43,10 @@ struct ImageRow {
     size: u64,
 }
 
-/// One row per name. An image that cannot be read (a multi-platform index, a missing blob)
-/// still gets its row, with what is known, and a warning: the listing must not fail on it.
+/// One row per name; a multi-platform index is one row, its ID the index digest (as docker's
+/// containerd store shows it), its size every member's. An image that cannot be read (a
+/// missing blob) still gets its row, with what is known, and a warning: the listing must not
+/// fail on it.
 fn rows(store: &Store) -> anyhow::Result<Vec<ImageRow>> {
     let mut rows = Vec::new();
     for record in store.list_images()? {
@@ -54,14 +56,13 @@ fn rows(store: &Store) -> anyhow::Result<Vec<ImageRow>> {
             .strip_suffix(&format!(":{tag}"))
             .unwrap_or(&familiar)
             .to_string();
-        let (id, created, size) =
-            match StoredImage::load_for(store, &record.manifest, &Platform::host()) {
-                Ok(image) => (image.config_digest, image.created(), image.size()),
-                Err(e) => {
-                    eprintln!("warning: {familiar}: {}", Causes(&e));
-                    (record.manifest, None, 0)
-                }
-            };
+        let (id, created, size) = match Stored::load(store, &record.manifest) {
+            Ok(image) => (image.id(), image.created(), image.size()),
+            Err(e) => {
+                eprintln!("warning: {familiar}: {}", Causes(&e));
+                (record.manifest, None, 0)
+            }
+        };
         rows.push(ImageRow {
             name: record.name.to_string(),
             repository,
@@ -183,21 +184,45 @@ pub struct InspectArgs {
 pub fn inspect(g: &GlobalArgs, a: InspectArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(g)?;
     let digest = store.resolve(&a.image)?;
-    let image = StoredImage::load_for(&store, &digest, &Platform::host())?;
+    let image = Stored::load(&store, &digest)?;
     let names: Vec<String> = store
         .list_images()?
         .into_iter()
         .filter(|r| r.manifest == digest)
         .map(|r| r.name.to_string())
         .collect();
-    let out = serde_json::json!({
-        "Id": image.config_digest,
-        "Digest": image.manifest_digest,
+    let json = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b);
+    let mut out = serde_json::json!({
+        "Id": image.id(),
+        "Digest": image.digest(),
         "RepoTags": names,
         "Size": image.size(),
-        "Manifest": serde_json::from_slice::<serde_json::Value>(&image.manifest)?,
-        "Config": serde_json::from_slice::<serde_json::Value>(&image.config)?,
     });
+    match &image {
+        Stored::Image(i) => {
+            out["Manifest"] = json(&i.manifest)?;
+            out["Config"] = json(&i.config)?;
+        }
+        // Each member as a single image shows, under the platform it serves.
+        Stored::Index(index) => {
+            out["Index"] = json(&index.bytes)?;
+            let members = index
+                .members
+                .iter()
+                .map(|m| {
+                    Ok(serde_json::json!({
+                        "Platform": m.platform.to_string(),
+                        "Id": m.image.config_digest,
+                        "Digest": m.image.manifest_digest,
+                        "Size": m.image.size(),
+                        "Manifest": json(&m.image.manifest)?,
+                        "Config": json(&m.image.config)?,
+                    }))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            out["Manifests"] = members.into();
+        }
+    }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(ExitCode::SUCCESS)
 }
@@ -321,12 +346,17 @@ pub struct SaveArgs {
     /// Archive format.
     #[arg(long, value_enum, default_value_t = SaveFormat::Docker)]
     pub format: SaveFormat,
+    /// For a multi-platform image saved as a docker archive (one platform's image, as
+    /// `docker save`): the platform to save (default: this machine's). An OCI archive holds
+    /// every platform.
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
 }
 
 pub fn save(g: &GlobalArgs, a: SaveArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(g)?;
     let digest = store.resolve(&a.image)?;
-    let image = StoredImage::load_for(&store, &digest, &Platform::host())?;
+    let image = Stored::load(&store, &digest)?;
     // Saved by name: that name; by ID: every name the image has.
     let records = store.list_images()?;
     let by_name = a
@@ -342,13 +372,29 @@ pub fn save(g: &GlobalArgs, a: SaveArgs) -> anyhow::Result<ExitCode> {
             .map(|r| r.name)
             .collect(),
     };
+    let saving = || format!("saving {} to {}", a.image, a.output.display());
     match a.format {
-        SaveFormat::Docker => write_docker_archive(&store, &image, &names, &a.output),
+        SaveFormat::Docker => {
+            let platform = match &a.platform {
+                Some(p) => Platform::parse(p).context("--platform")?,
+                None => Platform::host(),
+            };
+            let one = image.for_platform(&platform).with_context(|| {
+                format!(
+                    "saving {}: choose the platform to save with --platform",
+                    a.image
+                )
+            })?;
+            write_docker_archive(&store, one, &names, &a.output).with_context(saving)?;
+        }
         SaveFormat::Oci => {
-            write_oci_layout(&store, &image, names.first(), &a.output, LayoutKind::Tar)
+            let out = Output::Oci {
+                dest: a.output.clone(),
+                kind: LayoutKind::Tar,
+            };
+            out.write(&store, &image, &names).with_context(saving)?;
         }
     }
-    .with_context(|| format!("saving {} to {}", a.image, a.output.display()))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressState, ProgressStyle};
 
-use crate::image::StoredImage;
+use crate::image::Stored;
 use crate::progress::{Event, Progress};
 
 /// How progress is shown.
@@ -469,7 +469,7 @@ impl Tty {
 
 /// What a finished build reports.
 pub(super) struct Summary<'a> {
-    pub image: &'a StoredImage,
+    pub image: &'a Stored,
     pub layers_built: usize,
     pub layers_reused: usize,
     pub elapsed: Duration,
@@ -481,22 +481,41 @@ pub(super) struct Summary<'a> {
 
 /// The final summary, for people (the image ID alone goes to stdout).
 pub(super) fn summary_lines(s: &Summary) -> Vec<String> {
-    let size: u64 = s.image.layers.iter().map(|l| l.size).sum();
-    let mut lines = vec![
-        format!(
-            "built in {:.1}s: {} layer(s) written, {} reused",
-            s.elapsed.as_secs_f64(),
-            s.layers_built,
-            s.layers_reused
-        ),
-        format!("  image id   {}", s.image.config_digest),
-        format!("  manifest   {}", s.image.manifest_digest),
-        format!(
-            "  size       {} compressed in {} layer(s)",
-            HumanBytes(size),
-            s.image.layers.len()
-        ),
-    ];
+    let mut lines = vec![format!(
+        "built in {:.1}s: {} layer(s) written, {} reused",
+        s.elapsed.as_secs_f64(),
+        s.layers_built,
+        s.layers_reused
+    )];
+    match s.image {
+        Stored::Image(image) => {
+            let size: u64 = image.layers.iter().map(|l| l.size).sum();
+            lines.extend([
+                format!("  image id   {}", image.config_digest),
+                format!("  manifest   {}", image.manifest_digest),
+                format!(
+                    "  size       {} compressed in {} layer(s)",
+                    HumanBytes(size),
+                    image.layers.len()
+                ),
+            ]);
+        }
+        Stored::Index(index) => {
+            lines.push(format!("  index      {}", index.digest));
+            lines.extend(index.members.iter().map(|m| {
+                format!(
+                    "  {:<10} image id {}, manifest {}",
+                    m.platform.to_string(),
+                    m.image.config_digest,
+                    m.image.manifest_digest
+                )
+            }));
+            lines.push(format!(
+                "  size       {} compressed",
+                HumanBytes(index.size())
+            ));
+        }
+    }
     lines.extend(s.names.iter().map(|n| format!("  stored as  {n}")));
     lines.extend(s.pushed.iter().map(|n| format!("  pushed     {n}")));
     lines
@@ -671,7 +690,7 @@ mod tests {
             diff_id: crate::Digest::of(&[n, n]),
             compression: crate::image::Compression::Gzip,
         };
-        let image = StoredImage {
+        let image = crate::image::StoredImage {
             manifest_digest: crate::Digest::of(b"m"),
             manifest: Vec::new(),
             format: crate::image::ImageFormat::Oci,
@@ -680,7 +699,7 @@ mod tests {
             layers: vec![layer(1, 1000), layer(2, 2048)],
         };
         let lines = summary_lines(&Summary {
-            image: &image,
+            image: &Stored::Image(image.clone()),
             layers_built: 1,
             layers_reused: 1,
             elapsed: Duration::from_millis(2345),

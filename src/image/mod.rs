@@ -12,6 +12,9 @@
 //!   [`write_docker_archive`] (what `docker load` / `podman load` accept). Blobs stream from
 //!   the store; nothing half-written is left at the destination. [`Output`] parses and writes
 //!   `--output type=oci|docker,dest=…`.
+//! - Multi-platform images: [`StoredIndex::create`] writes the index (OCI, or a Docker
+//!   manifest list) of single-platform images; [`Stored::load`] reads what a name points at,
+//!   an image or an index with its members; [`write_oci_index_layout`] exports an index.
 //! - Layer glue: [`commit_layer`] (directory → layer blob in the store, compression cache
 //!   recorded) and [`unpacked_layer`] (stored layer → cached overlay lower dir).
 //! - [`ImageFormat`] (OCI by default, Docker v2 schema 2 as buildah's `--format docker`),
@@ -21,6 +24,7 @@
 
 mod builder;
 mod docker_archive;
+mod index;
 mod layer_glue;
 mod manifest;
 mod media;
@@ -36,9 +40,10 @@ use crate::store::StoreError;
 
 pub use builder::{Healthcheck, ImageBlobs, ImageBuilder, RunConfig};
 pub use docker_archive::write_docker_archive;
+pub use index::{IndexMember, Stored, StoredIndex};
 pub use layer_glue::{commit_layer, unpacked_layer};
 pub use media::{Compression, ImageFormat, Layer, Platform};
-pub use oci_layout::{LayoutKind, write_oci_layout};
+pub use oci_layout::{LayoutKind, write_oci_index_layout, write_oci_layout};
 pub use output::{Output, OutputSpecError};
 pub use stored::StoredImage;
 
@@ -94,6 +99,11 @@ pub enum ImageError {
     },
     #[error("the image has {layers} layers but its config lists {diff_ids} diffIDs")]
     LayerCountMismatch { layers: usize, diff_ids: usize },
+    #[error(
+        "a docker archive holds one platform's image, and {digest} is a multi-platform index \
+         ({platforms}): pick one with --platform, or write an OCI layout (type=oci / --format oci)"
+    )]
+    IndexInDockerArchive { digest: Digest, platforms: String },
     #[error(
         "{0} already exists and is not an empty directory; remove it or pick another destination"
     )]

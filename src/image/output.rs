@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use super::Result;
 use super::docker_archive::write_docker_archive;
-use super::oci_layout::{LayoutKind, write_oci_layout};
-use super::stored::StoredImage;
+use super::index::Stored;
+use super::oci_layout::{LayoutKind, write_oci_index_layout, write_oci_layout};
+use super::{ImageError, Result};
 use crate::reference::Reference;
 use crate::store::Store;
 
@@ -86,13 +86,25 @@ impl Output {
         }
     }
 
-    /// Writes `image` here, named `names` (the first one names the OCI index entry).
-    pub fn write(&self, store: &Store, image: &StoredImage, names: &[Reference]) -> Result<()> {
-        match self {
-            Output::Oci { dest, kind } => {
+    /// Writes `image` here, named `names` (the first one names the OCI index entry). A
+    /// multi-platform index goes to an OCI layout whole; a docker archive cannot hold one.
+    pub fn write(&self, store: &Store, image: &Stored, names: &[Reference]) -> Result<()> {
+        match (self, image) {
+            (Output::Oci { dest, kind }, Stored::Image(image)) => {
                 write_oci_layout(store, image, names.first(), dest, *kind)
             }
-            Output::Docker { dest } => write_docker_archive(store, image, names, dest),
+            (Output::Oci { dest, kind }, Stored::Index(index)) => {
+                write_oci_index_layout(store, index, names.first(), dest, *kind)
+            }
+            (Output::Docker { dest }, Stored::Image(image)) => {
+                write_docker_archive(store, image, names, dest)
+            }
+            (Output::Docker { .. }, Stored::Index(index)) => {
+                Err(ImageError::IndexInDockerArchive {
+                    digest: index.digest,
+                    platforms: index.platforms(),
+                })
+            }
         }
     }
 }

@@ -25,6 +25,7 @@ mod build_scratch;
 mod build_stages;
 mod conformance_fixes;
 mod heredoc;
+mod multi_platform;
 mod onbuild;
 mod registry_cache_lazy;
 mod secrets;
