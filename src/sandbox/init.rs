@@ -37,10 +37,6 @@ pub fn enter_if_requested() -> Option<ExitCode> {
     }
 }
 
-/// Exit code of `__sandbox-probe userns` when the namespace was made but the kernel refused
-/// to map this process's own id into it (root without CAP_SETFCAP, Linux ≥ 5.12).
-pub(crate) const PROBE_MAP_REFUSED: u8 = 2;
-
 /// Tries what a rootless step needs first: a user namespace with a mount namespace in it,
 /// and this process's own id mapped to root there (the least any map holds). With the
 /// argument `mountns` (chroot mode, root): a mount namespace alone.
@@ -67,7 +63,7 @@ fn probe_main() -> ExitCode {
     for (file, text) in maps {
         if let Err(e) = std::fs::write(file, &text) {
             eprintln!("writing {text:?} to {file}: {e}");
-            return ExitCode::from(PROBE_MAP_REFUSED);
+            return ExitCode::from(super::protocol::PROBE_MAP_REFUSED);
         }
     }
     ExitCode::SUCCESS

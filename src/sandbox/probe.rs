@@ -222,7 +222,7 @@ fn namespace_works(kiln_exe: &Path, what: &str) -> Result<(), Refused> {
         return Ok(());
     }
     let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    let map = out.status.code() == Some(i32::from(super::init::PROBE_MAP_REFUSED));
+    let map = out.status.code() == Some(i32::from(super::protocol::PROBE_MAP_REFUSED));
     let hint = match std::fs::read_to_string("/proc/sys/user/max_user_namespaces") {
         _ if map => "; root needs CAP_SETFCAP to map uid 0 into a user namespace (Linux ≥ 5.12)",
         Ok(n) if n.trim() == "0" && what == "userns" => {

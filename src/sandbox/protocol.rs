@@ -18,6 +18,10 @@ use std::process::{Child, Command};
 use super::security::Security;
 use super::{Network, SecretBytes};
 
+/// Exit code of `__sandbox-probe userns` when the namespace was made but the kernel refused
+/// to map this process's own id into it (root without CAP_SETFCAP, Linux ≥ 5.12).
+pub(crate) const PROBE_MAP_REFUSED: u8 = 2;
+
 /// The fd the init reports [`Status`] lines on.
 pub(crate) const STATUS_FD: i32 = 3;
 /// The line the parent sends once the id maps are written.
