@@ -50,7 +50,7 @@ use crate::digest::Digest;
 use crate::dockerfile::{Span, render_at};
 use crate::error_chain::Causes;
 use crate::image::{ImageFormat, Layer, Stored, StoredImage, StoredIndex};
-use crate::layer::Compression;
+use crate::layer::Encoding;
 use crate::plan::{self, PlanOptions, ignore::DockerIgnore};
 use crate::platform::Platform;
 use crate::progress::Progress;
@@ -75,7 +75,8 @@ pub struct BuildRequest {
     pub tags: Vec<Reference>,
     /// `--label` values, applied to the final image.
     pub labels: Vec<(String, String)>,
-    pub compression: Compression,
+    /// `--compression` and `--compression-level`: how new layers are compressed.
+    pub encoding: Encoding,
     pub format: ImageFormat,
     /// `SOURCE_DATE_EPOCH`: clamps created times and file mtimes for reproducible images.
     pub source_date_epoch: Option<i64>,

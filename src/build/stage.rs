@@ -217,7 +217,7 @@ impl<'a> Runner<'a> {
         let mut parent = BuildCache::stage_root(
             base.as_ref(),
             &self.platform,
-            self.req.compression.into(),
+            self.req.encoding.compression(),
             self.req.source_date_epoch,
         );
         let mut label = stage
@@ -661,7 +661,7 @@ impl<'a> Runner<'a> {
             return Err(step_err(step.span, run::failure(&step.original, &outcome)));
         }
         let opts = LayerOptions {
-            compression: self.req.compression,
+            encoding: self.req.encoding,
             source_date_epoch: self.req.source_date_epoch,
             id_map: None,
         };
@@ -765,7 +765,7 @@ impl<'a> Runner<'a> {
         created_by: &str,
     ) -> Result<(), BuildError> {
         let opts = LayerOptions {
-            compression: self.req.compression,
+            encoding: self.req.encoding,
             source_date_epoch: self.req.source_date_epoch,
             id_map: None,
         };

@@ -7,7 +7,7 @@ use crate::Digest;
 use crate::build::{BuildRequest, LayerReady};
 use crate::image::{ImageFormat, Output};
 use crate::image::{Layer, Stored};
-use crate::layer::Compression;
+use crate::layer::{Compression, Encoding};
 use crate::progress::Progress;
 use crate::reference::Reference;
 use crate::registry::{Manifest, StoreBlobs};
@@ -298,18 +298,16 @@ impl Waits<'_> {
     }
 }
 
-/// `--compression` and `--compression-level` as a layer compression.
-fn compression(algo: &str, level: Option<i32>) -> anyhow::Result<Compression> {
-    match (algo, level) {
-        ("zstd", None) => Ok(Compression::Zstd { level: 3 }),
-        ("zstd", Some(l)) if (1..=22).contains(&l) => Ok(Compression::Zstd { level: l }),
-        (_, None) => Ok(Compression::default()),
-        ("gzip", Some(l)) if (0..=9).contains(&l) => Ok(Compression::Gzip { level: l as u32 }),
-        (algo, Some(l)) => {
-            let range = if algo == "zstd" { "1-22" } else { "0-9" };
-            anyhow::bail!("--compression-level {l} is out of range for {algo}: use {range}")
-        }
-    }
+/// `--compression` and `--compression-level` as the encoding of new layers.
+fn encoding(algo: &str, level: Option<i32>) -> anyhow::Result<Encoding> {
+    let compression = Compression::from_name(algo).unwrap_or(Compression::Gzip);
+    Encoding::new(compression, level).map_err(|_| {
+        let range = compression
+            .levels()
+            .map_or("0".into(), |r| format!("{}-{}", r.start(), r.end()));
+        let l = level.unwrap_or_default();
+        anyhow::anyhow!("--compression-level {l} is out of range for {algo}: use {range}")
+    })
 }
 
 /// One repository `--push` goes to, with its registry client.
@@ -442,7 +440,7 @@ fn request(a: &Args) -> anyhow::Result<BuildRequest> {
         .iter()
         .map(|kv| label(kv))
         .collect::<anyhow::Result<_>>()?;
-    let compression = compression(&a.compression, a.compression_level)?;
+    let encoding = encoding(&a.compression, a.compression_level)?;
     let format = if a.format == "docker" {
         ImageFormat::Docker
     } else {
@@ -457,7 +455,7 @@ fn request(a: &Args) -> anyhow::Result<BuildRequest> {
         target: a.dockerfile.target.clone(),
         tags,
         labels,
-        compression,
+        encoding,
         format,
         source_date_epoch: source_date_epoch()?,
         no_cache: a.no_cache,
