@@ -83,7 +83,7 @@ pub struct BuildRequest {
     /// `--no-cache`: build every step (results are still recorded for the next build).
     pub no_cache: bool,
     /// The network RUN steps get unless they say otherwise (`--network`).
-    pub network: crate::sandbox::Network,
+    pub network: crate::network::Network,
     /// How many stages may build at once (`--jobs`); at least 1.
     pub jobs: usize,
     /// The platforms to build for (`--platform`): none is this machine's; two or more give a

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::context::{Context, ContextError};
 use super::ssh::AgentProxy;
 use crate::layer::{IdMap as LayerIds, IdRange as LayerRange, LayerIdMap};
-use crate::plan::{self, Mount, MountKind, RunProgram, Sharing};
+use crate::plan::{Mount, MountKind, RunProgram, Sharing};
 use crate::sandbox::{self, CacheSharing, MountSpec, SecretBytes, StepOutcome, StepSpec};
 
 /// Where heredoc scripts (`RUN <<EOF` with a shebang) appear inside the step.
@@ -16,7 +16,8 @@ const SCRIPT_DIR: &str = "/.kiln-run";
 pub(crate) struct RunArgs<'a> {
     pub program: &'a RunProgram,
     pub mounts: &'a [Mount],
-    pub network: plan::Network,
+    /// RUN `--network`; `None` is the build's default.
+    pub network: Option<sandbox::Network>,
     /// `--security=insecure` (the planner refused it unless the user allowed it).
     pub insecure: bool,
     pub proxy_env: &'a [(String, String)],
@@ -101,11 +102,7 @@ pub(crate) fn spec(
     {
         step_env.push(format!("SSH_AUTH_SOCK={sock}"));
     }
-    let network = match args.network {
-        plan::Network::Default => env.default_network,
-        plan::Network::None => sandbox::Network::None,
-        plan::Network::Host => sandbox::Network::Host,
-    };
+    let network = args.network.unwrap_or(env.default_network);
     Ok(StepSpec {
         id: env.id.clone(),
         lower_dirs: env.lower_dirs.clone(),
@@ -369,7 +366,7 @@ mod tests {
     use super::*;
 
     fn secret_mount_spec(spec: &str) -> Mount {
-        plan::parse_mount(spec).unwrap()
+        crate::plan::parse_mount(spec).unwrap()
     }
 
     #[test]

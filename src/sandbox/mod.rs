@@ -114,6 +114,7 @@ mod user;
 use std::fmt;
 use std::path::PathBuf;
 
+pub use crate::network::Network;
 pub use error::SandboxError;
 pub use idmap::{IdMap, IdRange};
 pub use mapped::{MappedFs, remove_tree_as_mapped_root};
@@ -131,17 +132,6 @@ pub enum Isolation {
     Rootless,
     /// No user namespace (for root, or where `CLONE_NEWUSER` is forbidden).
     Chroot,
-}
-
-/// The network a step sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Network {
-    /// The host's network namespace (the default, like buildah rootless and kaniko).
-    #[default]
-    Host,
-    /// A fresh network namespace with only loopback.
-    None,
 }
 
 /// How concurrent steps share one cache mount (`RUN --mount=type=cache,sharing=…`).
