@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use super::context::{Context, ContextError};
 use super::ssh::AgentProxy;
-use crate::layer::{IdMap as LayerIds, IdRange as LayerRange, LayerIdMap};
 use crate::plan::{Mount, MountKind, RunProgram, Sharing};
 use crate::sandbox::{self, CacheSharing, MountSpec, SecretBytes, StepOutcome, StepSpec};
 
@@ -339,28 +338,6 @@ pub(crate) fn failure(original: &str, outcome: &StepOutcome) -> String {
     msg
 }
 
-/// The layer writer's view of the map the step's upper dir was written through.
-pub(crate) fn layer_id_map(m: &sandbox::IdMap) -> Option<LayerIdMap> {
-    if m.is_identity() {
-        return None;
-    }
-    let conv = |r: &[sandbox::IdRange]| {
-        LayerIds::new(
-            r.iter()
-                .map(|r| LayerRange {
-                    image: r.container,
-                    host: r.host,
-                    count: r.count,
-                })
-                .collect(),
-        )
-    };
-    Some(LayerIdMap {
-        uids: conv(&m.uids),
-        gids: conv(&m.gids),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,32 +391,5 @@ mod tests {
     fn env_entries_are_deduplicated_with_the_last_value_winning() {
         let env = vec!["A=arg".to_string(), "B=1".into(), "A=env".into()];
         assert_eq!(dedup_env(env), ["A=env", "B=1"]);
-    }
-
-    #[test]
-    fn id_maps_convert_range_for_range() {
-        let m = sandbox::IdMap {
-            uids: vec![
-                sandbox::IdRange {
-                    container: 0,
-                    host: 1000,
-                    count: 1,
-                },
-                sandbox::IdRange {
-                    container: 1,
-                    host: 100000,
-                    count: 65536,
-                },
-            ],
-            gids: vec![sandbox::IdRange {
-                container: 0,
-                host: 1000,
-                count: 1,
-            }],
-        };
-        let l = layer_id_map(&m).unwrap();
-        assert_eq!(l.uids.host_to_image(100999), Some(1000));
-        assert_eq!(l.gids.host_to_image(1000), Some(0));
-        assert!(layer_id_map(&sandbox::IdMap::default()).is_none());
     }
 }

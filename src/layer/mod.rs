@@ -52,7 +52,7 @@ use std::path::PathBuf;
 pub use crate::digest::Digest;
 pub use compression::{Compression, Encoding};
 pub use entries::{EntrySource, LayerEntry, write_entries, write_entries_teed};
-pub use idmap::{IdMap, IdMapError, IdRange};
+pub use idmap::{IdMap, IdMapError, IdRange, LayerIdMap};
 pub use owners::{Owners, apply_layer_owners};
 pub use unpack::{diff_id, unpack_layer};
 pub use whiteouts::{
@@ -80,13 +80,6 @@ pub struct LayerOptions {
     /// Maps host uid/gid (as seen on the upper dir of a rootless build) to image uid/gid.
     /// `None` writes the host ids unchanged.
     pub id_map: Option<LayerIdMap>,
-}
-
-/// Separate uid and gid maps, in `/proc/<pid>/uid_map` form (image id, host id, count).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LayerIdMap {
-    pub uids: IdMap,
-    pub gids: IdMap,
 }
 
 /// The result of [`write_layer`]: what the image manifest and config need.

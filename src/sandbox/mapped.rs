@@ -26,9 +26,10 @@ use std::sync::mpsc;
 use nix::sched::{CloneFlags, unshare};
 
 use super::SandboxError;
-use super::idmap::{self, IdMap};
+use super::idmap;
 use super::protocol::{MappedStatus, StatusPipe, spawn_with_status_pipe};
 use crate::error_chain::Causes;
+use crate::layer::LayerIdMap;
 use crate::layer::{
     self, Compression, Deletions, DiffKind, Encoding, LayerBlob, LayerOptions, OpaqueXattr,
     Ownership, UnpackOptions,
@@ -41,7 +42,7 @@ const GO: &str = "go";
 #[derive(Debug, Clone)]
 pub struct MappedFs {
     kiln_exe: PathBuf,
-    map: IdMap,
+    map: LayerIdMap,
 }
 
 impl MappedFs {
@@ -60,7 +61,7 @@ impl MappedFs {
     }
 
     /// The map the operations run with (container id → host id).
-    pub fn id_map(&self) -> &IdMap {
+    pub fn id_map(&self) -> &LayerIdMap {
         &self.map
     }
 
@@ -162,7 +163,13 @@ impl MappedFs {
             stdout,
             stderr: Some(stderr),
             reports,
-            mapped_ids: self.map.uids.iter().map(|r| u64::from(r.count)).sum(),
+            mapped_ids: self
+                .map
+                .uids
+                .ranges()
+                .iter()
+                .map(|r| u64::from(r.count))
+                .sum(),
         };
         let mut helper = match helper.reports.recv() {
             Ok(MappedStatus::Unshared) => helper,
