@@ -209,7 +209,7 @@ pub(crate) fn archive_entries(
 
 /// An archive entry's path made relative and clean: `..` cannot climb above the root.
 fn clean_entry(raw: &[u8]) -> String {
-    super::copy::clean(&crate::layer::name::encode(raw))
+    crate::lexical_path::in_root(&crate::layer::name::encode(raw))
 }
 
 /// What a download brought back besides the bytes.

@@ -405,7 +405,7 @@ impl<'a> Runner<'a> {
         for s in spec.sources {
             match s {
                 SourceSpec::Path { path } if !path.contains(['*', '?', '[', '\\']) => {
-                    paths.push(copy::clean(path))
+                    paths.push(crate::lexical_path::in_root(path))
                 }
                 _ => return Ok(None),
             }

@@ -203,7 +203,7 @@ fn bind_source(ctx: &Context, source: &str, what: &str) -> Result<PathBuf, Strin
 /// A bind mount's `source` as a path of `ctx` (see [`bind_source`]); the cache key reads the
 /// same files the step mounts.
 pub(super) fn bind_path(ctx: &Context, source: &str, what: &str) -> Result<String, String> {
-    let rel = super::copy::clean(source);
+    let rel = crate::lexical_path::in_root(source);
     let missing = || format!("RUN --mount=type=bind: source {source:?} is not in {what}");
     let real = ctx.resolve(&rel, true).map_err(|e| match e {
         ContextError::NotFound(_) => missing(),
