@@ -651,14 +651,18 @@ impl<'a> Runner<'a> {
         };
         // The ssh agent relays live until the step is over.
         let mut agents = Vec::new();
-        let spec = run::spec(args, &env, &mut agents).map_err(|m| step_err(step.span, m))?;
+        let spec =
+            run::spec(args, &env, &mut agents).map_err(|e| super::step_failed(step.span, e))?;
         let outcome = self
             .sandbox
             .run_step(&spec, self.progress)
             .map_err(|e| super::step_failed(step.span, e))?;
         drop(agents);
         if !outcome.success() {
-            return Err(step_err(step.span, run::failure(&step.original, &outcome)));
+            return Err(super::step_failed(
+                step.span,
+                run::failure(&step.original, &outcome),
+            ));
         }
         let opts = LayerOptions {
             encoding: self.req.encoding,
