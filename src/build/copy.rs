@@ -57,6 +57,8 @@ pub(crate) enum CopyError {
         #[source]
         source: GlobError,
     },
+    #[error("COPY needs a build context, but the Dockerfile came from stdin without one")]
+    NoContext,
     #[error("COPY destination {0:?}: too many levels of symlinks in the image")]
     SymlinkLoop(String),
     #[error("COPY destination {path:?}: {blocker:?} is not a directory in the image")]
@@ -139,6 +141,17 @@ pub(crate) enum Chmod {
     Symbolic(Vec<ModeClause>),
 }
 
+/// A `--chmod` value that is not a mode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ChmodError {
+    #[error("--chmod={0}: not an octal mode (0000 to 7777)")]
+    Octal(String),
+    #[error(
+        "--chmod={0}: not a mode; use octal (0755) or symbolic like chmod(1) (u+x, go-w, a=rX)"
+    )]
+    Mode(String),
+}
+
 /// One `who op perms` clause of a symbolic mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ModeClause {
@@ -149,19 +162,15 @@ pub(crate) struct ModeClause {
 }
 
 impl Chmod {
-    pub fn parse(s: &str) -> Result<Chmod, String> {
+    pub fn parse(s: &str) -> Result<Chmod, ChmodError> {
         if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
             return u32::from_str_radix(s, 8)
                 .ok()
                 .filter(|m| *m <= 0o7777)
                 .map(Chmod::Octal)
-                .ok_or_else(|| format!("--chmod={s}: not an octal mode (0000 to 7777)"));
+                .ok_or_else(|| ChmodError::Octal(s.to_string()));
         }
-        let bad = || {
-            format!(
-                "--chmod={s}: not a mode; use octal (0755) or symbolic like chmod(1) (u+x, go-w, a=rX)"
-            )
-        };
+        let bad = || ChmodError::Mode(s.to_string());
         let mut clauses = Vec::new();
         for part in s.split(',') {
             let who_end = part.find(['+', '-', '=']).ok_or_else(bad)?;

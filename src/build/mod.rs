@@ -165,9 +165,6 @@ pub enum BuildError {
     /// Parse and plan errors, already rendered with the Dockerfile's name and a caret.
     #[error("{0}")]
     Plan(String),
-    /// A step failed; `message` says what to do.
-    #[error("{message}")]
-    Step { span: Span, message: String },
     /// A step failed because of a typed error, kept as the cause.
     #[error(transparent)]
     StepFailed(StepFailure),
@@ -203,9 +200,6 @@ impl BuildError {
     /// line.
     pub fn render(&self, req: &BuildRequest) -> String {
         match self {
-            BuildError::Step { span, message } => {
-                render_at(&req.dockerfile_name, &req.dockerfile, *span, message)
-            }
             BuildError::StepFailed(f) => render_at(
                 &req.dockerfile_name,
                 &req.dockerfile,
@@ -554,7 +548,7 @@ fn base_envs(
         }
         let stored = runner
             .stored_image(name)
-            .map_err(|m| stage::step_err(stage.span, m))?;
+            .map_err(|e| step_failed(stage.span, e))?;
         let base = crate::image::ImageBuilder::from_base(&stored, env.created)?;
         let vars = base
             .config()

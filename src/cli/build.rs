@@ -573,27 +573,56 @@ fn http_client(tls_verify: bool) -> anyhow::Result<reqwest::Client> {
         .context("creating the HTTP client for ADD <url>")
 }
 
+/// Why an `ADD <url>` download failed. URLs may carry credentials (`https://user:pw@host/…`):
+/// only the host is ever part of a message, and reqwest's errors lose their URL.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error("not a valid URL")]
+    Url(#[source] <reqwest::Url as std::str::FromStr>::Err),
+    #[error("cannot reach {host}")]
+    Connect {
+        host: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{host} answered HTTP {status}; check the URL")]
+    Status {
+        host: String,
+        status: reqwest::StatusCode,
+    },
+    #[error("download from {host} broke off")]
+    Body {
+        host: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("writing the download")]
+    Write(#[source] std::io::Error),
+}
+
 /// Streams the body of `url` into `out` chunk by chunk; the error names the URL's host and
-/// the HTTP status. URLs may carry credentials (`https://user:pw@host/…`): they are never
-/// part of a message.
+/// the HTTP status.
 fn fetch_url(
     rt: &tokio::runtime::Runtime,
     http: &reqwest::Client,
     url: &str,
     out: &mut dyn std::io::Write,
-) -> Result<crate::build::FetchInfo, String> {
+) -> Result<crate::build::FetchInfo, FetchError> {
     use futures_util::StreamExt;
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a valid URL: {e}"))?;
+    let parsed = reqwest::Url::parse(url).map_err(FetchError::Url)?;
     let host = parsed.host_str().unwrap_or("?").to_string();
     rt.block_on(async {
         let resp = http
             .get(parsed)
             .send()
             .await
-            .map_err(|e| format!("cannot reach {host}: {}", e.without_url()))?;
+            .map_err(|e| FetchError::Connect {
+                host: host.clone(),
+                source: e.without_url(),
+            })?;
         let status = resp.status();
         if !status.is_success() {
-            return Err(format!("{host} answered HTTP {status}; check the URL"));
+            return Err(FetchError::Status { host, status });
         }
         let last_modified = resp
             .headers()
@@ -603,10 +632,11 @@ fn fetch_url(
             .map(|t| t.timestamp());
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk
-                .map_err(|e| format!("download from {host} broke off: {}", e.without_url()))?;
-            out.write_all(&chunk)
-                .map_err(|e| format!("writing the download: {e}"))?;
+            let chunk = chunk.map_err(|e| FetchError::Body {
+                host: host.clone(),
+                source: e.without_url(),
+            })?;
+            out.write_all(&chunk).map_err(FetchError::Write)?;
         }
         Ok(crate::build::FetchInfo { last_modified })
     })
