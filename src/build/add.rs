@@ -506,6 +506,19 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_download_names_the_url_without_credentials_and_its_cause_once() {
+        let fetch = |_: &str, _: &mut dyn Write| -> Result<FetchInfo, super::super::HookError> {
+            Err(io::Error::other("connection reset").into())
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let err = download(&fetch, "https://u:pw@h/f", dir.path(), "x").unwrap_err();
+        let shown = crate::error_chain::Causes(&err).to_string();
+        assert_eq!(shown, "ADD https://***@h/f: connection reset");
+        // The message itself never carries the cause (it is the source).
+        assert_eq!(err.to_string(), "ADD https://***@h/f");
+    }
+
+    #[test]
     fn credentials_in_urls_never_reach_messages() {
         assert_eq!(redact("https://u:secret@h/a@b"), "https://***@h/a@b");
         assert_eq!(redact("https://h/p?q=a@b"), "https://h/p?q=a@b");
