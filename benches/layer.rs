@@ -14,7 +14,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use kiln::layer::{Compression, DiffKind, LayerOptions, write_layer};
+use kiln::layer::{Compression, DiffKind, Encoding, LayerOptions, write_layer};
 
 const WORDS: [&str; 24] = [
     "layer",
@@ -130,21 +130,21 @@ fn timed(bytes: u64, f: impl FnOnce()) -> f64 {
 }
 
 /// The compressor alone: one stream per thread over `threads` interleaved slices of the files.
-fn compressor_floor(files: &[PathBuf], bytes: u64, threads: usize, codec: Compression) -> f64 {
+fn compressor_floor(files: &[PathBuf], bytes: u64, threads: usize, codec: Encoding) -> f64 {
     timed(bytes, || {
         std::thread::scope(|s| {
             for t in 0..threads {
                 let mine: Vec<PathBuf> = files.iter().skip(t).step_by(threads).cloned().collect();
-                s.spawn(move || match codec {
-                    Compression::Zstd { level } => {
-                        let mut e = zstd::stream::Encoder::new(io::sink(), level).unwrap();
+                s.spawn(move || match codec.compression() {
+                    Compression::Zstd => {
+                        let mut e = zstd::stream::Encoder::new(io::sink(), codec.level()).unwrap();
                         read_all(&mine, &mut e);
                         e.finish().unwrap();
                     }
-                    Compression::Gzip { level } => {
+                    Compression::Gzip => {
                         let mut e = flate2::write::GzEncoder::new(
                             io::sink(),
-                            flate2::Compression::new(level),
+                            flate2::Compression::new(codec.level().unsigned_abs()),
                         );
                         read_all(&mine, &mut e);
                         e.finish().unwrap();
@@ -195,20 +195,20 @@ fn bench_tree(name: &str, root: &Path, files: &[PathBuf]) {
     println!("floor  sha256 (read + hash)            {sha:8.1} MB/s");
     // gzip-5 is kiln's default; gzip-6 is zlib's customary level, for comparison.
     let codecs = [
-        ("gzip-5", Compression::default()),
-        ("gzip-6", Compression::Gzip { level: 6 }),
-        ("zstd-3", Compression::Zstd { level: 3 }),
+        ("gzip-5", Encoding::default()),
+        ("gzip-6", Encoding::new(Compression::Gzip, Some(6)).unwrap()),
+        ("zstd-3", Encoding::new(Compression::Zstd, Some(3)).unwrap()),
     ];
-    let mut cases = vec![("none", Compression::None, sha)];
+    let mut cases = vec![("none", Encoding::plain(), sha)];
     for (n, codec) in codecs {
         let one = compressor_floor(files, bytes, 1, codec);
         let all = compressor_floor(files, bytes, threads, codec);
         println!("floor  {n} alone: 1 stream {one:7.1} MB/s, {threads} streams {all:7.1} MB/s");
         cases.push((n, codec, all));
     }
-    for (n, compression, floor) in cases {
+    for (n, encoding, floor) in cases {
         let opts = LayerOptions {
-            compression,
+            encoding,
             ..LayerOptions::default()
         };
         reset_peak_rss();

@@ -7,7 +7,8 @@
 //! outputs) → `build` (wires them) → `cli` (the only place that prints).
 //!
 //! `manifest` (with `digest` and `platform`) is the bottom of the graph: the one reader of
-//! manifests, indexes and image configs, used by every stage that reads them. `lexical_path`
+//! manifests, indexes and image configs, used by every stage that reads them. `network` (the
+//! one `Network` of RUN steps, spoken by `plan` and `sandbox`) sits there too. `lexical_path`
 //! (Go's `path.Clean`) sits beside it, used by `plan` and `layer`.
 //!
 //! Nothing below `cli` prints: it reports through return values and [`progress`] events.
@@ -16,6 +17,7 @@ pub mod digest;
 pub mod error_chain;
 pub mod lexical_path;
 pub mod manifest;
+pub mod network;
 pub mod platform;
 pub mod progress;
 pub mod reference;

@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 
 use super::copy::{CopyError, join};
 use crate::digest::{Digest, HashingWriter};
-use crate::error_chain::Causes;
 use crate::layer::{EntrySource, LayerEntry};
 
 /// Opens `path` as a tar stream if it is a tar archive, compressed or not (decided by the
@@ -209,7 +208,48 @@ pub(crate) fn archive_entries(
 
 /// An archive entry's path made relative and clean: `..` cannot climb above the root.
 fn clean_entry(raw: &[u8]) -> String {
-    super::copy::clean(&crate::layer::name::encode(raw))
+    crate::lexical_path::in_root(&crate::layer::name::encode(raw))
+}
+
+/// Why an ADD source could not be downloaded or checked. URLs appear redacted ([`redact`]).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AddError {
+    #[error("ADD {url}: writing the download to {path}")]
+    Spool {
+        url: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The [`Fetch`](super::Fetch) hook's own error.
+    #[error("ADD {url}")]
+    Fetch {
+        url: String,
+        #[source]
+        source: super::HookError,
+    },
+    #[error("creating a download dir in the store")]
+    DownloadDir(#[source] crate::store::StoreError),
+    #[error("--checksum={0}: expected sha256:<64 hex digits> (the digest of the file)")]
+    Checksum(String),
+    #[error(
+        "ADD {url}: checksum mismatch: --checksum says {want}, the download is {got}; fix the checksum or the URL"
+    )]
+    ChecksumMismatch {
+        url: String,
+        want: Digest,
+        got: Digest,
+    },
+    #[error("ADD {0}: the URL has no file name; give a destination file path (not ending in /)")]
+    NoFileName(String),
+    #[error(
+        "ADD --checksum applies to file URLs; for the git source {0} pin the commit instead (#<commit id>)"
+    )]
+    ChecksumOnGit(String),
+    #[error("ADD --checksum applies to URL sources only, and {0} is a local path")]
+    ChecksumOnPath(String),
+    #[error("ADD {0}: only http:// and https:// URLs can be downloaded")]
+    Scheme(String),
 }
 
 /// What a download brought back besides the bytes.
@@ -235,16 +275,24 @@ pub(crate) fn download(
     url: &str,
     scratch: &Path,
     name: &str,
-) -> Result<Fetched, String> {
+) -> Result<Fetched, AddError> {
     let path = scratch.join(name);
-    let file = File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let spool = |source| AddError::Spool {
+        url: redact(url),
+        path: path.clone(),
+        source,
+    };
+    let file = File::create(&path).map_err(spool)?;
     let mut w = HashingWriter::new(io::BufWriter::new(file));
-    let info = fetch(url, &mut w).map_err(|e| Causes(e.as_ref()).to_string())?;
+    let info = fetch(url, &mut w).map_err(|source| AddError::Fetch {
+        url: redact(url),
+        source,
+    })?;
     let (out, digest, size) = w.finish();
     out.into_inner()
         .map_err(|e| e.into_error())
         .and_then(|f| f.sync_all())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(spool)?;
     Ok(Fetched {
         path,
         size,
@@ -254,14 +302,13 @@ pub(crate) fn download(
 }
 
 /// `--checksum=sha256:<hex>`: the digest the download must have.
-pub(crate) fn parse_checksum(s: &str) -> Result<Digest, String> {
-    s.parse::<Digest>().map_err(|_| {
-        format!("--checksum={s}: expected sha256:<64 hex digits> (the digest of the file)")
-    })
+pub(crate) fn parse_checksum(s: &str) -> Result<Digest, AddError> {
+    s.parse::<Digest>()
+        .map_err(|_| AddError::Checksum(s.to_string()))
 }
 
 /// The file name a URL gives a download into a directory (Docker: the last path segment).
-pub(crate) fn url_file_name(url: &str) -> Result<String, String> {
+pub(crate) fn url_file_name(url: &str) -> Result<String, AddError> {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let path = rest.split(['?', '#']).next().unwrap_or("");
     let path = path.split_once('/').map_or("", |(_, p)| p);
@@ -269,12 +316,7 @@ pub(crate) fn url_file_name(url: &str) -> Result<String, String> {
         .next()
         .filter(|n| !n.is_empty() && *n != "." && *n != "..")
         .map(str::to_string)
-        .ok_or_else(|| {
-            format!(
-                "ADD {}: the URL has no file name; give a destination file path (not ending in /)",
-                redact(url)
-            )
-        })
+        .ok_or_else(|| AddError::NoFileName(redact(url)))
 }
 
 /// `url` without the credentials it may carry (`https://user:pw@host/…`), for messages.
@@ -464,10 +506,25 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_download_names_the_url_without_credentials_and_its_cause_once() {
+        let fetch = |_: &str, _: &mut dyn Write| -> Result<FetchInfo, super::super::HookError> {
+            Err(io::Error::other("connection reset").into())
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let err = download(&fetch, "https://u:pw@h/f", dir.path(), "x").unwrap_err();
+        let shown = crate::error_chain::Causes(&err).to_string();
+        assert_eq!(shown, "ADD https://***@h/f: connection reset");
+        // The message itself never carries the cause (it is the source).
+        assert_eq!(err.to_string(), "ADD https://***@h/f");
+    }
+
+    #[test]
     fn credentials_in_urls_never_reach_messages() {
         assert_eq!(redact("https://u:secret@h/a@b"), "https://***@h/a@b");
         assert_eq!(redact("https://h/p?q=a@b"), "https://h/p?q=a@b");
-        let err = url_file_name("https://u:secret@h/").unwrap_err();
+        let err = url_file_name("https://u:secret@h/")
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("secret"), "{err}");
     }
 }

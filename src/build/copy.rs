@@ -35,7 +35,9 @@ use std::path::Path;
 
 use super::context::{Context, ContextError, Entry, EntryKind};
 use crate::layer::{EntrySource, LayerEntry};
+use crate::lexical_path::in_root;
 use crate::plan::SourceSpec;
+use crate::plan::glob::{Glob, GlobError};
 use crate::plan::ignore::DockerIgnore;
 
 /// Why a COPY could not be planned into entries.
@@ -49,6 +51,14 @@ pub(crate) enum CopyError {
     },
     #[error("COPY source pattern {0:?} matches no files")]
     NoMatch(String),
+    #[error("COPY source pattern {pattern:?} is not a valid wildcard")]
+    Pattern {
+        pattern: String,
+        #[source]
+        source: GlobError,
+    },
+    #[error("COPY needs a build context, but the Dockerfile came from stdin without one")]
+    NoContext,
     #[error("COPY destination {0:?}: too many levels of symlinks in the image")]
     SymlinkLoop(String),
     #[error("COPY destination {path:?}: {blocker:?} is not a directory in the image")]
@@ -131,6 +141,17 @@ pub(crate) enum Chmod {
     Symbolic(Vec<ModeClause>),
 }
 
+/// A `--chmod` value that is not a mode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ChmodError {
+    #[error("--chmod={0}: not an octal mode (0000 to 7777)")]
+    Octal(String),
+    #[error(
+        "--chmod={0}: not a mode; use octal (0755) or symbolic like chmod(1) (u+x, go-w, a=rX)"
+    )]
+    Mode(String),
+}
+
 /// One `who op perms` clause of a symbolic mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ModeClause {
@@ -141,19 +162,15 @@ pub(crate) struct ModeClause {
 }
 
 impl Chmod {
-    pub fn parse(s: &str) -> Result<Chmod, String> {
+    pub fn parse(s: &str) -> Result<Chmod, ChmodError> {
         if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
             return u32::from_str_radix(s, 8)
                 .ok()
                 .filter(|m| *m <= 0o7777)
                 .map(Chmod::Octal)
-                .ok_or_else(|| format!("--chmod={s}: not an octal mode (0000 to 7777)"));
+                .ok_or_else(|| ChmodError::Octal(s.to_string()));
         }
-        let bad = || {
-            format!(
-                "--chmod={s}: not a mode; use octal (0755) or symbolic like chmod(1) (u+x, go-w, a=rX)"
-            )
-        };
+        let bad = || ChmodError::Mode(s.to_string());
         let mut clauses = Vec::new();
         for part in s.split(',') {
             let who_end = part.find(['+', '-', '=']).ok_or_else(bad)?;
@@ -360,8 +377,8 @@ pub(crate) fn destination(dest: &str, image: &dyn ImageView) -> Result<(String, 
 /// `--parents` pivot: the cleaned part before a `/./` in a source (empty without one).
 fn split_pivot(path: &str) -> (String, String) {
     match path.split_once("/./") {
-        Some((before, after)) => (clean(before), clean(after)),
-        None => (String::new(), clean(path)),
+        Some((before, after)) => (in_root(before), in_root(after)),
+        None => (String::new(), in_root(path)),
     }
 }
 
@@ -405,18 +422,22 @@ fn place(entries: Vec<LayerEntry>, image: &dyn ImageView) -> Result<Vec<LayerEnt
     Ok(out)
 }
 
-/// Context-relative paths a source names: itself, or every top-most match of a wildcard.
+/// Context-relative paths a source names: itself, or every top-most match of a wildcard. A
+/// source is a path glob, not a `.dockerignore` line: `#` and `!` are plain characters.
 pub(crate) fn matches(tree: &Context, path: &str) -> Result<Vec<String>, CopyError> {
-    let clean = clean(path);
+    let clean = in_root(path);
     if !clean.contains(['*', '?', '[']) {
         return Ok(vec![clean]);
     }
-    let pattern = DockerIgnore::parse(&clean).map_err(|_| CopyError::NoMatch(path.to_string()))?;
+    let pattern = Glob::compile(&clean).map_err(|source| CopyError::Pattern {
+        pattern: path.to_string(),
+        source,
+    })?;
     let all = tree.all_paths()?;
     // A match whose parent also matched is inside a copied directory already.
     let found: Vec<String> = all
         .into_iter()
-        .filter(|p| pattern.is_excluded(p) && !parent(p).is_some_and(|q| pattern.is_excluded(q)))
+        .filter(|p| pattern.matches(p) && !parent(p).is_some_and(|q| pattern.matches(q)))
         .collect();
     if found.is_empty() {
         return Err(CopyError::NoMatch(path.to_string()));
@@ -675,21 +696,6 @@ pub(crate) fn join(dir: &str, name: &str) -> String {
     }
 }
 
-/// Docker strips a leading `/` and `./`, and a trailing `/`: sources cannot leave the tree.
-pub(crate) fn clean(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in path.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    parts.join("/")
-}
-
 /// Up to three tree paths that look like what the user meant.
 fn close_matches(tree: &Context, missing: &str) -> String {
     let Ok(all) = tree.all_paths() else {
@@ -781,6 +787,31 @@ mod tests {
             .collect();
         got.sort();
         got
+    }
+
+    #[test]
+    fn a_source_is_a_glob_not_a_dockerignore_line() {
+        let (_d, c) = ctx(&[
+            ("#n1.md", "h"),
+            ("!y1", "b"),
+            ("y2", "not a match"),
+            ("d/!z", "below"),
+        ]);
+        assert_eq!(matches(&c, "#n*.md").unwrap(), ["#n1.md"]);
+        assert_eq!(matches(&c, "!y*").unwrap(), ["!y1"]);
+        assert_eq!(matches(&c, "/../d/!*").unwrap(), ["d/!z"]);
+        assert_eq!(matches(&c, "!x").unwrap(), ["!x"]);
+        assert!(matches!(
+            matches(&c, "#zz*"),
+            Err(CopyError::NoMatch(p)) if p == "#zz*"
+        ));
+        assert!(matches!(
+            matches(&c, "a[b"),
+            Err(CopyError::Pattern {
+                source: GlobError::UnclosedClass,
+                ..
+            })
+        ));
     }
 
     #[test]

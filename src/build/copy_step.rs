@@ -4,14 +4,14 @@
 
 use std::path::PathBuf;
 
+use super::add::AddError;
 use super::cache::{self, SourceDigest};
 use super::context::{Context, EntryKind};
 use super::copy::{self, Chmod, CopyOptions};
 use super::image_tree::{ImageTree, LayerView};
-use super::stage::{Runner, step_err, unpack_options};
+use super::stage::{Runner, unpack_options};
 use super::{BuildError, add, git, step_failed};
 use crate::dockerfile::Span;
-use crate::error_chain::Causes;
 use crate::image::{ImageBuilder, Layer};
 use crate::layer;
 use crate::plan::ignore::DockerIgnore;
@@ -30,31 +30,20 @@ impl<'a> Runner<'a> {
                 continue;
             };
             if git::is_git(path) {
-                git::parse(path).map_err(|e| git_err(span, &e))?;
+                git::parse(path).map_err(|e| step_failed(span, e))?;
                 if add.checksum.is_some() {
-                    return Err(step_err(
+                    return Err(step_failed(
                         span,
-                        format!(
-                            "ADD --checksum applies to file URLs; for the git source {} pin the commit instead (#<commit id>)",
-                            add::redact(path)
-                        ),
+                        AddError::ChecksumOnGit(add::redact(path)),
                     ));
                 }
                 continue;
             }
             if path.contains("://") && !add::is_url(path) {
-                return Err(step_err(
-                    span,
-                    format!("ADD {path}: only http:// and https:// URLs can be downloaded"),
-                ));
+                return Err(step_failed(span, AddError::Scheme(add::redact(path))));
             }
             if add.checksum.is_some() && !add::is_url(path) {
-                return Err(step_err(
-                    span,
-                    format!(
-                        "ADD --checksum applies to URL sources only, and {path} is a local path"
-                    ),
-                ));
+                return Err(step_failed(span, AddError::ChecksumOnPath(path.clone())));
             }
         }
         Ok(())
@@ -73,21 +62,26 @@ impl<'a> Runner<'a> {
         let lowers = self.unpacked_layers(img.layers())?;
         let image = self.image_tree(&lowers);
         let (uid, gid) = match spec.chown {
-            Some(c) => resolve_owner(c, &|f| image.read_file(f)).map_err(|m| step_err(span, m))?,
+            Some(c) => resolve_owner(c, &|f| image.read_file(f)).map_err(|e| {
+                step_failed(
+                    span,
+                    ChownError {
+                        spec: c.to_string(),
+                        source: e,
+                    },
+                )
+            })?,
             None => (0, 0),
         };
         let chmod = spec
             .chmod
             .map(Chmod::parse)
             .transpose()
-            .map_err(|m| step_err(span, m))?;
+            .map_err(|e| step_failed(span, e))?;
         let exclude = if spec.exclude.is_empty() {
             None
         } else {
-            Some(
-                DockerIgnore::parse(&spec.exclude.join("\n"))
-                    .map_err(|e| step_err(span, e.to_string()))?,
-            )
+            Some(DockerIgnore::parse(&spec.exclude.join("\n")).map_err(|e| step_failed(span, e))?)
         };
         let now = u64::try_from(self.created.timestamp()).unwrap_or(0);
         let (tree_holder, from) = match self.layer_source_tree(spec)? {
@@ -169,7 +163,7 @@ impl<'a> Runner<'a> {
             let path = if dest_is_dir {
                 copy::join(
                     &dest,
-                    &add::url_file_name(url).map_err(|m| step_err(span, m))?,
+                    &add::url_file_name(url).map_err(|e| step_failed(span, e))?,
                 )
             } else {
                 dest.clone()
@@ -201,11 +195,11 @@ impl<'a> Runner<'a> {
         dir: &std::path::Path,
         span: Span,
     ) -> Result<Vec<layer::LayerEntry>, BuildError> {
-        let repo = git::parse(src).map_err(|e| git_err(span, &e))?;
+        let repo = git::parse(src).map_err(|e| step_failed(span, e))?;
         let agent = self.req.ssh.get("default").map(PathBuf::as_path);
         let at = self.resolve_git(src, &repo, span)?;
         repo.checkout(&at, dir, add.keep_git_dir, agent)
-            .map_err(|e| git_err(span, &e))?;
+            .map_err(|e| step_failed(span, e))?;
         let tree = Context::open(dir, DockerIgnore::parse("").expect("empty ignore"), None)?;
         let from = format!("the git repository {}", repo.shown());
         let git_opts = CopyOptions {
@@ -234,7 +228,7 @@ impl<'a> Runner<'a> {
             &git_opts,
             Vec::new(),
         )
-        .map_err(|e| step_err(span, e.to_string()))
+        .map_err(|e| step_failed(span, e))
     }
 
     /// The commit a git source's ref names: resolved once per build (the cache key and the
@@ -255,7 +249,7 @@ impl<'a> Runner<'a> {
             return Ok(r.clone());
         }
         let agent = self.req.ssh.get("default").map(PathBuf::as_path);
-        let at = repo.resolve(agent).map_err(|e| git_err(span, &e))?;
+        let at = repo.resolve(agent).map_err(|e| step_failed(span, e))?;
         self.downloads
             .lock()
             .expect("downloads lock")
@@ -278,19 +272,17 @@ impl<'a> Runner<'a> {
         let got = match earlier {
             Some(f) => f,
             None => add::download(self.hooks.fetch, url, scratch, &format!("url-{n}"))
-                .map_err(|m| step_err(span, format!("ADD {}: {m}", add::redact(url))))?,
+                .map_err(|e| step_failed(span, e))?,
         };
         if let Some(want) = checksum {
-            let want = add::parse_checksum(want).map_err(|m| step_err(span, m))?;
+            let want = add::parse_checksum(want).map_err(|e| step_failed(span, e))?;
             if want != got.digest {
-                return Err(step_err(
-                    span,
-                    format!(
-                        "ADD {}: checksum mismatch: --checksum says {want}, the download is {}; fix the checksum or the URL",
-                        add::redact(url),
-                        got.digest
-                    ),
-                ));
+                let mismatch = AddError::ChecksumMismatch {
+                    url: add::redact(url),
+                    want,
+                    got: got.digest,
+                };
+                return Err(step_failed(span, mismatch));
             }
         }
         Ok(got)
@@ -310,13 +302,13 @@ impl<'a> Runner<'a> {
                 continue;
             };
             if git::is_git(path) {
-                let repo = git::parse(path).map_err(|e| git_err(span, &e))?;
+                let repo = git::parse(path).map_err(|e| step_failed(span, e))?;
                 let at = self.resolve_git(path, &repo, span)?;
                 let id = format!("git commit {} subdir {:?}", at.commit, repo.subdir);
                 files.push((add::redact(path), crate::Digest::of(id.as_bytes())));
             } else if add::is_url(path) {
                 let digest = match checksum {
-                    Some(c) => add::parse_checksum(c).map_err(|m| step_err(span, m))?,
+                    Some(c) => add::parse_checksum(c).map_err(|e| step_failed(span, e))?,
                     None => self.prefetch(path, span)?,
                 };
                 // Kept in the cache's explanations on disk: never with credentials.
@@ -339,7 +331,7 @@ impl<'a> Runner<'a> {
         let mut d = self.downloads.lock().expect("downloads lock");
         let got = d
             .fetch(self.hooks.fetch, self.store, url)
-            .map_err(|m| step_err(span, format!("ADD {}: {m}", add::redact(url))))?;
+            .map_err(|e| step_failed(span, e))?;
         Ok(got.digest)
     }
 
@@ -358,7 +350,9 @@ impl<'a> Runner<'a> {
     ) -> Result<(SourceTree<'a>, String), BuildError> {
         match from {
             CopyFrom::Context => {
-                let ctx = self.context.ok_or_else(|| step_err(span, "COPY needs a build context, but the Dockerfile came from stdin without one"))?;
+                let ctx = self
+                    .context
+                    .ok_or_else(|| step_failed(span, copy::CopyError::NoContext))?;
                 Ok((SourceTree::Context(ctx), "the build context".into()))
             }
             CopyFrom::Stage(i) => {
@@ -371,7 +365,7 @@ impl<'a> Runner<'a> {
                 Ok((self.rootfs(&layers)?, format!("stage {i}")))
             }
             CopyFrom::Image(name) => {
-                let stored = self.stored_image(name).map_err(|m| step_err(span, m))?;
+                let stored = self.stored_image(name).map_err(|e| step_failed(span, e))?;
                 Ok((self.rootfs(&stored.layers)?, format!("image {name}")))
             }
         }
@@ -405,7 +399,7 @@ impl<'a> Runner<'a> {
         for s in spec.sources {
             match s {
                 SourceSpec::Path { path } if !path.contains(['*', '?', '[', '\\']) => {
-                    paths.push(copy::clean(path))
+                    paths.push(crate::lexical_path::in_root(path))
                 }
                 _ => return Ok(None),
             }
@@ -508,14 +502,12 @@ impl Downloads {
         fetch: &super::Fetch,
         store: &crate::store::Store,
         url: &str,
-    ) -> Result<add::Fetched, String> {
+    ) -> Result<add::Fetched, AddError> {
         if let Some(f) = self.by_url.get(url) {
             return Ok(f.clone());
         }
         if self.dir.is_none() {
-            let dir = store
-                .scratch_dir("fetch-")
-                .map_err(|e| format!("creating a download dir in the store: {}", Causes(&e)))?;
+            let dir = store.scratch_dir("fetch-").map_err(AddError::DownloadDir)?;
             self.dir = Some(dir);
         }
         let dir = self.dir.as_ref().expect("just made").path();
@@ -528,17 +520,6 @@ impl Downloads {
     fn get(&self, url: &str) -> Option<add::Fetched> {
         self.by_url.get(url).cloned()
     }
-}
-
-/// A git error as a step message: the error and each of its causes.
-fn git_err(span: Span, e: &git::GitError) -> BuildError {
-    let mut msg = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        msg.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    step_err(span, msg)
 }
 
 /// Where COPY reads from: the context, or a stage/image rootfs unpacked into a temp dir that
@@ -583,21 +564,39 @@ impl SourceTree<'_> {
     }
 }
 
+/// A `--chown` name the image does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum OwnerError {
+    #[error("user {0:?} is not in the image's /etc/passwd")]
+    User(String),
+    #[error("group {0:?} is not in the image's /etc/group")]
+    Group(String),
+}
+
+/// `--chown=SPEC` could not be resolved.
+#[derive(Debug, thiserror::Error)]
+#[error("--chown={spec}")]
+struct ChownError {
+    spec: String,
+    #[source]
+    source: OwnerError,
+}
+
 /// `--chown=user[:group]`: numeric ids as they are, names through the image's passwd/group.
 /// `read` gives the text of an image file (`etc/passwd`), as the merged image has it.
 pub(super) fn resolve_owner(
     spec: &str,
     read: &dyn Fn(&str) -> Option<String>,
-) -> Result<(u64, u64), String> {
+) -> Result<(u64, u64), OwnerError> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
     let uid = match user.parse::<u64>() {
         Ok(n) => n,
-        Err(_) => lookup(read, "etc/passwd", user, 2).ok_or_else(|| {
-            format!("--chown={spec}: user {user:?} is not in the image's /etc/passwd")
-        })?,
+        Err(_) => {
+            lookup(read, "etc/passwd", user, 2).ok_or_else(|| OwnerError::User(user.to_string()))?
+        }
     };
     let gid = match group {
         None => match user.parse::<u64>() {
@@ -607,9 +606,9 @@ pub(super) fn resolve_owner(
         },
         Some(g) => match g.parse::<u64>() {
             Ok(n) => n,
-            Err(_) => lookup(read, "etc/group", g, 2).ok_or_else(|| {
-                format!("--chown={spec}: group {g:?} is not in the image's /etc/group")
-            })?,
+            Err(_) => {
+                lookup(read, "etc/group", g, 2).ok_or_else(|| OwnerError::Group(g.to_string()))?
+            }
         },
     };
     Ok((uid, gid))
@@ -650,11 +649,11 @@ mod tests {
         assert_eq!(resolve_owner("nog:staff", &read), Ok((1001, 50)));
         assert_eq!(
             resolve_owner("app:wheel", &read).unwrap_err(),
-            "--chown=app:wheel: group \"wheel\" is not in the image's /etc/group"
+            OwnerError::Group("wheel".into())
         );
         assert_eq!(
             resolve_owner("ghost", &|_: &str| None).unwrap_err(),
-            "--chown=ghost: user \"ghost\" is not in the image's /etc/passwd"
+            OwnerError::User("ghost".into())
         );
     }
 }

@@ -148,7 +148,7 @@ pub(crate) fn parse(src: &str) -> Result<GitSource, GitError> {
     Ok(GitSource {
         remote: remote.to_string(),
         reference,
-        subdir: super::copy::clean(&subdir),
+        subdir: crate::lexical_path::in_root(&subdir),
     })
 }
 

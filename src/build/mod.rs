@@ -50,7 +50,7 @@ use crate::digest::Digest;
 use crate::dockerfile::{Span, render_at};
 use crate::error_chain::Causes;
 use crate::image::{ImageFormat, Layer, Stored, StoredImage, StoredIndex};
-use crate::layer::Compression;
+use crate::layer::Encoding;
 use crate::plan::{self, PlanOptions, ignore::DockerIgnore};
 use crate::platform::Platform;
 use crate::progress::Progress;
@@ -75,14 +75,15 @@ pub struct BuildRequest {
     pub tags: Vec<Reference>,
     /// `--label` values, applied to the final image.
     pub labels: Vec<(String, String)>,
-    pub compression: Compression,
+    /// `--compression` and `--compression-level`: how new layers are compressed.
+    pub encoding: Encoding,
     pub format: ImageFormat,
     /// `SOURCE_DATE_EPOCH`: clamps created times and file mtimes for reproducible images.
     pub source_date_epoch: Option<i64>,
     /// `--no-cache`: build every step (results are still recorded for the next build).
     pub no_cache: bool,
     /// The network RUN steps get unless they say otherwise (`--network`).
-    pub network: crate::sandbox::Network,
+    pub network: crate::network::Network,
     /// How many stages may build at once (`--jobs`); at least 1.
     pub jobs: usize,
     /// The platforms to build for (`--platform`): none is this machine's; two or more give a
@@ -164,9 +165,6 @@ pub enum BuildError {
     /// Parse and plan errors, already rendered with the Dockerfile's name and a caret.
     #[error("{0}")]
     Plan(String),
-    /// A step failed; `message` says what to do.
-    #[error("{message}")]
-    Step { span: Span, message: String },
     /// A step failed because of a typed error, kept as the cause.
     #[error(transparent)]
     StepFailed(StepFailure),
@@ -202,9 +200,6 @@ impl BuildError {
     /// line.
     pub fn render(&self, req: &BuildRequest) -> String {
         match self {
-            BuildError::Step { span, message } => {
-                render_at(&req.dockerfile_name, &req.dockerfile, *span, message)
-            }
             BuildError::StepFailed(f) => render_at(
                 &req.dockerfile_name,
                 &req.dockerfile,
@@ -553,7 +548,7 @@ fn base_envs(
         }
         let stored = runner
             .stored_image(name)
-            .map_err(|m| stage::step_err(stage.span, m))?;
+            .map_err(|e| step_failed(stage.span, e))?;
         let base = crate::image::ImageBuilder::from_base(&stored, env.created)?;
         let vars = base
             .config()

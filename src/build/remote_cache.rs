@@ -283,7 +283,7 @@ impl RemoteRecord {
                 digest: l.digest,
                 size: l.size,
                 diff_id: l.diff_id,
-                compression: Compression::of_layer(&l.media_type, &l.digest).ok()?,
+                compression: Compression::of_media_type(&l.media_type)?,
             }),
         };
         Some(CachedStep {

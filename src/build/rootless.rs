@@ -12,7 +12,6 @@ use std::io::Write;
 use std::path::Path;
 
 use super::copy::DirMeta;
-use super::run;
 use crate::layer::{self, DiffKind, LayerBlob, LayerOptions};
 use crate::sandbox::{Sandbox, SandboxError, StepOutcome};
 
@@ -58,7 +57,7 @@ pub(super) fn write_run_layer(
             Ok(mapped.write_layer(upper, &opts, out)?)
         }
         _ => {
-            opts.id_map = run::layer_id_map(&outcome.id_map);
+            opts.id_map = (!outcome.id_map.is_identity()).then(|| outcome.id_map.clone());
             Ok(layer::write_layer(
                 upper,
                 DiffKind::OverlayUpper,
@@ -99,8 +98,8 @@ pub(super) fn image_owner(sandbox: &Sandbox, mut meta: DirMeta) -> DirMeta {
     };
     if let Some(mapped) = sandbox.mapped_fs() {
         let map = mapped.id_map();
-        meta.uid = to_image(meta.uid, &|h| map.container_uid(h));
-        meta.gid = to_image(meta.gid, &|h| map.container_gid(h));
+        meta.uid = to_image(meta.uid, &|h| map.image_uid(h));
+        meta.gid = to_image(meta.gid, &|h| map.image_gid(h));
     } else if !nix::unistd::geteuid().is_root() {
         (meta.uid, meta.gid) = (0, 0);
     }

@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::context::{Context, ContextError};
 use super::ssh::AgentProxy;
-use crate::layer::{IdMap as LayerIds, IdRange as LayerRange, LayerIdMap};
-use crate::plan::{self, Mount, MountKind, RunProgram, Sharing};
+use crate::plan::{Mount, MountKind, RunProgram, Sharing};
 use crate::sandbox::{self, CacheSharing, MountSpec, SecretBytes, StepOutcome, StepSpec};
 
 /// Where heredoc scripts (`RUN <<EOF` with a shebang) appear inside the step.
@@ -16,7 +15,8 @@ const SCRIPT_DIR: &str = "/.kiln-run";
 pub(crate) struct RunArgs<'a> {
     pub program: &'a RunProgram,
     pub mounts: &'a [Mount],
-    pub network: plan::Network,
+    /// RUN `--network`; `None` is the build's default.
+    pub network: Option<sandbox::Network>,
     /// `--security=insecure` (the planner refused it unless the user allowed it).
     pub insecure: bool,
     pub proxy_env: &'a [(String, String)],
@@ -47,13 +47,61 @@ pub(crate) struct RunEnv<'a> {
 /// Where the `n`th ssh mount without a target appears (BuildKit's default).
 const SSH_TARGET: &str = "/run/buildkit/ssh_agent.";
 
-/// The sandbox spec for a RUN step, or a message saying what kiln cannot do yet. The relays
+/// Why a RUN step could not be set up, or failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RunError {
+    #[error("writing the heredoc script {path}")]
+    Script {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("RUN --mount=type=bind needs a build context: give kiln build a context directory")]
+    NoContext,
+    #[error("RUN --mount=type=cache with from= is not supported by kiln yet")]
+    CacheFrom,
+    #[error("RUN --mount=type=bind: source {path:?} is not in {what}")]
+    BindOutside { path: String, what: String },
+    #[error("RUN --mount=type=bind: source {path:?}")]
+    BindSource {
+        path: String,
+        #[source]
+        source: ContextError,
+    },
+    #[error(
+        "RUN --mount=type=ssh,id={id} is required but kiln build was given no such agent: pass {flag}"
+    )]
+    SshMissing { id: String, flag: String },
+    #[error("RUN --mount=type=ssh,id={id}: starting the agent relay")]
+    SshRelay {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "secret {id:?} is required but was not given: pass --secret id={id},src=FILE (or env=VAR)"
+    )]
+    SecretMissing { id: String },
+    #[error(
+        "secret {id:?} is not NUL-free UTF-8 text, so it cannot be the environment variable {var}: mount it as a file"
+    )]
+    SecretNotText { id: String, var: String },
+    /// The command ran and exited non-zero; `last_output` is its last lines, indented.
+    #[error("{command} exited with code {code}{last_output}")]
+    Exited {
+        command: String,
+        code: i32,
+        last_output: String,
+    },
+}
+
+/// The sandbox spec for a RUN step, or why it cannot be made. The relays
 /// of its ssh mounts are pushed to `agents`, which must outlive the step.
 pub(crate) fn spec(
     args: &RunArgs,
     env: &RunEnv,
     agents: &mut Vec<AgentProxy>,
-) -> Result<StepSpec, String> {
+) -> Result<StepSpec, RunError> {
     let mut mounts = Vec::new();
     let mut ssh_n = 0;
     let mut ssh_sock = None;
@@ -72,9 +120,10 @@ pub(crate) fn spec(
         RunProgram::Argv { argv } => argv.clone(),
         RunProgram::Script { name, content } => {
             let host = env.scratch.join(name);
-            std::fs::write(&host, content)
-                .map_err(|e| format!("writing the heredoc script {name}: {e}"))?;
-            set_mode(&host, 0o755)?;
+            write_script(&host, content).map_err(|source| RunError::Script {
+                path: host.clone(),
+                source,
+            })?;
             let target = PathBuf::from(SCRIPT_DIR).join(name);
             mounts.push(MountSpec::Bind {
                 source: host,
@@ -101,11 +150,7 @@ pub(crate) fn spec(
     {
         step_env.push(format!("SSH_AUTH_SOCK={sock}"));
     }
-    let network = match args.network {
-        plan::Network::Default => env.default_network,
-        plan::Network::None => sandbox::Network::None,
-        plan::Network::Host => sandbox::Network::Host,
-    };
+    let network = args.network.unwrap_or(env.default_network);
     Ok(StepSpec {
         id: env.id.clone(),
         lower_dirs: env.lower_dirs.clone(),
@@ -141,13 +186,14 @@ fn dedup_env(env: Vec<String>) -> Vec<String> {
     out
 }
 
-fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
+/// A heredoc script, executable by everyone (mode 0755).
+fn write_script(path: &Path, content: &str) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("chmod {}: {e}", path.display()))
+    std::fs::write(path, content)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
 }
 
-fn mount(m: &Mount, env: &RunEnv) -> Result<MountSpec, String> {
+fn mount(m: &Mount, env: &RunEnv) -> Result<MountSpec, RunError> {
     let target = PathBuf::from(&m.target);
     match m.kind {
         MountKind::Cache if m.from.is_none() => Ok(MountSpec::Cache {
@@ -168,8 +214,7 @@ fn mount(m: &Mount, env: &RunEnv) -> Result<MountSpec, String> {
         MountKind::Bind => {
             let (ctx, what) = match &m.from {
                 None => (
-                    env.context
-                        .ok_or("RUN --mount=type=bind needs a build context")?,
+                    env.context.ok_or(RunError::NoContext)?,
                     "the build context".to_string(),
                 ),
                 Some(from) => (
@@ -186,11 +231,10 @@ fn mount(m: &Mount, env: &RunEnv) -> Result<MountSpec, String> {
                 readonly: m.readonly,
             })
         }
-        MountKind::Secret => Err("secret mounts are handled by secret_mount".into()),
-        MountKind::Ssh => Err("ssh mounts are handled by ssh_mount".into()),
-        MountKind::Cache => {
-            Err("RUN --mount=type=cache with from= is not supported by kiln yet".into())
+        MountKind::Secret | MountKind::Ssh => {
+            unreachable!("spec hands secret and ssh mounts to secret_mount and ssh_mount")
         }
+        MountKind::Cache => Err(RunError::CacheFrom),
     }
 }
 
@@ -198,20 +242,28 @@ fn mount(m: &Mount, env: &RunEnv) -> Result<MountSpec, String> {
 /// `from=` names, called `what`): cleaned against `/` as BuildKit does (`../../..` is the
 /// tree itself) and every symlink in it resolved with the tree as `/`, so no source names a
 /// file outside it, read-only or not.
-fn bind_source(ctx: &Context, source: &str, what: &str) -> Result<PathBuf, String> {
+fn bind_source(ctx: &Context, source: &str, what: &str) -> Result<PathBuf, RunError> {
     let real = bind_path(ctx, source, what)?;
-    ctx.host_path(&real)
-        .map_err(|e| format!("RUN --mount=type=bind: source {source:?}: {e}"))
+    ctx.host_path(&real).map_err(|e| RunError::BindSource {
+        path: source.to_string(),
+        source: e,
+    })
 }
 
 /// A bind mount's `source` as a path of `ctx` (see [`bind_source`]); the cache key reads the
 /// same files the step mounts.
-pub(super) fn bind_path(ctx: &Context, source: &str, what: &str) -> Result<String, String> {
-    let rel = super::copy::clean(source);
-    let missing = || format!("RUN --mount=type=bind: source {source:?} is not in {what}");
+pub(super) fn bind_path(ctx: &Context, source: &str, what: &str) -> Result<String, RunError> {
+    let rel = crate::lexical_path::in_root(source);
+    let missing = || RunError::BindOutside {
+        path: source.to_string(),
+        what: what.to_string(),
+    };
     let real = ctx.resolve(&rel, true).map_err(|e| match e {
         ContextError::NotFound(_) => missing(),
-        other => format!("RUN --mount=type=bind: source {source:?}: {other}"),
+        other => RunError::BindSource {
+            path: source.to_string(),
+            source: other,
+        },
     })?;
     if !ctx.contains(&real) {
         return Err(missing());
@@ -224,7 +276,7 @@ pub(super) fn bind_path(ctx: &Context, source: &str, what: &str) -> Result<Strin
 fn secret_mount(
     m: &Mount,
     secrets: &BTreeMap<String, SecretBytes>,
-) -> Result<Option<MountSpec>, String> {
+) -> Result<Option<MountSpec>, RunError> {
     let Some(data) = secret(m, secrets)? else {
         return Ok(None);
     };
@@ -258,7 +310,7 @@ fn ssh_mount(
     target: String,
     agents_by_id: &BTreeMap<String, PathBuf>,
     agents: &mut Vec<AgentProxy>,
-) -> Result<Option<MountSpec>, String> {
+) -> Result<Option<MountSpec>, RunError> {
     let id = m.id.as_deref().unwrap_or("default");
     let Some(upstream) = agents_by_id.get(id) else {
         if !m.required {
@@ -269,12 +321,15 @@ fn ssh_mount(
         } else {
             format!("--ssh {id}=SOCKET_OR_KEY")
         };
-        return Err(format!(
-            "RUN --mount=type=ssh,id={id} is required but kiln build was given no such agent: pass {flag}"
-        ));
+        return Err(RunError::SshMissing {
+            id: id.to_string(),
+            flag,
+        });
     };
-    let relay = AgentProxy::start(upstream)
-        .map_err(|e| format!("RUN --mount=type=ssh,id={id}: starting the agent relay: {e}"))?;
+    let relay = AgentProxy::start(upstream).map_err(|source| RunError::SshRelay {
+        id: id.to_string(),
+        source,
+    })?;
     let spec = MountSpec::Ssh {
         socket: relay.socket().to_path_buf(),
         target: PathBuf::from(target),
@@ -290,7 +345,7 @@ fn ssh_mount(
 fn secret_env(
     mounts: &[Mount],
     secrets: &BTreeMap<String, SecretBytes>,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, RunError> {
     let mut out = Vec::new();
     for m in mounts.iter().filter(|m| m.kind == MountKind::Secret) {
         let (Some(var), Some(data)) = (&m.env, secret(m, secrets)?) else {
@@ -299,12 +354,10 @@ fn secret_env(
         let value = std::str::from_utf8(&data.0)
             .ok()
             .filter(|v| !v.contains('\0'))
-            .ok_or_else(|| {
-            format!(
-                "secret {:?} is not NUL-free UTF-8 text, so it cannot be the environment variable {var}: mount it as a file",
-                m.id.as_deref().unwrap_or("")
-            )
-        })?;
+            .ok_or_else(|| RunError::SecretNotText {
+                id: m.id.clone().unwrap_or_default(),
+                var: var.clone(),
+            })?;
         out.push(format!("{var}={value}"));
     }
     Ok(out)
@@ -314,23 +367,21 @@ fn secret_env(
 fn secret<'s>(
     m: &Mount,
     secrets: &'s BTreeMap<String, SecretBytes>,
-) -> Result<Option<&'s SecretBytes>, String> {
+) -> Result<Option<&'s SecretBytes>, RunError> {
     let id = m.id.as_deref().unwrap_or("");
     match secrets.get(id) {
         Some(data) => Ok(Some(data)),
-        None if m.required => Err(format!(
-            "secret {id:?} is required but was not given: pass --secret id={id},src=FILE (or env=VAR)"
-        )),
+        None if m.required => Err(RunError::SecretMissing { id: id.to_string() }),
         None => Ok(None),
     }
 }
 
-/// The failure message for a step that exited non-zero, with the last lines of its output.
-pub(crate) fn failure(original: &str, outcome: &StepOutcome) -> String {
-    let mut msg = format!("{} exited with code {}", original.trim(), outcome.exit_code);
+/// The error of a step that exited non-zero, with the last lines of its output.
+pub(crate) fn failure(original: &str, outcome: &StepOutcome) -> RunError {
+    let mut last_output = String::new();
     if !outcome.tail.is_empty() {
-        msg.push_str("; last output:\n");
-        msg.push_str(
+        last_output.push_str("; last output:\n");
+        last_output.push_str(
             &outcome
                 .tail
                 .iter()
@@ -339,29 +390,11 @@ pub(crate) fn failure(original: &str, outcome: &StepOutcome) -> String {
                 .join("\n"),
         );
     }
-    msg
-}
-
-/// The layer writer's view of the map the step's upper dir was written through.
-pub(crate) fn layer_id_map(m: &sandbox::IdMap) -> Option<LayerIdMap> {
-    if m.is_identity() {
-        return None;
+    RunError::Exited {
+        command: original.trim().to_string(),
+        code: outcome.exit_code,
+        last_output,
     }
-    let conv = |r: &[sandbox::IdRange]| {
-        LayerIds::new(
-            r.iter()
-                .map(|r| LayerRange {
-                    image: r.container,
-                    host: r.host,
-                    count: r.count,
-                })
-                .collect(),
-        )
-    };
-    Some(LayerIdMap {
-        uids: conv(&m.uids),
-        gids: conv(&m.gids),
-    })
 }
 
 #[cfg(test)]
@@ -369,7 +402,7 @@ mod tests {
     use super::*;
 
     fn secret_mount_spec(spec: &str) -> Mount {
-        plan::parse_mount(spec).unwrap()
+        crate::plan::parse_mount(spec).unwrap()
     }
 
     #[test]
@@ -397,7 +430,7 @@ mod tests {
         let optional = secret_mount_spec("type=secret,id=other");
         assert!(secret_mount(&optional, &secrets).unwrap().is_none());
         let required = secret_mount_spec("type=secret,id=other,required=true");
-        let err = secret_mount(&required, &secrets).unwrap_err();
+        let err = secret_mount(&required, &secrets).unwrap_err().to_string();
         assert!(err.contains("--secret id=other"), "{err}");
     }
 
@@ -417,32 +450,5 @@ mod tests {
     fn env_entries_are_deduplicated_with_the_last_value_winning() {
         let env = vec!["A=arg".to_string(), "B=1".into(), "A=env".into()];
         assert_eq!(dedup_env(env), ["A=env", "B=1"]);
-    }
-
-    #[test]
-    fn id_maps_convert_range_for_range() {
-        let m = sandbox::IdMap {
-            uids: vec![
-                sandbox::IdRange {
-                    container: 0,
-                    host: 1000,
-                    count: 1,
-                },
-                sandbox::IdRange {
-                    container: 1,
-                    host: 100000,
-                    count: 65536,
-                },
-            ],
-            gids: vec![sandbox::IdRange {
-                container: 0,
-                host: 1000,
-                count: 1,
-            }],
-        };
-        let l = layer_id_map(&m).unwrap();
-        assert_eq!(l.uids.host_to_image(100999), Some(1000));
-        assert_eq!(l.gids.host_to_image(1000), Some(0));
-        assert!(layer_id_map(&sandbox::IdMap::default()).is_none());
     }
 }

@@ -18,7 +18,6 @@ use super::run::{self, RunArgs, RunEnv};
 use super::{BuildError, BuildRequest, Hooks};
 use crate::Digest;
 use crate::dockerfile::{CommandLine, Healthcheck, Span};
-use crate::error_chain::Causes;
 use crate::image::{self, ImageBuilder, Layer, StoredImage};
 use crate::layer::{self, Deletions, LayerEntry, LayerOptions, Ownership, UnpackOptions};
 use crate::plan::{Base, CopyFrom, Mount, MountKind, SourceSpec, Stage, Step, StepKind};
@@ -152,11 +151,31 @@ pub(crate) struct Runner<'a> {
     pub(super) layer_read_later: bool,
 }
 
-pub(super) fn step_err(span: Span, message: impl Into<String>) -> BuildError {
-    BuildError::Step {
-        span,
-        message: message.into(),
-    }
+/// Why the image a `FROM` or `--from` names could not be had.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BaseError {
+    #[error(transparent)]
+    Reference(#[from] crate::reference::ReferenceError),
+    #[error("pulling {reference}")]
+    Pull {
+        reference: String,
+        #[source]
+        source: super::HookError,
+    },
+    #[error("{reference} in the store is not for {platform}, and pulling it for {platform} failed")]
+    PullOther {
+        reference: String,
+        platform: image::Platform,
+        #[source]
+        source: super::HookError,
+    },
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
+    #[error("{reference} has no image for {platform}: choose another base or --platform")]
+    NoPlatform {
+        reference: String,
+        platform: image::Platform,
+    },
 }
 
 /// When no layer was written, every layer came from the cache: the image is stamped with
@@ -208,7 +227,7 @@ impl<'a> Runner<'a> {
         if let Some(p) = &stage.platform {
             // `FROM --platform=...`: the stage's base and config are for that platform.
             self.platform =
-                image::Platform::parse(p).map_err(|e| step_err(stage.span, e.to_string()))?;
+                image::Platform::parse(p).map_err(|e| super::step_failed(stage.span, e))?;
         }
         let (mut img, base) = self.base(stage)?;
         self.layers_ready(stage, &img, 0);
@@ -217,7 +236,7 @@ impl<'a> Runner<'a> {
         let mut parent = BuildCache::stage_root(
             base.as_ref(),
             &self.platform,
-            self.req.compression.into(),
+            self.req.encoding.compression(),
             self.req.source_date_epoch,
         );
         let mut label = stage
@@ -402,7 +421,7 @@ impl<'a> Runner<'a> {
             CopyFrom::Image(name) => {
                 let stored = self
                     .stored_image(name)
-                    .map_err(|m| step_err(step.span, m))?;
+                    .map_err(|e| super::step_failed(step.span, e))?;
                 Ok(Some(SourceDigest::opaque(stored.manifest_digest)))
             }
             CopyFrom::Context => {
@@ -447,7 +466,7 @@ impl<'a> Runner<'a> {
             Base::Image(name) => {
                 let stored = self
                     .stored_image(name)
-                    .map_err(|m| step_err(stage.span, m))?;
+                    .map_err(|e| super::step_failed(stage.span, e))?;
                 Ok((
                     ImageBuilder::from_base(&stored, self.created)?,
                     Some(stored.manifest_digest),
@@ -457,8 +476,8 @@ impl<'a> Runner<'a> {
     }
 
     /// An image from the store by the name a Dockerfile gives it, for the stage's platform.
-    pub(super) fn stored_image(&self, name: &str) -> Result<StoredImage, String> {
-        let reference: Reference = name.parse().map_err(|e| format!("{e}"))?;
+    pub(super) fn stored_image(&self, name: &str) -> Result<StoredImage, BaseError> {
+        let reference: Reference = name.parse()?;
         // Like docker and buildah: use the stored image when there is one for the platform,
         // else pull it.
         let stored = self
@@ -477,23 +496,25 @@ impl<'a> Runner<'a> {
             self.platform
         ));
         let digest = (self.hooks.pull)(&reference, &self.platform, self.progress).map_err(|e| {
-            let e = Causes(e.as_ref());
             match stored {
                 // Say why a stored image was not enough before the pull's own error.
-                Some(_) => format!(
-                    "{reference} in the store is not for {}, and pulling it for {} failed: {e}",
-                    self.platform, self.platform
-                ),
-                None => format!("pulling {reference}: {e}"),
+                Some(_) => BaseError::PullOther {
+                    reference: reference.to_string(),
+                    platform: self.platform.clone(),
+                    source: e,
+                },
+                None => BaseError::Pull {
+                    reference: reference.to_string(),
+                    source: e,
+                },
             }
         })?;
-        let img = StoredImage::load_for(self.store, &digest, &self.platform)
-            .map_err(|e| Causes(&e).to_string())?;
+        let img = StoredImage::load_for(self.store, &digest, &self.platform)?;
         if !platform_matches(&img, &self.platform) {
-            return Err(format!(
-                "{reference} has no image for {}: choose another base or --platform",
-                self.platform
-            ));
+            return Err(BaseError::NoPlatform {
+                reference: reference.to_string(),
+                platform: self.platform.clone(),
+            });
         }
         Ok(img)
     }
@@ -651,17 +672,21 @@ impl<'a> Runner<'a> {
         };
         // The ssh agent relays live until the step is over.
         let mut agents = Vec::new();
-        let spec = run::spec(args, &env, &mut agents).map_err(|m| step_err(step.span, m))?;
+        let spec =
+            run::spec(args, &env, &mut agents).map_err(|e| super::step_failed(step.span, e))?;
         let outcome = self
             .sandbox
             .run_step(&spec, self.progress)
             .map_err(|e| super::step_failed(step.span, e))?;
         drop(agents);
         if !outcome.success() {
-            return Err(step_err(step.span, run::failure(&step.original, &outcome)));
+            return Err(super::step_failed(
+                step.span,
+                run::failure(&step.original, &outcome),
+            ));
         }
         let opts = LayerOptions {
-            compression: self.req.compression,
+            encoding: self.req.encoding,
             source_date_epoch: self.req.source_date_epoch,
             id_map: None,
         };
@@ -732,7 +757,9 @@ impl<'a> Runner<'a> {
                     }
                 }
                 (Some(name), None) => {
-                    let stored = self.stored_image(name).map_err(|m| step_err(span, m))?;
+                    let stored = self
+                        .stored_image(name)
+                        .map_err(|e| super::step_failed(span, e))?;
                     files.push((format!("{label}: image {name}"), stored.manifest_digest));
                 }
             }
@@ -765,7 +792,7 @@ impl<'a> Runner<'a> {
         created_by: &str,
     ) -> Result<(), BuildError> {
         let opts = LayerOptions {
-            compression: self.req.compression,
+            encoding: self.req.encoding,
             source_date_epoch: self.req.source_date_epoch,
             id_map: None,
         };

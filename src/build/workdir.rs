@@ -9,14 +9,31 @@
 //! metadata; symlinks in the image are followed inside the image root, so `WORKDIR /app`
 //! with `/app -> /srv/app` creates `/srv/app` and nothing outside the image.
 
-use super::BuildError;
 use super::copy::{self, CopyError, DirMeta, ImageView, Node};
-use super::copy_step::resolve_owner;
-use super::stage::{Runner, step_err};
+use super::copy_step::{OwnerError, resolve_owner};
+use super::stage::Runner;
+use super::{BuildError, step_failed};
 use crate::dockerfile::Span;
-use crate::error_chain::Causes;
 use crate::image::ImageBuilder;
 use crate::layer::{EntrySource, LayerEntry};
+
+/// Why a WORKDIR step failed.
+#[derive(Debug, thiserror::Error)]
+enum WorkdirStepError {
+    #[error("WORKDIR {path} is created owned by USER {user}")]
+    Owner {
+        path: String,
+        user: String,
+        #[source]
+        source: OwnerError,
+    },
+    #[error("WORKDIR {path}")]
+    Create {
+        path: String,
+        #[source]
+        source: WorkdirError,
+    },
+}
 
 impl Runner<'_> {
     /// `WORKDIR path` (already absolute and clean, from the plan).
@@ -41,12 +58,13 @@ impl Runner<'_> {
                 // BuildKit's file op takes a user name missing from /etc/passwd as root (the
                 // next RUN is what fails); an unknown group is an error there too.
                 Err(_) if !user.contains(':') => (0, 0),
-                Err(m) => {
-                    let why = m.split_once(": ").map_or(m.as_str(), |(_, why)| why);
-                    return Err(step_err(
-                        span,
-                        format!("WORKDIR {path} is created owned by USER {user}, but {why}"),
-                    ));
+                Err(e) => {
+                    let e = WorkdirStepError::Owner {
+                        path: path.to_string(),
+                        user: user.to_string(),
+                        source: e,
+                    };
+                    return Err(step_failed(span, e));
                 }
             },
         };
@@ -56,8 +74,13 @@ impl Runner<'_> {
             gid,
             mtime: u64::try_from(self.created.timestamp()).unwrap_or(0),
         };
-        let entries = mkdir_entries(&image, path, owner)
-            .map_err(|e| step_err(span, format!("WORKDIR {path}: {}", Causes(&e))))?;
+        let entries = mkdir_entries(&image, path, owner).map_err(|e| {
+            let e = WorkdirStepError::Create {
+                path: path.to_string(),
+                source: e,
+            };
+            step_failed(span, e)
+        })?;
         self.add_layer(img, entries, created_by)
     }
 }

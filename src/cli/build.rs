@@ -7,7 +7,7 @@ use crate::Digest;
 use crate::build::{BuildRequest, LayerReady};
 use crate::image::{ImageFormat, Output};
 use crate::image::{Layer, Stored};
-use crate::layer::Compression;
+use crate::layer::{Compression, Encoding};
 use crate::progress::Progress;
 use crate::reference::Reference;
 use crate::registry::{Manifest, StoreBlobs};
@@ -298,18 +298,16 @@ impl Waits<'_> {
     }
 }
 
-/// `--compression` and `--compression-level` as a layer compression.
-fn compression(algo: &str, level: Option<i32>) -> anyhow::Result<Compression> {
-    match (algo, level) {
-        ("zstd", None) => Ok(Compression::Zstd { level: 3 }),
-        ("zstd", Some(l)) if (1..=22).contains(&l) => Ok(Compression::Zstd { level: l }),
-        (_, None) => Ok(Compression::default()),
-        ("gzip", Some(l)) if (0..=9).contains(&l) => Ok(Compression::Gzip { level: l as u32 }),
-        (algo, Some(l)) => {
-            let range = if algo == "zstd" { "1-22" } else { "0-9" };
-            anyhow::bail!("--compression-level {l} is out of range for {algo}: use {range}")
-        }
-    }
+/// `--compression` and `--compression-level` as the encoding of new layers.
+fn encoding(algo: &str, level: Option<i32>) -> anyhow::Result<Encoding> {
+    let compression = Compression::from_name(algo).unwrap_or(Compression::Gzip);
+    Encoding::new(compression, level).map_err(|_| {
+        let range = compression
+            .levels()
+            .map_or("0".into(), |r| format!("{}-{}", r.start(), r.end()));
+        let l = level.unwrap_or_default();
+        anyhow::anyhow!("--compression-level {l} is out of range for {algo}: use {range}")
+    })
 }
 
 /// One repository `--push` goes to, with its registry client.
@@ -442,7 +440,7 @@ fn request(a: &Args) -> anyhow::Result<BuildRequest> {
         .iter()
         .map(|kv| label(kv))
         .collect::<anyhow::Result<_>>()?;
-    let compression = compression(&a.compression, a.compression_level)?;
+    let encoding = encoding(&a.compression, a.compression_level)?;
     let format = if a.format == "docker" {
         ImageFormat::Docker
     } else {
@@ -457,7 +455,7 @@ fn request(a: &Args) -> anyhow::Result<BuildRequest> {
         target: a.dockerfile.target.clone(),
         tags,
         labels,
-        compression,
+        encoding,
         format,
         source_date_epoch: source_date_epoch()?,
         no_cache: a.no_cache,
@@ -575,27 +573,56 @@ fn http_client(tls_verify: bool) -> anyhow::Result<reqwest::Client> {
         .context("creating the HTTP client for ADD <url>")
 }
 
+/// Why an `ADD <url>` download failed. URLs may carry credentials (`https://user:pw@host/…`):
+/// only the host is ever part of a message, and reqwest's errors lose their URL.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error("not a valid URL")]
+    Url(#[source] <reqwest::Url as std::str::FromStr>::Err),
+    #[error("cannot reach {host}")]
+    Connect {
+        host: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{host} answered HTTP {status}; check the URL")]
+    Status {
+        host: String,
+        status: reqwest::StatusCode,
+    },
+    #[error("download from {host} broke off")]
+    Body {
+        host: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("writing the download")]
+    Write(#[source] std::io::Error),
+}
+
 /// Streams the body of `url` into `out` chunk by chunk; the error names the URL's host and
-/// the HTTP status. URLs may carry credentials (`https://user:pw@host/…`): they are never
-/// part of a message.
+/// the HTTP status.
 fn fetch_url(
     rt: &tokio::runtime::Runtime,
     http: &reqwest::Client,
     url: &str,
     out: &mut dyn std::io::Write,
-) -> Result<crate::build::FetchInfo, String> {
+) -> Result<crate::build::FetchInfo, FetchError> {
     use futures_util::StreamExt;
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a valid URL: {e}"))?;
+    let parsed = reqwest::Url::parse(url).map_err(FetchError::Url)?;
     let host = parsed.host_str().unwrap_or("?").to_string();
     rt.block_on(async {
         let resp = http
             .get(parsed)
             .send()
             .await
-            .map_err(|e| format!("cannot reach {host}: {}", e.without_url()))?;
+            .map_err(|e| FetchError::Connect {
+                host: host.clone(),
+                source: e.without_url(),
+            })?;
         let status = resp.status();
         if !status.is_success() {
-            return Err(format!("{host} answered HTTP {status}; check the URL"));
+            return Err(FetchError::Status { host, status });
         }
         let last_modified = resp
             .headers()
@@ -605,10 +632,11 @@ fn fetch_url(
             .map(|t| t.timestamp());
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk
-                .map_err(|e| format!("download from {host} broke off: {}", e.without_url()))?;
-            out.write_all(&chunk)
-                .map_err(|e| format!("writing the download: {e}"))?;
+            let chunk = chunk.map_err(|e| FetchError::Body {
+                host: host.clone(),
+                source: e.without_url(),
+            })?;
+            out.write_all(&chunk).map_err(FetchError::Write)?;
         }
         Ok(crate::build::FetchInfo { last_modified })
     })

@@ -3,20 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::media::{Compression, Layer};
+use super::media::Layer;
 use super::{ImageError, Result};
 use crate::layer::{self, DiffKind, LayerBlob, LayerOptions, UnpackOptions};
 use crate::store::Store;
-
-impl From<layer::Compression> for Compression {
-    fn from(c: layer::Compression) -> Compression {
-        match c {
-            layer::Compression::Gzip { .. } => Compression::Gzip,
-            layer::Compression::Zstd { .. } => Compression::Zstd,
-            layer::Compression::None => Compression::None,
-        }
-    }
-}
 
 impl From<LayerBlob> for Layer {
     fn from(b: LayerBlob) -> Layer {
@@ -24,7 +14,7 @@ impl From<LayerBlob> for Layer {
             digest: b.digest,
             size: b.size,
             diff_id: b.diff_id,
-            compression: b.compression.into(),
+            compression: b.compression,
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::media::{Compression, ImageFormat, Layer, Platform};
+use super::media::{ImageFormat, Layer, Platform, layer_compression};
 use super::{ImageError, Result};
 use crate::digest::Digest;
 use crate::manifest::{self, ImageConfig, Parsed};
@@ -72,7 +72,7 @@ impl StoredImage {
                     digest: d.digest,
                     size: d.size,
                     diff_id,
-                    compression: Compression::of_layer(&d.media_type, &d.digest)?,
+                    compression: layer_compression(&d.media_type, &d.digest)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -150,7 +150,7 @@ mod tests {
         let img = StoredImage::load(&store, &good).unwrap();
         assert_eq!(img.format, ImageFormat::Docker);
         assert_eq!(img.layers[0].diff_id, diff);
-        assert_eq!(img.layers[0].compression, Compression::Gzip);
+        assert_eq!(img.layers[0].compression, crate::image::Compression::Gzip);
         assert_eq!(
             img.created().unwrap().to_rfc3339(),
             "2024-01-02T03:04:05+00:00"

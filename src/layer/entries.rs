@@ -311,7 +311,7 @@ fn open_dir_without_symlinks(path: &Path) -> io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layer::Compression;
+    use crate::layer::Encoding;
 
     fn entry(path: &str, source: EntrySource, mode: u32) -> LayerEntry {
         LayerEntry {
@@ -374,7 +374,7 @@ mod tests {
             ),
         ];
         let opts = LayerOptions {
-            compression: Compression::None,
+            encoding: Encoding::plain(),
             source_date_epoch: Some(1_600_000_000),
             id_map: None,
         };

@@ -15,7 +15,7 @@
 //! - [`DiffKind::OverlayUpper`] translates overlayfs whiteouts (0/0 char devices or
 //!   `*.overlay.whiteout` xattrs) into `.wh.<name>` and opaque directories into `.wh..wh..opq`.
 //!   Overlay xattrs (`trusted.overlay.*`, `user.overlay.*`) are never written.
-//! - [`Compression::Gzip`] and [`Compression::Zstd`] compress fixed 1 MiB blocks in parallel on
+//! - [`Compression::Gzip`] and [`Compression::Zstd`] (at an [`Encoding`]'s level) compress fixed 1 MiB blocks in parallel on
 //!   the rayon pool; the bytes never depend on the number of threads.
 //!
 //! # Unpacking
@@ -33,6 +33,7 @@
 //! the image. [`is_whiteout`], [`is_opaque_dir`] and [`visible_layers`] read that form back.
 
 mod compress;
+mod compression;
 mod entries;
 mod extract;
 mod hash_thread;
@@ -49,8 +50,9 @@ mod write;
 use std::path::PathBuf;
 
 pub use crate::digest::Digest;
+pub use compression::{Compression, Encoding};
 pub use entries::{EntrySource, LayerEntry, write_entries, write_entries_teed};
-pub use idmap::{IdMap, IdMapError, IdRange};
+pub use idmap::{IdMap, IdMapError, IdRange, LayerIdMap};
 pub use owners::{Owners, apply_layer_owners};
 pub use unpack::{diff_id, unpack_layer};
 pub use whiteouts::{
@@ -58,30 +60,6 @@ pub use whiteouts::{
     visible_layers,
 };
 pub use write::write_layer;
-
-/// How the layer writer compresses a new blob: the algorithm and its level. (The algorithm
-/// alone, what a blob in a manifest is, is `image::Compression`, which carries the media
-/// types; `image::layer_glue` converts.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Compression {
-    /// gzip (deflate), level 0..=9; `Compression::default()` is gzip level 5.
-    Gzip { level: u32 },
-    /// zstd, level 1..=22.
-    Zstd { level: i32 },
-    /// A plain tar.
-    None,
-}
-
-/// gzip level 5, not zlib's customary 6: with zlib-rs (zlib-ng's parameters) level 6 searches
-/// hash chains four times as long for output that is 0.3 % smaller on a tree of Debian binaries
-/// and libraries (62 vs 74 MB/s per core) and 11 % smaller on very repetitive text (24 vs 66
-/// MB/s). Level 5 layers come out the size of buildah's (pgzip at its default level): 726 vs
-/// 727 MiB for the benchmark's w2 layer. docs/performance.md has the measurements.
-impl Default for Compression {
-    fn default() -> Self {
-        Compression::Gzip { level: 5 }
-    }
-}
 
 /// What the directory given to [`write_layer`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,19 +73,13 @@ pub enum DiffKind {
 /// Options for [`write_layer`].
 #[derive(Debug, Clone, Default)]
 pub struct LayerOptions {
-    pub compression: Compression,
+    /// The algorithm and level of the new blob.
+    pub encoding: Encoding,
     /// `SOURCE_DATE_EPOCH`: no mtime in the layer is later than this (seconds since the epoch).
     pub source_date_epoch: Option<i64>,
     /// Maps host uid/gid (as seen on the upper dir of a rootless build) to image uid/gid.
     /// `None` writes the host ids unchanged.
     pub id_map: Option<LayerIdMap>,
-}
-
-/// Separate uid and gid maps, in `/proc/<pid>/uid_map` form (image id, host id, count).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LayerIdMap {
-    pub uids: IdMap,
-    pub gids: IdMap,
 }
 
 /// The result of [`write_layer`]: what the image manifest and config need.

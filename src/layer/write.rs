@@ -13,7 +13,7 @@ use walkdir::WalkDir;
 use super::compress::{BlockCompressor, Codec};
 use super::tarball::{self, EntryHeader, Exact};
 use super::walk;
-use super::{Compression, DiffKind, LayerBlob, LayerError, LayerOptions};
+use super::{Compression, DiffKind, Encoding, LayerBlob, LayerError, LayerOptions};
 use crate::digest::HashingWriter;
 
 /// Turns the directory `root` into one layer blob written to `out`, in one streaming pass.
@@ -47,7 +47,7 @@ pub(crate) fn write_blob(
     out: impl Write,
     tar: impl FnOnce(&mut dyn Write) -> Result<(), LayerError>,
 ) -> Result<LayerBlob, LayerError> {
-    let Some(codec) = codec(opts.compression)? else {
+    let Some(codec) = codec(opts.encoding) else {
         let blob_w = HashingWriter::new(out);
         let mut tar_w = HashingWriter::new(BufWriter::with_capacity(1 << 16, blob_w));
         tar(&mut tar_w)?;
@@ -60,7 +60,7 @@ pub(crate) fn write_blob(
             diff_id,
             digest,
             size,
-            compression: opts.compression,
+            compression: opts.encoding.compression(),
         });
     };
     // The compressor hashes its input (diffID) and output (digest) on threads of its own.
@@ -71,17 +71,16 @@ pub(crate) fn write_blob(
         diff_id: done.input,
         digest: done.output,
         size: done.size,
-        compression: opts.compression,
+        compression: opts.encoding.compression(),
     })
 }
 
-fn codec(c: Compression) -> Result<Option<Codec>, LayerError> {
-    match c {
-        Compression::Gzip { level } if level <= 9 => Ok(Some(Codec::Gzip(level))),
-        Compression::Gzip { level } => Err(LayerError::Level(i64::from(level))),
-        Compression::Zstd { level } if (1..=22).contains(&level) => Ok(Some(Codec::Zstd(level))),
-        Compression::Zstd { level } => Err(LayerError::Level(i64::from(level))),
-        Compression::None => Ok(None),
+/// The block compressor of an encoding (its level was checked when it was made).
+fn codec(e: Encoding) -> Option<Codec> {
+    match e.compression() {
+        Compression::Gzip => Some(Codec::Gzip(e.level().unsigned_abs())),
+        Compression::Zstd => Some(Codec::Zstd(e.level())),
+        Compression::None => None,
     }
 }
 
@@ -335,18 +334,5 @@ mod tests {
             whiteout_name(b"a/d", Some(b".wh..wh..opq")),
             b"a/d/.wh..wh..opq"
         );
-    }
-
-    #[test]
-    fn bad_levels_are_refused() {
-        assert!(matches!(
-            codec(Compression::Gzip { level: 10 }),
-            Err(LayerError::Level(10))
-        ));
-        assert!(matches!(
-            codec(Compression::Zstd { level: 0 }),
-            Err(LayerError::Level(0))
-        ));
-        assert!(matches!(codec(Compression::None), Ok(None)));
     }
 }

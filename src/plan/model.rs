@@ -91,14 +91,7 @@ pub enum RunProgram {
     Script { name: String, content: String },
 }
 
-/// RUN `--network`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Network {
-    Default,
-    None,
-    Host,
-}
+pub use crate::network::Network;
 
 /// An instruction after expansion, with typed, validated values.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -109,7 +102,8 @@ pub enum StepKind {
         /// Whether the shell-form command text still needs a shell (false for exec form).
         shell_form: bool,
         mounts: Vec<Mount>,
-        network: Network,
+        /// RUN `--network`; `None` (no flag or `default`) is the build's default network.
+        network: Option<Network>,
         /// `--security=insecure`.
         insecure: bool,
         /// Undeclared proxy `--build-arg`s (HTTP_PROXY, ...): RUN environment, not cache key.

@@ -133,11 +133,8 @@ fn describe(kind: &StepKind, label: &dyn Fn(usize) -> String) -> String {
                     s.push_str(&format!(",id={}", m.id.as_deref().unwrap_or_default()));
                 }
             }
-            if *network != Network::Default {
-                s.push_str(&format!(
-                    " --network={}",
-                    format!("{network:?}").to_lowercase()
-                ));
+            if let Some(network) = network {
+                s.push_str(&format!(" --network={}", network.name()));
             }
             if *insecure {
                 s.push_str(" --security=insecure");

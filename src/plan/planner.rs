@@ -672,9 +672,9 @@ impl<'a> Planner<'a> {
             .transpose()?
             .as_deref()
         {
-            None | Some("default") => Network::Default,
-            Some("none") => Network::None,
-            Some("host") => Network::Host,
+            None | Some("default") => None,
+            Some("none") => Some(Network::None),
+            Some("host") => Some(Network::Host),
             Some(other) => {
                 return Err(bad_flag(
                     ins.span,

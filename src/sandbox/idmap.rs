@@ -1,4 +1,4 @@
-//! User-namespace id maps: planned from `/etc/subuid`/`/etc/subgid`, written through
+//! User-namespace id maps ([`LayerIdMap`]): planned from `/etc/subuid`/`/etc/subgid`, written through
 //! `newuidmap`/`newgidmap` (a range) or directly (a single id, after `setgroups deny`).
 
 use std::path::{Path, PathBuf};
@@ -6,70 +6,19 @@ use std::process::Command;
 
 use super::SandboxError;
 
-/// `count` ids starting at `container` inside map to ids starting at `host` outside.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct IdRange {
-    pub container: u32,
-    pub host: u32,
-    pub count: u32,
-}
-
-/// The uid and gid maps a step ran with; identity (empty) in chroot mode.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct IdMap {
-    pub uids: Vec<IdRange>,
-    pub gids: Vec<IdRange>,
-}
-
-impl IdMap {
-    /// No user namespace: ids are the host's.
-    pub fn is_identity(&self) -> bool {
-        self.uids.is_empty() && self.gids.is_empty()
-    }
-
-    /// True when only the caller's own id is mapped (no subordinate range).
-    pub fn is_single(&self) -> bool {
-        self.uids.len() == 1 && self.uids[0].count == 1
-    }
-
-    /// True when every range maps ids to themselves (kiln's own ids, see `plan`).
-    pub fn is_own_ids(&self) -> bool {
-        let same = |r: &[IdRange]| !r.is_empty() && r.iter().all(|r| r.container == r.host);
-        same(&self.uids) && same(&self.gids) && !self.is_single()
-    }
-
-    /// The container uid a host uid (as found in the upper dir) stands for.
-    pub fn container_uid(&self, host: u32) -> Option<u32> {
-        to_container(&self.uids, host)
-    }
-
-    /// The container gid a host gid stands for.
-    pub fn container_gid(&self, host: u32) -> Option<u32> {
-        to_container(&self.gids, host)
-    }
-}
-
-fn to_container(ranges: &[IdRange], host: u32) -> Option<u32> {
-    if ranges.is_empty() {
-        return Some(host);
-    }
-    ranges
-        .iter()
-        .find(|r| host >= r.host && host - r.host < r.count)
-        .map(|r| r.container + (host - r.host))
-}
+use crate::layer::{IdMap, IdRange, LayerIdMap};
 
 /// The map for the user namespace of root in a container that refuses mount namespaces
 /// (podman's default; `Probe::own_ids`) and, when only a single id can be mapped, the
 /// warning to show. With CAP_SETUID and CAP_SETGID every id of kiln's own namespace is
 /// mapped to itself and written directly: the step owns the same ids it would in chroot
 /// mode, so the image is the same. Otherwise [`plan_rootless`].
-pub(crate) fn plan(uid: u32, gid: u32) -> (IdMap, Option<String>) {
+pub(crate) fn plan(uid: u32, gid: u32) -> (LayerIdMap, Option<String>) {
     use super::security::caps;
     if caps::have(&[caps::SETUID, caps::SETGID]) {
         let read = |p: &str| std::fs::read_to_string(p).ok().and_then(|t| own_ranges(&t));
         if let (Some(uids), Some(gids)) = (read("/proc/self/uid_map"), read("/proc/self/gid_map")) {
-            return (IdMap { uids, gids }, None);
+            return (pair(uids, gids), None);
         }
     }
     plan_rootless(uid, gid)
@@ -95,7 +44,7 @@ fn own_ranges(map: &str) -> Option<Vec<IdRange>> {
 
 /// The map for a rootless step of a user without CAP_SETUID/CAP_SETGID: a subordinate range
 /// through `newuidmap`/`newgidmap`, else the user's own id alone (with a warning).
-pub(crate) fn plan_rootless(uid: u32, gid: u32) -> (IdMap, Option<String>) {
+pub(crate) fn plan_rootless(uid: u32, gid: u32) -> (LayerIdMap, Option<String>) {
     use super::security::caps;
     if uid == 0 && !caps::have(&[caps::SETUID, caps::SETGID]) {
         // Root without CAP_SETUID/CAP_SETGID (`--cap-drop=all`): newuidmap would not help.
@@ -104,10 +53,7 @@ pub(crate) fn plan_rootless(uid: u32, gid: u32) -> (IdMap, Option<String>) {
                        by other ids cannot be created (chown, USER 1000 fail). To fix, give \
                        the container those two capabilities (e.g. --cap-add=SETUID,SETGID)";
         return (
-            IdMap {
-                uids: vec![one(0, uid, 1)],
-                gids: vec![one(0, gid, 1)],
-            },
+            pair(vec![one(0, uid, 1)], vec![one(0, gid, 1)]),
             Some(warning.to_string()),
         );
     }
@@ -117,10 +63,10 @@ pub(crate) fn plan_rootless(uid: u32, gid: u32) -> (IdMap, Option<String>) {
     let helpers = find_in_path("newuidmap").is_some() && find_in_path("newgidmap").is_some();
     match (sub_u, sub_g, helpers) {
         (Some((us, uc)), Some((gs, gc)), true) => (
-            IdMap {
-                uids: vec![one(0, uid, 1), one(1, us, uc)],
-                gids: vec![one(0, gid, 1), one(1, gs, gc)],
-            },
+            pair(
+                vec![one(0, uid, 1), one(1, us, uc)],
+                vec![one(0, gid, 1), one(1, gs, gc)],
+            ),
             None,
         ),
         (su, sg, helpers) => {
@@ -144,36 +90,36 @@ pub(crate) fn plan_rootless(uid: u32, gid: u32) -> (IdMap, Option<String>) {
                  other ids cannot be created (chown, USER 1000 fail). To fix, as root: {fix}"
             );
             (
-                IdMap {
-                    uids: vec![one(0, uid, 1)],
-                    gids: vec![one(0, gid, 1)],
-                },
+                pair(vec![one(0, uid, 1)], vec![one(0, gid, 1)]),
                 Some(warning),
             )
         }
     }
 }
 
-fn one(container: u32, host: u32, count: u32) -> IdRange {
-    IdRange {
-        container,
-        host,
-        count,
+fn one(image: u32, host: u32, count: u32) -> IdRange {
+    IdRange { image, host, count }
+}
+
+/// The pair of maps of `uids` and `gids`.
+fn pair(uids: Vec<IdRange>, gids: Vec<IdRange>) -> LayerIdMap {
+    LayerIdMap {
+        uids: IdMap::new(uids),
+        gids: IdMap::new(gids),
     }
 }
 
 /// Writes the maps of the process `pid` (which has just unshared its user namespace).
-pub(crate) fn apply(pid: u32, map: &IdMap) -> Result<(), SandboxError> {
+pub(crate) fn apply(pid: u32, map: &LayerIdMap) -> Result<(), SandboxError> {
     let proc = PathBuf::from(format!("/proc/{pid}"));
     if map.is_single() {
         write_proc(&proc.join("setgroups"), "deny")?;
-        write_proc(&proc.join("uid_map"), &map_line(&map.uids[0]))?;
-        write_proc(&proc.join("gid_map"), &map_line(&map.gids[0]))?;
+        write_proc(&proc.join("uid_map"), &lines(&map.uids))?;
+        write_proc(&proc.join("gid_map"), &lines(&map.gids))?;
         return Ok(());
     }
     if map.is_own_ids() {
         // kiln's own ids, written with its CAP_SETUID/CAP_SETGID (see `plan`).
-        let lines = |r: &[IdRange]| r.iter().map(map_line).collect::<String>();
         write_proc(&proc.join("uid_map"), &lines(&map.uids))?;
         write_proc(&proc.join("gid_map"), &lines(&map.gids))?;
         return Ok(());
@@ -182,8 +128,12 @@ pub(crate) fn apply(pid: u32, map: &IdMap) -> Result<(), SandboxError> {
     run_helper("newgidmap", pid, &map.gids)
 }
 
-fn map_line(r: &IdRange) -> String {
-    format!("{} {} {}\n", r.container, r.host, r.count)
+/// The `/proc/<pid>/uid_map` text of a map.
+fn lines(map: &IdMap) -> String {
+    map.ranges()
+        .iter()
+        .map(|r| format!("{} {} {}\n", r.image, r.host, r.count))
+        .collect()
 }
 
 fn write_proc(path: &Path, text: &str) -> Result<(), SandboxError> {
@@ -191,11 +141,11 @@ fn write_proc(path: &Path, text: &str) -> Result<(), SandboxError> {
         .map_err(|e| SandboxError::IdMap(format!("writing {}: {e}", path.display())))
 }
 
-fn run_helper(helper: &str, pid: u32, ranges: &[IdRange]) -> Result<(), SandboxError> {
+fn run_helper(helper: &str, pid: u32, map: &IdMap) -> Result<(), SandboxError> {
     let mut cmd = Command::new(helper);
     cmd.arg(pid.to_string());
-    for r in ranges {
-        cmd.args([r.container, r.host, r.count].map(|n| n.to_string()));
+    for r in map.ranges() {
+        cmd.args([r.image, r.host, r.count].map(|n| n.to_string()));
     }
     let out = cmd
         .output()
@@ -270,30 +220,13 @@ mod tests {
         assert_eq!(rootless, vec![one(0, 0, 1), one(1, 1, 65536)]);
         assert_eq!(own_ranges(""), None);
         assert_eq!(own_ranges("0 0\n"), None);
-        let map = IdMap {
-            uids: rootless.clone(),
-            gids: rootless,
-        };
+        let map = pair(rootless.clone(), rootless);
         assert!(map.is_own_ids() && !map.is_single());
-        assert_eq!(map.container_uid(4242), Some(4242));
-        let subordinate = IdMap {
-            uids: vec![one(0, 1000, 1), one(1, 100000, 65536)],
-            gids: vec![one(0, 1000, 1), one(1, 100000, 65536)],
-        };
+        assert_eq!(map.image_uid(4242), Some(4242));
+        let subordinate = pair(
+            vec![one(0, 1000, 1), one(1, 100000, 65536)],
+            vec![one(0, 1000, 1), one(1, 100000, 65536)],
+        );
         assert!(!subordinate.is_own_ids());
-    }
-
-    #[test]
-    fn container_ids_are_found_through_the_ranges() {
-        let map = IdMap {
-            uids: vec![one(0, 1000, 1), one(1, 100000, 65536)],
-            gids: vec![one(0, 1000, 1)],
-        };
-        assert_eq!(map.container_uid(1000), Some(0));
-        assert_eq!(map.container_uid(100999), Some(1000));
-        assert_eq!(map.container_uid(5), None);
-        assert_eq!(map.container_gid(1000), Some(0));
-        assert!(!map.is_single());
-        assert_eq!(IdMap::default().container_uid(7), Some(7));
     }
 }

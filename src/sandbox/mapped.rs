@@ -26,12 +26,13 @@ use std::sync::mpsc;
 use nix::sched::{CloneFlags, unshare};
 
 use super::SandboxError;
-use super::idmap::{self, IdMap};
+use super::idmap;
 use super::protocol::{MappedStatus, StatusPipe, spawn_with_status_pipe};
 use crate::error_chain::Causes;
+use crate::layer::LayerIdMap;
 use crate::layer::{
-    self, Compression, Deletions, DiffKind, LayerBlob, LayerOptions, OpaqueXattr, Ownership,
-    UnpackOptions,
+    self, Compression, Deletions, DiffKind, Encoding, LayerBlob, LayerOptions, OpaqueXattr,
+    Ownership, UnpackOptions,
 };
 
 const ENTRY: &str = "__sandbox-mapped";
@@ -41,7 +42,7 @@ const GO: &str = "go";
 #[derive(Debug, Clone)]
 pub struct MappedFs {
     kiln_exe: PathBuf,
-    map: IdMap,
+    map: LayerIdMap,
 }
 
 impl MappedFs {
@@ -60,7 +61,7 @@ impl MappedFs {
     }
 
     /// The map the operations run with (container id → host id).
-    pub fn id_map(&self) -> &IdMap {
+    pub fn id_map(&self) -> &LayerIdMap {
         &self.map
     }
 
@@ -92,11 +93,8 @@ impl MappedFs {
         opts: &LayerOptions,
         out: &mut impl Write,
     ) -> Result<LayerBlob, SandboxError> {
-        let (kind, level) = match opts.compression {
-            Compression::Gzip { level } => ("gzip", level.to_string()),
-            Compression::Zstd { level } => ("zstd", level.to_string()),
-            Compression::None => ("none", "0".into()),
-        };
+        let kind = opts.encoding.compression().name();
+        let level = opts.encoding.level().to_string();
         let epoch = opts
             .source_date_epoch
             .map_or("-".to_string(), |t| t.to_string());
@@ -110,7 +108,7 @@ impl MappedFs {
         let copied = std::io::copy(&mut helper.stdout, out);
         let reports = helper.finish("writing a RUN layer")?;
         copied.map_err(|e| SandboxError::io(upper, format!("storing the layer: {e}")))?;
-        layer_of(&reports, opts.compression).ok_or_else(|| {
+        layer_of(&reports, opts.encoding.compression()).ok_or_else(|| {
             SandboxError::io(upper, "the layer helper did not report the layer's digests")
         })
     }
@@ -165,7 +163,13 @@ impl MappedFs {
             stdout,
             stderr: Some(stderr),
             reports,
-            mapped_ids: self.map.uids.iter().map(|r| u64::from(r.count)).sum(),
+            mapped_ids: self
+                .map
+                .uids
+                .ranges()
+                .iter()
+                .map(|r| u64::from(r.count))
+                .sum(),
         };
         let mut helper = match helper.reports.recv() {
             Ok(MappedStatus::Unshared) => helper,
@@ -375,22 +379,15 @@ fn child_write_layer(
 ) -> Result<(), String> {
     let arg = |i: usize| args.get(i).and_then(|a| a.to_str()).unwrap_or_default();
     let bad = || format!("{ENTRY} write-layer: bad arguments {args:?}");
-    let compression = match (arg(1), arg(2)) {
-        ("gzip", l) => Compression::Gzip {
-            level: l.parse().map_err(|_| bad())?,
-        },
-        ("zstd", l) => Compression::Zstd {
-            level: l.parse().map_err(|_| bad())?,
-        },
-        ("none", _) => Compression::None,
-        _ => return Err(bad()),
-    };
+    let compression = Compression::from_name(arg(1)).ok_or_else(bad)?;
+    let level = arg(2).parse().map_err(|_| bad())?;
+    let encoding = Encoding::new(compression, Some(level)).map_err(|_| bad())?;
     let source_date_epoch = match arg(3) {
         "-" => None,
         t => Some(t.parse().map_err(|_| bad())?),
     };
     let opts = LayerOptions {
-        compression,
+        encoding,
         source_date_epoch,
         id_map: None,
     };

@@ -9,7 +9,7 @@
 //! - [`Sandbox::probe`] says which mode [`Isolation::Auto`] takes and why ([`Probe`]).
 //! - [`Sandbox::run_step`]`(&`[`StepSpec`]`, &Progress)` runs one step: overlay of
 //!   `lower_dirs` (top first) with `upper_dir` as the diff; returns [`StepOutcome`] (exit code,
-//!   last output lines, the [`IdMap`] the upper dir's host ids were written through). Output is
+//!   last output lines, the [`LayerIdMap`](crate::layer::LayerIdMap) the upper dir's host ids were written through). Output is
 //!   streamed as `Event::StepOutput`. A non-zero exit is an outcome, not an error.
 //! - [`Cancel`]: a handle (from [`Sandbox::cancel_handle`]) that kills every running step's
 //!   whole process tree (Ctrl-C/SIGTERM in the CLI). Mounts live only in the step's mount
@@ -56,7 +56,7 @@
 //! Overlay's own format: whiteouts are 0/0 character devices, opaque directories carry
 //! `user.overlay.opaque` (rootless) or `trusted.overlay.opaque` (chroot). In rootless mode the
 //! files carry *host* ids of the map (container uid 1000 is host `subuid_start + 999`):
-//! the layer writer turns them back with [`IdMap::container_uid`]/[`IdMap::container_gid`].
+//! the layer writer turns them back with [`LayerIdMap::image_uid`](crate::layer::LayerIdMap::image_uid)/`image_gid`.
 //! Files the step made unreadable to others (mode 0600, owned by a sub-uid) cannot be read
 //! by the unprivileged host user outside the namespace: [`Sandbox::mapped_fs`] gives a
 //! [`MappedFs`] that unpacks base layers with their owners, writes the layer and removes such
@@ -114,8 +114,8 @@ mod user;
 use std::fmt;
 use std::path::PathBuf;
 
+pub use crate::network::Network;
 pub use error::SandboxError;
-pub use idmap::{IdMap, IdRange};
 pub use mapped::{MappedFs, remove_tree_as_mapped_root};
 pub use probe::Probe;
 pub use runner::Cancel;
@@ -131,17 +131,6 @@ pub enum Isolation {
     Rootless,
     /// No user namespace (for root, or where `CLONE_NEWUSER` is forbidden).
     Chroot,
-}
-
-/// The network a step sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Network {
-    /// The host's network namespace (the default, like buildah rootless and kaniko).
-    #[default]
-    Host,
-    /// A fresh network namespace with only loopback.
-    None,
 }
 
 /// How concurrent steps share one cache mount (`RUN --mount=type=cache,sharing=…`).
@@ -270,7 +259,7 @@ pub struct StepOutcome {
     /// The mode the step ran in.
     pub isolation: Isolation,
     /// How container ids map to the host ids the upper dir's files carry.
-    pub id_map: IdMap,
+    pub id_map: crate::layer::LayerIdMap,
 }
 
 impl StepOutcome {

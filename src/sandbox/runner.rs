@@ -12,7 +12,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::cache::CacheLock;
-use super::idmap::{self, IdMap};
+use super::idmap;
 use super::output::StepLog;
 use super::pidfd::PidFd;
 use super::protocol::{
@@ -22,6 +22,7 @@ use super::rootfs::overlay_safe;
 use super::{
     Force, Isolation, MountSpec, Probe, Sandbox, SandboxError, Security, StepOutcome, StepSpec,
 };
+use crate::layer::LayerIdMap;
 use crate::progress::Progress;
 
 /// Kills running steps: every process of each step dies (its pid 1 is killed, which ends the
@@ -162,7 +163,7 @@ pub(crate) fn run_step(
             }
             map
         }
-        _ => IdMap::default(),
+        _ => LayerIdMap::default(),
     };
     if !probe.mount_namespace {
         refuse_without_mounts(spec)?;
@@ -195,7 +196,7 @@ fn attempt(
     sandbox: &Sandbox,
     probe: &Probe,
     spec: &StepSpec,
-    id_map: &IdMap,
+    id_map: &LayerIdMap,
     mounts: Vec<InitMount>,
     progress: &Progress,
 ) -> Result<Executed, SandboxError> {
@@ -479,7 +480,7 @@ impl StateDir {
     fn init_spec(
         &self,
         spec: &StepSpec,
-        map: &IdMap,
+        map: &LayerIdMap,
         isolation: Isolation,
         mounts: Vec<InitMount>,
     ) -> InitSpec {
@@ -545,7 +546,7 @@ const PROC_BOUND: &str = "protections in force: this container refuses a fresh /
 fn execute(
     sandbox: &Sandbox,
     init: &InitSpec,
-    map: &IdMap,
+    map: &LayerIdMap,
     spec: &StepSpec,
     progress: &Progress,
 ) -> Result<Executed, SandboxError> {
@@ -653,7 +654,7 @@ fn converse(
     child: &mut Child,
     status_file: std::fs::File,
     init: &InitSpec,
-    map: &IdMap,
+    map: &LayerIdMap,
     (cancel, token): (&Cancel, u64),
     proc_bound: &dyn Fn(),
 ) -> Result<(Vec<PathBuf>, Option<String>), SandboxError> {

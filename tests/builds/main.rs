@@ -24,6 +24,7 @@ mod build_registry_cache;
 mod build_scratch;
 mod build_stages;
 mod conformance_fixes;
+mod copy_source_names;
 mod heredoc;
 mod multi_platform;
 mod onbuild;

@@ -7,8 +7,8 @@ use std::process::Command;
 
 use crate::layer_fixture as fx;
 use kiln::layer::{
-    Compression, DiffKind, LayerError, LayerOptions, Ownership, UnpackOptions, UnpackReport,
-    unpack_layer, write_layer,
+    Compression, DiffKind, Encoding, LayerError, LayerOptions, Ownership, UnpackOptions,
+    UnpackReport, unpack_layer, write_layer,
 };
 
 fn full() -> UnpackOptions {
@@ -94,24 +94,23 @@ fn writer_output_round_trips_through_the_unpacker_for_every_compression() {
     fs::create_dir(&src).unwrap();
     fx::build(&src);
     let want = fx::snapshot(&src);
-    for compression in [
-        Compression::None,
-        Compression::Gzip { level: 1 },
-        Compression::Zstd { level: 3 },
+    for encoding in [
+        Encoding::plain(),
+        Encoding::new(Compression::Gzip, Some(1)).unwrap(),
+        Encoding::new(Compression::Zstd, Some(3)).unwrap(),
     ] {
         let opts = LayerOptions {
-            compression,
+            encoding,
             ..LayerOptions::default()
         };
         let mut blob = Vec::new();
         let written = write_layer(&src, DiffKind::Directory, &opts, &mut blob).unwrap();
-        let dest = t.path().join(format!(
-            "out-{}",
-            kiln::image::Compression::from(compression).name()
-        ));
+        let dest = t
+            .path()
+            .join(format!("out-{}", encoding.compression().name()));
         fs::create_dir(&dest).unwrap();
         let report = unpack(&blob, &dest).unwrap();
-        assert_eq!(report.diff_id, written.diff_id, "{compression:?}");
+        assert_eq!(report.diff_id, written.diff_id, "{encoding:?}");
         assert!(report.warnings.is_empty(), "{:?}", report.warnings);
         let mut got = fx::snapshot(&dest);
         if !fx::is_root() {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::layer_fixture as fx;
-use kiln::layer::{Compression, DiffKind, LayerBlob, LayerOptions, write_layer};
+use kiln::layer::{Compression, DiffKind, Encoding, LayerBlob, LayerOptions, write_layer};
 
 fn write_to(root: &Path, kind: DiffKind, opts: &LayerOptions, out: &Path) -> LayerBlob {
     let f = fs::File::create(out).unwrap();
@@ -16,7 +16,7 @@ fn write_to(root: &Path, kind: DiffKind, opts: &LayerOptions, out: &Path) -> Lay
 
 fn plain() -> LayerOptions {
     LayerOptions {
-        compression: Compression::None,
+        encoding: Encoding::plain(),
         ..LayerOptions::default()
     }
 }
@@ -121,13 +121,13 @@ fn gzip_and_zstd_blobs_decompress_with_the_system_tools_to_the_diff_id() {
     fs::create_dir(&src).unwrap();
     fx::build(&src);
     let tar_blob = write_to(&src, DiffKind::Directory, &plain(), &t.path().join("l.tar"));
-    for (compression, tool) in [
-        (Compression::Gzip { level: 6 }, "gzip"),
-        (Compression::Zstd { level: 3 }, "zstd"),
+    for (encoding, tool) in [
+        (Encoding::new(Compression::Gzip, Some(6)).unwrap(), "gzip"),
+        (Encoding::new(Compression::Zstd, Some(3)).unwrap(), "zstd"),
     ] {
         let path = t.path().join(format!("l.{tool}"));
         let opts = LayerOptions {
-            compression,
+            encoding,
             ..LayerOptions::default()
         };
         let blob = write_to(&src, DiffKind::Directory, &opts, &path);
@@ -166,12 +166,12 @@ fn same_input_gives_the_same_bytes_across_runs_trees_and_thread_counts() {
         fs::write(root.join("data/huge.bin"), fx::data(9 * 1024 * 1024, 7)).unwrap();
         fx::set_mtimes(root, fx::MTIME);
     }
-    for compression in [
-        Compression::Gzip { level: 6 },
-        Compression::Zstd { level: 3 },
+    for encoding in [
+        Encoding::new(Compression::Gzip, Some(6)).unwrap(),
+        Encoding::new(Compression::Zstd, Some(3)).unwrap(),
     ] {
         let opts = LayerOptions {
-            compression,
+            encoding,
             ..LayerOptions::default()
         };
         let mut seen = Vec::new();
@@ -190,7 +190,7 @@ fn same_input_gives_the_same_bytes_across_runs_trees_and_thread_counts() {
         }
         assert!(
             seen.windows(2).all(|w| w[0] == w[1]),
-            "{compression:?}: {seen:#?}"
+            "{encoding:?}: {seen:#?}"
         );
     }
 }

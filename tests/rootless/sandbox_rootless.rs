@@ -65,11 +65,11 @@ fn changes_land_in_the_upper_dir_and_nothing_else_does() {
     );
     let created = up.join("srv/app/created").metadata().unwrap();
     assert_eq!(
-        outcome.id_map.container_uid(created.uid()),
+        outcome.id_map.image_uid(created.uid()),
         Some(1000),
         "chown 1000 inside"
     );
-    assert_eq!(outcome.id_map.container_gid(created.gid()), Some(1000));
+    assert_eq!(outcome.id_map.image_gid(created.gid()), Some(1000));
     if runner.user.is_some() {
         assert!(
             !outcome.id_map.is_single(),
@@ -160,7 +160,7 @@ fn user_workdir_and_env_resolve_through_the_rootfs() {
     assert_eq!(out[0], "1000:1000:1000 2000 /home/app/work /home/app hello");
     assert_eq!(out[1], "0022");
     let file = spec.upper_dir.join("home/app/work/f").metadata().unwrap();
-    assert_eq!(outcome.id_map.container_uid(file.uid()), Some(1000));
+    assert_eq!(outcome.id_map.image_uid(file.uid()), Some(1000));
 }
 
 #[test]

@@ -21,7 +21,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // of `layer`).
     ("", &["build", "plan"]),
     // `stage.rs` calls the COPY, WORKDIR and rootless helpers, which call back into it
-    // (`stage::{Runner, step_err, unpack_options}`); `workdir` also takes `copy_step`'s
+    // (`stage::{Runner, unpack_options}`); `workdir` also takes `copy_step`'s
     // `resolve_owner`.
     ("build", &["copy_step", "rootless", "stage", "workdir"]),
 ];
