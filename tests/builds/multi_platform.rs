@@ -430,3 +430,109 @@ fn platforms_after_the_first_build_in_parallel_and_share_the_build_platform_stag
         .collect();
     assert_eq!(got, want);
 }
+
+/// How many layers the build's summary line (`built in 1.2s: N layer(s) written, …`) says
+/// it wrote.
+fn layers_written(log: &str) -> usize {
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("built "))
+        .unwrap_or_else(|| panic!("no summary line: {log}"));
+    line.split(": ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// `kiln build` with a reproducible created time (so two stores give one index digest):
+/// (stdout's image ID, stderr).
+fn epoch_build(store: &Path, args: &[&str], ctx: &Path) -> (String, String) {
+    let out = kiln(store)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "--progress", "plain"])
+        .args(args)
+        .arg(ctx)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let log = succeeded(&out);
+    (
+        String::from_utf8(out.stdout).unwrap().trim().to_string(),
+        log,
+    )
+}
+
+#[test]
+fn a_fresh_store_rebuilds_every_platform_from_the_registry_cache_keyed_per_platform() {
+    let Some(bases) = bases_or_skip() else { return };
+    let ctx = project();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache_ref = format!("{}/kiln-test/multi-cache:c1", bases.addr());
+    let (to, from) = (
+        format!("--cache-to={cache_ref}"),
+        format!("--cache-from={cache_ref}"),
+    );
+
+    let (id, log) = epoch_build(&tmp.path().join("a"), &["--platform", TWO, &to], ctx.path());
+    // tools once, then COPY --from and COPY per platform.
+    assert_eq!(layers_written(&log), 5, "{log}");
+    assert!(
+        log.contains(&format!("exported the build cache to {cache_ref}")),
+        "{log}"
+    );
+
+    // Another runner: an empty store builds nothing and makes the same index.
+    let b_args = ["--platform", TWO, "-t", "multi:1", &from];
+    let (again, log) = epoch_build(&tmp.path().join("b"), &b_args, ctx.path());
+    assert_eq!(layers_written(&log), 0, "{log}");
+    assert!(
+        steps(&log)
+            .iter()
+            .filter(|s| s.instruction.starts_with("COPY"))
+            .all(|s| s.cached()),
+        "every COPY of both platforms is a hit: {log}"
+    );
+    assert_eq!(again, id, "{log}");
+    let inspect: Value =
+        serde_json::from_str(&kiln_ok(&tmp.path().join("b"), &["inspect", "multi:1"])).unwrap();
+    assert_eq!(inspect["Id"], id);
+    assert_eq!(inspect["Manifests"][1]["Config"]["architecture"], "arm64");
+
+    // Per platform: a step whose inputs are the same bytes on both platforms is not served
+    // to amd64 from arm64's record.
+    let same = context(&[
+        ("Dockerfile", "FROM scratch\nCOPY same.txt /\n"),
+        ("same.txt", "x\n"),
+    ]);
+    let arm_ref = format!("{}/kiln-test/multi-cache:arm", bases.addr());
+    let arm_to = format!("--cache-to={arm_ref}");
+    let arm_from = format!("--cache-from={arm_ref}");
+    let (_, log) = epoch_build(
+        &tmp.path().join("c"),
+        &["--platform", "linux/arm64", &arm_to],
+        same.path(),
+    );
+    assert_eq!(layers_written(&log), 1, "{log}");
+    let (_, log) = epoch_build(
+        &tmp.path().join("d"),
+        &["--platform", "linux/amd64", &arm_from],
+        same.path(),
+    );
+    assert_eq!(
+        layers_written(&log),
+        1,
+        "amd64 must build its own step: {log}"
+    );
+    assert!(!log.contains("found in the cache at"), "{log}");
+    // While arm64 from the same cache is a hit.
+    let (_, log) = epoch_build(
+        &tmp.path().join("e"),
+        &["--platform", "linux/arm64", &arm_from],
+        same.path(),
+    );
+    assert_eq!(layers_written(&log), 0, "{log}");
+}
