@@ -536,3 +536,122 @@ fn a_fresh_store_rebuilds_every_platform_from_the_registry_cache_keyed_per_platf
     );
     assert_eq!(layers_written(&log), 0, "{log}");
 }
+
+/// `--platform linux/amd64,linux/arm64` FROM the multi-arch busybox with RUN steps: amd64's
+/// run natively, arm64's through qemu (binfmt_misc); None after printing why it cannot.
+fn emulation_and_podman_or_skip() -> Option<&'static crate::build_support::Bases> {
+    if let Some(why) = crate::build_support::missing(&["podman"]) {
+        println!("{why}");
+        return None;
+    }
+    crate::build_support::arm64_emulation_or_skip()
+}
+
+/// What `podman run --platform PLATFORM IMAGE` prints, each platform in its own storage (so
+/// one platform's pull is never taken for the other's).
+fn podman_run(tmp: &Path, platform: &str, image: &str) -> String {
+    let dir = tmp.join(platform.replace('/', "-"));
+    let run = run_ok(
+        crate::common::podman()
+            .arg("--root")
+            .arg(dir.join("root"))
+            .arg("--runroot")
+            .arg(dir.join("run"))
+            .args(["run", "--rm", "--network", "none", "--tls-verify=false"])
+            .args(["--platform", platform, image]),
+    );
+    String::from_utf8(run.stdout).unwrap()
+}
+
+#[test]
+fn a_run_step_executes_per_platform_natively_and_through_qemu_into_one_pushed_index() {
+    let Some(bases) = emulation_and_podman_or_skip() else {
+        return;
+    };
+    let dockerfile = format!(
+        "FROM {}\nRUN uname -m > /arch\nCMD [\"cat\", \"/arch\"]\n",
+        bases.busybox_multiarch()
+    );
+    let ctx = context(&[("Dockerfile", &dockerfile)]);
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = format!("{}/kiln-test/multi-run:1", bases.addr());
+    let args = [
+        "--platform",
+        TWO,
+        "-t",
+        &dest,
+        "--push",
+        "--progress",
+        "plain",
+    ];
+    let log = succeeded(&kiln_build(&tmp.path().join("store"), &args, ctx.path()));
+    let runs: Vec<_> = steps(&log)
+        .into_iter()
+        .filter(|s| s.instruction.starts_with("RUN"))
+        .map(|s| s.position)
+        .collect();
+    assert_eq!(runs.len(), 2, "{log}");
+
+    let raw: Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{dest}"),
+    ]))
+    .unwrap();
+    assert_eq!(raw["mediaType"], OCI_INDEX, "{raw}");
+    assert_eq!(raw["manifests"].as_array().unwrap().len(), 2, "{raw}");
+    assert_eq!(podman_run(tmp.path(), "linux/amd64", &dest), "x86_64\n");
+    assert_eq!(podman_run(tmp.path(), "linux/arm64", &dest), "aarch64\n");
+}
+
+#[test]
+fn a_platform_that_fails_stops_the_others_and_its_error_is_the_builds() {
+    let Some(bases) = emulation_and_podman_or_skip() else {
+        return;
+    };
+    // Both platforms start at once; arm64 fails at its first RUN, while amd64 is in its first
+    // or its second (a RUN in progress is left to finish): amd64 must not start its third.
+    let dockerfile = format!(
+        "FROM {}\nRUN [ \"$(uname -m)\" != aarch64 ]\nRUN sleep 5\nRUN touch /after\n",
+        bases.busybox_multiarch()
+    );
+    let ctx = context(&[("Dockerfile", &dockerfile)]);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let args = [
+        "--platform",
+        TWO,
+        "--jobs",
+        "2",
+        "-t",
+        "fails:1",
+        "--progress",
+        "plain",
+    ];
+    let err = failed(&kiln_build(&store, &args, ctx.path()));
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("exited with code 1"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("stopped because another stage failed"),
+        "{err}"
+    );
+    let started: Vec<String> = steps(&err).into_iter().map(|s| s.position).collect();
+    for platform in ["linux/amd64", "linux/arm64"] {
+        let first = format!("{platform} stage-0 1/3");
+        assert!(started.contains(&first), "{err}");
+    }
+    assert!(
+        !started.iter().any(|p| p.ends_with(" 3/3")),
+        "amd64 went on after arm64 failed: {err}"
+    );
+    // No index was made or named.
+    let inspect = kiln(&store).args(["inspect", "fails:1"]).output().unwrap();
+    assert!(
+        !inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stdout)
+    );
+}
