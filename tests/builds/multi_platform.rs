@@ -655,3 +655,23 @@ fn a_platform_that_fails_stops_the_others_and_its_error_is_the_builds() {
         String::from_utf8_lossy(&inspect.stdout)
     );
 }
+
+#[test]
+fn a_no_change_rebuild_from_a_multi_arch_base_pulls_nothing() {
+    let Some(bases) = crate::build_support::arm64_emulation_or_skip() else {
+        return;
+    };
+    let base = bases.busybox_multiarch();
+    let ctx = context(&[("Dockerfile", &format!("FROM {base}\nCOPY Dockerfile /\n"))]);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    // One platform after the other: each pull then sees what the one before stored.
+    let args = ["--platform", TWO, "--jobs", "1", "--progress", "plain"];
+    let first = succeeded(&kiln_build(&store, &args, ctx.path()));
+    assert_eq!(first.matches("pulling ").count(), 2, "{first}");
+    // The base is named by its index, which holds both platforms' images.
+    let inspect: Value = serde_json::from_str(&kiln_ok(&store, &["inspect", &base])).unwrap();
+    assert_eq!(inspect["Index"]["mediaType"], OCI_INDEX, "{inspect}");
+    let again = succeeded(&kiln_build(&store, &args, ctx.path()));
+    assert!(!again.contains("pulling "), "{again}");
+}
