@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the five benchmark build contexts w1..w5 of issue 7 into OUTDIR.
+"""Writes the benchmark build contexts w1..w5 of issue 7, and multi (issue 17), into OUTDIR.
 
 Deterministic: every byte comes from random.Random seeded per file, and every file and directory
 gets the same mtime (SOURCE_DATE_EPOCH, default 2024-01-01), so two runs on two machines give
@@ -94,13 +94,13 @@ class Writer:
 
 # The file benches/compare.sh rewrites for the one-file-edit rebuild (and restores afterwards).
 EDIT_FILES = {"w1": "src/edit.txt", "w2": "data/edit.txt", "w3": "tree/d00/e0/edit.txt",
-              "w4": "edit.txt", "w5": "app/edit.txt"}
+              "w4": "edit.txt", "w5": "app/edit.txt", "multi": "src/edit.txt"}
 EDIT = b"edit 0\n"
 HEADER = "# syntax=docker/dockerfile:1\nARG BASE=127.0.0.1:5000/kiln-test\nFROM ${BASE}/busybox:latest\n"
 
 
-def w1(w):
-    """Small app: ~200 small files in src/, static/, conf/."""
+def w1_files(w):
+    """w1's ~200 small files in src/, static/, conf/."""
     for i in range(120):
         rng = rng_for(f"w1/src/{i}")
         w.file(f"src/mod{i // 20:02d}/unit{i:03d}.sh", text_bytes(rng, rng.randint(300, 6000)))
@@ -112,12 +112,27 @@ def w1(w):
         rng = rng_for(f"w1/conf/{i}")
         w.file(f"conf/app{i:02d}.conf", text_bytes(rng, rng.randint(100, 2000)))
     w.file("src/edit.txt", EDIT)
-    w.file("Dockerfile", (HEADER + "WORKDIR /app\n"
-                          "COPY conf/ /etc/app/\n"
-                          "COPY src/ static/ ./\n"
-                          "RUN find /app -type f | wc -l > /app/file-count\n"
-                          "EXPOSE 8080\n"
-                          'CMD ["httpd", "-f", "-p", "8080", "-h", "/app"]\n').encode())
+
+
+W1_STEPS = ("WORKDIR /app\n"
+            "COPY conf/ /etc/app/\n"
+            "COPY src/ static/ ./\n"
+            "RUN find /app -type f | wc -l > /app/file-count\n"
+            "EXPOSE 8080\n"
+            'CMD ["httpd", "-f", "-p", "8080", "-h", "/app"]\n')
+
+
+def w1(w):
+    """Small app: ~200 small files in src/, static/, conf/."""
+    w1_files(w)
+    w.file("Dockerfile", (HEADER + W1_STEPS).encode())
+
+
+def multi(w):
+    """w1 for linux/amd64 and linux/arm64 (issue 17): the multi-arch busybox base; the RUN of
+    arm64 goes through qemu (binfmt_misc). compare.sh builds it with --platform for both."""
+    w1_files(w)
+    w.file("Dockerfile", (HEADER.replace("/busybox:", "/busybox-multiarch:") + W1_STEPS).encode())
 
 
 def w2(w):
@@ -184,7 +199,7 @@ def w5(w):
                           'CMD ["/srv/app/main.sh"]\n').encode())
 
 
-WORKLOADS = {"w1": w1, "w2": w2, "w3": w3, "w4": w4, "w5": w5}
+WORKLOADS = {"w1": w1, "w2": w2, "w3": w3, "w4": w4, "w5": w5, "multi": multi}
 
 
 def main():

@@ -6,8 +6,10 @@
 //!   the first failure stops the rest), commits the target image to the store under the
 //!   requested names and returns it as a [`BuildOutcome`].
 //! - [`BuildRequest`] also carries the target platforms (base images chosen from indexes,
-//!   config os/architecture; with several, one image per platform, built one after the other
-//!   with one build cache, and their index is what the tags name: [`BuildOutcome::image`]), `--secret` values (for `RUN --mount=type=secret`; never in
+//!   config os/architecture; with several, one image per platform, built in parallel with
+//!   one build cache (the first platform alone first when a stage is built for a fixed
+//!   platform; the first failure stops them all), and their index is what the tags name:
+//!   [`BuildOutcome::image`]), `--secret` values (for `RUN --mount=type=secret`; never in
 //!   a layer, a cache key or an event) and `--ssh` agent sockets (relayed read-only to
 //!   `RUN --mount=type=ssh` by [`ssh`]; used by git for `git@` sources).
 //! - [`BuildError::render`] names the Dockerfile line (`Dockerfile:12:5: ...`) with a caret.
@@ -43,6 +45,8 @@ mod workdir;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeZone, Timelike, Utc};
 
@@ -243,9 +247,9 @@ pub(crate) fn step_failed(
 }
 
 /// Builds the image `req` describes into `store`: one image, or with several
-/// [`BuildRequest::platforms`] one image per platform (one after the other, sharing the build
-/// cache, so a `FROM --platform=$BUILDPLATFORM` stage is built once) and the index of them,
-/// named by the tags.
+/// [`BuildRequest::platforms`] one image per platform (in parallel, sharing the build cache,
+/// so a `FROM --platform=$BUILDPLATFORM` stage is built once) and the
+/// index of them, named by the tags.
 ///
 /// RUN steps run in `sandbox`; the caller keeps its cancel handle for Ctrl-C.
 pub fn build(
@@ -282,6 +286,7 @@ pub fn build(
                 platform,
                 in_index: false,
                 names: &req.tags,
+                cancelled: Default::default(),
             };
             let built = build_platform(
                 store,
@@ -329,6 +334,28 @@ struct Target<'r> {
     in_index: bool,
     /// Names the image gets (none for an index member: the index is named).
     names: &'r [Reference],
+    /// Stops the build before its next step (set by the first failure of any platform).
+    cancelled: Arc<AtomicBool>,
+}
+
+/// Keeps `e` unless an error is kept already: the first failure is the build's, and
+/// `Cancelled` (a platform stopped because of it) never hides a real error.
+fn keep_first_error(first: &Mutex<Option<BuildError>>, e: BuildError) {
+    let mut first = first.lock().unwrap_or_else(|p| p.into_inner());
+    if first
+        .as_ref()
+        .is_none_or(|kept| matches!(kept, BuildError::Cancelled))
+    {
+        *first = Some(e);
+    }
+}
+
+/// Whether a stage of the Dockerfile is built for a fixed platform (`FROM --platform=…`),
+/// which every target platform then shares through the cache. A Dockerfile that does not
+/// plan says so when its first platform is built.
+fn shares_stages(req: &BuildRequest, platform: &Platform) -> bool {
+    plan::plan(&req.dockerfile, &plan_options(req, platform))
+        .map_or(true, |p| p.stages.iter().any(|s| s.platform.is_some()))
 }
 
 /// One platform's image, in the store.
@@ -340,10 +367,13 @@ struct BuiltImage {
 }
 
 /// Builds every platform's image, then their index, named by the tags (unless layers stay in
-/// the registry: see [`BuildOutcome::left_in_registry`]). The first platform is built alone,
-/// so the stages every platform shares (`FROM --platform=$BUILDPLATFORM`) are in the cache
-/// when the others start; those then build in parallel, up to `--jobs` at once. With a
-/// registry cache they stay one after the other: each exports into the same tag.
+/// the registry: see [`BuildOutcome::left_in_registry`]). Platforms build in parallel, up to
+/// `--jobs` at once; when a stage is built for a fixed platform (`FROM
+/// --platform=$BUILDPLATFORM`), the first platform is built alone first, so the stages every
+/// platform shares are in the cache when the others start. With a registry cache they stay
+/// one after the other: each exports into the same tag. The platforms share one cancellation
+/// flag: the first to fail stops the others before their next step, and its error is the
+/// build's.
 #[allow(clippy::too_many_arguments)]
 fn build_index(
     store: &Store,
@@ -355,37 +385,51 @@ fn build_index(
     created: DateTime<Utc>,
     progress: &Progress,
 ) -> Result<BuildOutcome, BuildError> {
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let first_error = Mutex::new(None);
     let one = |platform: &Platform| {
         let target = Target {
             platform: platform.clone(),
             in_index: true,
             names: &[],
+            cancelled: cancelled.clone(),
         };
-        build_platform(
+        let built = build_platform(
             store, sandbox, hooks, req, context, &target, created, progress,
-        )
+        );
+        built.map_err(|e| {
+            cancelled.store(true, Ordering::SeqCst);
+            keep_first_error(&first_error, e);
+        })
     };
-    let (first, rest) = platforms.split_first().expect("two platforms or more");
-    let mut built = vec![one(first)?];
     let at_once = match hooks.remote_cache.is_some() {
         true => 1,
         false => req.jobs.max(1),
     };
-    for group in rest.chunks(at_once) {
-        let results: Vec<Result<BuiltImage, BuildError>> = std::thread::scope(|s| {
-            let threads: Vec<_> = group.iter().map(|p| s.spawn(|| one(p))).collect();
-            threads
-                .into_iter()
-                .map(|t| {
-                    t.join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                })
-                .collect()
-        });
-        for r in results {
-            built.push(r?);
-        }
+    let mut built = Vec::new();
+    let mut rest = platforms;
+    if shares_stages(req, &platforms[0]) {
+        built.push(one(&platforms[0]).ok());
+        rest = &platforms[1..];
     }
+    for group in rest.chunks(at_once) {
+        if cancelled.load(Ordering::SeqCst) {
+            break;
+        }
+        std::thread::scope(|s| {
+            let threads: Vec<_> = group.iter().map(|p| s.spawn(|| one(p))).collect();
+            for t in threads {
+                let result = t
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                built.push(result.ok());
+            }
+        });
+    }
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
+    }
+    let built: Vec<BuiltImage> = built.into_iter().flatten().collect();
     let (mut layers_built, mut layers_reused) = (0, 0);
     let mut left_in_registry: Vec<Layer> = Vec::new();
     let mut members = Vec::new();
@@ -439,6 +483,7 @@ fn build_platform(
         target.platform.clone(),
     );
     env.label_platforms = target.in_index;
+    env.cancelled = target.cancelled.clone();
     // `ENV PATH=/opt/bin:$PATH` expands with the base image's ENV, as docker does: the bases
     // are resolved (pulled when missing) and the plan made again with their environments.
     let base_env = base_envs(&env, &plan)?;

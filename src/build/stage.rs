@@ -51,8 +51,9 @@ pub(crate) struct BuildEnv<'a> {
     pub(crate) plan_options: crate::plan::PlanOptions,
     /// The registry cache (`--cache-from`/`--cache-to`), shared by all stages; inert without one.
     pub(crate) remote: super::remote_cache::Session<'a>,
-    /// Set when a stage failed: the others stop before their next step.
-    pub(crate) cancelled: AtomicBool,
+    /// Set when a stage failed: the others stop before their next step. Shared by the
+    /// platforms of a multi-platform build, so one platform's failure stops them all.
+    pub(crate) cancelled: std::sync::Arc<AtomicBool>,
     announced_isolation: AtomicBool,
     /// The stages whose layers the built image holds (reported to [`Hooks::layer_ready`]).
     pub(crate) image_stages: std::collections::HashSet<usize>,
@@ -100,7 +101,7 @@ impl<'a> BuildEnv<'a> {
                 store,
                 progress,
             ),
-            cancelled: AtomicBool::new(false),
+            cancelled: Default::default(),
             announced_isolation: AtomicBool::new(false),
             image_stages: Default::default(),
         }

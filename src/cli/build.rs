@@ -10,7 +10,7 @@ use crate::image::{Layer, Stored};
 use crate::layer::{Compression, Encoding};
 use crate::progress::Progress;
 use crate::reference::Reference;
-use crate::registry::{Manifest, StoreBlobs};
+use crate::registry::{Manifest, Pulled, StoreBlobs};
 use crate::sandbox::{Isolation, Network, Sandbox};
 use crate::store::Store;
 use anyhow::Context as _;
@@ -190,7 +190,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
         // A name in the store promises every blob: a base pulled without its layers stays
         // unnamed (and is resolved again, manifests only, by the next build).
         if pulled.layers.iter().all(|d| store.has_blob(d)) {
-            store.tag(reference, &pulled.manifest.digest)?;
+            store.tag(reference, &pulled_name(&store, &pulled))?;
         } else if let Some(cache) = lazy_bases {
             cache.note_lazy_base(reference, std::sync::Arc::new(registry), &pulled.layers);
         }
@@ -276,6 +276,25 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     }
     println!("{}", image.id());
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a base pulled by a build is named by: the index it came through once the store holds
+/// every member of it whole, else the platform's own image (a name promises every blob).
+/// Naming the member alone made the platforms of a multi-platform build take the name from
+/// each other, so every rebuild pulled each base again; under the index's name each platform
+/// finds its member in the store.
+fn pulled_name(store: &Store, pulled: &Pulled) -> Digest {
+    let whole = |index: &&Manifest| match Stored::load(store, &index.digest) {
+        Ok(Stored::Index(i)) => i
+            .members
+            .iter()
+            .all(|m| m.image.layers.iter().all(|l| store.has_blob(&l.digest))),
+        _ => false,
+    };
+    match pulled.index.as_ref().filter(whole) {
+        Some(index) => index.digest,
+        None => pulled.manifest.digest,
+    }
 }
 
 /// The async runtime, and the token Ctrl-C and SIGTERM cancel: a pull or a push waited for

@@ -216,6 +216,32 @@ pub fn bases_with_arm64() -> &'static Bases {
     b
 }
 
+/// [`bases_with_arm64`] with qemu-aarch64 registered with the F flag (`tests/scripts/binfmt.sh`,
+/// once per test binary), so RUN steps for linux/arm64 execute; None after printing why not
+/// (not root, not an amd64 machine, or a tool of the bases missing).
+pub fn arm64_emulation_or_skip() -> Option<&'static Bases> {
+    if std::env::consts::ARCH != "x86_64" {
+        println!(
+            "SKIPPED: emulates arm64 on x86_64; this machine is {}",
+            std::env::consts::ARCH
+        );
+        return None;
+    }
+    if let Some(why) = missing_for_bases() {
+        println!("{why}");
+        return None;
+    }
+    static READY: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    READY.get_or_init(|| {
+        run_ok(
+            Command::new("bash")
+                .arg(common::repo_root().join("tests/scripts/binfmt.sh"))
+                .arg("aarch64"),
+        );
+    });
+    Some(bases_with_arm64())
+}
+
 fn push_base_images(registry: &str, only: &[&str]) {
     let mut cmd = Command::new("bash");
     cmd.arg(common::repo_root().join("tests/scripts/base-images.sh"))

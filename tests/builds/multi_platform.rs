@@ -430,3 +430,248 @@ fn platforms_after_the_first_build_in_parallel_and_share_the_build_platform_stag
         .collect();
     assert_eq!(got, want);
 }
+
+/// How many layers the build's summary line (`built in 1.2s: N layer(s) written, …`) says
+/// it wrote.
+fn layers_written(log: &str) -> usize {
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("built "))
+        .unwrap_or_else(|| panic!("no summary line: {log}"));
+    line.split(": ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// `kiln build` with a reproducible created time (so two stores give one index digest):
+/// (stdout's image ID, stderr).
+fn epoch_build(store: &Path, args: &[&str], ctx: &Path) -> (String, String) {
+    let out = kiln(store)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "--progress", "plain"])
+        .args(args)
+        .arg(ctx)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let log = succeeded(&out);
+    (
+        String::from_utf8(out.stdout).unwrap().trim().to_string(),
+        log,
+    )
+}
+
+#[test]
+fn a_fresh_store_rebuilds_every_platform_from_the_registry_cache_keyed_per_platform() {
+    let Some(bases) = bases_or_skip() else { return };
+    let ctx = project();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache_ref = format!("{}/kiln-test/multi-cache:c1", bases.addr());
+    let (to, from) = (
+        format!("--cache-to={cache_ref}"),
+        format!("--cache-from={cache_ref}"),
+    );
+
+    let (id, log) = epoch_build(&tmp.path().join("a"), &["--platform", TWO, &to], ctx.path());
+    // tools once, then COPY --from and COPY per platform.
+    assert_eq!(layers_written(&log), 5, "{log}");
+    assert!(
+        log.contains(&format!("exported the build cache to {cache_ref}")),
+        "{log}"
+    );
+
+    // Another runner: an empty store builds nothing and makes the same index.
+    let b_args = ["--platform", TWO, "-t", "multi:1", &from];
+    let (again, log) = epoch_build(&tmp.path().join("b"), &b_args, ctx.path());
+    assert_eq!(layers_written(&log), 0, "{log}");
+    assert!(
+        steps(&log)
+            .iter()
+            .filter(|s| s.instruction.starts_with("COPY"))
+            .all(|s| s.cached()),
+        "every COPY of both platforms is a hit: {log}"
+    );
+    assert_eq!(again, id, "{log}");
+    let inspect: Value =
+        serde_json::from_str(&kiln_ok(&tmp.path().join("b"), &["inspect", "multi:1"])).unwrap();
+    assert_eq!(inspect["Id"], id);
+    assert_eq!(inspect["Manifests"][1]["Config"]["architecture"], "arm64");
+
+    // Per platform: a step whose inputs are the same bytes on both platforms is not served
+    // to amd64 from arm64's record.
+    let same = context(&[
+        ("Dockerfile", "FROM scratch\nCOPY same.txt /\n"),
+        ("same.txt", "x\n"),
+    ]);
+    let arm_ref = format!("{}/kiln-test/multi-cache:arm", bases.addr());
+    let arm_to = format!("--cache-to={arm_ref}");
+    let arm_from = format!("--cache-from={arm_ref}");
+    let (_, log) = epoch_build(
+        &tmp.path().join("c"),
+        &["--platform", "linux/arm64", &arm_to],
+        same.path(),
+    );
+    assert_eq!(layers_written(&log), 1, "{log}");
+    let (_, log) = epoch_build(
+        &tmp.path().join("d"),
+        &["--platform", "linux/amd64", &arm_from],
+        same.path(),
+    );
+    assert_eq!(
+        layers_written(&log),
+        1,
+        "amd64 must build its own step: {log}"
+    );
+    assert!(!log.contains("found in the cache at"), "{log}");
+    // While arm64 from the same cache is a hit.
+    let (_, log) = epoch_build(
+        &tmp.path().join("e"),
+        &["--platform", "linux/arm64", &arm_from],
+        same.path(),
+    );
+    assert_eq!(layers_written(&log), 0, "{log}");
+}
+
+/// `--platform linux/amd64,linux/arm64` FROM the multi-arch busybox with RUN steps: amd64's
+/// run natively, arm64's through qemu (binfmt_misc); None after printing why it cannot.
+fn emulation_and_podman_or_skip() -> Option<&'static crate::build_support::Bases> {
+    if let Some(why) = crate::build_support::missing(&["podman"]) {
+        println!("{why}");
+        return None;
+    }
+    crate::build_support::arm64_emulation_or_skip()
+}
+
+/// What `podman run --platform PLATFORM IMAGE` prints, each platform in its own storage (so
+/// one platform's pull is never taken for the other's).
+fn podman_run(tmp: &Path, platform: &str, image: &str) -> String {
+    let dir = tmp.join(platform.replace('/', "-"));
+    let run = run_ok(
+        crate::common::podman()
+            .arg("--root")
+            .arg(dir.join("root"))
+            .arg("--runroot")
+            .arg(dir.join("run"))
+            .args(["run", "--rm", "--network", "none", "--tls-verify=false"])
+            .args(["--platform", platform, image]),
+    );
+    String::from_utf8(run.stdout).unwrap()
+}
+
+#[test]
+fn a_run_step_executes_per_platform_natively_and_through_qemu_into_one_pushed_index() {
+    let Some(bases) = emulation_and_podman_or_skip() else {
+        return;
+    };
+    let dockerfile = format!(
+        "FROM {}\nRUN uname -m > /arch\nCMD [\"cat\", \"/arch\"]\n",
+        bases.busybox_multiarch()
+    );
+    let ctx = context(&[("Dockerfile", &dockerfile)]);
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = format!("{}/kiln-test/multi-run:1", bases.addr());
+    let args = [
+        "--platform",
+        TWO,
+        "-t",
+        &dest,
+        "--push",
+        "--progress",
+        "plain",
+    ];
+    let log = succeeded(&kiln_build(&tmp.path().join("store"), &args, ctx.path()));
+    let runs: Vec<_> = steps(&log)
+        .into_iter()
+        .filter(|s| s.instruction.starts_with("RUN"))
+        .map(|s| s.position)
+        .collect();
+    assert_eq!(runs.len(), 2, "{log}");
+
+    let raw: Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{dest}"),
+    ]))
+    .unwrap();
+    assert_eq!(raw["mediaType"], OCI_INDEX, "{raw}");
+    assert_eq!(raw["manifests"].as_array().unwrap().len(), 2, "{raw}");
+    assert_eq!(podman_run(tmp.path(), "linux/amd64", &dest), "x86_64\n");
+    assert_eq!(podman_run(tmp.path(), "linux/arm64", &dest), "aarch64\n");
+}
+
+#[test]
+fn a_platform_that_fails_stops_the_others_and_its_error_is_the_builds() {
+    let Some(bases) = emulation_and_podman_or_skip() else {
+        return;
+    };
+    // Both platforms start at once; arm64 fails at its first RUN, while amd64 is in its first
+    // or its second (a RUN in progress is left to finish): amd64 must not start its third.
+    let dockerfile = format!(
+        "FROM {}\nRUN [ \"$(uname -m)\" != aarch64 ]\nRUN sleep 5\nRUN touch /after\n",
+        bases.busybox_multiarch()
+    );
+    let ctx = context(&[("Dockerfile", &dockerfile)]);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let args = [
+        "--platform",
+        TWO,
+        "--jobs",
+        "2",
+        "-t",
+        "fails:1",
+        "--progress",
+        "plain",
+    ];
+    let err = failed(&kiln_build(&store, &args, ctx.path()));
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("exited with code 1"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("stopped because another stage failed"),
+        "{err}"
+    );
+    let started: Vec<String> = steps(&err).into_iter().map(|s| s.position).collect();
+    for platform in ["linux/amd64", "linux/arm64"] {
+        let first = format!("{platform} stage-0 1/3");
+        assert!(started.contains(&first), "{err}");
+    }
+    assert!(
+        !started.iter().any(|p| p.ends_with(" 3/3")),
+        "amd64 went on after arm64 failed: {err}"
+    );
+    // No index was made or named.
+    let inspect = kiln(&store).args(["inspect", "fails:1"]).output().unwrap();
+    assert!(
+        !inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stdout)
+    );
+}
+
+#[test]
+fn a_no_change_rebuild_from_a_multi_arch_base_pulls_nothing() {
+    let Some(bases) = crate::build_support::arm64_emulation_or_skip() else {
+        return;
+    };
+    let base = bases.busybox_multiarch();
+    let ctx = context(&[("Dockerfile", &format!("FROM {base}\nCOPY Dockerfile /\n"))]);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    // One platform after the other: each pull then sees what the one before stored.
+    let args = ["--platform", TWO, "--jobs", "1", "--progress", "plain"];
+    let first = succeeded(&kiln_build(&store, &args, ctx.path()));
+    assert_eq!(first.matches("pulling ").count(), 2, "{first}");
+    // The base is named by its index, which holds both platforms' images.
+    let inspect: Value = serde_json::from_str(&kiln_ok(&store, &["inspect", &base])).unwrap();
+    assert_eq!(inspect["Index"]["mediaType"], OCI_INDEX, "{inspect}");
+    let again = succeeded(&kiln_build(&store, &args, ctx.path()));
+    assert!(!again.contains("pulling "), "{again}");
+}

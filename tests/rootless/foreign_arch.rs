@@ -12,8 +12,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use crate::build_support::{
-    Bases, bases_with_arm64, kiln, kiln_build, missing, missing_for_bases, read_layout, run_ok,
-    succeeded,
+    Bases, kiln, kiln_build, missing, missing_for_bases, read_layout, run_ok, succeeded,
 };
 
 /// What containers-common gives a root step (the CapEff line of /proc/self/status).
@@ -38,15 +37,7 @@ fn emulation_or_skip() -> Option<&'static Bases> {
         println!("{why}");
         return None;
     }
-    static READY: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    READY.get_or_init(|| {
-        run_ok(
-            Command::new("bash")
-                .arg(crate::common::repo_root().join("tests/scripts/binfmt.sh"))
-                .arg("aarch64"),
-        );
-    });
-    Some(bases_with_arm64())
+    crate::build_support::arm64_emulation_or_skip()
 }
 
 /// The arm64 step: its machine into /arch, its containment on the output, and a pipeline
