@@ -3,7 +3,7 @@
 //! layers' full store paths the overlay options of ~40 layers already pass mount(2)'s one page.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use crate::build_support::{bases, missing, missing_for_bases, read_layout, succeeded};
 use kiln::sandbox::StepOutcome;
@@ -112,28 +112,16 @@ fn a_rootless_run_step_on_127_layers_sees_every_layer() {
         return;
     }
     let runner = crate::sandbox_support::runner();
-    let (_, uid, gid) = runner.user.clone().expect("tests run as root here");
     let tmp = runner.tempdir();
     let ctx = tmp.path().join("ctx");
     std::fs::create_dir(&ctx).unwrap();
     write_context(&ctx);
     runner.give(tmp.path());
     let layout = tmp.path().join("layout");
-    let out = Command::new("/usr/bin/setpriv")
-        .args([
-            format!("--reuid={uid}"),
-            format!("--regid={gid}"),
-            "--clear-groups".into(),
-        ])
-        .arg(crate::sandbox_support::kiln_for(uid, gid))
+    let out = crate::sandbox_support::kiln_as_test_user(&tmp.path().join("store"))
         .args(["build", "-t", "many", "--progress=plain"])
         .arg(format!("--output=type=oci,dest={}", layout.display()))
         .arg(&ctx)
-        .env("KILN_ROOT", tmp.path().join("store"))
-        .env("HOME", "/tmp")
-        .env("XDG_RUNTIME_DIR", "/tmp")
-        .current_dir("/")
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&out.stderr);

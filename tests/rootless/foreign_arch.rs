@@ -129,7 +129,6 @@ fn root_runs_arm64_steps_in_plain_chroot() {
 /// `KILN_SANDBOX_FORCE=force`, and the result is checked.
 fn rootless_build(bases: &Bases, force: &str) -> String {
     let runner = crate::sandbox_support::runner();
-    let (_, uid, gid) = runner.user.clone().expect("tests run as root here");
     let tmp = runner.tempdir();
     let ctx = tmp.path().join("ctx");
     std::fs::create_dir(&ctx).unwrap();
@@ -140,23 +139,12 @@ fn rootless_build(bases: &Bases, force: &str) -> String {
     .unwrap();
     runner.give(tmp.path());
     let layout = tmp.path().join("layout");
-    let out = Command::new("/usr/bin/setpriv")
-        .args([
-            format!("--reuid={uid}"),
-            format!("--regid={gid}"),
-            "--clear-groups".into(),
-        ])
-        .arg(crate::sandbox_support::kiln_for(uid, gid))
+    let out = crate::sandbox_support::kiln_as_test_user(&tmp.path().join("store"))
         .args(["build", "--progress=plain", "--platform", "linux/arm64"])
         .arg(format!("--output=type=oci,dest={}", layout.display()))
         .arg(&ctx)
-        .env("KILN_ROOT", tmp.path().join("store"))
         .env("KILN_SANDBOX_FORCE", force)
-        .env("HOME", "/tmp")
-        .env("XDG_RUNTIME_DIR", "/tmp")
         .env_remove("SOURCE_DATE_EPOCH")
-        .current_dir("/")
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     let stderr = succeeded(&out);

@@ -157,6 +157,25 @@ pub fn kiln_for(uid: u32, gid: u32) -> PathBuf {
     .clone()
 }
 
+/// `kiln` run as `kilntest` (root's tests) with its store at `store`, from `/`, stdin closed,
+/// `HOME` and `XDG_RUNTIME_DIR` at /tmp: add the subcommand and its arguments.
+pub fn kiln_as_test_user(store: &Path) -> Command {
+    let (_, uid, gid) = runner().user.expect("tests run as root here");
+    let mut cmd = Command::new("/usr/bin/setpriv");
+    cmd.args([
+        format!("--reuid={uid}"),
+        format!("--regid={gid}"),
+        "--clear-groups".into(),
+    ])
+    .arg(kiln_for(uid, gid))
+    .env("KILN_ROOT", store)
+    .env("HOME", "/tmp")
+    .env("XDG_RUNTIME_DIR", "/tmp")
+    .current_dir("/")
+    .stdin(Stdio::null());
+    cmd
+}
+
 /// The JSON progress events on a runner's stderr.
 pub fn events(out: &Output) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&out.stderr)
