@@ -9,7 +9,8 @@ use super::cache::{self, SourceDigest};
 use super::context::{Context, EntryKind};
 use super::copy::{self, Chmod, CopyOptions};
 use super::image_tree::{ImageTree, LayerView};
-use super::stage::{Runner, unpack_options};
+use super::owner::{OwnerError, resolve_owner};
+use super::runner::{Runner, unpack_options};
 use super::{BuildError, add, git, step_failed};
 use crate::dockerfile::Span;
 use crate::image::{ImageBuilder, Layer};
@@ -486,42 +487,6 @@ pub(super) struct AddSpec<'s> {
     pub(super) keep_git_dir: bool,
 }
 
-/// Downloads made (and git refs resolved) while computing ADD cache keys, handed to the
-/// step that needs them.
-#[derive(Default)]
-pub(crate) struct Downloads {
-    dir: Option<crate::store::ScratchDir>,
-    by_url: std::collections::HashMap<String, add::Fetched>,
-    /// git sources by their text, to the commit they resolved to.
-    commits: std::collections::HashMap<String, git::Resolved>,
-}
-
-impl Downloads {
-    fn fetch(
-        &mut self,
-        fetch: &super::Fetch,
-        store: &crate::store::Store,
-        url: &str,
-    ) -> Result<add::Fetched, AddError> {
-        if let Some(f) = self.by_url.get(url) {
-            return Ok(f.clone());
-        }
-        if self.dir.is_none() {
-            let dir = store.scratch_dir("fetch-").map_err(AddError::DownloadDir)?;
-            self.dir = Some(dir);
-        }
-        let dir = self.dir.as_ref().expect("just made").path();
-        let got = add::download(fetch, url, dir, &format!("{}", self.by_url.len()))?;
-        self.by_url.insert(url.to_string(), got.clone());
-        Ok(got)
-    }
-
-    /// The download of `url`, if one was made (it stays on disk until the build ends).
-    fn get(&self, url: &str) -> Option<add::Fetched> {
-        self.by_url.get(url).cloned()
-    }
-}
-
 /// Where COPY reads from: the context, or a stage/image rootfs unpacked into a temp dir that
 /// lives as long as this value (or a layer directory of the store, which outlives it).
 pub(super) enum SourceTree<'a> {
@@ -564,15 +529,6 @@ impl SourceTree<'_> {
     }
 }
 
-/// A `--chown` name the image does not have.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(super) enum OwnerError {
-    #[error("user {0:?} is not in the image's /etc/passwd")]
-    User(String),
-    #[error("group {0:?} is not in the image's /etc/group")]
-    Group(String),
-}
-
 /// `--chown=SPEC` could not be resolved.
 #[derive(Debug, thiserror::Error)]
 #[error("--chown={spec}")]
@@ -580,80 +536,4 @@ struct ChownError {
     spec: String,
     #[source]
     source: OwnerError,
-}
-
-/// `--chown=user[:group]`: numeric ids as they are, names through the image's passwd/group.
-/// `read` gives the text of an image file (`etc/passwd`), as the merged image has it.
-pub(super) fn resolve_owner(
-    spec: &str,
-    read: &dyn Fn(&str) -> Option<String>,
-) -> Result<(u64, u64), OwnerError> {
-    let (user, group) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (spec, None),
-    };
-    let uid = match user.parse::<u64>() {
-        Ok(n) => n,
-        Err(_) => {
-            lookup(read, "etc/passwd", user, 2).ok_or_else(|| OwnerError::User(user.to_string()))?
-        }
-    };
-    let gid = match group {
-        None => match user.parse::<u64>() {
-            // A numeric user without a group gets the same number as gid (Docker's rule).
-            Ok(n) => n,
-            Err(_) => lookup(read, "etc/passwd", user, 3).unwrap_or(uid),
-        },
-        Some(g) => match g.parse::<u64>() {
-            Ok(n) => n,
-            Err(_) => {
-                lookup(read, "etc/group", g, 2).ok_or_else(|| OwnerError::Group(g.to_string()))?
-            }
-        },
-    };
-    Ok((uid, gid))
-}
-
-/// Field `field` (0-based) of the line for `name` in the image's `file`.
-fn lookup(
-    read: &dyn Fn(&str) -> Option<String>,
-    file: &str,
-    name: &str,
-    field: usize,
-) -> Option<u64> {
-    let text = read(file)?;
-    text.lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.first() == Some(&name))?
-        .get(field)?
-        .parse()
-        .ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chown_resolves_names_through_the_images_passwd_and_group() {
-        let read = |f: &str| match f {
-            "etc/passwd" => Some("app:x:1000:1000::/:/bin/sh\nnog:x:1001:4242::/:/bin/sh\n".into()),
-            "etc/group" => Some("app:x:1000:\nstaff:x:50:\n".into()),
-            _ => None,
-        };
-        assert_eq!(resolve_owner("7", &read), Ok((7, 7)));
-        assert_eq!(resolve_owner("7:8", &read), Ok((7, 8)));
-        assert_eq!(resolve_owner("app", &read), Ok((1000, 1000)));
-        // No group named like the user: the passwd entry's gid.
-        assert_eq!(resolve_owner("nog", &read), Ok((1001, 4242)));
-        assert_eq!(resolve_owner("nog:staff", &read), Ok((1001, 50)));
-        assert_eq!(
-            resolve_owner("app:wheel", &read).unwrap_err(),
-            OwnerError::Group("wheel".into())
-        );
-        assert_eq!(
-            resolve_owner("ghost", &|_: &str| None).unwrap_err(),
-            OwnerError::User("ghost".into())
-        );
-    }
 }

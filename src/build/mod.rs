@@ -31,13 +31,16 @@ pub(crate) mod cache;
 pub mod context;
 mod copy;
 mod copy_step;
+mod downloads;
 mod git;
 mod image_tree;
 mod onbuild;
+mod owner;
 mod platform;
 pub mod remote_cache;
 mod rootless;
 mod run;
+mod runner;
 mod schedule;
 mod ssh;
 mod stage;
@@ -472,7 +475,7 @@ fn build_platform(
     let options = plan_options(req, &target.platform);
     let mut plan = plan::plan(&req.dockerfile, &options)
         .map_err(|e| BuildError::Plan(e.render(&req.dockerfile_name, &req.dockerfile)))?;
-    let mut env = stage::BuildEnv::new(
+    let mut env = runner::BuildEnv::new(
         store,
         sandbox,
         hooks,
@@ -575,7 +578,7 @@ fn remove_abandoned_scratch(store: &Store, progress: &Progress) {
 /// The ENV of every base image the stages to build start from, by the name the Dockerfile
 /// gives it (the first stage's platform wins when two stages name one image).
 fn base_envs(
-    env: &stage::BuildEnv,
+    env: &runner::BuildEnv,
     plan: &plan::Plan,
 ) -> Result<std::collections::BTreeMap<String, Vec<(String, String)>>, BuildError> {
     let mut envs = std::collections::BTreeMap::new();
@@ -586,7 +589,7 @@ fn base_envs(
         if envs.contains_key(name) {
             continue;
         }
-        let mut runner = stage::Runner::new(env, &Default::default());
+        let mut runner = runner::Runner::new(env, &Default::default());
         if let Some(p) = &stage.platform {
             runner.platform =
                 crate::image::Platform::parse(p).map_err(|e| step_failed(stage.span, e))?;

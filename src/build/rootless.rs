@@ -37,7 +37,7 @@ pub(super) fn unpack(
 fn store_layer_options() -> layer::UnpackOptions {
     layer::UnpackOptions {
         deletions: layer::Deletions::Overlay(layer::OpaqueXattr::for_this_process()),
-        ..super::stage::unpack_options()
+        ..super::runner::unpack_options()
     }
 }
 

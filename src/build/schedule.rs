@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use super::BuildError;
-use super::stage::{BuildEnv, Finished, Runner};
+use super::runner::{BuildEnv, Finished, Runner};
 use crate::plan::Plan;
 
 /// What the workers coordinate through.

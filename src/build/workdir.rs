@@ -10,8 +10,8 @@
 //! with `/app -> /srv/app` creates `/srv/app` and nothing outside the image.
 
 use super::copy::{self, CopyError, DirMeta, ImageView, Node};
-use super::copy_step::{OwnerError, resolve_owner};
-use super::stage::Runner;
+use super::owner::{OwnerError, resolve_owner};
+use super::runner::Runner;
 use super::{BuildError, step_failed};
 use crate::dockerfile::Span;
 use crate::image::ImageBuilder;
