@@ -41,7 +41,10 @@ fn run(args: Vec<OsString>) -> Result<(), SandboxError> {
         Some(_) => return Err(usage()),
     };
     let text = std::fs::read_to_string(&path).map_err(|e| SandboxError::io(&path, e))?;
-    let spec: StepSpec = serde_json::from_str(&text).map_err(|e| SandboxError::io(&path, e))?;
+    let spec: StepSpec = serde_json::from_str(&text).map_err(|source| SandboxError::Spec {
+        path: path.clone(),
+        source,
+    })?;
     let exe = std::env::current_exe().map_err(|e| SandboxError::io("/proc/self/exe", e))?;
     let sandbox = Sandbox::new(exe, isolation).forcing(super::Force::from_env());
     watch_signals(sandbox.cancel_handle());

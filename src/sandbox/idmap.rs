@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::SandboxError;
+use super::error::IdMapError;
 
 use crate::layer::{IdMap, IdRange, LayerIdMap};
 
@@ -138,10 +139,14 @@ fn lines(map: &IdMap) -> String {
 
 fn write_proc(path: &Path, text: &str) -> Result<(), SandboxError> {
     std::fs::write(path, text)
-        .map_err(|e| SandboxError::IdMap(format!("writing {}: {e}", path.display())))
+        .map_err(|source| IdMapError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+        .map_err(SandboxError::from)
 }
 
-fn run_helper(helper: &str, pid: u32, map: &IdMap) -> Result<(), SandboxError> {
+fn run_helper(helper: &'static str, pid: u32, map: &IdMap) -> Result<(), SandboxError> {
     let mut cmd = Command::new(helper);
     cmd.arg(pid.to_string());
     for r in map.ranges() {
@@ -149,15 +154,17 @@ fn run_helper(helper: &str, pid: u32, map: &IdMap) -> Result<(), SandboxError> {
     }
     let out = cmd
         .output()
-        .map_err(|e| SandboxError::IdMap(format!("running {helper}: {e}")))?;
+        .map_err(|source| IdMapError::Run { helper, source })?;
     if out.status.success() {
         return Ok(());
     }
-    Err(SandboxError::IdMap(format!(
-        "{helper} {pid} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    )))
+    Err(IdMapError::Failed {
+        helper,
+        pid,
+        status: out.status,
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    }
+    .into())
 }
 
 /// The first `start:count` range of `/etc/subuid`-style `file` for this user (by name or uid).

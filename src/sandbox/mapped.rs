@@ -74,7 +74,11 @@ impl MappedFs {
         drop(stdin);
         let reports = helper.finish("unpacking a layer")?;
         // A child that failed reports why above; a copy error alone means our reader failed.
-        copied.map_err(|e| SandboxError::io(dest, format!("reading the layer blob: {e}")))?;
+        copied.map_err(|source| SandboxError::Stream {
+            what: "reading the layer blob into",
+            path: dest.to_path_buf(),
+            source,
+        })?;
         Ok(reports
             .into_iter()
             .filter_map(|r| match r {
@@ -107,9 +111,13 @@ impl MappedFs {
         let mut helper = self.start("write-layer", &args.map(OsString::from))?;
         let copied = std::io::copy(&mut helper.stdout, out);
         let reports = helper.finish("writing a RUN layer")?;
-        copied.map_err(|e| SandboxError::io(upper, format!("storing the layer: {e}")))?;
-        layer_of(&reports, opts.encoding.compression()).ok_or_else(|| {
-            SandboxError::io(upper, "the layer helper did not report the layer's digests")
+        copied.map_err(|source| SandboxError::Stream {
+            what: "storing the layer of",
+            path: upper.to_path_buf(),
+            source,
+        })?;
+        layer_of(&reports, opts.encoding.compression()).ok_or_else(|| SandboxError::NoLayerReport {
+            path: upper.to_path_buf(),
         })
     }
 
@@ -125,9 +133,9 @@ impl MappedFs {
 
     /// Spawns the helper and completes the handshake (map written, child told to go on).
     fn start(&self, op: &str, args: &[OsString]) -> Result<Helper, SandboxError> {
-        let spawn_err = |e: std::io::Error| SandboxError::Spawn {
+        let spawn_err = |source: std::io::Error| SandboxError::Spawn {
             exe: self.kiln_exe.clone(),
-            message: e.to_string(),
+            source,
         };
         let mut cmd = Command::new(&self.kiln_exe);
         cmd.arg(ENTRY)

@@ -115,7 +115,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use crate::network::Network;
-pub use error::SandboxError;
+pub use error::{IdMapError, IsolationUnavailable, SandboxError};
 pub use mapped::{MappedFs, remove_tree_as_mapped_root};
 pub use probe::Probe;
 pub use runner::Cancel;
@@ -296,7 +296,7 @@ pub struct Sandbox {
     kiln_exe: PathBuf,
     isolation: Isolation,
     force: Force,
-    probed: std::sync::OnceLock<Result<Probe, SandboxError>>,
+    probed: std::sync::OnceLock<Result<Probe, IsolationUnavailable>>,
     cancel: Cancel,
     warned_single_map: std::sync::atomic::AtomicBool,
     /// Overlay failed once (or is forced off): later steps go straight to the copy.
@@ -356,6 +356,7 @@ impl Sandbox {
         self.probed
             .get_or_init(|| probe::probe(&self.kiln_exe, self.isolation, self.force))
             .clone()
+            .map_err(SandboxError::from)
     }
 
     /// File operations as root of the full rootless id map ([`MappedFs`]), for steps that

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use super::security::caps;
-use super::{Force, Isolation, SandboxError};
+use super::{Force, Isolation, IsolationUnavailable};
 
 /// The mode steps will run in, and the reason in one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,11 +44,11 @@ pub(crate) fn probe(
     kiln_exe: &Path,
     requested: Isolation,
     force: Force,
-) -> Result<Probe, SandboxError> {
+) -> Result<Probe, IsolationUnavailable> {
     let tries = Tries { kiln_exe, force };
     let root = nix::unistd::geteuid().is_root();
     match requested {
-        Isolation::Chroot if !root => Err(SandboxError::Unavailable {
+        Isolation::Chroot if !root => Err(IsolationUnavailable {
             requested: "chroot".into(),
             reason: "it needs root (mount namespaces without a user namespace); use --isolation rootless".into(),
         }),
@@ -58,7 +58,7 @@ pub(crate) fn probe(
         }),
         Isolation::Rootless => match tries.user_namespace() {
             Ok(()) => Ok(rootless("rootless isolation requested; user namespaces work".into())),
-            Err(why) => Err(SandboxError::Unavailable {
+            Err(why) => Err(IsolationUnavailable {
                 requested: "rootless".into(),
                 reason: why.to_string(),
             }),
@@ -66,7 +66,7 @@ pub(crate) fn probe(
         Isolation::Auto if root => auto_as_root(&tries),
         Isolation::Auto => match tries.user_namespace() {
             Ok(()) => Ok(rootless("user namespaces work: rootless isolation".into())),
-            Err(why) => Err(SandboxError::Unavailable {
+            Err(why) => Err(IsolationUnavailable {
                 requested: "auto".into(),
                 reason: format!(
                     "RUN steps cannot be isolated here: user namespaces are refused ({why}) \
@@ -78,7 +78,7 @@ pub(crate) fn probe(
     }
 }
 
-fn auto_as_root(tries: &Tries) -> Result<Probe, SandboxError> {
+fn auto_as_root(tries: &Tries) -> Result<Probe, IsolationUnavailable> {
     let mountns = match tries.mount_namespace() {
         Ok(()) => {
             return Ok(chroot(
@@ -121,7 +121,7 @@ fn auto_as_root(tries: &Tries) -> Result<Probe, SandboxError> {
             missing.join(", ")
         )
     };
-    Err(SandboxError::Unavailable {
+    Err(IsolationUnavailable {
         requested: "auto".into(),
         reason: format!(
             "RUN steps cannot be isolated here: mount namespaces are refused ({mountns}), \

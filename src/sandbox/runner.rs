@@ -642,9 +642,9 @@ fn spawn_init(exe: &Path) -> Result<(Child, std::fs::File), SandboxError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // Only the init's processes hold the write end, so EOF means the step is over.
-    spawn_with_status_pipe(&mut cmd).map_err(|e| SandboxError::Spawn {
+    spawn_with_status_pipe(&mut cmd).map_err(|source| SandboxError::Spawn {
         exe: exe.to_path_buf(),
-        message: e.to_string(),
+        source,
     })
 }
 
