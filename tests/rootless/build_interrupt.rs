@@ -325,24 +325,14 @@ fn a_sigkilled_rootless_builds_scratch_of_sub_uid_files_is_removed_by_prune() {
         return;
     }
     let runner = crate::sandbox_support::runner();
-    let (_, uid, gid) = runner.user.clone().expect("tests run as root here");
+    let (_, uid, _) = runner.user.clone().expect("tests run as root here");
     let tmp = runner.tempdir();
     let (store, ctx) = (tmp.path().join("store"), tmp.path().join("ctx"));
     std::fs::create_dir(&ctx).unwrap();
     runner.give(tmp.path());
     let as_user = |args: &[&str]| {
-        let mut c = Command::new("/usr/bin/setpriv");
-        c.args([
-            format!("--reuid={uid}"),
-            format!("--regid={gid}"),
-            "--clear-groups".into(),
-        ])
-        .arg(crate::sandbox_support::kiln_for(uid, gid))
-        .args(args)
-        .env("KILN_ROOT", &store)
-        .env("HOME", "/tmp")
-        .env("XDG_RUNTIME_DIR", "/tmp")
-        .current_dir("/");
+        let mut c = crate::sandbox_support::kiln_as_test_user(&store);
+        c.args(args);
         c
     };
     // A 0700 dir of a sub-uid: only root of the user's id map can remove it.

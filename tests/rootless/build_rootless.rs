@@ -29,21 +29,8 @@ fn user() -> (u32, u32) {
 
 /// `kiln ARGS` as `kilntest` with the store `store`, from `/`.
 fn kiln_as_user(store: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
-    let (uid, gid) = user();
-    // By absolute path: a test may hide programs from kiln through PATH.
-    let mut cmd = Command::new("/usr/bin/setpriv");
-    cmd.args([
-        format!("--reuid={uid}"),
-        format!("--regid={gid}"),
-        "--clear-groups".into(),
-    ])
-    .arg(crate::sandbox_support::kiln_for(uid, gid))
-    .args(args)
-    .env("KILN_ROOT", store)
-    .env("HOME", "/tmp")
-    .env("XDG_RUNTIME_DIR", "/tmp")
-    .envs(env.iter().copied())
-    .current_dir("/");
+    let mut cmd = crate::sandbox_support::kiln_as_test_user(store);
+    cmd.args(args).envs(env.iter().copied());
     cmd
 }
 

@@ -45,21 +45,7 @@ impl Mode {
         let mut cmd = match self {
             Mode::Chroot | Mode::CopyFallback => crate::build_support::kiln(store),
             Mode::Rootless | Mode::RootlessCopyFallback => {
-                let (_, uid, gid) = crate::sandbox_support::runner()
-                    .user
-                    .expect("tests run as root");
-                let mut c = Command::new("/usr/bin/setpriv");
-                c.args([
-                    format!("--reuid={uid}"),
-                    format!("--regid={gid}"),
-                    "--clear-groups".into(),
-                ])
-                .arg(crate::sandbox_support::kiln_for(uid, gid))
-                .env("KILN_ROOT", store)
-                .env("HOME", "/tmp")
-                .env("XDG_RUNTIME_DIR", "/tmp")
-                .current_dir("/");
-                c
+                crate::sandbox_support::kiln_as_test_user(store)
             }
         };
         if self.copy_fallback() {
