@@ -146,8 +146,12 @@ impl Store {
     /// Opens (creating if needed) the store at `root`, private to the user (see the module
     /// doc): the root when it is kiln's, and the store's directories, are `0700`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
+        let root = root.into();
+        // Absolute once, here: the store's paths are handed to the sandbox, which mounts them
+        // after changing directory, and `--root ./store` must mean the same store there.
+        let root = std::path::absolute(&root).ctx("make absolute", &root)?;
         let store = Store {
-            root: root.into(),
+            root,
             sub_id_remover: None,
         };
         let ours = store.root_is_kilns()?;
@@ -268,6 +272,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 

@@ -31,3 +31,4 @@ mod onbuild;
 mod registry_cache_lazy;
 mod secrets;
 mod snapshot_kept;
+mod store_root;
