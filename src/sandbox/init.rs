@@ -244,8 +244,7 @@ fn pid1(spec: &InitSpec, status: &mut StatusPipe) -> Result<i32, String> {
         status.send(&Status::ProcBound);
     }
     let creds = credentials(spec)?;
-    let workdir = super::rootfs::resolve_in_root(Path::new("/"), &spec.workdir)?;
-    create_workdir(&workdir, &creds)
+    let workdir = create_workdir(&spec.workdir, &creds)
         .map_err(|e| format!("WORKDIR {}: {e}", spec.workdir.display()))?;
     let exec = Exec::prepare(spec, &creds)?;
     if !spec.mount_namespace {
@@ -270,18 +269,41 @@ fn pid1(spec: &InitSpec, status: &mut StatusPipe) -> Result<i32, String> {
     Ok(reap_until(child))
 }
 
-/// Creates the missing parts of the working directory, owned by the step's user (as
-/// BuildKit does) so `USER app` + `WORKDIR /app` can write there.
-fn create_workdir(dir: &Path, creds: &user::Credentials) -> std::io::Result<()> {
-    let mut path = PathBuf::from("/");
-    for part in dir.components().skip(1) {
-        path.push(part);
-        if std::fs::symlink_metadata(&path).is_err() {
-            std::fs::create_dir(&path)?;
-            std::os::unix::fs::chown(&path, Some(creds.uid), Some(creds.gid))?;
-        }
+/// Resolves the working directory in the step's root (now `/`) by descriptor, creating its
+/// missing parts owned by the step's user (as BuildKit does) so `USER app` + `WORKDIR /app`
+/// can write there. Returns its real path (no symlink in it).
+fn create_workdir(dir: &Path, creds: &user::Credentials) -> std::io::Result<PathBuf> {
+    use crate::fs_root::{Create, Leaf, Walk};
+    use nix::fcntl::{AtFlags, OFlag};
+    use std::os::fd::{AsFd, BorrowedFd};
+    use std::os::unix::ffi::OsStrExt;
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let root = nix::fcntl::open("/", flags, nix::sys::stat::Mode::empty())?;
+    let (uid, gid) = (
+        Some(Uid::from_raw(creds.uid)),
+        Some(Gid::from_raw(creds.gid)),
+    );
+    let mut own = |made: BorrowedFd<'_>, _: &[Vec<u8>]| {
+        Ok(nix::unistd::fchownat(
+            made,
+            "",
+            uid,
+            gid,
+            AtFlags::AT_EMPTY_PATH,
+        )?)
+    };
+    let how = Walk {
+        follow_last: true,
+        create: Some(Create {
+            leaf: Leaf::Dir,
+            made: &mut own,
+        }),
+    };
+    let dir = crate::fs_root::resolve(root.as_fd(), dir.as_os_str().as_bytes(), how)?;
+    match dir.kind == nix::sys::stat::SFlag::S_IFDIR {
+        true => Ok(dir.in_root_path()),
+        false => Err(std::io::Error::from_raw_os_error(libc::ENOTDIR)),
     }
-    Ok(())
 }
 
 fn credentials(spec: &InitSpec) -> Result<user::Credentials, String> {
