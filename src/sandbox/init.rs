@@ -9,9 +9,12 @@
 
 use std::ffi::{CString, OsString};
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use nix::fcntl::{AtFlags, OFlag};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -20,6 +23,7 @@ use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
 use super::protocol::{GO, InitSpec, STATUS_FD, Status, StatusPipe};
 use super::security::{Security, caps, seccomp};
 use super::{Network, snapshot, user};
+use crate::fs_root::{Create, Leaf, Walk};
 
 /// Exit code of the init when the sandbox itself failed (not the command).
 const SETUP_FAILED: u8 = 125;
@@ -273,10 +277,6 @@ fn pid1(spec: &InitSpec, status: &mut StatusPipe) -> Result<i32, String> {
 /// missing parts owned by the step's user (as BuildKit does) so `USER app` + `WORKDIR /app`
 /// can write there. Returns its real path (no symlink in it).
 fn create_workdir(dir: &Path, creds: &user::Credentials) -> std::io::Result<PathBuf> {
-    use crate::fs_root::{Create, Leaf, Walk};
-    use nix::fcntl::{AtFlags, OFlag};
-    use std::os::fd::{AsFd, BorrowedFd};
-    use std::os::unix::ffi::OsStrExt;
     let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     let root = nix::fcntl::open("/", flags, nix::sys::stat::Mode::empty())?;
     let (uid, gid) = (

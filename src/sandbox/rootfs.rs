@@ -18,7 +18,7 @@ use nix::sys::stat::{FchmodatFlags, FileStat, Mode, SFlag, fchmodat, mkdirat, mk
 use nix::sys::statvfs::{FsFlags, statvfs};
 use nix::unistd::symlinkat;
 
-use super::mount_plan::{BindFlags, BindSource, InRoot, Kind, MountOp};
+use super::mount_plan::{BindFlags, BindSource, InRoot, MountOp};
 use super::protocol::{FileId, InitSpec, OVERLAY_FAILED};
 use crate::fs_root::{self, Create, Leaf, Walk, open_no_symlinks, open_real, proc_fd, stat_at};
 
@@ -126,7 +126,7 @@ impl Applier<'_> {
                 flags,
                 data,
             } => {
-                let target = self.ensure(at, Kind::Dir)?;
+                let target = self.ensure(at, Leaf::Dir)?;
                 mnt(
                     Some(*source),
                     &target,
@@ -182,7 +182,7 @@ impl Applier<'_> {
                 uid,
                 gid,
             } => {
-                let target = self.ensure(at, Kind::File)?;
+                let target = self.ensure(at, Leaf::File)?;
                 let file = stage_secret(staging, &data.0, *mode, *uid, *gid)?;
                 bind(&file, &target, BindFlags::ReadOnly)
             }
@@ -230,7 +230,7 @@ impl Applier<'_> {
 
     /// [`resolve`](Self::resolve), creating missing parents as directories and the last
     /// component as `kind`; each created path is reported.
-    fn ensure(&mut self, at: &InRoot, kind: Kind) -> Res<Dest> {
+    fn ensure(&mut self, at: &InRoot, kind: Leaf) -> Res<Dest> {
         ensure(self.root, at, kind, self.created)
     }
 
@@ -261,7 +261,7 @@ impl Applier<'_> {
     /// CAP_SYS_PTRACE in their user namespace). Without a user namespace (chroot mode, real
     /// root) a refusal fails.
     fn proc(&mut self, at: &InRoot, flags: MsFlags, or_bind_container: bool) -> Res<()> {
-        let target = self.ensure(at, Kind::Dir)?;
+        let target = self.ensure(at, Leaf::Dir)?;
         match mnt(Some("proc"), &target, Some("proc"), flags, None) {
             Ok(()) => Ok(()),
             Err(fresh) if or_bind_container => {
@@ -279,7 +279,7 @@ impl Applier<'_> {
     /// namespace), else a bind of the host's (without its cgroup submounts when allowed).
     /// When it cannot be made read-only it is not mounted at all rather than left writable.
     fn sys(&mut self, at: &InRoot) -> bool {
-        let Ok(sys) = self.ensure(at, Kind::Dir) else {
+        let Ok(sys) = self.ensure(at, Leaf::Dir) else {
             return false;
         };
         let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
@@ -334,7 +334,7 @@ impl Applier<'_> {
                 let is_dir = std::fs::metadata(path)
                     .map_err(|e| format!("{}: {e}", path.display()))?
                     .is_dir();
-                let kind = if is_dir { Kind::Dir } else { Kind::File };
+                let kind = if is_dir { Leaf::Dir } else { Leaf::File };
                 let target = self.ensure(at, kind)?;
                 bind(path, &target, flags)
             }
@@ -353,7 +353,7 @@ impl Applier<'_> {
         // Held until the overlay (or the copy) is made from it.
         let (fd, _) = open_checked(path, id)?;
         let source = &proc_fd(&fd);
-        let target = self.ensure(at, Kind::Dir)?;
+        let target = self.ensure(at, Leaf::Dir)?;
         std::fs::create_dir_all(tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
         // The writes of a read-write bind are thrown away: they land on a tmpfs.
         let data = Some("mode=700");
@@ -401,7 +401,7 @@ impl Applier<'_> {
             .file_name()
             .ok_or("a device node needs a name")?;
         let parent = InRoot::new(at.as_path().parent().unwrap_or(Path::new("")));
-        let Dest::InRoot { fd: dir, comps, .. } = self.ensure(&parent, Kind::Dir)? else {
+        let Dest::InRoot { fd: dir, comps, .. } = self.ensure(&parent, Leaf::Dir)? else {
             unreachable!("ensure gives places inside the root")
         };
         let shown = at.absolute();
@@ -427,10 +427,10 @@ fn bytes(at: &InRoot) -> &[u8] {
     at.as_path().as_os_str().as_bytes()
 }
 
-fn kind_of(st: &FileStat) -> Kind {
+fn kind_of(st: &FileStat) -> Leaf {
     match st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits() {
-        true => Kind::Dir,
-        false => Kind::File,
+        true => Leaf::Dir,
+        false => Leaf::File,
     }
 }
 
@@ -567,7 +567,7 @@ fn mnt<S: AsRef<Path> + ?Sized>(
 /// `at` resolved inside `root` by descriptor (every symlink followed as if `root` were
 /// `/`), creating missing parents as directories and the last component as `kind`; each
 /// created path is reported.
-fn ensure(root: &Path, at: &InRoot, kind: Kind, created: &mut dyn FnMut(&Path)) -> Res<Dest> {
+fn ensure(root: &Path, at: &InRoot, kind: Leaf, created: &mut dyn FnMut(&Path)) -> Res<Dest> {
     let shown = at.absolute();
     let fail = |e: std::io::Error| format!("creating mountpoint {}: {e}", shown.display());
     let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
@@ -576,14 +576,10 @@ fn ensure(root: &Path, at: &InRoot, kind: Kind, created: &mut dyn FnMut(&Path)) 
         created(&in_root_path(comps, None));
         Ok(())
     };
-    let leaf = match kind {
-        Kind::Dir => Leaf::Dir,
-        Kind::File => Leaf::File,
-    };
     let how = Walk {
         follow_last: true,
         create: Some(Create {
-            leaf,
+            leaf: kind,
             made: &mut made,
         }),
     };
@@ -698,7 +694,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let mut made = Vec::new();
         let at = InRoot::new("/run/secrets/token");
-        let dest = ensure(root.path(), &at, Kind::File, &mut |p| {
+        let dest = ensure(root.path(), &at, Leaf::File, &mut |p| {
             made.push(p.to_path_buf())
         })
         .unwrap();
@@ -729,7 +725,7 @@ mod tests {
         let host_rel = host.path().strip_prefix("/").unwrap();
         for (at, name) in [("/abs/x", "x"), ("/usr/rel/y", "y")] {
             let mut made = Vec::new();
-            let dest = ensure(r, &InRoot::new(at), Kind::Dir, &mut |p| {
+            let dest = ensure(r, &InRoot::new(at), Leaf::Dir, &mut |p| {
                 made.push(p.to_path_buf())
             })
             .unwrap();
@@ -743,7 +739,7 @@ mod tests {
         }
         assert_eq!(std::fs::read_dir(host.path()).unwrap().count(), 0);
         // `usr/l/..` is `usr/lib/..` = `usr`, where the link `l` points, not its name.
-        let dest = ensure(r, &InRoot::new("/usr/l/../m"), Kind::Dir, &mut |_| {}).unwrap();
+        let dest = ensure(r, &InRoot::new("/usr/l/../m"), Leaf::Dir, &mut |_| {}).unwrap();
         assert_eq!(dest.shown(), PathBuf::from("/usr/m"));
     }
 
@@ -756,7 +752,7 @@ mod tests {
         let host = tempfile::tempdir().unwrap();
         let root = tempfile::tempdir().unwrap();
         let r = root.path();
-        let dest = ensure(r, &InRoot::new("/run/secrets"), Kind::Dir, &mut |_| {}).unwrap();
+        let dest = ensure(r, &InRoot::new("/run/secrets"), Leaf::Dir, &mut |_| {}).unwrap();
         let inside = std::fs::metadata(r.join("run/secrets")).unwrap();
         std::fs::rename(r.join("run"), r.join("old")).unwrap();
         std::os::unix::fs::symlink(host.path(), r.join("run")).unwrap();
