@@ -42,51 +42,56 @@ pub(crate) fn prepare(
     applier.apply_all(&ops)
 }
 
-/// Where a mount goes: a host path of kiln's own, or a place inside the root reached by the
-/// descriptor walk, mounted on through its descriptor.
-enum Dest {
-    Host(PathBuf),
-    InRoot {
-        /// The root, to reach the same place again (see [`Dest::again`]).
-        root: OwnedFd,
-        fd: OwnedFd,
-        /// The real path from the root (no symlink, no `..`).
-        comps: Vec<Vec<u8>>,
-    },
+/// Where a mount goes: a host path of kiln's own (`PathBuf`), or a [`Target`] inside the
+/// root, mounted on through its descriptor.
+trait Place: Sized {
+    /// The path mount(2) is given.
+    fn path(&self) -> PathBuf;
+    /// How messages name it.
+    fn shown(&self) -> PathBuf;
+    /// The same place again, opened now: a descriptor opened before a mount on it refers to
+    /// what lies under the mount, and a remount must name the mount itself.
+    fn again(&self) -> Res<Self>;
 }
 
-impl Dest {
-    /// The path mount(2) is given: `/proc/self/fd/N` for a place inside the root.
+impl Place for PathBuf {
     fn path(&self) -> PathBuf {
-        match self {
-            Dest::Host(p) => p.clone(),
-            Dest::InRoot { fd, .. } => proc_fd(fd),
-        }
+        self.clone()
     }
-
-    /// How messages name it: the host path, or the path as the step sees it.
     fn shown(&self) -> PathBuf {
-        match self {
-            Dest::Host(p) => p.clone(),
-            Dest::InRoot { comps, .. } => in_root_path(comps, None),
-        }
+        self.clone()
     }
+    fn again(&self) -> Res<PathBuf> {
+        Ok(self.clone())
+    }
+}
 
-    /// The same place again, opened now: a descriptor opened before a mount on it refers to
-    /// what lies under the mount, and a remount must name the mount itself. Reached along
-    /// the real path, so no symlink is followed this time.
-    fn again(&self) -> Res<Dest> {
-        match self {
-            Dest::Host(p) => Ok(Dest::Host(p.clone())),
-            Dest::InRoot { root, comps, .. } => {
-                let fail = |e: std::io::Error| format!("{}: {e}", self.shown().display());
-                Ok(Dest::InRoot {
-                    root: root.try_clone().map_err(fail)?,
-                    fd: open_real(root.as_fd(), comps).map_err(fail)?,
-                    comps: comps.clone(),
-                })
-            }
-        }
+/// A place inside the root reached by the descriptor walk.
+struct Target {
+    /// The root, to reach the same place again.
+    root: OwnedFd,
+    /// `O_PATH`: mount(2) is given `/proc/self/fd/N`, so a component swapped for a symlink
+    /// since the walk cannot redirect the mount.
+    fd: OwnedFd,
+    /// The real path from the root (no symlink, no `..`).
+    comps: Vec<Vec<u8>>,
+}
+
+impl Place for Target {
+    fn path(&self) -> PathBuf {
+        proc_fd(&self.fd)
+    }
+    fn shown(&self) -> PathBuf {
+        in_root_path(&self.comps, None)
+    }
+    /// Reached along the real path, so no symlink is followed this time.
+    fn again(&self) -> Res<Target> {
+        let fail = |e: std::io::Error| format!("{}: {e}", self.shown().display());
+        Ok(Target {
+            root: self.root.try_clone().map_err(fail)?,
+            fd: open_real(self.root.as_fd(), &self.comps).map_err(fail)?,
+            comps: self.comps.clone(),
+        })
     }
 }
 
@@ -105,7 +110,7 @@ impl Applier<'_> {
         match op {
             MountOp::PrivateMounts => mnt(
                 None::<&Path>,
-                &Dest::Host("/".into()),
+                &PathBuf::from("/"),
                 None,
                 MsFlags::MS_REC | MsFlags::MS_PRIVATE,
                 None,
@@ -116,7 +121,7 @@ impl Applier<'_> {
                 data,
             } => root_overlay(self.root, links, lowers, data),
             MountOp::RootSelfBind => {
-                let root = Dest::Host(self.root.to_path_buf());
+                let root = self.root.to_path_buf();
                 bind(self.root, &root, BindFlags::NoDev)
             }
             MountOp::Mount {
@@ -215,10 +220,10 @@ impl Applier<'_> {
     }
 
     /// `at` resolved inside the root, every symlink followed; `None` when it is not there.
-    fn resolve(&self, at: &InRoot) -> Res<Option<Dest>> {
+    fn resolve(&self, at: &InRoot) -> Res<Option<Target>> {
         let root = self.open_root()?;
         match fs_root::resolve(root.as_fd(), bytes(at), Walk::FOLLOW) {
-            Ok(r) => Ok(Some(Dest::InRoot {
+            Ok(r) => Ok(Some(Target {
                 root,
                 fd: r.fd,
                 comps: r.comps,
@@ -230,7 +235,7 @@ impl Applier<'_> {
 
     /// [`resolve`](Self::resolve), creating missing parents as directories and the last
     /// component as `kind`; each created path is reported.
-    fn ensure(&mut self, at: &InRoot, kind: Leaf) -> Res<Dest> {
+    fn ensure(&mut self, at: &InRoot, kind: Leaf) -> Res<Target> {
         ensure(self.root, at, kind, self.created)
     }
 
@@ -309,10 +314,7 @@ impl Applier<'_> {
         let Some(target) = self.resolve(at)? else {
             return Ok(());
         };
-        let Dest::InRoot { fd, .. } = &target else {
-            unreachable!("resolve gives places inside the root")
-        };
-        let st = nix::sys::stat::fstat(fd)
+        let st = nix::sys::stat::fstat(&target.fd)
             .map_err(|e| format!("masking {}: {e}", at.absolute().display()))?;
         match fs_root::kind(&st) == SFlag::S_IFDIR {
             true => {
@@ -357,7 +359,7 @@ impl Applier<'_> {
         std::fs::create_dir_all(tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
         // The writes of a read-write bind are thrown away: they land on a tmpfs.
         let data = Some("mode=700");
-        let scratch = Dest::Host(tmp.to_path_buf());
+        let scratch = tmp.to_path_buf();
         mnt(
             Some("tmpfs"),
             &scratch,
@@ -401,9 +403,7 @@ impl Applier<'_> {
             .file_name()
             .ok_or("a device node needs a name")?;
         let parent = InRoot::new(at.as_path().parent().unwrap_or(Path::new("")));
-        let Dest::InRoot { fd: dir, comps, .. } = self.ensure(&parent, Leaf::Dir)? else {
-            unreachable!("ensure gives places inside the root")
-        };
+        let Target { fd: dir, comps, .. } = self.ensure(&parent, Leaf::Dir)?;
         let shown = at.absolute();
         let fail = |e: &dyn std::fmt::Display| format!("creating {}: {e}", shown.display());
         if stat_at(dir.as_fd(), name.as_bytes())
@@ -446,7 +446,7 @@ fn root_overlay(root: &Path, links: &Path, lowers: &[PathBuf], data: &str) -> Re
     }
     nix::unistd::chdir(links).map_err(|e| format!("chdir {}: {e}", links.display()))?;
     let flags = MsFlags::MS_NODEV;
-    let root = Dest::Host(root.to_path_buf());
+    let root = root.to_path_buf();
     let mounted = mnt(Some("overlay"), &root, Some("overlay"), flags, Some(data));
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
     mounted.map_err(|e| format!("{OVERLAY_FAILED}{e}"))
@@ -459,7 +459,7 @@ fn stage_secret(staging: &Path, data: &[u8], mode: u32, uid: u32, gid: u32) -> R
     let opts = Some("mode=700,size=4m");
     mnt(
         Some("tmpfs"),
-        &Dest::Host(staging.to_path_buf()),
+        &staging.to_path_buf(),
         Some("tmpfs"),
         MsFlags::empty(),
         opts,
@@ -510,7 +510,7 @@ fn pivot(root: &Path) -> Res<()> {
 /// A recursive bind with the flags the plan asks for: `nodev` for image, context or cache
 /// content (another stage's root or a cache may hold device nodes), read-only when asked;
 /// the source's own flags for the `/dev` nodes.
-fn bind(source: &Path, target: &Dest, flags: BindFlags) -> Res<()> {
+fn bind(source: &Path, target: &impl Place, flags: BindFlags) -> Res<()> {
     mnt(
         Some(source),
         target,
@@ -528,8 +528,8 @@ fn bind(source: &Path, target: &Dest, flags: BindFlags) -> Res<()> {
 
 /// Remounts a bind with `extra` flags added; in a user namespace the source's
 /// nosuid/nodev/noexec/atime flags are locked and must be repeated or the kernel refuses.
-/// `target` must name the mount itself (see [`Dest::again`]).
-fn remount(target: &Dest, extra: MsFlags) -> Res<()> {
+/// `target` must name the mount itself (see [`Place::again`]).
+fn remount(target: &impl Place, extra: MsFlags) -> Res<()> {
     let st = statvfs(&target.path())
         .map_err(|e| format!("statvfs {}: {e}", target.shown().display()))?;
     let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | extra;
@@ -552,7 +552,7 @@ fn remount(target: &Dest, extra: MsFlags) -> Res<()> {
 
 fn mnt<S: AsRef<Path> + ?Sized>(
     source: Option<&S>,
-    target: &Dest,
+    target: &impl Place,
     fstype: Option<&str>,
     flags: MsFlags,
     data: Option<&str>,
@@ -567,7 +567,7 @@ fn mnt<S: AsRef<Path> + ?Sized>(
 /// `at` resolved inside `root` by descriptor (every symlink followed as if `root` were
 /// `/`), creating missing parents as directories and the last component as `kind`; each
 /// created path is reported.
-fn ensure(root: &Path, at: &InRoot, kind: Leaf, created: &mut dyn FnMut(&Path)) -> Res<Dest> {
+fn ensure(root: &Path, at: &InRoot, kind: Leaf, created: &mut dyn FnMut(&Path)) -> Res<Target> {
     let shown = at.absolute();
     let fail = |e: std::io::Error| format!("creating mountpoint {}: {e}", shown.display());
     let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
@@ -584,7 +584,7 @@ fn ensure(root: &Path, at: &InRoot, kind: Leaf, created: &mut dyn FnMut(&Path)) 
         }),
     };
     let r = fs_root::resolve(root.as_fd(), bytes(at), how).map_err(fail)?;
-    Ok(Dest::InRoot {
+    Ok(Target {
         root,
         fd: r.fd,
         comps: r.comps,
