@@ -33,4 +33,4 @@ pub(crate) use at::{
     kind, list_dir, open_dir, open_real, open_real_dir, remove_at, split_entry, stat_at,
 };
 pub(crate) use root::{Root, open_no_symlinks, proc_fd, read_maybe_in};
-pub(crate) use walk::{Create, Leaf, Resolved, Walk, resolve, resolve_dir};
+pub(crate) use walk::{Create, Leaf, Resolved, Walk, in_root_path, resolve, resolve_dir};

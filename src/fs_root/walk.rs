@@ -70,9 +70,7 @@ impl Resolved {
 
     /// Its real path as seen from inside the root: `/` and the real components.
     pub(crate) fn in_root_path(&self) -> PathBuf {
-        let mut p = PathBuf::from("/");
-        p.extend(self.comps.iter().map(|c| path(c)));
-        p
+        in_root_path(&self.comps)
     }
 
     /// Opens it again with `flags` (`O_CLOEXEC` added), never following a symlink that took
@@ -97,6 +95,14 @@ impl Resolved {
             Mode::empty(),
         )?)
     }
+}
+
+/// `/` and the real components of a path a walk reached: the path as seen from inside
+/// the root.
+pub(crate) fn in_root_path(comps: &[Vec<u8>]) -> PathBuf {
+    let mut p = PathBuf::from("/");
+    p.extend(comps.iter().map(|c| path(c)));
+    p
 }
 
 /// How a walk treats the last component and what is missing.

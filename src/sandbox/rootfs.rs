@@ -20,7 +20,9 @@ use nix::unistd::symlinkat;
 
 use super::mount_plan::{BindFlags, BindSource, InRoot, MountOp};
 use super::protocol::{FileId, InitSpec, OVERLAY_FAILED};
-use crate::fs_root::{self, Create, Leaf, Walk, open_no_symlinks, open_real, proc_fd, stat_at};
+use crate::fs_root::{
+    self, Create, Leaf, Walk, in_root_path, open_no_symlinks, open_real, proc_fd, stat_at,
+};
 
 type Res<T> = Result<T, String>;
 
@@ -82,7 +84,7 @@ impl Place for Target {
         proc_fd(&self.fd)
     }
     fn shown(&self) -> PathBuf {
-        in_root_path(&self.comps, None)
+        in_root_path(&self.comps)
     }
     /// Reached along the real path, so no symlink is followed this time.
     fn again(&self) -> Res<Target> {
@@ -417,7 +419,7 @@ impl Applier<'_> {
         mknodat(&dir, name, SFlag::S_IFCHR, mode, devno).map_err(|e| fail(&e))?;
         // mknod honours the umask; the nodes must be usable by every user.
         fchmodat(&dir, name, mode, FchmodatFlags::FollowSymlink).map_err(|e| fail(&e))?;
-        (self.created)(&in_root_path(&comps, Some(name)));
+        (self.created)(&in_root_path(&comps).join(name));
         Ok(())
     }
 }
@@ -471,15 +473,6 @@ fn stage_secret(staging: &Path, data: &[u8], mode: u32, uid: u32, gid: u32) -> R
     std::os::unix::fs::chown(&file, Some(uid), Some(gid))
         .map_err(|e| format!("secret owner {uid}:{gid}: {e}"))?;
     Ok(file)
-}
-
-/// `/` + the real components (+ `name`): a path the applier resolved inside the root, as
-/// the step sees it.
-fn in_root_path(comps: &[Vec<u8>], name: Option<&OsStr>) -> PathBuf {
-    let mut p = PathBuf::from("/");
-    p.extend(comps.iter().map(|c| OsStr::from_bytes(c)));
-    p.extend(name);
-    p
 }
 
 /// Opens a bind source without following any symlink on its path, and it must be the file
@@ -573,7 +566,7 @@ fn ensure(root: &Path, at: &InRoot, kind: Leaf, created: &mut dyn FnMut(&Path)) 
     let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     let root = open(root, flags, Mode::empty()).map_err(|e| fail(e.into()))?;
     let mut made = |_: BorrowedFd<'_>, comps: &[Vec<u8>]| {
-        created(&in_root_path(comps, None));
+        created(&in_root_path(comps));
         Ok(())
     };
     let how = Walk {
