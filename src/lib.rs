@@ -9,12 +9,15 @@
 //! `manifest` (with `digest` and `platform`) is the bottom of the graph: the one reader of
 //! manifests, indexes and image configs, used by every stage that reads them. `network` (the
 //! one `Network` of RUN steps, spoken by `plan` and `sandbox`) sits there too. `lexical_path`
-//! (Go's `path.Clean`) sits beside it, used by `plan` and `layer`.
+//! (Go's `path.Clean`) sits beside it, used by `plan` and `layer`, and so does `fs_root`: the one
+//! resolver of paths inside a root directory (an image root, a build context) by descriptor,
+//! used by `layer`, `build`, `plan`, `cli` and `sandbox`.
 //!
 //! Nothing below `cli` prints: it reports through return values and [`progress`] events.
 
 pub mod digest;
 pub mod error_chain;
+pub mod fs_root;
 pub mod lexical_path;
 pub mod manifest;
 pub mod network;

@@ -20,10 +20,9 @@ use crate::digest::Digest;
 use crate::layer::name;
 use crate::plan::ignore::DockerIgnore;
 
-pub(crate) mod in_root;
 mod stat_cache;
 
-use in_root::Root;
+use crate::fs_root::{Root, proc_fd};
 use nix::fcntl::OFlag;
 use stat_cache::{StatCache, StatKey};
 
@@ -331,7 +330,7 @@ impl Context {
                 false,
             )
             .map_err(io_err(&dir))?;
-        let mut children: Vec<(String, fs::DirEntry)> = fs::read_dir(in_root::proc_fd(&fd))
+        let mut children: Vec<(String, fs::DirEntry)> = fs::read_dir(proc_fd(&fd))
             .map_err(io_err(&dir))?
             .map(|e| e.map(|e| (child_rel(rel, e.file_name()), e)))
             .collect::<Result<_, _>>()

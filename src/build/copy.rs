@@ -2,7 +2,7 @@
 //!
 //! Docker's rules (checked against buildah): a directory source copies its *contents*; a file
 //! goes to `dest` itself unless `dest` ends in `/`; a top-level symlink source is followed,
-//! with the source tree as `/` (see `context::in_root`: no source path ever leads out of the
+//! with the source tree as `/` (see `crate::fs_root`: no source path ever leads out of the
 //! context or the stage); symlinks inside a copied directory are kept; files from the context
 //! get uid/gid 0 unless `--chown`, files from a stage or image keep their owners there; names
 //! of one file stay hard links to it within one COPY; missing parent directories, and the

@@ -69,7 +69,7 @@ pub fn read_dockerfile(file: &Path, context: Option<&Path>) -> anyhow::Result<(S
         ));
     }
     bytes = match context {
-        Some(ctx) => crate::build::context::in_root::read_maybe_in(ctx, file),
+        Some(ctx) => crate::fs_root::read_maybe_in(ctx, file),
         None => std::fs::read(file),
     }
     .with_context(|| format!("reading {}", file.display()))?;

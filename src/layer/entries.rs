@@ -7,7 +7,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 
-use nix::fcntl::{AT_FDCWD, OFlag, OpenHow, ResolveFlag, openat, openat2};
+use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::Mode;
 
 use tar::EntryType;
@@ -286,26 +286,14 @@ impl ResolvedDirs {
     }
 }
 
-/// Opens the directory `path` (absolute) as `O_PATH`, refusing any symlink on the way.
+/// Opens the directory `path` (absolute) as `O_PATH`, refusing any symlink on the way
+/// (the last component included: ELOOP).
 fn open_dir_without_symlinks(path: &Path) -> io::Result<OwnedFd> {
-    // RESOLVE_NO_SYMLINKS refuses a symlink anywhere, the last component included (ELOOP).
-    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    let how = OpenHow::new()
-        .flags(flags)
-        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
-    match openat2(AT_FDCWD, path, how) {
-        Err(nix::Error::ENOSYS) => {}
-        other => return Ok(other?),
+    let (fd, st) = crate::fs_root::open_no_symlinks(path)?;
+    match crate::fs_root::kind(&st) == nix::sys::stat::SFlag::S_IFDIR {
+        true => Ok(fd),
+        false => Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
     }
-    // No openat2 (Linux before 5.6): one component at a time, none of them followed.
-    let flags = flags | OFlag::O_NOFOLLOW;
-    let mut dir = openat(AT_FDCWD, "/", flags, Mode::empty())?;
-    for c in path.components() {
-        if let Component::Normal(name) = c {
-            dir = openat(&dir, name, flags, Mode::empty())?;
-        }
-    }
-    Ok(dir)
 }
 
 #[cfg(test)]

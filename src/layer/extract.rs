@@ -1,6 +1,6 @@
 //! Writing one layer's tar entries into the root, every operation by descriptor.
 //!
-//! Each entry's parent is resolved inside the root ([`resolve`](super::resolve)) to an
+//! Each entry's parent is resolved inside the root ([`crate::fs_root`]) to an
 //! `O_PATH` descriptor; the final component is never followed (`O_NOFOLLOW`,
 //! `AT_SYMLINK_NOFOLLOW`, `linkat` without `AT_SYMLINK_FOLLOW`), so an existing symlink is
 //! replaced, not written through. Directory modes and mtimes are applied at the end, deepest
@@ -25,12 +25,11 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, fchownat, linkat, symlinkat};
 use tar::EntryType;
 
-use super::resolve::{
-    InRoot, kind, list_dir, open_dir, open_path_dir, open_real_dir, remove_at, resolve_dir,
-    split_entry, stat_at,
-};
 use super::whiteouts::{OPAQUE_MARKER, WHITEOUT_PREFIX, make_whiteout, mark_opaque};
 use super::{Deletions, LayerError, Ownership, UnpackOptions};
+use crate::fs_root::{
+    Resolved, kind, list_dir, open_dir, open_real_dir, remove_at, resolve_dir, split_entry, stat_at,
+};
 
 /// Metadata of one entry, gathered from the header and its PAX records.
 struct Meta {
@@ -56,7 +55,7 @@ pub(super) struct Unpacker<'a> {
     /// The parent (entry components, resolved dir) of the previous entry when it was a plain
     /// file: the next file in the same directory skips resolving it again. Any other kind of
     /// entry clears it, since only a file there cannot change the parent's path.
-    last_parent: Option<(Vec<Vec<u8>>, InRoot)>,
+    last_parent: Option<(Vec<Vec<u8>>, Resolved)>,
     pub entries: u64,
     pub whiteouts: u64,
     pub warnings: Vec<String>,
@@ -157,7 +156,7 @@ impl<'a> Unpacker<'a> {
 
     /// [`resolve_dir`], where a whiteout this layer made on the way (`.wh.d`, then `d/x`
     /// without a `d/` entry) becomes the opaque directory it stands for.
-    fn resolve_parent(&mut self, parents: &[&[u8]], create: bool) -> io::Result<InRoot> {
+    fn resolve_parent(&mut self, parents: &[&[u8]], create: bool) -> io::Result<Resolved> {
         loop {
             match resolve_dir(self.root.as_fd(), parents, create) {
                 Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) && self.revive(parents)? => {}
@@ -188,7 +187,7 @@ impl<'a> Unpacker<'a> {
     }
 
     /// `.wh..wh..opq` (`last`) or `.wh.NAME` in `parent`.
-    fn deletion(&mut self, parent: &InRoot, last: &[u8], shown: &str) -> io::Result<()> {
+    fn deletion(&mut self, parent: &Resolved, last: &[u8], shown: &str) -> io::Result<()> {
         let dir = parent.fd.as_fd();
         if last == OPAQUE_MARKER {
             return match self.opts.deletions {
@@ -227,20 +226,14 @@ impl<'a> Unpacker<'a> {
     }
 
     /// Applied `.wh..wh..opq`: everything in `dir` that this layer did not itself write goes.
-    fn clear_unwritten(&self, dir: &InRoot) -> io::Result<()> {
+    fn clear_unwritten(&self, dir: &Resolved) -> io::Result<()> {
         let fd = dir.fd.as_fd();
         for name in list_dir(fd)? {
             let rel = dir.child_rel(&name);
             if !self.written.contains(&rel) {
                 remove_at(fd, &name)?;
             } else if stat_at(fd, &name)?.is_some_and(|st| kind(&st) == SFlag::S_IFDIR) {
-                let mut comps = dir.comps.clone();
-                comps.push(name.clone());
-                let sub = InRoot {
-                    fd: open_path_dir(fd, &name)?,
-                    comps,
-                };
-                self.clear_unwritten(&sub)?;
+                self.clear_unwritten(&dir.child_dir(&name)?)?;
             }
         }
         Ok(())
@@ -263,7 +256,7 @@ impl<'a> Unpacker<'a> {
     fn create<R: Read>(
         &mut self,
         e: &mut tar::Entry<'_, R>,
-        parent: &InRoot,
+        parent: &Resolved,
         name: &[u8],
         meta: &Meta,
         shown: &str,
@@ -321,7 +314,7 @@ impl<'a> Unpacker<'a> {
 
     fn create_dir(
         &mut self,
-        parent: &InRoot,
+        parent: &Resolved,
         name: &[u8],
         meta: &Meta,
         shown: &str,

@@ -21,9 +21,9 @@
 //! # Unpacking
 //! [`unpack_layer`]`(blob, dest, &opts)` detects gzip/zstd/plain by magic number and extracts
 //! into `dest` so that nothing outside `dest` is ever touched: every operation is made by
-//! descriptor, relative to a directory resolved inside the root the way
+//! descriptor, relative to a directory resolved inside the root by [`crate::fs_root`] (the way
 //! `openat2(RESOLVE_IN_ROOT)` does it (absolute paths, `..` and symlinks cannot leave the
-//! root), the final component is never followed (`O_NOFOLLOW`, `AT_SYMLINK_NOFOLLOW`), and
+//! root)), the final component is never followed (`O_NOFOLLOW`, `AT_SYMLINK_NOFOLLOW`), and
 //! the deferred directory modes and times re-open each directory without following any
 //! symlink (one a later entry put there is skipped). Device nodes the process may not create
 //! are skipped with a warning in the [`UnpackReport`], and ownership follows [`Ownership`].
@@ -40,7 +40,6 @@ mod hash_thread;
 mod idmap;
 pub mod name;
 mod owners;
-mod resolve;
 mod tarball;
 mod unpack;
 mod walk;

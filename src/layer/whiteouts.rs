@@ -27,7 +27,7 @@ use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::{Mode, SFlag, mknodat};
 
 use super::OpaqueXattr;
-use super::resolve::open_dir;
+use crate::fs_root::open_dir;
 
 /// The name prefix of an OCI whiteout entry.
 pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";

@@ -24,7 +24,7 @@ use std::io::ErrorKind::InvalidData;
 use std::path::{Path, PathBuf};
 
 use super::glob::{Glob, GlobError};
-use crate::build::context::in_root::read_maybe_in;
+use crate::fs_root::read_maybe_in;
 use crate::lexical_path::clean;
 
 /// A `.dockerignore` file that could not be read or has a bad pattern.

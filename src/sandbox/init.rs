@@ -9,9 +9,12 @@
 
 use std::ffi::{CString, OsString};
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use nix::fcntl::{AtFlags, OFlag};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -20,6 +23,7 @@ use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
 use super::protocol::{GO, InitSpec, STATUS_FD, Status, StatusPipe};
 use super::security::{Security, caps, seccomp};
 use super::{Network, snapshot, user};
+use crate::fs_root::{Create, Leaf, Walk};
 
 /// Exit code of the init when the sandbox itself failed (not the command).
 const SETUP_FAILED: u8 = 125;
@@ -244,8 +248,7 @@ fn pid1(spec: &InitSpec, status: &mut StatusPipe) -> Result<i32, String> {
         status.send(&Status::ProcBound);
     }
     let creds = credentials(spec)?;
-    let workdir = super::rootfs::resolve_in_root(Path::new("/"), &spec.workdir)?;
-    create_workdir(&workdir, &creds)
+    let workdir = create_workdir(&spec.workdir, &creds)
         .map_err(|e| format!("WORKDIR {}: {e}", spec.workdir.display()))?;
     let exec = Exec::prepare(spec, &creds)?;
     if !spec.mount_namespace {
@@ -270,18 +273,37 @@ fn pid1(spec: &InitSpec, status: &mut StatusPipe) -> Result<i32, String> {
     Ok(reap_until(child))
 }
 
-/// Creates the missing parts of the working directory, owned by the step's user (as
-/// BuildKit does) so `USER app` + `WORKDIR /app` can write there.
-fn create_workdir(dir: &Path, creds: &user::Credentials) -> std::io::Result<()> {
-    let mut path = PathBuf::from("/");
-    for part in dir.components().skip(1) {
-        path.push(part);
-        if std::fs::symlink_metadata(&path).is_err() {
-            std::fs::create_dir(&path)?;
-            std::os::unix::fs::chown(&path, Some(creds.uid), Some(creds.gid))?;
-        }
+/// Resolves the working directory in the step's root (now `/`) by descriptor, creating its
+/// missing parts owned by the step's user (as BuildKit does) so `USER app` + `WORKDIR /app`
+/// can write there. Returns its real path (no symlink in it).
+fn create_workdir(dir: &Path, creds: &user::Credentials) -> std::io::Result<PathBuf> {
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let root = nix::fcntl::open("/", flags, nix::sys::stat::Mode::empty())?;
+    let (uid, gid) = (
+        Some(Uid::from_raw(creds.uid)),
+        Some(Gid::from_raw(creds.gid)),
+    );
+    let mut own = |made: BorrowedFd<'_>, _: &[Vec<u8>]| {
+        Ok(nix::unistd::fchownat(
+            made,
+            "",
+            uid,
+            gid,
+            AtFlags::AT_EMPTY_PATH,
+        )?)
+    };
+    let how = Walk {
+        follow_last: true,
+        create: Some(Create {
+            leaf: Leaf::Dir,
+            made: &mut own,
+        }),
+    };
+    let dir = crate::fs_root::resolve(root.as_fd(), dir.as_os_str().as_bytes(), how)?;
+    match dir.kind == nix::sys::stat::SFlag::S_IFDIR {
+        true => Ok(dir.in_root_path()),
+        false => Err(std::io::Error::from_raw_os_error(libc::ENOTDIR)),
     }
-    Ok(())
 }
 
 fn credentials(spec: &InitSpec) -> Result<user::Credentials, String> {

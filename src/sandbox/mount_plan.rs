@@ -87,13 +87,6 @@ impl InRoot {
     }
 }
 
-/// What a mountpoint the applier has to create is made as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Dir,
-    File,
-}
-
 /// Where a bind mount comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum BindSource {

@@ -60,7 +60,7 @@ pub(crate) struct InitSpec {
 }
 
 /// Which file a path named when the parent checked it: the init mounts a bind source only
-/// through a descriptor of that same file (see `rootfs::open_source`).
+/// through a descriptor of that same file (see `crate::fs_root::open_no_symlinks`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct FileId {
     pub dev: u64,

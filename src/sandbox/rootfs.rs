@@ -1,22 +1,28 @@
 //! Performs the step's mount plan (`mount_plan.rs`) inside its own mount namespace (in the
 //! step's pid 1, before `pivot_root`): the only code that calls mount(2). Every target is
-//! resolved inside the root ([`resolve_in_root`]) so an image symlink such as `/run -> /host`
-//! can never make the sandbox mount over a host path; a checked bind source is mounted only
+//! resolved inside the root by descriptor ([`crate::fs_root`]) and mounted on through that
+//! descriptor (`/proc/self/fd/N`, as runc does): an image symlink such as `/run -> /host`
+//! can never make the sandbox mount over a host path, and a component swapped for a symlink
+//! after the resolution cannot redirect the mount. A checked bind source is mounted only
 //! through a descriptor of the file the parent checked.
 
 use std::ffi::OsStr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-use nix::fcntl::{AT_FDCWD, OFlag, OpenHow, ResolveFlag, open, openat2};
+use nix::fcntl::{OFlag, open, openat};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sys::stat::{FileStat, Mode, SFlag, fstat};
+use nix::sys::stat::{FchmodatFlags, FileStat, Mode, SFlag, fchmodat, mkdirat, mknodat};
 use nix::sys::statvfs::{FsFlags, statvfs};
+use nix::unistd::symlinkat;
 
-use super::mount_plan::{BindFlags, BindSource, InRoot, Kind, MountOp};
+use super::mount_plan::{BindFlags, BindSource, InRoot, MountOp};
 use super::protocol::{FileId, InitSpec, OVERLAY_FAILED};
+use crate::fs_root::{
+    self, Create, Leaf, Walk, in_root_path, open_no_symlinks, open_real, proc_fd, stat_at,
+};
 
 type Res<T> = Result<T, String>;
 
@@ -38,6 +44,59 @@ pub(crate) fn prepare(
     applier.apply_all(&ops)
 }
 
+/// Where a mount goes: a host path of kiln's own (`PathBuf`), or a [`Target`] inside the
+/// root, mounted on through its descriptor.
+trait Place: Sized {
+    /// The path mount(2) is given.
+    fn path(&self) -> PathBuf;
+    /// How messages name it.
+    fn shown(&self) -> PathBuf;
+    /// The same place again, opened now: a descriptor opened before a mount on it refers to
+    /// what lies under the mount, and a remount must name the mount itself.
+    fn again(&self) -> Res<Self>;
+}
+
+impl Place for PathBuf {
+    fn path(&self) -> PathBuf {
+        self.clone()
+    }
+    fn shown(&self) -> PathBuf {
+        self.clone()
+    }
+    fn again(&self) -> Res<PathBuf> {
+        Ok(self.clone())
+    }
+}
+
+/// A place inside the root reached by the descriptor walk.
+struct Target {
+    /// The root, to reach the same place again.
+    root: OwnedFd,
+    /// `O_PATH`: mount(2) is given `/proc/self/fd/N`, so a component swapped for a symlink
+    /// since the walk cannot redirect the mount.
+    fd: OwnedFd,
+    /// The real path from the root (no symlink, no `..`).
+    comps: Vec<Vec<u8>>,
+}
+
+impl Place for Target {
+    fn path(&self) -> PathBuf {
+        proc_fd(&self.fd)
+    }
+    fn shown(&self) -> PathBuf {
+        in_root_path(&self.comps)
+    }
+    /// Reached along the real path, so no symlink is followed this time.
+    fn again(&self) -> Res<Target> {
+        let fail = |e: std::io::Error| format!("{}: {e}", self.shown().display());
+        Ok(Target {
+            root: self.root.try_clone().map_err(fail)?,
+            fd: open_real(self.root.as_fd(), &self.comps).map_err(fail)?,
+            comps: self.comps.clone(),
+        })
+    }
+}
+
 struct Applier<'a> {
     root: &'a Path,
     created: &'a mut dyn FnMut(&Path),
@@ -53,7 +112,7 @@ impl Applier<'_> {
         match op {
             MountOp::PrivateMounts => mnt(
                 None::<&Path>,
-                Path::new("/"),
+                &PathBuf::from("/"),
                 None,
                 MsFlags::MS_REC | MsFlags::MS_PRIVATE,
                 None,
@@ -63,7 +122,10 @@ impl Applier<'_> {
                 lowers,
                 data,
             } => root_overlay(self.root, links, lowers, data),
-            MountOp::RootSelfBind => bind(self.root, self.root, BindFlags::NoDev),
+            MountOp::RootSelfBind => {
+                let root = self.root.to_path_buf();
+                bind(self.root, &root, BindFlags::NoDev)
+            }
             MountOp::Mount {
                 fstype,
                 source,
@@ -71,7 +133,7 @@ impl Applier<'_> {
                 flags,
                 data,
             } => {
-                let target = self.ensure(at, Kind::Dir)?;
+                let target = self.ensure(at, Leaf::Dir)?;
                 mnt(
                     Some(*source),
                     &target,
@@ -98,32 +160,27 @@ impl Applier<'_> {
                 copy,
                 userxattr,
             } => self.writable_bind(path, *id, at, tmp, *copy, *userxattr),
-            MountOp::MakeDir { at } => {
-                let path = self.resolve(at)?;
-                std::fs::create_dir(&path).map_err(|e| format!("{}: {e}", at.absolute().display()))
-            }
-            MountOp::MakeFile { at } => {
-                let path = self.resolve(at)?;
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&path)
-                    .map(drop)
-                    .map_err(|e| format!("{}: {e}", at.absolute().display()))
-            }
+            MountOp::MakeDir { at } => self.make(at, |dir, name| {
+                mkdirat(dir, name, Mode::from_bits_truncate(0o777))
+            }),
+            MountOp::MakeFile { at } => self.make(at, |dir, name| {
+                let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW;
+                openat(
+                    dir,
+                    name,
+                    flags | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o666),
+                )
+                .map(drop)
+            }),
             MountOp::Symlink { at, target } => {
-                let path = self.resolve(at)?;
-                std::os::unix::fs::symlink(target, &path)
-                    .map_err(|e| format!("{}: {e}", at.absolute().display()))
+                self.make(at, |dir, name| symlinkat(target.as_path(), dir, name))
             }
             MountOp::Mask { at } => self.mask(at),
-            MountOp::ReadOnly { at } => {
-                let path = self.resolve(at)?;
-                match path.exists() {
-                    true => bind(&path, &path, BindFlags::ReadOnly),
-                    false => Ok(()),
-                }
-            }
+            MountOp::ReadOnly { at } => match self.resolve(at)? {
+                Some(path) => bind(&path.path(), &path, BindFlags::ReadOnly),
+                None => Ok(()),
+            },
             MountOp::Secret {
                 at,
                 staging,
@@ -132,7 +189,7 @@ impl Applier<'_> {
                 uid,
                 gid,
             } => {
-                let target = self.ensure(at, Kind::File)?;
+                let target = self.ensure(at, Leaf::File)?;
                 let file = stage_secret(staging, &data.0, *mode, *uid, *gid)?;
                 bind(&file, &target, BindFlags::ReadOnly)
             }
@@ -157,15 +214,48 @@ impl Applier<'_> {
         }
     }
 
-    /// The host path of `at`, resolved inside the root (missing components kept).
-    fn resolve(&self, at: &InRoot) -> Res<PathBuf> {
-        resolve_in_root(self.root, &at.absolute())
+    /// The root, opened now: after the root overlay and its self-bind, so walks start on
+    /// top of them.
+    fn open_root(&self) -> Res<OwnedFd> {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        open(self.root, flags, Mode::empty()).map_err(|e| format!("{}: {e}", self.root.display()))
+    }
+
+    /// `at` resolved inside the root, every symlink followed; `None` when it is not there.
+    fn resolve(&self, at: &InRoot) -> Res<Option<Target>> {
+        let root = self.open_root()?;
+        match fs_root::resolve(root.as_fd(), bytes(at), Walk::FOLLOW) {
+            Ok(r) => Ok(Some(Target {
+                root,
+                fd: r.fd,
+                comps: r.comps,
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", at.absolute().display())),
+        }
     }
 
     /// [`resolve`](Self::resolve), creating missing parents as directories and the last
     /// component as `kind`; each created path is reported.
-    fn ensure(&mut self, at: &InRoot, kind: Kind) -> Res<PathBuf> {
-        ensure(self.root, at.absolute(), kind, self.created)
+    fn ensure(&mut self, at: &InRoot, kind: Leaf) -> Res<Target> {
+        ensure(self.root, at, kind, self.created)
+    }
+
+    /// Makes the last component of `at` with `make` in its parent, which must exist (every
+    /// symlink on the way followed inside the root); the name itself is never followed.
+    fn make(
+        &mut self,
+        at: &InRoot,
+        make: impl FnOnce(BorrowedFd<'_>, &Path) -> nix::Result<()>,
+    ) -> Res<()> {
+        let shown = at.absolute();
+        let fail = |e: &dyn std::fmt::Display| format!("{}: {e}", shown.display());
+        let name = at.as_path().file_name().ok_or_else(|| fail(&"no name"))?;
+        let root = self.open_root()?;
+        let parent = at.as_path().parent().unwrap_or(Path::new(""));
+        let dir = fs_root::resolve(root.as_fd(), parent.as_os_str().as_bytes(), Walk::FOLLOW)
+            .map_err(|e| fail(&e))?;
+        make(dir.fd.as_fd(), Path::new(name)).map_err(|e| fail(&e))
     }
 
     /// A fresh proc for the step's pid namespace. In a user namespace the kernel refuses one
@@ -178,12 +268,12 @@ impl Applier<'_> {
     /// CAP_SYS_PTRACE in their user namespace). Without a user namespace (chroot mode, real
     /// root) a refusal fails.
     fn proc(&mut self, at: &InRoot, flags: MsFlags, or_bind_container: bool) -> Res<()> {
-        let target = self.ensure(at, Kind::Dir)?;
+        let target = self.ensure(at, Leaf::Dir)?;
         match mnt(Some("proc"), &target, Some("proc"), flags, None) {
             Ok(()) => Ok(()),
             Err(fresh) if or_bind_container => {
                 bind(Path::new("/proc"), &target, BindFlags::AsIs)
-                    .and_then(|()| remount(&target, flags))
+                    .and_then(|()| remount(&target.again()?, flags))
                     .map_err(|bound| format!("{fresh}; binding the container's /proc: {bound}"))?;
                 (self.proc_bound)();
                 Ok(())
@@ -196,7 +286,7 @@ impl Applier<'_> {
     /// namespace), else a bind of the host's (without its cgroup submounts when allowed).
     /// When it cannot be made read-only it is not mounted at all rather than left writable.
     fn sys(&mut self, at: &InRoot) -> bool {
-        let Ok(sys) = self.ensure(at, Kind::Dir) else {
+        let Ok(sys) = self.ensure(at, Leaf::Dir) else {
             return false;
         };
         let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
@@ -211,8 +301,11 @@ impl Applier<'_> {
         if bound.is_err() {
             return false;
         }
-        if remount(&sys, MsFlags::MS_RDONLY).is_err() {
-            let _ = umount2(&sys, MntFlags::MNT_DETACH);
+        let Ok(mounted) = sys.again() else {
+            return false;
+        };
+        if remount(&mounted, MsFlags::MS_RDONLY).is_err() {
+            let _ = umount2(&mounted.path(), MntFlags::MNT_DETACH);
             return false;
         }
         true
@@ -220,15 +313,17 @@ impl Applier<'_> {
 
     /// A kernel file system path under runc's mask; one this kernel lacks is skipped.
     fn mask(&mut self, at: &InRoot) -> Res<()> {
-        let path = self.resolve(at)?;
-        match std::fs::symlink_metadata(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("masking {}: {e}", at.absolute().display())),
-            Ok(m) if m.is_dir() => {
+        let Some(target) = self.resolve(at)? else {
+            return Ok(());
+        };
+        let st = nix::sys::stat::fstat(&target.fd)
+            .map_err(|e| format!("masking {}: {e}", at.absolute().display()))?;
+        match fs_root::kind(&st) == SFlag::S_IFDIR {
+            true => {
                 let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-                mnt(Some("tmpfs"), &path, Some("tmpfs"), ro, Some("size=0"))
+                mnt(Some("tmpfs"), &target, Some("tmpfs"), ro, Some("size=0"))
             }
-            Ok(_) => bind(Path::new("/dev/null"), &path, BindFlags::AsIs),
+            false => bind(Path::new("/dev/null"), &target, BindFlags::AsIs),
         }
     }
 
@@ -237,13 +332,13 @@ impl Applier<'_> {
             BindSource::Checked { path, id } => {
                 let (fd, st) = open_checked(path, *id)?;
                 let target = self.ensure(at, kind_of(&st))?;
-                bind(&fd_path(&fd), &target, flags)
+                bind(&proc_fd(&fd), &target, flags)
             }
             BindSource::Kiln(path) => {
                 let is_dir = std::fs::metadata(path)
                     .map_err(|e| format!("{}: {e}", path.display()))?
                     .is_dir();
-                let kind = if is_dir { Kind::Dir } else { Kind::File };
+                let kind = if is_dir { Leaf::Dir } else { Leaf::File };
                 let target = self.ensure(at, kind)?;
                 bind(path, &target, flags)
             }
@@ -261,12 +356,19 @@ impl Applier<'_> {
     ) -> Res<()> {
         // Held until the overlay (or the copy) is made from it.
         let (fd, _) = open_checked(path, id)?;
-        let source = &fd_path(&fd);
-        let target = self.ensure(at, Kind::Dir)?;
+        let source = &proc_fd(&fd);
+        let target = self.ensure(at, Leaf::Dir)?;
         std::fs::create_dir_all(tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
         // The writes of a read-write bind are thrown away: they land on a tmpfs.
         let data = Some("mode=700");
-        mnt(Some("tmpfs"), tmp, Some("tmpfs"), MsFlags::empty(), data)?;
+        let scratch = tmp.to_path_buf();
+        mnt(
+            Some("tmpfs"),
+            &scratch,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            data,
+        )?;
         if copy {
             // No overlay here: the writes go to a throwaway copy on that tmpfs.
             let copy = tmp.join("copy");
@@ -303,27 +405,34 @@ impl Applier<'_> {
             .file_name()
             .ok_or("a device node needs a name")?;
         let parent = InRoot::new(at.as_path().parent().unwrap_or(Path::new("")));
-        let path = self.ensure(&parent, Kind::Dir)?.join(name);
-        if std::fs::symlink_metadata(&path).is_ok() {
+        let Target { fd: dir, comps, .. } = self.ensure(&parent, Leaf::Dir)?;
+        let shown = at.absolute();
+        let fail = |e: &dyn std::fmt::Display| format!("creating {}: {e}", shown.display());
+        if stat_at(dir.as_fd(), name.as_bytes())
+            .map_err(|e| fail(&e))?
+            .is_some()
+        {
             return Ok(());
         }
-        let shown = at.absolute();
         let mode = Mode::from_bits_truncate(0o666);
         let devno = nix::sys::stat::makedev(major, minor);
-        nix::sys::stat::mknod(&path, SFlag::S_IFCHR, mode, devno)
-            .map_err(|e| format!("creating {}: {e}", shown.display()))?;
+        mknodat(&dir, name, SFlag::S_IFCHR, mode, devno).map_err(|e| fail(&e))?;
         // mknod honours the umask; the nodes must be usable by every user.
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))
-            .map_err(|e| format!("{}: {e}", shown.display()))?;
-        (self.created)(&in_root_path(self.root, &path));
+        fchmodat(&dir, name, mode, FchmodatFlags::FollowSymlink).map_err(|e| fail(&e))?;
+        (self.created)(&in_root_path(&comps).join(name));
         Ok(())
     }
 }
 
-fn kind_of(st: &FileStat) -> Kind {
+/// The bytes of an in-root path, relative to the root.
+fn bytes(at: &InRoot) -> &[u8] {
+    at.as_path().as_os_str().as_bytes()
+}
+
+fn kind_of(st: &FileStat) -> Leaf {
     match st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits() {
-        true => Kind::Dir,
-        false => Kind::File,
+        true => Leaf::Dir,
+        false => Leaf::File,
     }
 }
 
@@ -339,7 +448,8 @@ fn root_overlay(root: &Path, links: &Path, lowers: &[PathBuf], data: &str) -> Re
     }
     nix::unistd::chdir(links).map_err(|e| format!("chdir {}: {e}", links.display()))?;
     let flags = MsFlags::MS_NODEV;
-    let mounted = mnt(Some("overlay"), root, Some("overlay"), flags, Some(data));
+    let root = root.to_path_buf();
+    let mounted = mnt(Some("overlay"), &root, Some("overlay"), flags, Some(data));
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
     mounted.map_err(|e| format!("{OVERLAY_FAILED}{e}"))
 }
@@ -351,7 +461,7 @@ fn stage_secret(staging: &Path, data: &[u8], mode: u32, uid: u32, gid: u32) -> R
     let opts = Some("mode=700,size=4m");
     mnt(
         Some("tmpfs"),
-        staging,
+        &staging.to_path_buf(),
         Some("tmpfs"),
         MsFlags::empty(),
         opts,
@@ -365,38 +475,9 @@ fn stage_secret(staging: &Path, data: &[u8], mode: u32, uid: u32, gid: u32) -> R
     Ok(file)
 }
 
-/// `/` + `host` relative to `root` (a path the applier resolved inside it).
-fn in_root_path(root: &Path, host: &Path) -> PathBuf {
-    Path::new("/").join(
-        host.strip_prefix(root)
-            .expect("resolved paths stay in the root"),
-    )
-}
-
-/// Opens a mount source without following any symlink on its path (`openat2` with
-/// `RESOLVE_NO_SYMLINKS`; `O_NOFOLLOW` on the last component where the kernel has no
-/// `openat2`). Callers hand in paths already resolved, with no symlink left in them: one
-/// found now is a component swapped since. Returns the descriptor and what it is.
-pub(crate) fn open_source(path: &Path) -> std::io::Result<(OwnedFd, FileStat)> {
-    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let how = OpenHow::new()
-        .flags(flags)
-        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
-    let fd = match openat2(AT_FDCWD, path, how) {
-        Err(nix::Error::ENOSYS) => open(path, flags, Mode::empty())?,
-        other => other?,
-    };
-    let st = fstat(&fd)?;
-    // `O_PATH | O_NOFOLLOW` opens a symlink itself rather than failing.
-    if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFLNK.bits() {
-        return Err(nix::Error::ELOOP.into());
-    }
-    Ok((fd, st))
-}
-
-/// [`open_source`], and the file must be the one the parent checked (`id`): whatever
-/// happened to the path since, the mount is made from this descriptor
-/// (`/proc/self/fd/N`), so what is checked is what is mounted.
+/// Opens a bind source without following any symlink on its path, and it must be the file
+/// the parent checked (`id`): whatever happened to the path since, the mount is made from
+/// this descriptor (`/proc/self/fd/N`), so what is checked is what is mounted.
 fn open_checked(source: &Path, id: FileId) -> Res<(OwnedFd, FileStat)> {
     let changed = |why: String| {
         format!(
@@ -404,17 +485,11 @@ fn open_checked(source: &Path, id: FileId) -> Res<(OwnedFd, FileStat)> {
             source.display()
         )
     };
-    let (fd, st) = open_source(source).map_err(|e| changed(e.to_string()))?;
+    let (fd, st) = open_no_symlinks(source).map_err(|e| changed(e.to_string()))?;
     if FileId::of(&st) != id {
         return Err(changed("another file is there now".into()));
     }
     Ok((fd, st))
-}
-
-/// `/proc/self/fd/N`: a path that names the descriptor's own file (mount(2) and overlay's
-/// `lowerdir` follow it to that file, never to whatever the original path names now).
-fn fd_path(fd: &OwnedFd) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 fn pivot(root: &Path) -> Res<()> {
@@ -428,7 +503,7 @@ fn pivot(root: &Path) -> Res<()> {
 /// A recursive bind with the flags the plan asks for: `nodev` for image, context or cache
 /// content (another stage's root or a cache may hold device nodes), read-only when asked;
 /// the source's own flags for the `/dev` nodes.
-fn bind(source: &Path, target: &Path, flags: BindFlags) -> Res<()> {
+fn bind(source: &Path, target: &impl Place, flags: BindFlags) -> Res<()> {
     mnt(
         Some(source),
         target,
@@ -441,13 +516,15 @@ fn bind(source: &Path, target: &Path, flags: BindFlags) -> Res<()> {
         BindFlags::NoDev => MsFlags::MS_NODEV,
         BindFlags::ReadOnly => MsFlags::MS_NODEV | MsFlags::MS_RDONLY,
     };
-    remount(target, extra)
+    remount(&target.again()?, extra)
 }
 
 /// Remounts a bind with `extra` flags added; in a user namespace the source's
 /// nosuid/nodev/noexec/atime flags are locked and must be repeated or the kernel refuses.
-fn remount(target: &Path, extra: MsFlags) -> Res<()> {
-    let st = statvfs(target).map_err(|e| format!("statvfs {}: {e}", target.display()))?;
+/// `target` must name the mount itself (see [`Place::again`]).
+fn remount(target: &impl Place, extra: MsFlags) -> Res<()> {
+    let st = statvfs(&target.path())
+        .map_err(|e| format!("statvfs {}: {e}", target.shown().display()))?;
     let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | extra;
     let locked = [
         (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
@@ -468,85 +545,43 @@ fn remount(target: &Path, extra: MsFlags) -> Res<()> {
 
 fn mnt<S: AsRef<Path> + ?Sized>(
     source: Option<&S>,
-    target: &Path,
+    target: &impl Place,
     fstype: Option<&str>,
     flags: MsFlags,
     data: Option<&str>,
 ) -> Res<()> {
-    mount(source.map(|s| s.as_ref()), target, fstype, flags, data).map_err(|e| {
+    let path = target.path();
+    mount(source.map(|s| s.as_ref()), &path, fstype, flags, data).map_err(|e| {
         let what = fstype.unwrap_or("bind");
-        format!("mounting {what} on {}: {e}", target.display())
+        format!("mounting {what} on {}: {e}", target.shown().display())
     })
 }
 
-/// The host path of `inside` (absolute, inside `root`), creating missing parents as
-/// directories and the last component as `kind`; each created path is reported.
-fn ensure(
-    root: &Path,
-    inside: impl AsRef<Path>,
-    kind: Kind,
-    created: &mut dyn FnMut(&Path),
-) -> Res<PathBuf> {
-    let inside = inside.as_ref();
-    let resolved = resolve_in_root(root, inside)?;
-    let rel = resolved
-        .strip_prefix(root)
-        .expect("resolved paths stay in the root");
-    let mut host = root.to_path_buf();
-    let parts: Vec<_> = rel.components().collect();
-    for (n, part) in parts.iter().enumerate() {
-        host.push(part);
-        if std::fs::symlink_metadata(&host).is_ok() {
-            continue;
-        }
-        let last = n + 1 == parts.len();
-        let made = if last && kind == Kind::File {
-            std::fs::write(&host, b"")
-        } else {
-            std::fs::create_dir(&host)
-        };
-        made.map_err(|e| format!("creating mountpoint {}: {e}", inside.display()))?;
-        created(&in_root_path(root, &host));
-    }
-    Ok(host)
-}
-
-/// `inside` resolved against `root` as if `root` were `/`: symlinks (absolute or relative)
-/// and `..` never leave the root. Missing components are kept as they are.
-pub(crate) fn resolve_in_root(root: &Path, inside: &Path) -> Res<PathBuf> {
-    let mut pending: Vec<PathBuf> = vec![inside.to_path_buf()];
-    let mut current = PathBuf::new(); // relative to root
-    let mut hops = 0;
-    while let Some(path) = pending.pop() {
-        let mut comps: Vec<Component> = path.components().collect();
-        comps.reverse();
-        while let Some(c) = comps.pop() {
-            match c {
-                Component::RootDir => current = PathBuf::new(),
-                Component::CurDir | Component::Prefix(_) => {}
-                Component::ParentDir => {
-                    current.pop();
-                }
-                Component::Normal(name) => {
-                    let host = root.join(&current).join(name);
-                    match std::fs::read_link(&host) {
-                        Ok(target) => {
-                            hops += 1;
-                            if hops > 40 {
-                                return Err(format!("{}: too many symlinks", inside.display()));
-                            }
-                            let rest: PathBuf = comps.iter().rev().collect();
-                            comps.clear();
-                            pending.push(rest);
-                            pending.push(target);
-                        }
-                        Err(_) => current.push(name),
-                    }
-                }
-            }
-        }
-    }
-    Ok(root.join(current))
+/// `at` resolved inside `root` by descriptor (every symlink followed as if `root` were
+/// `/`), creating missing parents as directories and the last component as `kind`; each
+/// created path is reported.
+fn ensure(root: &Path, at: &InRoot, kind: Leaf, created: &mut dyn FnMut(&Path)) -> Res<Target> {
+    let shown = at.absolute();
+    let fail = |e: std::io::Error| format!("creating mountpoint {}: {e}", shown.display());
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let root = open(root, flags, Mode::empty()).map_err(|e| fail(e.into()))?;
+    let mut made = |_: BorrowedFd<'_>, comps: &[Vec<u8>]| {
+        created(&in_root_path(comps));
+        Ok(())
+    };
+    let how = Walk {
+        follow_last: true,
+        create: Some(Create {
+            leaf: kind,
+            made: &mut made,
+        }),
+    };
+    let r = fs_root::resolve(root.as_fd(), bytes(at), how).map_err(fail)?;
+    Ok(Target {
+        root,
+        fd: r.fd,
+        comps: r.comps,
+    })
 }
 
 /// Paths with `,`, `:` or `\` cannot be passed in overlay's option string.
@@ -568,11 +603,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let src = d.path().join("src");
         std::fs::create_dir(&src).unwrap();
-        let (_, st) = open_source(&src).unwrap();
+        let (_, st) = open_no_symlinks(&src).unwrap();
         let id = FileId::of(&st);
         let (fd, _) = open_checked(&src, id).unwrap();
         // The descriptor's path names the checked directory, whatever the path names later.
-        assert_eq!(FileId::of(&fstat(&fd).unwrap()), id);
+        assert_eq!(FileId::of(&nix::sys::stat::fstat(&fd).unwrap()), id);
         // Another directory renamed into its place.
         std::fs::rename(&src, d.path().join("old")).unwrap();
         std::fs::create_dir(&src).unwrap();
@@ -588,19 +623,9 @@ mod tests {
     }
 
     #[test]
-    fn symlinks_resolve_inside_the_root_and_never_escape() {
-        let root = tempfile::tempdir().unwrap();
-        let r = root.path();
-        std::fs::create_dir_all(r.join("var/run")).unwrap();
-        std::os::unix::fs::symlink("/var/run", r.join("run")).unwrap();
-        std::os::unix::fs::symlink("../../../../etc", r.join("var/escape")).unwrap();
-        std::os::unix::fs::symlink("loop", r.join("loop")).unwrap();
-        let got = resolve_in_root(r, Path::new("/run/secrets/x")).unwrap();
-        assert_eq!(got, r.join("var/run/secrets/x"));
-        let got = resolve_in_root(r, Path::new("/var/escape/passwd")).unwrap();
-        assert_eq!(got, r.join("etc/passwd"));
-        assert!(resolve_in_root(r, Path::new("/loop/x")).is_err());
+    fn overlay_options_refuse_their_separators() {
         assert!(!overlay_safe(Path::new("/a,b")) && overlay_safe(Path::new("/a/b")));
+        assert!(!overlay_safe(Path::new("/a:b")) && !overlay_safe(Path::new("")));
     }
 
     #[test]
@@ -661,14 +686,134 @@ mod tests {
     fn ensure_creates_missing_parents_and_reports_them() {
         let root = tempfile::tempdir().unwrap();
         let mut made = Vec::new();
-        let host = ensure(root.path(), "/run/secrets/token", Kind::File, &mut |p| {
+        let at = InRoot::new("/run/secrets/token");
+        let dest = ensure(root.path(), &at, Leaf::File, &mut |p| {
             made.push(p.to_path_buf())
         })
         .unwrap();
-        assert!(host.is_file());
+        // The descriptor's path is the file made in the root.
+        assert!(dest.path().is_file());
+        assert!(root.path().join("run/secrets/token").is_file());
+        assert_eq!(dest.shown(), PathBuf::from("/run/secrets/token"));
         assert_eq!(
             made,
             ["/run", "/run/secrets", "/run/secrets/token"].map(PathBuf::from)
         );
+    }
+
+    /// A hostile image: the mount target is a symlink to a host directory (absolute, and
+    /// relative through `..`), and `..` runs through a symlink. The target is made inside
+    /// the root; the host directory stays untouched.
+    #[test]
+    fn a_mount_target_linked_out_of_the_root_is_made_inside_it() {
+        let host = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("usr/lib")).unwrap();
+        std::os::unix::fs::symlink(host.path(), r.join("abs")).unwrap();
+        let up = "../".repeat(r.components().count());
+        let rel = format!("{up}{}", host.path().display());
+        std::os::unix::fs::symlink(&rel, r.join("usr/rel")).unwrap();
+        std::os::unix::fs::symlink("lib", r.join("usr/l")).unwrap();
+        let host_rel = host.path().strip_prefix("/").unwrap();
+        for (at, name) in [("/abs/x", "x"), ("/usr/rel/y", "y")] {
+            let mut made = Vec::new();
+            let dest = ensure(r, &InRoot::new(at), Leaf::Dir, &mut |p| {
+                made.push(p.to_path_buf())
+            })
+            .unwrap();
+            assert_eq!(
+                dest.shown(),
+                Path::new("/").join(host_rel).join(name),
+                "{at}"
+            );
+            assert!(r.join(host_rel).join(name).is_dir(), "{at}");
+            assert_eq!(made.last(), Some(&dest.shown()));
+        }
+        assert_eq!(std::fs::read_dir(host.path()).unwrap().count(), 0);
+        // `usr/l/..` is `usr/lib/..` = `usr`, where the link `l` points, not its name.
+        let dest = ensure(r, &InRoot::new("/usr/l/../m"), Leaf::Dir, &mut |_| {}).unwrap();
+        assert_eq!(dest.shown(), PathBuf::from("/usr/m"));
+    }
+
+    /// The race the old path-string resolver lost: a component of a resolved target is
+    /// swapped for a symlink to the host before the mount. The mount goes through the
+    /// descriptor, which still names the directory inside the root, and reaching the target
+    /// again (for a remount) refuses the symlink instead of following it.
+    #[test]
+    fn a_component_swapped_after_resolution_cannot_redirect_the_mount() {
+        let host = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let dest = ensure(r, &InRoot::new("/run/secrets"), Leaf::Dir, &mut |_| {}).unwrap();
+        let inside = std::fs::metadata(r.join("run/secrets")).unwrap();
+        std::fs::rename(r.join("run"), r.join("old")).unwrap();
+        std::os::unix::fs::symlink(host.path(), r.join("run")).unwrap();
+        std::fs::create_dir(host.path().join("secrets")).unwrap();
+        let via_fd = std::fs::metadata(dest.path()).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((via_fd.dev(), via_fd.ino()), (inside.dev(), inside.ino()));
+        let again = dest
+            .again()
+            .err()
+            .expect("a symlink on the real path is refused");
+        assert!(again.contains("/run/secrets"), "{again}");
+    }
+
+    /// Mounts for real (root only): a tmpfs planned on `/run` of an image whose `/run` is a
+    /// symlink to a host directory lands inside the root, and a read-only remount reaches
+    /// the mount through the descriptor walk.
+    #[test]
+    fn a_mount_on_a_linked_target_lands_inside_the_root() {
+        if !nix::unistd::geteuid().is_root() {
+            println!("SKIPPED a_mount_on_a_linked_target_lands_inside_the_root: needs root");
+            return;
+        }
+        let host = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path().to_path_buf();
+        std::os::unix::fs::symlink(host.path(), r.join("run")).unwrap();
+        let host_rel = host.path().strip_prefix("/").unwrap().to_path_buf();
+        let (in_host, in_root) = std::thread::scope(|s| {
+            s.spawn(|| {
+                // This thread's own mount namespace: nothing leaks to the test process.
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+                let (mut created, mut proc_bound) = (|_: &Path| {}, || {});
+                let mut applier = Applier {
+                    root: &r,
+                    created: &mut created,
+                    proc_bound: &mut proc_bound,
+                };
+                let run = InRoot::new("/run");
+                let ops = [
+                    MountOp::PrivateMounts,
+                    MountOp::Mount {
+                        fstype: "tmpfs",
+                        source: "tmpfs",
+                        at: run.clone(),
+                        flags: MsFlags::empty(),
+                        data: None,
+                    },
+                    MountOp::ReadOnly { at: run },
+                ];
+                applier.apply_all(&ops).unwrap();
+                let in_root = r.join(&host_rel);
+                // A mount point is on another device than its parent directory.
+                let mounted = |p: &Path| {
+                    use std::os::unix::fs::MetadataExt;
+                    let dev = |p: &Path| std::fs::metadata(p).unwrap().dev();
+                    dev(p) != dev(p.parent().unwrap())
+                };
+                let ro = statvfs(&in_root)
+                    .unwrap()
+                    .flags()
+                    .contains(FsFlags::ST_RDONLY);
+                (mounted(host.path()), (mounted(&in_root), ro))
+            })
+            .join()
+            .unwrap()
+        });
+        assert!(!in_host, "the tmpfs went onto the host directory");
+        assert_eq!(in_root, (true, true));
     }
 }
