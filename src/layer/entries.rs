@@ -62,10 +62,16 @@ pub struct LayerEntry {
 /// [`super::write_layer`]. Entries are put in layer order (parents first, siblings by name),
 /// so the caller's order does not change the bytes. A later entry for the same path wins.
 pub fn write_entries(
-    mut entries: Vec<LayerEntry>,
+    entries: Vec<LayerEntry>,
     opts: &LayerOptions,
     out: impl Write,
 ) -> Result<LayerBlob, LayerError> {
+    let entries = in_layer_order(entries)?;
+    write_blob(opts, out, |w| tar_entries(&entries, opts, w))
+}
+
+/// `entries` checked (clean relative paths) and in layer order, the last of equal paths kept.
+fn in_layer_order(mut entries: Vec<LayerEntry>) -> Result<Vec<LayerEntry>, LayerError> {
     for e in &mut entries {
         e.path = e.path.trim_matches('/').to_string();
         if e.path.is_empty()
@@ -84,14 +90,21 @@ pub fn write_entries(
     entries.reverse();
     entries.dedup_by(|later, earlier| later.path == earlier.path);
     entries.reverse();
-    write_blob(opts, out, |w| {
-        let mut b = tar::Builder::new(w);
-        let mut dirs = ResolvedDirs::default();
-        for e in &entries {
-            append(&mut b, e, opts.source_date_epoch, &mut dirs)?;
-        }
-        b.finish().map_err(LayerError::Output)
-    })
+    Ok(entries)
+}
+
+/// The uncompressed tar of `entries` (already in layer order) to `w`.
+fn tar_entries(
+    entries: &[LayerEntry],
+    opts: &LayerOptions,
+    w: &mut dyn Write,
+) -> Result<(), LayerError> {
+    let mut b = tar::Builder::new(w);
+    let mut dirs = ResolvedDirs::default();
+    for e in entries {
+        append(&mut b, e, opts.source_date_epoch, &mut dirs)?;
+    }
+    b.finish().map_err(LayerError::Output)
 }
 
 /// [`write_entries`], with a copy of the uncompressed tar streamed to `consume` on a thread
@@ -104,21 +117,26 @@ pub fn write_entries_teed<T: Send>(
     out: impl Write,
     consume: impl FnOnce(&mut (dyn Read + Send)) -> T + Send,
 ) -> Result<(LayerBlob, T), LayerError> {
+    let entries = in_layer_order(entries)?;
     std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel(super::unpack::CHUNKS_AHEAD);
         let reader = s.spawn(move || consume(&mut super::unpack::ChunkReader::new(rx)));
-        let mut tee = Tee {
-            out,
-            buf: Vec::with_capacity(super::unpack::CHUNK),
-            tx: Some(tx),
-        };
-        let blob = write_entries(entries, opts, &mut tee);
-        tee.send();
-        // A failed layer must not read as a complete tar.
-        if let (Err(_), Some(tx)) = (&blob, tee.tx.take()) {
-            let _ = tx.send(Err(io::Error::other("the layer was not written")));
-        }
-        drop(tee);
+        // The tee sits between the tar and the compressor: the consumer reads the tar itself,
+        // never a gzip stream it would have to inflate again.
+        let blob = write_blob(opts, out, |w| {
+            let mut tee = Tee {
+                out: w,
+                buf: Vec::with_capacity(super::unpack::CHUNK),
+                tx: Some(tx),
+            };
+            let tarred = tar_entries(&entries, opts, &mut tee);
+            tee.send();
+            // A failed layer must not read as a complete tar.
+            if let (Err(_), Some(tx)) = (&tarred, tee.tx.take()) {
+                let _ = tx.send(Err(io::Error::other("the layer was not written")));
+            }
+            tarred
+        });
         let consumed = reader.join().expect("the tar consumer does not panic");
         Ok((blob?, consumed))
     })
@@ -466,5 +484,28 @@ mod tests {
             }
             other => panic!("expected a source error, got {other:?}"),
         }
+    }
+
+    /// The consumer of the tee reads the layer's tar (its sha256 is the diffID), not the
+    /// compressed blob: unpacking a COPY's layer must not inflate what was just deflated.
+    #[test]
+    fn the_teed_copy_is_the_uncompressed_tar() {
+        let entries = vec![
+            entry("d", EntrySource::Dir, 0o755),
+            entry("d/f", EntrySource::Inline(b"hello\n".repeat(1000)), 0o644),
+        ];
+        let opts = LayerOptions::default();
+        assert_ne!(opts.encoding.compression(), crate::layer::Compression::None);
+        let mut blob = Vec::new();
+        let (written, teed) = write_entries_teed(entries, &opts, &mut blob, |tar| {
+            let mut all = Vec::new();
+            tar.read_to_end(&mut all).map(|_| all)
+        })
+        .unwrap();
+        let teed = teed.unwrap();
+        assert_eq!(crate::Digest::of(&teed), written.diff_id);
+        assert_eq!(crate::Digest::of(&blob), written.digest);
+        assert_ne!(&teed[..2], &[0x1f, 0x8b], "the tee saw gzip");
+        assert_eq!(listing(&teed)[1].0, "d/f");
     }
 }
