@@ -108,6 +108,9 @@ pub struct Entry {
     /// For a regular file with other names: which file it is, so that COPY keeps the names
     /// one file (as Docker does) instead of making copies.
     pub hardlink: Option<FileId>,
+    /// Which directory of a tree of several holds it (a layer of a stage or image read by
+    /// `COPY --from`, see [`super::image_tree::LayerSource`]); 0 in a context.
+    pub layer: usize,
 }
 
 /// The identity of a file with several names.
@@ -309,6 +312,7 @@ impl Context {
                 dev: meta.dev(),
                 ino: meta.ino(),
             }),
+            layer: 0,
         })
     }
 
@@ -435,6 +439,12 @@ impl Context {
         let (digest, _) =
             Digest::of_reader(crate::progress::StopOnInterrupt(file)).map_err(io_err(&path))?;
         Ok(digest)
+    }
+
+    /// Sorts entries of one tree the way [`Context::entries`] lists them (parents first,
+    /// then each directory's children by name): for merging the walks of several dirs.
+    pub fn sort_walk_order(entries: &mut [Entry]) {
+        entries.sort_by(|a, b| stat_cache::codec::walk_order(a.rel.as_bytes(), b.rel.as_bytes()));
     }
 
     /// Writes the stat cache back (atomically) if it changed. Failure to save only costs speed,

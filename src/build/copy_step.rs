@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use super::add::AddError;
 use super::cache::{self, SourceDigest};
-use super::context::{Context, EntryKind};
+use super::context::{Context, Entry};
 use super::copy::{self, Chmod, CopyOptions};
-use super::image_tree::{ImageTree, LayerView};
+use super::image_tree::{ImageTree, LayerSource, LayerView};
 use super::owner::{OwnerError, resolve_owner};
 use super::runner::{Runner, unpack_options};
 use super::{BuildError, add, git, step_failed};
@@ -85,14 +85,15 @@ impl<'a> Runner<'a> {
             Some(DockerIgnore::parse(&spec.exclude.join("\n")).map_err(|e| step_failed(span, e))?)
         };
         let now = u64::try_from(self.created.timestamp()).unwrap_or(0);
-        let (tree_holder, from) = match self.layer_source_tree(spec)? {
-            Some(t) => t,
-            None => self.source_tree(spec.from, span)?,
-        };
-        let tree = tree_holder.tree();
+        let (source, from) = self.copy_source(spec.from, span)?;
+        let tree = source.tree();
         // Extracted archives and downloads are spooled here until the layer is written.
         let scratch = self.store.scratch_dir("add-")?;
-        let extractor = add::Extractor::new(tree.root(), scratch.path());
+        let tree_root = match &source {
+            CopySource::Context(ctx) => ctx.root(),
+            CopySource::Layers(_) => std::path::Path::new("/"),
+        };
+        let extractor = add::Extractor::new(tree_root, scratch.path());
         let extract = |host: &std::path::Path, dest: &str| extractor.extract(host, dest);
         let unpack_local = spec.add.as_ref().is_some_and(|a| a.unpack != Some(false));
         let opts = CopyOptions {
@@ -105,8 +106,8 @@ impl<'a> Runner<'a> {
             image: &image,
             unpack: if unpack_local { Some(&extract) } else { None },
             from: &from,
-            keep_owners: spec.chown.is_none() && tree_holder.owners_kept(),
-            owners: tree_holder.owners(),
+            // Docker keeps a stage's or image's owners, never the context's.
+            keep_owners: spec.chown.is_none() && matches!(source, CopySource::Layers(_)),
         };
         let (local, downloads) = match &spec.add {
             Some(add) => self.downloads(spec, add, &opts, scratch.path(), &extract, span)?,
@@ -215,7 +216,6 @@ impl<'a> Runner<'a> {
             unpack: None,
             from: &from,
             keep_owners: false,
-            owners: None,
         };
         let sub = if repo.subdir.is_empty() {
             ".".to_string()
@@ -372,86 +372,86 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// For `COPY --from` a stage or image whose sources each lie in one layer (a directory
-    /// a RUN or COPY made, no other layer adding to it), the directory of that layer in the
-    /// store as the source tree: read where the step left it, nothing unpacked. None when
-    /// the sources need the merged tree ([`Runner::rootfs`]): wildcards, symlinks on the
-    /// way, deletions or device nodes below a source, several layers, several source
-    /// layers, or owners the store does not keep as the image has them (rootless).
-    fn layer_source_tree(
+    /// Where a COPY reads: the context, or the layers of a stage or image read in the
+    /// store's unpacked layer dirs (a pulled base unpacked there once, as for RUN; a layer
+    /// this build made is the dir its step left), merged ([`LayerSource`]).
+    fn copy_source(
         &self,
-        spec: &CopySpec,
-    ) -> Result<Option<(SourceTree<'a>, String)>, BuildError> {
-        let (layers, from) = match spec.from {
+        from: &CopyFrom,
+        span: Span,
+    ) -> Result<(CopySource<'a>, String), BuildError> {
+        let (layers, name) = match from {
+            CopyFrom::Context => {
+                let ctx = self
+                    .context
+                    .ok_or_else(|| step_failed(span, copy::CopyError::NoContext))?;
+                return Ok((CopySource::Context(ctx), "the build context".into()));
+            }
             CopyFrom::Stage(i) => {
                 let img = self.done.get(i).expect("plan orders dependencies first");
                 (img.layers().to_vec(), format!("stage {i}"))
             }
-            _ => return Ok(None),
+            CopyFrom::Image(name) => {
+                let stored = self.stored_image(name).map_err(|e| step_failed(span, e))?;
+                (stored.layers, format!("image {name}"))
+            }
         };
-        if spec.add.is_some()
-            || spec.parents
-            || unpack_options().ownership != layer::Ownership::Preserve
-            || self.sandbox.mapped_fs().is_some()
-        {
-            return Ok(None);
-        }
-        let mut paths = Vec::new();
-        for s in spec.sources {
-            match s {
-                SourceSpec::Path { path } if !path.contains(['*', '?', '[', '\\']) => {
-                    paths.push(crate::lexical_path::in_root(path))
-                }
-                _ => return Ok(None),
-            }
-        }
-        let lowers = self.unpacked_layers(&layers)?;
-        let image = self.image_tree(&lowers);
-        let mut dir = None;
-        for p in &paths {
-            let real = copy::resolve_in_image(&image, p).ok();
-            let sole = real
-                .filter(|r| r == p && !r.is_empty())
-                .and_then(|r| image.sole_layer(&r));
-            match (sole, dir) {
-                (Some(d), None) => dir = Some(d),
-                (Some(d), Some(seen)) if d == seen => {}
-                _ => return Ok(None),
-            }
-        }
-        let Some(dir) = dir else { return Ok(None) };
-        let tree = Context::open(dir, DockerIgnore::parse("").expect("empty ignore"), None)?;
-        for p in &paths {
-            // A deletion below the source is a device node here; the merged tree drops it.
-            let listed = tree.entries(p)?;
-            if listed.iter().any(|e| e.kind == EntryKind::Other) {
-                return Ok(None);
-            }
-        }
-        let tree = SourceTree::Rootfs {
-            tree,
-            owners: None,
-            _dir: None,
-        };
-        Ok(Some((tree, from)))
+        let dirs = self.unpacked_layers(&layers)?;
+        let owner = self.source_owners(&layers)?;
+        let source = LayerSource::new(self.image_tree(&dirs), owner)?;
+        Ok((CopySource::Layers(Box::new(source)), name))
     }
 
-    /// The merged file tree of `layers`, unpacked into a temp dir (whiteouts applied). The dir
-    /// is in the store, like a RUN step's scratch dir: a big stage must not fill a small /tmp,
-    /// and the files land on the filesystem the layers come from.
+    /// How the owner an image gives a file is read from the store's layer dirs (`layers`
+    /// bottom first; an entry names its layer top first): root's dirs hold the image's ids;
+    /// a subordinate-id map's hold them mapped; a user without a range unpacked everything
+    /// as its own, so the ids are read from the layers' tar headers (as the blobs hold them).
+    fn source_owners(
+        &self,
+        layers: &[Layer],
+    ) -> Result<Box<dyn Fn(&Entry) -> (u32, u32) + 'a>, BuildError> {
+        if self.sandbox.mapped_fs().is_some() {
+            let sandbox = self.sandbox;
+            return Ok(Box::new(move |e: &Entry| {
+                let meta = copy::DirMeta {
+                    mode: 0,
+                    uid: u64::from(e.uid),
+                    gid: u64::from(e.gid),
+                    mtime: 0,
+                };
+                let m = super::rootless::image_owner(sandbox, meta);
+                (m.uid as u32, m.gid as u32)
+            }));
+        }
+        if unpack_options().ownership == layer::Ownership::Preserve {
+            return Ok(Box::new(|e: &Entry| (e.uid, e.gid)));
+        }
+        // Top first, like the entries' layer numbers. A layer without a blob (made by this
+        // build and never needed outside it) was made as root of the user's single id.
+        let mut owners = Vec::with_capacity(layers.len());
+        for l in layers.iter().rev() {
+            let mut o = layer::Owners::new();
+            if self.store.has_blob(&l.digest) {
+                layer::apply_layer_owners(self.store.open_blob(&l.digest)?, &mut o)?;
+            }
+            owners.push(o);
+        }
+        Ok(Box::new(move |e: &Entry| {
+            owners[e.layer].get(&e.rel).copied().unwrap_or((0, 0))
+        }))
+    }
+
+    /// The merged file tree of `layers`, unpacked into a temp dir (whiteouts applied), for a
+    /// RUN's `--mount=type=bind,from=`, which needs one directory to mount. The dir is in the
+    /// store, like a RUN step's scratch dir: a big stage must not fill a small /tmp, and the
+    /// files land on the filesystem the layers come from.
     pub(super) fn rootfs(&self, layers: &[Layer]) -> Result<SourceTree<'a>, BuildError> {
         self.env.remote.ensure(layers, self.progress)?;
         let dir = self.store.scratch_dir("rootfs-")?;
         let opts = unpack_options();
-        // Unprivileged, the files cannot be given their owners: read them from the headers.
-        let mut owners =
-            (opts.ownership != layer::Ownership::Preserve).then(Box::<layer::Owners>::default);
         for l in layers {
             let blob = self.store.open_blob(&l.digest)?;
             layer::unpack_layer(blob, dir.path(), &opts)?;
-            if let Some(owners) = &mut owners {
-                layer::apply_layer_owners(self.store.open_blob(&l.digest)?, owners)?;
-            }
         }
         let ctx = Context::open(
             dir.path(),
@@ -460,8 +460,7 @@ impl<'a> Runner<'a> {
         )?;
         Ok(SourceTree::Rootfs {
             tree: ctx,
-            owners,
-            _dir: Some(Box::new(dir)),
+            _dir: Box::new(dir),
         })
     }
 }
@@ -487,15 +486,28 @@ pub(super) struct AddSpec<'s> {
     pub(super) keep_git_dir: bool,
 }
 
-/// Where COPY reads from: the context, or a stage/image rootfs unpacked into a temp dir that
-/// lives as long as this value (or a layer directory of the store, which outlives it).
+/// What a COPY reads: the context, or a stage's or image's layers.
+pub(super) enum CopySource<'a> {
+    Context(&'a Context),
+    Layers(Box<LayerSource<'a>>),
+}
+
+impl CopySource<'_> {
+    fn tree(&self) -> &dyn copy::SourceTree {
+        match self {
+            CopySource::Context(ctx) => *ctx,
+            CopySource::Layers(layers) => layers.as_ref(),
+        }
+    }
+}
+
+/// What a RUN's `--mount=type=bind,from=` mounts: the context, or a stage/image rootfs
+/// unpacked into a temp dir that lives as long as this value.
 pub(super) enum SourceTree<'a> {
     Context(&'a Context),
     Rootfs {
         tree: Context,
-        /// The owners the layers give the files, when the unpack could not (unprivileged).
-        owners: Option<Box<layer::Owners>>,
-        _dir: Option<Box<crate::store::ScratchDir>>,
+        _dir: Box<crate::store::ScratchDir>,
     },
 }
 
@@ -505,26 +517,6 @@ impl SourceTree<'_> {
         match self {
             SourceTree::Context(ctx) => ctx,
             SourceTree::Rootfs { tree, .. } => tree,
-        }
-    }
-
-    /// Whether the tree's files have the owners the image gives them: a stage or image
-    /// unpacked by root does (an unprivileged unpack cannot chown, and the context's owners
-    /// are the host's, which Docker never copies).
-    fn owners_kept(&self) -> bool {
-        match self {
-            SourceTree::Context(_) => false,
-            SourceTree::Rootfs { owners, .. } => {
-                owners.is_some() || unpack_options().ownership == layer::Ownership::Preserve
-            }
-        }
-    }
-
-    /// The owners read from the layers where the files could not be given them.
-    fn owners(&self) -> Option<&layer::Owners> {
-        match self {
-            SourceTree::Context(_) => None,
-            SourceTree::Rootfs { owners, .. } => owners.as_deref(),
         }
     }
 }
