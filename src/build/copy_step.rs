@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::add::AddError;
 use super::cache::{self, SourceDigest};
-use super::context::{Context, Entry};
+use super::context::{Context, ContextError, Entry};
 use super::copy::{self, Chmod, CopyOptions};
 use super::image_tree::{ImageTree, LayerSource, LayerView};
 use super::owner::{OwnerError, resolve_owner};
@@ -113,8 +113,17 @@ impl<'a> Runner<'a> {
             Some(add) => self.downloads(spec, add, &opts, scratch.path(), &extract, span)?,
             None => (spec.sources.to_vec(), Vec::new()),
         };
-        let entries = copy::entries(tree, &local, spec.dest, &opts, downloads)
-            .map_err(|e| step_failed(span, e))?;
+        let mut entries = copy::entries(tree, &local, spec.dest, &opts, downloads);
+        // Held until the layer is written: the entries name its files.
+        let mut _copied_out = None;
+        if let CopySource::Layers(layers) = &source {
+            if self.sandbox.mapped_fs().is_some() && !read_in_place(&entries) {
+                let copied = self.mapped_copy(layers, span)?;
+                entries = copy::entries(&copied, &local, spec.dest, &opts, Vec::new());
+                _copied_out = Some(copied);
+            }
+        }
+        let entries = entries.map_err(|e| step_failed(span, e))?;
         for w in extractor.into_warnings() {
             self.progress.warn(w);
         }
@@ -344,32 +353,57 @@ impl<'a> Runner<'a> {
         ImageTree::new(views).with_owner_map(move |m| super::rootless::image_owner(sandbox, m))
     }
 
+    /// A stage's or image's files copied out of the store's layer dirs by the mapped helper
+    /// (as root of the user's id map), for a COPY that could not read them in place: files
+    /// of the image's other users that only they may read (0600, 0700 dirs) belong to
+    /// sub-ids here. Each layer is written as a tar by the helper (container ids, deletions
+    /// as whiteouts), spooled, unpacked over the ones below and its owners recorded.
+    fn mapped_copy(
+        &self,
+        source: &LayerSource<'a>,
+        span: Span,
+    ) -> Result<UnpackedTree, BuildError> {
+        let mapped = self.sandbox.mapped_fs().expect("only for a mapped user");
+        let dir = self.store.scratch_dir("copy-from-")?;
+        let root = dir.path().join("root");
+        let spool = dir.path().join("layer.tar");
+        let io = |action| move |source| BuildError::Io { action, source };
+        std::fs::create_dir(&root).map_err(io("creating the COPY --from copy"))?;
+        let plain = layer::LayerOptions {
+            encoding: layer::Encoding::plain(),
+            ..Default::default()
+        };
+        let mut owners = layer::Owners::new();
+        for layer_dir in source.layer_dirs().iter().rev() {
+            let mut tar =
+                std::fs::File::create(&spool).map_err(io("spooling a COPY --from layer"))?;
+            mapped
+                .write_layer(layer_dir, &plain, &mut tar)
+                .map_err(|e| step_failed(span, e))?;
+            let read = || std::fs::File::open(&spool).map_err(io("reading a COPY --from layer"));
+            layer::unpack_layer(read()?, &root, &unpack_options())?;
+            layer::apply_layer_owners(read()?, &mut owners)?;
+        }
+        let tree = Context::open(&root, DockerIgnore::default(), None)?;
+        Ok(UnpackedTree {
+            tree,
+            owners,
+            _dir: dir,
+        })
+    }
+
+    /// What a RUN's `--mount=type=bind,from=` mounts, and its name for messages.
     pub(super) fn source_tree(
         &self,
         from: &CopyFrom,
         span: Span,
     ) -> Result<(SourceTree<'a>, String), BuildError> {
-        match from {
-            CopyFrom::Context => {
-                let ctx = self
-                    .context
-                    .ok_or_else(|| step_failed(span, copy::CopyError::NoContext))?;
-                Ok((SourceTree::Context(ctx), "the build context".into()))
-            }
-            CopyFrom::Stage(i) => {
-                let layers = self
-                    .done
-                    .get(i)
-                    .expect("plan orders dependencies first")
-                    .layers()
-                    .to_vec();
-                Ok((self.rootfs(&layers)?, format!("stage {i}")))
-            }
-            CopyFrom::Image(name) => {
-                let stored = self.stored_image(name).map_err(|e| step_failed(span, e))?;
-                Ok((self.rootfs(&stored.layers)?, format!("image {name}")))
-            }
-        }
+        let (source, name) = self.copy_source(from, span)?;
+        let tree = match source {
+            CopySource::Context(ctx) => SourceTree::Context(ctx),
+            CopySource::Layers(layers) => self.mount_tree(&layers, &name, span)?,
+        };
+        Ok((tree, name))
     }
 
     /// Where a COPY reads: the context, or the layers of a stage or image read in the
@@ -441,25 +475,52 @@ impl<'a> Runner<'a> {
         }))
     }
 
-    /// The merged file tree of `layers`, unpacked into a temp dir (whiteouts applied), for a
-    /// RUN's `--mount=type=bind,from=`, which needs one directory to mount. The dir is in the
-    /// store, like a RUN step's scratch dir: a big stage must not fill a small /tmp, and the
-    /// files land on the filesystem the layers come from.
-    pub(super) fn rootfs(&self, layers: &[Layer]) -> Result<SourceTree<'a>, BuildError> {
-        self.env.remote.ensure(layers, self.progress)?;
-        let dir = self.store.scratch_dir("rootfs-")?;
-        let opts = unpack_options();
-        for l in layers {
-            let blob = self.store.open_blob(&l.digest)?;
-            layer::unpack_layer(blob, dir.path(), &opts)?;
+    /// The files of a stage or image copied into a temp dir, for a RUN's bind mount, which
+    /// needs one directory (and may write to it: the store's layer dirs must not be
+    /// mounted). Written as COPY writes them (one pass through the merged layer dirs, no
+    /// blob read), unpacked from the tar as it streams. The dir is in the store, like a RUN
+    /// step's scratch dir: a big stage must not fill a small /tmp.
+    fn mount_tree(
+        &self,
+        source: &LayerSource<'a>,
+        name: &str,
+        span: Span,
+    ) -> Result<SourceTree<'a>, BuildError> {
+        let nothing = ImageTree::new(Vec::new());
+        let opts = CopyOptions {
+            uid: 0,
+            gid: 0,
+            chmod: None,
+            exclude: None,
+            parents: false,
+            now: 0,
+            image: &nothing,
+            unpack: None,
+            from: name,
+            keep_owners: true,
+        };
+        let all = [SourceSpec::Path { path: "/".into() }];
+        let entries = copy::entries(source, &all, "/", &opts, Vec::new());
+        if self.sandbox.mapped_fs().is_some() && !read_in_place(&entries) {
+            let copied = self.mapped_copy(source, span)?;
+            return Ok(SourceTree::Rootfs {
+                tree: copied.tree,
+                _dir: Box::new(copied._dir),
+            });
         }
-        let ctx = Context::open(
-            dir.path(),
-            DockerIgnore::parse("").expect("empty ignore"),
-            None,
-        )?;
+        let entries = entries.map_err(|e| step_failed(span, e))?;
+        let dir = self.store.scratch_dir("mount-from-")?;
+        let plain = layer::LayerOptions {
+            encoding: layer::Encoding::plain(),
+            ..Default::default()
+        };
+        let (_, unpacked) = layer::write_entries_teed(entries, &plain, std::io::sink(), |tar| {
+            layer::unpack_layer(tar, dir.path(), &unpack_options())
+        })?;
+        unpacked?;
+        let tree = Context::open(dir.path(), DockerIgnore::default(), None)?;
         Ok(SourceTree::Rootfs {
-            tree: ctx,
+            tree,
             _dir: Box::new(dir),
         })
     }
@@ -501,8 +562,51 @@ impl CopySource<'_> {
     }
 }
 
-/// What a RUN's `--mount=type=bind,from=` mounts: the context, or a stage/image rootfs
-/// unpacked into a temp dir that lives as long as this value.
+/// Whether a COPY's entries from the store's layer dirs could be listed, and each file
+/// read, by this process (see [`Runner::mapped_copy`] for when they cannot).
+fn read_in_place(entries: &Result<Vec<layer::LayerEntry>, copy::CopyError>) -> bool {
+    let Ok(entries) = entries else {
+        return false;
+    };
+    entries.iter().all(|e| match &e.source {
+        layer::EntrySource::ResolvedFile { path, .. } => {
+            nix::unistd::access(path.as_path(), nix::unistd::AccessFlags::R_OK).is_ok()
+        }
+        _ => true,
+    })
+}
+
+/// A stage's or image's files unpacked into a temp dir (living as long as this value),
+/// with the owners the layers' headers give them.
+struct UnpackedTree {
+    tree: Context,
+    owners: layer::Owners,
+    _dir: crate::store::ScratchDir,
+}
+
+impl copy::SourceTree for UnpackedTree {
+    fn entries(&self, rel: &str) -> Result<Vec<Entry>, ContextError> {
+        self.tree.entries(rel)
+    }
+    fn resolve(&self, rel: &str, follow: bool) -> Result<String, ContextError> {
+        self.tree.resolve(rel, follow)
+    }
+    fn all_paths(&self) -> Result<Vec<String>, ContextError> {
+        self.tree.all_paths()
+    }
+    fn host_path(&self, rel: &str) -> Result<PathBuf, ContextError> {
+        self.tree.host_path(rel)
+    }
+    fn listed_path(&self, e: &Entry) -> PathBuf {
+        self.tree.listed_path(e)
+    }
+    fn owner(&self, e: &Entry) -> (u32, u32) {
+        self.owners.get(&e.rel).copied().unwrap_or((0, 0))
+    }
+}
+
+/// What a RUN's `--mount=type=bind,from=` mounts: the context, or a stage's or image's
+/// files copied into a temp dir that lives as long as this value.
 pub(super) enum SourceTree<'a> {
     Context(&'a Context),
     Rootfs {

@@ -173,6 +173,11 @@ impl<'o> LayerSource<'o> {
         })
     }
 
+    /// The layer dirs, top first.
+    pub fn layer_dirs(&self) -> Vec<PathBuf> {
+        self.image.layers.iter().map(|l| l.dir.clone()).collect()
+    }
+
     /// The layers whose directory at `rel` (a real path of the image) is part of the
     /// image's, top first; or the one layer whose file (or symlink) it is, as `Err`.
     fn layers_at(&self, rel: &str) -> Result<Vec<usize>, Option<usize>> {

@@ -10,8 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use crate::build_support::{
-    LayoutImage, file_content, file_tree, kiln, missing, missing_for_bases, read_layout, steps,
-    succeeded,
+    LayoutImage, file_content, file_tree, kiln, missing, missing_for_bases, read_layout, succeeded,
 };
 
 /// The stage (`gen`) spreads `/out/spread` over three RUNs and a COPY, the last RUN deleting
@@ -21,7 +20,8 @@ fn dockerfile(base: &str) -> String {
         "FROM {base} AS gen\n\
          RUN mkdir -p /out/spread /out/keep && echo 1 > /out/spread/one && echo a > /out/a.txt \
              && echo b > /out/b.txt && echo n > /out/c.dat\n\
-         COPY --chown=5:6 owned /out/spread/owned\n\
+         COPY --chown=5:6 --chmod=600 owned /out/spread/owned\n\
+         COPY --chown=5:6 --chmod=700 private /out/private/\n\
          RUN echo 2 > /out/spread/two && echo gone > /out/spread/gone \
              && echo target > /out/keep/target && ln -s keep /out/inside \
              && echo stage-shadow > /etc/shadow && ln -s / /escape\n\
@@ -34,12 +34,13 @@ fn dockerfile(base: &str) -> String {
          COPY --from=gen /out/inside/target /via-link\n\
          COPY --from=gen /escape/etc/shadow /shadow\n\
          COPY --from=gen --chown=7:8 /out/spread /chowned\n\
-         COPY --from=gen /out/h1 /out/h2 /links/\n"
+         COPY --from=gen /out/h1 /out/h2 /links/\n\
+         COPY --from=gen /out/private /private\n"
     )
 }
 
 /// The number of `COPY --from` steps in [`dockerfile`]: the image's top layers.
-const FROM_LAYERS: usize = 6;
+const FROM_LAYERS: usize = 7;
 
 fn skip_reason() -> Option<String> {
     missing_for_bases().or_else(|| missing(&["newuidmap", "setpriv"]))
@@ -75,6 +76,8 @@ fn context_dir(dir: &Path, marker: &str) -> std::path::PathBuf {
     let bases = crate::build_support::bases();
     std::fs::write(ctx.join("Dockerfile"), dockerfile(&bases.busybox())).unwrap();
     std::fs::write(ctx.join("owned"), "owned\n").unwrap();
+    std::fs::create_dir_all(ctx.join("private/sub")).unwrap();
+    std::fs::write(ctx.join("private/sub/secret"), "private\n").unwrap();
     std::fs::write(ctx.join("marker"), marker).unwrap();
     crate::sandbox_support::runner().give(dir);
     ctx
@@ -125,6 +128,13 @@ fn check_tree(image: &LayoutImage, who: Builder) {
     }
     assert!(!has("spread/gone"), "{who:?}: a deleted file came back");
     assert_eq!(owner("spread/owned"), (5, 6), "{who:?}");
+    assert_eq!(tree["spread/owned"].mode, 0o600, "{who:?}");
+    // A file in a 0700 dir of another user of the image.
+    assert_eq!(content("private/sub/secret"), "private\n", "{who:?}");
+    assert_eq!(
+        (owner("private/sub"), tree["private/sub"].mode),
+        ((5, 6), 0o700)
+    );
     assert_eq!(owner("spread/one"), (0, 0), "{who:?}");
     // --chown applies to every file and to the dir it goes into.
     for f in ["chowned", "chowned/one", "chowned/owned", "chowned/three"] {
@@ -206,7 +216,7 @@ fn copy_from_opens_no_blob_of_the_stage_and_unpacks_nothing() {
             .collect();
         assert_eq!(
             gen_blobs.len(),
-            4,
+            5,
             "{who:?}: the stage's RUN and COPY layers"
         );
         let trace = std::fs::read_to_string(&trace).unwrap();
