@@ -260,3 +260,36 @@ fn traced(cmd: Command, out: &Path) -> Command {
     }
     t
 }
+
+/// `RUN --mount=type=bind,from=gen` mounts a copy of the stage's merged layer dirs: the
+/// file the stage deleted is absent, and the files only an image user may read are there.
+#[test]
+fn a_run_bind_mount_from_a_stage_sees_its_merged_layers() {
+    if let Some(why) = skip_reason() {
+        return println!("{why}");
+    }
+    for who in [Builder::Root, Builder::Mapped, Builder::SingleId] {
+        let dir = crate::sandbox_support::runner().tempdir();
+        let ctx = context_dir(dir.path(), "1");
+        let base = crate::build_support::bases().busybox();
+        // The stage of [`dockerfile`], without its final stage.
+        let full = dockerfile(&base);
+        let gen_stage = &full[..full.rfind("FROM ").unwrap()];
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            format!(
+                "{gen_stage}FROM {base}\n\
+                 RUN --mount=type=bind,from=gen,source=/out,target=/m \
+                     ls /m/spread > /listing && cat /m/private/sub/secret > /secret\n"
+            ),
+        )
+        .unwrap();
+        crate::sandbox_support::runner().give(dir.path());
+        let layout = dir.path().join("image");
+        succeeded(&build(who, &dir.path().join("store"), &ctx, &layout, None));
+        let image = read_layout(&layout, "latest");
+        let text = |p: &str| String::from_utf8(file_content(&image, p).unwrap()).unwrap();
+        assert_eq!(text("listing"), "one\nowned\nthree\ntwo\n", "{who:?}");
+        assert_eq!(text("secret"), "private\n", "{who:?}");
+    }
+}
