@@ -37,6 +37,9 @@ const LOOKUP_CHUNK: usize = 512;
 pub enum ContextError {
     #[error("cannot read build context {path}")]
     Io { path: PathBuf, source: io::Error },
+    /// A layer dir of a stage or image (`COPY --from`) could not be read.
+    #[error("cannot read {path}, a layer of the COPY --from stage or image in the store")]
+    Layer { path: PathBuf, source: io::Error },
     #[error("build context path {0:?} is not in the context (it may be excluded by .dockerignore)")]
     NotFound(String),
     /// Ctrl-C or SIGTERM while walking or hashing (see [`crate::progress::interrupt`]).

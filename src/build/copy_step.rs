@@ -1,6 +1,15 @@
 //! COPY and ADD steps: the source tree (context, stage or image), ownership and mode, and
 //! the layer of entries they write. No sandbox is involved: files stream from the source
 //! tree straight into the layer.
+//!
+//! `COPY --from` a stage or image reads the store's unpacked layer dirs where they are (a
+//! pulled layer unpacked once, a layer of this build the dir its step made), merged with
+//! the upper layers' deletions applied ([`LayerSource`]): no blob is read, nothing is
+//! unpacked again. The owners the image gives the files are the dirs' own as root, mapped
+//! back from sub-ids for a user with a range, and read from the layers' tar headers for a
+//! user without one (its store holds every file as its own). A user with a range cannot
+//! read the files only the image's other users may (0600 as a sub-id): when a COPY meets
+//! one, the mapped helper copies the stage out ([`Runner::mapped_copy`]).
 
 use std::path::PathBuf;
 
@@ -8,7 +17,7 @@ use super::add::AddError;
 use super::cache::{self, SourceDigest};
 use super::context::{Context, ContextError, Entry};
 use super::copy::{self, Chmod, CopyOptions};
-use super::image_tree::{ImageTree, LayerSource, LayerView};
+use super::image_tree::{ImageTree, LayerSource, LayerView, OwnerOf};
 use super::owner::{OwnerError, resolve_owner};
 use super::runner::{Runner, unpack_options};
 use super::{BuildError, add, git, step_failed};
@@ -440,10 +449,7 @@ impl<'a> Runner<'a> {
     /// bottom first; an entry names its layer top first): root's dirs hold the image's ids;
     /// a subordinate-id map's hold them mapped; a user without a range unpacked everything
     /// as its own, so the ids are read from the layers' tar headers (as the blobs hold them).
-    fn source_owners(
-        &self,
-        layers: &[Layer],
-    ) -> Result<Box<dyn Fn(&Entry) -> (u32, u32) + 'a>, BuildError> {
+    fn source_owners(&self, layers: &[Layer]) -> Result<OwnerOf<'a>, BuildError> {
         if self.sandbox.mapped_fs().is_some() {
             let sandbox = self.sandbox;
             return Ok(Box::new(move |e: &Entry| {

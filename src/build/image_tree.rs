@@ -153,8 +153,11 @@ pub(crate) struct LayerSource<'o> {
     /// One per layer of `image`, in its order (top first).
     dirs: Vec<Context>,
     /// The owner the image gives a listed entry (the store holds host ids).
-    owner: Box<dyn Fn(&Entry) -> (u32, u32) + 'o>,
+    owner: OwnerOf<'o>,
 }
+
+/// The (uid, gid) the image gives an entry listed in one of its layer dirs.
+pub(crate) type OwnerOf<'o> = Box<dyn Fn(&Entry) -> (u32, u32) + 'o>;
 
 impl<'o> LayerSource<'o> {
     pub fn new(
@@ -165,7 +168,8 @@ impl<'o> LayerSource<'o> {
             .layers
             .iter()
             .map(|l| Context::open(&l.dir, DockerIgnore::default(), None))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, _>>()
+            .map_err(in_store)?;
         Ok(LayerSource {
             image,
             dirs,
@@ -221,7 +225,7 @@ impl<'o> LayerSource<'o> {
             let lower_follow = n + 1 < layers.len();
             // What this layer hides applies to the layers below it, not to itself.
             let mut here = Vec::new();
-            for mut e in self.dirs[i].entries(rel)? {
+            for mut e in self.dirs[i].entries(rel).map_err(in_store)? {
                 if seen.contains_key(&e.rel) || hidden_above(&seen, rel, &e.rel) {
                     continue;
                 }
@@ -251,6 +255,14 @@ impl<'o> LayerSource<'o> {
     }
 }
 
+/// An I/O error of a layer dir's [`Context`] named as the store's, not the build context's.
+fn in_store(e: ContextError) -> ContextError {
+    match e {
+        ContextError::Io { path, source } => ContextError::Layer { path, source },
+        other => other,
+    }
+}
+
 /// Whether a directory strictly between `top` and `path` hides the lower layers below it.
 fn hidden_above(seen: &HashMap<String, bool>, top: &str, path: &str) -> bool {
     let mut p = path;
@@ -272,7 +284,7 @@ impl SourceTree for LayerSource<'_> {
         match self.layers_at(&rel) {
             Ok(layers) => self.merged(&rel, &layers),
             Err(Some(i)) => {
-                let mut listed = self.dirs[i].entries(&rel)?;
+                let mut listed = self.dirs[i].entries(&rel).map_err(in_store)?;
                 for e in &mut listed {
                     e.layer = i;
                 }
@@ -291,7 +303,7 @@ impl SourceTree for LayerSource<'_> {
             resolve_in_image(&self.image, parent).map(|p| join(&p, name))
         };
         let real = real.map_err(|e| match e {
-            CopyError::SymlinkLoop(_) => ContextError::Io {
+            CopyError::SymlinkLoop(_) => ContextError::Layer {
                 path: rel.into(),
                 source: std::io::Error::from_raw_os_error(libc::ELOOP),
             },
@@ -319,7 +331,7 @@ impl SourceTree for LayerSource<'_> {
             Err(Some(i)) => i,
             Err(None) => return Err(ContextError::NotFound(rel)),
         };
-        self.dirs[i].host_path(&rel)
+        self.dirs[i].host_path(&rel).map_err(in_store)
     }
 
     fn listed_path(&self, e: &Entry) -> PathBuf {
