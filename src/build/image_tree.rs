@@ -424,6 +424,10 @@ mod tests {
         fs::write(mid.join("d/b"), "b").unwrap();
         std::os::unix::fs::symlink("/", mid.join("escape")).unwrap();
         std::os::unix::fs::symlink("../etc", mid.join("d/up")).unwrap();
+        // A link a lower layer had where an upper layer made a dir: never walked.
+        std::os::unix::fs::symlink("/etc", base.join("sw")).unwrap();
+        fs::create_dir_all(top.join("sw")).unwrap();
+        fs::write(top.join("sw/y"), "y").unwrap();
         fs::create_dir_all(top.join("d")).unwrap();
         fs::create_dir_all(top.join("opq/new")).unwrap();
         whiteout(&top.join("d/b"));
@@ -453,6 +457,7 @@ mod tests {
             src.entries("gone"),
             Err(ContextError::NotFound(_))
         ));
+        assert_eq!(rels(&src, "sw"), owned(&[("sw", 0), ("sw/y", 0)]));
         // An opaque dir hides the lower layers' children.
         assert_eq!(rels(&src, "opq"), owned(&[("opq", 0), ("opq/new", 0)]));
         // Symlinks resolve inside the image: `/escape/etc/shadow` is the image's file.
@@ -476,6 +481,8 @@ mod tests {
             "etc/shadow",
             "opq",
             "opq/new",
+            "sw",
+            "sw/y",
         ];
         assert_eq!(all, expect);
         // An opaque layer root: nothing below the top layer shows.
