@@ -36,6 +36,9 @@ const LOOKUP_CHUNK: usize = 512;
 pub enum ContextError {
     #[error("cannot read build context {path}")]
     Io { path: PathBuf, source: io::Error },
+    /// A layer dir of a stage or image (`COPY --from`) could not be read.
+    #[error("cannot read {path}, a layer of the COPY --from stage or image in the store")]
+    Layer { path: PathBuf, source: io::Error },
     #[error("build context path {0:?} is not in the context (it may be excluded by .dockerignore)")]
     NotFound(String),
     /// Ctrl-C or SIGTERM while walking or hashing (see [`crate::progress::interrupt`]).
@@ -107,6 +110,9 @@ pub struct Entry {
     /// For a regular file with other names: which file it is, so that COPY keeps the names
     /// one file (as Docker does) instead of making copies.
     pub hardlink: Option<FileId>,
+    /// Which directory of a tree of several holds it (a layer of a stage or image read by
+    /// `COPY --from`, see [`super::image_tree::LayerSource`]); 0 in a context.
+    pub layer: usize,
 }
 
 /// The identity of a file with several names.
@@ -308,6 +314,7 @@ impl Context {
                 dev: meta.dev(),
                 ino: meta.ino(),
             }),
+            layer: 0,
         })
     }
 
@@ -434,6 +441,12 @@ impl Context {
         let (digest, _) =
             Digest::of_reader(crate::progress::StopOnInterrupt(file)).map_err(io_err(&path))?;
         Ok(digest)
+    }
+
+    /// Sorts entries of one tree the way [`Context::entries`] lists them (parents first,
+    /// then each directory's children by name): for merging the walks of several dirs.
+    pub fn sort_walk_order(entries: &mut [Entry]) {
+        entries.sort_by(|a, b| stat_cache::codec::walk_order(a.rel.as_bytes(), b.rel.as_bytes()));
     }
 
     /// Writes the stat cache back (atomically) if it changed. Failure to save only costs speed,

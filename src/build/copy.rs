@@ -31,7 +31,7 @@
 //!   symlink is not followed and a deleted directory's metadata is not reused.
 
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::context::{Context, ContextError, Entry, EntryKind};
 use crate::layer::{EntrySource, LayerEntry};
@@ -292,19 +292,58 @@ pub(crate) struct CopyOptions<'a> {
     pub unpack: Option<&'a Unpack<'a>>,
     /// What to call the tree in errors (`build context`, `stage builder`).
     pub from: &'a str,
-    /// Entries keep the owners they have in the tree instead of `uid`/`gid`: COPY --from a
-    /// stage or image without `--chown` (Docker resets only the context's owners).
+    /// Entries keep the owners the tree gives them ([`SourceTree::owner`]) instead of
+    /// `uid`/`gid`: COPY --from a stage or image without `--chown` (Docker resets only the
+    /// context's owners).
     pub keep_owners: bool,
-    /// With `keep_owners`: the owners the layers give each path, where the tree's own files
-    /// could not be given them (an unprivileged unpack cannot chown).
-    pub owners: Option<&'a crate::layer::Owners>,
+}
+
+/// A tree COPY reads its sources from: the build context ([`Context`]), or a stage's or
+/// image's layers read where the store keeps them ([`super::image_tree::LayerSource`]).
+/// Every path is resolved inside the tree, with the tree as `/`.
+pub(crate) trait SourceTree {
+    /// The entry at `rel` and, for a directory, everything below it: sorted by path,
+    /// parents first, symlinks not followed (those in the parents of `rel` are).
+    fn entries(&self, rel: &str) -> Result<Vec<Entry>, ContextError>;
+    /// `rel` with its symlinks resolved inside the tree, the last one too when `follow`.
+    fn resolve(&self, rel: &str, follow: bool) -> Result<String, ContextError>;
+    /// Every path of the tree, sorted (wildcards and close-match hints).
+    fn all_paths(&self) -> Result<Vec<String>, ContextError>;
+    /// The host path of a file to read, resolved inside the tree (ADD's archives).
+    fn host_path(&self, rel: &str) -> Result<PathBuf, ContextError>;
+    /// The host path of an entry [`SourceTree::entries`] listed, for the layer writer (which
+    /// opens it refusing symlinks on the way).
+    fn listed_path(&self, e: &Entry) -> PathBuf;
+    /// The owner the tree gives a listed entry (in the image's ids, for a stage or image).
+    fn owner(&self, e: &Entry) -> (u32, u32);
+}
+
+impl SourceTree for Context {
+    fn entries(&self, rel: &str) -> Result<Vec<Entry>, ContextError> {
+        Context::entries(self, rel)
+    }
+    fn resolve(&self, rel: &str, follow: bool) -> Result<String, ContextError> {
+        Context::resolve(self, rel, follow)
+    }
+    fn all_paths(&self) -> Result<Vec<String>, ContextError> {
+        Context::all_paths(self)
+    }
+    fn host_path(&self, rel: &str) -> Result<PathBuf, ContextError> {
+        Context::host_path(self, rel)
+    }
+    fn listed_path(&self, e: &Entry) -> PathBuf {
+        Context::listed_path(self, e)
+    }
+    fn owner(&self, e: &Entry) -> (u32, u32) {
+        (e.uid, e.gid)
+    }
 }
 
 /// The entries a COPY of `sources` to `dest` (absolute; a trailing `/` means a directory)
 /// writes, after `extra` (ADD's downloads, already placed under `dest`), parents included,
 /// every path resolved inside the image.
 pub(crate) fn entries(
-    tree: &Context,
+    tree: &dyn SourceTree,
     sources: &[SourceSpec],
     dest: &str,
     opts: &CopyOptions,
@@ -424,7 +463,7 @@ fn place(entries: Vec<LayerEntry>, image: &dyn ImageView) -> Result<Vec<LayerEnt
 
 /// Context-relative paths a source names: itself, or every top-most match of a wildcard. A
 /// source is a path glob, not a `.dockerignore` line: `#` and `!` are plain characters.
-pub(crate) fn matches(tree: &Context, path: &str) -> Result<Vec<String>, CopyError> {
+pub(crate) fn matches(tree: &dyn SourceTree, path: &str) -> Result<Vec<String>, CopyError> {
     let clean = in_root(path);
     if !clean.contains(['*', '?', '[']) {
         return Ok(vec![clean]);
@@ -448,7 +487,7 @@ pub(crate) fn matches(tree: &Context, path: &str) -> Result<Vec<String>, CopyErr
 /// Copies one matched source: a directory's contents into `dest`, a file to `dest` (or
 /// into it when it is a directory), an archive (ADD) extracted into `dest`.
 fn copy_one(
-    tree: &Context,
+    tree: &dyn SourceTree,
     rel: &str,
     dest: &str,
     dest_is_dir: bool,
@@ -524,7 +563,7 @@ fn exclude(opts: &CopyOptions, rel: &str) -> Option<bool> {
 fn entry(
     e: &Entry,
     path: String,
-    tree: &Context,
+    tree: &dyn SourceTree,
     opts: &CopyOptions,
     names: &mut FirstNames,
 ) -> Result<LayerEntry, CopyError> {
@@ -556,10 +595,7 @@ fn entry(
         (_, None) => e.mode & 0o7777,
     };
     let (uid, gid) = if opts.keep_owners {
-        let (u, g) = opts
-            .owners
-            .and_then(|o| o.get(&e.rel).copied())
-            .unwrap_or((e.uid, e.gid));
+        let (u, g) = tree.owner(e);
         (u64::from(u), u64::from(g))
     } else {
         (opts.uid, opts.gid)
@@ -697,7 +733,7 @@ pub(crate) fn join(dir: &str, name: &str) -> String {
 }
 
 /// Up to three tree paths that look like what the user meant.
-fn close_matches(tree: &Context, missing: &str) -> String {
+fn close_matches(tree: &dyn SourceTree, missing: &str) -> String {
     let Ok(all) = tree.all_paths() else {
         return String::new();
     };
@@ -778,7 +814,6 @@ mod tests {
             unpack: None,
             from: "build context",
             keep_owners: false,
-            owners: None,
         };
         let mut got: Vec<String> = entries(c, &specs, dest, &opts, Vec::new())
             .unwrap()
@@ -846,7 +881,6 @@ mod tests {
             unpack: None,
             from: "build context",
             keep_owners: false,
-            owners: None,
         };
         let err = entries(
             &c,
@@ -894,7 +928,6 @@ mod tests {
             unpack: None,
             from: "ctx",
             keep_owners: false,
-            owners: None,
         };
         let mut got = entries(
             &c,
@@ -951,7 +984,6 @@ mod tests {
             unpack: None,
             from: "ctx",
             keep_owners: false,
-            owners: None,
         };
         let placed = |src: &str, dest: &str| {
             let spec = [SourceSpec::Path { path: src.into() }];
@@ -991,7 +1023,6 @@ mod tests {
             unpack: None,
             from: "ctx",
             keep_owners: false,
-            owners: None,
         };
         let files = |src: &str| {
             let spec = [SourceSpec::Path { path: src.into() }];
@@ -1027,7 +1058,6 @@ mod tests {
             unpack: None,
             from: "ctx",
             keep_owners: false,
-            owners: None,
         };
         let dirs = |dest: &str| {
             let spec = [SourceSpec::Path { path: "sub".into() }];

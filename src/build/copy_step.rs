@@ -1,14 +1,23 @@
 //! COPY and ADD steps: the source tree (context, stage or image), ownership and mode, and
 //! the layer of entries they write. No sandbox is involved: files stream from the source
 //! tree straight into the layer.
+//!
+//! `COPY --from` a stage or image reads the store's unpacked layer dirs where they are (a
+//! pulled layer unpacked once, a layer of this build the dir its step made), merged with
+//! the upper layers' deletions applied ([`LayerSource`]): no blob is read, nothing is
+//! unpacked again. The owners the image gives the files are the dirs' own as root, mapped
+//! back from sub-ids for a user with a range, and read from the layers' tar headers for a
+//! user without one (its store holds every file as its own). A user with a range cannot
+//! read the files only the image's other users may (0600 as a sub-id): when a COPY meets
+//! one, the mapped helper copies the stage out ([`Runner::mapped_copy`]).
 
 use std::path::PathBuf;
 
 use super::add::AddError;
 use super::cache::{self, SourceDigest};
-use super::context::{Context, EntryKind};
+use super::context::{Context, ContextError, Entry};
 use super::copy::{self, Chmod, CopyOptions};
-use super::image_tree::{ImageTree, LayerView};
+use super::image_tree::{ImageTree, LayerSource, LayerView, OwnerOf};
 use super::owner::{OwnerError, resolve_owner};
 use super::runner::{Runner, unpack_options};
 use super::{BuildError, add, git, step_failed};
@@ -85,14 +94,15 @@ impl<'a> Runner<'a> {
             Some(DockerIgnore::parse(&spec.exclude.join("\n")).map_err(|e| step_failed(span, e))?)
         };
         let now = u64::try_from(self.created.timestamp()).unwrap_or(0);
-        let (tree_holder, from) = match self.layer_source_tree(spec)? {
-            Some(t) => t,
-            None => self.source_tree(spec.from, span)?,
-        };
-        let tree = tree_holder.tree();
+        let (source, from) = self.copy_source(spec.from, span)?;
+        let tree = source.tree();
         // Extracted archives and downloads are spooled here until the layer is written.
         let scratch = self.store.scratch_dir("add-")?;
-        let extractor = add::Extractor::new(tree.root(), scratch.path());
+        let tree_root = match &source {
+            CopySource::Context(ctx) => ctx.root(),
+            CopySource::Layers(_) => std::path::Path::new("/"),
+        };
+        let extractor = add::Extractor::new(tree_root, scratch.path());
         let extract = |host: &std::path::Path, dest: &str| extractor.extract(host, dest);
         let unpack_local = spec.add.as_ref().is_some_and(|a| a.unpack != Some(false));
         let opts = CopyOptions {
@@ -105,15 +115,24 @@ impl<'a> Runner<'a> {
             image: &image,
             unpack: if unpack_local { Some(&extract) } else { None },
             from: &from,
-            keep_owners: spec.chown.is_none() && tree_holder.owners_kept(),
-            owners: tree_holder.owners(),
+            // Docker keeps a stage's or image's owners, never the context's.
+            keep_owners: spec.chown.is_none() && matches!(source, CopySource::Layers(_)),
         };
         let (local, downloads) = match &spec.add {
             Some(add) => self.downloads(spec, add, &opts, scratch.path(), &extract, span)?,
             None => (spec.sources.to_vec(), Vec::new()),
         };
-        let entries = copy::entries(tree, &local, spec.dest, &opts, downloads)
-            .map_err(|e| step_failed(span, e))?;
+        let mut entries = copy::entries(tree, &local, spec.dest, &opts, downloads);
+        // Held until the layer is written: the entries name its files.
+        let mut _copied_out = None;
+        if let CopySource::Layers(layers) = &source {
+            if self.sandbox.mapped_fs().is_some() && !read_in_place(&entries) {
+                let copied = self.mapped_copy(layers, span)?;
+                entries = copy::entries(&copied, &local, spec.dest, &opts, Vec::new());
+                _copied_out = Some(copied);
+            }
+        }
+        let entries = entries.map_err(|e| step_failed(span, e))?;
         for w in extractor.into_warnings() {
             self.progress.warn(w);
         }
@@ -215,7 +234,6 @@ impl<'a> Runner<'a> {
             unpack: None,
             from: &from,
             keep_owners: false,
-            owners: None,
         };
         let sub = if repo.subdir.is_empty() {
             ".".to_string()
@@ -344,124 +362,172 @@ impl<'a> Runner<'a> {
         ImageTree::new(views).with_owner_map(move |m| super::rootless::image_owner(sandbox, m))
     }
 
+    /// A stage's or image's files copied out of the store's layer dirs by the mapped helper
+    /// (as root of the user's id map), for a COPY that could not read them in place: files
+    /// of the image's other users that only they may read (0600, 0700 dirs) belong to
+    /// sub-ids here. Each layer is written as a tar by the helper (container ids, deletions
+    /// as whiteouts), spooled, unpacked over the ones below and its owners recorded.
+    fn mapped_copy(
+        &self,
+        source: &LayerSource<'a>,
+        span: Span,
+    ) -> Result<UnpackedTree, BuildError> {
+        let mapped = self.sandbox.mapped_fs().expect("only for a mapped user");
+        let dir = self.store.scratch_dir("copy-from-")?;
+        let root = dir.path().join("root");
+        let spool = dir.path().join("layer.tar");
+        let io = |action| move |source| BuildError::Io { action, source };
+        std::fs::create_dir(&root).map_err(io("creating the COPY --from copy"))?;
+        let plain = layer::LayerOptions {
+            encoding: layer::Encoding::plain(),
+            ..Default::default()
+        };
+        let mut owners = layer::Owners::new();
+        for layer_dir in source.layer_dirs().iter().rev() {
+            let mut tar =
+                std::fs::File::create(&spool).map_err(io("spooling a COPY --from layer"))?;
+            mapped
+                .write_layer(layer_dir, &plain, &mut tar)
+                .map_err(|e| step_failed(span, e))?;
+            let read = || std::fs::File::open(&spool).map_err(io("reading a COPY --from layer"));
+            layer::unpack_layer(read()?, &root, &unpack_options())?;
+            layer::apply_layer_owners(read()?, &mut owners)?;
+        }
+        let tree = Context::open(&root, DockerIgnore::default(), None)?;
+        Ok(UnpackedTree {
+            tree,
+            owners,
+            _dir: dir,
+        })
+    }
+
+    /// What a RUN's `--mount=type=bind,from=` mounts, and its name for messages.
     pub(super) fn source_tree(
         &self,
         from: &CopyFrom,
         span: Span,
     ) -> Result<(SourceTree<'a>, String), BuildError> {
-        match from {
+        let (source, name) = self.copy_source(from, span)?;
+        let tree = match source {
+            CopySource::Context(ctx) => SourceTree::Context(ctx),
+            CopySource::Layers(layers) => self.mount_tree(&layers, &name, span)?,
+        };
+        Ok((tree, name))
+    }
+
+    /// Where a COPY reads: the context, or the layers of a stage or image read in the
+    /// store's unpacked layer dirs (a pulled base unpacked there once, as for RUN; a layer
+    /// this build made is the dir its step left), merged ([`LayerSource`]).
+    fn copy_source(
+        &self,
+        from: &CopyFrom,
+        span: Span,
+    ) -> Result<(CopySource<'a>, String), BuildError> {
+        let (layers, name) = match from {
             CopyFrom::Context => {
                 let ctx = self
                     .context
                     .ok_or_else(|| step_failed(span, copy::CopyError::NoContext))?;
-                Ok((SourceTree::Context(ctx), "the build context".into()))
+                return Ok((CopySource::Context(ctx), "the build context".into()));
             }
-            CopyFrom::Stage(i) => {
-                let layers = self
-                    .done
-                    .get(i)
-                    .expect("plan orders dependencies first")
-                    .layers()
-                    .to_vec();
-                Ok((self.rootfs(&layers)?, format!("stage {i}")))
-            }
-            CopyFrom::Image(name) => {
-                let stored = self.stored_image(name).map_err(|e| step_failed(span, e))?;
-                Ok((self.rootfs(&stored.layers)?, format!("image {name}")))
-            }
-        }
-    }
-
-    /// For `COPY --from` a stage or image whose sources each lie in one layer (a directory
-    /// a RUN or COPY made, no other layer adding to it), the directory of that layer in the
-    /// store as the source tree: read where the step left it, nothing unpacked. None when
-    /// the sources need the merged tree ([`Runner::rootfs`]): wildcards, symlinks on the
-    /// way, deletions or device nodes below a source, several layers, several source
-    /// layers, or owners the store does not keep as the image has them (rootless).
-    fn layer_source_tree(
-        &self,
-        spec: &CopySpec,
-    ) -> Result<Option<(SourceTree<'a>, String)>, BuildError> {
-        let (layers, from) = match spec.from {
             CopyFrom::Stage(i) => {
                 let img = self.done.get(i).expect("plan orders dependencies first");
                 (img.layers().to_vec(), format!("stage {i}"))
             }
-            _ => return Ok(None),
+            CopyFrom::Image(name) => {
+                let stored = self.stored_image(name).map_err(|e| step_failed(span, e))?;
+                (stored.layers, format!("image {name}"))
+            }
         };
-        if spec.add.is_some()
-            || spec.parents
-            || unpack_options().ownership != layer::Ownership::Preserve
-            || self.sandbox.mapped_fs().is_some()
-        {
-            return Ok(None);
-        }
-        let mut paths = Vec::new();
-        for s in spec.sources {
-            match s {
-                SourceSpec::Path { path } if !path.contains(['*', '?', '[', '\\']) => {
-                    paths.push(crate::lexical_path::in_root(path))
-                }
-                _ => return Ok(None),
-            }
-        }
-        let lowers = self.unpacked_layers(&layers)?;
-        let image = self.image_tree(&lowers);
-        let mut dir = None;
-        for p in &paths {
-            let real = copy::resolve_in_image(&image, p).ok();
-            let sole = real
-                .filter(|r| r == p && !r.is_empty())
-                .and_then(|r| image.sole_layer(&r));
-            match (sole, dir) {
-                (Some(d), None) => dir = Some(d),
-                (Some(d), Some(seen)) if d == seen => {}
-                _ => return Ok(None),
-            }
-        }
-        let Some(dir) = dir else { return Ok(None) };
-        let tree = Context::open(dir, DockerIgnore::parse("").expect("empty ignore"), None)?;
-        for p in &paths {
-            // A deletion below the source is a device node here; the merged tree drops it.
-            let listed = tree.entries(p)?;
-            if listed.iter().any(|e| e.kind == EntryKind::Other) {
-                return Ok(None);
-            }
-        }
-        let tree = SourceTree::Rootfs {
-            tree,
-            owners: None,
-            _dir: None,
-        };
-        Ok(Some((tree, from)))
+        let dirs = self.unpacked_layers(&layers)?;
+        let owner = self.source_owners(&layers)?;
+        let source = LayerSource::new(self.image_tree(&dirs), owner)?;
+        Ok((CopySource::Layers(Box::new(source)), name))
     }
 
-    /// The merged file tree of `layers`, unpacked into a temp dir (whiteouts applied). The dir
-    /// is in the store, like a RUN step's scratch dir: a big stage must not fill a small /tmp,
-    /// and the files land on the filesystem the layers come from.
-    pub(super) fn rootfs(&self, layers: &[Layer]) -> Result<SourceTree<'a>, BuildError> {
-        self.env.remote.ensure(layers, self.progress)?;
-        let dir = self.store.scratch_dir("rootfs-")?;
-        let opts = unpack_options();
-        // Unprivileged, the files cannot be given their owners: read them from the headers.
-        let mut owners =
-            (opts.ownership != layer::Ownership::Preserve).then(Box::<layer::Owners>::default);
-        for l in layers {
-            let blob = self.store.open_blob(&l.digest)?;
-            layer::unpack_layer(blob, dir.path(), &opts)?;
-            if let Some(owners) = &mut owners {
-                layer::apply_layer_owners(self.store.open_blob(&l.digest)?, owners)?;
-            }
+    /// How the owner an image gives a file is read from the store's layer dirs (`layers`
+    /// bottom first; an entry names its layer top first): root's dirs hold the image's ids;
+    /// a subordinate-id map's hold them mapped; a user without a range unpacked everything
+    /// as its own, so the ids are read from the layers' tar headers (as the blobs hold them).
+    fn source_owners(&self, layers: &[Layer]) -> Result<OwnerOf<'a>, BuildError> {
+        if self.sandbox.mapped_fs().is_some() {
+            let sandbox = self.sandbox;
+            return Ok(Box::new(move |e: &Entry| {
+                let meta = copy::DirMeta {
+                    mode: 0,
+                    uid: u64::from(e.uid),
+                    gid: u64::from(e.gid),
+                    mtime: 0,
+                };
+                let m = super::rootless::image_owner(sandbox, meta);
+                (m.uid as u32, m.gid as u32)
+            }));
         }
-        let ctx = Context::open(
-            dir.path(),
-            DockerIgnore::parse("").expect("empty ignore"),
-            None,
-        )?;
+        if unpack_options().ownership == layer::Ownership::Preserve {
+            return Ok(Box::new(|e: &Entry| (e.uid, e.gid)));
+        }
+        // Top first, like the entries' layer numbers. A layer without a blob (made by this
+        // build and never needed outside it) was made as root of the user's single id.
+        let mut owners = Vec::with_capacity(layers.len());
+        for l in layers.iter().rev() {
+            let mut o = layer::Owners::new();
+            if self.store.has_blob(&l.digest) {
+                layer::apply_layer_owners(self.store.open_blob(&l.digest)?, &mut o)?;
+            }
+            owners.push(o);
+        }
+        Ok(Box::new(move |e: &Entry| {
+            owners[e.layer].get(&e.rel).copied().unwrap_or((0, 0))
+        }))
+    }
+
+    /// The files of a stage or image copied into a temp dir, for a RUN's bind mount, which
+    /// needs one directory (and may write to it: the store's layer dirs must not be
+    /// mounted). Written as COPY writes them (one pass through the merged layer dirs, no
+    /// blob read), unpacked from the tar as it streams. The dir is in the store, like a RUN
+    /// step's scratch dir: a big stage must not fill a small /tmp.
+    fn mount_tree(
+        &self,
+        source: &LayerSource<'a>,
+        name: &str,
+        span: Span,
+    ) -> Result<SourceTree<'a>, BuildError> {
+        let nothing = ImageTree::new(Vec::new());
+        let opts = CopyOptions {
+            uid: 0,
+            gid: 0,
+            chmod: None,
+            exclude: None,
+            parents: false,
+            now: 0,
+            image: &nothing,
+            unpack: None,
+            from: name,
+            keep_owners: true,
+        };
+        let all = [SourceSpec::Path { path: "/".into() }];
+        let entries = copy::entries(source, &all, "/", &opts, Vec::new());
+        if self.sandbox.mapped_fs().is_some() && !read_in_place(&entries) {
+            let copied = self.mapped_copy(source, span)?;
+            return Ok(SourceTree::Rootfs {
+                tree: copied.tree,
+                _dir: Box::new(copied._dir),
+            });
+        }
+        let entries = entries.map_err(|e| step_failed(span, e))?;
+        let dir = self.store.scratch_dir("mount-from-")?;
+        let plain = layer::LayerOptions {
+            encoding: layer::Encoding::plain(),
+            ..Default::default()
+        };
+        let (_, unpacked) = layer::write_entries_teed(entries, &plain, std::io::sink(), |tar| {
+            layer::unpack_layer(tar, dir.path(), &unpack_options())
+        })?;
+        unpacked?;
+        let tree = Context::open(dir.path(), DockerIgnore::default(), None)?;
         Ok(SourceTree::Rootfs {
-            tree: ctx,
-            owners,
-            _dir: Some(Box::new(dir)),
+            tree,
+            _dir: Box::new(dir),
         })
     }
 }
@@ -487,15 +553,71 @@ pub(super) struct AddSpec<'s> {
     pub(super) keep_git_dir: bool,
 }
 
-/// Where COPY reads from: the context, or a stage/image rootfs unpacked into a temp dir that
-/// lives as long as this value (or a layer directory of the store, which outlives it).
+/// What a COPY reads: the context, or a stage's or image's layers.
+pub(super) enum CopySource<'a> {
+    Context(&'a Context),
+    Layers(Box<LayerSource<'a>>),
+}
+
+impl CopySource<'_> {
+    fn tree(&self) -> &dyn copy::SourceTree {
+        match self {
+            CopySource::Context(ctx) => *ctx,
+            CopySource::Layers(layers) => layers.as_ref(),
+        }
+    }
+}
+
+/// Whether a COPY's entries from the store's layer dirs could be listed, and each file
+/// read, by this process (see [`Runner::mapped_copy`] for when they cannot).
+fn read_in_place(entries: &Result<Vec<layer::LayerEntry>, copy::CopyError>) -> bool {
+    let Ok(entries) = entries else {
+        return false;
+    };
+    entries.iter().all(|e| match &e.source {
+        layer::EntrySource::ResolvedFile { path, .. } => {
+            nix::unistd::access(path.as_path(), nix::unistd::AccessFlags::R_OK).is_ok()
+        }
+        _ => true,
+    })
+}
+
+/// A stage's or image's files unpacked into a temp dir (living as long as this value),
+/// with the owners the layers' headers give them.
+struct UnpackedTree {
+    tree: Context,
+    owners: layer::Owners,
+    _dir: crate::store::ScratchDir,
+}
+
+impl copy::SourceTree for UnpackedTree {
+    fn entries(&self, rel: &str) -> Result<Vec<Entry>, ContextError> {
+        self.tree.entries(rel)
+    }
+    fn resolve(&self, rel: &str, follow: bool) -> Result<String, ContextError> {
+        self.tree.resolve(rel, follow)
+    }
+    fn all_paths(&self) -> Result<Vec<String>, ContextError> {
+        self.tree.all_paths()
+    }
+    fn host_path(&self, rel: &str) -> Result<PathBuf, ContextError> {
+        self.tree.host_path(rel)
+    }
+    fn listed_path(&self, e: &Entry) -> PathBuf {
+        self.tree.listed_path(e)
+    }
+    fn owner(&self, e: &Entry) -> (u32, u32) {
+        self.owners.get(&e.rel).copied().unwrap_or((0, 0))
+    }
+}
+
+/// What a RUN's `--mount=type=bind,from=` mounts: the context, or a stage's or image's
+/// files copied into a temp dir that lives as long as this value.
 pub(super) enum SourceTree<'a> {
     Context(&'a Context),
     Rootfs {
         tree: Context,
-        /// The owners the layers give the files, when the unpack could not (unprivileged).
-        owners: Option<Box<layer::Owners>>,
-        _dir: Option<Box<crate::store::ScratchDir>>,
+        _dir: Box<crate::store::ScratchDir>,
     },
 }
 
@@ -505,26 +627,6 @@ impl SourceTree<'_> {
         match self {
             SourceTree::Context(ctx) => ctx,
             SourceTree::Rootfs { tree, .. } => tree,
-        }
-    }
-
-    /// Whether the tree's files have the owners the image gives them: a stage or image
-    /// unpacked by root does (an unprivileged unpack cannot chown, and the context's owners
-    /// are the host's, which Docker never copies).
-    fn owners_kept(&self) -> bool {
-        match self {
-            SourceTree::Context(_) => false,
-            SourceTree::Rootfs { owners, .. } => {
-                owners.is_some() || unpack_options().ownership == layer::Ownership::Preserve
-            }
-        }
-    }
-
-    /// The owners read from the layers where the files could not be given them.
-    fn owners(&self) -> Option<&layer::Owners> {
-        match self {
-            SourceTree::Context(_) => None,
-            SourceTree::Rootfs { owners, .. } => owners.as_deref(),
         }
     }
 }

@@ -21,6 +21,7 @@ mod build_interrupt;
 mod build_many_layers;
 mod build_rootless;
 mod containment_more;
+mod copy_from_layers;
 mod foreign_arch;
 mod mount;
 mod sandbox_containment;
