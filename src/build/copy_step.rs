@@ -13,7 +13,7 @@ use super::owner::{OwnerError, resolve_owner};
 use super::runner::{Runner, unpack_options};
 use super::{BuildError, add, git, step_failed};
 use crate::dockerfile::Span;
-use crate::image::{ImageBuilder, Layer};
+use crate::image::{BuildLayer, ImageBuilder};
 use crate::layer;
 use crate::plan::ignore::DockerIgnore;
 use crate::plan::{CopyFrom, SourceSpec};
@@ -367,7 +367,8 @@ impl<'a> Runner<'a> {
             }
             CopyFrom::Image(name) => {
                 let stored = self.stored_image(name).map_err(|e| step_failed(span, e))?;
-                Ok((self.rootfs(&stored.layers)?, format!("image {name}")))
+                let layers: Vec<BuildLayer> = stored.layers.iter().map(|&l| l.into()).collect();
+                Ok((self.rootfs(&layers)?, format!("image {name}")))
             }
         }
     }
@@ -439,18 +440,19 @@ impl<'a> Runner<'a> {
     /// The merged file tree of `layers`, unpacked into a temp dir (whiteouts applied). The dir
     /// is in the store, like a RUN step's scratch dir: a big stage must not fill a small /tmp,
     /// and the files land on the filesystem the layers come from.
-    pub(super) fn rootfs(&self, layers: &[Layer]) -> Result<SourceTree<'a>, BuildError> {
-        self.env.remote.ensure(layers, self.progress)?;
+    pub(super) fn rootfs(&self, layers: &[BuildLayer]) -> Result<SourceTree<'a>, BuildError> {
+        let blobs: Vec<_> = layers.iter().filter_map(|l| l.blob().copied()).collect();
+        self.env.remote.ensure(&blobs, self.progress)?;
         let dir = self.store.scratch_dir("rootfs-")?;
         let opts = unpack_options();
         // Unprivileged, the files cannot be given their owners: read them from the headers.
         let mut owners =
             (opts.ownership != layer::Ownership::Preserve).then(Box::<layer::Owners>::default);
+        // A layer kept only unpacked is read from its dir as a tar (`layer_tar`).
         for l in layers {
-            let blob = self.store.open_blob(&l.digest)?;
-            layer::unpack_layer(blob, dir.path(), &opts)?;
+            layer::unpack_layer(self.layer_tar(l)?, dir.path(), &opts)?;
             if let Some(owners) = &mut owners {
-                layer::apply_layer_owners(self.store.open_blob(&l.digest)?, owners)?;
+                layer::apply_layer_owners(self.layer_tar(l)?, owners)?;
             }
         }
         let ctx = Context::open(

@@ -1,9 +1,11 @@
-//! Glue between the layer engine and the store: a directory becomes a stored layer blob, and a
-//! stored layer becomes a cached unpacked directory.
+//! Glue between the layer engine and the store: a directory becomes a stored layer blob, a
+//! layer kept only unpacked gets its blob when one is needed, and a stored layer becomes a
+//! cached unpacked directory.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::media::Layer;
+use super::media::{BuildLayer, Layer};
 use super::{ImageError, Result};
 use crate::layer::{self, DiffKind, LayerBlob, LayerOptions, UnpackOptions};
 use crate::store::Store;
@@ -29,6 +31,68 @@ pub fn commit_layer(
 ) -> Result<Layer> {
     let mut w = store.begin_unhashed_blob()?;
     let blob = layer::write_layer(root, kind, opts, &mut w)?;
+    w.commit(&blob.digest)?;
+    let layer = Layer::from(blob);
+    store.record_compressed(&layer.diff_id, layer.compression.name(), &layer.digest)?;
+    Ok(layer)
+}
+
+/// The layer with its blob, made if it has none ([`BuildLayer::Unpacked`]): the store's
+/// unpacked directory `layers/<diffID>` is written as a tar again by `tar_dir` (with `opts`,
+/// the encoding and `SOURCE_DATE_EPOCH` of the build that made it, and in the way that build
+/// wrote it: the caller knows whether that was in this process or as root of an id map),
+/// compressed and stored, and the (diffID, compression) → digest mapping recorded. The tar
+/// must have the recorded diffID, so the blob is byte for byte the one the step would have
+/// written at once; a directory that no longer gives it is [`ImageError::LayerDirChanged`].
+/// A blob made earlier for the same diffID and compression is reused.
+pub fn ensure_blob<E>(
+    store: &Store,
+    layer: &BuildLayer,
+    opts: &LayerOptions,
+    tar_dir: impl FnOnce(&Path, &LayerOptions, &mut dyn Write) -> std::result::Result<LayerBlob, E>,
+) -> Result<Layer>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let diff_id = match layer {
+        BuildLayer::Blob(l) => return Ok(*l),
+        BuildLayer::Unpacked { diff_id, .. } => *diff_id,
+    };
+    let compression = opts.encoding.compression();
+    let made = || -> Result<Option<Layer>> {
+        match store.cached_compressed(&diff_id, compression.name())? {
+            None => Ok(None),
+            Some(digest) => Ok(Some(Layer {
+                digest,
+                size: store.blob_size(&digest)?,
+                diff_id,
+                compression,
+            })),
+        }
+    };
+    if let Some(l) = made()? {
+        return Ok(l);
+    }
+    // Two stages or builds needing the blob make it once.
+    let _lock = store.lock_layer_blob(&diff_id)?;
+    if let Some(l) = made()? {
+        return Ok(l);
+    }
+    if !store.is_unpacked(&diff_id) {
+        return Err(ImageError::LayerDirGone(diff_id));
+    }
+    let mut w = store.begin_unhashed_blob()?;
+    let blob =
+        tar_dir(&store.layer_dir(&diff_id), opts, &mut w).map_err(|e| ImageError::LayerDirTar {
+            diff_id,
+            source: Box::new(e),
+        })?;
+    if blob.diff_id != diff_id {
+        return Err(ImageError::LayerDirChanged {
+            diff_id,
+            actual: blob.diff_id,
+        });
+    }
     w.commit(&blob.digest)?;
     let layer = Layer::from(blob);
     store.record_compressed(&layer.diff_id, layer.compression.name(), &layer.digest)?;
