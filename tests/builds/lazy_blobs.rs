@@ -4,19 +4,18 @@
 //! an image, `--cache-to mode=max` exports it), byte for byte the blob an eager build makes.
 //! A cache record whose directory is gone is a miss, never a broken hit.
 
-use std::collections::BTreeSet;
-use std::io::Read;
 use std::path::Path;
 use std::process::Output;
 
 use crate::build_support::{
-    bases_or_skip, context, file_content, file_tree, is_root, kiln, read_layout, steps, succeeded,
+    bases_or_skip, blob_diff_ids, context, file_content, file_tree, is_root, kiln, layer_dir,
+    read_layout, steps, succeeded, unpacked_records,
 };
 
 /// gen: a RUN (a setuid file, a symlink), a COPY from the context into a dir the RUN made,
 /// a RUN that deletes the copied file (a whiteout in its upper dir); the image copies gen's
 /// result.
-fn dockerfile(busybox: &str) -> String {
+pub(crate) fn dockerfile(busybox: &str) -> String {
     format!(
         "FROM {busybox} AS gen\n\
          RUN mkdir -p /out/sub && echo generated > /out/sub/file && chmod 4755 /out/sub/file \
@@ -41,46 +40,8 @@ fn build(store: &Path, args: &[&str], ctx: &Path) -> Output {
         .unwrap()
 }
 
-/// The diffIDs the build cache records as kept only unpacked (no blob).
-fn unpacked_records(store: &Path) -> BTreeSet<String> {
-    let dir = store.join("cache/build/steps");
-    let mut out = BTreeSet::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let v: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap();
-        if let Some(d) = v["layer"]["unpacked_diff_id"].as_str() {
-            out.insert(d.to_string());
-        }
-    }
-    out
-}
-
-/// The diffID of every gzip blob in the store (every layer blob kiln writes here): what it
-/// decompresses to.
-fn blob_diff_ids(store: &Path) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for e in std::fs::read_dir(store.join("blobs/sha256")).unwrap() {
-        let bytes = std::fs::read(e.unwrap().path()).unwrap();
-        if !bytes.starts_with(&[0x1f, 0x8b]) {
-            continue;
-        }
-        let mut tar = Vec::new();
-        flate2::read::MultiGzDecoder::new(&bytes[..])
-            .read_to_end(&mut tar)
-            .unwrap();
-        out.insert(kiln::Digest::of(&tar).to_string());
-    }
-    out
-}
-
-fn layer_dir(store: &Path, diff_id: &str) -> std::path::PathBuf {
-    store
-        .join("layers")
-        .join(diff_id.strip_prefix("sha256:").unwrap())
-}
-
 /// Whether every step of the build was a cache hit.
-fn all_cached(stderr: &str) -> bool {
+pub(crate) fn all_cached(stderr: &str) -> bool {
     let s = steps(stderr);
     let layer_steps: Vec<_> = s
         .iter()
@@ -103,7 +64,7 @@ fn setup() -> Option<(String, tempfile::TempDir)> {
 }
 
 /// The image the two-stage build writes: gen's files, the deleted one absent.
-fn check_app(layout: &Path) {
+pub(crate) fn check_app(layout: &Path) {
     let image = read_layout(layout, "latest");
     assert_eq!(
         file_content(&image, "app/sub/file").as_deref(),

@@ -22,6 +22,7 @@ mod build_many_layers;
 mod build_rootless;
 mod containment_more;
 mod foreign_arch;
+mod lazy_blobs;
 mod mount;
 mod sandbox_containment;
 mod sandbox_rootless;
