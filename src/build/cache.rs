@@ -1088,6 +1088,57 @@ mod tests {
     }
 
     #[test]
+    fn a_layer_kept_only_unpacked_hits_while_its_dir_is_there_and_the_record_pins_it() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Store::open(store_dir.path()).unwrap();
+        let cache = BuildCache::open(&store, false);
+        let diff_id = Digest::of(b"tar of the dir");
+        store
+            .ensure_unpacked(&diff_id, |d| fs::write(d.join("f"), "x"))
+            .unwrap();
+        let step = CachedStep {
+            created: 0,
+            layer: Some(BuildLayer::Unpacked { diff_id, size: 3 }),
+            created_by: "RUN make".to_string(),
+        };
+        let key = Digest::of(b"unpacked");
+        cache.record(&key, &step).unwrap();
+        assert_eq!(cache.lookup(&key), Some(step.clone()));
+        assert_eq!(step.blob(), None);
+
+        store.prune().unwrap();
+        assert!(
+            store.is_unpacked(&diff_id),
+            "the record's pin keeps the dir"
+        );
+        assert_eq!(cache.lookup(&key), Some(step));
+
+        // Without its dir the record is a miss, never a hit without content.
+        store.unpin(&key.hex()).unwrap();
+        store.prune().unwrap();
+        assert!(!store.layer_dir(&diff_id).exists());
+        assert_eq!(cache.lookup(&key), None);
+    }
+
+    #[test]
+    fn a_record_of_a_kiln_before_unpacked_layers_still_reads() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Store::open(store_dir.path()).unwrap();
+        let cache = BuildCache::open(&store, false);
+        let digest = store.put_blob(b"gz").unwrap();
+        let key = Digest::of(b"old");
+        let old = serde_json::json!({
+            "layer": {"digest": digest, "size": 2, "diff_id": Digest::of(b"t"), "compression": "gzip"},
+            "created_by": "RUN old",
+            "created": 5,
+        });
+        fs::create_dir_all(cache.step_path(&key).parent().unwrap()).unwrap();
+        fs::write(cache.step_path(&key), old.to_string()).unwrap();
+        let hit = cache.lookup(&key).unwrap();
+        assert_eq!(hit.blob().map(|l| l.digest), Some(digest));
+    }
+
+    #[test]
     fn metadata_only_steps_need_no_blob() {
         let store_dir = tempfile::tempdir().unwrap();
         let store = Store::open(store_dir.path()).unwrap();

@@ -567,6 +567,34 @@ mod tests {
     }
 
     #[test]
+    fn an_image_is_finished_only_once_every_layer_has_its_blob() {
+        let mut b = sample();
+        let kept = layer(b"kept only unpacked");
+        b.add_layer(
+            BuildLayer::Unpacked {
+                diff_id: kept.diff_id,
+                size: 1,
+            },
+            "RUN make",
+        );
+        assert!(matches!(
+            b.finish(ImageFormat::Oci),
+            Err(ImageError::NoBlob(d)) if d == kept.diff_id
+        ));
+        let mut asked = Vec::new();
+        b.ensure_blobs(|l| {
+            asked.push(l.diff_id());
+            Ok(kept)
+        })
+        .unwrap();
+        assert_eq!(asked, [kept.diff_id], "only the layer without a blob");
+        let m: Value =
+            serde_json::from_slice(&b.finish(ImageFormat::Oci).unwrap().manifest).unwrap();
+        let last = m["layers"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(last["digest"], kept.digest.to_string());
+    }
+
+    #[test]
     fn entrypoint_resets_only_an_inherited_cmd() {
         let mut b = ImageBuilder::new(Platform::host(), t0());
         b.set_cmd(vec!["a".into()]);

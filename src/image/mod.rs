@@ -175,6 +175,13 @@ mod error_tests {
             }),
             CAUSE,
         );
+        assert_each_cause_once(
+            &ImageError::LayerDirTar {
+                diff_id: d,
+                source: Box::new(io()),
+            },
+            CAUSE,
+        );
         let json = || serde_json::from_slice::<u8>(b"{").unwrap_err();
         let text = json().to_string();
         assert_each_cause_once(
