@@ -12,14 +12,15 @@ use crate::build_support::{
     read_layout, steps, succeeded, unpacked_records,
 };
 
-/// gen: a RUN (a setuid file, a symlink), a COPY from the context into a dir the RUN made,
-/// a RUN that deletes the copied file (a whiteout in its upper dir); the image copies gen's
-/// result.
+/// gen: a RUN (a setuid file, a symlink), a WORKDIR that makes a dir, a COPY from the
+/// context into a dir the RUN made, a RUN that deletes the copied file (a whiteout in its
+/// upper dir): four layers. The image copies gen's result.
 pub(crate) fn dockerfile(busybox: &str) -> String {
     format!(
         "FROM {busybox} AS gen\n\
          RUN mkdir -p /out/sub && echo generated > /out/sub/file && chmod 4755 /out/sub/file \
              && ln -s sub/file /out/link\n\
+         WORKDIR /out/w\n\
          COPY ctx.txt /out/ctx.txt\n\
          RUN cat /out/ctx.txt > /out/second && rm /out/ctx.txt\n\
          FROM {busybox}\n\
@@ -45,7 +46,11 @@ pub(crate) fn all_cached(stderr: &str) -> bool {
     let s = steps(stderr);
     let layer_steps: Vec<_> = s
         .iter()
-        .filter(|s| s.instruction.starts_with("RUN") || s.instruction.starts_with("COPY"))
+        .filter(|s| {
+            ["RUN", "COPY", "WORKDIR"]
+                .iter()
+                .any(|i| s.instruction.starts_with(i))
+        })
         .collect();
     !layer_steps.is_empty() && layer_steps.iter().all(|s| s.cached())
 }
@@ -102,7 +107,7 @@ fn a_stage_that_only_feeds_copy_from_gets_no_blob_until_one_is_needed() {
     // gen's three layers: recorded without a blob, their dirs in the store, and no blob in
     // the store holds any of them.
     let lazy = unpacked_records(&store);
-    assert_eq!(lazy.len(), 3, "{lazy:?}");
+    assert_eq!(lazy.len(), 4, "{lazy:?}");
     let blobs = blob_diff_ids(&store);
     for d in &lazy {
         assert!(layer_dir(&store, d).is_dir(), "{d}");
@@ -183,7 +188,7 @@ fn a_later_image_of_the_stage_gets_the_blobs_an_eager_build_makes() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
     succeeded(&build(&store, &["-t", "app"], ctx.path()));
-    assert_eq!(unpacked_records(&store).len(), 3);
+    assert_eq!(unpacked_records(&store).len(), 4);
     // gen is the image now: its cached layers get their blobs from their dirs.
     let lazy_then = tmp.path().join("lazy");
     let out = build(
@@ -224,7 +229,7 @@ fn a_record_whose_dir_is_gone_is_a_miss_and_prune_keeps_the_dirs_records_need() 
     let store = tmp.path().join("store");
     succeeded(&build(&store, &["-t", "app"], ctx.path()));
     let lazy = unpacked_records(&store);
-    assert_eq!(lazy.len(), 3);
+    assert_eq!(lazy.len(), 4);
 
     // The cache's records pin their dirs: prune keeps them, and a rebuild hits.
     let prune = kiln(&store).arg("prune").output().unwrap();
