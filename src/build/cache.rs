@@ -6,7 +6,9 @@
 //!   key of a stage from its base and the build-wide settings that change layer bytes.
 //! - [`BuildCache::key`]`(parent, step, sources)`: a step's key chains its parent's key, the
 //!   expanded instruction, the ARG values it uses and, for COPY/ADD, a [`SourceDigest`].
-//! - [`BuildCache::lookup`] / [`BuildCache::record`] a [`CachedStep`] under a key.
+//! - [`BuildCache::lookup`] / [`BuildCache::record`] a [`CachedStep`] under a key. Its layer
+//!   may have no blob ([`BuildLayer::Unpacked`]: a stage whose layers never left the build):
+//!   the record then pins the layer's unpacked dir, and is a miss once the dir is gone.
 //! - [`BuildCache::explain_miss`] / [`BuildCache::remember`] the [`StepInputs`] of a step "slot"
 //!   (the same step across builds), to say in words why a step missed.
 //! - [`BuildCache::trim`] drops records by age and size for `kiln prune` (then `Store::prune`
@@ -21,8 +23,6 @@
 //! cache/build/steps/<key-hex>.json   a CachedStep; its layer is pinned as pins/<key-hex>.json
 //! cache/build/slots/<sha256(slot)>.json  the step key and StepInputs the slot had last time
 //! ```
-
-// Until stage.rs calls it (the lead wires it): remove this line then.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

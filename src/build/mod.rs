@@ -520,11 +520,7 @@ fn build_platform(
     }
     // The image's stages made every layer with its blob; a layer an earlier build kept only
     // unpacked and this image took from the cache got its blob on the hit. Made here if not.
-    let opts = crate::layer::LayerOptions {
-        encoding: req.encoding,
-        source_date_epoch: req.source_date_epoch,
-        id_map: None,
-    };
+    let opts = runner::layer_options(req);
     image.ensure_blobs(|l| rootless::ensure_blob(store, sandbox, opts.clone(), l))?;
     let layers = image.blob_layers()?;
     let left_in_registry = match env.remote.leaves_layers() {

@@ -14,7 +14,7 @@ use super::downloads::Downloads;
 use super::{BuildRequest, Hooks};
 use crate::Digest;
 use crate::image::{self, ImageBuilder};
-use crate::layer::{Deletions, Ownership, UnpackOptions};
+use crate::layer::{Deletions, LayerOptions, Ownership, UnpackOptions};
 use crate::progress::Progress;
 use crate::sandbox::Sandbox;
 use crate::store::Store;
@@ -185,6 +185,17 @@ impl<'a> Runner<'a> {
             layer_read_later: true,
             layers_leave: true,
         }
+    }
+}
+
+/// How the build writes layers: `--compression` at its level, and `SOURCE_DATE_EPOCH`
+/// (both in every step's cache key, so a layer kept without a blob gets the blob its
+/// build would have written).
+pub(super) fn layer_options(req: &BuildRequest) -> LayerOptions {
+    LayerOptions {
+        encoding: req.encoding,
+        source_date_epoch: req.source_date_epoch,
+        id_map: None,
     }
 }
 

@@ -292,11 +292,7 @@ impl<'a> Runner<'a> {
 
     /// How this build writes layers: `--compression`, its level and `SOURCE_DATE_EPOCH`.
     pub(super) fn layer_options(&self) -> LayerOptions {
-        LayerOptions {
-            encoding: self.req.encoding,
-            source_date_epoch: self.req.source_date_epoch,
-            id_map: None,
-        }
+        super::runner::layer_options(self.req)
     }
 
     /// The content identity of what a COPY/ADD reads (None for other steps): per-file digests
