@@ -72,9 +72,9 @@ pub(super) fn write_run_layer(
 
 /// Writes a layer directory of the store (a RUN's upper dir or a COPY's tree, kept as the
 /// unpacked layer) as a layer into `out`, the way this process writes the layers it keeps
-/// only unpacked ([`dir_retars`]): as root of the id map through
-/// [`MappedFs`](crate::sandbox::MappedFs), else here with the ids as they are. Its tar is the
-/// one the step wrote, so the blob is the one the step would have made.
+/// only unpacked ([`run_dir_retars`], [`copy_dir_retars`]): as root of the id map through
+/// [`MappedFs`], else here with the ids as they are. Its tar is the one the step wrote, so
+/// the blob is the one the step would have made.
 pub(super) fn write_layer_dir(
     sandbox: &Sandbox,
     dir: &Path,
