@@ -6,7 +6,9 @@
 //!   key of a stage from its base and the build-wide settings that change layer bytes.
 //! - [`BuildCache::key`]`(parent, step, sources)`: a step's key chains its parent's key, the
 //!   expanded instruction, the ARG values it uses and, for COPY/ADD, a [`SourceDigest`].
-//! - [`BuildCache::lookup`] / [`BuildCache::record`] a [`CachedStep`] under a key.
+//! - [`BuildCache::lookup`] / [`BuildCache::record`] a [`CachedStep`] under a key. Its layer
+//!   may have no blob ([`BuildLayer::Unpacked`]: a stage whose layers never left the build):
+//!   the record then pins the layer's unpacked dir, and is a miss once the dir is gone.
 //! - [`BuildCache::explain_miss`] / [`BuildCache::remember`] the [`StepInputs`] of a step "slot"
 //!   (the same step across builds), to say in words why a step missed.
 //! - [`BuildCache::trim`] drops records by age and size for `kiln prune` (then `Store::prune`
@@ -22,8 +24,6 @@
 //! cache/build/slots/<sha256(slot)>.json  the step key and StepInputs the slot had last time
 //! ```
 
-// Until stage.rs calls it (the lead wires it): remove this line then.
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{self, Read, Write};
@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use super::context::{Context, ContextError, Entry, EntryKind};
 use crate::digest::{Digest, HashingWriter};
-use crate::image::{Compression, Layer};
+use crate::image::{BuildLayer, Compression, Layer};
 use crate::plan::Step;
 use crate::store::{Pin, Store, StoreError};
 
@@ -61,13 +61,21 @@ pub(crate) enum CacheError {
 /// What a step produced: a layer, or nothing but image metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CachedStep {
-    /// `None` for metadata-only steps (ENV, LABEL, ...).
-    pub layer: Option<Layer>,
+    /// `None` for metadata-only steps (ENV, LABEL, ...). A layer without a blob
+    /// ([`BuildLayer::Unpacked`]) lives as its directory in the store, which the record pins.
+    pub layer: Option<BuildLayer>,
     /// The history entry's `created_by`.
     pub created_by: String,
     /// When the step was built (seconds since the epoch): a rebuild served wholly from the
     /// cache stamps the image with it, so it gets the same digest as the first build.
     pub created: i64,
+}
+
+impl CachedStep {
+    /// The step's layer with its blob, if it has a layer and the layer a blob.
+    pub fn blob(&self) -> Option<Layer> {
+        self.layer.and_then(|l| l.blob().copied())
+    }
 }
 
 /// The content digest of a COPY/ADD's sources, with per-file digests for explanations.
@@ -216,7 +224,8 @@ impl<'s> BuildCache<'s> {
     }
 
     /// The recorded result of `key`; `None` when disabled, never recorded, unreadable, or
-    /// when its layer blob is gone from the store.
+    /// when what holds its layer is gone from the store (the blob, or for a layer kept only
+    /// unpacked, its directory: a record never hits without its content).
     pub fn lookup(&self, key: &Digest) -> Option<CachedStep> {
         if self.disabled {
             return None;
@@ -226,10 +235,13 @@ impl<'s> BuildCache<'s> {
         let step = serde_json::from_slice::<StepRecord>(&bytes)
             .ok()?
             .into_step();
-        if let Some(layer) = &step.layer {
-            if !self.store.has_blob(&layer.digest) {
-                return None;
-            }
+        let present = match &step.layer {
+            None => true,
+            Some(BuildLayer::Blob(l)) => self.store.has_blob(&l.digest),
+            Some(BuildLayer::Unpacked { diff_id, .. }) => self.store.is_unpacked(diff_id),
+        };
+        if !present {
+            return None;
         }
         // The record's mtime is its last use, for `trim`; failing to touch it only makes the
         // entry look older.
@@ -242,8 +254,8 @@ impl<'s> BuildCache<'s> {
     pub fn record(&self, key: &Digest, step: &CachedStep) -> Result<(), CacheError> {
         if let Some(layer) = &step.layer {
             let pin = Pin {
-                blobs: vec![layer.digest],
-                diff_ids: vec![layer.diff_id],
+                blobs: layer.blob().map(|l| l.digest).into_iter().collect(),
+                diff_ids: vec![layer.diff_id()],
             };
             self.store.pin(&key.hex(), &pin)?;
         }
@@ -292,8 +304,8 @@ impl<'s> BuildCache<'s> {
     }
 
     /// Drops cache records last used longer ago than `keep_duration`, then the least recently
-    /// used ones until their layers fit in `keep_bytes` (compressed sizes, each layer counted
-    /// once), and unpins their layers; the next `Store::prune` frees the blobs. Slot inputs
+    /// used ones until their layers fit in `keep_bytes` (compressed sizes, the tar's size for
+    /// a layer kept only unpacked, each layer counted once), and unpins their layers; the next `Store::prune` frees the blobs. Slot inputs
     /// (explanations only) older than `keep_duration` go too. Run it where `prune` runs: with
     /// no build in progress.
     pub fn trim(
@@ -338,7 +350,7 @@ impl<'s> BuildCache<'s> {
         Ok(report)
     }
 
-    /// Every step record with its key, last use and layer (digest, size).
+    /// Every step record with its key, last use and layer (blob digest or diffID, size).
     fn step_records(&self) -> Result<Vec<RecordInfo>, CacheError> {
         let mut out = Vec::new();
         for (path, used) in list_json(&self.dir.join("steps"))? {
@@ -351,7 +363,7 @@ impl<'s> BuildCache<'s> {
             let layer = fs::read(&path)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<StepRecord>(&b).ok())
-                .map(|r| r.layer.map(|l| (l.digest, l.size)));
+                .map(|r| r.layer.map(|l| l.identity()));
             out.push(RecordInfo {
                 path,
                 key,
@@ -463,22 +475,51 @@ struct StepRecord {
     created: i64,
 }
 
+/// A record's layer: with its blob (the form every kiln wrote before layers could be kept
+/// only unpacked), or its diffID alone. A kiln that knows only the first form cannot read
+/// the second and takes the record for a miss, never for a layer without content.
 #[derive(Serialize, Deserialize)]
-struct LayerRecord {
-    digest: Digest,
-    size: u64,
-    diff_id: Digest,
-    compression: Compression,
+#[serde(untagged)]
+enum LayerRecord {
+    Blob {
+        digest: Digest,
+        size: u64,
+        diff_id: Digest,
+        compression: Compression,
+    },
+    Unpacked {
+        unpacked_diff_id: Digest,
+        tar_size: u64,
+    },
+}
+
+impl LayerRecord {
+    /// What tells the layer apart from others, and its size, for `trim`.
+    fn identity(&self) -> (Digest, u64) {
+        match self {
+            LayerRecord::Blob { digest, size, .. } => (*digest, *size),
+            LayerRecord::Unpacked {
+                unpacked_diff_id,
+                tar_size,
+            } => (*unpacked_diff_id, *tar_size),
+        }
+    }
 }
 
 impl StepRecord {
     fn from_step(step: &CachedStep) -> StepRecord {
         StepRecord {
-            layer: step.layer.map(|l| LayerRecord {
-                digest: l.digest,
-                size: l.size,
-                diff_id: l.diff_id,
-                compression: l.compression,
+            layer: step.layer.map(|l| match l {
+                BuildLayer::Blob(l) => LayerRecord::Blob {
+                    digest: l.digest,
+                    size: l.size,
+                    diff_id: l.diff_id,
+                    compression: l.compression,
+                },
+                BuildLayer::Unpacked { diff_id, size } => LayerRecord::Unpacked {
+                    unpacked_diff_id: diff_id,
+                    tar_size: size,
+                },
             }),
             created_by: step.created_by.clone(),
             created: step.created,
@@ -487,11 +528,25 @@ impl StepRecord {
 
     fn into_step(self) -> CachedStep {
         CachedStep {
-            layer: self.layer.map(|l| Layer {
-                digest: l.digest,
-                size: l.size,
-                diff_id: l.diff_id,
-                compression: l.compression,
+            layer: self.layer.map(|l| match l {
+                LayerRecord::Blob {
+                    digest,
+                    size,
+                    diff_id,
+                    compression,
+                } => BuildLayer::Blob(Layer {
+                    digest,
+                    size,
+                    diff_id,
+                    compression,
+                }),
+                LayerRecord::Unpacked {
+                    unpacked_diff_id,
+                    tar_size,
+                } => BuildLayer::Unpacked {
+                    diff_id: unpacked_diff_id,
+                    size: tar_size,
+                },
             }),
             created_by: self.created_by,
             created: self.created,
@@ -758,13 +813,13 @@ mod tests {
         BuildCache::stage_root(None, &host(), Compression::Gzip, None)
     }
 
-    fn layer(store: &Store, seed: &str) -> Layer {
-        Layer {
+    fn layer(store: &Store, seed: &str) -> BuildLayer {
+        BuildLayer::Blob(Layer {
             digest: store.put_blob(seed.as_bytes()).unwrap(),
             size: seed.len() as u64,
             diff_id: Digest::of(format!("tar {seed}").as_bytes()),
             compression: Compression::Gzip,
-        }
+        })
     }
 
     const COPY: &str = "FROM scratch\nCOPY . /app\n";
@@ -1033,6 +1088,57 @@ mod tests {
     }
 
     #[test]
+    fn a_layer_kept_only_unpacked_hits_while_its_dir_is_there_and_the_record_pins_it() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Store::open(store_dir.path()).unwrap();
+        let cache = BuildCache::open(&store, false);
+        let diff_id = Digest::of(b"tar of the dir");
+        store
+            .ensure_unpacked(&diff_id, |d| fs::write(d.join("f"), "x"))
+            .unwrap();
+        let step = CachedStep {
+            created: 0,
+            layer: Some(BuildLayer::Unpacked { diff_id, size: 3 }),
+            created_by: "RUN make".to_string(),
+        };
+        let key = Digest::of(b"unpacked");
+        cache.record(&key, &step).unwrap();
+        assert_eq!(cache.lookup(&key), Some(step.clone()));
+        assert_eq!(step.blob(), None);
+
+        store.prune().unwrap();
+        assert!(
+            store.is_unpacked(&diff_id),
+            "the record's pin keeps the dir"
+        );
+        assert_eq!(cache.lookup(&key), Some(step));
+
+        // Without its dir the record is a miss, never a hit without content.
+        store.unpin(&key.hex()).unwrap();
+        store.prune().unwrap();
+        assert!(!store.layer_dir(&diff_id).exists());
+        assert_eq!(cache.lookup(&key), None);
+    }
+
+    #[test]
+    fn a_record_of_a_kiln_before_unpacked_layers_still_reads() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Store::open(store_dir.path()).unwrap();
+        let cache = BuildCache::open(&store, false);
+        let digest = store.put_blob(b"gz").unwrap();
+        let key = Digest::of(b"old");
+        let old = serde_json::json!({
+            "layer": {"digest": digest, "size": 2, "diff_id": Digest::of(b"t"), "compression": "gzip"},
+            "created_by": "RUN old",
+            "created": 5,
+        });
+        fs::create_dir_all(cache.step_path(&key).parent().unwrap()).unwrap();
+        fs::write(cache.step_path(&key), old.to_string()).unwrap();
+        let hit = cache.lookup(&key).unwrap();
+        assert_eq!(hit.blob().map(|l| l.digest), Some(digest));
+    }
+
+    #[test]
     fn metadata_only_steps_need_no_blob() {
         let store_dir = tempfile::tempdir().unwrap();
         let store = Store::open(store_dir.path()).unwrap();
@@ -1131,7 +1237,7 @@ mod tests {
         assert_eq!((report.entries, report.slots), (1, 1));
         assert_eq!(report.kept_bytes, "new layer".len() as u64);
         store.prune().unwrap();
-        let old_blob = old.layer.unwrap().digest;
+        let old_blob = old.layer.unwrap().blob().unwrap().digest;
         assert!(!store.has_blob(&old_blob), "unpinned, so pruned");
         assert_eq!(cache.lookup(&old_key), None);
         assert_eq!(cache.lookup(&new_key), Some(new));

@@ -22,7 +22,7 @@ use super::owner::{OwnerError, resolve_owner};
 use super::runner::{Runner, unpack_options};
 use super::{BuildError, add, git, step_failed};
 use crate::dockerfile::Span;
-use crate::image::{ImageBuilder, Layer};
+use crate::image::{BuildLayer, ImageBuilder};
 use crate::layer;
 use crate::plan::ignore::DockerIgnore;
 use crate::plan::{CopyFrom, SourceSpec};
@@ -436,7 +436,8 @@ impl<'a> Runner<'a> {
             }
             CopyFrom::Image(name) => {
                 let stored = self.stored_image(name).map_err(|e| step_failed(span, e))?;
-                (stored.layers, format!("image {name}"))
+                let layers: Vec<BuildLayer> = stored.layers.iter().map(|&l| l.into()).collect();
+                (layers, format!("image {name}"))
             }
         };
         let dirs = self.unpacked_layers(&layers)?;
@@ -449,7 +450,7 @@ impl<'a> Runner<'a> {
     /// bottom first; an entry names its layer top first): root's dirs hold the image's ids;
     /// a subordinate-id map's hold them mapped; a user without a range unpacked everything
     /// as its own, so the ids are read from the layers' tar headers (as the blobs hold them).
-    fn source_owners(&self, layers: &[Layer]) -> Result<OwnerOf<'a>, BuildError> {
+    fn source_owners(&self, layers: &[BuildLayer]) -> Result<OwnerOf<'a>, BuildError> {
         if self.sandbox.mapped_fs().is_some() {
             let sandbox = self.sandbox;
             return Ok(Box::new(move |e: &Entry| {
@@ -466,13 +467,14 @@ impl<'a> Runner<'a> {
         if unpack_options().ownership == layer::Ownership::Preserve {
             return Ok(Box::new(|e: &Entry| (e.uid, e.gid)));
         }
-        // Top first, like the entries' layer numbers. A layer without a blob (made by this
-        // build and never needed outside it) was made as root of the user's single id.
+        // Top first, like the entries' layer numbers. Without a subordinate range every
+        // layer keeps its blob (its dir cannot hold the image's owners, see `stage.rs`); a
+        // blob this store lacks (a pulled base read lazily) reads as the user's own files.
         let mut owners = Vec::with_capacity(layers.len());
         for l in layers.iter().rev() {
             let mut o = layer::Owners::new();
-            if self.store.has_blob(&l.digest) {
-                layer::apply_layer_owners(self.store.open_blob(&l.digest)?, &mut o)?;
+            if let Some(b) = l.blob().filter(|b| self.store.has_blob(&b.digest)) {
+                layer::apply_layer_owners(self.store.open_blob(&b.digest)?, &mut o)?;
             }
             owners.push(o);
         }

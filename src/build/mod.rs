@@ -518,18 +518,22 @@ fn build_platform(
     for (k, v) in &req.labels {
         image.set_label(k, v);
     }
+    // The image's stages made every layer with its blob; a layer an earlier build kept only
+    // unpacked and this image took from the cache got its blob on the hit. Made here if not.
+    let opts = runner::layer_options(req);
+    image.ensure_blobs(|l| rootless::ensure_blob(store, sandbox, opts.clone(), l))?;
+    let layers = image.blob_layers()?;
     let left_in_registry = match env.remote.leaves_layers() {
         true => {
             let mut seen = std::collections::BTreeSet::new();
-            image
-                .layers()
+            layers
                 .iter()
                 .filter(|l| !store.has_blob(&l.digest) && seen.insert(l.digest))
                 .copied()
                 .collect()
         }
         false => {
-            env.remote.ensure_all(image.layers(), progress)?;
+            env.remote.ensure_all(&layers, progress)?;
             Vec::new()
         }
     };
@@ -549,7 +553,7 @@ fn build_platform(
         blobs
     };
     env.remote.report(progress);
-    env.remote.export(image.layers(), progress);
+    env.remote.export(&layers, progress);
     Ok(BuiltImage {
         image: StoredImage::load(store, &blobs.manifest_digest)?,
         layers_built,

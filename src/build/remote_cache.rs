@@ -54,7 +54,7 @@ use serde::{Deserialize, Serialize};
 use super::cache::{BuildCache, CachedStep};
 use crate::digest::Digest;
 use crate::error_chain::Causes;
-use crate::image::{Compression, ImageFormat, Layer};
+use crate::image::{BuildLayer, Compression, ImageFormat, Layer};
 use crate::manifest::{self, ManifestError, OCI_MANIFEST, Parsed};
 use crate::progress::Progress;
 use crate::store::{Store, StoreError};
@@ -263,7 +263,8 @@ impl RemoteRecord {
             key,
             created_by: step.created_by.clone(),
             created: step.created,
-            layer: step.layer.map(|l| RemoteLayer {
+            // `note` passes no layer without a blob, which would read as no layer at all.
+            layer: step.blob().map(|l| RemoteLayer {
                 digest: l.digest,
                 diff_id: l.diff_id,
                 size: l.size,
@@ -279,12 +280,12 @@ impl RemoteRecord {
     fn to_step(&self) -> Option<CachedStep> {
         let layer = match &self.layer {
             None => None,
-            Some(l) => Some(Layer {
+            Some(l) => Some(BuildLayer::Blob(Layer {
                 digest: l.digest,
                 size: l.size,
                 diff_id: l.diff_id,
                 compression: Compression::of_media_type(&l.media_type)?,
-            }),
+            })),
         };
         Some(CachedStep {
             layer,
@@ -480,7 +481,7 @@ impl<'a> Session<'a> {
         let (remote, (from, record)) = (self.remote?, self.imported.get(key)?);
         let cache_ref = &remote.from[*from];
         let step = record.to_step()?;
-        match &step.layer {
+        match &step.blob() {
             Some(layer) if !self.store.has_blob(&layer.digest) => {
                 lock(&self.lazy)
                     .entry(layer.digest)
@@ -493,7 +494,7 @@ impl<'a> Session<'a> {
                     .push((*key, step.clone()));
             }
             _ => {
-                if let Some(layer) = &step.layer {
+                if let Some(layer) = &step.blob() {
                     if let Err(e) = self.check_diff_id(cache_ref, layer) {
                         progress.warn(format!(
                             "{step_name}: cannot use layer {} from the cache at {cache_ref}, \
@@ -599,7 +600,7 @@ impl<'a> Session<'a> {
                 .fetch_add(lazy.layer.size, Ordering::Relaxed);
         }
         // Every record using this blob must name its true diffID, not only the first.
-        let mut claims: Vec<Layer> = lazy.steps.iter().filter_map(|(_, s)| s.layer).collect();
+        let mut claims: Vec<Layer> = lazy.steps.iter().filter_map(|(_, s)| s.blob()).collect();
         claims.dedup_by_key(|l| l.diff_id);
         for claim in &claims {
             self.check_diff_id(cache_ref, claim)?;
@@ -660,7 +661,10 @@ impl<'a> Session<'a> {
 
     /// Remembers a step record this build used or produced, for [`Session::export`].
     pub fn note(&self, key: &Digest, step: &CachedStep) {
-        if self.remote.is_some_and(|r| r.to.is_some()) {
+        // A layer kept only unpacked never leaves the build: the build makes the blob of
+        // every layer an export needs before noting its step (`--cache-to mode=max`).
+        let unpacked = step.layer.is_some_and(|l| l.blob().is_none());
+        if self.remote.is_some_and(|r| r.to.is_some()) && !unpacked {
             let mut used = lock(&self.used);
             // A stage built twice over (`FROM stage` reuses keys) is exported once.
             if !used.iter().any(|r| r.key == *key) {
@@ -784,12 +788,12 @@ mod tests {
         let blob = gz.finish().unwrap();
         let digest = store.put_blob(&blob).unwrap();
         let step = CachedStep {
-            layer: Some(Layer {
+            layer: Some(BuildLayer::Blob(Layer {
                 digest,
                 size: blob.len() as u64,
                 diff_id: Digest::of(seed.as_bytes()),
                 compression: Compression::Gzip,
-            }),
+            })),
             created_by: format!("RUN {seed}"),
             created: 1_700_000_000,
         };
@@ -978,7 +982,7 @@ mod tests {
         let first = Store::open(first_dir.path()).unwrap();
         let (key, step) = record(&first, "layer bytes");
         export(&registry, "reg/cache:main", &first, &[(key, step.clone())]);
-        let layer = step.layer.unwrap();
+        let layer = step.blob().unwrap();
 
         let second_dir = tempfile::tempdir().unwrap();
         let second = Store::open(second_dir.path()).unwrap();
@@ -1053,7 +1057,7 @@ mod tests {
             .iter()
             .map(|(k, s)| {
                 session.fetch(k, &cache, "RUN", &Progress::none()).unwrap();
-                s.layer.unwrap()
+                s.blob().unwrap()
             })
             .collect();
         assert!(layers.iter().all(|l| !store.has_blob(&l.digest)));
@@ -1090,7 +1094,7 @@ mod tests {
                 .is_some()
         );
         let err = session
-            .ensure(&[step.layer.unwrap()], &Progress::none())
+            .ensure(&[step.blob().unwrap()], &Progress::none())
             .unwrap_err();
         assert!(matches!(err, FetchError::Download { .. }), "{err}");
         let text = Causes(&err).to_string();
@@ -1108,7 +1112,9 @@ mod tests {
         let first_dir = tempfile::tempdir().unwrap();
         let first = Store::open(first_dir.path()).unwrap();
         let (key, mut step) = record(&first, "layer");
-        step.layer.as_mut().unwrap().diff_id = Digest::of(b"a lie");
+        let mut lie = step.blob().unwrap();
+        lie.diff_id = Digest::of(b"a lie");
+        step.layer = Some(BuildLayer::Blob(lie));
         export(&registry, "r", &first, &[(key, step.clone())]);
         let from = remote(&registry, &["r"], None, ExportMode::Max);
 
@@ -1123,7 +1129,7 @@ mod tests {
                 .is_some()
         );
         let err = session
-            .ensure(&[step.layer.unwrap()], &Progress::none())
+            .ensure(&[step.blob().unwrap()], &Progress::none())
             .unwrap_err();
         assert!(matches!(err, FetchError::DiffId { .. }), "{err}");
         assert!(err.to_string().contains("the cache at r"), "{err}");
@@ -1206,7 +1212,7 @@ mod tests {
         session.note(&kb, &sb);
         session.note(&ki, &si);
         session.note(&Digest::of(b"m"), &meta);
-        session.export(&[si.layer.unwrap()], &Progress::none());
+        session.export(&[si.blob().unwrap()], &Progress::none());
         let keys: Vec<Digest> = registry.records("r").iter().map(|r| r.key).collect();
         assert_eq!(keys, [ki, Digest::of(b"m")]);
     }
@@ -1246,7 +1252,7 @@ mod tests {
         session.note(&key, &step);
         session.export(&[], &Progress::none());
         session
-            .ensure(&[step.layer.unwrap()], &Progress::none())
+            .ensure(&[step.blob().unwrap()], &Progress::none())
             .unwrap();
         let cache = BuildCache::open(&store, false);
         assert_eq!(

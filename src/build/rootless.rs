@@ -12,8 +12,10 @@ use std::io::Write;
 use std::path::Path;
 
 use super::copy::DirMeta;
+use crate::image::{self, BuildLayer, Layer};
 use crate::layer::{self, DiffKind, LayerBlob, LayerOptions};
-use crate::sandbox::{Sandbox, SandboxError, StepOutcome};
+use crate::sandbox::{MappedFs, Sandbox, SandboxError, StepOutcome};
+use crate::store::Store;
 
 /// Unpacks one layer (a blob, or the tar a COPY is writing) into the store's temp dir `dest`.
 pub(super) fn unpack(
@@ -66,6 +68,61 @@ pub(super) fn write_run_layer(
             )?)
         }
     }
+}
+
+/// Writes a layer directory of the store (a RUN's upper dir or a COPY's tree, kept as the
+/// unpacked layer) as a layer into `out`, the way this process writes the layers it keeps
+/// only unpacked ([`run_dir_retars`], [`copy_dir_retars`]): as root of the id map through
+/// [`MappedFs`], else here with the ids as they are. Its tar is the one the step wrote, so
+/// the blob is the one the step would have made.
+pub(super) fn write_layer_dir(
+    sandbox: &Sandbox,
+    dir: &Path,
+    mut opts: LayerOptions,
+    out: &mut dyn Write,
+) -> Result<LayerBlob, RunLayerError> {
+    opts.id_map = None;
+    write_dir(sandbox.mapped_fs().as_ref(), dir, &opts, out)
+}
+
+fn write_dir(
+    mapped: Option<&MappedFs>,
+    dir: &Path,
+    opts: &LayerOptions,
+    mut out: &mut dyn Write,
+) -> Result<LayerBlob, RunLayerError> {
+    match mapped {
+        Some(mapped) => Ok(mapped.write_layer(dir, opts, &mut out)?),
+        None => Ok(layer::write_layer(dir, DiffKind::OverlayUpper, opts, out)?),
+    }
+}
+
+/// The layer with its blob: made from its unpacked dir by [`write_layer_dir`] when it has
+/// none (see [`image::ensure_blob`]). `opts` are the build's (its compression, level and
+/// `SOURCE_DATE_EPOCH`, which the cache key of every step includes).
+pub(super) fn ensure_blob(
+    store: &Store,
+    sandbox: &Sandbox,
+    opts: LayerOptions,
+    layer: &BuildLayer,
+) -> Result<Layer, image::ImageError> {
+    image::ensure_blob(store, layer, &opts, |dir, opts, out| {
+        write_layer_dir(sandbox, dir, opts.clone(), out)
+    })
+}
+
+/// Whether [`write_layer_dir`] gives a kept RUN upper dir the tar the step wrote, so its
+/// layer may stay without a blob: the upper dir is a layer dir, and its ids are read as the
+/// step's layer read them (as root of the id map, or unmapped for real root). Not for an
+/// unprivileged user without a subordinate range, whose single-id map the dir does not keep.
+pub(super) fn run_dir_retars(sandbox: &Sandbox, outcome: &StepOutcome) -> bool {
+    upper_is_a_layer_dir(outcome) && sandbox.mapped_fs().is_some() != outcome.id_map.is_identity()
+}
+
+/// Whether a COPY's tree unpacked by [`unpack`] keeps the owners its tar gives (root, or
+/// root of the id map), so that [`write_layer_dir`] gives its tar back.
+pub(super) fn copy_dir_retars(sandbox: &Sandbox) -> bool {
+    sandbox.mapped_fs().is_some() || nix::unistd::geteuid().is_root()
 }
 
 /// Why a RUN step's layer could not be written: by the mapped helper, or in this process.

@@ -14,7 +14,7 @@ use super::downloads::Downloads;
 use super::{BuildRequest, Hooks};
 use crate::Digest;
 use crate::image::{self, ImageBuilder};
-use crate::layer::{Deletions, Ownership, UnpackOptions};
+use crate::layer::{Deletions, LayerOptions, Ownership, UnpackOptions};
 use crate::progress::Progress;
 use crate::sandbox::Sandbox;
 use crate::store::Store;
@@ -47,6 +47,20 @@ pub(crate) struct BuildEnv<'a> {
     pub(super) announced_isolation: AtomicBool,
     /// The stages whose layers the built image holds (reported to [`Hooks::layer_ready`]).
     pub(crate) image_stages: std::collections::HashSet<usize>,
+}
+
+impl BuildEnv<'_> {
+    /// Whether the layers of stage `index` leave the build: the image holds them (named in
+    /// the store, then maybe pushed or written out), or `--cache-to mode=max` exports every
+    /// step. The others are never compressed: kept as their unpacked dirs only.
+    pub(crate) fn layers_leave(&self, index: usize) -> bool {
+        let exports_all = self
+            .hooks
+            .remote_cache
+            .as_ref()
+            .is_some_and(|r| r.to.is_some() && r.mode == super::remote_cache::ExportMode::Max);
+        exports_all || self.image_stages.contains(&index)
+    }
 }
 
 impl<'a> BuildEnv<'a> {
@@ -140,6 +154,9 @@ pub(crate) struct Runner<'a> {
     /// or ADD of this stage, or another stage): a COPY's layer is then also unpacked into
     /// the store as it is written, instead of from its blob when that step needs it.
     pub(super) layer_read_later: bool,
+    /// Whether this stage's layers leave the build ([`BuildEnv::layers_leave`]): each gets
+    /// its blob at once; otherwise a layer is kept only as its unpacked dir when it can be.
+    pub(super) layers_leave: bool,
 }
 
 impl<'a> Runner<'a> {
@@ -166,7 +183,19 @@ impl<'a> Runner<'a> {
             downloads: Default::default(),
             newest_hit: None,
             layer_read_later: true,
+            layers_leave: true,
         }
+    }
+}
+
+/// How the build writes layers: `--compression` at its level, and `SOURCE_DATE_EPOCH`
+/// (both in every step's cache key, so a layer kept without a blob gets the blob its
+/// build would have written).
+pub(super) fn layer_options(req: &BuildRequest) -> LayerOptions {
+    LayerOptions {
+        encoding: req.encoding,
+        source_date_epoch: req.source_date_epoch,
+        id_map: None,
     }
 }
 

@@ -19,7 +19,7 @@ use super::runner::{Finished, Runner};
 use super::{BuildError, BuildRequest};
 use crate::Digest;
 use crate::dockerfile::{CommandLine, Healthcheck, Span};
-use crate::image::{self, ImageBuilder, Layer, StoredImage};
+use crate::image::{self, BuildLayer, ImageBuilder, Layer, StoredImage};
 use crate::layer::{self, LayerEntry, LayerOptions};
 use crate::plan::{Base, CopyFrom, Mount, MountKind, SourceSpec, Stage, Step, StepKind};
 use crate::progress::Event;
@@ -80,6 +80,7 @@ impl<'a> Runner<'a> {
             self.platform =
                 image::Platform::parse(p).map_err(|e| super::step_failed(stage.span, e))?;
         }
+        self.layers_leave = self.env.layers_leave(stage.index);
         let (mut img, base) = self.base(stage)?;
         self.layers_ready(stage, &img, 0);
         let triggers = self.take_triggers(stage, &mut img)?;
@@ -168,11 +169,13 @@ impl<'a> Runner<'a> {
     }
 
     /// Reports the image's layers from index `from` on to [`Hooks::layer_ready`] when this
-    /// stage's layers end up in the built image: their blobs are in the store by now.
+    /// stage's layers end up in the built image: their blobs are in the store by now (such a
+    /// stage's layers leave the build, so each got its blob when it was made or hit).
     fn layers_ready(&self, stage: &Stage, img: &ImageBuilder, from: usize) {
         if let Some(ready) = self.hooks.layer_ready {
             if self.env.image_stages.contains(&stage.index) {
-                img.layers().iter().skip(from).for_each(ready);
+                let layers = img.layers().iter().skip(from);
+                layers.filter_map(BuildLayer::blob).for_each(ready);
             }
         }
     }
@@ -208,7 +211,7 @@ impl<'a> Runner<'a> {
                 .remote
                 .fetch(key, &self.cache, step.original.trim(), self.progress)
         });
-        if let Some(hit) = hit {
+        if let Some(hit) = hit.and_then(|h| self.leaving_hit(key, h, step)) {
             self.env.remote.note(key, &hit);
             self.newest_hit = self.newest_hit.max(Some(hit.created));
             // A hit is what the slot last saw too: without this, a change after a first build
@@ -237,6 +240,10 @@ impl<'a> Runner<'a> {
         self.step(img, step, id)?;
         let layer = (img.layers().len() > layers_before)
             .then(|| *img.layers().last().expect("a layer was added"));
+        debug_assert!(
+            !self.layers_leave || layer.is_none_or(|l| l.blob().is_some()),
+            "a layer that leaves the build has its blob"
+        );
         let record = CachedStep {
             created: self.created.timestamp(),
             layer,
@@ -253,6 +260,39 @@ impl<'a> Runner<'a> {
                 .warn(format!("could not record the build cache: {e}"));
         }
         Ok(false)
+    }
+
+    /// A hit as this stage can use it: a layer kept only unpacked gets its blob when this
+    /// stage's layers leave the build (see [`rootless::ensure_blob`]), and the record is
+    /// updated to name it. `None` (a miss, with a warning) when the blob cannot be made.
+    fn leaving_hit(&self, key: &Digest, mut hit: CachedStep, step: &Step) -> Option<CachedStep> {
+        let Some(layer @ BuildLayer::Unpacked { .. }) = hit.layer else {
+            return Some(hit);
+        };
+        if !self.layers_leave {
+            return Some(hit);
+        }
+        match rootless::ensure_blob(self.store, self.sandbox, self.layer_options(), &layer) {
+            Ok(blob) => {
+                hit.layer = Some(BuildLayer::Blob(blob));
+                // Best effort: the record keeps naming the dir, which still serves.
+                let _ = self.cache.record(key, &hit);
+                Some(hit)
+            }
+            Err(e) => {
+                self.progress.warn(format!(
+                    "{}: the cached layer cannot be used, building the step again: {}",
+                    step.original.trim(),
+                    crate::error_chain::Causes(&e)
+                ));
+                None
+            }
+        }
+    }
+
+    /// How this build writes layers: `--compression`, its level and `SOURCE_DATE_EPOCH`.
+    pub(super) fn layer_options(&self) -> LayerOptions {
+        super::runner::layer_options(self.req)
     }
 
     /// The content identity of what a COPY/ADD reads (None for other steps): per-file digests
@@ -462,19 +502,30 @@ impl<'a> Runner<'a> {
     }
 
     /// Each layer of the image unpacked in the store, top layer first (for metadata lookups).
-    pub(super) fn unpacked_layers(&self, layers: &[Layer]) -> Result<Vec<PathBuf>, BuildError> {
+    pub(super) fn unpacked_layers(
+        &self,
+        layers: &[BuildLayer],
+    ) -> Result<Vec<PathBuf>, BuildError> {
         // Cache hits leave their layers in the registry until a step needs their files.
-        self.env.remote.ensure(layers, self.progress)?;
+        let blobs: Vec<Layer> = layers.iter().filter_map(|l| l.blob().copied()).collect();
+        self.env.remote.ensure(&blobs, self.progress)?;
         let mut dirs = Vec::with_capacity(layers.len());
         for l in layers.iter().rev() {
-            let digest = l.digest;
-            let dir = self.store.ensure_unpacked(&l.diff_id, |tmp| {
-                let blob = self
-                    .store
-                    .open_blob(&digest)
-                    .map_err(std::io::Error::other)?;
-                rootless::unpack(self.sandbox, blob, tmp)
-            })?;
+            let dir = match l {
+                BuildLayer::Blob(l) => self.store.ensure_unpacked(&l.diff_id, |tmp| {
+                    let blob = self
+                        .store
+                        .open_blob(&l.digest)
+                        .map_err(std::io::Error::other)?;
+                    rootless::unpack(self.sandbox, blob, tmp)
+                })?,
+                BuildLayer::Unpacked { diff_id, .. } if self.store.is_unpacked(diff_id) => {
+                    self.store.layer_dir(diff_id)
+                }
+                BuildLayer::Unpacked { diff_id, .. } => {
+                    return Err(image::ImageError::LayerDirGone(*diff_id).into());
+                }
+            };
             dirs.push(dir);
         }
         Ok(dirs)
@@ -536,11 +587,25 @@ impl<'a> Runner<'a> {
                 run::failure(&step.original, &outcome),
             ));
         }
-        let opts = LayerOptions {
-            encoding: self.req.encoding,
-            source_date_epoch: self.req.source_date_epoch,
-            id_map: None,
-        };
+        let opts = self.layer_options();
+        if !self.layers_leave && rootless::run_dir_retars(self.sandbox, &outcome) {
+            // Only hashed (the diffID), never compressed: the upper dir is the layer.
+            let plain = LayerOptions {
+                encoding: layer::Encoding::plain(),
+                ..opts.clone()
+            };
+            let tar = rootless::write_run_layer(
+                self.sandbox,
+                &upper_dir,
+                &outcome,
+                plain,
+                &mut std::io::sink(),
+            )
+            .map_err(|e| super::step_failed(step.span, e))?;
+            if self.keep_unpacked(img, tar.diff_id, tar.size, &upper_dir, created_by)? {
+                return Ok(());
+            }
+        }
         let mut w = self.store.begin_blob()?;
         let blob = rootless::write_run_layer(self.sandbox, &upper_dir, &outcome, opts, &mut w)
             .map_err(|e| super::step_failed(step.span, e))?;
@@ -636,17 +701,74 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
+    /// Adds the layer a step made as `dir` (in its scratch dir) without a blob: the dir is
+    /// moved into the store as the unpacked layer. False when it could not be (a rename
+    /// refused): the caller writes the blob after all.
+    fn keep_unpacked(
+        &mut self,
+        img: &mut ImageBuilder,
+        diff_id: Digest,
+        size: u64,
+        dir: &std::path::Path,
+        created_by: &str,
+    ) -> Result<bool, BuildError> {
+        self.store.adopt_layer_dir(&diff_id, dir)?;
+        if !self.store.is_unpacked(&diff_id) {
+            return Ok(false);
+        }
+        img.add_layer(BuildLayer::Unpacked { diff_id, size }, created_by);
+        self.layers_built += 1;
+        Ok(true)
+    }
+
+    /// A COPY layer of a stage whose layers never leave the build, kept only as the tree it
+    /// is unpacked into while its tar is hashed (nothing compressed). False when the tree
+    /// cannot stand for the layer (see [`rootless::copy_dir_retars`]) or was not made.
+    fn copy_unpacked(
+        &mut self,
+        img: &mut ImageBuilder,
+        entries: &[LayerEntry],
+        created_by: &str,
+    ) -> Result<bool, BuildError> {
+        // A hard link's tar entry names the path it links to, which a walk of the tree
+        // need not find first: such a layer keeps the tar it was made as.
+        let links = entries
+            .iter()
+            .any(|e| matches!(e.source, layer::EntrySource::Hardlink { .. }));
+        if self.layers_leave || links || !rootless::copy_dir_retars(self.sandbox) {
+            return Ok(false);
+        }
+        let opts = LayerOptions {
+            encoding: layer::Encoding::plain(),
+            ..self.layer_options()
+        };
+        let scratch = self.store.scratch_dir("copy-")?;
+        let tree = scratch.path().join("layer");
+        std::fs::create_dir(&tree).map_err(|source| BuildError::Io {
+            action: "creating the COPY step's layer dir",
+            source,
+        })?;
+        let sandbox = self.sandbox;
+        let (tar, unpacked) =
+            layer::write_entries_teed(entries.to_vec(), &opts, std::io::sink(), |tar| {
+                rootless::unpack(sandbox, tar, &tree)
+            })?;
+        if unpacked.is_err() {
+            return Ok(false);
+        }
+        self.keep_unpacked(img, tar.diff_id, tar.size, &tree, created_by)
+    }
+
     pub(super) fn add_layer(
         &mut self,
         img: &mut ImageBuilder,
         entries: Vec<LayerEntry>,
         created_by: &str,
     ) -> Result<(), BuildError> {
-        let opts = LayerOptions {
-            encoding: self.req.encoding,
-            source_date_epoch: self.req.source_date_epoch,
-            id_map: None,
-        };
+        if self.layer_read_later && self.copy_unpacked(img, &entries, created_by)? {
+            return Ok(());
+        }
+        let opts = self.layer_options();
         let mut w = self.store.begin_unhashed_blob()?;
         if !self.layer_read_later {
             let blob = layer::write_entries(entries, &opts, &mut w)?;

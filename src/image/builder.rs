@@ -9,7 +9,7 @@ use oci_spec::image::{
 use serde_json::Value;
 
 use super::manifest::{canonical, manifest_json};
-use super::media::{ImageFormat, Layer, Platform};
+use super::media::{BuildLayer, ImageFormat, Layer, Platform};
 use super::stored::StoredImage;
 use super::{ImageError, Result};
 use crate::digest::Digest;
@@ -76,7 +76,7 @@ pub struct ImageBuilder {
     author: Option<String>,
     /// Set once CMD runs in this stage, so ENTRYPOINT no longer resets it (Docker's rule).
     cmd_set: bool,
-    layers: Vec<Layer>,
+    layers: Vec<BuildLayer>,
     history: Vec<oci_spec::image::History>,
     /// Where the entries this build adds start (the base image's own come first).
     fresh_history: usize,
@@ -115,7 +115,7 @@ impl ImageBuilder {
             config: parsed.config.map(Into::into).unwrap_or_default(),
             author: parsed.author.filter(|a| !a.is_empty()),
             cmd_set: false,
-            layers: base.layers.clone(),
+            layers: base.layers.iter().copied().map(BuildLayer::from).collect(),
             fresh_history: parsed.history.len(),
             history: parsed.history,
         })
@@ -126,8 +126,30 @@ impl ImageBuilder {
         &self.config
     }
 
-    pub fn layers(&self) -> &[Layer] {
+    pub fn layers(&self) -> &[BuildLayer] {
         &self.layers
+    }
+
+    /// The layers with their blobs; [`ImageError::NoBlob`] names the first that has none.
+    pub fn blob_layers(&self) -> Result<Vec<Layer>> {
+        self.layers
+            .iter()
+            .map(|l| l.blob().copied().ok_or(ImageError::NoBlob(l.diff_id())))
+            .collect()
+    }
+
+    /// Gives every layer that has no blob yet the one `make` returns (see
+    /// [`ensure_blob`](super::ensure_blob)); the first error stops it.
+    pub fn ensure_blobs(
+        &mut self,
+        mut make: impl FnMut(&BuildLayer) -> Result<Layer>,
+    ) -> Result<()> {
+        for l in &mut self.layers {
+            if l.blob().is_none() {
+                *l = BuildLayer::Blob(make(l)?);
+            }
+        }
+        Ok(())
     }
 
     pub fn platform(&self) -> &Platform {
@@ -249,8 +271,8 @@ impl ImageBuilder {
     }
 
     /// Appends a layer produced by a step, with its history entry.
-    pub fn add_layer(&mut self, layer: Layer, created_by: &str) {
-        self.layers.push(layer);
+    pub fn add_layer(&mut self, layer: impl Into<BuildLayer>, created_by: &str) {
+        self.layers.push(layer.into());
         self.push_history(created_by, false);
     }
 
@@ -270,11 +292,13 @@ impl ImageBuilder {
             .push(h.build().expect("history has no required fields"));
     }
 
-    /// Serialises config and manifest in `format`.
+    /// Serialises config and manifest in `format`. Every layer must have its blob
+    /// ([`ImageBuilder::ensure_blobs`]).
     pub fn finish(&self, format: ImageFormat) -> Result<ImageBlobs> {
+        let layers = self.blob_layers()?;
         let config = canonical(&self.config_value());
         let config_digest = Digest::of(&config);
-        let manifest = manifest_json(format, config.len() as u64, &config_digest, &self.layers)?;
+        let manifest = manifest_json(format, config.len() as u64, &config_digest, &layers)?;
         Ok(ImageBlobs {
             format,
             config_digest,
@@ -293,7 +317,7 @@ impl ImageBuilder {
         names: &[Reference],
     ) -> Result<ImageBlobs> {
         let _lease = store.lease()?;
-        for l in &self.layers {
+        for l in &self.blob_layers()? {
             if !store.has_blob(&l.digest) {
                 return Err(crate::store::StoreError::BlobNotFound(l.digest).into());
             }
@@ -360,7 +384,7 @@ impl ImageBuilder {
                     .diff_ids(
                         self.layers
                             .iter()
-                            .map(|l| l.diff_id.to_string())
+                            .map(|l| l.diff_id().to_string())
                             .collect::<Vec<_>>(),
                     )
                     .build()
@@ -540,6 +564,34 @@ mod tests {
             Err(ImageError::ZstdInDockerFormat)
         ));
         assert!(b.finish(ImageFormat::Oci).is_ok());
+    }
+
+    #[test]
+    fn an_image_is_finished_only_once_every_layer_has_its_blob() {
+        let mut b = sample();
+        let kept = layer(b"kept only unpacked");
+        b.add_layer(
+            BuildLayer::Unpacked {
+                diff_id: kept.diff_id,
+                size: 1,
+            },
+            "RUN make",
+        );
+        assert!(matches!(
+            b.finish(ImageFormat::Oci),
+            Err(ImageError::NoBlob(d)) if d == kept.diff_id
+        ));
+        let mut asked = Vec::new();
+        b.ensure_blobs(|l| {
+            asked.push(l.diff_id());
+            Ok(kept)
+        })
+        .unwrap();
+        assert_eq!(asked, [kept.diff_id], "only the layer without a blob");
+        let m: Value =
+            serde_json::from_slice(&b.finish(ImageFormat::Oci).unwrap().manifest).unwrap();
+        let last = m["layers"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(last["digest"], kept.digest.to_string());
     }
 
     #[test]

@@ -35,3 +35,44 @@ pub struct Layer {
 }
 
 pub use crate::platform::Platform;
+
+/// A layer as a build holds it: with its blob, or only unpacked. A layer kiln made on this
+/// machine that nothing outside the build needs yet (a stage that only feeds `COPY --from`)
+/// is never compressed: it is its diffID and its directory `layers/<diffID>` in the store,
+/// until [`ensure_blob`](super::ensure_blob) makes its blob from that directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildLayer {
+    /// The blob is in the store (or, for a registry cache hit, in the registry until a step
+    /// needs it).
+    Blob(Layer),
+    /// Only the unpacked directory holds the layer.
+    Unpacked {
+        diff_id: Digest,
+        /// Bytes of its uncompressed tar (what `kiln prune --keep-bytes` counts).
+        size: u64,
+    },
+}
+
+impl BuildLayer {
+    /// The digest of the layer's uncompressed tar, whichever form it is in.
+    pub fn diff_id(&self) -> Digest {
+        match self {
+            BuildLayer::Blob(l) => l.diff_id,
+            BuildLayer::Unpacked { diff_id, .. } => *diff_id,
+        }
+    }
+
+    /// The layer with its blob, if it has one.
+    pub fn blob(&self) -> Option<&Layer> {
+        match self {
+            BuildLayer::Blob(l) => Some(l),
+            BuildLayer::Unpacked { .. } => None,
+        }
+    }
+}
+
+impl From<Layer> for BuildLayer {
+    fn from(l: Layer) -> BuildLayer {
+        BuildLayer::Blob(l)
+    }
+}

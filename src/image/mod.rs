@@ -16,9 +16,14 @@
 //!   manifest list) of single-platform images; [`Stored::load`] reads what a name points at,
 //!   an image or an index with its members; [`write_oci_index_layout`] exports an index.
 //! - Layer glue: [`commit_layer`] (directory → layer blob in the store, compression cache
-//!   recorded) and [`unpacked_layer`] (stored layer → cached overlay lower dir).
+//!   recorded), [`ensure_blob`] (a layer kept only unpacked → its blob, made from the
+//!   store's directory when something needs it: the image named, pushed, written out or
+//!   exported to a registry cache) and [`unpacked_layer`] (stored layer → cached overlay
+//!   lower dir).
 //! - [`ImageFormat`] (OCI by default, Docker v2 schema 2 as buildah's `--format docker`),
-//!   [`Compression`], [`Layer`], [`Platform`], [`Healthcheck`].
+//!   [`Compression`], [`Layer`] (a layer with its blob), [`BuildLayer`] (a build's layer:
+//!   with its blob or only unpacked), [`Platform`], [`Healthcheck`]. An [`ImageBuilder`]
+//!   holds [`BuildLayer`]s; only an image whose layers all have blobs can be finished.
 //!
 //! Config JSON is canonical (keys sorted, compact) so the same input gives the same digest.
 
@@ -41,8 +46,8 @@ use crate::store::StoreError;
 pub use builder::{Healthcheck, ImageBlobs, ImageBuilder, RunConfig};
 pub use docker_archive::write_docker_archive;
 pub use index::{IndexMember, Stored, StoredIndex};
-pub use layer_glue::{commit_layer, unpacked_layer};
-pub use media::{Compression, ImageFormat, Layer, Platform};
+pub use layer_glue::{commit_layer, ensure_blob, unpacked_layer};
+pub use media::{BuildLayer, Compression, ImageFormat, Layer, Platform};
 pub use oci_layout::{LayoutKind, write_oci_index_layout, write_oci_layout};
 pub use output::{Output, OutputSpecError};
 pub use stored::StoredImage;
@@ -108,6 +113,26 @@ pub enum ImageError {
         "{0} already exists and is not an empty directory; remove it or pick another destination"
     )]
     DestinationExists(PathBuf),
+    #[error(
+        "layer {0} has no blob yet and its unpacked directory is gone from the store \
+         (pruned?); build again"
+    )]
+    LayerDirGone(Digest),
+    #[error(
+        "the unpacked layer {diff_id} in the store changed since its step made it (its tar is \
+         now {actual}); build with --no-cache to make it again"
+    )]
+    LayerDirChanged { diff_id: Digest, actual: Digest },
+    #[error("writing the blob of unpacked layer {diff_id}")]
+    LayerDirTar {
+        diff_id: Digest,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(
+        "layer {0} of the image has no blob: its blob must be made before the image is finished"
+    )]
+    NoBlob(Digest),
 }
 
 pub type Result<T, E = ImageError> = std::result::Result<T, E>;
@@ -148,6 +173,13 @@ mod error_tests {
                 path: PathBuf::from("/some/path"),
                 source: io(),
             }),
+            CAUSE,
+        );
+        assert_each_cause_once(
+            &ImageError::LayerDirTar {
+                diff_id: d,
+                source: Box::new(io()),
+            },
             CAUSE,
         );
         let json = || serde_json::from_slice::<u8>(b"{").unwrap_err();

@@ -110,6 +110,12 @@ impl Store {
         Ok(true)
     }
 
+    /// The lock that makes the blob of an unpacked layer once (see
+    /// `image::ensure_blob`): a name space of its own, apart from blob and unpack locks.
+    pub fn lock_layer_blob(&self, diff_id: &Digest) -> Result<super::DigestLock> {
+        self.lock_named(&format!("layer-blob-{}", diff_id.hex()))
+    }
+
     fn compressed_entry(&self, diff_id: &Digest, compression: &str) -> Result<PathBuf> {
         let valid = !compression.is_empty()
             && compression

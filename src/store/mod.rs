@@ -5,12 +5,14 @@
 //! ```text
 //! blobs/sha256/<hex>          content-addressed blobs (layers, configs, manifests)
 //! images.json                 image name → manifest digest (replaced atomically)
-//! layers/<diffid-hex>/        unpacked layers, used as overlay lower dirs (whiteouts kept)
+//! layers/<diffid-hex>/        unpacked layers, used as overlay lower dirs (whiteouts kept); a
+//!                             layer a build kept without a blob has only this form
 //! layers/<diffid-hex>.complete  marker: the directory beside it is whole; its first word is
 //!                             the dir format (`kiln-layer-dir/2`), an older one is redone
 //! cache/compressed/<diffid-hex>.<compression>  diffID → compressed blob digest
 //! cache/blob-locations.json   blob → registry repositories known to hold it (mount hints)
-//! pins/<key>.json             content a build-cache entry keeps alive through `prune`
+//! pins/<key>.json             content a build-cache entry keeps alive through `prune` (blobs,
+//!                             and unpacked dirs by diffID: all a layer without a blob has)
 //! tmp/                        temp files and dirs, renamed into place when complete
 //! scratch/<name>/ + <name>.lock  a build step's scratch dir and the lock its process holds
 //! locks/                      per-digest lock files; `gc.lock` for prune vs. users
@@ -35,8 +37,9 @@
 //!   [`Store::begin_unhashed_blob`] → [`UnhashedBlobWriter`] for a writer that computes the
 //!   digest itself (the layer writer).
 //! - Names: [`Store::tag`], [`Store::untag`], [`Store::list_images`], [`Store::resolve`].
-//! - Layers: [`Store::layer_dir`], [`Store::ensure_unpacked`], [`Store::cached_compressed`],
-//!   [`Store::record_compressed`].
+//! - Layers: [`Store::layer_dir`], [`Store::ensure_unpacked`], [`Store::adopt_layer_dir`],
+//!   [`Store::cached_compressed`], [`Store::record_compressed`], [`Store::lock_layer_blob`]
+//!   (making the blob of a layer kept only unpacked, once: `image::ensure_blob`).
 //! - Mount hints: [`Store::blob_locations`], [`Store::record_blob_locations`].
 //! - GC: [`Store::pin`], [`Store::unpin`], [`Store::prune`] → [`PruneReport`].
 //! - Scratch: [`Store::scratch_dir`] → [`ScratchDir`]; [`Store::remove_abandoned_scratch`]

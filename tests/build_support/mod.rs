@@ -985,3 +985,45 @@ pub fn read_dir_image(dir: &Path) -> LayoutImage {
         layers,
     }
 }
+
+// ---- the store -------------------------------------------------------------------------------
+
+/// The diffIDs the build cache of the store at `store` records as kept only unpacked (no
+/// blob).
+pub fn unpacked_records(store: &Path) -> std::collections::BTreeSet<String> {
+    let dir = store.join("cache/build/steps");
+    let mut out = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap();
+        if let Some(d) = v["layer"]["unpacked_diff_id"].as_str() {
+            out.insert(d.to_string());
+        }
+    }
+    out
+}
+
+/// The diffID of every gzip blob in the store (every layer blob kiln writes here): what it
+/// decompresses to.
+pub fn blob_diff_ids(store: &Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir(store.join("blobs/sha256")).unwrap() {
+        let bytes = std::fs::read(e.unwrap().path()).unwrap();
+        if !bytes.starts_with(&[0x1f, 0x8b]) {
+            continue;
+        }
+        let mut tar = Vec::new();
+        flate2::read::MultiGzDecoder::new(&bytes[..])
+            .read_to_end(&mut tar)
+            .unwrap();
+        out.insert(format!("sha256:{}", hex::encode(Sha256::digest(&tar))));
+    }
+    out
+}
+
+/// The store's unpacked dir of the layer `diff_id` (`sha256:…`).
+pub fn layer_dir(store: &Path, diff_id: &str) -> PathBuf {
+    store
+        .join("layers")
+        .join(diff_id.strip_prefix("sha256:").unwrap())
+}

@@ -26,6 +26,7 @@ mod build_stages;
 mod conformance_fixes;
 mod copy_source_names;
 mod heredoc;
+mod lazy_blobs;
 mod multi_platform;
 mod onbuild;
 mod registry_cache_lazy;

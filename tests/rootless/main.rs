@@ -23,6 +23,7 @@ mod build_rootless;
 mod containment_more;
 mod copy_from_layers;
 mod foreign_arch;
+mod lazy_blobs;
 mod mount;
 mod sandbox_containment;
 mod sandbox_rootless;
