@@ -20,6 +20,7 @@ use super::env::{dockerfile_path, open_store, read_dockerfile, runtime, source_d
 use super::progress::{self as display, Mode};
 
 mod cache_registry;
+mod clients;
 mod early_push;
 mod ssh_agents;
 use early_push::EarlyPush;
@@ -154,7 +155,9 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
         rt: &rt,
         interrupted,
     };
-    let cache_clients = cache_registry::CacheClients::new(&a, &rt)?;
+    // One client per registry for the pulls, the cache and the push: one probe, one token.
+    let clients = clients::Clients::default();
+    let cache_clients = cache_registry::CacheClients::new(&a, &rt, &clients)?;
     // Only pushed, from a registry cache: layers no step needs stay in the registry (the
     // push mounts them): cache hits' layers, and the base images' (pulled without them).
     let leave_layers = a.push && outputs.is_empty();
@@ -165,10 +168,13 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
                 platform: &crate::platform::Platform,
                 progress: &Progress|
      -> Result<Digest, crate::build::HookError> {
-        let cred = a.creds.resolve(reference).map_err(|e| format!("{e:#}"))?;
-        let registry = a
-            .transport
-            .client(reference.api_host(), cred)
+        // A base pulled without its layers stays unnamed, so the stage that uses it would
+        // resolve it again: the build asks the registry once.
+        if let Some(digest) = lazy_bases.and_then(|c| c.lazily_pulled(reference, platform)) {
+            return Ok(digest);
+        }
+        let registry = clients
+            .for_ref(&a, reference)
             .map_err(|e| format!("{e:#}"))?;
         let sink = StoreBlobs(&store);
         let pulling = async {
@@ -192,7 +198,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
         if pulled.layers.iter().all(|d| store.has_blob(d)) {
             store.tag(reference, &pulled_name(&store, &pulled))?;
         } else if let Some(cache) = lazy_bases {
-            cache.note_lazy_base(reference, std::sync::Arc::new(registry), &pulled.layers);
+            cache.note_lazy_base(reference, platform, registry, &pulled);
         }
         Ok(pulled.manifest.digest)
     };
@@ -203,7 +209,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
     // Made before the build: a push that cannot start fails before the work, and the
     // uploads during the build share the final push's clients (credentials, tokens).
     let destinations = match a.push {
-        true => destinations(&a, &req.tags)?,
+        true => destinations(&a, &req.tags, &clients)?,
         false => Vec::new(),
     };
     let early = EarlyPush::new(&destinations, &store, uploads_cancel.clone());
@@ -335,12 +341,16 @@ struct Destination {
     reference: Reference,
     /// The tags of every `-t` name in this repository.
     tags: Vec<String>,
-    registry: crate::registry::Registry,
+    registry: std::sync::Arc<crate::registry::Registry>,
 }
 
 /// The repositories of the `-t` names (one push per repository, its tags together), each
 /// with its client and credentials.
-fn destinations(a: &Args, names: &[Reference]) -> anyhow::Result<Vec<Destination>> {
+fn destinations(
+    a: &Args,
+    names: &[Reference],
+    clients: &clients::Clients,
+) -> anyhow::Result<Vec<Destination>> {
     anyhow::ensure!(
         !names.is_empty(),
         "--push needs a name to push to: give -t REGISTRY/REPOSITORY:TAG"
@@ -356,8 +366,7 @@ fn destinations(a: &Args, names: &[Reference]) -> anyhow::Result<Vec<Destination
         .into_iter()
         .map(|(_, group)| {
             let reference = group[0].clone();
-            let cred = a.creds.resolve(&reference)?;
-            let registry = a.transport.client(reference.api_host(), cred)?;
+            let registry = clients.for_ref(a, &reference)?;
             Ok(Destination {
                 tags: group
                     .iter()
@@ -396,6 +405,7 @@ fn push(
     let mut pushed = Vec::new();
     for (i, dest) in destinations.iter().enumerate() {
         let name = dest.reference.name();
+        let mut confirmed = std::collections::HashSet::new();
         if let Some((cache, left)) = left.filter(|(_, l)| !l.is_empty()) {
             let wanted: Vec<(Digest, u64)> = left.iter().map(|l| (l.digest, l.size)).collect();
             let repo = dest.reference.repository();
@@ -411,16 +421,18 @@ fn push(
                 "{name}: of the layers left in the registry, {} mounted, {} downloaded to upload ({} bytes)",
                 placed.mounted, placed.downloaded, placed.bytes_downloaded
             ));
+            confirmed = placed.confirmed;
         }
-        let blobs = StoreBlobs(store);
-        let pushing = dest.registry.push_image(
-            dest.reference.repository(),
-            &dest.tags,
-            &manifest,
-            &blobs,
-            None,
-            &progress,
-        );
+        let repo = dest.reference.repository();
+        let blobs = cache_registry::PlacedBlobs {
+            store,
+            host: dest.registry.host(),
+            repo,
+            confirmed: &confirmed,
+        };
+        let pushing = dest
+            .registry
+            .push_image(repo, &dest.tags, &manifest, &blobs, None, &progress);
         let sum = waits
             .run(pushing)
             .with_context(|| format!("interrupted (Ctrl-C or SIGTERM) while pushing to {name}"))?

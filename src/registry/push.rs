@@ -35,6 +35,13 @@ pub trait BlobSource: Sync {
     fn record_pushed(&self, _host: &str, _repo: &str, _digests: &[Digest]) -> std::io::Result<()> {
         Ok(())
     }
+
+    /// Whether the caller has just confirmed that `repo` on `host` holds the blob (a
+    /// cross-repository mount answered `201 Created` in this push): [`Registry::push_image`]
+    /// then sends no `HEAD` for it.
+    fn confirmed(&self, _host: &str, _repo: &str, _digest: &Digest) -> bool {
+        false
+    }
 }
 
 /// What happened to one blob.
@@ -422,7 +429,9 @@ impl Registry {
     /// tag in `tags` (or only by digest when empty). Every blob and child manifest is confirmed
     /// before the first tag is written, so a failed push never leaves a tag on a broken image.
     /// A blob the registry lacks is mounted from a repository `source` knows holds it on this
-    /// registry, else from `mount_from`; a refused mount falls back to an upload.
+    /// registry, else from `mount_from`; a refused mount falls back to an upload. Blobs are
+    /// checked (`HEAD`) and sent `config.concurrency` at a time; one `source` says it has
+    /// [`BlobSource::confirmed`] in `repo` is not asked about again.
     pub async fn push_image(
         &self,
         repo: &str,
@@ -437,6 +446,9 @@ impl Registry {
         let pushed: Vec<Digest> = blobs.iter().map(|(d, _)| *d).collect();
         let outcomes: Vec<(BlobPushed, u64)> = stream::iter(blobs)
             .map(|(digest, size)| async move {
+                if source.confirmed(self.host(), repo, &digest) {
+                    return Ok((BlobPushed::Present, size));
+                }
                 let r = self
                     .push_blob_mounting(repo, &digest, size, source, mount_from, progress)
                     .await?;

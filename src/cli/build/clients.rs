@@ -1,0 +1,33 @@
+//! One registry client per registry host and credential for the whole build: the base pulls,
+//! the `--cache-from`/`--cache-to` REFs and the `--push` destinations on one registry share
+//! its connections, its `GET /v2/` probe and its tokens, instead of each pull and each REF
+//! probing the registry again.
+
+use std::sync::{Arc, Mutex};
+
+use crate::reference::Reference;
+use crate::registry::{Credential, Registry};
+
+use super::Args;
+
+/// The clients made so far in this build, by API host and credential.
+#[derive(Default)]
+pub(super) struct Clients {
+    made: Mutex<Vec<(String, Option<Credential>, Arc<Registry>)>>,
+}
+
+impl Clients {
+    /// The client for `reference`'s registry with the credentials the flags and auth files
+    /// give it, made on first use.
+    pub(super) fn for_ref(&self, a: &Args, reference: &Reference) -> anyhow::Result<Arc<Registry>> {
+        let cred = a.creds.resolve(reference)?;
+        let host = reference.api_host();
+        let mut made = self.made.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, client)) = made.iter().find(|(h, c, _)| h == host && *c == cred) {
+            return Ok(client.clone());
+        }
+        let client = Arc::new(a.transport.client(host, cred.clone())?);
+        made.push((host.to_string(), cred, client.clone()));
+        Ok(client)
+    }
+}
