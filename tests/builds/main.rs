@@ -29,5 +29,6 @@ mod heredoc;
 mod multi_platform;
 mod onbuild;
 mod registry_cache_lazy;
+mod registry_cache_requests;
 mod secrets;
 mod snapshot_kept;
