@@ -73,6 +73,8 @@ pub const MAX_RECORDS: usize = 5000;
 pub const MAX_LAYER_BYTES: u64 = 20 << 30;
 /// Layers downloaded at once when the image is completed at the end of a build.
 const FETCHES_AT_ONCE: usize = 4;
+/// `--cache-from` REFs read at once when the build starts.
+const IMPORTS_AT_ONCE: usize = 4;
 
 /// The error of a [`CacheRegistry`] operation: the caller's own typed error, which names the
 /// registry and the REF (never a credential). Boxed so this module needs no registry client;
@@ -422,17 +424,34 @@ pub(crate) struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    /// Reads every `--cache-from` REF. A REF that does not exist is an info line, one that
-    /// cannot be read a warning: the build goes on without it either way.
+    /// Reads every `--cache-from` REF ([`IMPORTS_AT_ONCE`] at a time). A REF that does not
+    /// exist is an info line, one that cannot be read a warning: the build goes on without
+    /// it either way. `build_platform` calls it beside the base pulls.
     pub fn open(
         remote: Option<&'a RemoteCache<'a>>,
         store: &'a Store,
         progress: &Progress,
     ) -> Self {
         let mut imported = HashMap::new();
-        for (i, cache_ref) in remote.iter().flat_map(|r| r.from.iter().enumerate()) {
+        let refs: Vec<&String> = remote.iter().flat_map(|r| r.from.iter()).collect();
+        // Each REF is two round trips (manifest, then record list): several are read at once.
+        let mut results = Vec::with_capacity(refs.len());
+        for batch in refs.chunks(IMPORTS_AT_ONCE) {
             let registry = remote.expect("iterating its REFs").registry;
-            match import(registry, cache_ref, store) {
+            std::thread::scope(|s| {
+                let reading: Vec<_> = batch
+                    .iter()
+                    .map(|r| s.spawn(|| import(registry, r, store)))
+                    .collect();
+                results.extend(
+                    reading
+                        .into_iter()
+                        .map(|h| h.join().expect("reading a cache REF does not panic")),
+                );
+            });
+        }
+        for (i, (cache_ref, result)) in refs.into_iter().zip(results).enumerate() {
+            match result {
                 Ok(None) => progress.info(format!(
                     "no cache at {cache_ref} (yet): building without it"
                 )),

@@ -192,6 +192,26 @@ mod tests {
     }
 
     #[test]
+    fn recording_what_is_already_first_does_not_rewrite_the_file() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let inode = || fs::metadata(store.locations_path()).unwrap().ino();
+        store
+            .record_blob_locations("h", "r", &[digest(1), digest(2)])
+            .unwrap();
+        let first = inode();
+        store
+            .record_blob_locations("h", "r", &[digest(2), digest(1)])
+            .unwrap();
+        assert_eq!(inode(), first, "nothing new: not replaced");
+        store.record_blob_locations("h", "r", &[digest(3)]).unwrap();
+        assert_ne!(inode(), first, "a new blob is written");
+        store.record_blob_locations("h", "s", &[digest(1)]).unwrap();
+        assert_eq!(store.blob_locations("h", &digest(1)), ["s", "r"]);
+    }
+
+    #[test]
     fn damaged_file_reads_as_empty_and_is_replaced_whole() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
