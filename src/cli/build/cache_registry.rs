@@ -198,6 +198,7 @@ impl<'a> CacheClients<'a> {
             to: self.to.as_ref().map(|(r, _)| r.clone()),
             mode: self.to.as_ref().map(|(_, m)| *m).unwrap_or_default(),
             leave_layers,
+            imports: Default::default(),
         }
     }
 
