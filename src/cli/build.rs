@@ -202,9 +202,19 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
         }
         Ok(pulled.manifest.digest)
     };
-    let http = http_client(a.transport.config().tls_verify)?;
+    // Made at the first `ADD <url>`: loading the system's CA certificates costs milliseconds
+    // that a build without one (most of them) need not pay.
+    let http = std::sync::OnceLock::new();
     let fetch = |url: &str, out: &mut dyn std::io::Write| {
-        fetch_url(&rt, &http, url, out).map_err(Into::into)
+        let client = match http.get() {
+            Some(c) => c,
+            None => {
+                let made = http_client(a.transport.config().tls_verify)
+                    .map_err(|e| crate::build::HookError::from(format!("{e:#}")))?;
+                http.get_or_init(|| made)
+            }
+        };
+        fetch_url(&rt, client, url, out).map_err(Into::into)
     };
     // Made before the build: a push that cannot start fails before the work, and the
     // uploads during the build share the final push's clients (credentials, tokens).
