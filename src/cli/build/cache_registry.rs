@@ -28,8 +28,10 @@ use crate::store::{Store, StoreError};
 use super::Args;
 use super::clients::Clients;
 
-/// Mounts or downloads at once in [`CacheClients::place`].
-const PLACED_AT_ONCE: usize = 4;
+/// Mounts (or downloads, when a registry does not mount) at once in
+/// [`CacheClients::place`]: a mount is one small request, so an image's layers go in one
+/// round or two.
+const PLACED_AT_ONCE: usize = 8;
 
 /// One client per cache REF, made up front so a bad REF or credential fails before the build.
 pub(super) struct CacheClients<'a> {

@@ -10,10 +10,17 @@ use crate::registry::{Credential, Registry};
 
 use super::Args;
 
-/// The clients made so far in this build, by API host and credential.
+/// The clients made so far in this build.
 #[derive(Default)]
 pub(super) struct Clients {
-    made: Mutex<Vec<(String, Option<Credential>, Arc<Registry>)>>,
+    made: Mutex<Vec<Made>>,
+}
+
+/// A client, with the API host and credential it was made for.
+struct Made {
+    host: String,
+    cred: Option<Credential>,
+    client: Arc<Registry>,
 }
 
 impl Clients {
@@ -23,11 +30,15 @@ impl Clients {
         let cred = a.creds.resolve(reference)?;
         let host = reference.api_host();
         let mut made = self.made.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, _, client)) = made.iter().find(|(h, c, _)| h == host && *c == cred) {
-            return Ok(client.clone());
+        if let Some(m) = made.iter().find(|m| m.host == host && m.cred == cred) {
+            return Ok(m.client.clone());
         }
         let client = Arc::new(a.transport.client(host, cred.clone())?);
-        made.push((host.to_string(), cred, client.clone()));
+        made.push(Made {
+            host: host.to_string(),
+            cred,
+            client: client.clone(),
+        });
         Ok(client)
     }
 }
