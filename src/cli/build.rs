@@ -415,38 +415,8 @@ fn push(
     let mut pushed = Vec::new();
     for (i, dest) in destinations.iter().enumerate() {
         let name = dest.reference.name();
-        let mut confirmed = std::collections::HashSet::new();
-        if let Some((cache, left)) = left.filter(|(_, l)| !l.is_empty()) {
-            let wanted: Vec<(Digest, u64)> = left.iter().map(|l| (l.digest, l.size)).collect();
-            let repo = dest.reference.repository();
-            let placed = waits
-                .run(cache.place(&dest.registry, repo, &wanted, store, &progress))
-                .with_context(|| {
-                    format!("interrupted (Ctrl-C or SIGTERM) while pushing to {name}")
-                })?
-                .with_context(|| {
-                    format!("pushing to {name}: the layers left in the registry cache")
-                })?;
-            progress.info(format!(
-                "{name}: of the layers left in the registry, {} mounted, {} downloaded to upload ({} bytes)",
-                placed.mounted, placed.downloaded, placed.bytes_downloaded
-            ));
-            confirmed = placed.confirmed;
-        }
-        let repo = dest.reference.repository();
-        let blobs = cache_registry::PlacedBlobs {
-            store,
-            host: dest.registry.host(),
-            repo,
-            confirmed: &confirmed,
-        };
-        let pushing = dest
-            .registry
-            .push_image(repo, &dest.tags, &manifest, &blobs, None, &progress);
-        let sum = waits
-            .run(pushing)
-            .with_context(|| format!("interrupted (Ctrl-C or SIGTERM) while pushing to {name}"))?
-            .with_context(|| format!("pushing to {name}"))?;
+        let left = left.filter(|(_, l)| !l.is_empty());
+        let sum = push_to(dest, store, waits, &manifest, left, &progress)?;
         let early = sent_early.get(i).copied().unwrap_or(0);
         progress.info(format!(
             "pushed {name}@{} ({} blob(s) uploaded, {early} of them during the build; {} already there)",
@@ -466,6 +436,78 @@ fn push(
         .into_iter()
         .map(|(n, d)| format!("{n}@{d}"))
         .collect())
+}
+
+/// Pushes `manifest` to one destination. The layers the build `left` in the registry are
+/// mounted (or downloaded, when the registry does not mount) while the image's own blobs are
+/// checked and uploaded: neither waits for the other; the manifests go last.
+fn push_to(
+    dest: &Destination,
+    store: &Store,
+    waits: &Waits,
+    manifest: &Manifest,
+    left: Option<(&cache_registry::CacheClients, &[Layer])>,
+    progress: &Progress,
+) -> anyhow::Result<crate::registry::PushSummary> {
+    let name = dest.reference.name();
+    let interrupted = || format!("interrupted (Ctrl-C or SIGTERM) while pushing to {name}");
+    let repo = dest.reference.repository();
+    let wanted: Vec<(Digest, u64)> = left
+        .iter()
+        .flat_map(|(_, l)| l.iter().map(|l| (l.digest, l.size)))
+        .collect();
+    // Left to `place`: the blob phase does not ask about them.
+    let placing: std::collections::HashSet<Digest> = wanted.iter().map(|(d, _)| *d).collect();
+    let own = cache_registry::PlacedBlobs {
+        store,
+        host: dest.registry.host(),
+        repo,
+        confirmed: &placing,
+    };
+    let (placed, blobs) = waits
+        .run(async {
+            let place = async {
+                match left {
+                    Some((cache, _)) => cache
+                        .place(&dest.registry, repo, &wanted, store, progress)
+                        .await
+                        .map(Some),
+                    None => Ok(None),
+                }
+            };
+            let blobs = dest
+                .registry
+                .push_image_blobs(repo, manifest, &own, None, progress);
+            tokio::join!(place, blobs)
+        })
+        .with_context(interrupted)?;
+    let placed = placed
+        .with_context(|| format!("pushing to {name}: the layers left in the registry cache"))?;
+    let mut blobs = blobs.with_context(|| format!("pushing to {name}"))?;
+    if let Some(placed) = placed {
+        progress.info(format!(
+            "{name}: of the layers left in the registry, {} mounted, {} downloaded to upload ({} bytes)",
+            placed.mounted, placed.downloaded, placed.bytes_downloaded
+        ));
+        // What the registry would not mount was downloaded into the store: upload it.
+        for (digest, size) in wanted.iter().filter(|(d, _)| !placed.confirmed.contains(d)) {
+            let upload = dest
+                .registry
+                .push_blob(repo, digest, *size, &own, None, progress);
+            let done = waits
+                .run(upload)
+                .with_context(interrupted)?
+                .with_context(|| format!("pushing to {name}"))?;
+            blobs.set(digest, done);
+        }
+    }
+    let manifests = dest
+        .registry
+        .push_image_manifests(repo, &dest.tags, manifest, &own, blobs, progress);
+    waits
+        .run(manifests)
+        .with_context(interrupted)?
+        .with_context(|| format!("pushing to {name}"))
 }
 
 fn request(a: &Args) -> anyhow::Result<BuildRequest> {
