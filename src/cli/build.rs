@@ -156,7 +156,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
         interrupted,
     };
     // One client per registry for the pulls, the cache and the push: one probe, one token.
-    let clients = clients::Clients::default();
+    let clients = clients::Clients::new(rt.handle().clone());
     let cache_clients = cache_registry::CacheClients::new(&a, &rt, &clients)?;
     // Only pushed, from a registry cache: layers no step needs stay in the registry (the
     // push mounts them): cache hits' layers, and the base images' (pulled without them).

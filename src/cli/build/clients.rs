@@ -11,9 +11,9 @@ use crate::registry::{Credential, Registry};
 use super::Args;
 
 /// The clients made so far in this build.
-#[derive(Default)]
 pub(super) struct Clients {
     made: Mutex<Vec<Made>>,
+    rt: tokio::runtime::Handle,
 }
 
 /// A client, with the API host and credential it was made for.
@@ -24,6 +24,14 @@ struct Made {
 }
 
 impl Clients {
+    /// Clients whose first contact with their registry starts on `rt` as they are made.
+    pub(super) fn new(rt: tokio::runtime::Handle) -> Clients {
+        Clients {
+            made: Mutex::new(Vec::new()),
+            rt,
+        }
+    }
+
     /// The client for `reference`'s registry with the credentials the flags and auth files
     /// give it, made on first use.
     pub(super) fn for_ref(&self, a: &Args, reference: &Reference) -> anyhow::Result<Arc<Registry>> {
@@ -34,6 +42,13 @@ impl Clients {
             return Ok(m.client.clone());
         }
         let client = Arc::new(a.transport.client(host, cred.clone())?);
+        // The probe (`GET /v2/`) goes out now, while the build reads its context: the first
+        // real request finds it done. A failure here is met again, and reported, by that
+        // request.
+        let probing = client.clone();
+        self.rt.spawn(async move {
+            let _ = probing.reach().await;
+        });
         made.push(Made {
             host: host.to_string(),
             cred,
