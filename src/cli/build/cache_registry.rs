@@ -65,8 +65,9 @@ pub(super) struct Placed {
     pub confirmed: HashSet<Digest>,
 }
 
-/// The store as the push's blob source, plus the blobs [`CacheClients::place`] confirmed
-/// `repo` on `host` holds: the push sends no `HEAD` for those.
+/// The store as the push's blob source, plus blobs of `repo` on `host` the push sends no
+/// `HEAD` for: those [`CacheClients::place`] confirmed, or is placing at the same time (the
+/// caller then waits for it before the manifests go up).
 pub(super) struct PlacedBlobs<'s> {
     pub store: &'s Store,
     pub host: &'s str,
