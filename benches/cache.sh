@@ -3,9 +3,9 @@
 # --cache-to into a loopback registry; runner B, with an empty store (no base image either),
 # builds the unchanged context with --cache-from. Prints B's time against a cold build, and the
 # bytes B downloaded, read from the registry's access log (every 200 answer to a GET: manifests,
-# configs, base and cache layers).
+# configs, base and cache layers), and the number of requests B made when pushing.
 #
-#   benches/cache.sh [--workloads "w1 w3 w4"] [--runs N]
+#   benches/cache.sh [--workloads "w1 w3 w4"] [--runs N] [--requests]
 #
 #   Figures per workload (medians of N runs, default 3):
 #     cold    empty store with the base image pulled, no cache flags (as compare.sh's cold)
@@ -14,6 +14,7 @@
 #             needs are mounted from the cache repository, never downloaded
 #     B local empty store, --cache-from, stored under its tag: cached layers are downloaded
 #   Target: B push <= 0.1 of cold.
+#   --requests prints the requests of each workload's last B push (method, path, status).
 #   Environment: KILN_BIN (else `cargo build --release`), KILN_BENCH_SCALE (default 1; 0.01
 #   for a smoke run), KILN_BENCH_DIR (workloads and base images, default target/bench).
 #   Runs as root (the base image script and RUN steps as in compare.sh).
@@ -21,12 +22,13 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
-workloads="w1 w3 w4"; runs=3
+workloads="w1 w3 w4"; runs=3; show_requests=
 while (($#)); do
   case $1 in
     --workloads) workloads=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
-    *) echo "usage: $0 [--workloads \"w1 w3 w4\"] [--runs N]" >&2; exit 2 ;;
+    --requests) show_requests=1; shift ;;
+    *) echo "usage: $0 [--workloads \"w1 w3 w4\"] [--runs N] [--requests]" >&2; exit 2 ;;
   esac
 done
 export KILN_BENCH_SCALE=${KILN_BENCH_SCALE:-1}
@@ -83,11 +85,17 @@ kiln_() { local store=$1; shift; "$KILN" --root "$TMPD/$store" "$@"; }
 now() { date +%s.%N; }
 lines() { wc -l <"$TMPD/access.log"; }
 # Bytes and requests of successful GETs in the access log after line $1 (combined log format:
-# ... "GET /v2/... HTTP/1.1" 200 BYTES ...).
+# ... "GET /v2/... HTTP/1.1" 200 BYTES ...), then every request's count.
 downloaded() {
   tail -n +"$(($1 + 1))" "$TMPD/access.log" |
     awk '$6 == "\"GET" && $9 == 200 { b += $10; n++; if ($7 ~ /\/blobs\//) blobs++ }
-         END { printf "%d %d %d\n", b, n, blobs }'
+         $6 ~ /^"(GET|HEAD|POST|PUT|PATCH|DELETE)$/ { all++ }
+         END { printf "%d %d %d %d\n", b, n, blobs, all }'
+}
+# The requests after line $1: method, path (without the upload state), status.
+requests() {
+  tail -n +"$(($1 + 1))" "$TMPD/access.log" |
+    awk '$6 ~ /^"(GET|HEAD|POST|PUT|PATCH|DELETE)$/ { sub(/^"/, "", $6); sub(/\?_state=.*/, "", $7); print "   ", $6, $7, $9 }'
 }
 fresh() { rm -rf "${TMPD:?}/$1"; }
 results=$TMPD/results.tsv
@@ -120,12 +128,16 @@ for w in $workloads; do
     counter=$((counter + 1))
     mark=$(lines)
     t0=$(now)
-    kiln_ b build --progress plain "${base[@]}" -t "$REG/bench-app/$w:$counter" --push \
+    kiln_ b build --progress plain "${base[@]}" -t "$REG/bench-app/$w-$counter:latest" --push \
       --cache-from "$cache_ref" "$WL/$w" >/dev/null 2>"$TMPD/err" || { cat "$TMPD/err" >&2; exit 1; }
     t=$(echo "$(now) - $t0" | bc)
     sleep 0.2 # the registry writes its log line after the answer
     printf '%s\tb-push\t%s\t%s\n' "$w" "$t" "$(downloaded "$mark")" >>"$results"
     grep -E "layer\(s\) (written|mounted)|registry cache:" "$TMPD/err" | sed 's/^/   /' >&2
+    if [[ -n $show_requests && $r == "$runs" ]]; then
+      echo "   requests of B push ($w, run $r):" >&2
+      requests "$mark" >&2
+    fi
     # runner B, keeping the image locally.
     fresh b
     mark=$(lines)
@@ -151,8 +163,8 @@ for line in open(path):
     if w not in order:
         order.append(w)
     t[w][kind].append(secs)
-    if len(f) >= 6:
-        dl[w][kind] = (int(f[3]), int(f[4]), int(f[5]))
+    if len(f) >= 7:
+        dl[w][kind] = (int(f[3]), int(f[4]), int(f[5]), int(f[6]))
 def med(xs):
     xs = sorted(xs)
     n = len(xs)
@@ -160,14 +172,14 @@ def med(xs):
 def mb(b):
     return f"{b / 1e6:.2f} MB" if b >= 1e6 else f"{b / 1e3:.1f} kB"
 print(f"\nkiln registry cache, fresh runner: medians of {runs} runs, KILN_BENCH_SCALE={scale}\n")
-print("| workload | cold | export (A) | B push | B push / cold | B push downloaded | B local | B local / cold | B local downloaded | target B push <= 0.1 cold |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| workload | cold | export (A) | B push | B push / cold | B push downloaded | B push requests | B local | B local / cold | B local downloaded | target B push <= 0.1 cold |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for w in order:
     c, e, bp, bl = (med(t[w][k]) for k in ("cold", "export", "b-push", "b-local"))
-    dp, dlc = dl[w].get("b-push", (0, 0, 0)), dl[w].get("b-local", (0, 0, 0))
+    dp, dlc = dl[w].get("b-push", (0, 0, 0, 0)), dl[w].get("b-local", (0, 0, 0, 0))
     verdict = "met" if bp <= 0.1 * c else "**missed**"
     if float(scale) != 1:
         verdict += " (not at full size)"
     print(f"| {w} | {c:.3f} s | {e:.3f} s | {bp:.3f} s | {bp / c:.3f} | {mb(dp[0])} ({dp[2]} blobs) "
-          f"| {bl:.3f} s | {bl / c:.3f} | {mb(dlc[0])} ({dlc[2]} blobs) | {verdict} |")
+          f"| {dp[3]} (last run) | {bl:.3f} s | {bl / c:.3f} | {mb(dlc[0])} ({dlc[2]} blobs) | {verdict} |")
 PY

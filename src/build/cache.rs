@@ -261,7 +261,7 @@ impl<'s> BuildCache<'s> {
         }
         let record = StepRecord::from_step(step);
         let bytes = serde_json::to_vec(&record).expect("a step record serialises");
-        self.write_atomically(&self.step_path(key), &bytes)
+        self.write_atomically(&self.step_path(key), &bytes, true)
     }
 
     /// Why the step in `slot` missed, in words, against what the slot had last time:
@@ -300,7 +300,9 @@ impl<'s> BuildCache<'s> {
         };
         let bytes = serde_json::to_vec(&file).expect("step inputs serialise");
         debug_assert!(bytes.starts_with(prefix.as_bytes()));
-        self.write_atomically(&path, &bytes)
+        // Not fsynced: a slot a crash empties reads as "not built before" (an explanation
+        // only), and a fresh runner writes one per step.
+        self.write_atomically(&path, &bytes, false)
     }
 
     /// Drops cache records last used longer ago than `keep_duration`, then the least recently
@@ -383,8 +385,9 @@ impl<'s> BuildCache<'s> {
         self.dir.join("slots").join(format!("{name}.json"))
     }
 
-    /// Temp file in the store's `tmp/` (which `prune` cleans after a crash), then rename.
-    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
+    /// Temp file in the store's `tmp/` (which `prune` cleans after a crash), fsynced when
+    /// `durable`, then rename.
+    fn write_atomically(&self, path: &Path, bytes: &[u8], durable: bool) -> Result<(), CacheError> {
         let io_err = |action, path: &Path| {
             let path = path.to_path_buf();
             move |source| CacheError::Io {
@@ -401,7 +404,10 @@ impl<'s> BuildCache<'s> {
             .tempfile_in(&tmp_dir)
             .map_err(io_err("create a temp file for", path))?;
         tmp.write_all(bytes)
-            .and_then(|()| tmp.as_file().sync_all())
+            .and_then(|()| match durable {
+                true => tmp.as_file().sync_all(),
+                false => Ok(()),
+            })
             .map_err(io_err("write", tmp.path()))?;
         tmp.persist(path)
             .map_err(|e| e.error)

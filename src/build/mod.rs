@@ -489,7 +489,19 @@ fn build_platform(
     env.cancelled = target.cancelled.clone();
     // `ENV PATH=/opt/bin:$PATH` expands with the base image's ENV, as docker does: the bases
     // are resolved (pulled when missing) and the plan made again with their environments.
-    let base_env = base_envs(&env, &plan)?;
+    // The `--cache-from` REFs are read meanwhile: neither needs the other, and on a fresh
+    // runner both are registry round trips.
+    let (remote, base_env) = std::thread::scope(|s| {
+        let importing =
+            s.spawn(|| remote_cache::Session::open(hooks.remote_cache.as_ref(), store, progress));
+        let base_env = base_envs(&env, &plan);
+        let remote = importing
+            .join()
+            .expect("reading the registry cache does not panic");
+        (remote, base_env)
+    });
+    env.remote = remote;
+    let base_env = base_env?;
     if !base_env.is_empty() {
         let opts = PlanOptions {
             base_env,

@@ -9,7 +9,8 @@
 //! - [`RemoteCache`]: what the caller puts in [`super::Hooks`]: the registry, the REFs, the
 //!   export [`ExportMode`] and whether hit layers may stay in the registry.
 //! - [`Session`] (used by `stage.rs`/`copy_step.rs`/`mod.rs`): [`Session::open`] imports
-//!   every `--cache-from` REF once; [`Session::fetch`] serves a local miss from them;
+//!   every `--cache-from` REF once per build (the platforms of a multi-platform build share
+//!   the read through [`Imports`]); [`Session::fetch`] serves a local miss from them;
 //!   [`Session::ensure`] downloads the layers a step needs the files of (`ensure_all` those
 //!   of the image to be named); [`Session::note`] remembers each
 //!   record the build used or produced; [`Session::export`] merges them into `--cache-to`.
@@ -73,6 +74,8 @@ pub const MAX_RECORDS: usize = 5000;
 pub const MAX_LAYER_BYTES: u64 = 20 << 30;
 /// Layers downloaded at once when the image is completed at the end of a build.
 const FETCHES_AT_ONCE: usize = 4;
+/// `--cache-from` REFs read at once when the build starts.
+const IMPORTS_AT_ONCE: usize = 4;
 
 /// The error of a [`CacheRegistry`] operation: the caller's own typed error, which names the
 /// registry and the REF (never a credential). Boxed so this module needs no registry client;
@@ -132,7 +135,15 @@ pub struct RemoteCache<'a> {
     /// layer that no step needs then stays in the registry and the image is stored without
     /// its names (see the module docs). Otherwise such layers are downloaded at the end.
     pub leave_layers: bool,
+    /// The `--cache-from` records, read by the first platform's session and shared by the
+    /// others (`Default`: not read yet).
+    pub imports: Imports,
 }
+
+/// The records of the `--cache-from` REFs, read once per build: by key, with the index of
+/// the REF they came from (an earlier REF wins).
+#[derive(Debug, Default)]
+pub struct Imports(std::sync::OnceLock<HashMap<Digest, (usize, RemoteRecord)>>);
 
 /// The record list in the cache manifest's config blob.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -412,7 +423,7 @@ pub(crate) struct Session<'a> {
     remote: Option<&'a RemoteCache<'a>>,
     store: &'a Store,
     /// Imported records by key, with the index of the REF they came from.
-    imported: HashMap<Digest, (usize, RemoteRecord)>,
+    imported: Option<&'a HashMap<Digest, (usize, RemoteRecord)>>,
     /// What this build used or produced, in step order, each key once (for `--cache-to`).
     used: Mutex<Vec<RemoteRecord>>,
     /// Hits whose layers are not downloaded (yet), by layer digest.
@@ -423,36 +434,17 @@ pub(crate) struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    /// Reads every `--cache-from` REF. A REF that does not exist is an info line, one that
-    /// cannot be read a warning: the build goes on without it either way.
+    /// The registry cache for one platform of the build. The first session of a build reads
+    /// every `--cache-from` REF ([`IMPORTS_AT_ONCE`] at a time; the other platforms' sessions
+    /// wait for it and share what it read). A REF that does not exist is an info line, one
+    /// that cannot be read a warning: the build goes on without it either way.
+    /// `build_platform` calls it beside the base pulls.
     pub fn open(
         remote: Option<&'a RemoteCache<'a>>,
         store: &'a Store,
         progress: &Progress,
     ) -> Self {
-        let mut imported = HashMap::new();
-        for (i, cache_ref) in remote.iter().flat_map(|r| r.from.iter().enumerate()) {
-            let registry = remote.expect("iterating its REFs").registry;
-            match import(registry, cache_ref, store) {
-                Ok(None) => progress.info(format!(
-                    "no cache at {cache_ref} (yet): building without it"
-                )),
-                Ok(Some(records)) => {
-                    progress.info(format!(
-                        "cache {cache_ref}: {} step record(s)",
-                        records.len()
-                    ));
-                    for r in records {
-                        // An earlier REF wins: `--cache-from` order is preference order.
-                        imported.entry(r.key).or_insert((i, r));
-                    }
-                }
-                Err(e) => progress.warn(format!(
-                    "cannot use the cache at {cache_ref}, building without it: {}",
-                    Causes(&e)
-                )),
-            }
-        }
+        let imported = remote.map(|r| r.imports.0.get_or_init(|| import_all(r, store, progress)));
         Session {
             remote,
             store,
@@ -478,7 +470,7 @@ impl<'a> Session<'a> {
         if cache.is_disabled() {
             return None;
         }
-        let (remote, (from, record)) = (self.remote?, self.imported.get(key)?);
+        let (remote, (from, record)) = (self.remote?, self.imported?.get(key)?);
         let cache_ref = &remote.from[*from];
         let step = record.to_step()?;
         match &step.blob() {
@@ -731,6 +723,52 @@ fn earlier_records(
 }
 
 /// The records at `cache_ref`, `None` when there is no cache there.
+/// Reads every `--cache-from` REF of `remote`, [`IMPORTS_AT_ONCE`] at a time (each is two
+/// round trips: the manifest, then the record list), and says on `progress` what each gave.
+fn import_all(
+    remote: &RemoteCache,
+    store: &Store,
+    progress: &Progress,
+) -> HashMap<Digest, (usize, RemoteRecord)> {
+    let mut imported = HashMap::new();
+    let mut results = Vec::with_capacity(remote.from.len());
+    for batch in remote.from.chunks(IMPORTS_AT_ONCE) {
+        std::thread::scope(|s| {
+            let reading: Vec<_> = batch
+                .iter()
+                .map(|r| s.spawn(|| import(remote.registry, r, store)))
+                .collect();
+            results.extend(
+                reading
+                    .into_iter()
+                    .map(|h| h.join().expect("reading a cache REF does not panic")),
+            );
+        });
+    }
+    for (i, (cache_ref, result)) in remote.from.iter().zip(results).enumerate() {
+        match result {
+            Ok(None) => progress.info(format!(
+                "no cache at {cache_ref} (yet): building without it"
+            )),
+            Ok(Some(records)) => {
+                progress.info(format!(
+                    "cache {cache_ref}: {} step record(s)",
+                    records.len()
+                ));
+                for r in records {
+                    // An earlier REF wins: `--cache-from` order is preference order.
+                    imported.entry(r.key).or_insert((i, r));
+                }
+            }
+            Err(e) => progress.warn(format!(
+                "cannot use the cache at {cache_ref}, building without it: {}",
+                Causes(&e)
+            )),
+        }
+    }
+    imported
+}
+
 fn import(
     registry: &dyn CacheRegistry,
     cache_ref: &str,
@@ -806,6 +844,7 @@ mod tests {
         manifests: Mutex<HashMap<String, Vec<u8>>>,
         blobs: Mutex<HashMap<Digest, Vec<u8>>>,
         pulls: Mutex<Vec<Digest>>,
+        manifest_gets: AtomicUsize,
     }
 
     impl FakeRegistry {
@@ -822,6 +861,7 @@ mod tests {
 
     impl CacheRegistry for FakeRegistry {
         fn get_manifest(&self, cache_ref: &str) -> Result<Option<Vec<u8>>, RegistryFailure> {
+            self.manifest_gets.fetch_add(1, Ordering::SeqCst);
             Ok(self.manifests.lock().unwrap().get(cache_ref).cloned())
         }
         fn pull_blob(
@@ -874,6 +914,7 @@ mod tests {
             to: to.map(str::to_string),
             mode,
             leave_layers: false,
+            imports: Imports::default(),
         }
     }
 
@@ -1039,6 +1080,39 @@ mod tests {
             )),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_platforms_of_a_build_share_one_read_of_each_ref() {
+        let registry = FakeRegistry::default();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (key, step) = record(&store, "shared");
+        export(&registry, "r1", &store, &[(key, step)]);
+        export(&registry, "r2", &store, &[record(&store, "other")]);
+        let exports = registry.manifest_gets.load(Ordering::SeqCst);
+        let from = remote(&registry, &["r1", "r2", "r3"], None, ExportMode::Max);
+        let fresh = tempfile::tempdir().unwrap();
+        let fresh = Store::open(fresh.path()).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    let session = Session::open(Some(&from), &fresh, &Progress::none());
+                    let cache = BuildCache::open(&fresh, false);
+                    assert!(
+                        session
+                            .fetch(&key, &cache, "RUN", &Progress::none())
+                            .is_some()
+                    );
+                });
+            }
+        });
+        assert_eq!(
+            registry.manifest_gets.load(Ordering::SeqCst) - exports,
+            3,
+            "each REF once"
+        );
+        assert_eq!(registry.pulled().len(), 2, "each record list once");
     }
 
     #[test]

@@ -100,11 +100,8 @@ impl<'a> BuildEnv<'a> {
             platform,
             slot_prefix,
             label_platforms: false,
-            remote: super::remote_cache::Session::open(
-                hooks.remote_cache.as_ref(),
-                store,
-                progress,
-            ),
+            // Inert until `build_platform` reads the `--cache-from` REFs (beside the base pulls).
+            remote: super::remote_cache::Session::open(None, store, progress),
             cancelled: Default::default(),
             announced_isolation: AtomicBool::new(false),
             image_stages: Default::default(),

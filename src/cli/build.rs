@@ -20,6 +20,7 @@ use super::env::{dockerfile_path, open_store, read_dockerfile, runtime, source_d
 use super::progress::{self as display, Mode};
 
 mod cache_registry;
+mod clients;
 mod early_push;
 mod ssh_agents;
 use early_push::EarlyPush;
@@ -154,7 +155,9 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
         rt: &rt,
         interrupted,
     };
-    let cache_clients = cache_registry::CacheClients::new(&a, &rt)?;
+    // One client per registry for the pulls, the cache and the push: one probe, one token.
+    let clients = clients::Clients::new(rt.handle().clone());
+    let cache_clients = cache_registry::CacheClients::new(&a, &rt, &clients)?;
     // Only pushed, from a registry cache: layers no step needs stay in the registry (the
     // push mounts them): cache hits' layers, and the base images' (pulled without them).
     let leave_layers = a.push && outputs.is_empty();
@@ -165,10 +168,13 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
                 platform: &crate::platform::Platform,
                 progress: &Progress|
      -> Result<Digest, crate::build::HookError> {
-        let cred = a.creds.resolve(reference).map_err(|e| format!("{e:#}"))?;
-        let registry = a
-            .transport
-            .client(reference.api_host(), cred)
+        // A base pulled without its layers stays unnamed, so the stage that uses it would
+        // resolve it again: the build asks the registry once.
+        if let Some(digest) = lazy_bases.and_then(|c| c.lazily_pulled(reference, platform)) {
+            return Ok(digest);
+        }
+        let registry = clients
+            .for_ref(&a, reference)
             .map_err(|e| format!("{e:#}"))?;
         let sink = StoreBlobs(&store);
         let pulling = async {
@@ -192,18 +198,28 @@ pub fn run(g: &GlobalArgs, a: Args) -> anyhow::Result<ExitCode> {
         if pulled.layers.iter().all(|d| store.has_blob(d)) {
             store.tag(reference, &pulled_name(&store, &pulled))?;
         } else if let Some(cache) = lazy_bases {
-            cache.note_lazy_base(reference, std::sync::Arc::new(registry), &pulled.layers);
+            cache.note_lazy_base(reference, platform, registry, &pulled);
         }
         Ok(pulled.manifest.digest)
     };
-    let http = http_client(a.transport.config().tls_verify)?;
+    // Made at the first `ADD <url>`: loading the system's CA certificates costs milliseconds
+    // that a build without one (most of them) need not pay.
+    let http = std::sync::OnceLock::new();
     let fetch = |url: &str, out: &mut dyn std::io::Write| {
-        fetch_url(&rt, &http, url, out).map_err(Into::into)
+        let client = match http.get() {
+            Some(c) => c,
+            None => {
+                let made = http_client(a.transport.config().tls_verify)
+                    .map_err(|e| crate::build::HookError::from(format!("{e:#}")))?;
+                http.get_or_init(|| made)
+            }
+        };
+        fetch_url(&rt, client, url, out).map_err(Into::into)
     };
     // Made before the build: a push that cannot start fails before the work, and the
     // uploads during the build share the final push's clients (credentials, tokens).
     let destinations = match a.push {
-        true => destinations(&a, &req.tags)?,
+        true => destinations(&a, &req.tags, &clients)?,
         false => Vec::new(),
     };
     let early = EarlyPush::new(&destinations, &store, uploads_cancel.clone());
@@ -335,12 +351,16 @@ struct Destination {
     reference: Reference,
     /// The tags of every `-t` name in this repository.
     tags: Vec<String>,
-    registry: crate::registry::Registry,
+    registry: std::sync::Arc<crate::registry::Registry>,
 }
 
 /// The repositories of the `-t` names (one push per repository, its tags together), each
 /// with its client and credentials.
-fn destinations(a: &Args, names: &[Reference]) -> anyhow::Result<Vec<Destination>> {
+fn destinations(
+    a: &Args,
+    names: &[Reference],
+    clients: &clients::Clients,
+) -> anyhow::Result<Vec<Destination>> {
     anyhow::ensure!(
         !names.is_empty(),
         "--push needs a name to push to: give -t REGISTRY/REPOSITORY:TAG"
@@ -356,8 +376,7 @@ fn destinations(a: &Args, names: &[Reference]) -> anyhow::Result<Vec<Destination
         .into_iter()
         .map(|(_, group)| {
             let reference = group[0].clone();
-            let cred = a.creds.resolve(&reference)?;
-            let registry = a.transport.client(reference.api_host(), cred)?;
+            let registry = clients.for_ref(a, &reference)?;
             Ok(Destination {
                 tags: group
                     .iter()
@@ -396,35 +415,8 @@ fn push(
     let mut pushed = Vec::new();
     for (i, dest) in destinations.iter().enumerate() {
         let name = dest.reference.name();
-        if let Some((cache, left)) = left.filter(|(_, l)| !l.is_empty()) {
-            let wanted: Vec<(Digest, u64)> = left.iter().map(|l| (l.digest, l.size)).collect();
-            let repo = dest.reference.repository();
-            let placed = waits
-                .run(cache.place(&dest.registry, repo, &wanted, store, &progress))
-                .with_context(|| {
-                    format!("interrupted (Ctrl-C or SIGTERM) while pushing to {name}")
-                })?
-                .with_context(|| {
-                    format!("pushing to {name}: the layers left in the registry cache")
-                })?;
-            progress.info(format!(
-                "{name}: of the layers left in the registry, {} mounted, {} downloaded to upload ({} bytes)",
-                placed.mounted, placed.downloaded, placed.bytes_downloaded
-            ));
-        }
-        let blobs = StoreBlobs(store);
-        let pushing = dest.registry.push_image(
-            dest.reference.repository(),
-            &dest.tags,
-            &manifest,
-            &blobs,
-            None,
-            &progress,
-        );
-        let sum = waits
-            .run(pushing)
-            .with_context(|| format!("interrupted (Ctrl-C or SIGTERM) while pushing to {name}"))?
-            .with_context(|| format!("pushing to {name}"))?;
+        let left = left.filter(|(_, l)| !l.is_empty());
+        let sum = push_to(dest, store, waits, &manifest, left, &progress)?;
         let early = sent_early.get(i).copied().unwrap_or(0);
         progress.info(format!(
             "pushed {name}@{} ({} blob(s) uploaded, {early} of them during the build; {} already there)",
@@ -444,6 +436,78 @@ fn push(
         .into_iter()
         .map(|(n, d)| format!("{n}@{d}"))
         .collect())
+}
+
+/// Pushes `manifest` to one destination. The layers the build `left` in the registry are
+/// mounted (or downloaded, when the registry does not mount) while the image's own blobs are
+/// checked and uploaded: neither waits for the other; the manifests go last.
+fn push_to(
+    dest: &Destination,
+    store: &Store,
+    waits: &Waits,
+    manifest: &Manifest,
+    left: Option<(&cache_registry::CacheClients, &[Layer])>,
+    progress: &Progress,
+) -> anyhow::Result<crate::registry::PushSummary> {
+    let name = dest.reference.name();
+    let interrupted = || format!("interrupted (Ctrl-C or SIGTERM) while pushing to {name}");
+    let repo = dest.reference.repository();
+    let wanted: Vec<(Digest, u64)> = left
+        .iter()
+        .flat_map(|(_, l)| l.iter().map(|l| (l.digest, l.size)))
+        .collect();
+    // Left to `place`: the blob phase does not ask about them.
+    let placing: std::collections::HashSet<Digest> = wanted.iter().map(|(d, _)| *d).collect();
+    let own = cache_registry::PlacedBlobs {
+        store,
+        host: dest.registry.host(),
+        repo,
+        confirmed: &placing,
+    };
+    let (placed, blobs) = waits
+        .run(async {
+            let place = async {
+                match left {
+                    Some((cache, _)) => cache
+                        .place(&dest.registry, repo, &wanted, store, progress)
+                        .await
+                        .map(Some),
+                    None => Ok(None),
+                }
+            };
+            let blobs = dest
+                .registry
+                .push_image_blobs(repo, manifest, &own, None, progress);
+            tokio::join!(place, blobs)
+        })
+        .with_context(interrupted)?;
+    let placed = placed
+        .with_context(|| format!("pushing to {name}: the layers left in the registry cache"))?;
+    let mut blobs = blobs.with_context(|| format!("pushing to {name}"))?;
+    if let Some(placed) = placed {
+        progress.info(format!(
+            "{name}: of the layers left in the registry, {} mounted, {} downloaded to upload ({} bytes)",
+            placed.mounted, placed.downloaded, placed.bytes_downloaded
+        ));
+        // What the registry would not mount was downloaded into the store: upload it.
+        for (digest, size) in wanted.iter().filter(|(d, _)| !placed.confirmed.contains(d)) {
+            let upload = dest
+                .registry
+                .push_blob(repo, digest, *size, &own, None, progress);
+            let done = waits
+                .run(upload)
+                .with_context(interrupted)?
+                .with_context(|| format!("pushing to {name}"))?;
+            blobs.set(digest, done);
+        }
+    }
+    let manifests = dest
+        .registry
+        .push_image_manifests(repo, &dest.tags, manifest, &own, blobs, progress);
+    waits
+        .run(manifests)
+        .with_context(interrupted)?
+        .with_context(|| format!("pushing to {name}"))
 }
 
 fn request(a: &Args) -> anyhow::Result<BuildRequest> {

@@ -149,6 +149,13 @@ impl Registry {
         }
     }
 
+    /// Contacts the registry (the `GET /v2/` probe that finds its scheme and auth challenge)
+    /// unless that was done: a caller may start it early, before its first request. `Ok`
+    /// when the registry answered like one.
+    pub async fn reach(&self) -> Result<(), RegistryError> {
+        self.base().await.map(drop)
+    }
+
     /// The base URL (`https://host/` or, for insecure and loopback hosts that do not speak TLS,
     /// `http://host/`), found with a `GET /v2/` that also learns the auth challenge.
     pub(crate) async fn base(&self) -> Result<&Url, RegistryError> {

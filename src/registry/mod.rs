@@ -5,7 +5,8 @@
 //!   per registry host (TLS verified by default; HTTP only for loopback/insecure hosts).
 //! - Pull: [`Registry::pull_image`] into any [`BlobSink`] (verified blobs only are committed),
 //!   or the parts: [`Registry::resolve`], [`Registry::get_manifest`], [`Registry::pull_blob`].
-//! - Push: [`Registry::push_image`] from any [`BlobSource`] (blobs in parallel, manifests last),
+//! - Push: [`Registry::push_image`] from any [`BlobSource`] (blobs in parallel, manifests last;
+//!   or its halves [`Registry::push_image_blobs`] and [`Registry::push_image_manifests`]),
 //!   or the parts: [`Registry::blob_exists`], [`Registry::push_blob`] (or
 //!   [`Registry::push_blob_mounting`], which picks a mount source), [`Registry::put_manifest`].
 //! - Credentials: [`creds::lookup`], [`creds::store`], [`creds::erase`].
@@ -30,5 +31,5 @@ pub use manifest::{
     Parsed, Platform, available_platforms, select_platform,
 };
 pub use pull::{BlobSink, Pulled};
-pub use push::{BlobPushed, BlobSource, PushSummary};
+pub use push::{BlobPushed, BlobSource, PushSummary, PushedBlobs};
 pub use store_blobs::StoreBlobs;

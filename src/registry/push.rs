@@ -35,6 +35,13 @@ pub trait BlobSource: Sync {
     fn record_pushed(&self, _host: &str, _repo: &str, _digests: &[Digest]) -> std::io::Result<()> {
         Ok(())
     }
+
+    /// Whether the caller has just confirmed that `repo` on `host` holds the blob (a
+    /// cross-repository mount answered `201 Created` in this push): [`Registry::push_image`]
+    /// then sends no `HEAD` for it.
+    fn confirmed(&self, _host: &str, _repo: &str, _digest: &Digest) -> bool {
+        false
+    }
 }
 
 /// What happened to one blob.
@@ -46,6 +53,24 @@ pub enum BlobPushed {
     Mounted,
     /// Uploaded.
     Uploaded,
+}
+
+/// The blobs [`Registry::push_image_blobs`] saw to, for [`Registry::push_image_manifests`].
+#[derive(Debug)]
+pub struct PushedBlobs {
+    children: Vec<Manifest>,
+    outcomes: Vec<(Digest, BlobPushed, u64)>,
+    started: Instant,
+}
+
+impl PushedBlobs {
+    /// Records what the caller did for `digest` itself since (a blob it vouched for, then had
+    /// to push), so the summary counts it.
+    pub fn set(&mut self, digest: &Digest, outcome: BlobPushed) {
+        if let Some(o) = self.outcomes.iter_mut().find(|(d, _, _)| d == digest) {
+            o.1 = outcome;
+        }
+    }
 }
 
 /// Totals of a [`Registry::push_image`].
@@ -419,10 +444,8 @@ impl Registry {
     }
 
     /// Pushes an image (manifest or index) whose manifests and blobs `source` holds, under every
-    /// tag in `tags` (or only by digest when empty). Every blob and child manifest is confirmed
-    /// before the first tag is written, so a failed push never leaves a tag on a broken image.
-    /// A blob the registry lacks is mounted from a repository `source` knows holds it on this
-    /// registry, else from `mount_from`; a refused mount falls back to an upload.
+    /// tag in `tags` (or only by digest when empty): [`Registry::push_image_blobs`], then
+    /// [`Registry::push_image_manifests`]. A failed push never leaves a tag on a broken image.
     pub async fn push_image(
         &self,
         repo: &str,
@@ -432,20 +455,61 @@ impl Registry {
         mount_from: Option<&str>,
         progress: &Progress,
     ) -> Result<PushSummary, RegistryError> {
+        let blobs = self
+            .push_image_blobs(repo, root, source, mount_from, progress)
+            .await?;
+        self.push_image_manifests(repo, tags, root, source, blobs, progress)
+            .await
+    }
+
+    /// The first half of [`Registry::push_image`]: makes sure `repo` holds every blob of the
+    /// image. A blob the registry lacks is mounted from a repository `source` knows holds it
+    /// on this registry, else from `mount_from`; a refused mount falls back to an upload.
+    /// Blobs are checked (`HEAD`) and sent `config.concurrency` at a time; one `source` says
+    /// is [`BlobSource::confirmed`] in `repo` is not asked about (the caller vouches for it,
+    /// or is placing it meanwhile: it must be there before the manifests are pushed).
+    pub async fn push_image_blobs(
+        &self,
+        repo: &str,
+        root: &Manifest,
+        source: &dyn BlobSource,
+        mount_from: Option<&str>,
+        progress: &Progress,
+    ) -> Result<PushedBlobs, RegistryError> {
         let started = Instant::now();
         let (children, blobs) = self.collect(root, source)?;
-        let pushed: Vec<Digest> = blobs.iter().map(|(d, _)| *d).collect();
-        let outcomes: Vec<(BlobPushed, u64)> = stream::iter(blobs)
+        let outcomes: Vec<(Digest, BlobPushed, u64)> = stream::iter(blobs)
             .map(|(digest, size)| async move {
+                if source.confirmed(self.host(), repo, &digest) {
+                    return Ok((digest, BlobPushed::Present, size));
+                }
                 let r = self
                     .push_blob_mounting(repo, &digest, size, source, mount_from, progress)
                     .await?;
-                Ok::<_, RegistryError>((r, size))
+                Ok::<_, RegistryError>((digest, r, size))
             })
             .buffer_unordered(self.config.concurrency.max(1))
             .try_collect()
             .await?;
-        for child in &children {
+        Ok(PushedBlobs {
+            children,
+            outcomes,
+            started,
+        })
+    }
+
+    /// The second half of [`Registry::push_image`]: the child manifests, then the manifest
+    /// under each tag. Every blob of `blobs` must be in `repo` by now.
+    pub async fn push_image_manifests(
+        &self,
+        repo: &str,
+        tags: &[String],
+        root: &Manifest,
+        source: &dyn BlobSource,
+        blobs: PushedBlobs,
+        progress: &Progress,
+    ) -> Result<PushSummary, RegistryError> {
+        for child in &blobs.children {
             self.put_manifest(repo, &child.digest.to_string(), child)
                 .await?;
         }
@@ -456,18 +520,20 @@ impl Registry {
         for tag in tags {
             self.put_manifest(repo, tag, root).await?;
         }
+        let pushed: Vec<Digest> = blobs.outcomes.iter().map(|(d, _, _)| *d).collect();
         if let Err(e) = source.record_pushed(self.host(), repo, &pushed) {
             progress.warn(format!(
                 "could not remember where blobs were pushed: {}",
                 Causes(&e)
             ));
         }
-        let count = |k| outcomes.iter().filter(|(o, _)| *o == k).count();
+        let outcomes = &blobs.outcomes;
+        let count = |k| outcomes.iter().filter(|(_, o, _)| *o == k).count();
         let bytes = |k| {
             outcomes
                 .iter()
-                .filter(|(o, _)| *o == k)
-                .map(|(_, s)| s)
+                .filter(|(_, o, _)| *o == k)
+                .map(|(_, _, s)| s)
                 .sum::<u64>()
         };
         Ok(PushSummary {
@@ -477,7 +543,7 @@ impl Registry {
             blobs_uploaded: count(BlobPushed::Uploaded),
             blobs_present: count(BlobPushed::Present),
             blobs_mounted: count(BlobPushed::Mounted),
-            elapsed: started.elapsed(),
+            elapsed: blobs.started.elapsed(),
         })
     }
 

@@ -1,5 +1,13 @@
 //! Content-addressed blobs: written to a temp file in the store's filesystem, verified,
 //! fsynced and renamed, so no half-written blob ever carries a digest name.
+//!
+//! The rename itself is not made durable blob by blob (no fsync of `blobs/sha256` after
+//! each): a rename lost in a crash only loses a blob, which the next pull or build writes
+//! again. What must not lose one, a name in `images.json` ([`Store::tag`]), fsyncs the
+//! directory once before the name is written, which makes every earlier rename in it
+//! durable. Renames within the directory reach the disk in order (the journaling
+//! filesystems order namespace changes), so a manifest is never durable without the
+//! blobs renamed before it.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
@@ -165,9 +173,10 @@ impl UnhashedBlobWriter {
 }
 
 impl Store {
-    /// Renames a complete temp file to its digest name (unless the blob is there already).
-    /// No digest lock: rename is atomic and the content is identical whoever wins, and callers
-    /// coordinating work (a download) may hold the lock already.
+    /// Renames a complete, fsynced temp file to its digest name (unless the blob is there
+    /// already); see the module docs for when the rename is made durable. No digest lock:
+    /// rename is atomic and the content is identical whoever wins, and callers coordinating
+    /// work (a download) may hold the lock already.
     fn put_in_place(&self, tmp: NamedTempFile, digest: Digest) -> Result<()> {
         let dest = self.blob_path(&digest);
         if dest.is_file() {
@@ -177,7 +186,13 @@ impl Store {
         tmp.persist(&dest)
             .map_err(|e| e.error)
             .ctx("rename blob to", &dest)?;
-        sync_dir(dest.parent().expect("blob path has a parent"))
+        Ok(())
+    }
+
+    /// Makes every blob rename so far durable (one fsync of `blobs/sha256`), before a name
+    /// that promises the blobs is written.
+    pub(super) fn sync_blob_names(&self) -> Result<()> {
+        sync_dir(&self.root.join("blobs/sha256"))
     }
 }
 

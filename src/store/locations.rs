@@ -2,7 +2,9 @@
 //! or push), so a push to another repository of the same registry can mount instead of upload.
 //! One small JSON file, bounded (a few repositories per blob, most recent first; a capped
 //! number of blobs), replaced atomically under a lock. It is only a hint: a damaged file reads
-//! as empty, and a stale entry merely costs a refused mount.
+//! as empty, and a stale entry merely costs a refused mount. So it is never fsynced (a crash
+//! may lose or empty it, which costs one upload instead of a mount), and not rewritten when
+//! nothing in it changes.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -11,7 +13,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{IoContext, Result, Store, sync_dir};
+use super::{IoContext, Result, Store};
 use crate::digest::Digest;
 
 /// Repositories remembered per blob.
@@ -42,6 +44,17 @@ struct LocationFile {
 }
 
 impl LocationFile {
+    /// Whether `repo` on `host` is already the most recent location of every one of
+    /// `digests` (recording them again would change only the eviction order).
+    fn knows_first(&self, host: &str, repo: &str, digests: &[Digest]) -> bool {
+        digests.iter().all(|d| {
+            self.blobs
+                .get(d)
+                .and_then(|e| e.locations.first())
+                .is_some_and(|l| l.host == host && l.repo == repo)
+        })
+    }
+
     fn record(&mut self, host: &str, repo: &str, digests: &[Digest]) {
         self.counter += 1;
         let here = BlobLocation {
@@ -113,6 +126,9 @@ impl Store {
         }
         let _lock = self.lock_named("blob-locations")?;
         let mut file = self.read_locations();
+        if file.knows_first(host, repo, digests) {
+            return Ok(());
+        }
         file.record(host, repo, digests);
         let dir = self.tmp_dir();
         let mut tmp = tempfile::Builder::new()
@@ -121,12 +137,11 @@ impl Store {
             .ctx("create temp file in", &dir)?;
         let json = serde_json::to_vec(&file).expect("locations serialise");
         tmp.write_all(&json).ctx("write", tmp.path())?;
-        tmp.as_file().sync_all().ctx("sync", tmp.path())?;
         let path = self.locations_path();
         tmp.persist(&path)
             .map_err(|e| e.error)
             .ctx("replace", &path)?;
-        sync_dir(&self.root.join("cache"))
+        Ok(())
     }
 }
 
@@ -174,6 +189,26 @@ mod tests {
         let many: Vec<_> = (0..MAX_BLOBS + 5).map(|i| digest(i + 100_000)).collect();
         file.record("h", "r2", &many);
         assert_eq!(file.blobs.len(), MAX_BLOBS);
+    }
+
+    #[test]
+    fn recording_what_is_already_first_does_not_rewrite_the_file() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let inode = || fs::metadata(store.locations_path()).unwrap().ino();
+        store
+            .record_blob_locations("h", "r", &[digest(1), digest(2)])
+            .unwrap();
+        let first = inode();
+        store
+            .record_blob_locations("h", "r", &[digest(2), digest(1)])
+            .unwrap();
+        assert_eq!(inode(), first, "nothing new: not replaced");
+        store.record_blob_locations("h", "r", &[digest(3)]).unwrap();
+        assert_ne!(inode(), first, "a new blob is written");
+        store.record_blob_locations("h", "s", &[digest(1)]).unwrap();
+        assert_eq!(store.blob_locations("h", &digest(1)), ["s", "r"]);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Image records: name → manifest digest, kept in one JSON file that is replaced atomically
-//! (write temp, fsync, rename) under an exclusive lock.
+//! (write temp, fsync, rename) under an exclusive lock. A name promises every blob of its
+//! image, so the blob directory is fsynced first (blob renames are not durable one by one:
+//! see `blobs.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -57,6 +59,7 @@ impl Store {
             // Re-tagging an unchanged image (every no-change rebuild) costs no fsync.
             return Ok(out);
         }
+        self.sync_blob_names()?;
         let dir = self.tmp_dir();
         let mut tmp = tempfile::Builder::new()
             .prefix("images-")

@@ -30,6 +30,7 @@ mod lazy_blobs;
 mod multi_platform;
 mod onbuild;
 mod registry_cache_lazy;
+mod registry_cache_requests;
 mod secrets;
 mod snapshot_kept;
 mod store_root;

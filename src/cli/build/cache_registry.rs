@@ -9,7 +9,7 @@
 //! repository when both are on one registry, else a download into the store (the push then
 //! uploads it).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
@@ -18,14 +18,20 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use crate::Reference;
 use crate::build::remote_cache::{CacheRegistry, ExportMode, RegistryFailure, RemoteCache};
 use crate::digest::Digest;
+use crate::platform::Platform;
 use crate::progress::Progress;
-use crate::registry::{Manifest, OCI_MANIFEST, Parsed, Registry, RegistryError, StoreBlobs};
+use crate::registry::{
+    BlobSource, Manifest, OCI_MANIFEST, Parsed, Pulled, Registry, RegistryError, StoreBlobs,
+};
 use crate::store::{Store, StoreError};
 
 use super::Args;
+use super::clients::Clients;
 
-/// Mounts or downloads at once in [`CacheClients::place`].
-const PLACED_AT_ONCE: usize = 4;
+/// Mounts (or downloads, when a registry does not mount) at once in
+/// [`CacheClients::place`]: a mount is one small request, so an image's layers go in one
+/// round or two.
+const PLACED_AT_ONCE: usize = 8;
 
 /// One client per cache REF, made up front so a bad REF or credential fails before the build.
 pub(super) struct CacheClients<'a> {
@@ -34,6 +40,9 @@ pub(super) struct CacheClients<'a> {
     /// Layers of base images pulled without them ([`CacheClients::note_lazy_base`]), with
     /// the image they belong to.
     lazy_bases: Mutex<HashMap<Digest, Source>>,
+    /// The manifest digest of each base pulled without its layers, by reference and
+    /// platform: such a base stays unnamed in the store, and the build resolves it once.
+    lazy_pulled: Mutex<HashMap<(String, String), Digest>>,
     /// `--cache-from` REFs, in preference order.
     from: Vec<String>,
     /// `--cache-to` REF and mode.
@@ -44,13 +53,41 @@ pub(super) struct CacheClients<'a> {
 type Source = (Reference, Arc<Registry>);
 
 /// What [`CacheClients::place`] did for the blobs the store lacks.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(super) struct Placed {
     /// Already in the destination repository, or mounted into it from a cache repository.
     pub mounted: usize,
     /// Downloaded into the store from a cache REF (to be uploaded by the push).
     pub downloaded: usize,
     pub bytes_downloaded: u64,
+    /// The blobs the destination repository was seen to hold (`mounted` of them): the push
+    /// that follows need not ask again ([`PlacedBlobs`]).
+    pub confirmed: HashSet<Digest>,
+}
+
+/// The store as the push's blob source, plus blobs of `repo` on `host` the push sends no
+/// `HEAD` for: those [`CacheClients::place`] confirmed, or is placing at the same time (the
+/// caller then waits for it before the manifests go up).
+pub(super) struct PlacedBlobs<'s> {
+    pub store: &'s Store,
+    pub host: &'s str,
+    pub repo: &'s str,
+    pub confirmed: &'s HashSet<Digest>,
+}
+
+impl BlobSource for PlacedBlobs<'_> {
+    fn open_blob(&self, digest: &Digest) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        StoreBlobs(self.store).open_blob(digest)
+    }
+    fn mount_candidates(&self, host: &str, digest: &Digest) -> Vec<String> {
+        StoreBlobs(self.store).mount_candidates(host, digest)
+    }
+    fn record_pushed(&self, host: &str, repo: &str, digests: &[Digest]) -> std::io::Result<()> {
+        StoreBlobs(self.store).record_pushed(host, repo, digests)
+    }
+    fn confirmed(&self, host: &str, repo: &str, digest: &Digest) -> bool {
+        host == self.host && repo == self.repo && self.confirmed.contains(digest)
+    }
 }
 
 /// Why a registry operation of the cache failed (the [`RegistryFailure`] the build keeps as
@@ -111,6 +148,7 @@ impl<'a> CacheClients<'a> {
     pub(super) fn new(
         a: &Args,
         rt: &'a tokio::runtime::Runtime,
+        shared: &Clients,
     ) -> anyhow::Result<Option<CacheClients<'a>>> {
         let mut from = Vec::new();
         for spec in &a.cache_from {
@@ -138,9 +176,8 @@ impl<'a> CacheClients<'a> {
                     "--cache-to {r}: give a tag, not a digest (the cache is rewritten at each export)"
                 );
             }
-            let cred = a.creds.resolve(&reference)?;
-            let client = a.transport.client(reference.api_host(), cred)?;
-            clients.insert(r.clone(), (reference, Arc::new(client)));
+            let client = shared.for_ref(a, &reference)?;
+            clients.insert(r.clone(), (reference, client));
         }
         if clients.is_empty() {
             return Ok(None);
@@ -149,6 +186,7 @@ impl<'a> CacheClients<'a> {
             rt,
             clients,
             lazy_bases: Mutex::new(HashMap::new()),
+            lazy_pulled: Mutex::new(HashMap::new()),
             from,
             to,
         }))
@@ -163,6 +201,7 @@ impl<'a> CacheClients<'a> {
             to: self.to.as_ref().map(|(r, _)| r.clone()),
             mode: self.to.as_ref().map(|(_, m)| *m).unwrap_or_default(),
             leave_layers,
+            imports: Default::default(),
         }
     }
 
@@ -195,17 +234,40 @@ impl<'a> CacheClients<'a> {
 
     /// Remembers that the layers of base image `reference` were not pulled (see
     /// `Registry::pull_image_lazily`): `registry` fetches them when a step needs them, and
-    /// [`CacheClients::place`] mounts them from that repository.
+    /// [`CacheClients::place`] mounts them from that repository. Later pulls of it for
+    /// `platform` in this build are answered by [`CacheClients::lazily_pulled`].
     pub(super) fn note_lazy_base(
         &self,
         reference: &Reference,
+        platform: &Platform,
         registry: Arc<Registry>,
-        layers: &[Digest],
+        pulled: &Pulled,
     ) {
         let mut bases = self.lazy_bases.lock().unwrap_or_else(|e| e.into_inner());
-        for d in layers {
+        for d in &pulled.layers {
             bases.insert(*d, (reference.clone(), registry.clone()));
         }
+        self.lazy_pulled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                (reference.to_string(), platform.to_string()),
+                pulled.manifest.digest,
+            );
+    }
+
+    /// The manifest digest of `reference` for `platform` when this build already pulled it
+    /// without its layers (its manifest and config are in the store).
+    pub(super) fn lazily_pulled(
+        &self,
+        reference: &Reference,
+        platform: &Platform,
+    ) -> Option<Digest> {
+        self.lazy_pulled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(reference.to_string(), platform.to_string()))
+            .copied()
     }
 
     /// Where `digest` may be found: the base image it belongs to if it was pulled without
@@ -240,15 +302,21 @@ impl<'a> CacheClients<'a> {
             .filter(|(d, _)| !store.has_blob(d))
             .copied()
             .collect();
-        let outcomes: Vec<Option<u64>> = stream::iter(missing)
-            .map(|(digest, size)| self.place_one(dest, repo, digest, size, store, progress))
+        let outcomes: Vec<(Digest, Option<u64>)> = stream::iter(missing)
+            .map(|(digest, size)| async move {
+                let placed = self.place_one(dest, repo, digest, size, store, progress);
+                Ok::<_, RegistryError>((digest, placed.await?))
+            })
             .buffer_unordered(PLACED_AT_ONCE)
             .try_collect()
             .await?;
         let mut placed = Placed::default();
-        for o in outcomes {
+        for (digest, o) in outcomes {
             match o {
-                None => placed.mounted += 1,
+                None => {
+                    placed.mounted += 1;
+                    placed.confirmed.insert(digest);
+                }
                 Some(bytes) => {
                     placed.downloaded += 1;
                     placed.bytes_downloaded += bytes;
@@ -268,14 +336,22 @@ impl<'a> CacheClients<'a> {
         store: &Store,
         progress: &Progress,
     ) -> Result<Option<u64>, RegistryError> {
-        if dest.blob_exists(repo, &digest).await?.is_some() {
-            return Ok(None);
-        }
         let sources = self.sources(&digest);
-        let same_registry = sources
+        let mut same_registry = sources
             .iter()
             .filter(|(r, _)| r.api_host() == dest.host() && r.repository() != repo)
             .map(|(r, _)| r.repository());
+        // A mount also answers 201 when the repository holds the blob already, so it goes
+        // first: one request per layer left in the registry, not a HEAD and a mount.
+        let first = same_registry.next();
+        if let Some(from) = first {
+            if dest.mount_blob(repo, &digest, from).await? {
+                return Ok(None);
+            }
+        }
+        if dest.blob_exists(repo, &digest).await?.is_some() {
+            return Ok(None);
+        }
         for from in same_registry {
             if dest.mount_blob(repo, &digest, from).await? {
                 return Ok(None);
@@ -379,7 +455,8 @@ impl CacheRegistry for CacheClients<'_> {
         self.rt
             .block_on(async {
                 // Layers of hits this build left in the registry, and of earlier records.
-                self.place(registry, repo, &layers, store, &Progress::none())
+                let placed = self
+                    .place(registry, repo, &layers, store, &Progress::none())
                     .await?;
                 let mount_from = self
                     .from
@@ -392,7 +469,12 @@ impl CacheRegistry for CacheClients<'_> {
                         repo,
                         &[tag.to_string()],
                         &manifest,
-                        &StoreBlobs(store),
+                        &PlacedBlobs {
+                            store,
+                            host: registry.host(),
+                            repo,
+                            confirmed: &placed.confirmed,
+                        },
                         mount_from,
                         &Progress::none(),
                     )
