@@ -742,6 +742,20 @@ impl<'a> Runner<'a> {
             encoding: layer::Encoding::plain(),
             ..self.layer_options()
         };
+        let (tar, _scratch, tree) = self.write_teed(entries.to_vec(), &opts, std::io::sink())?;
+        let Some(tree) = tree else { return Ok(false) };
+        self.keep_unpacked(img, tar.diff_id, tar.size, &tree, created_by)
+    }
+
+    /// Writes `entries` as a layer to `out` and unpacks its tar, as it is written, into a
+    /// fresh tree in a scratch dir (removed with the returned guard unless the tree is moved
+    /// out first). The tree is None when unpacking failed: the layer is still written.
+    fn write_teed(
+        &self,
+        entries: Vec<LayerEntry>,
+        opts: &LayerOptions,
+        out: impl std::io::Write,
+    ) -> Result<(layer::LayerBlob, crate::store::ScratchDir, Option<PathBuf>), BuildError> {
         let scratch = self.store.scratch_dir("copy-")?;
         let tree = scratch.path().join("layer");
         std::fs::create_dir(&tree).map_err(|source| BuildError::Io {
@@ -749,14 +763,10 @@ impl<'a> Runner<'a> {
             source,
         })?;
         let sandbox = self.sandbox;
-        let (tar, unpacked) =
-            layer::write_entries_teed(entries.to_vec(), &opts, std::io::sink(), |tar| {
-                rootless::unpack(sandbox, tar, &tree)
-            })?;
-        if unpacked.is_err() {
-            return Ok(false);
-        }
-        self.keep_unpacked(img, tar.diff_id, tar.size, &tree, created_by)
+        let (blob, unpacked) = layer::write_entries_teed(entries, opts, out, |tar| {
+            rootless::unpack(sandbox, tar, &tree)
+        })?;
+        Ok((blob, scratch, unpacked.is_ok().then_some(tree)))
     }
 
     pub(super) fn add_layer(
@@ -778,20 +788,11 @@ impl<'a> Runner<'a> {
             return Ok(());
         }
         // Unpacked from the tar as it is written, then kept as the layer's directory.
-        let scratch = self.store.scratch_dir("copy-")?;
-        let tree = scratch.path().join("layer");
-        std::fs::create_dir(&tree).map_err(|source| BuildError::Io {
-            action: "creating the COPY step's layer dir",
-            source,
-        })?;
-        let sandbox = self.sandbox;
-        let (blob, unpacked) = layer::write_entries_teed(entries, &opts, &mut w, |tar| {
-            rootless::unpack(sandbox, tar, &tree)
-        })?;
+        let (blob, _scratch, tree) = self.write_teed(entries, &opts, &mut w)?;
         w.commit(&blob.digest)?;
         // A tree that failed is left to the scratch dir: a step that needs the layer unpacks
         // it from the blob, and reports what fails then.
-        if unpacked.is_ok() {
+        if let Some(tree) = tree {
             self.store.adopt_layer_dir(&blob.diff_id, &tree)?;
         }
         img.add_layer(Layer::from(blob), created_by);

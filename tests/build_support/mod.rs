@@ -67,6 +67,21 @@ pub fn kiln(root: &Path) -> Command {
     c
 }
 
+/// `kiln build --progress plain ARGS… CONTEXT` with its store at `root`, which must succeed:
+/// its stderr (the plain progress log).
+pub fn kiln_build_ok(root: &Path, args: &[&str], context: &Path) -> String {
+    let out = kiln(root)
+        .args(["build", "--progress", "plain"])
+        .args(args)
+        .arg(context)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "kiln build {args:?}: {stderr}");
+    stderr
+}
+
 /// `kiln build ARGS… CONTEXT` with its store at `root`; stdin is empty.
 pub fn kiln_build(root: &Path, args: &[&str], context: &Path) -> Output {
     kiln(root)

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use crate::build_support::{bases_or_skip, have, kiln, read_layout, run_ok};
+use crate::build_support::{bases_or_skip, have, kiln, kiln_build_ok, read_layout, run_ok};
 use crate::registry_support::proxy::{Fault, Proxy, Rule};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -26,19 +26,6 @@ fn project(dir: &Path, registry: &str) {
     );
     std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
     std::fs::write(dir.join("a.txt"), "alpha\n").unwrap();
-}
-
-/// `kiln build --progress plain ARGS CTX` in the store `root`; its stderr (it must succeed).
-fn build(root: &Path, args: &[&str], ctx: &Path) -> String {
-    let out = kiln(root)
-        .args(["build", "--progress", "plain"])
-        .args(args)
-        .arg(ctx)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "kiln build {args:?}: {stderr}");
-    stderr
 }
 
 /// The `N` of the summary's `N layer(s) written`.
@@ -107,7 +94,7 @@ fn copy_out(image: &str, dir: &Path) -> Vec<String> {
 
 /// Runner A builds the project and exports its cache to `cache_ref`; returns its layers.
 fn export_from_runner_a(tmp: &Path, ctx: &Path, cache_ref: &str) -> Vec<String> {
-    let stderr = build(
+    let stderr = kiln_build_ok(
         &tmp.join("a"),
         &["-t", "app", &format!("--cache-to={cache_ref}")],
         ctx,
@@ -140,7 +127,7 @@ fn a_fresh_runner_pushes_an_unchanged_build_downloading_no_layer_and_fetches_the
     // Runner B: an empty store, the cache, --push, and an export to another repository.
     let dest = format!("{}/lazy/app:1", proxy.addr);
     let other_cache = format!("{}/lazy/cache-b:main", proxy.addr);
-    let stderr = build(
+    let stderr = kiln_build_ok(
         &tmp.path().join("b"),
         &[
             "-t",
@@ -215,7 +202,7 @@ fn a_fresh_runner_pushes_an_unchanged_build_downloading_no_layer_and_fetches_the
     std::fs::write(ctx.join("a.txt"), "alpha, changed\n").unwrap();
     proxy.log.lock().unwrap().clear();
     let dest = format!("{}/lazy/app:2", proxy.addr);
-    let stderr = build(
+    let stderr = kiln_build_ok(
         &tmp.path().join("c"),
         &["-t", &dest, "--push", &format!("--cache-from={cache_ref}")],
         &ctx,
@@ -270,7 +257,7 @@ fn without_a_mount_the_push_downloads_the_cached_layers_and_uploads_them() {
         ("c", format!("{}/nomount/app-c:1", bases.addr()), 1, 3),
     ] {
         proxy.log.lock().unwrap().clear();
-        let stderr = build(
+        let stderr = kiln_build_ok(
             &tmp.path().join(runner),
             &["-t", &dest, "--push", &format!("--cache-from={cache_ref}")],
             &ctx,
@@ -298,7 +285,7 @@ fn a_build_without_push_stores_a_complete_image() {
     let cached = export_from_runner_a(tmp.path(), &ctx, &cache_ref);
 
     let store = tmp.path().join("b");
-    let stderr = build(
+    let stderr = kiln_build_ok(
         &store,
         &["-t", "app", &format!("--cache-from={cache_ref}")],
         &ctx,
@@ -352,13 +339,13 @@ fn exports_of_two_targets_to_one_ref_keep_both_stages() {
     let from = format!("--cache-from={cache_ref}");
     for target in ["one", "two"] {
         let store = tmp.path().join(format!("export-{target}"));
-        let stderr = build(&store, &["--target", target, "-t", target, &to], &ctx);
+        let stderr = kiln_build_ok(&store, &["--target", target, "-t", target, &to], &ctx);
         assert_eq!(layers_written(&stderr), 1, "{stderr}");
     }
     // Fresh runners find each target's step: the second export kept the first one's.
     for target in ["one", "two"] {
         let store = tmp.path().join(format!("import-{target}"));
-        let stderr = build(&store, &["--target", target, "-t", target, &from], &ctx);
+        let stderr = kiln_build_ok(&store, &["--target", target, "-t", target, &from], &ctx);
         assert_eq!(layers_written(&stderr), 0, "{target}: {stderr}");
     }
 }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::build_support::{bases_or_skip, have, kiln};
+use crate::build_support::{bases_or_skip, have, kiln_build_ok};
 use crate::registry_support::proxy::Proxy;
 
 /// A small app FROM the busybox base, pulled through `registry`: a WORKDIR, two COPYs and a
@@ -29,18 +29,6 @@ fn project(dir: &Path, registry: &str) {
     std::fs::write(dir.join("conf/app.conf"), "port 8080\n").unwrap();
     std::fs::write(dir.join("a.txt"), "alpha\n").unwrap();
     std::fs::write(dir.join("b.txt"), "beta\n").unwrap();
-}
-
-fn build(root: &Path, args: &[&str], ctx: &Path) -> String {
-    let out = kiln(root)
-        .args(["build", "--progress", "plain"])
-        .args(args)
-        .arg(ctx)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "kiln build {args:?}: {stderr}");
-    stderr
 }
 
 /// The layer digests of the image manifest at `image`.
@@ -82,7 +70,7 @@ fn an_unchanged_build_on_a_fresh_runner_asks_each_document_once_and_mounts_every
     let ctx = tmp.path().join("ctx");
     project(&ctx, &proxy.addr);
     let cache_ref = format!("{}/fresh/cache:main", proxy.addr);
-    build(
+    kiln_build_ok(
         &tmp.path().join("a"),
         &["-t", "app", &format!("--cache-to={cache_ref}")],
         &ctx,
@@ -91,7 +79,7 @@ fn an_unchanged_build_on_a_fresh_runner_asks_each_document_once_and_mounts_every
 
     // Runner B: an empty store (no base image either), the cache, a push to a new repository.
     let dest = format!("{}/fresh/app:1", proxy.addr);
-    let stderr = build(
+    let stderr = kiln_build_ok(
         &tmp.path().join("b"),
         &["-t", &dest, "--push", &format!("--cache-from={cache_ref}")],
         &ctx,
