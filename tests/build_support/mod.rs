@@ -1042,3 +1042,16 @@ pub fn layer_dir(store: &Path, diff_id: &str) -> PathBuf {
         .join("layers")
         .join(diff_id.strip_prefix("sha256:").unwrap())
 }
+
+/// The store at `store` keeps `count` layers only unpacked: recorded without a blob, their
+/// dirs present, and no blob of the store decompressing to any of them. Their diffIDs.
+pub fn assert_kept_without_blobs(store: &Path, count: usize) -> std::collections::BTreeSet<String> {
+    let lazy = unpacked_records(store);
+    assert_eq!(lazy.len(), count, "{lazy:?}");
+    let blobs = blob_diff_ids(store);
+    for d in &lazy {
+        assert!(layer_dir(store, d).is_dir(), "{d}");
+        assert!(!blobs.contains(d), "the layer {d} was compressed");
+    }
+    lazy
+}

@@ -106,13 +106,7 @@ fn a_stage_that_only_feeds_copy_from_gets_no_blob_until_one_is_needed() {
 
     // gen's three layers: recorded without a blob, their dirs in the store, and no blob in
     // the store holds any of them.
-    let lazy = unpacked_records(&store);
-    assert_eq!(lazy.len(), 4, "{lazy:?}");
-    let blobs = blob_diff_ids(&store);
-    for d in &lazy {
-        assert!(layer_dir(&store, d).is_dir(), "{d}");
-        assert!(!blobs.contains(d), "gen's layer {d} was compressed");
-    }
+    let lazy = crate::build_support::assert_kept_without_blobs(&store, 4);
     // The image's own layers all have their blobs (`kiln save` reads them from the store).
     let saved = tmp.path().join("saved.tar");
     let save = kiln(&store)
@@ -156,22 +150,7 @@ fn a_stage_that_only_feeds_copy_from_gets_no_blob_until_one_is_needed() {
     );
     let log = succeeded(&out);
     assert!(all_cached(&log), "{log}");
-    let eager = tmp.path().join("eager");
-    succeeded(&build(
-        &tmp.path().join("eager-store"),
-        &[
-            "--target",
-            "gen",
-            &format!("--output=type=oci,dest={}", eager.display()),
-        ],
-        ctx.path(),
-    ));
-    let (a, b) = (
-        read_layout(&from_cache, "latest"),
-        read_layout(&eager, "latest"),
-    );
-    assert_eq!(a.layer_digests(), b.layer_digests());
-    assert_eq!(a.manifest_digest, b.manifest_digest);
+    same_as_an_eager_build_of_gen(&from_cache, ctx.path(), tmp.path());
     // And the whole image from the cache on another fresh store: nothing runs.
     let out = build(
         &tmp.path().join("fresh2"),
@@ -204,22 +183,7 @@ fn a_later_image_of_the_stage_gets_the_blobs_an_eager_build_makes() {
     );
     let log = succeeded(&out);
     assert!(all_cached(&log), "{log}");
-    let eager = tmp.path().join("eager");
-    succeeded(&build(
-        &tmp.path().join("eager-store"),
-        &[
-            "--target",
-            "gen",
-            &format!("--output=type=oci,dest={}", eager.display()),
-        ],
-        ctx.path(),
-    ));
-    let (a, b) = (
-        read_layout(&lazy_then, "latest"),
-        read_layout(&eager, "latest"),
-    );
-    assert_eq!(a.layer_digests(), b.layer_digests());
-    assert_eq!(a.manifest_digest, b.manifest_digest);
+    same_as_an_eager_build_of_gen(&lazy_then, ctx.path(), tmp.path());
 }
 
 #[test]
@@ -292,4 +256,22 @@ fn a_record_whose_dir_is_gone_is_a_miss_and_prune_keeps_the_dirs_records_need() 
         .find(|s| s.instruction.starts_with("RUN mkdir"))
         .unwrap();
     assert!(!first.cached(), "{log}");
+}
+
+/// The OCI layout at `layout` holds the image an eager build of `gen` (every layer a blob at
+/// once, on a fresh store under `tmp`) makes: same layers, same manifest digest.
+fn same_as_an_eager_build_of_gen(layout: &Path, ctx: &Path, tmp: &Path) {
+    let eager = tmp.join("eager");
+    succeeded(&build(
+        &tmp.join("eager-store"),
+        &[
+            "--target",
+            "gen",
+            &format!("--output=type=oci,dest={}", eager.display()),
+        ],
+        ctx,
+    ));
+    let (a, b) = (read_layout(layout, "latest"), read_layout(&eager, "latest"));
+    assert_eq!(a.layer_digests(), b.layer_digests());
+    assert_eq!(a.manifest_digest, b.manifest_digest);
 }
