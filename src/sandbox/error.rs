@@ -6,6 +6,16 @@ use std::path::PathBuf;
 pub enum SandboxError {
     #[error("step {step}: {message}")]
     InvalidSpec { step: String, message: String },
+    #[error(
+        "step {step}: bind source {}: it must be a resolved path, with no symlink in it",
+        path.display()
+    )]
+    BindSource {
+        step: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{}", path.display())]
     Io {
         path: PathBuf,
@@ -105,6 +115,11 @@ mod tests {
             },
             SandboxError::Spawn {
                 exe: path.clone(),
+                source: io(),
+            },
+            SandboxError::BindSource {
+                step: "1".into(),
+                path: path.clone(),
                 source: io(),
             },
             IdMapError::Write {

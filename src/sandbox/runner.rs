@@ -434,14 +434,13 @@ fn resolve_mounts(spec: &StepSpec) -> Result<(Vec<InitMount>, Vec<CacheLock>), S
 /// resolved inside the context), so a symlink on its path now is a component swapped since,
 /// and the step is refused. The init mounts that same file or nothing (`rootfs::open_checked`).
 fn source_id(spec: &StepSpec, source: &Path) -> Result<FileId, SandboxError> {
-    let (_fd, st) =
-        crate::fs_root::open_no_symlinks(source).map_err(|e| SandboxError::InvalidSpec {
+    let (_fd, st) = crate::fs_root::open_no_symlinks(source).map_err(|source_err| {
+        SandboxError::BindSource {
             step: spec.id.clone(),
-            message: format!(
-                "bind source {}: {e} (it must be a resolved path, with no symlink in it)",
-                source.display()
-            ),
-        })?;
+            path: source.to_path_buf(),
+            source: source_err,
+        }
+    })?;
     Ok(FileId::of(&st))
 }
 
