@@ -3,7 +3,8 @@
 # same machine, on a real disk by default (the stores, the tools' storage and the registry all
 # under /var/tmp, the filesystem a user builds on).
 #
-#   benches/compare.sh [--quick] [--rootless] [--runs N] [--tmpfs SIZE] [--workloads "w1 w3"]
+#   benches/compare.sh [--quick] [--rootless] [--runs N] [--tmpfs SIZE | --journaled SIZE]
+#                      [--workloads "w1 w3"]
 #                      [--scenarios "cold edit"] [--no-docker]
 #
 # Workloads: w1..w5 (issue 7) and multi (issue 17): w1's context built for linux/amd64 and
@@ -19,6 +20,13 @@
 #                 script itself still starts as root (base image, registry, the user).
 #   --tmpfs SIZE  keep the tools' stores (and the registry) on a tmpfs of SIZE (e.g. 12g): an
 #                 option, not the headline (a tmpfs hides the cost of writing, deleting, syncing).
+#   --journaled SIZE  keep them on a fresh ext4 *with* a journal (mkfs.ext4's default, what a
+#                 user's disk has), SIZE bytes in an image file on the same disk, loop-mounted.
+#                 Why: an ext4 without a journal (this VM's root, `journal_task` is `<none>`)
+#                 skips every inode freed in the last 60 s (300 s while its table block is
+#                 dirty) when it allocates one (ialloc.c `recently_deleted`), scanning them per
+#                 new file, so a tool creating files soon after a store was deleted pays for that
+#                 deletion. A journaled ext4 has no such scan.
 #   --no-docker   leave docker out. Otherwise, when Debian's docker.io is installed (dockerd
 #                 20.10, apt-get install docker.io), the script starts its own dockerd (no
 #                 iptables, no bridge, its own data-root/exec-root/socket under the temp dir)
@@ -98,13 +106,6 @@ prep() { # tool scenario workload
     nochange) ;;
   esac
   sync
-  # Settle after a cold scenario's deletions. On an ext4 without a journal (this VM's disk:
-  # `/sys/fs/ext4/*/journal_task` is `<none>`), the inode allocator skips inodes freed in the
-  # last few seconds (`recently_deleted`), reading the inode table for each, so the tool timed
-  # right after its store was deleted pays for that deletion in every file it creates. A
-  # journaled ext4, as users have, never does. Every tool gets the same pause; set
-  # KILN_BENCH_SETTLE=0 to measure without it.
-  if [[ $sc == cold || $sc == coldpush ]]; then sleep "${KILN_BENCH_SETTLE:-6}"; fi
 }
 
 platforms() { # workload: the platforms it is built for
@@ -184,17 +185,18 @@ esac
 
 # ---- the driver ------------------------------------------------------------------------------
 
-runs=3; quick=0; rootless=0; tmpfs=""; use_docker=1; workloads="w1 w2 w3 w4 w5 multi"; scenarios=$SCENARIOS_ALL
+runs=3; quick=0; rootless=0; tmpfs=""; journaled=""; use_docker=1; workloads="w1 w2 w3 w4 w5 multi"; scenarios=$SCENARIOS_ALL
 while (($#)); do
   case $1 in
     --quick) quick=1; runs=2; shift ;;
     --rootless) rootless=1; shift ;;
     --runs) runs=$2; shift 2 ;;
     --tmpfs) tmpfs=$2; shift 2 ;;
+    --journaled) journaled=$2; shift 2 ;;
     --workloads) workloads=$2; shift 2 ;;
     --scenarios) scenarios=$2; shift 2 ;;
     --no-docker) use_docker=0; shift ;;
-    *) echo "usage: $0 [--quick] [--rootless] [--runs N] [--tmpfs SIZE] [--workloads \"w1 ..\"] [--scenarios \"cold ..\"] [--no-docker]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--quick] [--rootless] [--runs N] [--tmpfs SIZE | --journaled SIZE] [--workloads \"w1 ..\"] [--scenarios \"cold ..\"] [--no-docker]" >&2; exit 2 ;;
   esac
 done
 ((quick)) && export KILN_BENCH_SCALE=${KILN_BENCH_SCALE:-0.01}
@@ -222,6 +224,10 @@ TMPD=$(mktemp -d /var/tmp/kiln-compare.XXXXXX)
 # that each tool pays in its own way (interleaved runs spread it fairly).
 if [[ -n $tmpfs ]]; then
   mount -t tmpfs -o "size=$tmpfs,mode=0700,uid=$BENCH_UID,gid=$BENCH_GID" kiln-compare "$TMPD"
+elif [[ -n $journaled ]]; then
+  truncate -s "$journaled" "$TMPD.ext4"
+  mkfs.ext4 -q -F -O has_journal "$TMPD.ext4"
+  mount -o loop "$TMPD.ext4" "$TMPD"
 fi
 # The tools' stores live here: it belongs to the user they run as.
 chown "$BENCH_UID:$BENCH_GID" "$TMPD"
@@ -261,6 +267,11 @@ cleanup() {
     as_tool_user buildah unshare rm -rf "$TMPD/buildah" "$TMPD/kiln" 2>/dev/null || true
   fi
   if [[ -n $tmpfs ]]; then umount -l "$TMPD" 2>/dev/null || true; fi
+  if [[ -n $journaled ]]; then
+    rm -rf "${TMPD:?}"/* 2>/dev/null || true
+    umount "$TMPD" 2>/dev/null || umount -l "$TMPD" 2>/dev/null || true
+    rm -f "$TMPD.ext4"
+  fi
   rm -rf "$TMPD"
   # Put the edited files back, so the workloads stay as generated.
   for w in w1 w2 w3 w4 w5; do
@@ -378,7 +389,9 @@ done
 
 # ---- the table -------------------------------------------------------------------------------
 if ((rootless)); then who="rootless (as $BENCH_USER)"; else who="as root"; fi
-if [[ -n $tmpfs ]]; then where="stores on a tmpfs"; else where="stores on disk ($(df --output=fstype "$TMPD" | tail -n1))"; fi
+if [[ -n $tmpfs ]]; then where="stores on a tmpfs"
+elif [[ -n $journaled ]]; then where="stores on a journaled ext4 (a $journaled image file on the disk, loop-mounted)"
+else where="stores on disk ($(df --output=fstype "$TMPD" | tail -n1)$([[ $(cat /sys/fs/ext4/"$(basename "$(df --output=source "$TMPD" | tail -n1)")"/journal_task 2>/dev/null) == "<none>" ]] && echo ", no journal"))"; fi
 python3 - "$results" "$runs" "$KILN_BENCH_SCALE" "$who, $where" <<'PY'
 import sys, collections
 path, runs, scale, who = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
