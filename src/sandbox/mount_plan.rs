@@ -51,6 +51,9 @@ const DEVICES: [(&str, u64, u64); 6] = [
 /// What mount(2) takes as options at most (one page).
 const MAX_MOUNT_DATA: usize = 4096;
 
+/// The root overlay's last option (see [`root`]); kernels before 5.10 refuse it.
+pub(crate) const OVERLAY_VOLATILE: &str = ",volatile";
+
 /// A path inside the step's root, relative to it: only normal components (`/`, `.` dropped,
 /// `..` clamped at the root, as BuildKit cleans a mount target). The applier resolves it
 /// inside the root (symlinks followed as if the root were `/`), so no op can name a host path.
@@ -275,6 +278,12 @@ fn root(spec: &InitSpec) -> Result<MountOp, PlanError> {
     if spec.user_namespace {
         data.push_str(",userxattr");
     }
+    // No sync of the upper dir's filesystem at unmount (nor for the step's own fsyncs): the
+    // diff is hashed and kept by kiln right after, and a syncfs there would write back
+    // everything the build wrote before (a COPY's 200 MB) on the RUN's critical path, as
+    // buildah's `fsync=volatile` avoids too. The applier retries without it on kernels
+    // before 5.10.
+    data.push_str(OVERLAY_VOLATILE);
     if data.len() >= MAX_MOUNT_DATA {
         return Err(PlanError::OverlayOptionsTooLong {
             lowers: names.len(),

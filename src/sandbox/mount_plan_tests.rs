@@ -160,7 +160,7 @@ fn rootless_plan_is_runcs_sequence() {
     let mut want: Vec<String> = vec![
         "PrivateMounts".into(),
         "overlay lowerdir=0:1,upperdir=/store/tmp/upper,\
-         workdir=/store/tmp/.kiln-step-1/work,userxattr"
+         workdir=/store/tmp/.kiln-step-1/work,userxattr,volatile"
             .into(),
         "proc or_bind=true /proc".into(),
         "mount tmpfs /dev".into(),
@@ -208,7 +208,7 @@ fn each_mode_and_probe_result_gives_its_root_proc_and_end() {
         (
             ROOTLESS,
             "overlay lowerdir=0:1,upperdir=/store/tmp/upper,\
-             workdir=/store/tmp/.kiln-step-1/work,userxattr",
+             workdir=/store/tmp/.kiln-step-1/work,userxattr,volatile",
             Some("proc or_bind=true /proc"),
             "Pivot",
             16,
@@ -226,7 +226,7 @@ fn each_mode_and_probe_result_gives_its_root_proc_and_end() {
         (
             CHROOT,
             "overlay lowerdir=0:1,upperdir=/store/tmp/upper,\
-             workdir=/store/tmp/.kiln-step-1/work",
+             workdir=/store/tmp/.kiln-step-1/work,volatile",
             Some("proc or_bind=false /proc"),
             "Pivot",
             16,
@@ -244,7 +244,7 @@ fn each_mode_and_probe_result_gives_its_root_proc_and_end() {
         (
             insecure,
             "overlay lowerdir=0:1,upperdir=/store/tmp/upper,\
-             workdir=/store/tmp/.kiln-step-1/work,userxattr",
+             workdir=/store/tmp/.kiln-step-1/work,userxattr,volatile",
             Some("proc or_bind=true /proc"),
             "Pivot",
             0,

@@ -18,7 +18,7 @@ use nix::sys::stat::{FchmodatFlags, FileStat, Mode, SFlag, fchmodat, mkdirat, mk
 use nix::sys::statvfs::{FsFlags, statvfs};
 use nix::unistd::symlinkat;
 
-use super::mount_plan::{BindFlags, BindSource, InRoot, MountOp};
+use super::mount_plan::{BindFlags, BindSource, InRoot, MountOp, OVERLAY_VOLATILE};
 use super::protocol::{FileId, InitSpec, OVERLAY_FAILED};
 use crate::fs_root::{
     self, Create, Leaf, Walk, in_root_path, open_no_symlinks, open_real, proc_fd, stat_at,
@@ -449,7 +449,11 @@ fn root_overlay(root: &Path, links: &Path, lowers: &[PathBuf], data: &str) -> Re
     nix::unistd::chdir(links).map_err(|e| format!("chdir {}: {e}", links.display()))?;
     let flags = MsFlags::MS_NODEV;
     let root = root.to_path_buf();
-    let mounted = mnt(Some("overlay"), &root, Some("overlay"), flags, Some(data));
+    let mut mounted = mnt(Some("overlay"), &root, Some("overlay"), flags, Some(data));
+    if let (Err(_), Some(synced)) = (&mounted, data.strip_suffix(OVERLAY_VOLATILE)) {
+        // A kernel before 5.10 has no `volatile`: the same overlay, synced at unmount.
+        mounted = mnt(Some("overlay"), &root, Some("overlay"), flags, Some(synced));
+    }
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
     mounted.map_err(|e| format!("{OVERLAY_FAILED}{e}"))
 }
