@@ -514,13 +514,24 @@ impl StateDir {
         }
     }
 
-    /// Removes the state dir; overlay leaves `work/work` with mode 000.
+    /// Removes the state dir. Overlay makes its own dirs in the work dir with mode 000
+    /// (`work/work`, and `work/incompat/volatile` for a volatile mount): opened up first, or
+    /// a rootless kiln, without CAP_DAC_OVERRIDE, could not remove what is inside them.
     fn remove(self) -> std::io::Result<()> {
-        let work = self.0.path().join("work/work");
-        let _ = std::fs::remove_dir(&work);
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o700));
+        open_up_dirs(&self.0.path().join("work"));
         self.0.close()
+    }
+}
+
+/// Gives every directory from `dir` down mode 0700 (the work dir of kiln's own overlay: no
+/// step ever sees it, so nothing in it is a step's symlink).
+fn open_up_dirs(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            open_up_dirs(&entry.path());
+        }
     }
 }
 
