@@ -38,23 +38,6 @@ fn layers_written(stderr: &str) -> usize {
     n.parse().unwrap()
 }
 
-/// The layer digests of the cache manifest at `cache_ref`.
-fn cache_layers(cache_ref: &str) -> Vec<String> {
-    let raw: serde_json::Value = serde_json::from_str(&crate::registry_support::skopeo(&[
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        &format!("docker://{cache_ref}"),
-    ]))
-    .unwrap();
-    raw["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// The layer digests of `image` (for this machine's platform).
 fn image_layers(image: &str) -> Vec<String> {
     let info: serde_json::Value = serde_json::from_str(&crate::registry_support::skopeo(&[
@@ -100,7 +83,7 @@ fn export_from_runner_a(tmp: &Path, ctx: &Path, cache_ref: &str) -> Vec<String> 
         ctx,
     );
     assert_eq!(layers_written(&stderr), 3, "{stderr}");
-    let layers = cache_layers(cache_ref);
+    let layers = crate::registry_support::manifest_layer_digests(cache_ref);
     assert_eq!(layers.len(), 3);
     layers
 }

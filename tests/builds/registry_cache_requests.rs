@@ -31,23 +31,6 @@ fn project(dir: &Path, registry: &str) {
     std::fs::write(dir.join("b.txt"), "beta\n").unwrap();
 }
 
-/// The layer digests of the image manifest at `image`.
-fn layers_of(image: &str) -> Vec<String> {
-    let raw: serde_json::Value = serde_json::from_str(&crate::registry_support::skopeo(&[
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        &format!("docker://{image}"),
-    ]))
-    .unwrap();
-    raw["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// `METHOD path` of each logged request (the proxy appends what it did).
 fn requests(proxy: &Proxy) -> Vec<String> {
     proxy
@@ -86,7 +69,7 @@ fn an_unchanged_build_on_a_fresh_runner_asks_each_document_once_and_mounts_every
     );
     let seen = requests(&proxy);
     assert!(stderr.contains(" 0 layer(s) written"), "{stderr}");
-    let layers = layers_of(&dest);
+    let layers = crate::registry_support::manifest_layer_digests(&dest);
     assert_eq!(layers.len(), 5, "the base's, then WORKDIR, COPY, COPY, RUN");
 
     // No layer is downloaded: only manifests and configs.

@@ -278,6 +278,24 @@ pub fn skopeo(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The layer digests of the image manifest at `reference` (`HOST/REPO:TAG`, plain HTTP),
+/// as the registry serves it.
+pub fn manifest_layer_digests(reference: &str) -> Vec<String> {
+    let raw: serde_json::Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{reference}"),
+    ]))
+    .unwrap();
+    raw["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// A runnable image: Debian's static busybox as /bin/busybox and /bin/sh, running `script`.
 pub fn make_busybox_image(layout: &Layout, script: &str) -> Manifest {
     let mut tar = tar::Builder::new(Vec::new());
